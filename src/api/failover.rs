@@ -1,0 +1,171 @@
+//! `Failover`: a request to move a plan's active region.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Moves a DisasterRecoveryPlan's active region to `targetRegion`. The spec is immutable:
+/// create a new Failover to change anything.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "drover.io",
+    version = "v1alpha1",
+    kind = "Failover",
+    namespaced,
+    status = "FailoverStatus",
+    shortname = "fo",
+    printcolumn = r#"{"name":"Plan","type":"string","jsonPath":".spec.planRef"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRegion"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.currentStep"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// Name of the DisasterRecoveryPlan, in the Failover's namespace.
+    pub plan_ref: String,
+    /// The plan region to make active.
+    pub target_region: String,
+    /// Planned, Unplanned or DryRun.
+    pub mode: FailoverMode,
+    /// Unplanned only: allow promotion while replication lag is above zero.
+    #[serde(default)]
+    pub allow_data_loss: bool,
+    /// With allowDataLoss: the largest replication lag accepted at promotion, e.g. "30s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_data_loss: Option<String>,
+}
+
+/// How a failover runs.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FailoverMode {
+    /// Both regions are healthy: fence writes, wait for zero lag, switch over without data loss.
+    Planned,
+    /// The old region is impaired: proceed without it, within the allowed data loss.
+    Unplanned,
+    /// Run the read-only preflight checks and report; change nothing.
+    DryRun,
+}
+
+/// The phase of a failover.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FailoverPhase {
+    /// Accepted, not started.
+    Pending,
+    /// Steps are running.
+    Running,
+    /// The target region is active.
+    Succeeded,
+    /// A step failed for good; see the steps and conditions.
+    Failed,
+    /// A planned failover failed before promotion and its changes were undone.
+    RolledBack,
+    /// Not admitted: invalid, edited, or another failover of the plan is running.
+    Rejected,
+}
+
+impl FailoverPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::RolledBack | Self::Rejected
+        )
+    }
+}
+
+/// The state of one step.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StepState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// One step of a failover, in execution order.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatus {
+    /// Step name, e.g. "Preflight" or "PromoteDatabases".
+    pub name: String,
+    /// Pending, Running, Succeeded, Failed or Skipped.
+    pub state: StepState,
+    /// When the step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the step finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Attempts made, retries included.
+    #[serde(default)]
+    pub attempts: u32,
+    /// What happened, with errors verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Observed state of a failover. This is the durable record a restarted operator resumes from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverStatus {
+    /// Pending, Running, Succeeded, Failed, RolledBack or Rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<FailoverPhase>,
+    /// The step running now, or the last one to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    /// Steps in execution order.
+    #[serde(default)]
+    pub steps: Vec<StepStatus>,
+    /// Conditions, e.g. `Valid`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Measured durations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<FailoverTimings>,
+    /// Estimated data loss: replication lag at promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loss: Option<DataLossEstimate>,
+}
+
+/// Measured durations of a failover.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverTimings {
+    /// When the failover started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Total duration in seconds: the measured RTO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_seconds: Option<f64>,
+}
+
+/// Estimated data loss of a failover.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataLossEstimate {
+    /// The largest replication lag at promotion over all databases, in seconds.
+    pub max_lag_seconds: f64,
+    /// Replication lag at promotion per database.
+    #[serde(default)]
+    pub databases: Vec<DatabaseLag>,
+}
+
+/// Replication lag of one database at promotion.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseLag {
+    /// The plan's database name.
+    pub name: String,
+    /// Lag in seconds.
+    pub lag_seconds: f64,
+}

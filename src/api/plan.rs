@@ -1,0 +1,307 @@
+//! `DisasterRecoveryPlan`: what fails over, where, and how.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A multi-region disaster recovery plan: the regions and their clusters, the databases,
+/// DNS records and workloads that move when the active region changes, and the recovery
+/// objectives the plan must meet.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "drover.io",
+    version = "v1alpha1",
+    kind = "DisasterRecoveryPlan",
+    namespaced,
+    status = "DisasterRecoveryPlanStatus",
+    shortname = "drplan",
+    shortname = "drp",
+    printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeRegion"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DisasterRecoveryPlanSpec {
+    /// The regions taking part, at least two. Exactly one starts as Active.
+    pub regions: Vec<RegionSpec>,
+    /// Databases whose writer moves with the active region.
+    #[serde(default)]
+    pub databases: Vec<DatabaseSpec>,
+    /// Route 53 hosted zones whose records point at the active region.
+    #[serde(default)]
+    pub dns: Vec<HostedZoneSpec>,
+    /// Workloads scaled up in the active region and down in the standby regions.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSpec>,
+    /// Recovery time and recovery point objectives.
+    pub objectives: Objectives,
+}
+
+/// One region of the plan: an AWS region and the Kubernetes cluster that runs there.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionSpec {
+    /// Short name used by Failover.spec.targetRegion and by the per-region entries of
+    /// databases, records and workloads, e.g. "use1".
+    pub name: String,
+    /// The AWS region name, e.g. "us-east-1".
+    pub aws_region: String,
+    /// How Drover reaches this region's cluster.
+    pub cluster: ClusterAccess,
+    /// The role the region has before any failover: Active or Standby.
+    pub initial_role: RegionRole,
+}
+
+/// How to reach a region's cluster. Set exactly one of `kubeconfigSecretRef` or `inCluster`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAccess {
+    /// A Secret holding a kubeconfig for the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_ref: Option<SecretKeyRef>,
+    /// Use the cluster the operator itself runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_cluster: Option<bool>,
+}
+
+/// A key of a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The Secret's namespace; defaults to the plan's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The key within the Secret; defaults to "kubeconfig".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl SecretKeyRef {
+    pub const DEFAULT_KEY: &'static str = "kubeconfig";
+
+    pub fn key_or_default(&self) -> &str {
+        self.key.as_deref().unwrap_or(Self::DEFAULT_KEY)
+    }
+}
+
+/// The role of a region.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RegionRole {
+    Active,
+    Standby,
+}
+
+/// A database that follows the active region. Set exactly one of `rds` or `auroraGlobal`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// A name for the database, unique in the plan.
+    pub name: String,
+    /// An RDS instance with cross-region read replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds: Option<RdsDatabase>,
+    /// An Aurora Global Database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aurora_global: Option<AuroraGlobalDatabase>,
+}
+
+/// RDS instances, one per region. The instance in the active region is the primary; the
+/// others are its cross-region read replicas.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RdsDatabase {
+    /// One instance per region of the plan.
+    pub instances: Vec<RegionalIdentifier>,
+}
+
+/// An Aurora Global Database and its member cluster in each region.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuroraGlobalDatabase {
+    /// The global cluster identifier.
+    pub global_cluster_identifier: String,
+    /// One member DB cluster per region of the plan.
+    pub members: Vec<RegionalIdentifier>,
+}
+
+/// An AWS resource identifier (or ARN) in one region of the plan.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionalIdentifier {
+    /// The plan region name.
+    pub region: String,
+    /// Identifier or ARN.
+    pub identifier: String,
+}
+
+/// A Route 53 hosted zone and the records in it that follow the active region.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostedZoneSpec {
+    /// The hosted zone ID, e.g. "Z0123456789ABC".
+    pub hosted_zone_id: String,
+    /// Records switched in one change batch.
+    pub records: Vec<RecordSpec>,
+}
+
+/// A DNS record that points at the active region.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordSpec {
+    /// Fully qualified record name, e.g. "api.example.com.".
+    pub name: String,
+    /// Record type: A, AAAA, CNAME, TXT, ...
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// How the record follows the active region.
+    pub routing: RoutingPolicy,
+    /// TTL in seconds for value records; ignored for alias targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+    /// One target per region of the plan.
+    pub targets: Vec<RecordTarget>,
+}
+
+/// How a record follows the active region.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RoutingPolicy {
+    /// Failover routing: the active region's record is PRIMARY, the others SECONDARY.
+    Failover,
+    /// Weighted routing: the active region gets weight 100, the others 0.
+    Weighted,
+    /// A simple record whose value is the active region's target.
+    Simple,
+}
+
+/// What a record resolves to when a region is active. Set exactly one of `values` or `alias`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordTarget {
+    /// The plan region name.
+    pub region: String,
+    /// Record values, e.g. IP addresses or a host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    /// An alias target, e.g. a load balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<AliasTarget>,
+    /// Set identifier for failover and weighted records; defaults to the region name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_identifier: Option<String>,
+    /// Route 53 health check attached to this region's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_id: Option<String>,
+}
+
+/// A Route 53 alias target.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AliasTarget {
+    /// The hosted zone ID of the alias target (e.g. the load balancer's zone).
+    pub hosted_zone_id: String,
+    /// The DNS name of the alias target.
+    pub dns_name: String,
+    /// Whether Route 53 evaluates the target's health.
+    #[serde(default)]
+    pub evaluate_target_health: bool,
+}
+
+/// A scalable workload present in every region's cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// Kind: Deployment, StatefulSet, or any kind with a `scale` subresource.
+    pub kind: String,
+    /// API version; defaults to apps/v1 for Deployment and StatefulSet, required otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Namespace of the workload in each region's cluster.
+    pub namespace: String,
+    /// Name of the workload in each region's cluster.
+    pub name: String,
+    /// Replicas in the active region.
+    pub active_replicas: i32,
+    /// Replicas in standby regions (warm standby). Ignored for singletons, which stay at 0.
+    #[serde(default)]
+    pub standby_replicas: i32,
+    /// Never runs in two regions at once (e.g. a cron runner): 0 replicas outside the active region.
+    #[serde(default)]
+    pub singleton: bool,
+    /// Writes to the databases: fenced (scaled to 0) in the old region before promotion.
+    #[serde(default)]
+    pub writer: bool,
+}
+
+impl WorkloadSpec {
+    /// The API version, with the default for the built-in kinds.
+    pub fn effective_api_version(&self) -> Option<&str> {
+        match (self.api_version.as_deref(), self.kind.as_str()) {
+            (Some(v), _) => Some(v),
+            (None, "Deployment" | "StatefulSet") => Some("apps/v1"),
+            (None, _) => None,
+        }
+    }
+}
+
+/// Recovery objectives, as durations such as "5m" or "30s".
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Objectives {
+    /// Recovery time objective: how long a failover may take.
+    pub rto: String,
+    /// Recovery point objective: how much data (as replication lag) may be lost.
+    pub rpo: String,
+}
+
+/// Observed state of a plan.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisasterRecoveryPlanStatus {
+    /// The region currently serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_region: Option<String>,
+    /// Readiness of each region's cluster.
+    #[serde(default)]
+    pub regions: Vec<RegionStatus>,
+    /// `Valid` and `Ready` conditions.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The most recent Failover of this plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<LastFailover>,
+}
+
+/// Readiness of one region.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionStatus {
+    /// The plan region name.
+    pub name: String,
+    /// The cluster answered and every workload exists there.
+    pub ready: bool,
+    /// Why the region is not ready, or the cluster's version when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the region was last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked: Option<Time>,
+}
+
+/// A reference to the last Failover of a plan.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastFailover {
+    /// The Failover's name.
+    pub name: String,
+    /// Its target region.
+    pub target_region: String,
+    /// Its phase when last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+}

@@ -1,0 +1,212 @@
+//! Operator configuration: flags, then environment, then an optional YAML file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// `drover run` flags. Each flag also reads a `DROVER_*` environment variable.
+#[derive(Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// YAML config file; flags and environment override its values.
+    #[arg(long, env = "DROVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "DROVER_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "DROVER_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "DROVER_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "DROVER_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a Lease stays valid without renewal, in seconds.
+    #[arg(long, env = "DROVER_LEASE_DURATION_SECONDS")]
+    pub lease_duration_seconds: Option<u16>,
+    /// Identity written to the Lease (default: POD_NAME, else hostname-pid).
+    #[arg(long, env = "DROVER_IDENTITY")]
+    pub identity: Option<String>,
+    /// How often a valid plan's regions are re-checked, in seconds.
+    #[arg(long, env = "DROVER_PLAN_RESYNC_SECONDS")]
+    pub plan_resync_seconds: Option<u64>,
+    /// Timeout for calls to member clusters, in seconds.
+    #[arg(long, env = "DROVER_MEMBER_TIMEOUT_SECONDS")]
+    pub member_timeout_seconds: Option<u64>,
+}
+
+/// The same settings as they appear in a config file (camelCase keys).
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    pub watch_namespace: Option<String>,
+    pub http_addr: Option<SocketAddr>,
+    pub lease_name: Option<String>,
+    pub lease_namespace: Option<String>,
+    pub lease_duration_seconds: Option<u16>,
+    pub identity: Option<String>,
+    pub plan_resync_seconds: Option<u64>,
+    pub member_timeout_seconds: Option<u64>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub watch_namespace: Option<String>,
+    pub http_addr: SocketAddr,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub lease_duration: Duration,
+    pub identity: String,
+    pub plan_resync: Duration,
+    pub member_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Resolves flags/env over the file over defaults. `env_pod` is (POD_NAME, POD_NAMESPACE).
+    pub fn resolve(
+        args: &RunArgs,
+        file: FileConfig,
+        pod_name: Option<String>,
+        pod_namespace: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let lease_seconds = args
+            .lease_duration_seconds
+            .or(file.lease_duration_seconds)
+            .unwrap_or(15);
+        if lease_seconds < 3 {
+            return Err(ConfigError::Invalid(format!(
+                "leaseDurationSeconds must be at least 3, got {lease_seconds}"
+            )));
+        }
+        let identity = args
+            .identity
+            .clone()
+            .or(file.identity)
+            .or(pod_name)
+            .unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
+                format!("{host}-{}", std::process::id())
+            });
+        Ok(Self {
+            watch_namespace: args.watch_namespace.clone().or(file.watch_namespace),
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            lease_name: args
+                .lease_name
+                .clone()
+                .or(file.lease_name)
+                .unwrap_or_else(|| "drover-leader".into()),
+            lease_namespace: args
+                .lease_namespace
+                .clone()
+                .or(file.lease_namespace)
+                .or(pod_namespace)
+                .unwrap_or_else(|| "drover-system".into()),
+            lease_duration: Duration::from_secs(lease_seconds.into()),
+            identity,
+            plan_resync: Duration::from_secs(
+                args.plan_resync_seconds
+                    .or(file.plan_resync_seconds)
+                    .unwrap_or(60)
+                    .max(1),
+            ),
+            member_timeout: Duration::from_secs(
+                args.member_timeout_seconds
+                    .or(file.member_timeout_seconds)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
+        })
+    }
+
+    /// Loads the optional file named by the args and resolves everything.
+    pub fn load(args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(
+            args,
+            file,
+            std::env::var("POD_NAME").ok(),
+            std::env::var("POD_NAMESPACE").ok(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/drover.yaml");
+
+    #[test]
+    fn example_file_parses() {
+        let file: FileConfig = serde_yaml::from_str(EXAMPLE).expect("example parses");
+        let config = Config::resolve(&RunArgs::default(), file, None, None).expect("resolves");
+        assert_eq!(config.lease_name, "drover-leader");
+        assert_eq!(config.lease_duration, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let file = FileConfig {
+            lease_name: Some("from-file".into()),
+            plan_resync_seconds: Some(30),
+            ..Default::default()
+        };
+        let args = RunArgs {
+            lease_name: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let config =
+            Config::resolve(&args, file, Some("pod-a".into()), Some("ops".into())).expect("ok");
+        assert_eq!(config.lease_name, "from-flag");
+        assert_eq!(config.plan_resync, Duration::from_secs(30));
+        assert_eq!(config.identity, "pod-a");
+        assert_eq!(config.lease_namespace, "ops");
+        assert_eq!(config.watch_namespace, None);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_short_leases_are_rejected() {
+        assert!(serde_yaml::from_str::<FileConfig>("leaseNmae: x").is_err());
+        let args = RunArgs {
+            lease_duration_seconds: Some(1),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args, FileConfig::default(), None, None).is_err());
+    }
+}

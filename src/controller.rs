@@ -1,0 +1,467 @@
+//! Controller glue: watches plans and failovers, validates, and writes status.
+//! Decisions live in `validate` and `conditions`; this module only does I/O.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, future::join_all};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::{
+    DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverPhase, FailoverStatus,
+    RegionRole, RegionStatus,
+};
+use crate::conditions::{self, DesiredCondition};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::Readiness;
+use crate::member;
+use crate::metrics::{ControllerLabels, ErrorLabels, Metrics, PlanLabels};
+use crate::validate::{self, SecretsSeen};
+
+pub const FIELD_MANAGER: &str = "drover";
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: "drover".into(),
+            instance: Some(config.identity.clone()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self {
+            client,
+            config,
+            metrics,
+            recorder,
+        }
+    }
+
+    async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // Events are best effort: a failure to record one must not fail the reconcile.
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+async fn patch_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Looks up every Secret the plan references. Missing or forbidden Secrets become
+/// validation problems; other API errors fail the reconcile so it is retried.
+async fn lookup_secrets(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> Result<SecretsSeen> {
+    let mut seen = SecretsSeen::new();
+    for (_, secret_ns, secret) in validate::secret_refs(&plan.spec, ns) {
+        let key = (secret_ns.clone(), secret.name.clone());
+        if seen.contains_key(&key) {
+            continue;
+        }
+        let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &secret_ns);
+        let found = match api.get_opt(&secret.name).await {
+            Ok(Some(s)) => Ok(s
+                .data
+                .unwrap_or_default()
+                .into_keys()
+                .collect::<BTreeSet<String>>()),
+            Ok(None) => Err("not found".to_string()),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                Err(format!("forbidden: {}", status.message))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        seen.insert(key, found);
+    }
+    Ok(seen)
+}
+
+async fn check_regions(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> Vec<RegionStatus> {
+    let timeout = ctx.config.member_timeout;
+    let checks = plan.spec.regions.iter().map(|region| async move {
+        let outcome = async {
+            let client = member::client_for_region(&ctx.client, region, ns, timeout).await?;
+            member::check_region(&client, &plan.spec.workloads).await
+        };
+        let result = match tokio::time::timeout(timeout * 2, outcome).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {}s", (timeout * 2).as_secs())),
+        };
+        let (ready, message) = match result {
+            Ok(version) => (true, format!("reachable, {version}")),
+            Err(e) => (false, e),
+        };
+        RegionStatus {
+            name: region.name.clone(),
+            ready,
+            message: Some(message),
+            last_checked: Some(Time(now())),
+        }
+    });
+    join_all(checks).await
+}
+
+/// Validates a plan, checks its regions, and writes status.
+pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = plan.namespace().ok_or(Error::MissingNamespace)?;
+    let name = plan.name_any();
+    let api: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
+    let previous = plan.status.clone().unwrap_or_default();
+    let generation = plan.metadata.generation;
+    let labels = PlanLabels {
+        namespace: ns.clone(),
+        plan: name.clone(),
+    };
+
+    let secrets = lookup_secrets(&ctx, &plan, &ns).await?;
+    let problems = validate::validate_plan(&plan.spec, &ns, Some(&secrets));
+    let valid = problems.is_empty();
+    let mut status = DisasterRecoveryPlanStatus {
+        active_region: previous.active_region.clone(),
+        regions: previous.regions.clone(),
+        conditions: previous.conditions.clone(),
+        observed_generation: generation,
+        last_failover: previous.last_failover.clone(),
+    };
+    let valid_message = if valid {
+        "plan is valid".to_string()
+    } else {
+        validate::summarize(&problems)
+    };
+    status.conditions = conditions::upsert(
+        &status.conditions,
+        DesiredCondition {
+            type_: "Valid",
+            status: valid,
+            reason: if valid { "Valid" } else { "Invalid" },
+            message: valid_message.clone(),
+        },
+        generation,
+        now(),
+    );
+
+    let (ready, ready_message) = if valid {
+        if status.active_region.is_none() {
+            status.active_region = plan
+                .spec
+                .regions
+                .iter()
+                .find(|r| r.initial_role == RegionRole::Active)
+                .map(|r| r.name.clone());
+        }
+        status.regions = check_regions(&ctx, &plan, &ns).await;
+        let not_ready: Vec<String> = status
+            .regions
+            .iter()
+            .filter(|r| !r.ready)
+            .map(|r| format!("{}: {}", r.name, r.message.as_deref().unwrap_or("not ready")))
+            .collect();
+        if not_ready.is_empty() {
+            (true, "every region is reachable and has every workload".to_string())
+        } else {
+            (false, not_ready.join("; "))
+        }
+    } else {
+        (false, "plan is not valid".to_string())
+    };
+    status.conditions = conditions::upsert(
+        &status.conditions,
+        DesiredCondition {
+            type_: "Ready",
+            status: ready,
+            reason: if ready {
+                "RegionsReady"
+            } else if valid {
+                "RegionsNotReady"
+            } else {
+                "PlanInvalid"
+            },
+            message: ready_message.clone(),
+        },
+        generation,
+        now(),
+    );
+
+    ctx.metrics.plan_valid.get_or_create(&labels).set(valid.into());
+    ctx.metrics.plan_ready.get_or_create(&labels).set(ready.into());
+
+    let changed = |type_: &str, message: &str| {
+        conditions::find(&previous.conditions, type_)
+            .map(|c| c.message != message || c.observed_generation != generation)
+            .unwrap_or(true)
+    };
+    if !valid && changed("Valid", &valid_message) {
+        warn!(plan = %name, namespace = %ns, problems = %valid_message, "plan is invalid");
+        ctx.publish(&*plan, EventType::Warning, "InvalidPlan", valid_message)
+            .await;
+    } else if valid && changed("Ready", &ready_message) {
+        let type_ = if ready { EventType::Normal } else { EventType::Warning };
+        let reason = if ready { "PlanReady" } else { "PlanNotReady" };
+        info!(plan = %name, namespace = %ns, ready, message = %ready_message, "plan checked");
+        ctx.publish(&*plan, type_, reason, ready_message).await;
+    }
+
+    patch_status(&api, &name, &status).await?;
+    Ok(Action::requeue(ctx.config.plan_resync))
+}
+
+/// Checks a failover's admission rules and writes status. The engine that runs the
+/// steps comes later; until then an admitted failover stays Pending.
+pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = fo.namespace().ok_or(Error::MissingNamespace)?;
+    let name = fo.name_any();
+    let api: Api<Failover> = Api::namespaced(ctx.client.clone(), &ns);
+    let previous = fo.status.clone().unwrap_or_default();
+    let generation = fo.metadata.generation;
+
+    // Spec edits bump the generation; the CRD rule stops them on servers with CEL.
+    let edited = generation.unwrap_or(1) > 1;
+    let (valid, reason, message, requeue) = if edited {
+        (
+            false,
+            "SpecEdited",
+            format!(
+                "spec was edited (generation {}); {}",
+                generation.unwrap_or_default(),
+                crate::api::SPEC_IMMUTABLE_MESSAGE
+            ),
+            None,
+        )
+    } else {
+        let plans: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
+        match plans.get_opt(&fo.spec.plan_ref).await? {
+            None => (
+                false,
+                "PlanNotFound",
+                format!("spec.planRef: DisasterRecoveryPlan {ns}/{} not found", fo.spec.plan_ref),
+                Some(ctx.config.plan_resync),
+            ),
+            Some(plan) => {
+                let problems = validate::validate_failover(&fo.spec, &plan.spec);
+                if problems.is_empty() {
+                    (true, "Valid", "failover spec is valid".to_string(), None)
+                } else {
+                    (false, "Invalid", validate::summarize(&problems), None)
+                }
+            }
+        }
+    };
+
+    let phase = match previous.phase {
+        Some(p) if p.is_terminal() || p == FailoverPhase::Running => p,
+        _ if valid => FailoverPhase::Pending,
+        _ if reason == "PlanNotFound" => FailoverPhase::Pending,
+        _ => FailoverPhase::Rejected,
+    };
+    let status = FailoverStatus {
+        phase: Some(phase),
+        conditions: conditions::upsert(
+            &previous.conditions,
+            DesiredCondition {
+                type_: "Valid",
+                status: valid,
+                reason,
+                message: message.clone(),
+            },
+            generation,
+            now(),
+        ),
+        observed_generation: generation,
+        ..previous.clone()
+    };
+    let message_changed = conditions::find(&previous.conditions, "Valid")
+        .map(|c| c.message != message)
+        .unwrap_or(true);
+    if !valid && message_changed {
+        warn!(failover = %name, namespace = %ns, %message, "failover not admitted");
+        ctx.publish(&*fo, EventType::Warning, reason, message).await;
+    }
+    if status != previous {
+        patch_status(&api, &name, &status).await?;
+    }
+    Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+}
+
+fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |_obj, error, ctx| {
+        warn!(controller, error = %error, "reconcile failed; retrying");
+        ctx.metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                error: error.metric_label(),
+            })
+            .inc();
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+/// Waits until the drover.io CRDs are served, logging while they are not.
+pub async fn wait_for_crds(client: &Client, readiness: &Readiness) {
+    let mut logged = false;
+    loop {
+        let plans = Api::<DisasterRecoveryPlan>::all(client.clone());
+        let failovers = Api::<Failover>::all(client.clone());
+        let probe = ListParams::default().limit(1);
+        match (plans.list_metadata(&probe).await, failovers.list_metadata(&probe).await) {
+            (Ok(_), Ok(_)) => {
+                readiness.crds_present.store(true, Ordering::Release);
+                info!("drover.io CRDs are installed");
+                return;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                readiness.crds_present.store(false, Ordering::Release);
+                if !logged {
+                    warn!(error = %e, "drover.io CRDs are not served; not ready until they are installed (`drover crds | kubectl create -f -`)");
+                    logged = true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn scoped_api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs both controllers until `shutdown` resolves.
+pub async fn run_controllers(
+    ctx: Arc<Context>,
+    readiness: Arc<Readiness>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let ns = ctx.config.watch_namespace.clone();
+    let plans = Controller::new(
+        scoped_api::<DisasterRecoveryPlan>(&ctx.client, &ns),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown.clone());
+    let failovers = Controller::new(
+        scoped_api::<Failover>(&ctx.client, &ns),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown);
+
+    let plan_store = plans.store();
+    let failover_store = failovers.store();
+    let synced = {
+        let readiness = readiness.clone();
+        async move {
+            let plans_ready = plan_store.wait_until_ready().await;
+            let failovers_ready = failover_store.wait_until_ready().await;
+            if plans_ready.is_ok() && failovers_ready.is_ok() {
+                readiness.caches_synced.store(true, Ordering::Release);
+                info!("caches synced");
+            }
+        }
+    };
+
+    let plan_ctx = ctx.clone();
+    let plan_loop = plans
+        .run(timed("plan", reconcile_plan), error_policy("plan"), plan_ctx)
+        .for_each(|_| async {});
+    let failover_loop = failovers
+        .run(timed("failover", reconcile_failover), error_policy("failover"), ctx)
+        .for_each(|_| async {});
+    tokio::join!(synced, plan_loop, failover_loop);
+}
+
+/// Wraps a reconciler with count and duration metrics.
+fn timed<K, F, Fut>(
+    controller: &'static str,
+    reconcile: F,
+) -> impl Fn(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action>>
+where
+    K: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
+{
+    move |obj, ctx| {
+        Box::pin(async move {
+            let started = Instant::now();
+            let labels = ControllerLabels { controller };
+            let result = reconcile(obj, ctx.clone()).await;
+            ctx.metrics.reconciles.get_or_create(&labels).inc();
+            ctx.metrics
+                .reconcile_duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo".into(), 2), "h…");
+        assert_eq!(truncate("short".into(), 10), "short");
+    }
+}

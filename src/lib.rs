@@ -1,0 +1,14 @@
+//! Drover: multi-region disaster recovery for Kubernetes on AWS.
+
+pub mod api;
+pub mod check;
+pub mod conditions;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod member;
+pub mod metrics;
+pub mod telemetry;
+pub mod validate;

@@ -1,0 +1,131 @@
+//! Clients for region (member) clusters, built from kubeconfigs held in Secrets.
+//! Kubeconfig contents are never logged or returned in errors.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiResource, pinned_kind};
+use kube::{Client, Config};
+
+use crate::api::{RegionSpec, WorkloadSpec};
+
+/// Reads the key of a Secret; the error says which part is missing, never the value.
+pub async fn read_secret_key(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<String, String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading Secret {namespace}/{name}: {e}"))?
+        .ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| format!("Secret {namespace}/{name} has no key {key:?}"))?;
+    String::from_utf8(bytes.0.clone())
+        .map_err(|_| format!("Secret {namespace}/{name} key {key:?} is not UTF-8"))
+}
+
+/// Builds a client for a region's cluster.
+pub async fn client_for_region(
+    mgmt: &Client,
+    region: &RegionSpec,
+    plan_namespace: &str,
+    timeout: Duration,
+) -> Result<Client, String> {
+    let Some(secret) = &region.cluster.kubeconfig_secret_ref else {
+        // inCluster: the operator's own cluster.
+        return Ok(mgmt.clone());
+    };
+    let namespace = secret.namespace.as_deref().unwrap_or(plan_namespace);
+    let text = read_secret_key(mgmt, namespace, &secret.name, secret.key_or_default()).await?;
+    let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| {
+        format!(
+            "Secret {namespace}/{} key {:?} is not a valid kubeconfig: {}",
+            secret.name,
+            secret.key_or_default(),
+            redact_kubeconfig_error(&e.to_string())
+        )
+    })?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("kubeconfig in Secret {namespace}/{}: {e}", secret.name))?;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    Client::try_from(config).map_err(|e| format!("client for region {}: {e}", region.name))
+}
+
+/// YAML parse errors can quote the offending input; keep only the first line, which
+/// names the position, and drop anything quoted.
+fn redact_kubeconfig_error(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default();
+    match first.find(['"', '\'', '`']) {
+        Some(cut) => format!("{}…", &first[..cut]),
+        None => first.to_string(),
+    }
+}
+
+/// Checks a region's cluster: it answers, and every workload exists there.
+/// Returns the server version on success, or every problem found.
+pub async fn check_region(client: &Client, workloads: &[WorkloadSpec]) -> Result<String, String> {
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| format!("cluster unreachable: {e}"))?;
+    let mut resources: BTreeMap<String, Result<ApiResource, String>> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for w in workloads {
+        let Some(api_version) = w.effective_api_version() else {
+            continue;
+        };
+        let gvk_key = format!("{api_version}/{}", w.kind);
+        if !resources.contains_key(&gvk_key) {
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let gvk = GroupVersionKind::gvk(group, version, &w.kind);
+            let resolved = pinned_kind(client, &gvk)
+                .await
+                .map(|(resource, _caps)| resource)
+                .map_err(|e| format!("kind {gvk_key} not served: {e}"));
+            resources.insert(gvk_key.clone(), resolved);
+        }
+        match &resources[&gvk_key] {
+            Err(e) => missing.push(e.clone()),
+            Ok(resource) => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), &w.namespace, resource);
+                match api.get_opt(&w.name).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => missing.push(format!("{} {}/{} not found", w.kind, w.namespace, w.name)),
+                    Err(e) => missing.push(format!("{} {}/{}: {e}", w.kind, w.namespace, w.name)),
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(version.git_version)
+    } else {
+        missing.dedup();
+        Err(missing.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeconfig_errors_do_not_quote_input() {
+        let err = Kubeconfig::from_yaml("token: \"s3cret\nclusters: [").expect_err("invalid");
+        let redacted = redact_kubeconfig_error(&err.to_string());
+        assert!(!redacted.contains("s3cret"), "{redacted}");
+    }
+}

@@ -1,0 +1,771 @@
+//! Pure validation of plans and failovers. Every problem names its field path.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use crate::api::{
+    DisasterRecoveryPlanSpec, FailoverMode, FailoverSpec, RegionRole, RegionalIdentifier,
+    SecretKeyRef,
+};
+
+/// One thing wrong with an object, at a field path such as `spec.regions[1].name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub reason: String,
+}
+
+impl Problem {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Joins problems into one line for a condition message.
+pub fn summarize(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What was found when looking up the Secrets a plan references: per (namespace, name),
+/// the keys present, or why the Secret could not be read.
+pub type SecretsSeen = HashMap<(String, String), Result<BTreeSet<String>, String>>;
+
+/// The Secrets a plan references, as (field path, namespace, reference).
+pub fn secret_refs<'a>(
+    spec: &'a DisasterRecoveryPlanSpec,
+    plan_namespace: &'a str,
+) -> impl Iterator<Item = (String, String, &'a SecretKeyRef)> + 'a {
+    spec.regions.iter().enumerate().filter_map(move |(i, r)| {
+        r.cluster.kubeconfig_secret_ref.as_ref().map(|s| {
+            (
+                format!("spec.regions[{i}].cluster.kubeconfigSecretRef"),
+                s.namespace
+                    .clone()
+                    .unwrap_or_else(|| plan_namespace.to_string()),
+                s,
+            )
+        })
+    })
+}
+
+/// Parses a duration such as "30s", "5m" or "1h 30m".
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("invalid duration {value:?} ({e}); use e.g. \"30s\" or \"5m\""))
+}
+
+/// Validates a plan spec. With `secrets`, also checks that referenced Secrets and keys exist;
+/// without (offline), that check is skipped.
+pub fn validate_plan(
+    spec: &DisasterRecoveryPlanSpec,
+    plan_namespace: &str,
+    secrets: Option<&SecretsSeen>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let regions = check_regions(spec, &mut problems);
+
+    for (i, db) in spec.databases.iter().enumerate() {
+        let path = format!("spec.databases[{i}]");
+        require_non_empty(&mut problems, &format!("{path}.name"), &db.name);
+        match (&db.rds, &db.aurora_global) {
+            (Some(rds), None) => check_coverage(
+                &mut problems,
+                &format!("{path}.rds.instances"),
+                &rds.instances,
+                &regions,
+            ),
+            (None, Some(aurora)) => {
+                require_non_empty(
+                    &mut problems,
+                    &format!("{path}.auroraGlobal.globalClusterIdentifier"),
+                    &aurora.global_cluster_identifier,
+                );
+                check_coverage(
+                    &mut problems,
+                    &format!("{path}.auroraGlobal.members"),
+                    &aurora.members,
+                    &regions,
+                );
+            }
+            (Some(_), Some(_)) => problems.push(Problem::new(
+                &path,
+                "set exactly one of rds or auroraGlobal, not both",
+            )),
+            (None, None) => {
+                problems.push(Problem::new(&path, "set exactly one of rds or auroraGlobal"))
+            }
+        }
+    }
+    check_unique(
+        &mut problems,
+        spec.databases
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("spec.databases[{i}].name"), d.name.clone())),
+        "database name",
+    );
+
+    for (z, zone) in spec.dns.iter().enumerate() {
+        let zpath = format!("spec.dns[{z}]");
+        require_non_empty(
+            &mut problems,
+            &format!("{zpath}.hostedZoneId"),
+            &zone.hosted_zone_id,
+        );
+        if zone.records.is_empty() {
+            problems.push(Problem::new(
+                format!("{zpath}.records"),
+                "a hosted zone needs at least one record",
+            ));
+        }
+        for (r, record) in zone.records.iter().enumerate() {
+            let rpath = format!("{zpath}.records[{r}]");
+            require_non_empty(&mut problems, &format!("{rpath}.name"), &record.name);
+            require_non_empty(&mut problems, &format!("{rpath}.type"), &record.record_type);
+            if let Some(ttl) = record.ttl.filter(|t| *t < 0) {
+                problems.push(Problem::new(
+                    format!("{rpath}.ttl"),
+                    format!("must be >= 0, got {ttl}"),
+                ));
+            }
+            let keys: Vec<(String, String)> = record
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(t, target)| (format!("{rpath}.targets[{t}]"), target.region.clone()))
+                .collect();
+            check_region_keys(&mut problems, &format!("{rpath}.targets"), &keys, &regions);
+            for (t, target) in record.targets.iter().enumerate() {
+                let tpath = format!("{rpath}.targets[{t}]");
+                match (&target.values, &target.alias) {
+                    (Some(values), None) => {
+                        if values.is_empty() || values.iter().any(|v| v.trim().is_empty()) {
+                            problems.push(Problem::new(
+                                format!("{tpath}.values"),
+                                "needs at least one non-empty value",
+                            ));
+                        }
+                    }
+                    (None, Some(alias)) => {
+                        require_non_empty(
+                            &mut problems,
+                            &format!("{tpath}.alias.hostedZoneId"),
+                            &alias.hosted_zone_id,
+                        );
+                        require_non_empty(
+                            &mut problems,
+                            &format!("{tpath}.alias.dnsName"),
+                            &alias.dns_name,
+                        );
+                    }
+                    (Some(_), Some(_)) => problems.push(Problem::new(
+                        &tpath,
+                        "set exactly one of values or alias, not both",
+                    )),
+                    (None, None) => {
+                        problems.push(Problem::new(&tpath, "set exactly one of values or alias"))
+                    }
+                }
+            }
+        }
+        check_unique(
+            &mut problems,
+            zone.records.iter().enumerate().map(|(r, rec)| {
+                (
+                    format!("{zpath}.records[{r}]"),
+                    format!("{} {}", rec.name, rec.record_type),
+                )
+            }),
+            "record name and type",
+        );
+    }
+
+    for (i, w) in spec.workloads.iter().enumerate() {
+        let path = format!("spec.workloads[{i}]");
+        require_non_empty(&mut problems, &format!("{path}.kind"), &w.kind);
+        require_non_empty(&mut problems, &format!("{path}.namespace"), &w.namespace);
+        require_non_empty(&mut problems, &format!("{path}.name"), &w.name);
+        if !w.kind.is_empty() && w.effective_api_version().is_none() {
+            problems.push(Problem::new(
+                format!("{path}.apiVersion"),
+                format!("required for kind {:?}", w.kind),
+            ));
+        }
+        for (field, value) in [
+            ("activeReplicas", w.active_replicas),
+            ("standbyReplicas", w.standby_replicas),
+        ] {
+            if value < 0 {
+                problems.push(Problem::new(
+                    format!("{path}.{field}"),
+                    format!("must be >= 0, got {value}"),
+                ));
+            }
+        }
+    }
+    check_unique(
+        &mut problems,
+        spec.workloads.iter().enumerate().map(|(i, w)| {
+            (
+                format!("spec.workloads[{i}]"),
+                format!("{} {}/{}", w.kind, w.namespace, w.name),
+            )
+        }),
+        "workload",
+    );
+
+    for (field, value) in [
+        ("spec.objectives.rto", &spec.objectives.rto),
+        ("spec.objectives.rpo", &spec.objectives.rpo),
+    ] {
+        if let Err(reason) = parse_duration(value) {
+            problems.push(Problem::new(field, reason));
+        }
+    }
+
+    if let Some(secrets) = secrets {
+        for (path, namespace, secret) in secret_refs(spec, plan_namespace) {
+            match secrets.get(&(namespace.clone(), secret.name.clone())) {
+                Some(Ok(keys)) if keys.contains(secret.key_or_default()) => {}
+                Some(Ok(_)) => problems.push(Problem::new(
+                    format!("{path}.key"),
+                    format!(
+                        "Secret {namespace}/{} has no key {:?}",
+                        secret.name,
+                        secret.key_or_default()
+                    ),
+                )),
+                Some(Err(reason)) => problems.push(Problem::new(
+                    format!("{path}.name"),
+                    format!("Secret {namespace}/{}: {reason}", secret.name),
+                )),
+                None => problems.push(Problem::new(
+                    format!("{path}.name"),
+                    format!("Secret {namespace}/{} was not looked up", secret.name),
+                )),
+            }
+        }
+    }
+    problems
+}
+
+/// Checks the regions list and returns the set of region names.
+fn check_regions(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) -> BTreeSet<String> {
+    if spec.regions.len() < 2 {
+        problems.push(Problem::new(
+            "spec.regions",
+            format!(
+                "at least 2 regions are required, found {}",
+                spec.regions.len()
+            ),
+        ));
+    }
+    for (i, r) in spec.regions.iter().enumerate() {
+        let path = format!("spec.regions[{i}]");
+        require_non_empty(problems, &format!("{path}.name"), &r.name);
+        require_non_empty(problems, &format!("{path}.awsRegion"), &r.aws_region);
+        let secret = r.cluster.kubeconfig_secret_ref.as_ref();
+        let in_cluster = r.cluster.in_cluster.unwrap_or(false);
+        match (secret, in_cluster) {
+            (Some(s), false) => {
+                require_non_empty(
+                    problems,
+                    &format!("{path}.cluster.kubeconfigSecretRef.name"),
+                    &s.name,
+                );
+            }
+            (None, true) => {}
+            (Some(_), true) => problems.push(Problem::new(
+                format!("{path}.cluster"),
+                "set exactly one of kubeconfigSecretRef or inCluster, not both",
+            )),
+            (None, false) => problems.push(Problem::new(
+                format!("{path}.cluster"),
+                "set exactly one of kubeconfigSecretRef or inCluster: true",
+            )),
+        }
+    }
+    check_unique(
+        problems,
+        spec.regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("spec.regions[{i}].name"), r.name.clone())),
+        "region",
+    );
+    let active: Vec<&str> = spec
+        .regions
+        .iter()
+        .filter(|r| r.initial_role == RegionRole::Active)
+        .map(|r| r.name.as_str())
+        .collect();
+    if active.len() != 1 && !spec.regions.is_empty() {
+        problems.push(Problem::new(
+            "spec.regions",
+            format!(
+                "exactly one region must have initialRole Active, found {} ({})",
+                active.len(),
+                active.join(", ")
+            ),
+        ));
+    }
+    spec.regions.iter().map(|r| r.name.clone()).collect()
+}
+
+fn check_coverage(
+    problems: &mut Vec<Problem>,
+    path: &str,
+    entries: &[RegionalIdentifier],
+    regions: &BTreeSet<String>,
+) {
+    let keys: Vec<(String, String)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("{path}[{i}]"), e.region.clone()))
+        .collect();
+    check_region_keys(problems, path, &keys, regions);
+    for (i, e) in entries.iter().enumerate() {
+        require_non_empty(problems, &format!("{path}[{i}].identifier"), &e.identifier);
+    }
+}
+
+/// Each entry names a plan region; together they must cover every region exactly once.
+fn check_region_keys(
+    problems: &mut Vec<Problem>,
+    path: &str,
+    keys: &[(String, String)],
+    regions: &BTreeSet<String>,
+) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (entry_path, region) in keys {
+        if !regions.contains(region) {
+            problems.push(Problem::new(
+                format!("{entry_path}.region"),
+                format!("unknown region {region:?}; the plan's regions are {regions:?}"),
+            ));
+        } else if let Some(first) = seen.insert(region, entry_path) {
+            problems.push(Problem::new(
+                format!("{entry_path}.region"),
+                format!("region {region:?} appears twice (also {first})"),
+            ));
+        }
+    }
+    for region in regions {
+        if !region.is_empty() && !seen.contains_key(region.as_str()) {
+            problems.push(Problem::new(
+                path,
+                format!("missing an entry for region {region:?}"),
+            ));
+        }
+    }
+}
+
+fn check_unique(
+    problems: &mut Vec<Problem>,
+    items: impl Iterator<Item = (String, String)>,
+    what: &str,
+) {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (path, key) in items {
+        if key.is_empty() {
+            continue;
+        }
+        if let Some(first) = seen.get(&key) {
+            problems.push(Problem::new(
+                &path,
+                format!("duplicate {what} {key:?} (also {first})"),
+            ));
+        } else {
+            seen.insert(key, path);
+        }
+    }
+}
+
+fn require_non_empty(problems: &mut Vec<Problem>, path: &str, value: &str) {
+    if value.trim().is_empty() {
+        problems.push(Problem::new(path, "must not be empty"));
+    }
+}
+
+/// Validates a failover spec against its plan.
+pub fn validate_failover(spec: &FailoverSpec, plan: &DisasterRecoveryPlanSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if !plan.regions.iter().any(|r| r.name == spec.target_region) {
+        let names: Vec<&str> = plan.regions.iter().map(|r| r.name.as_str()).collect();
+        problems.push(Problem::new(
+            "spec.targetRegion",
+            format!(
+                "unknown region {:?}; plan {:?} has {names:?}",
+                spec.target_region, spec.plan_ref
+            ),
+        ));
+    }
+    if spec.allow_data_loss && spec.mode != FailoverMode::Unplanned {
+        problems.push(Problem::new(
+            "spec.allowDataLoss",
+            format!("only Unplanned failovers may lose data; mode is {:?}", spec.mode),
+        ));
+    }
+    if let Some(max) = &spec.max_data_loss {
+        if let Err(reason) = parse_duration(max) {
+            problems.push(Problem::new("spec.maxDataLoss", reason));
+        } else if !spec.allow_data_loss {
+            problems.push(Problem::new(
+                "spec.maxDataLoss",
+                "has no effect without allowDataLoss: true",
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DisasterRecoveryPlan, RoutingPolicy};
+
+    const SAMPLE: &str = include_str!("../config/samples/plan.yaml");
+
+    fn sample() -> DisasterRecoveryPlanSpec {
+        let plan: DisasterRecoveryPlan = serde_yaml::from_str(SAMPLE).expect("sample parses");
+        plan.spec
+    }
+
+    fn fields(spec: &DisasterRecoveryPlanSpec) -> Vec<String> {
+        validate_plan(spec, "drover-system", None)
+            .into_iter()
+            .map(|p| p.field)
+            .collect()
+    }
+
+    fn all_secrets_present(spec: &DisasterRecoveryPlanSpec) -> SecretsSeen {
+        secret_refs(spec, "drover-system")
+            .map(|(_, ns, s)| {
+                let keys = BTreeSet::from([s.key_or_default().to_string()]);
+                ((ns, s.name.clone()), Ok(keys))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sample_plan_is_valid() {
+        let spec = sample();
+        let seen = all_secrets_present(&spec);
+        assert_eq!(validate_plan(&spec, "drover-system", Some(&seen)), vec![]);
+    }
+
+    #[test]
+    fn fewer_than_two_regions() {
+        let mut spec = sample();
+        spec.regions.truncate(1);
+        let f = fields(&spec);
+        assert!(f.contains(&"spec.regions".to_string()), "{f:?}");
+    }
+
+    #[test]
+    fn duplicate_region() {
+        let mut spec = sample();
+        spec.regions[1].name = "use1".into();
+        let problems = validate_plan(&spec, "drover-system", None);
+        let dup = problems
+            .iter()
+            .find(|p| p.field == "spec.regions[1].name")
+            .expect("duplicate reported");
+        assert!(dup.reason.contains("duplicate region \"use1\""), "{dup}");
+    }
+
+    #[test]
+    fn exactly_one_active_region() {
+        let mut spec = sample();
+        spec.regions[1].initial_role = RegionRole::Active;
+        let problems = validate_plan(&spec, "drover-system", None);
+        assert!(problems.iter().any(|p| p.reason.contains("found 2")));
+    }
+
+    #[test]
+    fn cluster_access_needs_exactly_one_way() {
+        let mut spec = sample();
+        spec.regions[0].cluster.kubeconfig_secret_ref = None;
+        assert!(fields(&spec).contains(&"spec.regions[0].cluster".to_string()));
+        spec.regions[0].cluster.in_cluster = Some(true);
+        assert!(fields(&spec).is_empty());
+        spec.regions[1].cluster.in_cluster = Some(true);
+        assert!(fields(&spec).contains(&"spec.regions[1].cluster".to_string()));
+    }
+
+    #[test]
+    fn database_missing_region() {
+        let mut spec = sample();
+        spec.databases[0].rds.as_mut().expect("rds").instances.pop();
+        let problems = validate_plan(&spec, "drover-system", None);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "spec.databases[0].rds.instances");
+        assert!(problems[0].reason.contains("usw2"));
+    }
+
+    #[test]
+    fn database_unknown_and_repeated_region() {
+        let mut spec = sample();
+        let members = &mut spec.databases[1]
+            .aurora_global
+            .as_mut()
+            .expect("aurora")
+            .members;
+        members[1].region = "use1".into();
+        members.push(RegionalIdentifier {
+            region: "euw1".into(),
+            identifier: "x".into(),
+        });
+        let f = fields(&spec);
+        assert!(f.contains(&"spec.databases[1].auroraGlobal.members[1].region".to_string()));
+        assert!(f.contains(&"spec.databases[1].auroraGlobal.members[2].region".to_string()));
+        assert!(f.contains(&"spec.databases[1].auroraGlobal.members".to_string()));
+    }
+
+    #[test]
+    fn database_needs_exactly_one_engine() {
+        let mut spec = sample();
+        spec.databases[0].aurora_global = spec.databases[1].aurora_global.clone();
+        assert_eq!(fields(&spec), vec!["spec.databases[0]"]);
+        spec.databases[0].rds = None;
+        spec.databases[0].aurora_global = None;
+        assert_eq!(fields(&spec), vec!["spec.databases[0]"]);
+    }
+
+    #[test]
+    fn record_missing_region_target() {
+        let mut spec = sample();
+        spec.dns[0].records[1].targets.remove(0);
+        let problems = validate_plan(&spec, "drover-system", None);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "spec.dns[0].records[1].targets");
+        assert!(problems[0].reason.contains("\"use1\""));
+    }
+
+    #[test]
+    fn record_target_needs_values_or_alias() {
+        let mut spec = sample();
+        spec.dns[0].records[0].targets[0].values = None;
+        assert_eq!(fields(&spec), vec!["spec.dns[0].records[0].targets[0]"]);
+        spec.dns[0].records[0].targets[0].values = Some(vec![]);
+        assert_eq!(fields(&spec), vec!["spec.dns[0].records[0].targets[0].values"]);
+    }
+
+    #[test]
+    fn duplicate_record() {
+        let mut spec = sample();
+        let mut copy = spec.dns[0].records[0].clone();
+        copy.routing = RoutingPolicy::Weighted;
+        spec.dns[0].records.push(copy);
+        assert_eq!(fields(&spec), vec!["spec.dns[0].records[2]"]);
+    }
+
+    #[test]
+    fn negative_replicas() {
+        let mut spec = sample();
+        spec.workloads[1].active_replicas = -1;
+        spec.workloads[2].standby_replicas = -3;
+        let problems = validate_plan(&spec, "drover-system", None);
+        assert_eq!(
+            problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+            vec![
+                "spec.workloads[1].activeReplicas",
+                "spec.workloads[2].standbyReplicas"
+            ]
+        );
+        assert!(problems[1].reason.contains("-3"));
+    }
+
+    #[test]
+    fn duplicate_workload() {
+        let mut spec = sample();
+        spec.workloads[2].name = "web".into();
+        assert_eq!(fields(&spec), vec!["spec.workloads[2]"]);
+    }
+
+    #[test]
+    fn custom_kind_needs_api_version() {
+        let mut spec = sample();
+        spec.workloads[0].kind = "Rollout".into();
+        assert_eq!(fields(&spec), vec!["spec.workloads[0].apiVersion"]);
+        spec.workloads[0].api_version = Some("argoproj.io/v1alpha1".into());
+        assert!(fields(&spec).is_empty());
+    }
+
+    #[test]
+    fn bad_durations() {
+        let mut spec = sample();
+        spec.objectives.rto = "five minutes".into();
+        spec.objectives.rpo = "".into();
+        let problems = validate_plan(&spec, "drover-system", None);
+        assert_eq!(
+            problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+            vec!["spec.objectives.rto", "spec.objectives.rpo"]
+        );
+        assert!(problems[0].reason.contains("five minutes"));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("-5m").is_err());
+    }
+
+    #[test]
+    fn missing_secret_and_missing_key() {
+        let spec = sample();
+        let mut seen = all_secrets_present(&spec);
+        seen.insert(
+            ("drover-system".into(), "use1-kubeconfig".into()),
+            Err("not found".into()),
+        );
+        seen.insert(
+            ("drover-system".into(), "usw2-kubeconfig".into()),
+            Ok(BTreeSet::from(["config".to_string()])),
+        );
+        let problems = validate_plan(&spec, "drover-system", Some(&seen));
+        assert_eq!(
+            problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+            vec![
+                "spec.regions[0].cluster.kubeconfigSecretRef.name",
+                "spec.regions[1].cluster.kubeconfigSecretRef.key"
+            ]
+        );
+        assert!(problems[0].reason.contains("not found"));
+    }
+
+    #[test]
+    fn secret_namespace_defaults_to_plan_namespace() {
+        let mut spec = sample();
+        spec.regions[0]
+            .cluster
+            .kubeconfig_secret_ref
+            .as_mut()
+            .expect("ref")
+            .namespace = Some("vault".into());
+        let refs: Vec<(String, String)> = secret_refs(&spec, "drover-system")
+            .map(|(_, ns, s)| (ns, s.name.clone()))
+            .collect();
+        assert_eq!(
+            refs,
+            vec![
+                ("vault".to_string(), "use1-kubeconfig".to_string()),
+                ("drover-system".to_string(), "usw2-kubeconfig".to_string())
+            ]
+        );
+    }
+
+    fn failover(target: &str, mode: FailoverMode) -> FailoverSpec {
+        FailoverSpec {
+            plan_ref: "shop".into(),
+            target_region: target.into(),
+            mode,
+            allow_data_loss: false,
+            max_data_loss: None,
+        }
+    }
+
+    #[test]
+    fn failover_target_must_be_a_plan_region() {
+        let plan = sample();
+        assert!(validate_failover(&failover("usw2", FailoverMode::Planned), &plan).is_empty());
+        let problems = validate_failover(&failover("euw1", FailoverMode::Planned), &plan);
+        assert_eq!(problems[0].field, "spec.targetRegion");
+    }
+
+    #[test]
+    fn failover_data_loss_rules() {
+        let plan = sample();
+        let mut spec = failover("usw2", FailoverMode::Planned);
+        spec.allow_data_loss = true;
+        assert_eq!(
+            validate_failover(&spec, &plan)[0].field,
+            "spec.allowDataLoss"
+        );
+        spec.mode = FailoverMode::Unplanned;
+        spec.max_data_loss = Some("10s".into());
+        assert!(validate_failover(&spec, &plan).is_empty());
+        spec.max_data_loss = Some("ten".into());
+        assert_eq!(validate_failover(&spec, &plan)[0].field, "spec.maxDataLoss");
+    }
+
+    /// Random edits of a valid plan never panic validation, and any edit that
+    /// deserializes either validates or names a field.
+    #[test]
+    fn validation_never_panics_on_mutated_input() {
+        let base: serde_json::Value =
+            serde_json::to_value(sample()).expect("sample serializes");
+        let replacements = [
+            serde_json::json!(null),
+            serde_json::json!(-1),
+            serde_json::json!(""),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!("use1"),
+            serde_json::json!(i64::MIN),
+            serde_json::json!("\u{0}\u{ffff}"),
+        ];
+        let mut paths = Vec::new();
+        collect_paths(&base, &mut Vec::new(), &mut paths);
+        let mut checked = 0;
+        for path in &paths {
+            for replacement in &replacements {
+                let mut value = base.clone();
+                if let Some(slot) = pointer_mut(&mut value, path) {
+                    *slot = replacement.clone();
+                }
+                if let Ok(spec) = serde_json::from_value::<DisasterRecoveryPlanSpec>(value) {
+                    for p in validate_plan(&spec, "ns", None) {
+                        assert!(p.field.starts_with("spec."), "{p}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 50, "only {checked} mutations deserialized");
+    }
+
+    fn collect_paths(v: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(at.clone());
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, child) in m {
+                    at.push(k.clone());
+                    collect_paths(child, at, out);
+                    at.pop();
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    at.push(i.to_string());
+                    collect_paths(child, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn pointer_mut<'a>(
+        v: &'a mut serde_json::Value,
+        path: &[String],
+    ) -> Option<&'a mut serde_json::Value> {
+        let pointer: String = path.iter().map(|p| format!("/{p}")).collect();
+        v.pointer_mut(&pointer)
+    }
+}
