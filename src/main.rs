@@ -54,6 +54,9 @@ fn main() -> ExitCode {
         Command::Check { files } => run_check(&files),
         Command::Run(args) => {
             telemetry::init(cli.log_format);
+            // kube uses ring and the AWS SDK aws-lc-rs; with both linked, rustls needs a choice.
+            // Err only means a provider is already installed, which is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -1,0 +1,500 @@
+"""moto in server mode, extended with the disaster-recovery behaviour moto lacks.
+
+A WSGI layer in front of moto's own dispatcher:
+  * counts every call per (service, region, operation), so tests can assert that a
+    mutating call happened exactly once;
+  * injects faults per service/region/operation: throttling, 5xx, latency, and whole
+    regions becoming unreachable (the connection is closed without an answer);
+  * RDS PromoteReadReplica takes a configurable time, shows `modifying`, then
+    `available` with the replica link broken; promoting a non-replica is refused;
+  * Aurora SwitchoverGlobalCluster / FailoverGlobalCluster change the writer after a
+    delay (moto answers 500 for both);
+  * Route 53 GetChange reports PENDING for a configurable time after a change batch;
+    health checks can be made to fail;
+  * replica lag is settable and published as CloudWatch metrics (AWS/RDS ReplicaLag,
+    AuroraGlobalDBReplicationLag).
+
+The control API lives under /_bed/ on the same port; see CONTROL below.
+"""
+
+import io
+import itertools
+import json
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from urllib.parse import parse_qs
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+ACCOUNT = "123456789012"
+GLOBAL_SERVICES = {"route53"}
+R53_NS = "https://route53.amazonaws.com/doc/2013-04-01/"
+RDS_NS = "http://rds.amazonaws.com/doc/2014-10-31/"
+
+ROUTE53_OPS = [
+    ("POST", r"/hostedzone/[^/]+/rrset/?$", "ChangeResourceRecordSets"),
+    ("GET", r"/hostedzone/[^/]+/rrset/?$", "ListResourceRecordSets"),
+    ("GET", r"/change/[^/]+$", "GetChange"),
+    ("GET", r"/healthcheck/[^/]+/status$", "GetHealthCheckStatus"),
+    ("GET", r"/healthcheck/[^/]+$", "GetHealthCheck"),
+    ("POST", r"/healthcheck/[^/]+$", "UpdateHealthCheck"),
+    ("DELETE", r"/healthcheck/[^/]+$", "DeleteHealthCheck"),
+    ("POST", r"/healthcheck/?$", "CreateHealthCheck"),
+    ("GET", r"/healthcheck/?$", "ListHealthChecks"),
+    ("GET", r"/hostedzone/[^/]+$", "GetHostedZone"),
+    ("DELETE", r"/hostedzone/[^/]+$", "DeleteHostedZone"),
+    ("POST", r"/hostedzone/?$", "CreateHostedZone"),
+    ("GET", r"/hostedzone/?$", "ListHostedZones"),
+]
+
+READ_PREFIXES = ("Describe", "List", "Get", "BatchGet")
+
+
+def is_mutating(operation):
+    return not operation.startswith(READ_PREFIXES)
+
+
+class BedState:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.calls = Counter()
+        self.faults = []
+        self.fault_ids = itertools.count(1)
+        self.outages = set()
+        self.promotion_delay = 3.0
+        self.switchover_delay = 3.0
+        self.dns_sync_delay = 1.0
+        self.failing_health_checks = set()
+        self.changes = {}  # change id -> (submitted, insync_at)
+        self.change_ids = itertools.count(1)
+        self.promoting = set()  # (region, db id)
+        self.global_in_progress = set()
+        self.rng = random.Random(42)
+
+
+def xml_escape(s):
+    return (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
+class Bed:
+    def __init__(self):
+        self.state = BedState()
+        self.moto = DomainDispatcherApplication(create_backend_app)
+
+    # ---- request classification -------------------------------------------------
+    @staticmethod
+    def scope(environ):
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        m = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request", auth)
+        if not m:
+            return None, None
+        return m.group(2), m.group(1)
+
+    @staticmethod
+    def read_body(environ):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return body
+
+    def operation(self, service, environ, body):
+        if service == "route53":
+            path = re.sub(r"^/\d{4}-\d{2}-\d{2}", "", environ.get("PATH_INFO", ""))
+            method = environ.get("REQUEST_METHOD", "GET")
+            for m, pattern, op in ROUTE53_OPS:
+                if m == method and re.search(pattern, path):
+                    return op, {}
+            return f"{method} {path}", {}
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:
+            return target.split(".")[-1], {}
+        params = parse_qs(environ.get("QUERY_STRING", ""))
+        if body:
+            params.update(parse_qs(body.decode("utf-8", "replace")))
+        flat = {k: v[0] for k, v in params.items()}
+        return flat.get("Action", "Unknown"), flat
+
+    # ---- responses ----------------------------------------------------------------
+    @staticmethod
+    def respond(start_response, status, body, content_type="text/xml"):
+        data = body.encode() if isinstance(body, str) else body
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(data)))])
+        return [data]
+
+    def error(self, start_response, service, status, code, message):
+        if service == "ecr":
+            body = json.dumps({"__type": code, "message": message})
+            return self.respond(start_response, status, body, "application/x-amz-json-1.1")
+        ns = R53_NS if service == "route53" else RDS_NS
+        kind = "Sender" if status.startswith("4") else "Receiver"
+        body = (f'<?xml version="1.0"?><ErrorResponse xmlns="{ns}"><Error><Type>{kind}</Type>'
+                f"<Code>{code}</Code><Message>{xml_escape(message)}</Message></Error>"
+                f"<RequestId>bed-{int(time.time() * 1000)}</RequestId></ErrorResponse>")
+        return self.respond(start_response, status, body)
+
+    def call_moto(self, environ):
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"] = status
+            captured["headers"] = headers
+            return lambda _data: None
+
+        chunks = self.moto(environ, capture)
+        try:
+            body = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        return captured["status"], captured["headers"], body
+
+    def pass_through(self, start_response, status, headers, body):
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        return [body]
+
+    # ---- faults -------------------------------------------------------------------
+    def pick_fault(self, service, region, operation):
+        s = self.state
+        with s.lock:
+            if region in s.outages and service not in GLOBAL_SERVICES:
+                return {"kind": "unreachable"}
+            for fault in s.faults:
+                if fault.get("service") not in (None, service):
+                    continue
+                if fault.get("region") not in (None, region):
+                    continue
+                if fault.get("operation") not in (None, operation):
+                    continue
+                if fault.get("count") is not None:
+                    if fault["count"] <= 0:
+                        continue
+                    fault["count"] -= 1
+                elif s.rng.random() >= fault.get("rate", 1.0):
+                    continue
+                fault["hits"] = fault.get("hits", 0) + 1
+                return fault
+        return None
+
+    @staticmethod
+    def drop_connection(environ):
+        sock = environ.get("werkzeug.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # ---- WSGI entry -----------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_bed/"):
+            return self.control(environ, start_response)
+        body = self.read_body(environ)
+        service, region = self.scope(environ)
+        if service is None:
+            return self.moto(environ, start_response)
+        operation, params = self.operation(service, environ, body)
+        with self.state.lock:
+            self.state.calls[(service, region, operation)] += 1
+
+        fault = self.pick_fault(service, region, operation)
+        if fault:
+            kind = fault["kind"]
+            if kind == "unreachable":
+                self.drop_connection(environ)
+                return self.respond(start_response, "503 Service Unavailable", "")
+            if kind == "latency":
+                time.sleep(fault.get("latency_ms", 1000) / 1000)
+            elif kind == "throttle":
+                code = "ThrottlingException" if service == "ecr" else "Throttling"
+                return self.error(start_response, service, "400 Bad Request", code, "Rate exceeded")
+            elif kind == "error5xx":
+                return self.error(start_response, service, "503 Service Unavailable",
+                                  "ServiceUnavailable", "Service is unavailable (injected)")
+
+        handler = getattr(self, f"on_{service}_{operation}", None)
+        if handler is not None:
+            return handler(environ, start_response, region, params)
+        return self.pass_through(start_response, *self.call_moto(environ))
+
+    # ---- RDS ------------------------------------------------------------------------
+    @staticmethod
+    def rds_backend(region):
+        from moto.rds.models import rds_backends
+        return rds_backends[ACCOUNT][region]
+
+    def on_rds_PromoteReadReplica(self, environ, start_response, region, params):
+        db_id = params.get("DBInstanceIdentifier", "")
+        backend = self.rds_backend(region)
+        db = backend.databases.get(db_id)
+        if db is None:
+            return self.error(start_response, "rds", "404 Not Found", "DBInstanceNotFound",
+                              f"DBInstance {db_id} not found.")
+        with self.state.lock:
+            if (region, db_id) in self.state.promoting or db.status != "available":
+                return self.error(start_response, "rds", "400 Bad Request", "InvalidDBInstanceState",
+                                  f"DB Instance {db_id} is in state {db.status}.")
+            if not db.is_replica:
+                return self.error(start_response, "rds", "400 Bad Request", "InvalidDBInstanceState",
+                                  "DB Instance is not a read replica.")
+            self.state.promoting.add((region, db_id))
+            delay = self.state.promotion_delay
+        status, headers, body = self.call_moto(environ)
+        if status.startswith("200"):
+            db.is_replica = True  # moto cleared it; the link stays until promotion completes
+            db.status = "modifying"
+            body = body.replace(b"<DBInstanceStatus>available</DBInstanceStatus>",
+                                b"<DBInstanceStatus>modifying</DBInstanceStatus>")
+            threading.Timer(delay, self.finish_promotion, args=(region, db_id)).start()
+        else:
+            with self.state.lock:
+                self.state.promoting.discard((region, db_id))
+        return self.pass_through(start_response, status, headers, body)
+
+    def finish_promotion(self, region, db_id):
+        backend = self.rds_backend(region)
+        db = backend.databases.get(db_id)
+        with self.state.lock:
+            self.state.promoting.discard((region, db_id))
+        if db is None:
+            return
+        source_id = db.source_db_instance_identifier
+        if source_id:
+            try:
+                source = backend.find_db_from_id(source_id)
+                for ref in (db.db_instance_arn, db.db_instance_identifier):
+                    if ref in source.replicas:
+                        source.replicas.remove(ref)
+            except Exception:
+                pass  # the source may be gone (region lost); the link breaks all the same
+        db.source_db_instance_identifier = None
+        db.is_replica = False
+        db.status = "available"
+
+    # ---- Aurora global ----------------------------------------------------------------
+    def find_global_cluster(self, identifier):
+        from moto.rds.models import rds_backends
+        for backend in rds_backends[ACCOUNT].values():
+            gc = backend.global_clusters.get(identifier.lower()) if hasattr(backend, "global_clusters") else None
+            if gc is not None:
+                return gc
+        return None
+
+    def global_change(self, start_response, params, action, failing):
+        gc_id = params.get("GlobalClusterIdentifier", "")
+        target = params.get("TargetDbClusterIdentifier", "")
+        gc = self.find_global_cluster(gc_id)
+        if gc is None:
+            return self.error(start_response, "rds", "404 Not Found", "GlobalClusterNotFoundFault",
+                              f"Global cluster {gc_id} not found.")
+        member = next((m for m in gc.members if target in (m.db_cluster_arn, m.db_cluster_identifier)), None)
+        if member is None:
+            return self.error(start_response, "rds", "400 Bad Request", "InvalidGlobalClusterStateFault",
+                              f"{target} is not a member of global cluster {gc_id}.")
+        with self.state.lock:
+            if gc_id in self.state.global_in_progress:
+                return self.error(start_response, "rds", "400 Bad Request", "InvalidGlobalClusterStateFault",
+                                  f"Global cluster {gc_id} is already {gc.status}.")
+            if member.is_writer:
+                return self.error(start_response, "rds", "400 Bad Request", "InvalidGlobalClusterStateFault",
+                                  f"{target} is already the writer of {gc_id}.")
+            self.state.global_in_progress.add(gc_id)
+            delay = self.state.switchover_delay
+        gc.status = "failing-over" if failing else "switching-over"
+        threading.Timer(delay, self.finish_global_change, args=(gc, gc_id, member)).start()
+        body = (f'<{action}Response xmlns="{RDS_NS}"><{action}Result><GlobalCluster>'
+                f"<GlobalClusterIdentifier>{xml_escape(gc.global_cluster_identifier)}</GlobalClusterIdentifier>"
+                f"<GlobalClusterArn>{xml_escape(gc.global_cluster_arn)}</GlobalClusterArn>"
+                f"<Status>{gc.status}</Status><Engine>{xml_escape(gc.engine)}</Engine>"
+                f"</GlobalCluster></{action}Result><ResponseMetadata><RequestId>bed</RequestId>"
+                f"</ResponseMetadata></{action}Response>")
+        return self.respond(start_response, "200 OK", body)
+
+    def finish_global_change(self, gc, gc_id, new_writer):
+        for m in gc.members:
+            m.is_writer = m is new_writer
+        gc.status = "available"
+        with self.state.lock:
+            self.state.global_in_progress.discard(gc_id)
+
+    def on_rds_SwitchoverGlobalCluster(self, environ, start_response, region, params):
+        return self.global_change(start_response, params, "SwitchoverGlobalCluster", failing=False)
+
+    def on_rds_FailoverGlobalCluster(self, environ, start_response, region, params):
+        return self.global_change(start_response, params, "FailoverGlobalCluster", failing=True)
+
+    # ---- Route 53 ---------------------------------------------------------------------
+    def on_route53_ChangeResourceRecordSets(self, environ, start_response, region, params):
+        status, headers, body = self.call_moto(environ)
+        if status.startswith("200"):
+            with self.state.lock:
+                change_id = f"C{next(self.state.change_ids):012d}BED"
+                now = time.time()
+                self.state.changes[change_id] = (now, now + self.state.dns_sync_delay)
+            text = body.decode()
+            text = re.sub(r"<Id>[^<]*</Id>", f"<Id>/change/{change_id}</Id>", text, count=1)
+            text = text.replace("<Status>INSYNC</Status>", "<Status>PENDING</Status>")
+            body = text.encode()
+        return self.pass_through(start_response, status, headers, body)
+
+    def on_route53_GetChange(self, environ, start_response, region, params):
+        change_id = environ.get("PATH_INFO", "").rstrip("/").split("/")[-1]
+        with self.state.lock:
+            change = self.state.changes.get(change_id)
+        if change is None:
+            return self.error(start_response, "route53", "404 Not Found", "NoSuchChange",
+                              f"A change with the specified change ID does not exist: {change_id}")
+        submitted, insync_at = change
+        status = "INSYNC" if time.time() >= insync_at else "PENDING"
+        stamp = datetime.fromtimestamp(submitted, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        body = (f'<?xml version="1.0"?><GetChangeResponse xmlns="{R53_NS}"><ChangeInfo>'
+                f"<Id>/change/{change_id}</Id><Status>{status}</Status>"
+                f"<SubmittedAt>{stamp}</SubmittedAt></ChangeInfo></GetChangeResponse>")
+        return self.respond(start_response, "200 OK", body)
+
+    def on_route53_GetHealthCheckStatus(self, environ, start_response, region, params):
+        hc_id = environ.get("PATH_INFO", "").rstrip("/").split("/")[-2]
+        with self.state.lock:
+            failing = hc_id in self.state.failing_health_checks
+        report = "Failure: HTTP Status Code 503, Service Unavailable (injected)" if failing \
+            else "Success: HTTP Status Code 200, OK"
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        observations = "".join(
+            f"<HealthCheckObservation><Region>{r}</Region><IPAddress>127.0.0.{i + 1}</IPAddress>"
+            f"<StatusReport><Status>{report}</Status><CheckedTime>{stamp}</CheckedTime></StatusReport>"
+            f"</HealthCheckObservation>"
+            for i, r in enumerate(["us-east-1", "us-west-2", "eu-west-1"]))
+        body = (f'<?xml version="1.0"?><GetHealthCheckStatusResponse xmlns="{R53_NS}">'
+                f"<HealthCheckObservations>{observations}</HealthCheckObservations>"
+                f"</GetHealthCheckStatusResponse>")
+        return self.respond(start_response, "200 OK", body)
+
+    # ---- control API --------------------------------------------------------------------
+    def control(self, environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")[len("/_bed"):]
+        raw = self.read_body(environ)
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError as e:
+            return self.json(start_response, {"error": f"invalid JSON: {e}"}, "400 Bad Request")
+        handler = CONTROL.get((method, path))
+        if handler is None:
+            return self.json(start_response, {"error": f"no control endpoint {method} {path}",
+                                              "endpoints": sorted(f"{m} /_bed{p}" for m, p in CONTROL)},
+                             "404 Not Found")
+        try:
+            return self.json(start_response, handler(self, payload))
+        except (KeyError, ValueError, TypeError) as e:
+            return self.json(start_response, {"error": str(e)}, "400 Bad Request")
+
+    def json(self, start_response, obj, status="200 OK"):
+        return self.respond(start_response, status, json.dumps(obj), "application/json")
+
+    def ctl_health(self, _):
+        return {"ok": True}
+
+    def ctl_reset(self, _):
+        from moto.moto_api._internal.models import moto_api_backend
+        moto_api_backend.reset()
+        with self.state.lock:
+            self.state.reset()
+        return {"reset": True}
+
+    def ctl_calls(self, _):
+        with self.state.lock:
+            items = sorted(self.state.calls.items())
+        return {"calls": [{"service": s, "region": r, "operation": o, "count": n,
+                           "mutating": is_mutating(o)} for (s, r, o), n in items]}
+
+    def ctl_calls_reset(self, _):
+        with self.state.lock:
+            self.state.calls.clear()
+        return {"reset": True}
+
+    def ctl_add_fault(self, p):
+        kind = p["kind"]
+        if kind not in ("throttle", "error5xx", "latency", "unreachable"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        fault = {k: p.get(k) for k in ("service", "region", "operation", "count", "latency_ms")}
+        fault["kind"] = kind
+        fault["rate"] = float(p.get("rate", 1.0))
+        with self.state.lock:
+            fault["id"] = next(self.state.fault_ids)
+            self.state.faults.append(fault)
+        return fault
+
+    def ctl_faults(self, _):
+        with self.state.lock:
+            return {"faults": list(self.state.faults), "outages": sorted(self.state.outages)}
+
+    def ctl_clear_faults(self, _):
+        with self.state.lock:
+            self.state.faults.clear()
+            self.state.outages.clear()
+        return {"cleared": True}
+
+    def ctl_outage(self, p):
+        region = p["region"]
+        with self.state.lock:
+            if p.get("down", True):
+                self.state.outages.add(region)
+            else:
+                self.state.outages.discard(region)
+            return {"outages": sorted(self.state.outages)}
+
+    def ctl_config(self, p):
+        with self.state.lock:
+            for key in ("promotion_delay", "switchover_delay", "dns_sync_delay"):
+                if key in p:
+                    setattr(self.state, key, float(p[key]))
+            return {k: getattr(self.state, k) for k in ("promotion_delay", "switchover_delay", "dns_sync_delay")}
+
+    def ctl_health_check(self, p):
+        with self.state.lock:
+            if p.get("healthy", True):
+                self.state.failing_health_checks.discard(p["id"])
+            else:
+                self.state.failing_health_checks.add(p["id"])
+            return {"failing": sorted(self.state.failing_health_checks)}
+
+    def ctl_lag(self, p):
+        """Publishes replica lag (seconds) as the CloudWatch metric RDS would emit."""
+        from moto.cloudwatch.models import cloudwatch_backends
+        seconds = float(p["seconds"])
+        if p.get("kind", "rds") == "aurora":
+            name, dim, value, unit = "AuroraGlobalDBReplicationLag", "DBClusterIdentifier", seconds * 1000, "Milliseconds"
+        else:
+            name, dim, value, unit = "ReplicaLag", "DBInstanceIdentifier", seconds, "Seconds"
+        cloudwatch_backends[ACCOUNT][p["region"]].put_metric_data("AWS/RDS", [{
+            "MetricName": name, "Value": value, "Unit": unit,
+            "Timestamp": datetime.now(timezone.utc),
+            "Dimensions": [{"Name": dim, "Value": p["identifier"]}],
+        }])
+        return {"metric": name, "identifier": p["identifier"], "value": value, "unit": unit}
+
+
+CONTROL = {
+    ("GET", "/health"): Bed.ctl_health,
+    ("POST", "/reset"): Bed.ctl_reset,
+    ("GET", "/calls"): Bed.ctl_calls,
+    ("POST", "/calls/reset"): Bed.ctl_calls_reset,
+    ("POST", "/faults"): Bed.ctl_add_fault,
+    ("GET", "/faults"): Bed.ctl_faults,
+    ("DELETE", "/faults"): Bed.ctl_clear_faults,
+    ("POST", "/outage"): Bed.ctl_outage,
+    ("POST", "/config"): Bed.ctl_config,
+    ("POST", "/health-checks"): Bed.ctl_health_check,
+    ("POST", "/lag"): Bed.ctl_lag,
+}
