@@ -224,32 +224,43 @@ def seed(member_kubeconfigs):
                       *[str(STATE / m / "admin.kubeconfig") for m in MEMBERS]])
 
 
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop_group(entries, timeout=10.0):
+    for pid, _name in entries:
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid, name in entries:
+        while alive(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if alive(int(pid)):
+            os.kill(int(pid), signal.SIGKILL)
+            log(f"killed {name} ({pid}) after SIGTERM timeout")
+
+
 def down():
     pids_file = STATE / "pids"
     if not pids_file.exists():
         log("nothing to stop")
         return
     entries = [line.split(" ", 1) for line in pids_file.read_text().splitlines() if line]
-    # Stop in reverse start order: emulators, then API servers, then etcd.
-    for pid, name in reversed(entries):
-        try:
-            os.kill(int(pid), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 15
-    for pid, name in reversed(entries):
-        while time.monotonic() < deadline:
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-                log(f"killed {name} ({pid}) after SIGTERM timeout")
-            except ProcessLookupError:
-                pass
+    # Stop emulators first, then API servers, then etcd, so each can shut down cleanly.
+    groups = [
+        [e for e in entries if not e[1].startswith(("apiserver-", "etcd-"))],
+        [e for e in entries if e[1].startswith("apiserver-")],
+        [e for e in entries if e[1].startswith("etcd-")],
+    ]
+    for group in groups:
+        stop_group(group)
     pids_file.unlink()
     for name in CLUSTERS:
         subprocess.run(["rm", "-rf", str(STATE / name / "etcd")], check=False)

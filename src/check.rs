@@ -100,14 +100,19 @@ mod tests {
         let broken = SAMPLE.replace("activeReplicas: 4", "activeReplicas: four");
         let reports = check_plan_yaml(&broken);
         assert_eq!(reports[0].problems.len(), 1);
-        assert_eq!(reports[0].problems[0].field, "spec.workloads[0].activeReplicas");
+        assert_eq!(
+            reports[0].problems[0].field,
+            "spec.workloads[0].activeReplicas"
+        );
     }
 
     #[test]
     fn every_document_is_checked() {
         let two = format!(
             "{SAMPLE}\n---\n{}",
-            SAMPLE.replace("name: shop", "name: other").replace("rto: 5m", "rto: soon")
+            SAMPLE
+                .replace("name: shop", "name: other")
+                .replace("rto: 5m", "rto: soon")
         );
         let reports = check_plan_yaml(&two);
         assert_eq!(reports.len(), 2);
@@ -117,7 +122,13 @@ mod tests {
 
     #[test]
     fn garbage_is_reported_not_panicked() {
-        for input in ["", "::", "kind: Failover", "[1,2", "kind: DisasterRecoveryPlan\nspec: 3"] {
+        for input in [
+            "",
+            "::",
+            "kind: Failover",
+            "[1,2",
+            "kind: DisasterRecoveryPlan\nspec: 3",
+        ] {
             let reports = check_plan_yaml(input);
             assert!(reports.iter().any(|r| !r.problems.is_empty()), "{input:?}");
         }

@@ -101,21 +101,30 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 /// Looks up every Secret the plan references. Missing or forbidden Secrets become
 /// validation problems; other API errors fail the reconcile so it is retried.
-async fn lookup_secrets(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> Result<SecretsSeen> {
+async fn lookup_secrets(
+    ctx: &Context,
+    plan: &DisasterRecoveryPlan,
+    ns: &str,
+) -> Result<SecretsSeen> {
     let mut seen = SecretsSeen::new();
     for (_, secret_ns, secret) in validate::secret_refs(&plan.spec, ns) {
         let key = (secret_ns.clone(), secret.name.clone());
         if seen.contains_key(&key) {
             continue;
         }
-        let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &secret_ns);
+        let api =
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &secret_ns);
         let found = match api.get_opt(&secret.name).await {
             Ok(Some(s)) => Ok(s
                 .data
@@ -211,10 +220,19 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
             .regions
             .iter()
             .filter(|r| !r.ready)
-            .map(|r| format!("{}: {}", r.name, r.message.as_deref().unwrap_or("not ready")))
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r.name,
+                    r.message.as_deref().unwrap_or("not ready")
+                )
+            })
             .collect();
         if not_ready.is_empty() {
-            (true, "every region is reachable and has every workload".to_string())
+            (
+                true,
+                "every region is reachable and has every workload".to_string(),
+            )
         } else {
             (false, not_ready.join("; "))
         }
@@ -239,8 +257,14 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         now(),
     );
 
-    ctx.metrics.plan_valid.get_or_create(&labels).set(valid.into());
-    ctx.metrics.plan_ready.get_or_create(&labels).set(ready.into());
+    ctx.metrics
+        .plan_valid
+        .get_or_create(&labels)
+        .set(valid.into());
+    ctx.metrics
+        .plan_ready
+        .get_or_create(&labels)
+        .set(ready.into());
 
     let changed = |type_: &str, message: &str| {
         conditions::find(&previous.conditions, type_)
@@ -252,7 +276,11 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         ctx.publish(&*plan, EventType::Warning, "InvalidPlan", valid_message)
             .await;
     } else if valid && changed("Ready", &ready_message) {
-        let type_ = if ready { EventType::Normal } else { EventType::Warning };
+        let type_ = if ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
         let reason = if ready { "PlanReady" } else { "PlanNotReady" };
         info!(plan = %name, namespace = %ns, ready, message = %ready_message, "plan checked");
         ctx.publish(&*plan, type_, reason, ready_message).await;
@@ -290,7 +318,10 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
             None => (
                 false,
                 "PlanNotFound",
-                format!("spec.planRef: DisasterRecoveryPlan {ns}/{} not found", fo.spec.plan_ref),
+                format!(
+                    "spec.planRef: DisasterRecoveryPlan {ns}/{} not found",
+                    fo.spec.plan_ref
+                ),
                 Some(ctx.config.plan_resync),
             ),
             Some(plan) => {
@@ -336,7 +367,9 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     if status != previous {
         patch_status(&api, &name, &status).await?;
     }
-    Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+    Ok(requeue
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
 }
 
 fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
@@ -360,7 +393,10 @@ pub async fn wait_for_crds(client: &Client, readiness: &Readiness) {
         let plans = Api::<DisasterRecoveryPlan>::all(client.clone());
         let failovers = Api::<Failover>::all(client.clone());
         let probe = ListParams::default().limit(1);
-        match (plans.list_metadata(&probe).await, failovers.list_metadata(&probe).await) {
+        match (
+            plans.list_metadata(&probe).await,
+            failovers.list_metadata(&probe).await,
+        ) {
             (Ok(_), Ok(_)) => {
                 readiness.crds_present.store(true, Ordering::Release);
                 info!("drover.io CRDs are installed");
@@ -422,10 +458,18 @@ pub async fn run_controllers(
 
     let plan_ctx = ctx.clone();
     let plan_loop = plans
-        .run(timed("plan", reconcile_plan), error_policy("plan"), plan_ctx)
+        .run(
+            timed("plan", reconcile_plan),
+            error_policy("plan"),
+            plan_ctx,
+        )
         .for_each(|_| async {});
     let failover_loop = failovers
-        .run(timed("failover", reconcile_failover), error_policy("failover"), ctx)
+        .run(
+            timed("failover", reconcile_failover),
+            error_policy("failover"),
+            ctx,
+        )
         .for_each(|_| async {});
     tokio::join!(synced, plan_loop, failover_loop);
 }

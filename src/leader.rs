@@ -71,7 +71,11 @@ pub async fn run_when_leader(
             info!(identity = %config.identity, "acquired leadership");
             readiness.leader.store(true, Ordering::Release);
             metrics.leader.set(1);
-            let ctx = Arc::new(Context::new(client.clone(), config.clone(), metrics.clone()));
+            let ctx = Arc::new(Context::new(
+                client.clone(),
+                config.clone(),
+                metrics.clone(),
+            ));
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let stop = stop_rx.map(|_| ()).boxed().shared();
             let controllers = async {

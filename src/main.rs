@@ -103,7 +103,11 @@ fn run_check(files: &[PathBuf]) -> ExitCode {
         }
     }
     println!("note: referenced Secrets and clusters are checked only by the operator");
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -159,14 +163,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move { controller::wait_for_crds(&client, &readiness).await })
     };
 
-    let result = leader::run_when_leader(
-        client,
-        config,
-        metrics,
-        readiness,
-        shutdown.clone(),
-    )
-    .await;
+    let result =
+        leader::run_when_leader(client, config, metrics, readiness, shutdown.clone()).await;
     crd_probe.abort();
     if result.is_err() {
         server.abort();

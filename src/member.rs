@@ -104,7 +104,9 @@ pub async fn check_region(client: &Client, workloads: &[WorkloadSpec]) -> Result
                     Api::namespaced_with(client.clone(), &w.namespace, resource);
                 match api.get_opt(&w.name).await {
                     Ok(Some(_)) => {}
-                    Ok(None) => missing.push(format!("{} {}/{} not found", w.kind, w.namespace, w.name)),
+                    Ok(None) => {
+                        missing.push(format!("{} {}/{} not found", w.kind, w.namespace, w.name))
+                    }
                     Err(e) => missing.push(format!("{} {}/{}: {e}", w.kind, w.namespace, w.name)),
                 }
             }

@@ -43,8 +43,9 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("drover");
         let reconciles = Family::<ControllerLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration =
-            Family::<ControllerLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
         let plan_valid = Family::<PlanLabels, Gauge>::default();
         let plan_ready = Family::<PlanLabels, Gauge>::default();
         let leader = Gauge::default();
@@ -59,9 +60,21 @@ impl Default for Metrics {
             "Time spent in one reconciliation",
             reconcile_duration.clone(),
         );
-        registry.register("plan_valid", "1 when the plan passed validation", plan_valid.clone());
-        registry.register("plan_ready", "1 when every region of the plan is ready", plan_ready.clone());
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "plan_valid",
+            "1 when the plan passed validation",
+            plan_valid.clone(),
+        );
+        registry.register(
+            "plan_ready",
+            "1 when every region of the plan is ready",
+            plan_ready.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -100,8 +113,13 @@ mod tests {
             })
             .inc();
         let text = m.encode().expect("encodes");
-        assert!(text.contains("drover_reconcile_total{controller=\"plan\"} 1"), "{text}");
-        assert!(text.contains("drover_reconcile_errors_total{controller=\"plan\",error=\"kube\"} 1"));
+        assert!(
+            text.contains("drover_reconcile_total{controller=\"plan\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drover_reconcile_errors_total{controller=\"plan\",error=\"kube\"} 1")
+        );
         assert!(text.contains("drover_leader 0"));
     }
 }

@@ -105,9 +105,10 @@ pub fn validate_plan(
                 &path,
                 "set exactly one of rds or auroraGlobal, not both",
             )),
-            (None, None) => {
-                problems.push(Problem::new(&path, "set exactly one of rds or auroraGlobal"))
-            }
+            (None, None) => problems.push(Problem::new(
+                &path,
+                "set exactly one of rds or auroraGlobal",
+            )),
         }
     }
     check_unique(
@@ -417,7 +418,10 @@ pub fn validate_failover(spec: &FailoverSpec, plan: &DisasterRecoveryPlanSpec) -
     if spec.allow_data_loss && spec.mode != FailoverMode::Unplanned {
         problems.push(Problem::new(
             "spec.allowDataLoss",
-            format!("only Unplanned failovers may lose data; mode is {:?}", spec.mode),
+            format!(
+                "only Unplanned failovers may lose data; mode is {:?}",
+                spec.mode
+            ),
         ));
     }
     if let Some(max) = &spec.max_data_loss {
@@ -562,7 +566,10 @@ mod tests {
         spec.dns[0].records[0].targets[0].values = None;
         assert_eq!(fields(&spec), vec!["spec.dns[0].records[0].targets[0]"]);
         spec.dns[0].records[0].targets[0].values = Some(vec![]);
-        assert_eq!(fields(&spec), vec!["spec.dns[0].records[0].targets[0].values"]);
+        assert_eq!(
+            fields(&spec),
+            vec!["spec.dns[0].records[0].targets[0].values"]
+        );
     }
 
     #[test]
@@ -581,7 +588,10 @@ mod tests {
         spec.workloads[2].standby_replicas = -3;
         let problems = validate_plan(&spec, "drover-system", None);
         assert_eq!(
-            problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+            problems
+                .iter()
+                .map(|p| p.field.as_str())
+                .collect::<Vec<_>>(),
             vec![
                 "spec.workloads[1].activeReplicas",
                 "spec.workloads[2].standbyReplicas"
@@ -613,7 +623,10 @@ mod tests {
         spec.objectives.rpo = "".into();
         let problems = validate_plan(&spec, "drover-system", None);
         assert_eq!(
-            problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+            problems
+                .iter()
+                .map(|p| p.field.as_str())
+                .collect::<Vec<_>>(),
             vec!["spec.objectives.rto", "spec.objectives.rpo"]
         );
         assert!(problems[0].reason.contains("five minutes"));
@@ -640,7 +653,10 @@ mod tests {
         );
         let problems = validate_plan(&spec, "drover-system", Some(&seen));
         assert_eq!(
-            problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+            problems
+                .iter()
+                .map(|p| p.field.as_str())
+                .collect::<Vec<_>>(),
             vec![
                 "spec.regions[0].cluster.kubeconfigSecretRef.name",
                 "spec.regions[1].cluster.kubeconfigSecretRef.key"
@@ -708,8 +724,7 @@ mod tests {
     /// deserializes either validates or names a field.
     #[test]
     fn validation_never_panics_on_mutated_input() {
-        let base: serde_json::Value =
-            serde_json::to_value(sample()).expect("sample serializes");
+        let base: serde_json::Value = serde_json::to_value(sample()).expect("sample serializes");
         let replacements = [
             serde_json::json!(null),
             serde_json::json!(-1),

@@ -14,7 +14,10 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use support::*;
 
-fn condition<'a>(plan: &'a DisasterRecoveryPlan, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+fn condition<'a>(
+    plan: &'a DisasterRecoveryPlan,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     plan.status
         .as_ref()?
         .conditions
@@ -33,7 +36,9 @@ async fn crds_install_and_serve_custom_resources() {
         let name = crd.metadata.name.clone().expect("named");
         match api.get_opt(&name).await.expect("get crd") {
             None => {
-                api.create(&PostParams::default(), &crd).await.expect("create crd");
+                api.create(&PostParams::default(), &crd)
+                    .await
+                    .expect("create crd");
             }
             Some(existing) => {
                 let mut updated = crd.clone();
@@ -43,14 +48,18 @@ async fn crds_install_and_serve_custom_resources() {
                     .expect("replace crd");
             }
         }
-        wait_for(&format!("{name} Established"), Duration::from_secs(30), || async {
-            let crd = api.get(&name).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
+        wait_for(
+            &format!("{name} Established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = api.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
         .await;
     }
     let ns = namespace(&client, "e2e-crds").await;
@@ -96,7 +105,11 @@ async fn sample_plan_becomes_valid_and_ready() {
     assert_eq!(status.observed_generation, plan.metadata.generation);
     assert_eq!(status.active_region.as_deref(), Some("use1"));
     assert_eq!(status.regions.len(), 2);
-    assert!(status.regions.iter().all(|r| r.ready), "{:?}", status.regions);
+    assert!(
+        status.regions.iter().all(|r| r.ready),
+        "{:?}",
+        status.regions
+    );
     assert_eq!(operator.metric("drover_plan_ready"), Some(1.0));
 
     // A new generation is observed too.
@@ -127,7 +140,11 @@ async fn malformed_plans_are_reported_by_field() {
     cases.push(("missing-target", missing, "spec.dns[0].records[0].targets"));
     let mut negative = sample_plan(&ns, "negative-replicas");
     negative.spec.workloads[0].active_replicas = -2;
-    cases.push(("negative-replicas", negative, "spec.workloads[0].activeReplicas"));
+    cases.push((
+        "negative-replicas",
+        negative,
+        "spec.workloads[0].activeReplicas",
+    ));
     let mut duration = sample_plan(&ns, "bad-duration");
     duration.spec.objectives.rpo = "half a minute".into();
     cases.push(("bad-duration", duration, "spec.objectives.rpo"));
@@ -138,7 +155,11 @@ async fn malformed_plans_are_reported_by_field() {
         .as_mut()
         .expect("secret ref")
         .name = "nope".into();
-    cases.push(("missing-secret", secret, "spec.regions[0].cluster.kubeconfigSecretRef.name"));
+    cases.push((
+        "missing-secret",
+        secret,
+        "spec.regions[0].cluster.kubeconfigSecretRef.name",
+    ));
 
     for (_, plan, _) in &cases {
         plans
@@ -148,26 +169,37 @@ async fn malformed_plans_are_reported_by_field() {
     }
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     for (name, _, field) in &cases {
-        let plan = wait_for(&format!("{name} Valid=False"), Duration::from_secs(30), || async {
-            let plan = plans.get(name).await.ok()?;
-            (condition(&plan, "Valid")?.status == "False").then_some(plan)
-        })
+        let plan = wait_for(
+            &format!("{name} Valid=False"),
+            Duration::from_secs(30),
+            || async {
+                let plan = plans.get(name).await.ok()?;
+                (condition(&plan, "Valid")?.status == "False").then_some(plan)
+            },
+        )
         .await;
         let valid = condition(&plan, "Valid").expect("Valid");
         assert!(valid.message.contains(field), "{name}: {:?}", valid.message);
         assert_eq!(valid.observed_generation, Some(1));
-        assert_eq!(condition(&plan, "Ready").expect("Ready").reason, "PlanInvalid");
-        wait_for(&format!("{name} Warning event"), Duration::from_secs(30), || async {
-            let list = events.list(&Default::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(*name)
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.note.as_deref().is_some_and(|n| n.contains(field))
-                })
-                .then_some(())
-        })
+        assert_eq!(
+            condition(&plan, "Ready").expect("Ready").reason,
+            "PlanInvalid"
+        );
+        wait_for(
+            &format!("{name} Warning event"),
+            Duration::from_secs(30),
+            || async {
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .any(|e| {
+                        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(*name)
+                            && e.type_.as_deref() == Some("Warning")
+                            && e.note.as_deref().is_some_and(|n| n.contains(field))
+                    })
+                    .then_some(())
+            },
+        )
         .await;
     }
 }
@@ -216,12 +248,10 @@ async fn edited_failover_spec_is_flagged() {
         Ok(_) => {
             let fo = wait_for("edit flagged", Duration::from_secs(30), || async {
                 let fo = failovers.get("to-usw2").await.ok()?;
-                let flagged = fo
-                    .status
-                    .as_ref()?
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Valid" && c.status == "False" && c.reason == "SpecEdited");
+                let flagged =
+                    fo.status.as_ref()?.conditions.iter().any(|c| {
+                        c.type_ == "Valid" && c.status == "False" && c.reason == "SpecEdited"
+                    });
                 flagged.then_some(fo)
             })
             .await;
@@ -260,10 +290,14 @@ async fn one_leader_and_handover_within_lease_duration() {
         .create(&PostParams::default(), &sample_plan(&ns, "shop"))
         .await
         .expect("create plan");
-    wait_for("plan reconciled by leader", Duration::from_secs(30), || async {
-        let plan = plans.get("shop").await.ok()?;
-        condition(&plan, "Valid").map(|_| ())
-    })
+    wait_for(
+        "plan reconciled by leader",
+        Duration::from_secs(30),
+        || async {
+            let plan = plans.get("shop").await.ok()?;
+            condition(&plan, "Valid").map(|_| ())
+        },
+    )
     .await;
     assert!(first.metric("drover_reconcile_total").unwrap_or(0.0) >= 1.0);
     assert_eq!(second.metric("drover_reconcile_total"), None);
@@ -278,7 +312,10 @@ async fn one_leader_and_handover_within_lease_duration() {
     )
     .await;
     let handover = killed.elapsed();
-    println!("handover after hard kill: {:.2}s (lease {lease_seconds}s)", handover.as_secs_f64());
+    println!(
+        "handover after hard kill: {:.2}s (lease {lease_seconds}s)",
+        handover.as_secs_f64()
+    );
     assert!(
         handover <= Duration::from_secs(u64::from(lease_seconds) + 2),
         "handover took {handover:?}"
@@ -349,7 +386,11 @@ async fn emulator_promotion_and_throttling() {
         .send()
         .await
         .expect("create cross-region replica");
-    bed("POST", "/config", serde_json::json!({"promotion_delay": 2.0}));
+    bed(
+        "POST",
+        "/config",
+        serde_json::json!({"promotion_delay": 2.0}),
+    );
 
     // Promoting the primary (not a replica) is refused, as on AWS.
     let refused = east
@@ -371,7 +412,10 @@ async fn emulator_promotion_and_throttling() {
         .await
         .expect("promote");
     assert_eq!(
-        promoted.db_instance.and_then(|d| d.db_instance_status).as_deref(),
+        promoted
+            .db_instance
+            .and_then(|d| d.db_instance_status)
+            .as_deref(),
         Some("modifying")
     );
     let describe = |client: aws_sdk_rds::Client, id: &'static str| async move {
@@ -406,11 +450,17 @@ async fn emulator_promotion_and_throttling() {
     })
     .await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1900), "promotion took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "promotion took {took:?}"
+    );
     assert_eq!(after.read_replica_source_db_instance_identifier, None);
     let source = describe(east.clone(), primary_id).await;
     assert!(
-        source.read_replica_db_instance_identifiers.unwrap_or_default().is_empty(),
+        source
+            .read_replica_db_instance_identifiers
+            .unwrap_or_default()
+            .is_empty(),
         "source still lists the replica"
     );
 
@@ -424,6 +474,9 @@ async fn emulator_promotion_and_throttling() {
     );
     let d = describe(west.clone(), replica_id).await;
     assert_eq!(d.db_instance_identifier.as_deref(), Some(replica_id));
-    assert_eq!(call_count("rds", "us-west-2", "DescribeDBInstances") - before, 3);
+    assert_eq!(
+        call_count("rds", "us-west-2", "DescribeDBInstances") - before,
+        3
+    );
     bed("DELETE", "/faults", serde_json::json!({}));
 }

@@ -78,15 +78,23 @@ pub async fn ensure_crds(client: &Client) {
 pub async fn namespace(client: &Client, name: &str) -> String {
     let api: Api<Namespace> = Api::all(client.clone());
     if api.get_opt(name).await.expect("get ns").is_some() {
-        api.delete(name, &Default::default()).await.expect("delete ns");
+        api.delete(name, &Default::default())
+            .await
+            .expect("delete ns");
         wait_for("old namespace gone", Duration::from_secs(60), || async {
-            api.get_opt(name).await.expect("get ns").is_none().then_some(())
+            api.get_opt(name)
+                .await
+                .expect("get ns")
+                .is_none()
+                .then_some(())
         })
         .await;
     }
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
         .expect("namespace object");
-    api.create(&PostParams::default(), &ns).await.expect("create ns");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create ns");
     name.to_string()
 }
 
@@ -186,7 +194,9 @@ impl Drop for Operator {
 /// A minimal HTTP/1.1 client for loopback endpoints.
 pub fn http(method: &str, port: u16, path: &str, body: Option<&str>) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -196,7 +206,9 @@ pub fn http(method: &str, port: u16, path: &str, body: Option<&str>) -> Option<(
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
     Some((status, body))
 }
 
@@ -209,8 +221,13 @@ pub fn aws_port() -> u16 {
 
 /// Calls the AWS emulator's control API and parses the JSON answer.
 pub fn bed(method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
-    let (status, text) = http(method, aws_port(), &format!("/_bed{path}"), Some(&body.to_string()))
-        .expect("AWS emulator answers");
+    let (status, text) = http(
+        method,
+        aws_port(),
+        &format!("/_bed{path}"),
+        Some(&body.to_string()),
+    )
+    .expect("AWS emulator answers");
     assert_eq!(status, 200, "{method} /_bed{path}: {text}");
     serde_json::from_str(&text).expect("JSON")
 }

@@ -1,0 +1,40 @@
+# Drover: the two set-up commands are `make demo` and `make test`.
+# Both install what they need (apt, pip, cargo) and reuse caches under ~/.cache/drover.
+
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/drover
+PYTHON := $(CACHE)/venv/bin/python
+export DROVER_CACHE := $(CACHE)
+
+.PHONY: deps build demo test unit e2e sandbox-up sandbox-down crds fmt lint
+
+deps:
+	bash e2e/install-deps.sh
+
+build:
+	cargo build
+
+demo: deps build
+	bash e2e/demo.sh
+
+test: deps
+	bash e2e/run-tests.sh
+
+unit:
+	cargo test --lib --bins
+
+sandbox-up: deps build
+	$(PYTHON) e2e/sandbox.py up
+
+sandbox-down:
+	$(PYTHON) e2e/sandbox.py down
+
+crds:
+	cargo run -q -- crds > crds/drover.io.yaml
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings

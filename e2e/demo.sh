@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make demo`: bring up the sandbox, install the CRDs, run the operator against the
+# management cluster, apply the sample plan and show it turn Valid and Ready.
+# DEMO_KEEP=1 leaves the sandbox and operator running afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${DROVER_CACHE:-$HOME/.cache/drover}"
+PYTHON="$CACHE/venv/bin/python"
+DEMO_DIR=target/demo
+mkdir -p "$DEMO_DIR"
+
+stage() { printf '\n==> %s\n' "$*"; }
+operator_pid=""
+cleanup() {
+  if [ "${DEMO_KEEP:-}" = 1 ]; then
+    echo "DEMO_KEEP=1: operator (PID $operator_pid) and sandbox left running; stop with"
+    echo "  kill $operator_pid; make sandbox-down"
+    return
+  fi
+  if [ -n "$operator_pid" ]; then kill -TERM "$operator_pid" 2>/dev/null || true; wait "$operator_pid" 2>/dev/null || true; fi
+  "$PYTHON" e2e/sandbox.py down
+}
+
+stage "checking the sample plan offline: drover check -f config/samples/plan.yaml"
+./target/debug/drover check -f config/samples/plan.yaml
+
+stage "starting the sandbox: etcd + kube-apiserver for mgmt, use1, usw2; AWS emulator"
+"$PYTHON" e2e/sandbox.py down >/dev/null
+trap cleanup EXIT
+"$PYTHON" e2e/sandbox.py up
+# shellcheck disable=SC1091
+source target/sandbox/env.sh
+
+stage "installing the CRDs from crds/ into the management cluster"
+kubectl create --validate=false -f crds/drover.io.yaml
+kubectl wait --for=condition=Established --timeout=30s crd/disasterrecoveryplans.drover.io crd/failovers.drover.io
+
+stage "starting the operator (log: $DEMO_DIR/operator.log)"
+./target/debug/drover run --http-addr 127.0.0.1:18080 --lease-namespace drover-system \
+  >"$DEMO_DIR/operator.log" 2>&1 &
+operator_pid=$!
+for _ in $(seq 1 300); do
+  if curl -fsS 127.0.0.1:18080/readyz >/dev/null 2>&1; then break; fi
+  kill -0 "$operator_pid" || { echo "operator exited; see $DEMO_DIR/operator.log"; exit 1; }
+  sleep 0.1
+done
+echo "operator ready: $(curl -fsS 127.0.0.1:18080/readyz)"
+
+stage "applying config/samples/plan.yaml"
+kubectl apply -f config/samples/plan.yaml
+
+stage "waiting for the plan's status"
+last=""
+for _ in $(seq 1 300); do
+  line=$(kubectl -n drover-system get drp shop -o jsonpath='Valid={.status.conditions[?(@.type=="Valid")].status} Ready={.status.conditions[?(@.type=="Ready")].status} active={.status.activeRegion} regions={range .status.regions[*]}{.name}:{.ready} {end}')
+  if [ "$line" != "$last" ]; then echo "plan shop: $line"; last=$line; fi
+  case "$line" in *"Ready=True"*) break;; esac
+  sleep 0.2
+done
+kubectl -n drover-system get drp shop
+case "$last" in *"Ready=True"*) ;; *) echo "plan did not become Ready"; exit 1;; esac
+
+stage "a broken plan is reported by field (negative replicas, bad duration)"
+sed -e 's/name: shop$/name: broken/' -e 's/rpo: 30s/rpo: half a minute/' -e 's/activeReplicas: 4/activeReplicas: -4/' \
+  config/samples/plan.yaml | kubectl apply -f -
+for _ in $(seq 1 100); do
+  msg=$(kubectl -n drover-system get drp broken -o jsonpath='{.status.conditions[?(@.type=="Valid")].message}')
+  [ -n "$msg" ] && break
+  sleep 0.2
+done
+echo "plan broken: Valid=False: $msg"
+kubectl -n drover-system get events --field-selector reason=InvalidPlan \
+  -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message
+
+stage "done: the plan is Valid and Ready with active region $(kubectl -n drover-system get drp shop -o jsonpath='{.status.activeRegion}')"

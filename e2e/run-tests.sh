@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make test`: lint, unit tests, then the e2e suite against a fresh sandbox.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${DROVER_CACHE:-$HOME/.cache/drover}"
+PYTHON="$CACHE/venv/bin/python"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format and lint"
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+
+step "unit tests"
+cargo test --lib --bins
+
+step "build e2e tests"
+cargo test --test e2e --no-run
+
+step "start sandbox"
+"$PYTHON" e2e/sandbox.py down >/dev/null
+trap '"$PYTHON" e2e/sandbox.py down' EXIT
+"$PYTHON" e2e/sandbox.py up
+# shellcheck disable=SC1091
+source target/sandbox/env.sh
+
+step "e2e tests"
+cargo test --test e2e -- --nocapture
