@@ -34,18 +34,22 @@ async fn crds_install_and_serve_custom_resources() {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crds() {
         let name = crd.metadata.name.clone().expect("named");
-        match api.get_opt(&name).await.expect("get crd") {
-            None => {
-                api.create(&PostParams::default(), &crd)
-                    .await
-                    .expect("create crd");
-            }
-            Some(existing) => {
-                let mut updated = crd.clone();
-                updated.metadata.resource_version = existing.metadata.resource_version;
-                api.replace(&name, &PostParams::default(), &updated)
-                    .await
-                    .expect("replace crd");
+        // Other tests may create the same CRD concurrently: on a conflict, read and retry.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = match api.get_opt(&name).await.expect("get crd") {
+                None => api.create(&PostParams::default(), &crd).await,
+                Some(existing) => {
+                    let mut updated = crd.clone();
+                    updated.metadata.resource_version = existing.metadata.resource_version;
+                    api.replace(&name, &PostParams::default(), &updated).await
+                }
+            };
+            match result {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => continue,
+                Err(e) => panic!("installing CRD {name}: {e}"),
             }
         }
         wait_for(
