@@ -449,6 +449,10 @@ mod tests {
         plan.spec
     }
 
+    fn field_names(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.field.as_str()).collect()
+    }
+
     fn fields(spec: &DisasterRecoveryPlanSpec) -> Vec<String> {
         validate_plan(spec, "drover-system", None)
             .into_iter()
@@ -588,10 +592,7 @@ mod tests {
         spec.workloads[2].standby_replicas = -3;
         let problems = validate_plan(&spec, "drover-system", None);
         assert_eq!(
-            problems
-                .iter()
-                .map(|p| p.field.as_str())
-                .collect::<Vec<_>>(),
+            field_names(&problems),
             vec![
                 "spec.workloads[1].activeReplicas",
                 "spec.workloads[2].standbyReplicas"
@@ -623,10 +624,7 @@ mod tests {
         spec.objectives.rpo = "".into();
         let problems = validate_plan(&spec, "drover-system", None);
         assert_eq!(
-            problems
-                .iter()
-                .map(|p| p.field.as_str())
-                .collect::<Vec<_>>(),
+            field_names(&problems),
             vec!["spec.objectives.rto", "spec.objectives.rpo"]
         );
         assert!(problems[0].reason.contains("five minutes"));
@@ -653,10 +651,7 @@ mod tests {
         );
         let problems = validate_plan(&spec, "drover-system", Some(&seen));
         assert_eq!(
-            problems
-                .iter()
-                .map(|p| p.field.as_str())
-                .collect::<Vec<_>>(),
+            field_names(&problems),
             vec![
                 "spec.regions[0].cluster.kubeconfigSecretRef.name",
                 "spec.regions[1].cluster.kubeconfigSecretRef.key"

@@ -77,6 +77,15 @@ async fn crds_install_and_serve_custom_resources() {
     assert_eq!(fetched.spec, created.spec);
 }
 
+async fn create_sample_plan(client: &kube::Client, ns: &str) -> Api<DisasterRecoveryPlan> {
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), ns);
+    plans
+        .create(&PostParams::default(), &sample_plan(ns, "shop"))
+        .await
+        .expect("create plan");
+    plans
+}
+
 async fn plan_with_operator(ns_name: &str) -> (kube::Client, String, Operator) {
     let client = client("mgmt").await;
     ensure_crds(&client).await;
@@ -92,11 +101,7 @@ async fn plan_with_operator(ns_name: &str) -> (kube::Client, String, Operator) {
 #[tokio::test]
 async fn sample_plan_becomes_valid_and_ready() {
     let (client, ns, operator) = plan_with_operator("e2e-sample").await;
-    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
-    plans
-        .create(&PostParams::default(), &sample_plan(&ns, "shop"))
-        .await
-        .expect("create plan");
+    let plans = create_sample_plan(&client, &ns).await;
     let plan = wait_for("plan Ready", Duration::from_secs(30), || async {
         let plan = plans.get("shop").await.ok()?;
         (condition(&plan, "Ready")?.status == "True").then_some(plan)
@@ -213,11 +218,7 @@ async fn malformed_plans_are_reported_by_field() {
 #[tokio::test]
 async fn edited_failover_spec_is_flagged() {
     let (client, ns, _operator) = plan_with_operator("e2e-immutable").await;
-    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
-    plans
-        .create(&PostParams::default(), &sample_plan(&ns, "shop"))
-        .await
-        .expect("create plan");
+    create_sample_plan(&client, &ns).await;
     let failovers: Api<Failover> = Api::namespaced(client.clone(), &ns);
     let fo = Failover::new(
         "to-usw2",
@@ -289,11 +290,7 @@ async fn one_leader_and_handover_within_lease_duration() {
     assert_eq!(first.metric("drover_leader"), Some(1.0));
 
     // Only the leader acts: the plan's status is written by reconciles counted at leader-a.
-    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
-    plans
-        .create(&PostParams::default(), &sample_plan(&ns, "shop"))
-        .await
-        .expect("create plan");
+    let plans = create_sample_plan(&client, &ns).await;
     wait_for(
         "plan reconciled by leader",
         Duration::from_secs(30),
