@@ -2,7 +2,7 @@
 # Both install what they need (apt, pip, cargo) and reuse caches under ~/.cache/drover.
 
 SHELL := /bin/bash
-CACHE ?= $(HOME)/.cache/drover
+CACHE ?= $(or $(DROVER_CACHE),$(HOME)/.cache/drover)
 PYTHON := $(CACHE)/venv/bin/python
 export DROVER_CACHE := $(CACHE)
 
