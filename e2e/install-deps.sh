@@ -60,9 +60,9 @@ fi
 
 # Python venv for the AWS emulator, cached outside the clone.
 VENV="$CACHE/venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, flask' 2>/dev/null; then
-  log "creating Python venv with moto[server]"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, flask, pytest' 2>/dev/null; then
+  log "creating Python venv with moto[server] and pytest"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5' >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5' 'pytest==9.2.0' >&2
 fi
 log "dependencies ready"

@@ -27,3 +27,6 @@ source target/sandbox/env.sh
 
 step "e2e tests"
 cargo test --test e2e -- --nocapture
+
+step "AWS emulator extension tests"
+"$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py

@@ -29,7 +29,25 @@ from collections import Counter
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
+from moto.core.responses import ActionResult
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.rds import responses as rds_responses
+from moto.rds.exceptions import RDSClientError
+
+
+def _describe_global_clusters(self):
+    """moto ignores GlobalClusterIdentifier and lists every global cluster; AWS filters."""
+    wanted = self.params.get("GlobalClusterIdentifier")
+    clusters = self.global_backend.describe_global_clusters()
+    if wanted:
+        clusters = [c for c in clusters
+                    if wanted.lower() == c.global_cluster_identifier or wanted == c.global_cluster_arn]
+        if not clusters:
+            raise RDSClientError("GlobalClusterNotFoundFault", f"Global cluster {wanted} not found.")
+    return ActionResult({"GlobalClusters": clusters})
+
+
+rds_responses.RDSResponse.describe_global_clusters = _describe_global_clusters
 
 ACCOUNT = "123456789012"
 GLOBAL_SERVICES = {"route53"}
@@ -479,7 +497,7 @@ class Bed:
             name, dim, value, unit = "ReplicaLag", "DBInstanceIdentifier", seconds, "Seconds"
         cloudwatch_backends[ACCOUNT][p["region"]].put_metric_data("AWS/RDS", [{
             "MetricName": name, "Value": value, "Unit": unit,
-            "Timestamp": datetime.now(timezone.utc),
+            "Timestamp": datetime.now(timezone.utc).replace(tzinfo=None),  # moto compares naive UTC
             "Dimensions": [{"Name": dim, "Value": p["identifier"]}],
         }])
         return {"metric": name, "identifier": p["identifier"], "value": value, "unit": unit}

@@ -481,3 +481,96 @@ async fn emulator_promotion_and_throttling() {
     );
     bed("DELETE", "/faults", serde_json::json!({}));
 }
+
+/// Without the CRDs the operator stays up but not ready, and says why in its log; once
+/// the CRDs are installed it becomes ready. Uses the usw2 cluster, which starts without
+/// drover's CRDs, so the other tests keep theirs.
+#[tokio::test]
+async fn not_ready_until_crds_exist() {
+    let client = client("usw2").await;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds() {
+        let name = crd.metadata.name.clone().expect("named");
+        if api.get_opt(&name).await.expect("get crd").is_some() {
+            api.delete(&name, &Default::default())
+                .await
+                .expect("delete crd");
+            wait_for(
+                &format!("{name} deleted"),
+                Duration::from_secs(30),
+                || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) },
+            )
+            .await;
+        }
+    }
+    let ns = namespace(&client, "e2e-nocrds").await;
+    let mut operator = Operator::start_in("usw2", "nocrds-op", &ns, 15);
+    wait_for("readyz answers", Duration::from_secs(30), || async {
+        operator.get("/readyz")
+    })
+    .await;
+    let log = wait_for("missing-CRD log line", Duration::from_secs(30), || async {
+        let log = std::fs::read_to_string(&operator.log).ok()?;
+        log.contains("CRDs are not served").then_some(log)
+    })
+    .await;
+    let (status, body) = operator.get("/readyz").expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("CRDs are not installed"), "{body}");
+    assert_eq!(operator.get("/healthz").map(|r| r.0), Some(200));
+    assert!(
+        operator.child.try_wait().expect("wait").is_none(),
+        "operator exited: {log}"
+    );
+
+    ensure_crds(&client).await;
+    operator.wait_ready().await;
+    operator.kill();
+}
+
+/// The bed's readiness emulator: a scaled Deployment reports ready replicas only after
+/// its delay, so "wait until ready" is real.
+#[tokio::test]
+async fn sandbox_emulates_workload_readiness() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let client = client("use1").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {"bed.drover.io/ready-delay-ms": "1000"}},
+        "spec": {"replicas": 3}
+    });
+    let scaled_at = Instant::now();
+    let scaled = deployments
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("scale web");
+    let generation = scaled.metadata.generation;
+    let ready = |d: &Deployment| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    };
+    assert!(ready(&scaled) < 3);
+    let done = wait_for("web ready at 3", Duration::from_secs(15), || async {
+        let d = deployments.get("web").await.ok()?;
+        (ready(&d) == 3).then_some(d)
+    })
+    .await;
+    let took = scaled_at.elapsed();
+    assert!(took >= Duration::from_millis(900), "ready after {took:?}");
+    let status = done.status.expect("status");
+    assert_eq!(status.observed_generation, generation);
+    assert_eq!(status.available_replicas, Some(3));
+
+    let back = serde_json::json!({"spec": {"replicas": 0}});
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Merge(&back))
+        .await
+        .expect("scale back");
+    wait_for("web back at 0", Duration::from_secs(15), || async {
+        let d = deployments.get("web").await.ok()?;
+        (ready(&d) == 0).then_some(())
+    })
+    .await;
+}

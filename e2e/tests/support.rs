@@ -129,6 +129,16 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(identity: &str, watch_namespace: &str, lease_duration_seconds: u16) -> Self {
+        Self::start_in("mgmt", identity, watch_namespace, lease_duration_seconds)
+    }
+
+    /// Starts an operator whose management cluster is `cluster`.
+    pub fn start_in(
+        cluster: &str,
+        identity: &str,
+        watch_namespace: &str,
+        lease_duration_seconds: u16,
+    ) -> Self {
         let port = free_port();
         let logs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
@@ -144,7 +154,7 @@ impl Operator {
                 "--lease-duration-seconds",
                 &lease_duration_seconds.to_string(),
             ])
-            .env("KUBECONFIG", kubeconfig_path("mgmt"))
+            .env("KUBECONFIG", kubeconfig_path(cluster))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)

@@ -1,0 +1,225 @@
+"""Tests of the AWS emulator extension (e2e/awsbed) against the running sandbox, with boto3.
+
+The Rust SDK's view (promotion, throttling retries) is tested in e2e/tests/main.rs; these
+cover the rest of the extension. Retries are off so each injected fault is seen as is.
+"""
+
+import json
+import os
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+PORT = int(os.environ.get("DROVER_AWS_PORT", "15000"))
+ENDPOINT = f"http://127.0.0.1:{PORT}"
+NO_RETRY = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                                  connect_timeout=2, read_timeout=5)
+
+
+def aws(service, region="us-east-1"):
+    return boto3.client(service, region_name=region, endpoint_url=ENDPOINT,
+                        aws_access_key_id="testing", aws_secret_access_key="testing",
+                        config=NO_RETRY)
+
+
+def bed(method, path, body=None):
+    req = urllib.request.Request(f"{ENDPOINT}/_bed{path}", method=method,
+                                 data=json.dumps(body or {}).encode())
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def wait_for(what, check, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def calls(service, region, operation):
+    return sum(c["count"] for c in bed("GET", "/calls")["calls"]
+               if (c["service"], c["region"], c["operation"]) == (service, region, operation))
+
+
+@pytest.fixture(autouse=True)
+def clear_faults():
+    bed("DELETE", "/faults")
+    yield
+    bed("DELETE", "/faults")
+
+
+def uid():
+    return uuid.uuid4().hex[:8]
+
+
+def global_cluster(suffix):
+    """A global cluster with a writer member in us-east-1 and a reader in us-west-2."""
+    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
+    gc_id = f"gc-{suffix}"
+    east.create_global_cluster(GlobalClusterIdentifier=gc_id, Engine="aurora-postgresql",
+                               EngineVersion="15.4")
+    east.create_db_cluster(DBClusterIdentifier=f"east-{suffix}", Engine="aurora-postgresql",
+                           EngineVersion="15.4", GlobalClusterIdentifier=gc_id,
+                           MasterUsername="admin", MasterUserPassword="password123")
+    west.create_db_cluster(DBClusterIdentifier=f"west-{suffix}", Engine="aurora-postgresql",
+                           EngineVersion="15.4", GlobalClusterIdentifier=gc_id)
+    members = east.describe_global_clusters(GlobalClusterIdentifier=gc_id)["GlobalClusters"][0]["GlobalClusterMembers"]
+    arns = {("east" if "east-" in m["DBClusterArn"] else "west"): m["DBClusterArn"] for m in members}
+    assert [m["IsWriter"] for m in members if m["DBClusterArn"] == arns["east"]] == [True]
+    return east, gc_id, arns
+
+
+def writer_of(client, gc_id):
+    gc = client.describe_global_clusters(GlobalClusterIdentifier=gc_id)["GlobalClusters"][0]
+    writers = [m["DBClusterArn"] for m in gc["GlobalClusterMembers"] if m["IsWriter"]]
+    return gc["Status"], writers
+
+
+@pytest.mark.parametrize("operation,kwargs,status", [
+    ("switchover_global_cluster", {}, "switching-over"),
+    ("failover_global_cluster", {"AllowDataLoss": True}, "failing-over"),
+])
+def test_aurora_global_writer_moves_after_delay(operation, kwargs, status):
+    bed("POST", "/config", {"switchover_delay": 1.0})
+    east, gc_id, arns = global_cluster(uid())
+    started = time.monotonic()
+    answer = getattr(east, operation)(GlobalClusterIdentifier=gc_id,
+                                      TargetDbClusterIdentifier=arns["west"], **kwargs)
+    assert answer["GlobalCluster"]["Status"] == status
+    assert writer_of(east, gc_id) == (status, [arns["east"]])
+    # A second request while one runs is refused.
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        getattr(east, operation)(GlobalClusterIdentifier=gc_id,
+                                 TargetDbClusterIdentifier=arns["west"], **kwargs)
+    assert refused.value.response["Error"]["Code"] == "InvalidGlobalClusterStateFault"
+    wait_for("writer change", lambda: writer_of(east, gc_id) == ("available", [arns["west"]]))
+    assert time.monotonic() - started >= 0.9
+
+
+def test_aurora_switchover_to_current_writer_is_refused():
+    east, gc_id, arns = global_cluster(uid())
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        east.switchover_global_cluster(GlobalClusterIdentifier=gc_id,
+                                       TargetDbClusterIdentifier=arns["east"])
+    assert "already the writer" in refused.value.response["Error"]["Message"]
+
+
+def test_health_checks_can_fail():
+    r53 = aws("route53")
+    hc = r53.create_health_check(CallerReference=uid(), HealthCheckConfig={
+        "IPAddress": "10.1.0.10", "Port": 443, "Type": "HTTPS", "ResourcePath": "/healthz"})
+    hc_id = hc["HealthCheck"]["Id"]
+
+    def statuses():
+        obs = r53.get_health_check_status(HealthCheckId=hc_id)["HealthCheckObservations"]
+        return {o["StatusReport"]["Status"].split(":")[0] for o in obs}
+
+    assert statuses() == {"Success"}
+    bed("POST", "/health-checks", {"id": hc_id, "healthy": False})
+    assert statuses() == {"Failure"}
+    bed("POST", "/health-checks", {"id": hc_id, "healthy": True})
+    assert statuses() == {"Success"}
+
+
+def test_dns_change_is_pending_then_insync():
+    bed("POST", "/config", {"dns_sync_delay": 1.0})
+    r53 = aws("route53")
+    zone = r53.create_hosted_zone(Name=f"{uid()}.example.", CallerReference=uid())["HostedZone"]["Id"]
+    change = r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [{
+        "Action": "UPSERT", "ResourceRecordSet": {
+            "Name": "api." + r53.get_hosted_zone(Id=zone)["HostedZone"]["Name"], "Type": "A",
+            "TTL": 60, "ResourceRecords": [{"Value": "10.2.0.10"}]}}]})["ChangeInfo"]
+    assert change["Status"] == "PENDING"
+    assert r53.get_change(Id=change["Id"])["ChangeInfo"]["Status"] == "PENDING"
+    wait_for("INSYNC", lambda: r53.get_change(Id=change["Id"])["ChangeInfo"]["Status"] == "INSYNC")
+    # Each batch gets its own change id.
+    other = r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [{
+        "Action": "UPSERT", "ResourceRecordSet": {
+            "Name": "www." + r53.get_hosted_zone(Id=zone)["HostedZone"]["Name"], "Type": "A",
+            "TTL": 60, "ResourceRecords": [{"Value": "10.2.0.11"}]}}]})["ChangeInfo"]
+    assert other["Id"] != change["Id"]
+    assert calls("route53", "us-east-1", "ChangeResourceRecordSets") >= 2
+
+
+@pytest.mark.parametrize("kind,metric,dimension,expected", [
+    ("rds", "ReplicaLag", "DBInstanceIdentifier", 42.0),
+    ("aurora", "AuroraGlobalDBReplicationLag", "DBClusterIdentifier", 42000.0),
+])
+def test_replica_lag_is_published_to_cloudwatch(kind, metric, dimension, expected):
+    ident = f"lag-{uid()}"
+    bed("POST", "/lag", {"region": "us-west-2", "identifier": ident, "seconds": 42, "kind": kind})
+    cw = aws("cloudwatch", "us-west-2")
+    now = datetime.now(timezone.utc)
+    result = cw.get_metric_data(
+        MetricDataQueries=[{"Id": "lag", "MetricStat": {
+            "Metric": {"Namespace": "AWS/RDS", "MetricName": metric,
+                       "Dimensions": [{"Name": dimension, "Value": ident}]},
+            "Period": 60, "Stat": "Maximum"}}],
+        StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=1))
+    assert result["MetricDataResults"][0]["Values"] == [expected]
+
+
+def test_injected_5xx_and_latency():
+    ecr = aws("ecr", "us-west-2")
+    bed("POST", "/faults", {"kind": "error5xx", "service": "ecr", "region": "us-west-2", "count": 1})
+    with pytest.raises(botocore.exceptions.ClientError) as failed:
+        ecr.describe_repositories()
+    assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    ecr.describe_repositories()  # the fault was for one call only
+
+    bed("POST", "/faults", {"kind": "latency", "service": "ecr", "region": "us-west-2",
+                            "latency_ms": 700, "count": 1})
+    started = time.monotonic()
+    ecr.describe_repositories()
+    assert time.monotonic() - started >= 0.7
+
+
+def test_throttle_rate_applies_to_a_share_of_calls():
+    rds = aws("rds", "eu-west-1")
+    bed("POST", "/faults", {"kind": "throttle", "service": "rds", "region": "eu-west-1", "rate": 0.3})
+    throttled = 0
+    for _ in range(100):
+        try:
+            rds.describe_db_instances()
+        except botocore.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "Throttling"
+            throttled += 1
+    assert 15 <= throttled <= 45, throttled
+
+
+def test_region_outage_drops_regional_services_only():
+    bed("POST", "/outage", {"region": "ap-south-1", "down": True})
+    with pytest.raises((botocore.exceptions.EndpointConnectionError,
+                        botocore.exceptions.ConnectionClosedError,
+                        botocore.exceptions.ReadTimeoutError)):
+        aws("rds", "ap-south-1").describe_db_instances()
+    aws("rds", "us-east-1").describe_db_instances()  # other regions are fine
+    aws("route53", "ap-south-1").list_hosted_zones()  # a global service is fine
+    bed("POST", "/outage", {"region": "ap-south-1", "down": False})
+    aws("rds", "ap-south-1").describe_db_instances()
+
+
+def test_ecr_images_per_region():
+    west = aws("ecr", "us-west-2")
+    repo = f"shop/web-{uid()}"
+    west.create_repository(repositoryName=repo)
+    west.put_image(repositoryName=repo, imageTag="1.4.2",
+                   imageManifest=json.dumps({
+                       "schemaVersion": 2,
+                       "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                       "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                                  "size": 2, "digest": "sha256:" + "a" * 64},
+                       "layers": []}))
+    assert west.describe_images(repositoryName=repo, imageIds=[{"imageTag": "1.4.2"}])["imageDetails"]
+    with pytest.raises(botocore.exceptions.ClientError) as missing:
+        west.describe_images(repositoryName=repo, imageIds=[{"imageTag": "9.9.9"}])
+    assert missing.value.response["Error"]["Code"] == "ImageNotFoundException"
