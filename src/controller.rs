@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
@@ -414,14 +414,30 @@ pub async fn wait_for_crds(client: &Client, readiness: &Readiness) {
     }
 }
 
-fn scoped_api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+/// A controller for `K` in the watched namespace (or all). Only spec changes (generation)
+/// trigger reconciles, so the controller's own status writes do not loop back; periodic
+/// requeues cover changes elsewhere (Secrets, member clusters).
+fn controller_for<K>(client: &Client, namespace: &Option<String>) -> Controller<K>
 where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    match namespace {
+    let api: Api<K> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
-    }
+    };
+    let (reader, writer) = reflector::store();
+    let changes = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(changes, reader)
 }
 
 /// Runs both controllers until `shutdown` resolves.
@@ -431,16 +447,9 @@ pub async fn run_controllers(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let ns = ctx.config.watch_namespace.clone();
-    let plans = Controller::new(
-        scoped_api::<DisasterRecoveryPlan>(&ctx.client, &ns),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown.clone());
-    let failovers = Controller::new(
-        scoped_api::<Failover>(&ctx.client, &ns),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown);
+    let plans = controller_for::<DisasterRecoveryPlan>(&ctx.client, &ns)
+        .graceful_shutdown_on(shutdown.clone());
+    let failovers = controller_for::<Failover>(&ctx.client, &ns).graceful_shutdown_on(shutdown);
 
     let plan_store = plans.store();
     let failover_store = failovers.store();

@@ -121,6 +121,28 @@ async fn sample_plan_becomes_valid_and_ready() {
     );
     assert_eq!(operator.metric("drover_plan_ready"), Some(1.0));
 
+    // Status writes do not retrigger reconciles: one periodic re-check (every 5 s here)
+    // costs one reconcile, not a loop.
+    let checked_at = |p: &DisasterRecoveryPlan| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.regions.first()?.last_checked.clone())
+    };
+    let first_check = checked_at(&plan);
+    let reconciles =
+        |op: &Operator| op.metric_with("drover_reconcile_total", "controller=\"plan\"");
+    let before = reconciles(&operator).expect("plan reconciles counted");
+    wait_for("periodic re-check", Duration::from_secs(15), || async {
+        let plan = plans.get("shop").await.ok()?;
+        (checked_at(&plan) != first_check).then_some(())
+    })
+    .await;
+    let after = reconciles(&operator).expect("plan reconciles counted");
+    assert!(
+        after - before <= 3.0,
+        "{before} -> {after} reconciles in one resync period"
+    );
+
     // A new generation is observed too.
     let patch = serde_json::json!({"spec": {"objectives": {"rto": "10m", "rpo": "30s"}}});
     plans

@@ -182,9 +182,15 @@ impl Operator {
     }
 
     pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metric_with(name, "")
+    }
+
+    /// The first sample of `name` whose label set contains `labels`, e.g. `controller="plan"`.
+    pub fn metric_with(&self, name: &str, labels: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics")?;
         body.lines()
-            .find(|l| l.split([' ', '{']).next() == Some(name))
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .find(|l| l.contains(labels))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }
