@@ -20,10 +20,13 @@ use tracing::{info, warn};
 
 use crate::api::{
     DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverPhase, FailoverStatus,
-    RegionRole, RegionStatus,
+    RegionStatus,
 };
+use crate::aws::Aws;
+use crate::clusters::KubeClusters;
 use crate::conditions::{self, DesiredCondition};
 use crate::config::Config;
+use crate::driver::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::http::Readiness;
 use crate::member;
@@ -35,13 +38,14 @@ pub const FIELD_MANAGER: &str = "drover";
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
+    pub aws: Arc<dyn Aws>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, aws: Arc<dyn Aws>, config: Config, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: "drover".into(),
             instance: Some(config.identity.clone()),
@@ -49,13 +53,14 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         Self {
             client,
+            aws,
             config,
             metrics,
             recorder,
         }
     }
 
-    async fn publish<K: Resource<DynamicType = ()>>(
+    pub async fn publish<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         type_: EventType,
@@ -182,12 +187,14 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     let secrets = lookup_secrets(&ctx, &plan, &ns).await?;
     let problems = validate::validate_plan(&plan.spec, &ns, Some(&secrets));
     let valid = problems.is_empty();
+    // activeRegion and lastFailover belong to the failover driver's field manager; this
+    // apply leaves them out so a stale cache can never overwrite them.
     let mut status = DisasterRecoveryPlanStatus {
-        active_region: previous.active_region.clone(),
+        active_region: None,
         regions: previous.regions.clone(),
         conditions: previous.conditions.clone(),
         observed_generation: generation,
-        last_failover: previous.last_failover.clone(),
+        last_failover: None,
     };
     let valid_message = if valid {
         "plan is valid".to_string()
@@ -207,13 +214,19 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     );
 
     let (ready, ready_message) = if valid {
-        if status.active_region.is_none() {
-            status.active_region = plan
-                .spec
-                .regions
-                .iter()
-                .find(|r| r.initial_role == RegionRole::Active)
-                .map(|r| r.name.clone());
+        if previous.active_region.is_none() {
+            let initial = crate::engine::active_region(&plan);
+            let patch = json!({
+                "apiVersion": DisasterRecoveryPlan::api_version(&()),
+                "kind": DisasterRecoveryPlan::kind(&()),
+                "status": {"activeRegion": initial},
+            });
+            api.patch_status(
+                &name,
+                &PatchParams::apply(crate::driver::FAILOVER_FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
         }
         status.regions = check_regions(&ctx, &plan, &ns).await;
         let not_ready: Vec<String> = status
@@ -290,8 +303,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     Ok(Action::requeue(ctx.config.plan_resync))
 }
 
-/// Checks a failover's admission rules and writes status. The engine that runs the
-/// steps comes later; until then an admitted failover stays Pending.
+/// Drives a Failover: flags edited specs, otherwise runs (or resumes) its steps.
 pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<Action> {
     let ns = fo.namespace().ok_or(Error::MissingNamespace)?;
     let name = fo.name_any();
@@ -300,76 +312,85 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     let generation = fo.metadata.generation;
 
     // Spec edits bump the generation; the CRD rule stops them on servers with CEL.
-    let edited = generation.unwrap_or(1) > 1;
-    let (valid, reason, message, requeue) = if edited {
-        (
-            false,
-            "SpecEdited",
-            format!(
-                "spec was edited (generation {}); {}",
-                generation.unwrap_or_default(),
-                crate::api::SPEC_IMMUTABLE_MESSAGE
+    if generation.unwrap_or(1) > 1 {
+        let message = format!(
+            "spec was edited (generation {}); {}",
+            generation.unwrap_or_default(),
+            crate::api::SPEC_IMMUTABLE_MESSAGE
+        );
+        let phase = match previous.phase {
+            Some(p) if p.is_terminal() || p == FailoverPhase::Running => p,
+            _ => FailoverPhase::Rejected,
+        };
+        let status = FailoverStatus {
+            phase: Some(phase),
+            conditions: conditions::upsert(
+                &previous.conditions,
+                DesiredCondition {
+                    type_: "Valid",
+                    status: false,
+                    reason: "SpecEdited",
+                    message: message.clone(),
+                },
+                generation,
+                now(),
             ),
-            None,
-        )
-    } else {
-        let plans: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
-        match plans.get_opt(&fo.spec.plan_ref).await? {
-            None => (
-                false,
-                "PlanNotFound",
-                format!(
-                    "spec.planRef: DisasterRecoveryPlan {ns}/{} not found",
-                    fo.spec.plan_ref
-                ),
-                Some(ctx.config.plan_resync),
-            ),
-            Some(plan) => {
-                let problems = validate::validate_failover(&fo.spec, &plan.spec);
-                if problems.is_empty() {
-                    (true, "Valid", "failover spec is valid".to_string(), None)
-                } else {
-                    (false, "Invalid", validate::summarize(&problems), None)
-                }
-            }
+            observed_generation: generation,
+            ..previous.clone()
+        };
+        if status != previous {
+            warn!(failover = %name, namespace = %ns, %message, "failover spec edited");
+            ctx.publish(&*fo, EventType::Warning, "SpecEdited", message)
+                .await;
+            patch_status(&api, &name, &status).await?;
         }
-    };
+        return Ok(Action::await_change());
+    }
+    if previous.phase.is_some_and(FailoverPhase::is_terminal) {
+        return Ok(Action::await_change());
+    }
 
-    let phase = match previous.phase {
-        Some(p) if p.is_terminal() || p == FailoverPhase::Running => p,
-        _ if valid => FailoverPhase::Pending,
-        _ if reason == "PlanNotFound" => FailoverPhase::Pending,
-        _ => FailoverPhase::Rejected,
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(plan) = plans.get_opt(&fo.spec.plan_ref).await? else {
+        let message = format!(
+            "spec.planRef: DisasterRecoveryPlan {ns}/{} not found",
+            fo.spec.plan_ref
+        );
+        let status = FailoverStatus {
+            phase: Some(FailoverPhase::Pending),
+            conditions: conditions::upsert(
+                &previous.conditions,
+                DesiredCondition {
+                    type_: "Valid",
+                    status: false,
+                    reason: "PlanNotFound",
+                    message: message.clone(),
+                },
+                generation,
+                now(),
+            ),
+            observed_generation: generation,
+            ..previous.clone()
+        };
+        if status != previous {
+            ctx.publish(&*fo, EventType::Warning, "PlanNotFound", message)
+                .await;
+            patch_status(&api, &name, &status).await?;
+        }
+        return Ok(Action::requeue(ctx.config.plan_resync));
     };
-    let status = FailoverStatus {
-        phase: Some(phase),
-        conditions: conditions::upsert(
-            &previous.conditions,
-            DesiredCondition {
-                type_: "Valid",
-                status: valid,
-                reason,
-                message: message.clone(),
-            },
-            generation,
-            now(),
-        ),
-        observed_generation: generation,
-        ..previous.clone()
-    };
-    let message_changed = conditions::find(&previous.conditions, "Valid")
-        .map(|c| c.message != message)
-        .unwrap_or(true);
-    if !valid && message_changed {
-        warn!(failover = %name, namespace = %ns, %message, "failover not admitted");
-        ctx.publish(&*fo, EventType::Warning, reason, message).await;
+    let siblings = api.list(&Default::default()).await?.items;
+    let clusters = Arc::new(KubeClusters::new(
+        ctx.client.clone(),
+        plan.spec.clone(),
+        ns.clone(),
+        ctx.config.member_timeout,
+    ));
+    let driver = Driver::new(ctx.clone(), ctx.aws.clone(), clusters, plan, (*fo).clone());
+    match driver.run(&siblings).await? {
+        Outcome::Done => Ok(Action::await_change()),
+        Outcome::RetryLater(_) => Ok(Action::requeue(Duration::from_secs(30))),
     }
-    if status != previous {
-        patch_status(&api, &name, &status).await?;
-    }
-    Ok(requeue
-        .map(Action::requeue)
-        .unwrap_or_else(Action::await_change))
 }
 
 fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {

@@ -71,8 +71,11 @@ pub async fn run_when_leader(
             info!(identity = %config.identity, "acquired leadership");
             readiness.leader.store(true, Ordering::Release);
             metrics.leader.set(1);
+            let aws: Arc<dyn crate::aws::Aws> =
+                Arc::new(crate::aws::SdkAws::from_env(metrics.clone()).await);
             let ctx = Arc::new(Context::new(
                 client.clone(),
+                aws,
                 config.clone(),
                 metrics.clone(),
             ));

@@ -1,10 +1,14 @@
 //! Drover: multi-region disaster recovery for Kubernetes on AWS.
 
 pub mod api;
+pub mod aws;
 pub mod check;
+pub mod clusters;
 pub mod conditions;
 pub mod config;
 pub mod controller;
+pub mod driver;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -24,6 +24,40 @@ pub struct PlanLabels {
     pub plan: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsCallLabels {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    pub mode: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    pub plan: String,
+    pub database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub plan: String,
+    pub region: String,
+}
+
+fn failover_histogram() -> Histogram {
+    Histogram::new([5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }
@@ -36,6 +70,12 @@ pub struct Metrics {
     pub plan_valid: Family<PlanLabels, Gauge>,
     pub plan_ready: Family<PlanLabels, Gauge>,
     pub leader: Gauge,
+    pub aws_calls: Family<AwsCallLabels, Counter>,
+    pub failovers: Family<FailoverLabels, Counter>,
+    pub failover_duration: Histogram,
+    pub step_duration: Family<StepLabels, Histogram>,
+    pub replication_lag: Family<LagLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub active_region: Family<RegionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -75,8 +115,53 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let aws_calls = Family::<AwsCallLabels, Counter>::default();
+        let failovers = Family::<FailoverLabels, Counter>::default();
+        let failover_duration = failover_histogram();
+        let step_duration = Family::<StepLabels, Histogram>::new_with_constructor(
+            failover_histogram as fn() -> Histogram,
+        );
+        let replication_lag =
+            Family::<LagLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let active_region = Family::<RegionLabels, Gauge>::default();
+        registry.register(
+            "aws_calls",
+            "AWS API calls by service, operation and result",
+            aws_calls.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Failovers finished, by mode and result",
+            failovers.clone(),
+        );
+        registry.register(
+            "failover_duration_seconds",
+            "Wall time of finished failovers (measured RTO)",
+            failover_duration.clone(),
+        );
+        registry.register(
+            "step_duration_seconds",
+            "Wall time of failover steps",
+            step_duration.clone(),
+        );
+        registry.register(
+            "replication_lag_seconds",
+            "Last measured replication lag per plan database",
+            replication_lag.clone(),
+        );
+        registry.register(
+            "active_region",
+            "1 for the active region of each plan, 0 for the others",
+            active_region.clone(),
+        );
         Self {
             registry,
+            aws_calls,
+            failovers,
+            failover_duration,
+            step_duration,
+            replication_lag,
+            active_region,
             reconciles,
             reconcile_errors,
             reconcile_duration,

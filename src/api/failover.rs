@@ -132,6 +132,48 @@ pub struct FailoverStatus {
     /// Estimated data loss: replication lag at promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss: Option<DataLossEstimate>,
+    /// The region that was active when the failover started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_region: Option<String>,
+    /// Per-database promotion progress.
+    #[serde(default)]
+    pub databases: Vec<DatabaseProgress>,
+    /// Route 53 change batches submitted, one per hosted zone.
+    #[serde(default)]
+    pub dns_changes: Vec<DnsChange>,
+    /// Preflight failures, all of them.
+    #[serde(default)]
+    pub preflight_failures: Vec<String>,
+    /// What the failover does (DryRun) or did, in order.
+    #[serde(default)]
+    pub planned_actions: Vec<String>,
+}
+
+/// Progress of one database's promotion.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseProgress {
+    /// The plan's database name.
+    pub name: String,
+    /// Requested once the promotion call was sent; Promoted once the target is writable.
+    pub state: String,
+    /// Replication lag (seconds) measured before promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+}
+
+/// One Route 53 change batch.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsChange {
+    /// The hosted zone.
+    pub hosted_zone_id: String,
+    /// The change ID from ChangeResourceRecordSets, once submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<String>,
+    /// PENDING or INSYNC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// Measured durations of a failover.

@@ -36,6 +36,32 @@ pub struct DisasterRecoveryPlanSpec {
     pub workloads: Vec<WorkloadSpec>,
     /// Recovery time and recovery point objectives.
     pub objectives: Objectives,
+    /// Per-step deadlines; each defaults as documented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<StepTimeouts>,
+}
+
+/// Deadlines for the failover steps, as durations such as "90s". Transient errors are
+/// retried until the deadline.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepTimeouts {
+    /// Preflight checks (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<String>,
+    /// Fencing the old region, including the wait for zero replication lag in a Planned
+    /// failover (default 120s). Unplanned failovers use at most 10s here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<String>,
+    /// Database promotion until every target is writable (default 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<String>,
+    /// Scaling the target region up until its workloads are ready (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_up: Option<String>,
+    /// DNS change until INSYNC (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
 }
 
 /// One region of the plan: an AWS region and the Kubernetes cluster that runs there.
@@ -197,7 +223,7 @@ pub struct RecordTarget {
 }
 
 /// A Route 53 alias target.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AliasTarget {
     /// The hosted zone ID of the alias target (e.g. the load balancer's zone).

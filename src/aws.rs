@@ -1,0 +1,677 @@
+//! AWS effectors behind a narrow trait, and their SDK implementation. The SDK's own retries
+//! are off: the driver retries transient errors itself and counts every attempt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
+
+use crate::api::AliasTarget;
+use crate::engine::{AuroraObservation, RdsObservation, RecordSet};
+use crate::metrics::{AwsCallLabels, Metrics};
+
+/// An AWS error, classified for retrying.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsError {
+    pub kind: AwsErrorKind,
+    /// The error as AWS or the SDK gave it.
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AwsErrorKind {
+    /// Throttling, 5xx, timeouts: retry with backoff.
+    Transient,
+    /// No connection could be made or kept: the region may be down.
+    Unreachable,
+    /// Anything else: surface verbatim.
+    Permanent,
+}
+
+impl AwsError {
+    pub fn is_retryable(&self) -> bool {
+        self.kind != AwsErrorKind::Permanent
+    }
+}
+
+impl std::fmt::Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type AwsResult<T> = Result<T, AwsError>;
+
+/// Which replication-lag metric to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LagSource {
+    /// RDS `ReplicaLag` of a read replica instance (seconds).
+    RdsReplica { instance: String },
+    /// `AuroraGlobalDBReplicationLag` of a secondary cluster (milliseconds).
+    AuroraSecondary { cluster: String },
+}
+
+/// The AWS calls Drover makes. Regions are AWS region names.
+#[async_trait]
+pub trait Aws: Send + Sync {
+    async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>>;
+    async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()>;
+    async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
+    async fn describe_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<AuroraObservation>>;
+    async fn switchover_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+        target_arn: &str,
+    ) -> AwsResult<()>;
+    async fn failover_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+        target_arn: &str,
+    ) -> AwsResult<()>;
+    /// The newest replication lag in seconds from the last 5 minutes, if any.
+    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<f64>>;
+    async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool>;
+    async fn health_check_healthy(&self, id: &str) -> AwsResult<bool>;
+    async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>>;
+    /// Submits one UPSERT batch and returns the change ID.
+    async fn change_records(&self, zone: &str, records: &[RecordSet]) -> AwsResult<String>;
+    /// Whether a change is INSYNC.
+    async fn change_insync(&self, change_id: &str) -> AwsResult<bool>;
+    async fn image_exists(
+        &self,
+        region: &str,
+        repository: &str,
+        reference: &str,
+    ) -> AwsResult<bool>;
+}
+
+const THROTTLING_CODES: [&str; 6] = [
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "PriorRequestNotComplete",
+];
+
+/// Classifies an SDK error. `not_found` codes map to Ok(None) at the call sites.
+fn classify<E>(err: SdkError<E, aws_sdk_rds::config::http::HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let message = aws_sdk_rds::error::DisplayErrorContext(&err).to_string();
+    let kind = match &err {
+        SdkError::DispatchFailure(_) => AwsErrorKind::Unreachable,
+        SdkError::TimeoutError(_) => AwsErrorKind::Transient,
+        SdkError::ResponseError(r) => {
+            if r.raw().status().is_server_error() {
+                AwsErrorKind::Transient
+            } else {
+                AwsErrorKind::Permanent
+            }
+        }
+        SdkError::ServiceError(se) => {
+            let throttled = se
+                .err()
+                .code()
+                .is_some_and(|c| THROTTLING_CODES.contains(&c));
+            if throttled || se.raw().status().is_server_error() {
+                AwsErrorKind::Transient
+            } else {
+                AwsErrorKind::Permanent
+            }
+        }
+        _ => AwsErrorKind::Permanent,
+    };
+    let message = match &err {
+        SdkError::ServiceError(se) => format!(
+            "{}: {}",
+            se.err().code().unwrap_or("Unknown"),
+            se.err().message().unwrap_or(&message)
+        ),
+        _ => message,
+    };
+    AwsError { kind, message }
+}
+
+fn error_code<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_rds::config::http::HttpResponse>,
+) -> Option<String> {
+    match err {
+        SdkError::ServiceError(se) => se.err().code().map(str::to_string),
+        _ => None,
+    }
+}
+
+#[derive(Clone)]
+struct RegionClients {
+    rds: aws_sdk_rds::Client,
+    ecr: aws_sdk_ecr::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+/// The SDK implementation. Configuration comes from the standard AWS environment
+/// (`AWS_ENDPOINT_URL`, credentials, region).
+pub struct SdkAws {
+    base: SdkConfig,
+    route53: aws_sdk_route53::Client,
+    regions: Mutex<HashMap<String, RegionClients>>,
+    metrics: Arc<Metrics>,
+}
+
+impl SdkAws {
+    pub async fn from_env(metrics: Arc<Metrics>) -> Self {
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .load()
+            .await;
+        // Route 53 is global; its API lives in us-east-1.
+        let route53 = aws_sdk_route53::Client::from_conf(
+            aws_sdk_route53::config::Builder::from(&base)
+                .region(Region::new("us-east-1"))
+                .build(),
+        );
+        Self {
+            base,
+            route53,
+            regions: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn region(&self, region: &str) -> RegionClients {
+        let mut regions = match self.regions.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        regions
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let r = Region::new(region.to_string());
+                RegionClients {
+                    rds: aws_sdk_rds::Client::from_conf(
+                        aws_sdk_rds::config::Builder::from(&self.base)
+                            .region(r.clone())
+                            .build(),
+                    ),
+                    ecr: aws_sdk_ecr::Client::from_conf(
+                        aws_sdk_ecr::config::Builder::from(&self.base)
+                            .region(r.clone())
+                            .build(),
+                    ),
+                    cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                        aws_sdk_cloudwatch::config::Builder::from(&self.base)
+                            .region(r)
+                            .build(),
+                    ),
+                }
+            })
+            .clone()
+    }
+
+    fn count<T>(&self, service: &'static str, operation: &'static str, r: &AwsResult<T>) {
+        let result = match r {
+            Ok(_) => "success",
+            Err(e) => match e.kind {
+                AwsErrorKind::Transient => "transient_error",
+                AwsErrorKind::Unreachable => "unreachable",
+                AwsErrorKind::Permanent => "error",
+            },
+        };
+        self.metrics
+            .aws_calls
+            .get_or_create(&AwsCallLabels {
+                service,
+                operation,
+                result,
+            })
+            .inc();
+    }
+}
+
+/// Maps a "not found" error code to Ok(None).
+fn optional<T, E>(
+    result: Result<T, SdkError<E, aws_sdk_rds::config::http::HttpResponse>>,
+    not_found: &[&str],
+) -> AwsResult<Option<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if error_code(&e).is_some_and(|c| not_found.contains(&c.as_str())) => Ok(None),
+        Err(e) => Err(classify(e)),
+    }
+}
+
+#[async_trait]
+impl Aws for SdkAws {
+    async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
+        let out = optional(
+            self.region(region)
+                .rds
+                .describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await,
+            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
+        );
+        self.count("rds", "DescribeDBInstances", &out);
+        Ok(out?
+            .and_then(|o| o.db_instances?.into_iter().next())
+            .map(|d| RdsObservation {
+                status: d.db_instance_status.unwrap_or_default(),
+                has_source: d
+                    .read_replica_source_db_instance_identifier
+                    .is_some_and(|s| !s.is_empty()),
+            }))
+    }
+
+    async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
+        let out = self
+            .region(region)
+            .rds
+            .promote_read_replica()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify);
+        self.count("rds", "PromoteReadReplica", &out);
+        out
+    }
+
+    async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        if id.starts_with("arn:") {
+            return Ok(Some(id.to_string()));
+        }
+        let out = optional(
+            self.region(region)
+                .rds
+                .describe_db_clusters()
+                .db_cluster_identifier(id)
+                .send()
+                .await,
+            &["DBClusterNotFoundFault"],
+        );
+        self.count("rds", "DescribeDBClusters", &out);
+        Ok(out?.and_then(|o| o.db_clusters?.into_iter().next()?.db_cluster_arn))
+    }
+
+    async fn describe_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<AuroraObservation>> {
+        let out = optional(
+            self.region(region)
+                .rds
+                .describe_global_clusters()
+                .global_cluster_identifier(id)
+                .send()
+                .await,
+            &["GlobalClusterNotFoundFault"],
+        );
+        self.count("rds", "DescribeGlobalClusters", &out);
+        Ok(out?
+            .and_then(|o| o.global_clusters?.into_iter().next())
+            .map(|g| {
+                let members = g.global_cluster_members.unwrap_or_default();
+                AuroraObservation {
+                    status: g.status.unwrap_or_default(),
+                    writer_arn: members
+                        .iter()
+                        .find(|m| m.is_writer == Some(true))
+                        .and_then(|m| m.db_cluster_arn.clone()),
+                    member_arns: members
+                        .into_iter()
+                        .filter_map(|m| m.db_cluster_arn)
+                        .collect(),
+                }
+            }))
+    }
+
+    async fn switchover_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+        target_arn: &str,
+    ) -> AwsResult<()> {
+        let out = self
+            .region(region)
+            .rds
+            .switchover_global_cluster()
+            .global_cluster_identifier(id)
+            .target_db_cluster_identifier(target_arn)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify);
+        self.count("rds", "SwitchoverGlobalCluster", &out);
+        out
+    }
+
+    async fn failover_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+        target_arn: &str,
+    ) -> AwsResult<()> {
+        let out = self
+            .region(region)
+            .rds
+            .failover_global_cluster()
+            .global_cluster_identifier(id)
+            .target_db_cluster_identifier(target_arn)
+            .allow_data_loss(true)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify);
+        self.count("rds", "FailoverGlobalCluster", &out);
+        out
+    }
+
+    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<f64>> {
+        use aws_sdk_cloudwatch::primitives::DateTime;
+        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+        let (name, dimension, value, scale) = match source {
+            LagSource::RdsReplica { instance } => {
+                ("ReplicaLag", "DBInstanceIdentifier", instance, 1.0)
+            }
+            LagSource::AuroraSecondary { cluster } => (
+                "AuroraGlobalDBReplicationLag",
+                "DBClusterIdentifier",
+                cluster,
+                0.001,
+            ),
+        };
+        let now = SystemTime::now();
+        let query = MetricDataQuery::builder()
+            .id("lag")
+            .metric_stat(
+                MetricStat::builder()
+                    .metric(
+                        Metric::builder()
+                            .namespace("AWS/RDS")
+                            .metric_name(name)
+                            .dimensions(Dimension::builder().name(dimension).value(value).build())
+                            .build(),
+                    )
+                    .period(1)
+                    .stat("Maximum")
+                    .build(),
+            )
+            .build();
+        let out = self
+            .region(region)
+            .cloudwatch
+            .get_metric_data()
+            .metric_data_queries(query)
+            .start_time(DateTime::from(now - Duration::from_secs(300)))
+            .end_time(DateTime::from(now + Duration::from_secs(60)))
+            .send()
+            .await
+            .map_err(classify);
+        self.count("cloudwatch", "GetMetricData", &out);
+        let out = out?;
+        // Newest first: the default ScanBy is TimestampDescending.
+        let newest = out
+            .metric_data_results
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|r| {
+                let values = r.values.unwrap_or_default();
+                let stamps = r.timestamps.unwrap_or_default();
+                values
+                    .into_iter()
+                    .zip(stamps)
+                    .max_by(|a, b| a.1.cmp(&b.1))
+                    .map(|(v, _)| v)
+            });
+        Ok(newest.map(|v| v * scale))
+    }
+
+    async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
+        let out = optional(
+            self.route53.get_hosted_zone().id(zone).send().await,
+            &["NoSuchHostedZone"],
+        );
+        self.count("route53", "GetHostedZone", &out);
+        Ok(out?.is_some())
+    }
+
+    async fn health_check_healthy(&self, id: &str) -> AwsResult<bool> {
+        let out = self
+            .route53
+            .get_health_check_status()
+            .health_check_id(id)
+            .send()
+            .await
+            .map_err(classify);
+        self.count("route53", "GetHealthCheckStatus", &out);
+        let observations = out?.health_check_observations;
+        let healthy = observations
+            .iter()
+            .filter(|o| {
+                o.status_report
+                    .as_ref()
+                    .and_then(|r| r.status.as_deref())
+                    .is_some_and(|s| s.starts_with("Success"))
+            })
+            .count();
+        // Route 53 considers a check healthy when more than 18% of checkers see it healthy.
+        Ok(!observations.is_empty() && healthy * 100 > observations.len() * 18)
+    }
+
+    async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>> {
+        let mut records = Vec::new();
+        let mut next: Option<(
+            String,
+            Option<aws_sdk_route53::types::RrType>,
+            Option<String>,
+        )> = None;
+        loop {
+            // No MaxItems: the bed's moto loops on pages that split a failover/weighted set.
+            let mut call = self
+                .route53
+                .list_resource_record_sets()
+                .hosted_zone_id(zone);
+            if let Some((name, rtype, ident)) = next.take() {
+                call = call
+                    .start_record_name(name)
+                    .set_start_record_type(rtype)
+                    .set_start_record_identifier(ident);
+            }
+            let out = call.send().await.map_err(classify);
+            self.count("route53", "ListResourceRecordSets", &out);
+            let out = out?;
+            for set in out.resource_record_sets {
+                records.push(RecordSet {
+                    name: set.name,
+                    record_type: set.r#type.as_str().to_string(),
+                    set_identifier: set.set_identifier,
+                    failover: set.failover.map(|f| f.as_str().to_string()),
+                    weight: set.weight,
+                    ttl: set.ttl,
+                    values: set
+                        .resource_records
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| r.value)
+                        .collect(),
+                    alias: set.alias_target.map(|a| AliasTarget {
+                        hosted_zone_id: a.hosted_zone_id,
+                        dns_name: a.dns_name,
+                        evaluate_target_health: a.evaluate_target_health,
+                    }),
+                    health_check_id: set.health_check_id,
+                });
+            }
+            match (out.is_truncated, out.next_record_name) {
+                (true, Some(name)) => {
+                    next = Some((name, out.next_record_type, out.next_record_identifier))
+                }
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    async fn change_records(&self, zone: &str, records: &[RecordSet]) -> AwsResult<String> {
+        use aws_sdk_route53::types::{
+            AliasTarget as R53Alias, Change, ChangeAction, ChangeBatch, ResourceRecord,
+            ResourceRecordSet, ResourceRecordSetFailover, RrType,
+        };
+        let invalid = |e: aws_sdk_route53::error::BuildError| AwsError {
+            kind: AwsErrorKind::Permanent,
+            message: format!("building the change batch: {e}"),
+        };
+        let mut changes = Vec::new();
+        for r in records {
+            let mut set = ResourceRecordSet::builder()
+                .name(&r.name)
+                .r#type(RrType::from(r.record_type.as_str()))
+                .set_set_identifier(r.set_identifier.clone())
+                .set_failover(r.failover.as_deref().map(ResourceRecordSetFailover::from))
+                .set_weight(r.weight)
+                .set_ttl(r.ttl)
+                .set_health_check_id(r.health_check_id.clone());
+            for v in &r.values {
+                set = set.resource_records(
+                    ResourceRecord::builder()
+                        .value(v)
+                        .build()
+                        .map_err(invalid)?,
+                );
+            }
+            if let Some(a) = &r.alias {
+                set = set.alias_target(
+                    R53Alias::builder()
+                        .hosted_zone_id(&a.hosted_zone_id)
+                        .dns_name(&a.dns_name)
+                        .evaluate_target_health(a.evaluate_target_health)
+                        .build()
+                        .map_err(invalid)?,
+                );
+            }
+            changes.push(
+                Change::builder()
+                    .action(ChangeAction::Upsert)
+                    .resource_record_set(set.build().map_err(invalid)?)
+                    .build()
+                    .map_err(invalid)?,
+            );
+        }
+        let batch = ChangeBatch::builder()
+            .comment("drover failover")
+            .set_changes(Some(changes))
+            .build()
+            .map_err(invalid)?;
+        let out = self
+            .route53
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(classify);
+        self.count("route53", "ChangeResourceRecordSets", &out);
+        Ok(out?.change_info.map(|c| c.id).unwrap_or_default())
+    }
+
+    async fn change_insync(&self, change_id: &str) -> AwsResult<bool> {
+        let out = self
+            .route53
+            .get_change()
+            .id(change_id)
+            .send()
+            .await
+            .map_err(classify);
+        self.count("route53", "GetChange", &out);
+        Ok(out?
+            .change_info
+            .is_some_and(|c| c.status.as_str() == "INSYNC"))
+    }
+
+    async fn image_exists(
+        &self,
+        region: &str,
+        repository: &str,
+        reference: &str,
+    ) -> AwsResult<bool> {
+        use aws_sdk_ecr::types::ImageIdentifier;
+        let id = if reference.starts_with("sha256:") {
+            ImageIdentifier::builder().image_digest(reference).build()
+        } else {
+            ImageIdentifier::builder().image_tag(reference).build()
+        };
+        let out = optional(
+            self.region(region)
+                .ecr
+                .describe_images()
+                .repository_name(repository)
+                .image_ids(id)
+                .send()
+                .await,
+            &["ImageNotFoundException", "RepositoryNotFoundException"],
+        );
+        self.count("ecr", "DescribeImages", &out);
+        Ok(out?.is_some_and(|o| !o.image_details.unwrap_or_default().is_empty()))
+    }
+}
+
+/// An ECR image reference split into (repository, tag or digest). Not ECR → None.
+pub fn parse_ecr_image(image: &str) -> Option<(String, String)> {
+    let (host, rest) = image.split_once('/')?;
+    if !(host.contains(".dkr.ecr.") && host.ends_with(".amazonaws.com")) {
+        return None;
+    }
+    if let Some((repo, digest)) = rest.split_once('@') {
+        return Some((repo.to_string(), digest.to_string()));
+    }
+    match rest.rsplit_once(':') {
+        Some((repo, tag)) => Some((repo.to_string(), tag.to_string())),
+        None => Some((rest.to_string(), "latest".to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ecr_references() {
+        assert_eq!(
+            parse_ecr_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/shop/web:1.4.2"),
+            Some(("shop/web".into(), "1.4.2".into()))
+        );
+        assert_eq!(
+            parse_ecr_image("123456789012.dkr.ecr.us-west-2.amazonaws.com/shop/web@sha256:ab"),
+            Some(("shop/web".into(), "sha256:ab".into()))
+        );
+        assert_eq!(
+            parse_ecr_image("123456789012.dkr.ecr.us-west-2.amazonaws.com/cron"),
+            Some(("cron".into(), "latest".into()))
+        );
+        assert_eq!(parse_ecr_image("docker.io/library/nginx:1.27"), None);
+        assert_eq!(parse_ecr_image("nginx"), None);
+    }
+}

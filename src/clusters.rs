@@ -1,0 +1,218 @@
+//! Workload effectors in region clusters, behind a narrow trait.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiResource, pinned_kind};
+use tokio::sync::Mutex;
+
+use crate::api::{DisasterRecoveryPlanSpec, WorkloadSpec};
+use crate::member;
+
+/// A workload as seen in one region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadState {
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    /// Whether status reflects the latest spec.
+    pub observed_current: bool,
+    pub images: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterError {
+    /// The cluster could not be reached (connection, timeout).
+    Unreachable(String),
+    /// Worth retrying (429, 5xx).
+    Transient(String),
+    /// Anything else, verbatim.
+    Permanent(String),
+}
+
+impl ClusterError {
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Unreachable(m) | Self::Transient(m) | Self::Permanent(m) => m,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Permanent(_))
+    }
+}
+
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+fn classify(region: &str, e: kube::Error) -> ClusterError {
+    match e {
+        kube::Error::Api(s) if s.code == 429 || s.code >= 500 => {
+            ClusterError::Transient(format!("region {region}: {}", s.message))
+        }
+        kube::Error::Api(s) => ClusterError::Permanent(format!("region {region}: {}", s.message)),
+        other => ClusterError::Unreachable(format!("region {region}: {other}")),
+    }
+}
+
+/// Reads and scales the plan's workloads in region clusters.
+#[async_trait]
+pub trait Clusters: Send + Sync {
+    /// None when the workload does not exist there.
+    async fn workload(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+    ) -> Result<Option<WorkloadState>, ClusterError>;
+    async fn scale(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<(), ClusterError>;
+}
+
+/// The kube implementation: one client per region, built from the plan's cluster access.
+pub struct KubeClusters {
+    mgmt: Client,
+    spec: DisasterRecoveryPlanSpec,
+    namespace: String,
+    timeout: Duration,
+    clients: Mutex<HashMap<String, Client>>,
+    resources: Mutex<HashMap<(String, String), ApiResource>>,
+}
+
+impl KubeClusters {
+    pub fn new(
+        mgmt: Client,
+        spec: DisasterRecoveryPlanSpec,
+        namespace: String,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            mgmt,
+            spec,
+            namespace,
+            timeout,
+            clients: Mutex::new(HashMap::new()),
+            resources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn client(&self, region: &str) -> Result<Client, ClusterError> {
+        if let Some(c) = self.clients.lock().await.get(region) {
+            return Ok(c.clone());
+        }
+        let spec = self
+            .spec
+            .regions
+            .iter()
+            .find(|r| r.name == region)
+            .ok_or_else(|| {
+                ClusterError::Permanent(format!("region {region} is not in the plan"))
+            })?;
+        let client = member::client_for_region(&self.mgmt, spec, &self.namespace, self.timeout)
+            .await
+            .map_err(ClusterError::Permanent)?;
+        self.clients
+            .lock()
+            .await
+            .insert(region.to_string(), client.clone());
+        Ok(client)
+    }
+
+    async fn api(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+    ) -> Result<Api<DynamicObject>, ClusterError> {
+        let client = self.client(region).await?;
+        let api_version = w
+            .effective_api_version()
+            .ok_or_else(|| ClusterError::Permanent(format!("{}: no apiVersion", w.kind)))?;
+        let key = (region.to_string(), format!("{api_version}/{}", w.kind));
+        let cached = self.resources.lock().await.get(&key).cloned();
+        let resource = match cached {
+            Some(r) => r,
+            None => {
+                let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+                let gvk = GroupVersionKind::gvk(group, version, &w.kind);
+                let (resource, _) = pinned_kind(&client, &gvk)
+                    .await
+                    .map_err(|e| classify(region, e))?;
+                self.resources.lock().await.insert(key, resource.clone());
+                resource
+            }
+        };
+        Ok(Api::namespaced_with(client, &w.namespace, &resource))
+    }
+}
+
+fn images(obj: &DynamicObject) -> Vec<String> {
+    let pod = &obj.data["spec"]["template"]["spec"];
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| pod[k].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["image"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[async_trait]
+impl Clusters for KubeClusters {
+    async fn workload(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+    ) -> Result<Option<WorkloadState>, ClusterError> {
+        let api = self.api(region, w).await?;
+        let obj = match tokio::time::timeout(self.timeout, api.get_opt(&w.name)).await {
+            Err(_) => {
+                return Err(ClusterError::Unreachable(format!(
+                    "region {region}: no answer within {:?}",
+                    self.timeout
+                )));
+            }
+            Ok(r) => r.map_err(|e| classify(region, e))?,
+        };
+        Ok(obj.map(|o| {
+            let int = |v: &serde_json::Value| v.as_i64().unwrap_or(0) as i32;
+            let generation = o.metadata.generation.unwrap_or(0);
+            let status = &o.data["status"];
+            WorkloadState {
+                replicas: o.data["spec"]["replicas"]
+                    .as_i64()
+                    .map(|r| r as i32)
+                    .unwrap_or(1),
+                ready_replicas: int(&status["readyReplicas"]),
+                observed_current: status["observedGeneration"].as_i64().unwrap_or(0) >= generation,
+                images: images(&o),
+            }
+        }))
+    }
+
+    async fn scale(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<(), ClusterError> {
+        let api = self.api(region, w).await?;
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        let params = PatchParams::default();
+        let merge = Patch::Merge(&patch);
+        let call = api.patch_scale(&w.name, &params, &merge);
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(ClusterError::Unreachable(format!(
+                "region {region}: no answer within {:?}",
+                self.timeout
+            ))),
+            Ok(r) => r.map(|_| ()).map_err(|e| classify(region, e)),
+        }
+    }
+}
