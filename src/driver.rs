@@ -311,7 +311,7 @@ impl Driver {
         match decision {
             Admission::Reject(reason) => {
                 self.update(|s| {
-                    s.steps = fresh_steps;
+                    s.steps = fresh_steps.into_iter().take(1).collect();
                     s.timings = Some(FailoverTimings {
                         started_at: Some(started.clone()),
                         ..Default::default()
@@ -327,7 +327,7 @@ impl Driver {
             Admission::AlreadyActive => {
                 let note = format!("{} is already active", self.target());
                 self.update(|s| {
-                    s.steps = fresh_steps;
+                    s.steps = fresh_steps.into_iter().take(1).collect();
                     s.timings = Some(FailoverTimings {
                         started_at: Some(started.clone()),
                         ..Default::default()
@@ -368,7 +368,7 @@ impl Driver {
                     ),
                 )
                 .await;
-                self.mark_plan(FailoverPhase::Running, None).await?;
+                self.mark_plan(FailoverPhase::Running).await?;
                 self.start_step(Step::Admission).await?;
                 self.finish_step(
                     Step::Admission,
@@ -517,8 +517,6 @@ impl Driver {
         }
 
         self.start_step(Step::Complete).await?;
-        self.mark_plan(FailoverPhase::Succeeded, Some(self.target()))
-            .await?;
         self.finish_step(
             Step::Complete,
             StepState::Succeeded,
@@ -677,7 +675,7 @@ impl Driver {
             self.ctx.metrics.failover_duration.observe(t);
         }
         if phase != FailoverPhase::Rejected {
-            self.mark_plan(phase, None).await?;
+            self.mark_plan(phase).await?;
         }
         let type_ = if phase == FailoverPhase::Succeeded {
             EventType::Normal
@@ -691,11 +689,9 @@ impl Driver {
     }
 
     /// Records this failover (and, on success, the new active region) on the plan.
-    async fn mark_plan(
-        &self,
-        phase: FailoverPhase,
-        active: Option<&str>,
-    ) -> Result<(), kube::Error> {
+    async fn mark_plan(&self, phase: FailoverPhase) -> Result<(), kube::Error> {
+        let moved = phase == FailoverPhase::Succeeded && self.mode() != FailoverMode::DryRun;
+        let active = moved.then(|| self.target());
         let ns = self.plan.namespace().unwrap_or_default();
         let plans: Api<DisasterRecoveryPlan> = Api::namespaced(self.ctx.client.clone(), &ns);
         let mut status = json!({
