@@ -15,6 +15,7 @@ import os
 import signal
 import ssl
 import sys
+import threading
 import time
 import urllib.request
 
@@ -67,36 +68,44 @@ def matches(obj, want):
     return all(status.get(k, 0) == v for k, v in want.items())
 
 
-def main(paths):
-    clusters = [Cluster(p) for p in paths]
+def watch(ci, cluster):
+    """One loop per cluster, so a stopped cluster does not delay the others."""
     first_seen = {}
     while running:
-        for ci, cluster in enumerate(clusters):
-            for kind in KINDS:
-                try:
-                    items = cluster.call("GET", f"/apis/apps/v1/{kind}")["items"]
-                except Exception as e:  # cluster stopped on purpose in some tests
-                    print(f"list {kind} in cluster {ci}: {e}", flush=True)
+        for kind in KINDS:
+            try:
+                items = cluster.call("GET", f"/apis/apps/v1/{kind}")["items"]
+            except Exception as e:  # cluster stopped on purpose in some tests
+                print(f"list {kind} in cluster {ci}: {e}", flush=True)
+                continue
+            for obj in items:
+                meta = obj["metadata"]
+                want = desired_status(obj)
+                key = (kind, meta["namespace"], meta["name"], json.dumps(want, sort_keys=True))
+                if matches(obj, want):
+                    first_seen.pop(key, None)
                     continue
-                for obj in items:
-                    meta = obj["metadata"]
-                    want = desired_status(obj)
-                    key = (ci, kind, meta["namespace"], meta["name"], json.dumps(want, sort_keys=True))
-                    if matches(obj, want):
-                        first_seen.pop(key, None)
-                        continue
-                    seen = first_seen.setdefault(key, time.monotonic())
-                    delay = int((meta.get("annotations") or {}).get(
-                        "bed.drover.io/ready-delay-ms", DEFAULT_DELAY_MS)) / 1000
-                    if time.monotonic() - seen < delay:
-                        continue
-                    path = f"/apis/apps/v1/namespaces/{meta['namespace']}/{kind}/{meta['name']}/status"
-                    try:
-                        cluster.call("PATCH", path, {"status": want})
-                        first_seen.pop(key, None)
-                    except Exception as e:
-                        print(f"patch {path}: {e}", flush=True)
+                seen = first_seen.setdefault(key, time.monotonic())
+                delay = int((meta.get("annotations") or {}).get(
+                    "bed.drover.io/ready-delay-ms", DEFAULT_DELAY_MS)) / 1000
+                if time.monotonic() - seen < delay:
+                    continue
+                path = f"/apis/apps/v1/namespaces/{meta['namespace']}/{kind}/{meta['name']}/status"
+                try:
+                    cluster.call("PATCH", path, {"status": want})
+                    first_seen.pop(key, None)
+                except Exception as e:
+                    print(f"patch {path}: {e}", flush=True)
         time.sleep(POLL_SECONDS)
+
+
+def main(paths):
+    threads = [threading.Thread(target=watch, args=(i, Cluster(p)), daemon=True)
+               for i, p in enumerate(paths)]
+    for t in threads:
+        t.start()
+    while running and any(t.is_alive() for t in threads):
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Seeds the sandbox for one failover scenario and prints its DisasterRecoveryPlan as JSON.
 
-    seed.py NAME [--plan-namespace NS] [--missing-image REPO] [--lag SECONDS]
+    seed.py NAME [--plan-namespace NS] [--missing-image WORKLOAD] [--lag SECONDS]
+            [--fence-timeout DURATION]
 
 Creates, all named after NAME:
   * in each member cluster, namespace NAME with 6 Deployments (one singleton, two writers),
@@ -151,7 +152,7 @@ def initial_records(zone, recs):
     aws("route53", "us-east-1").change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
 
 
-def plan(name, namespace, zone, recs):
+def plan(name, namespace, zone, recs, fence_timeout):
     return {
         "apiVersion": "drover.io/v1alpha1", "kind": "DisasterRecoveryPlan",
         "metadata": {"name": name, "namespace": namespace},
@@ -173,7 +174,7 @@ def plan(name, namespace, zone, recs):
                  "standbyReplicas": standby, "singleton": singleton, "writer": writer}
                 for w, active, standby, singleton, writer in WORKLOADS],
             "objectives": {"rto": "5m", "rpo": "30s"},
-            "timeouts": {"fence": "20s", "promotion": "60s", "warmUp": "60s", "dns": "60s"},
+            "timeouts": {"fence": fence_timeout, "promotion": "60s", "warmUp": "60s", "dns": "60s"},
         },
     }
 
@@ -198,6 +199,7 @@ def main():
     parser.add_argument("--plan-namespace", default="drover-system")
     parser.add_argument("--missing-image")
     parser.add_argument("--lag", type=float, default=0.0)
+    parser.add_argument("--fence-timeout", default="20s")
     parser.add_argument("--rebuild-replica", action="store_true")
     args = parser.parse_args()
     if args.rebuild_replica:
@@ -207,7 +209,7 @@ def main():
     zone, domain = seed_aws(args.name, args.missing_image, args.lag)
     recs = records(domain)
     initial_records(zone, recs)
-    json.dump(plan(args.name, args.plan_namespace, zone, recs), sys.stdout, indent=2)
+    json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout), sys.stdout, indent=2)
     print()
 
 

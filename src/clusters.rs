@@ -16,7 +16,10 @@ use crate::member;
 /// A workload as seen in one region.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadState {
+    /// Desired replicas (spec).
     pub replicas: i32,
+    /// Pods that exist now (status.replicas), ready or not.
+    pub current_replicas: i32,
     pub ready_replicas: i32,
     /// Whether status reflects the latest spec.
     pub observed_current: bool,
@@ -189,6 +192,7 @@ impl Clusters for KubeClusters {
                     .as_i64()
                     .map(|r| r as i32)
                     .unwrap_or(1),
+                current_replicas: int(&status["replicas"]),
                 ready_replicas: int(&status["readyReplicas"]),
                 observed_current: status["observedGeneration"].as_i64().unwrap_or(0) >= generation,
                 images: images(&o),

@@ -975,20 +975,24 @@ impl Driver {
         let targets = engine::fence_targets(&self.plan.spec, &source);
         let mut notes = Vec::new();
         let mut unreachable = Vec::new();
-        for t in &targets {
-            let w = &self.plan.spec.workloads[t.workload];
-            match self.scale_one(Step::Fence, t, deadline).await {
-                Ok(_) => notes.push(format!("{}/{} → 0", w.namespace, w.name)),
-                Err(e) if self.mode() == FailoverMode::Unplanned => {
-                    unreachable.push(format!("{}/{}: {e}", w.namespace, w.name))
-                }
-                Err(e) => {
-                    return Err(StepError::Failed(format!(
-                        "fencing {}/{} in {source}: {e}",
-                        w.namespace, w.name
-                    )));
+        if self.mode() == FailoverMode::Unplanned {
+            for t in &targets {
+                let w = &self.plan.spec.workloads[t.workload];
+                match self.scale_one(Step::Fence, t, deadline).await {
+                    Ok(_) => notes.push(format!("{}/{} → 0", w.namespace, w.name)),
+                    Err(e) => unreachable.push(format!("{}/{}: {e}", w.namespace, w.name)),
                 }
             }
+        } else {
+            // Wait until the fenced pods are gone, so no singleton or writer ever runs in
+            // both regions.
+            self.scale_and_wait(Step::Fence, &targets, deadline, true)
+                .await
+                .map_err(|e| StepError::Failed(format!("fencing {source}: {e}")))?;
+            notes.extend(targets.iter().map(|t| {
+                let w = &self.plan.spec.workloads[t.workload];
+                format!("{}/{} → 0", w.namespace, w.name)
+            }));
         }
         if self.mode() == FailoverMode::Planned {
             self.wait_zero_lag(deadline).await?;
@@ -1093,7 +1097,11 @@ impl Driver {
             for t in targets {
                 let w = &self.plan.spec.workloads[t.workload];
                 match self.clusters.workload(&t.region, w).await {
-                    Ok(Some(s)) if s.observed_current && s.ready_replicas >= t.replicas => {}
+                    // Scaled up: enough ready. Scaled down: the extra pods are gone.
+                    Ok(Some(s))
+                        if s.observed_current
+                            && s.ready_replicas >= t.replicas
+                            && s.current_replicas <= t.replicas => {}
                     Ok(Some(s)) => waiting.push(format!(
                         "{}/{} {}/{} ready",
                         w.namespace, w.name, s.ready_replicas, t.replicas
@@ -1210,9 +1218,16 @@ impl Driver {
                 .max_data_loss
                 .as_deref()
                 .and_then(|m| parse_duration(m).ok());
-            if let Err(why) =
-                engine::promotion_gate(self.mode(), self.fo.spec.allow_data_loss, max, lag)
-            {
+            let aurora_gate = match db.aurora_global {
+                Some(_) => engine::aurora_failover_gate(self.mode(), self.fo.spec.allow_data_loss),
+                None => Ok(()),
+            };
+            if let Err(why) = aurora_gate.and(engine::promotion_gate(
+                self.mode(),
+                self.fo.spec.allow_data_loss,
+                max,
+                lag,
+            )) {
                 self.set_db(&db.name, "Gated", Some(lag)).await?;
                 return Err(StepError::Failed(why));
             }

@@ -1,13 +1,12 @@
 //! End-to-end tests against the sandbox: real kube-apiservers and the extended AWS emulator.
 //! Each test uses its own namespace and its own operator process.
 
+mod failover;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use drover::api::{
-    DisasterRecoveryPlan, Failover, FailoverMode, FailoverPhase, FailoverSpec, crds,
-};
+use drover::api::{DisasterRecoveryPlan, Failover, FailoverMode, FailoverSpec, crds};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
@@ -256,11 +255,9 @@ async fn edited_failover_spec_is_flagged() {
         .create(&PostParams::default(), &fo)
         .await
         .expect("create failover");
-    wait_for("failover admitted", Duration::from_secs(30), || async {
+    wait_for("dry run finished", Duration::from_secs(30), || async {
         let fo = failovers.get("to-usw2").await.ok()?;
-        let status = fo.status?;
-        let valid = status.conditions.iter().find(|c| c.type_ == "Valid")?;
-        (valid.status == "True" && status.phase == Some(FailoverPhase::Pending)).then_some(())
+        fo.status?.phase?.is_terminal().then_some(())
     })
     .await;
 
@@ -384,6 +381,7 @@ fn call_count(service: &str, region: &str, operation: &str) -> u64 {
 /// retries it.
 #[tokio::test]
 async fn emulator_promotion_and_throttling() {
+    let _serial = failover::SERIAL.lock().await;
     let east = rds("us-east-1").await;
     let west = rds("us-west-2").await;
     let primary_id = "e2e-emu-primary";
@@ -526,7 +524,7 @@ async fn not_ready_until_crds_exist() {
         }
     }
     let ns = namespace(&client, "e2e-nocrds").await;
-    let mut operator = Operator::start_in("usw2", "nocrds-op", &ns, 15);
+    let mut operator = Operator::start_in("usw2", "nocrds-op", &ns, 15, &[]);
     wait_for("readyz answers", Duration::from_secs(30), || async {
         operator.get("/readyz")
     })

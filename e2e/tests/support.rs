@@ -74,28 +74,24 @@ pub async fn ensure_crds(client: &Client) {
     .await;
 }
 
-/// Creates a fresh namespace for one test.
-pub async fn namespace(client: &Client, name: &str) -> String {
+/// `base` with a suffix unique to this test process, so reruns against the same sandbox
+/// do not collide (the bed has no controller-manager, so namespaces never finish deleting).
+pub fn unique(base: &str) -> String {
+    static SUFFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let suffix = SUFFIX.get_or_init(|| format!("{:04x}", fastrand::u16(..)));
+    format!("{base}-{suffix}")
+}
+
+/// Creates a fresh namespace for one test and returns its name.
+pub async fn namespace(client: &Client, base: &str) -> String {
+    let name = unique(base);
     let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_opt(name).await.expect("get ns").is_some() {
-        api.delete(name, &Default::default())
-            .await
-            .expect("delete ns");
-        wait_for("old namespace gone", Duration::from_secs(60), || async {
-            api.get_opt(name)
-                .await
-                .expect("get ns")
-                .is_none()
-                .then_some(())
-        })
-        .await;
-    }
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
         .expect("namespace object");
     api.create(&PostParams::default(), &ns)
         .await
         .expect("create ns");
-    name.to_string()
+    name
 }
 
 /// The sample plan, placed in `ns`, still reading the sandbox's kubeconfig Secrets.
@@ -129,7 +125,13 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(identity: &str, watch_namespace: &str, lease_duration_seconds: u16) -> Self {
-        Self::start_in("mgmt", identity, watch_namespace, lease_duration_seconds)
+        Self::start_in(
+            "mgmt",
+            identity,
+            watch_namespace,
+            lease_duration_seconds,
+            &[],
+        )
     }
 
     /// Starts an operator whose management cluster is `cluster`.
@@ -138,6 +140,7 @@ impl Operator {
         identity: &str,
         watch_namespace: &str,
         lease_duration_seconds: u16,
+        extra_args: &[&str],
     ) -> Self {
         let port = free_port();
         let logs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
@@ -154,6 +157,7 @@ impl Operator {
                 "--lease-duration-seconds",
                 &lease_duration_seconds.to_string(),
             ])
+            .args(extra_args)
             .env("KUBECONFIG", kubeconfig_path(cluster))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

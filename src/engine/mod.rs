@@ -424,6 +424,20 @@ pub fn promotion_gate(
     }
 }
 
+/// Aurora in an Unplanned failover uses FailoverGlobalCluster with AllowDataLoss, which
+/// needs the Failover's explicit consent whatever the lag.
+pub fn aurora_failover_gate(mode: FailoverMode, allow_data_loss: bool) -> Result<(), String> {
+    if mode == FailoverMode::Unplanned && !allow_data_loss {
+        Err(
+            "an Unplanned Aurora failover uses FailoverGlobalCluster with AllowDataLoss; \
+             set allowDataLoss: true to accept that"
+                .into(),
+        )
+    } else {
+        Ok(())
+    }
+}
+
 fn describe_lag(lag: Option<f64>) -> String {
     lag.map(|l| format!("{l}s"))
         .unwrap_or_else(|| "unknown".into())

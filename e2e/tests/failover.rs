@@ -1,0 +1,767 @@
+//! Failover scenarios on the bed. Each seeds its own plan (`e2e/seed.py`): 2 RDS databases,
+//! 1 Aurora global database, 1 zone with 4 records, 6 workloads over use1 and usw2.
+//! They share the emulator's call counter and fault settings, so they run one at a time.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use drover::api::{
+    DisasterRecoveryPlan, Failover, FailoverMode, FailoverPhase, FailoverSpec, StepState,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, PostParams};
+
+use crate::support::*;
+
+/// Scenarios run one at a time: they share the emulator's counters and faults.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn python() -> PathBuf {
+    let cache = std::env::var("DROVER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/drover")
+        });
+    cache.join("venv/bin/python")
+}
+
+fn seed(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/seed.py"))
+        .args(args)
+        .output()
+        .expect("seed.py runs");
+    assert!(
+        out.status.success(),
+        "seed.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Seeds a scenario and creates its plan in `ns`; waits until the plan is Ready.
+async fn seeded_plan(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    extra: &[&str],
+) -> DisasterRecoveryPlan {
+    let mut args = vec![name, "--plan-namespace", ns];
+    args.extend_from_slice(extra);
+    let plan: DisasterRecoveryPlan = serde_json::from_str(&seed(&args)).expect("plan JSON");
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), ns);
+    plans
+        .create(&PostParams::default(), &plan)
+        .await
+        .expect("create plan");
+    wait_for("plan Ready", Duration::from_secs(60), || async {
+        let p = plans.get(name).await.ok()?;
+        let ready = p
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(p)
+    })
+    .await
+}
+
+fn failover(
+    name: &str,
+    plan: &str,
+    target: &str,
+    mode: FailoverMode,
+    allow_data_loss: bool,
+) -> Failover {
+    Failover::new(
+        name,
+        FailoverSpec {
+            plan_ref: plan.into(),
+            target_region: target.into(),
+            mode,
+            allow_data_loss,
+            max_data_loss: None,
+        },
+    )
+}
+
+async fn create(client: &kube::Client, ns: &str, fo: &Failover) {
+    let api: Api<Failover> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), fo)
+        .await
+        .expect("create failover");
+}
+
+async fn wait_terminal(client: &kube::Client, ns: &str, name: &str, timeout: Duration) -> Failover {
+    let api: Api<Failover> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("failover {name} terminal"), timeout, || async {
+        let fo = api.get(name).await.ok()?;
+        fo.status.as_ref()?.phase?.is_terminal().then_some(fo)
+    })
+    .await
+}
+
+fn step<'a>(fo: &'a Failover, name: &str) -> &'a drover::api::StepStatus {
+    fo.status
+        .as_ref()
+        .and_then(|s| s.steps.iter().find(|st| st.name == name))
+        .unwrap_or_else(|| panic!("step {name} in {:?}", fo.status))
+}
+
+fn describe(fo: &Failover) -> String {
+    serde_json::to_string_pretty(&fo.status).unwrap_or_default()
+}
+
+/// Mutating calls per operation at the emulator.
+fn mutating_calls() -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for c in bed("GET", "/calls", serde_json::json!({}))["calls"]
+        .as_array()
+        .expect("calls")
+    {
+        if c["mutating"] == true {
+            let key = c["operation"].as_str().unwrap_or_default().to_string();
+            *out.entry(key).or_default() += c["count"].as_u64().unwrap_or(0);
+        }
+    }
+    out
+}
+
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+fn expected(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+async fn replicas(cluster: &str, ns: &str) -> BTreeMap<String, (i32, i32)> {
+    let client = client(cluster).await;
+    let api: Api<Deployment> = Api::namespaced(client, ns);
+    api.list(&Default::default())
+        .await
+        .expect("list deployments")
+        .items
+        .into_iter()
+        .map(|d| {
+            let spec = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            let ready = d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            (d.metadata.name.unwrap_or_default(), (spec, ready))
+        })
+        .collect()
+}
+
+fn counts(active: bool) -> BTreeMap<String, (i32, i32)> {
+    // (active, standby) per workload, as in e2e/seed.py.
+    [
+        ("web", 4, 1),
+        ("api", 3, 1),
+        ("orders-writer", 2, 0),
+        ("payments-writer", 1, 0),
+        ("worker", 2, 1),
+        ("cron", 1, 0),
+    ]
+    .iter()
+    .map(|(n, a, s)| {
+        let r = if active { *a } else { *s };
+        (n.to_string(), (r, r))
+    })
+    .collect()
+}
+
+async fn dns_points_at(zone: &str, region: &str) -> bool {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{}", aws_port()))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_route53::config::Credentials::new(
+            "testing", "testing", None, None, "e2e",
+        ))
+        .load()
+        .await;
+    let r53 = aws_sdk_route53::Client::new(&config);
+    let sets = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .send()
+        .await
+        .expect("list records")
+        .resource_record_sets;
+    let prefix = if region == "use1" { "10.1." } else { "10.2." };
+    let values = |s: &aws_sdk_route53::types::ResourceRecordSet| -> Vec<String> {
+        s.resource_records
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.value)
+            .collect()
+    };
+    let primary_ok = sets
+        .iter()
+        .filter(|s| s.failover.as_ref().is_some_and(|f| f.as_str() == "PRIMARY"))
+        .all(|s| values(s).iter().all(|v| v.starts_with(prefix)));
+    let primaries = sets
+        .iter()
+        .filter(|s| s.failover.as_ref().is_some_and(|f| f.as_str() == "PRIMARY"))
+        .count();
+    let weighted_ok = sets
+        .iter()
+        .filter(|s| s.weight.is_some())
+        .all(|s| (s.weight == Some(100)) == values(s).iter().all(|v| v.starts_with(prefix)));
+    let simple_ok = sets
+        .iter()
+        .filter(|s| s.r#type.as_str() == "CNAME")
+        .all(|s| {
+            values(s)
+                .iter()
+                .all(|v| v.contains(&format!("static-{region}")))
+        });
+    primaries == 2 && primary_ok && weighted_ok && simple_ok
+}
+
+/// Samples the singleton in both clusters until stopped; returns whether it ever ran in both.
+fn watch_singleton(ns: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(bool, usize)> {
+    tokio::spawn(async move {
+        let east: Api<Deployment> = Api::namespaced(client("use1").await, &ns);
+        let west: Api<Deployment> = Api::namespaced(client("usw2").await, &ns);
+        let running = |d: Option<Deployment>| {
+            d.map(|d| {
+                let spec = d.spec.and_then(|s| s.replicas).unwrap_or(0);
+                let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                spec.max(ready) > 0
+            })
+            .unwrap_or(false)
+        };
+        let mut both = false;
+        let mut samples = 0;
+        while !stop.load(Ordering::Acquire) {
+            let (e, w) = tokio::join!(east.get_opt("cron"), west.get_opt("cron"));
+            if running(e.ok().flatten()) && running(w.ok().flatten()) {
+                both = true;
+            }
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (both, samples)
+    })
+}
+
+/// Scenario 1: planned use1 → usw2, then failback. Plan, DNS and replicas follow; the
+/// singleton never runs in both regions; every mutating AWS call happens exactly once.
+#[tokio::test]
+async fn planned_failover_and_failback() {
+    let _serial = SERIAL.lock().await;
+    let client = client("mgmt").await;
+    ensure_crds(&client).await;
+    let ns = namespace(&client, "e2e-planned").await;
+    let _op = Operator::start("planned-op", &ns, 15);
+    let sc = unique("sc1");
+    let plan = seeded_plan(&client, &ns, &sc, &[]).await;
+    let zone = plan.spec.dns[0].hosted_zone_id.clone();
+    assert!(dns_points_at(&zone, "use1").await);
+
+    for (step_name, target, source) in [("go", "usw2", "use1"), ("back", "use1", "usw2")] {
+        let name = &format!("{sc}-{step_name}");
+        if step_name == "back" {
+            // As an SRE would before failback: rebuild the old primaries as replicas.
+            seed(&[&sc, "use1", "--rebuild-replica"]);
+        }
+        let before = mutating_calls();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = watch_singleton(sc.clone(), stop.clone());
+        create(
+            &client,
+            &ns,
+            &failover(name, &sc, target, FailoverMode::Planned, false),
+        )
+        .await;
+        let fo = wait_terminal(&client, &ns, name, Duration::from_secs(120)).await;
+        stop.store(true, Ordering::Release);
+        let (both, samples) = sampler.await.expect("sampler");
+        let status = fo.status.clone().expect("status");
+        assert_eq!(
+            status.phase,
+            Some(FailoverPhase::Succeeded),
+            "{}",
+            describe(&fo)
+        );
+        assert!(!both, "singleton ran in both regions ({samples} samples)");
+        assert!(samples > 10, "only {samples} samples");
+        for st in &status.steps {
+            assert_eq!(
+                st.state,
+                StepState::Succeeded,
+                "{}: {:?}",
+                st.name,
+                st.message
+            );
+        }
+        let rto = status
+            .timings
+            .as_ref()
+            .and_then(|t| t.total_seconds)
+            .expect("RTO");
+        println!("{name}: {source} → {target} in {rto:.2}s");
+        assert_eq!(
+            delta(&before, &mutating_calls()),
+            expected(&[
+                ("PromoteReadReplica", 2),
+                ("SwitchoverGlobalCluster", 1),
+                ("ChangeResourceRecordSets", 1)
+            ])
+        );
+        let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
+        let plan = plans.get(&sc).await.expect("plan");
+        let plan_status = plan.status.expect("plan status");
+        assert_eq!(plan_status.active_region.as_deref(), Some(target));
+        assert_eq!(
+            plan_status.last_failover.map(|l| l.name),
+            Some(name.to_string())
+        );
+        assert!(
+            dns_points_at(&zone, target).await,
+            "DNS does not point at {target}"
+        );
+        assert_eq!(replicas(target, &sc).await, counts(true));
+        // The old region is at standby counts (spec); readiness follows via the emulator.
+        let old: BTreeMap<String, i32> = replicas(source, &sc)
+            .await
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        let standby: BTreeMap<String, i32> =
+            counts(false).into_iter().map(|(k, v)| (k, v.0)).collect();
+        assert_eq!(old, standby);
+    }
+}
+
+/// Scenario 3: DryRun with an image missing from the target region's ECR: preflight fails,
+/// lists the image, and no mutating call reaches AWS.
+#[tokio::test]
+async fn dry_run_reports_missing_image_and_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let client = client("mgmt").await;
+    ensure_crds(&client).await;
+    let ns = namespace(&client, "e2e-dryrun").await;
+    let _op = Operator::start("dryrun-op", &ns, 15);
+    let sc = unique("sc3");
+    seeded_plan(&client, &ns, &sc, &["--missing-image", "worker"]).await;
+    let before = mutating_calls();
+    let spec_counts = |r: BTreeMap<String, (i32, i32)>| -> BTreeMap<String, i32> {
+        r.into_iter().map(|(k, v)| (k, v.0)).collect()
+    };
+    let east_before = spec_counts(replicas("use1", &sc).await);
+    create(
+        &client,
+        &ns,
+        &failover("dry", &sc, "usw2", FailoverMode::DryRun, false),
+    )
+    .await;
+    let fo = wait_terminal(&client, &ns, "dry", Duration::from_secs(60)).await;
+    let status = fo.status.clone().expect("status");
+    assert_eq!(
+        status.phase,
+        Some(FailoverPhase::Failed),
+        "{}",
+        describe(&fo)
+    );
+    assert_eq!(step(&fo, "Preflight").state, StepState::Failed);
+    let failures = status.preflight_failures.join("; ");
+    assert!(
+        failures.contains(&format!("{sc}/worker:1.0.0")),
+        "{failures}"
+    );
+    assert!(!failures.contains(&format!("{sc}/web")), "{failures}");
+    assert!(!status.planned_actions.is_empty());
+    assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
+    assert_eq!(spec_counts(replicas("use1", &sc).await), east_before);
+}
+
+/// Scenario 4: lag above the RPO. Planned waits and fails at the fence deadline (and rolls
+/// back); Unplanned without allowDataLoss fails before promotion; with it, it succeeds and
+/// records the data-loss estimate.
+#[tokio::test]
+async fn lag_above_rpo() {
+    let _serial = SERIAL.lock().await;
+    let client = client("mgmt").await;
+    ensure_crds(&client).await;
+    let ns = namespace(&client, "e2e-lag").await;
+    let _op = Operator::start("lag-op", &ns, 15);
+    let sc = unique("sc4");
+    seeded_plan(&client, &ns, &sc, &["--lag", "60", "--fence-timeout", "4s"]).await;
+
+    let before = mutating_calls();
+    create(
+        &client,
+        &ns,
+        &failover("planned", &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    let fo = wait_terminal(&client, &ns, "planned", Duration::from_secs(60)).await;
+    assert_eq!(
+        fo.status.as_ref().and_then(|s| s.phase),
+        Some(FailoverPhase::RolledBack),
+        "{}",
+        describe(&fo)
+    );
+    let fence = step(&fo, "Fence");
+    assert_eq!(fence.state, StepState::Failed);
+    assert!(
+        fence
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("lag did not reach 0"),
+        "{fence:?}"
+    );
+    assert_eq!(
+        replicas("use1", &sc)
+            .await
+            .get("orders-writer")
+            .map(|r| r.0),
+        Some(2),
+        "fence undone"
+    );
+    assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
+
+    create(
+        &client,
+        &ns,
+        &failover("unplanned", &sc, "usw2", FailoverMode::Unplanned, false),
+    )
+    .await;
+    let fo = wait_terminal(&client, &ns, "unplanned", Duration::from_secs(60)).await;
+    assert_eq!(
+        fo.status.as_ref().and_then(|s| s.phase),
+        Some(FailoverPhase::Failed),
+        "{}",
+        describe(&fo)
+    );
+    assert!(
+        describe(&fo).contains("exceeds the RPO"),
+        "{}",
+        describe(&fo)
+    );
+    assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
+
+    create(
+        &client,
+        &ns,
+        &failover("lossy", &sc, "usw2", FailoverMode::Unplanned, true),
+    )
+    .await;
+    let fo = wait_terminal(&client, &ns, "lossy", Duration::from_secs(90)).await;
+    let status = fo.status.clone().expect("status");
+    assert_eq!(
+        status.phase,
+        Some(FailoverPhase::Succeeded),
+        "{}",
+        describe(&fo)
+    );
+    let loss = status.data_loss.expect("data-loss estimate");
+    assert_eq!(loss.max_lag_seconds, 60.0);
+    assert_eq!(loss.databases.len(), 3);
+    let calls = delta(&before, &mutating_calls());
+    assert_eq!(calls.get("FailoverGlobalCluster"), Some(&1));
+    assert_eq!(calls.get("PromoteReadReplica"), Some(&2));
+}
+
+/// Scenario 6: a second Failover created while one runs is Rejected, naming the first.
+#[tokio::test]
+async fn second_failover_is_rejected() {
+    let _serial = SERIAL.lock().await;
+    let client = client("mgmt").await;
+    ensure_crds(&client).await;
+    let ns = namespace(&client, "e2e-second").await;
+    let _op = Operator::start("second-op", &ns, 15);
+    let sc = unique("sc6");
+    seeded_plan(&client, &ns, &sc, &[]).await;
+    create(
+        &client,
+        &ns,
+        &failover("first", &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    let api: Api<Failover> = Api::namespaced(client.clone(), &ns);
+    wait_for("first running", Duration::from_secs(30), || async {
+        let fo = api.get("first").await.ok()?;
+        (fo.status?.phase? == FailoverPhase::Running).then_some(())
+    })
+    .await;
+    create(
+        &client,
+        &ns,
+        &failover("second", &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    let second = wait_terminal(&client, &ns, "second", Duration::from_secs(30)).await;
+    assert_eq!(
+        second.status.as_ref().and_then(|s| s.phase),
+        Some(FailoverPhase::Rejected)
+    );
+    assert!(
+        describe(&second).contains("first is already running"),
+        "{}",
+        describe(&second)
+    );
+    let first = wait_terminal(&client, &ns, "first", Duration::from_secs(120)).await;
+    assert_eq!(
+        first.status.as_ref().and_then(|s| s.phase),
+        Some(FailoverPhase::Succeeded)
+    );
+}
+
+/// Freezes a sandbox process (SIGSTOP) until dropped, so its clients time out as they would
+/// against a lost region.
+struct Frozen(i32);
+
+impl Frozen {
+    fn process(name: &str) -> Self {
+        let pids = std::fs::read_to_string(sandbox_dir().join("pids")).expect("pids file");
+        let pid = pids
+            .lines()
+            .find_map(|l| {
+                l.split_once(' ')
+                    .filter(|(_, n)| *n == name)
+                    .map(|(p, _)| p.to_string())
+            })
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in the sandbox"));
+        signal(pid, "STOP");
+        Frozen(pid)
+    }
+}
+
+fn signal(pid: i32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+    assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {pid}");
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+/// Undoes emulator settings when dropped.
+struct BedReset;
+
+impl Drop for BedReset {
+    fn drop(&mut self) {
+        bed("DELETE", "/faults", serde_json::json!({}));
+        bed(
+            "POST",
+            "/config",
+            serde_json::json!({"promotion_delay": 3.0, "switchover_delay": 3.0, "dns_sync_delay": 1.0}),
+        );
+    }
+}
+
+/// Scenario 2: Unplanned with use1's API server frozen and its AWS region unreachable: the
+/// failover completes, and the steps that need the lost region are Skipped.
+#[tokio::test]
+async fn unplanned_with_source_region_lost() {
+    let _serial = SERIAL.lock().await;
+    let _reset = BedReset;
+    let client = client("mgmt").await;
+    ensure_crds(&client).await;
+    let ns = namespace(&client, "e2e-unplanned").await;
+    let _op = Operator::start_in(
+        "mgmt",
+        "unplanned-op",
+        &ns,
+        15,
+        &["--member-timeout-seconds", "2"],
+    );
+    let sc = unique("sc2");
+    let plan = seeded_plan(&client, &ns, &sc, &[]).await;
+    let before = mutating_calls();
+
+    let _frozen = Frozen::process("apiserver-use1");
+    bed(
+        "POST",
+        "/outage",
+        serde_json::json!({"region": "us-east-1", "down": true}),
+    );
+    create(
+        &client,
+        &ns,
+        &failover("lost-use1", &sc, "usw2", FailoverMode::Unplanned, true),
+    )
+    .await;
+    let fo = wait_terminal(&client, &ns, "lost-use1", Duration::from_secs(180)).await;
+    let status = fo.status.clone().expect("status");
+    assert_eq!(
+        status.phase,
+        Some(FailoverPhase::Succeeded),
+        "{}",
+        describe(&fo)
+    );
+    for name in ["Fence", "Verify"] {
+        let st = step(&fo, name);
+        assert_eq!(st.state, StepState::Skipped, "{name}: {st:?}");
+        assert!(
+            st.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("region unreachable"),
+            "{st:?}"
+        );
+    }
+    assert_eq!(step(&fo, "PromoteDatabases").state, StepState::Succeeded);
+    assert_eq!(
+        delta(&before, &mutating_calls()),
+        expected(&[
+            ("PromoteReadReplica", 2),
+            ("FailoverGlobalCluster", 1),
+            ("ChangeResourceRecordSets", 1)
+        ])
+    );
+    assert!(dns_points_at(&plan.spec.dns[0].hosted_zone_id, "usw2").await);
+    assert_eq!(replicas("usw2", &sc).await, counts(true));
+    let rto = status
+        .timings
+        .and_then(|t| t.total_seconds)
+        .unwrap_or_default();
+    println!("unplanned with use1 lost: {rto:.2}s");
+}
+
+/// Scenario 5: the operator is killed mid-promotion, and its successor mid-DNS-wait. The
+/// third completes the failover, and every mutating call still happened once.
+#[tokio::test]
+async fn resumes_after_operator_is_killed() {
+    let _serial = SERIAL.lock().await;
+    let _reset = BedReset;
+    let client = client("mgmt").await;
+    ensure_crds(&client).await;
+    let ns = namespace(&client, "e2e-restart").await;
+    let lease = 3;
+    let mut first = Operator::start("restart-a", &ns, lease);
+    let sc = unique("sc5");
+    seeded_plan(&client, &ns, &sc, &[]).await;
+    bed(
+        "POST",
+        "/config",
+        serde_json::json!({"promotion_delay": 4.0, "switchover_delay": 4.0, "dns_sync_delay": 4.0}),
+    );
+    let before = mutating_calls();
+    create(
+        &client,
+        &ns,
+        &failover("resume", &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    let api: Api<Failover> = Api::namespaced(client.clone(), &ns);
+
+    wait_for("promotion requested", Duration::from_secs(60), || async {
+        let fo = api.get("resume").await.ok()?;
+        fo.status?
+            .databases
+            .iter()
+            .any(|d| d.state == "Requested")
+            .then_some(())
+    })
+    .await;
+    first.kill();
+    let mut second = Operator::start("restart-b", &ns, lease);
+    wait_for("DNS change pending", Duration::from_secs(60), || async {
+        let fo = api.get("resume").await.ok()?;
+        let pending = fo
+            .status?
+            .dns_changes
+            .iter()
+            .any(|c| c.change_id.is_some() && c.status.as_deref() == Some("PENDING"));
+        pending.then_some(())
+    })
+    .await;
+    second.kill();
+    let _third = Operator::start("restart-c", &ns, lease);
+    let fo = wait_terminal(&client, &ns, "resume", Duration::from_secs(120)).await;
+    assert_eq!(
+        fo.status.as_ref().and_then(|s| s.phase),
+        Some(FailoverPhase::Succeeded),
+        "{}",
+        describe(&fo)
+    );
+    assert_eq!(
+        delta(&before, &mutating_calls()),
+        expected(&[
+            ("PromoteReadReplica", 2),
+            ("SwitchoverGlobalCluster", 1),
+            ("ChangeResourceRecordSets", 1)
+        ])
+    );
+}
+
+/// Scenario 7: 30% of Route 53 and RDS calls throttled: the failover still completes and
+/// its steps' attempts show the retries.
+#[tokio::test]
+async fn completes_under_throttling() {
+    let _serial = SERIAL.lock().await;
+    let _reset = BedReset;
+    let client = client("mgmt").await;
+    ensure_crds(&client).await;
+    let ns = namespace(&client, "e2e-throttle").await;
+    let op = Operator::start("throttle-op", &ns, 15);
+    let sc = unique("sc7");
+    seeded_plan(&client, &ns, &sc, &[]).await;
+    for service in ["rds", "route53"] {
+        bed(
+            "POST",
+            "/faults",
+            serde_json::json!({"kind": "throttle", "service": service, "rate": 0.3}),
+        );
+    }
+    create(
+        &client,
+        &ns,
+        &failover("throttled", &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    let fo = wait_terminal(&client, &ns, "throttled", Duration::from_secs(180)).await;
+    let status = fo.status.clone().expect("status");
+    assert_eq!(
+        status.phase,
+        Some(FailoverPhase::Succeeded),
+        "{}",
+        describe(&fo)
+    );
+    let throttled = op
+        .metric_with("drover_aws_calls_total", "result=\"transient_error\"")
+        .unwrap_or(0.0);
+    let retried_calls: f64 = {
+        let (_, body) = op.get("/metrics").expect("metrics");
+        body.lines()
+            .filter(|l| l.starts_with("drover_aws_calls_total") && l.contains("transient_error"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        throttled > 0.0 && retried_calls > 0.0,
+        "no throttled calls seen"
+    );
+    let attempts: u32 = status.steps.iter().map(|s| s.attempts).sum();
+    println!(
+        "throttled: {retried_calls} throttled calls retried; {attempts} attempts over all steps"
+    );
+    assert!(
+        attempts as f64 > retried_calls,
+        "attempts {attempts} do not include the retries"
+    );
+}
