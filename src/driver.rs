@@ -1012,7 +1012,7 @@ impl Driver {
     }
 
     async fn wait_zero_lag(&self, deadline: Instant) -> Result<(), StepError> {
-        let mut polls = 0;
+        let waiting_since = Instant::now();
         loop {
             let mut pending = Vec::new();
             for db in &self.plan.spec.databases {
@@ -1035,14 +1035,13 @@ impl Driver {
             if pending.is_empty() {
                 return Ok(());
             }
-            let delay = poll_delay(polls);
+            let delay = poll_delay(waiting_since.elapsed());
             if Instant::now() + delay >= deadline {
                 return Err(StepError::Failed(format!(
                     "replication lag did not reach 0 before the fence deadline ({})",
                     pending.join(", ")
                 )));
             }
-            polls += 1;
             tokio::time::sleep(delay).await;
         }
     }
@@ -1091,7 +1090,7 @@ impl Driver {
         if !wait {
             return Ok(());
         }
-        let mut polls = 0;
+        let waiting_since = Instant::now();
         loop {
             let mut waiting = Vec::new();
             for t in targets {
@@ -1113,14 +1112,13 @@ impl Driver {
             if waiting.is_empty() {
                 return Ok(());
             }
-            let delay = poll_delay(polls);
+            let delay = poll_delay(waiting_since.elapsed());
             if Instant::now() + delay >= deadline {
                 return Err(format!(
                     "not ready before the deadline: {}",
                     waiting.join(", ")
                 ));
             }
-            polls += 1;
             tokio::time::sleep(delay).await;
         }
     }
@@ -1244,7 +1242,7 @@ impl Driver {
             ),
             None => None,
         };
-        let mut polls = 0;
+        let waiting_since = Instant::now();
         loop {
             let requested = Requested::from_state(&self.db_state(&db.name).await);
             let step = match (&db.aurora_global, &target_arn) {
@@ -1301,13 +1299,12 @@ impl Driver {
                 }
                 DbStep::Wait(_) => {}
             }
-            let delay = poll_delay(polls);
+            let delay = poll_delay(waiting_since.elapsed());
             if Instant::now() + delay >= deadline {
                 return Err(StepError::Failed(format!(
                     "{member} not writable before the promotion deadline"
                 )));
             }
-            polls += 1;
             tokio::time::sleep(delay).await;
         }
     }
@@ -1365,7 +1362,7 @@ impl Driver {
                 id
             }
         };
-        let mut polls = 0;
+        let waiting_since = Instant::now();
         loop {
             let insync = self
                 .retry(Step::SwitchDns, deadline, || {
@@ -1381,13 +1378,12 @@ impl Driver {
                     batch.records.len()
                 ));
             }
-            let delay = poll_delay(polls);
+            let delay = poll_delay(waiting_since.elapsed());
             if Instant::now() + delay >= deadline {
                 return Err(StepError::Failed(format!(
                     "{zone}: change {change_id} not INSYNC before the DNS deadline"
                 )));
             }
-            polls += 1;
             tokio::time::sleep(delay).await;
         }
     }

@@ -443,11 +443,12 @@ fn describe_lag(lag: Option<f64>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Poll interval while waiting on AWS or workloads: quick at first, then at most 1 s, so
-/// a change is noticed within about a second without hammering the API.
-pub fn poll_delay(polls_so_far: u32) -> Duration {
-    let ms = 200.0 * 1.5f64.powi(polls_so_far.min(20) as i32);
-    Duration::from_millis(ms.min(1000.0) as u64)
+/// Poll interval while waiting on AWS or workloads, from how long the wait has lasted:
+/// a tenth of it, between 100 ms and 2 s. Short waits are noticed within a few hundred
+/// milliseconds; a promotion of minutes costs well under one call a second, and the slack
+/// between ready and noticed never exceeds 2 s.
+pub fn poll_delay(waited: Duration) -> Duration {
+    (waited / 10).clamp(Duration::from_millis(100), Duration::from_secs(2))
 }
 
 /// Backoff before retry `attempt` (1-based) of a transient error, with `jitter` in [0, 1).
