@@ -6,7 +6,7 @@ CACHE ?= $(or $(DROVER_CACHE),$(HOME)/.cache/drover)
 PYTHON := $(CACHE)/venv/bin/python
 export DROVER_CACHE := $(CACHE)
 
-.PHONY: deps build demo test unit e2e sandbox-up sandbox-down crds fmt lint
+.PHONY: deps build demo test bench unit e2e sandbox-up sandbox-down crds fmt lint
 
 deps:
 	bash e2e/install-deps.sh
@@ -19,6 +19,12 @@ demo: deps build
 
 test: deps
 	bash e2e/run-tests.sh
+
+# Failover benchmark (see BENCHMARKS.md); a fresh sandbox, stopped afterwards.
+bench: deps build
+	$(PYTHON) e2e/sandbox.py down >/dev/null
+	$(PYTHON) e2e/sandbox.py up
+	$(PYTHON) e2e/bench.py --runs $(or $(RUNS),3); status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
 
 unit:
 	cargo test --lib --bins

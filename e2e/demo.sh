@@ -72,4 +72,23 @@ echo "plan broken: Valid=False: $msg"
 kubectl -n drover-system get events --field-selector reason=InvalidPlan \
   -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message
 
-stage "done: the plan is Valid and Ready with active region $(kubectl -n drover-system get drp shop -o jsonpath='{.status.activeRegion}')"
+stage "seeding a scenario plan 'demo' (e2e/seed.py): 2 RDS + 1 Aurora global, 4 DNS records, 6 workloads"
+"$PYTHON" e2e/seed.py demo > "$DEMO_DIR/demo-plan.json"
+kubectl apply -f "$DEMO_DIR/demo-plan.json"
+for _ in $(seq 1 300); do
+  ready=$(kubectl -n drover-system get drp demo -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')
+  [ "$ready" = True ] && break
+  sleep 0.2
+done
+kubectl -n drover-system get drp demo
+
+stage "planned failover use1 → usw2"
+"$PYTHON" e2e/watch_failover.py demo usw2
+
+stage "failback usw2 → use1 (first the old primaries are rebuilt as replicas, as an SRE would)"
+"$PYTHON" e2e/seed.py demo use1 --rebuild-replica
+"$PYTHON" e2e/watch_failover.py demo use1
+
+stage "done"
+kubectl -n drover-system get drp
+kubectl -n drover-system get failovers

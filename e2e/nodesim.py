@@ -20,7 +20,7 @@ import time
 import urllib.request
 
 DEFAULT_DELAY_MS = int(os.environ.get("NODESIM_READY_DELAY_MS", "1500"))
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
 KINDS = ["deployments", "statefulsets"]
 running = True
 

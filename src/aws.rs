@@ -110,7 +110,7 @@ fn classify<E>(err: SdkError<E, aws_sdk_rds::config::http::HttpResponse>) -> Aws
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let message = aws_sdk_rds::error::DisplayErrorContext(&err).to_string();
+    let message = error_chain(&err);
     let kind = match &err {
         SdkError::DispatchFailure(_) => AwsErrorKind::Unreachable,
         SdkError::TimeoutError(_) => AwsErrorKind::Transient,
@@ -143,6 +143,20 @@ where
         _ => message,
     };
     AwsError { kind, message }
+}
+
+/// The error and its sources, by Display only (the SDK's Debug output is unreadable).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 fn error_code<E: ProvideErrorMetadata>(

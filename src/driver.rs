@@ -168,8 +168,12 @@ impl Driver {
         }
     }
 
+    /// Publishes an Event without holding up the step (best effort).
     async fn event(&self, type_: EventType, reason: &str, note: String) {
-        self.ctx.publish(&self.fo, type_, reason, note).await;
+        let ctx = self.ctx.clone();
+        let fo = self.fo.clone();
+        let reason = reason.to_string();
+        tokio::spawn(async move { ctx.publish(&fo, type_, &reason, note).await });
     }
 
     async fn step_state(&self, step: Step) -> Option<StepState> {
@@ -211,6 +215,7 @@ impl Driver {
                     seconds = Some(finished.0.duration_since(started.0).as_secs_f64().max(0.0));
                 }
                 st.state = state;
+                st.duration_seconds = seconds;
                 st.finished_at = Some(finished);
                 st.message = Some(message.clone());
             }
@@ -302,6 +307,7 @@ impl Driver {
                 state: StepState::Pending,
                 started_at: None,
                 finished_at: None,
+                duration_seconds: None,
                 attempts: 0,
                 message: None,
             })
@@ -737,22 +743,34 @@ impl Driver {
     /// Read-only checks; every failure is returned, none stops the others.
     async fn preflight(&self) -> Vec<String> {
         let deadline = self.deadline(Step::Preflight);
-        let target = self.target().to_string();
-        let aws_target = self.aws_region(&target);
         let spec = &self.plan.spec;
-        let mut failures = Vec::new();
+        // Independent checks run concurrently; every failure is kept.
+        let mut checks: Vec<futures::future::BoxFuture<'_, Vec<String>>> = Vec::new();
+        checks.push(Box::pin(self.check_workloads_and_images(deadline)));
+        for db in &spec.databases {
+            checks.push(Box::pin(self.check_database(db, deadline)));
+        }
+        for zone in &spec.dns {
+            checks.push(Box::pin(self.check_zone(zone, deadline)));
+        }
+        if self.mode() == FailoverMode::Planned {
+            checks.push(Box::pin(self.check_fence_targets(deadline)));
+        }
+        join_all(checks).await.into_iter().flatten().collect()
+    }
 
-        // Workloads exist in the target cluster; collect their images.
-        let workloads = join_all(spec.workloads.iter().map(|w| {
-            let target = target.clone();
-            async move {
-                let r = self
-                    .retry(Step::Preflight, deadline, || {
-                        self.clusters.workload(&target, w)
-                    })
-                    .await;
-                (w, r)
-            }
+    /// Workloads exist in the target cluster, and their images in the target's ECR.
+    async fn check_workloads_and_images(&self, deadline: Instant) -> Vec<String> {
+        let target = self.target();
+        let aws_target = self.aws_region(target);
+        let mut failures = Vec::new();
+        let workloads = join_all(self.plan.spec.workloads.iter().map(|w| async move {
+            let r = self
+                .retry(Step::Preflight, deadline, || {
+                    self.clusters.workload(target, w)
+                })
+                .await;
+            (w, r)
         }))
         .await;
         let mut images = std::collections::BTreeSet::new();
@@ -769,21 +787,24 @@ impl Driver {
                 )),
             }
         }
-
-        // Images exist in the target region's ECR.
+        let found = join_all(images.iter().filter_map(|image| {
+            let (repo, reference) = parse_ecr_image(image)?;
+            let aws_target = &aws_target;
+            Some(async move {
+                let r = self
+                    .retry(Step::Preflight, deadline, || {
+                        self.aws.image_exists(aws_target, &repo, &reference)
+                    })
+                    .await;
+                (image, format!("{repo}:{reference}"), r)
+            })
+        }))
+        .await;
         let mut missing = Vec::new();
-        for image in &images {
-            let Some((repo, reference)) = parse_ecr_image(image) else {
-                continue;
-            };
-            match self
-                .retry(Step::Preflight, deadline, || {
-                    self.aws.image_exists(&aws_target, &repo, &reference)
-                })
-                .await
-            {
+        for (image, short, r) in found {
+            match r {
                 Ok(true) => {}
-                Ok(false) => missing.push(format!("{repo}:{reference}")),
+                Ok(false) => missing.push(short),
                 Err(e) => failures.push(format!("checking image {image} in ECR {aws_target}: {e}")),
             }
         }
@@ -793,67 +814,110 @@ impl Driver {
                 missing.join(", ")
             ));
         }
+        failures
+    }
 
-        // Databases: the target member exists and is healthy; lag within the RPO.
-        let rpo = parse_duration(&spec.objectives.rpo).unwrap_or_default();
-        for db in &spec.databases {
-            match self.target_db_health(db, deadline).await {
-                Ok(()) => {}
-                Err(e) => failures.push(format!("database {}: {e}", db.name)),
+    /// Planned: the old region's cluster answers and has the workloads to fence.
+    async fn check_fence_targets(&self, deadline: Instant) -> Vec<String> {
+        let source = self.source().await;
+        let targets = engine::fence_targets(&self.plan.spec, &source);
+        let found = join_all(targets.iter().map(|t| {
+            let w = &self.plan.spec.workloads[t.workload];
+            async move {
+                let r = self
+                    .retry(Step::Preflight, deadline, || {
+                        self.clusters.workload(&t.region, w)
+                    })
+                    .await;
+                (w, r)
             }
-            match self.measure_lag(db, Step::Preflight, deadline).await {
-                Ok(lag) => {
-                    let over = lag.is_none_or(|l| l > rpo.as_secs_f64());
-                    let fatal = match self.mode() {
-                        FailoverMode::DryRun => true,
-                        FailoverMode::Unplanned => !self.fo.spec.allow_data_loss,
-                        FailoverMode::Planned => false,
-                    };
-                    if over && fatal {
-                        failures.push(format!(
-                            "database {}: replication lag {} exceeds the RPO {}s",
-                            db.name,
-                            lag.map(|l| format!("{l}s"))
-                                .unwrap_or_else(|| "unknown".into()),
-                            rpo.as_secs_f64()
-                        ));
-                    }
-                }
-                Err(e) => failures.push(format!("database {}: measuring lag: {e}", db.name)),
-            }
+        }))
+        .await;
+        found
+            .into_iter()
+            .filter_map(|(w, r)| match r {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(format!(
+                    "workload {} {}/{} to fence not found in {source}",
+                    w.kind, w.namespace, w.name
+                )),
+                Err(e) => Some(format!(
+                    "cannot reach {source} to fence {}/{}: {e}",
+                    w.namespace, w.name
+                )),
+            })
+            .collect()
+    }
+
+    /// The target member exists and is healthy; lag is within the RPO where that matters.
+    async fn check_database(&self, db: &DatabaseSpec, deadline: Instant) -> Vec<String> {
+        let rpo = parse_duration(&self.plan.spec.objectives.rpo).unwrap_or_default();
+        let (health, lag) = tokio::join!(
+            self.target_db_health(db, deadline),
+            self.measure_lag(db, Step::Preflight, deadline)
+        );
+        let mut failures = Vec::new();
+        if let Err(e) = health {
+            failures.push(format!("database {}: {e}", db.name));
         }
-
-        // DNS: zones exist; target health checks are healthy.
-        for zone in &spec.dns {
-            match self
-                .retry(Step::Preflight, deadline, || {
-                    self.aws.hosted_zone_exists(&zone.hosted_zone_id)
-                })
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    failures.push(format!("hosted zone {} not found", zone.hosted_zone_id))
+        match lag {
+            Ok(lag) => {
+                let over = lag.is_none_or(|l| l > rpo.as_secs_f64());
+                let fatal = match self.mode() {
+                    FailoverMode::DryRun => true,
+                    FailoverMode::Unplanned => !self.fo.spec.allow_data_loss,
+                    FailoverMode::Planned => false,
+                };
+                if over && fatal {
+                    failures.push(format!(
+                        "database {}: replication lag {} exceeds the RPO {}s",
+                        db.name,
+                        lag.map(|l| format!("{l}s"))
+                            .unwrap_or_else(|| "unknown".into()),
+                        rpo.as_secs_f64()
+                    ));
                 }
-                Err(e) => failures.push(format!("hosted zone {}: {e}", zone.hosted_zone_id)),
             }
-            for record in &zone.records {
-                for t in record.targets.iter().filter(|t| t.region == target) {
-                    if let Some(hc) = &t.health_check_id {
-                        match self
-                            .retry(Step::Preflight, deadline, || {
-                                self.aws.health_check_healthy(hc)
-                            })
-                            .await
-                        {
-                            Ok(true) => {}
-                            Ok(false) => failures.push(format!(
-                                "record {}: health check {hc} for {target} is failing",
-                                record.name
-                            )),
-                            Err(e) => failures.push(format!("health check {hc}: {e}")),
-                        }
-                    }
+            Err(e) => failures.push(format!("database {}: measuring lag: {e}", db.name)),
+        }
+        failures
+    }
+
+    /// The zone exists; the target's health checks are healthy.
+    async fn check_zone(
+        &self,
+        zone: &crate::api::HostedZoneSpec,
+        deadline: Instant,
+    ) -> Vec<String> {
+        let target = self.target();
+        let mut failures = Vec::new();
+        match self
+            .retry(Step::Preflight, deadline, || {
+                self.aws.hosted_zone_exists(&zone.hosted_zone_id)
+            })
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => failures.push(format!("hosted zone {} not found", zone.hosted_zone_id)),
+            Err(e) => failures.push(format!("hosted zone {}: {e}", zone.hosted_zone_id)),
+        }
+        for record in &zone.records {
+            for t in record.targets.iter().filter(|t| t.region == target) {
+                let Some(hc) = &t.health_check_id else {
+                    continue;
+                };
+                match self
+                    .retry(Step::Preflight, deadline, || {
+                        self.aws.health_check_healthy(hc)
+                    })
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => failures.push(format!(
+                        "record {}: health check {hc} for {target} is failing",
+                        record.name
+                    )),
+                    Err(e) => failures.push(format!("health check {hc}: {e}")),
                 }
             }
         }
@@ -1015,8 +1079,16 @@ impl Driver {
         let waiting_since = Instant::now();
         loop {
             let mut pending = Vec::new();
-            for db in &self.plan.spec.databases {
-                match self.measure_lag(db, Step::Fence, deadline).await {
+            let lags = join_all(
+                self.plan
+                    .spec
+                    .databases
+                    .iter()
+                    .map(|db| self.measure_lag(db, Step::Fence, deadline)),
+            )
+            .await;
+            for (db, lag) in self.plan.spec.databases.iter().zip(lags) {
+                match lag {
                     Ok(Some(l)) if l <= 0.0 => {}
                     Ok(lag) => pending.push(format!(
                         "{}: {}",
@@ -1204,7 +1276,9 @@ impl Driver {
         if state == "Promoted" {
             return Ok(());
         }
-        // Gate on lag, measured now, unless the call may already have been sent.
+        // Gate on lag, measured now, unless the call may already have been sent. The lag is
+        // recorded with the next status write.
+        let mut measured_lag = None;
         if Requested::from_state(&state) == Requested::No {
             let lag = self
                 .measure_lag(db, Step::PromoteDatabases, deadline)
@@ -1229,7 +1303,7 @@ impl Driver {
                 self.set_db(&db.name, "Gated", Some(lag)).await?;
                 return Err(StepError::Failed(why));
             }
-            self.set_db(&db.name, "Pending", Some(lag)).await?;
+            measured_lag = Some(lag);
         }
         let target_arn = match &db.aurora_global {
             Some(_) => Some(
@@ -1268,13 +1342,13 @@ impl Driver {
             };
             match step {
                 DbStep::Done => {
-                    self.set_db(&db.name, "Promoted", None).await?;
+                    self.set_db(&db.name, "Promoted", measured_lag.take()).await?;
                     return Ok(());
                 }
                 DbStep::Fail(why) => return Err(StepError::Failed(why)),
                 DbStep::Act => {
                     // Recorded before the call: a restart in between re-checks AWS first.
-                    self.set_db(&db.name, "Requesting", None).await?;
+                    self.set_db(&db.name, "Requesting", measured_lag.take()).await?;
                     let sent = match (&db.aurora_global, &target_arn) {
                         (Some(aurora), Some(arn)) => {
                             let id = &aurora.global_cluster_identifier;

@@ -95,6 +95,7 @@ class BedState:
         self.change_ids = itertools.count(1)
         self.promoting = set()  # (region, db id)
         self.global_in_progress = set()
+        self.waits = {}  # (kind, id) -> requested/done/noticed times and describes between
         self.rng = random.Random(42)
 
 
@@ -241,10 +242,36 @@ class Bed:
                 return self.error(start_response, service, "503 Service Unavailable",
                                   "ServiceUnavailable", "Service is unavailable (injected)")
 
+        if operation == "DescribeDBInstances" and "DBInstanceIdentifier" in params:
+            self.wait_observed(("rds", region, params["DBInstanceIdentifier"]))
+        elif operation == "DescribeGlobalClusters" and "GlobalClusterIdentifier" in params:
+            self.wait_observed(("aurora", params["GlobalClusterIdentifier"].lower()))
         handler = getattr(self, f"on_{service}_{operation}", None)
         if handler is not None:
             return handler(environ, start_response, region, params)
         return self.pass_through(start_response, *self.call_moto(environ))
+
+    # ---- wait accounting (for the benchmark) --------------------------------------------
+    def wait_started(self, key):
+        with self.state.lock:
+            self.state.waits[key] = {"requested_at": time.time(), "done_at": None,
+                                     "noticed_at": None, "describes": 0}
+
+    def wait_done(self, key, at=None):
+        with self.state.lock:
+            if key in self.state.waits:
+                self.state.waits[key]["done_at"] = at if at is not None else time.time()
+
+    def wait_observed(self, key):
+        """A describe of a waited-on resource: counts it, and notes the first one after done."""
+        now = time.time()
+        with self.state.lock:
+            w = self.state.waits.get(key)
+            if w is None or w["noticed_at"] is not None:
+                return
+            w["describes"] += 1
+            if w["done_at"] is not None and now >= w["done_at"]:
+                w["noticed_at"] = now
 
     # ---- RDS ------------------------------------------------------------------------
     @staticmethod
@@ -272,6 +299,7 @@ class Bed:
         if status.startswith("200"):
             db.is_replica = True  # moto cleared it; the link stays until promotion completes
             db.status = "modifying"
+            self.wait_started(("rds", region, db_id))
             body = body.replace(b"<DBInstanceStatus>available</DBInstanceStatus>",
                                 b"<DBInstanceStatus>modifying</DBInstanceStatus>")
             threading.Timer(delay, self.finish_promotion, args=(region, db_id)).start()
@@ -299,6 +327,7 @@ class Bed:
         db.source_db_instance_identifier = None
         db.is_replica = False
         db.status = "available"
+        self.wait_done(("rds", region, db_id))
 
     # ---- Aurora global ----------------------------------------------------------------
     def find_global_cluster(self, identifier):
@@ -330,6 +359,7 @@ class Bed:
             self.state.global_in_progress.add(gc_id)
             delay = self.state.switchover_delay
         gc.status = "failing-over" if failing else "switching-over"
+        self.wait_started(("aurora", gc.global_cluster_identifier))
         threading.Timer(delay, self.finish_global_change, args=(gc, gc_id, member)).start()
         body = (f'<{action}Response xmlns="{RDS_NS}"><{action}Result><GlobalCluster>'
                 f"<GlobalClusterIdentifier>{xml_escape(gc.global_cluster_identifier)}</GlobalClusterIdentifier>"
@@ -345,6 +375,7 @@ class Bed:
         gc.status = "available"
         with self.state.lock:
             self.state.global_in_progress.discard(gc_id)
+        self.wait_done(("aurora", gc.global_cluster_identifier))
 
     def on_rds_SwitchoverGlobalCluster(self, environ, start_response, region, params):
         return self.global_change(start_response, params, "SwitchoverGlobalCluster", failing=False)
@@ -360,6 +391,9 @@ class Bed:
                 change_id = f"C{next(self.state.change_ids):012d}BED"
                 now = time.time()
                 self.state.changes[change_id] = (now, now + self.state.dns_sync_delay)
+                self.state.waits[("dns", change_id)] = {
+                    "requested_at": now, "done_at": now + self.state.dns_sync_delay,
+                    "noticed_at": None, "describes": 0}
             text = body.decode()
             text = re.sub(r"<Id>[^<]*</Id>", f"<Id>/change/{change_id}</Id>", text, count=1)
             text = text.replace("<Status>INSYNC</Status>", "<Status>PENDING</Status>")
@@ -374,6 +408,7 @@ class Bed:
             return self.error(start_response, "route53", "404 Not Found", "NoSuchChange",
                               f"A change with the specified change ID does not exist: {change_id}")
         submitted, insync_at = change
+        self.wait_observed(("dns", change_id))
         status = "INSYNC" if time.time() >= insync_at else "PENDING"
         stamp = datetime.fromtimestamp(submitted, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         body = (f'<?xml version="1.0"?><GetChangeResponse xmlns="{R53_NS}"><ChangeInfo>'
@@ -439,6 +474,23 @@ class Bed:
     def ctl_calls_reset(self, _):
         with self.state.lock:
             self.state.calls.clear()
+        return {"reset": True}
+
+    def ctl_waits(self, _):
+        """Each asynchronous change: when it was requested, done, and first seen done."""
+        with self.state.lock:
+            items = list(self.state.waits.items())
+        out = []
+        for (kind, *ident), w in items:
+            slack = (w["noticed_at"] - w["done_at"]) if w["noticed_at"] and w["done_at"] else None
+            out.append({"kind": kind, "id": "/".join(ident), "describes": w["describes"],
+                        "wait": (w["done_at"] - w["requested_at"]) if w["done_at"] else None,
+                        "slack": slack})
+        return {"waits": out}
+
+    def ctl_waits_reset(self, _):
+        with self.state.lock:
+            self.state.waits.clear()
         return {"reset": True}
 
     def ctl_add_fault(self, p):
@@ -508,6 +560,8 @@ CONTROL = {
     ("POST", "/reset"): Bed.ctl_reset,
     ("GET", "/calls"): Bed.ctl_calls,
     ("POST", "/calls/reset"): Bed.ctl_calls_reset,
+    ("GET", "/waits"): Bed.ctl_waits,
+    ("POST", "/waits/reset"): Bed.ctl_waits_reset,
     ("POST", "/faults"): Bed.ctl_add_fault,
     ("GET", "/faults"): Bed.ctl_faults,
     ("DELETE", "/faults"): Bed.ctl_clear_faults,

@@ -99,7 +99,10 @@ pub struct StepStatus {
     /// When the step finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
-    /// Attempts made, retries included.
+    /// How long the step took, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// Calls made by the step, retries included.
     #[serde(default)]
     pub attempts: u32,
     /// What happened, with errors verbatim.

@@ -444,11 +444,11 @@ fn describe_lag(lag: Option<f64>) -> String {
 }
 
 /// Poll interval while waiting on AWS or workloads, from how long the wait has lasted:
-/// a tenth of it, between 100 ms and 2 s. Short waits are noticed within a few hundred
-/// milliseconds; a promotion of minutes costs well under one call a second, and the slack
+/// a twentieth of it, between 50 ms and 2 s. Short waits are noticed within a few hundred
+/// milliseconds; a promotion of minutes costs under one call a second, and the slack
 /// between ready and noticed never exceeds 2 s.
 pub fn poll_delay(waited: Duration) -> Duration {
-    (waited / 10).clamp(Duration::from_millis(100), Duration::from_secs(2))
+    (waited / 20).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
 /// Backoff before retry `attempt` (1-based) of a transient error, with `jitter` in [0, 1).

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Failover benchmark on the sandbox (`make bench`). Not a test: it measures and reports.
+
+Runs scenario 1 (planned use1 → usw2: 2 RDS, 1 Aurora global, 4 records, 6 workloads) with
+fixed emulated delays, RUNS times, and reports per run:
+  * RTO: the Failover's measured total (status.timings.totalSeconds);
+  * the critical path of emulated waits: fence (pods gone) + max(warm-up, promotion) + DNS;
+  * orchestration overhead = RTO - critical path;
+  * slack per AWS wait (done → first describe that saw it) and describes per wait;
+  * AWS calls per failover (all, and mutating).
+Then it performs the same steps as a plain sequential runbook (the same calls one after
+another, polling every 250 ms) and reports the ratio Drover / runbook.
+
+    bench.py [--runs N]      (expects `e2e/sandbox.py up`; starts its own operator)
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nodesim  # noqa: E402  (the same small Kubernetes REST client)
+import seed  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = seed.STATE
+ENDPOINT = seed.ENDPOINT
+PROMOTION, SWITCHOVER, DNS_SYNC, READY = 3.0, 3.0, 1.0, 1.0
+RUNBOOK_POLL = 0.25
+
+
+def bed(method, path, body=None):
+    req = urllib.request.Request(f"{ENDPOINT}/_bed{path}", method=method, data=json.dumps(body or {}).encode())
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def calls():
+    out = {}
+    for c in bed("GET", "/calls")["calls"]:
+        out[(c["operation"], c["mutating"])] = out.get((c["operation"], c["mutating"]), 0) + c["count"]
+    return out
+
+
+def call_delta(before, after):
+    total = sum(after.values()) - sum(before.values())
+    mutating = sum(v for (op, m), v in after.items() if m) - sum(v for (op, m), v in before.items() if m)
+    return total, mutating
+
+
+def kubectl(*args, stdin=None):
+    return subprocess.run(["kubectl", "--kubeconfig", str(STATE / "mgmt" / "admin.kubeconfig"), *args],
+                          input=stdin, text=True, check=True, capture_output=True).stdout
+
+
+def seed_plan(name):
+    out = subprocess.run([sys.executable, str(ROOT / "e2e" / "seed.py"), name], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(what, check, timeout=120.0, poll=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = check()
+        if v:
+            return v
+        time.sleep(poll)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def plan_ready(name):
+    out = kubectl("-n", "drover-system", "get", "drp", name, "-o",
+                  'jsonpath={.status.conditions[?(@.type=="Ready")].status}')
+    return out == "True"
+
+
+def drover_run(name):
+    plan = seed_plan(name)
+    kubectl("apply", "-f", "-", stdin=json.dumps(plan))
+    wait(f"plan {name} Ready", lambda: plan_ready(name))
+    # Let the readiness emulator settle the seeded workloads first.
+    time.sleep(2 * READY)
+    bed("POST", "/waits/reset")
+    before = calls()
+    fo = {"apiVersion": "drover.io/v1alpha1", "kind": "Failover",
+          "metadata": {"name": f"{name}-go", "namespace": "drover-system"},
+          "spec": {"planRef": name, "targetRegion": "usw2", "mode": "Planned"}}
+    kubectl("apply", "-f", "-", stdin=json.dumps(fo))
+
+    def done():
+        s = json.loads(kubectl("-n", "drover-system", "get", "fo", f"{name}-go", "-o", "json")).get("status", {})
+        return s if s.get("phase") in ("Succeeded", "Failed", "RolledBack", "Rejected") else None
+
+    status = wait("failover", done, timeout=180, poll=0.2)
+    if status["phase"] != "Succeeded":
+        raise SystemExit(f"failover {name} ended {status['phase']}: {json.dumps(status)[:2000]}")
+    total, mutating = call_delta(before, calls())
+    waits = bed("GET", "/waits")["waits"]
+    return status, total, mutating, waits
+
+
+class Runbook:
+    """The same steps as a sequential script: one call after another."""
+
+    def __init__(self, name, plan):
+        self.name = name
+        self.plan = plan
+        self.k8s = {r: nodesim.Cluster(str(STATE / r / "admin.kubeconfig")) for r in seed.REGIONS}
+        self.rds = {r: seed.aws("rds", a) for r, a in seed.REGIONS.items()}
+        self.cw = seed.aws("cloudwatch", "us-west-2")
+        self.r53 = seed.aws("route53", "us-east-1")
+
+    def scale(self, region, workload, replicas):
+        path = f"/apis/apps/v1/namespaces/{self.name}/deployments/{workload}/scale"
+        self.k8s[region].call("PATCH", path, {"spec": {"replicas": replicas}})
+
+    def wait_deploy(self, region, workload, replicas):
+        path = f"/apis/apps/v1/namespaces/{self.name}/deployments/{workload}"
+
+        def ok():
+            d = self.k8s[region].call("GET", path)
+            s = d.get("status", {})
+            return (s.get("observedGeneration", 0) >= d["metadata"]["generation"]
+                    and s.get("readyReplicas", 0) >= replicas and s.get("replicas", 0) <= replicas)
+        wait(f"{workload} in {region}", ok, poll=RUNBOOK_POLL)
+
+    def run(self):
+        started = time.monotonic()
+        workloads = self.plan["spec"]["workloads"]
+        for w in workloads:  # fence
+            if w["singleton"] or w["writer"]:
+                self.scale("use1", w["name"], 0)
+                self.wait_deploy("use1", w["name"], 0)
+        for db in self.plan["spec"]["databases"]:  # lag check
+            member = next(m for m in (db.get("rds") or db.get("auroraGlobal"))[
+                "instances" if "rds" in db else "members"] if m["region"] == "usw2")
+            dim = "DBInstanceIdentifier" if "rds" in db else "DBClusterIdentifier"
+            metric = "ReplicaLag" if "rds" in db else "AuroraGlobalDBReplicationLag"
+            now = time.time()
+            self.cw.get_metric_data(MetricDataQueries=[{"Id": "lag", "MetricStat": {
+                "Metric": {"Namespace": "AWS/RDS", "MetricName": metric,
+                           "Dimensions": [{"Name": dim, "Value": member["identifier"]}]},
+                "Period": 1, "Stat": "Maximum"}}], StartTime=now - 300, EndTime=now + 60)
+        for db in self.plan["spec"]["databases"]:  # promote, one at a time
+            if "rds" in db:
+                ident = next(m["identifier"] for m in db["rds"]["instances"] if m["region"] == "usw2")
+                self.rds["usw2"].promote_read_replica(DBInstanceIdentifier=ident)
+
+                def promoted():
+                    d = self.rds["usw2"].describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
+                    return d["DBInstanceStatus"] == "available" and not d.get("ReadReplicaSourceDBInstanceIdentifier")
+                wait(ident, promoted, poll=RUNBOOK_POLL)
+            else:
+                g = db["auroraGlobal"]
+                ident = next(m["identifier"] for m in g["members"] if m["region"] == "usw2")
+                arn = self.rds["usw2"].describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterArn"]
+                self.rds["usw2"].switchover_global_cluster(GlobalClusterIdentifier=g["globalClusterIdentifier"],
+                                                           TargetDbClusterIdentifier=arn)
+
+                def switched():
+                    gc = self.rds["usw2"].describe_global_clusters(
+                        GlobalClusterIdentifier=g["globalClusterIdentifier"])["GlobalClusters"][0]
+                    writer = [m["DBClusterArn"] for m in gc["GlobalClusterMembers"] if m["IsWriter"]]
+                    return gc["Status"] == "available" and writer == [arn]
+                wait(ident, switched, poll=RUNBOOK_POLL)
+        for w in workloads:  # warm up
+            self.scale("usw2", w["name"], w["activeReplicas"])
+            self.wait_deploy("usw2", w["name"], w["activeReplicas"])
+        zone = self.plan["spec"]["dns"][0]
+        changes = []
+        for rec in zone["records"]:
+            for t in rec["targets"]:
+                active = t["region"] == "usw2"
+                rrs = {"Name": rec["name"], "Type": rec["type"], "TTL": rec["ttl"],
+                       "ResourceRecords": [{"Value": v} for v in t["values"]]}
+                if rec["routing"] == "Failover":
+                    rrs.update(SetIdentifier=t["region"], Failover="PRIMARY" if active else "SECONDARY")
+                elif rec["routing"] == "Weighted":
+                    rrs.update(SetIdentifier=t["region"], Weight=100 if active else 0)
+                elif not active:
+                    continue
+                changes.append({"Action": "UPSERT", "ResourceRecordSet": rrs})
+        change = self.r53.change_resource_record_sets(HostedZoneId=zone["hostedZoneId"],
+                                                      ChangeBatch={"Changes": changes})["ChangeInfo"]["Id"]
+        wait("INSYNC", lambda: self.r53.get_change(Id=change)["ChangeInfo"]["Status"] == "INSYNC", poll=RUNBOOK_POLL)
+        for w in workloads:  # old region to standby
+            self.scale("use1", w["name"], 0 if w["singleton"] else w["standbyReplicas"])
+        return time.monotonic() - started
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    bed("POST", "/config", {"promotion_delay": PROMOTION, "switchover_delay": SWITCHOVER,
+                            "dns_sync_delay": DNS_SYNC})
+    bed("DELETE", "/faults")
+    kubectl("apply", "--validate=false", "-f", str(ROOT / "crds" / "drover.io.yaml"))
+    port = free_port()
+    log = open(ROOT / "target" / "bench-operator.log", "w")
+    env = dict(os.environ)
+    for line in (STATE / "env.sh").read_text().splitlines():  # the sandbox's AWS and kube env
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    operator = subprocess.Popen([str(ROOT / "target" / "debug" / "drover"), "run", "--http-addr", f"127.0.0.1:{port}",
+                                 "--lease-namespace", "drover-system", "--watch-namespace", "drover-system",
+                                 "--identity", "bench"], stdout=log, stderr=log, env=env)
+    try:
+        wait("operator ready", lambda: _ready(port), timeout=60)
+        critical = READY + max(READY, PROMOTION, SWITCHOVER) + DNS_SYNC
+        rows, runbook_times = [], []
+        stamp = int(time.time()) % 100000
+        for i in range(args.runs):
+            status, total_calls, mutating, waits = drover_run(f"bench{stamp}-{i}")
+            rto = status["timings"]["totalSeconds"]
+            slacks = [w["slack"] for w in waits if w["slack"] is not None]
+            describes = [w["describes"] for w in waits]
+            steps = {s["name"]: s for s in status["steps"]}
+            rows.append({"rto": rto, "overhead": rto - critical, "max_slack": max(slacks),
+                         "mean_slack": statistics.mean(slacks), "describes": describes,
+                         "calls": total_calls, "mutating": mutating, "waits": len(waits),
+                         "steps": steps})
+            rb_name = f"rbk{stamp}-{i}"
+            plan = seed_plan(rb_name)
+            kubectl("apply", "-f", "-", stdin=json.dumps(plan))
+            wait(f"plan {rb_name} Ready", lambda: plan_ready(rb_name))
+            time.sleep(2 * READY)
+            runbook_times.append(Runbook(rb_name, plan).run())
+            print(f"run {i + 1}: drover RTO {rto:.2f}s, overhead {rto - critical:.2f}s, "
+                  f"slack max {max(slacks):.2f}s, AWS calls {total_calls} ({mutating} mutating); "
+                  f"runbook {runbook_times[-1]:.2f}s", flush=True)
+        med = lambda xs: statistics.median(xs)  # noqa: E731
+        rto = med([r["rto"] for r in rows])
+        rb = med(runbook_times)
+        print()
+        print(f"emulated delays: promotion {PROMOTION}s, switchover {SWITCHOVER}s, DNS {DNS_SYNC}s, "
+              f"workload readiness {READY}s; critical path {critical:.1f}s")
+        print("| metric (median of %d runs) | value |" % args.runs)
+        print("| --- | --- |")
+        print(f"| Drover RTO (status.timings.totalSeconds) | {rto:.2f} s |")
+        print(f"| orchestration overhead (RTO - critical path) | {med([r['overhead'] for r in rows]):.2f} s |")
+        print(f"| slack per AWS wait, max / mean | {med([r['max_slack'] for r in rows]):.2f} s / "
+              f"{med([r['mean_slack'] for r in rows]):.2f} s |")
+        print(f"| describe calls per AWS wait | {rows[len(rows) // 2]['describes']} |")
+        print(f"| AWS calls per failover (mutating) | {med([r['calls'] for r in rows])} "
+              f"({med([r['mutating'] for r in rows])}) |")
+        print(f"| sequential runbook (same calls, 250 ms polls) | {rb:.2f} s |")
+        print(f"| Drover / runbook | {rto / rb:.2f} |")
+        print()
+        print("steps of the median run:")
+        mid = sorted(rows, key=lambda r: r["rto"])[len(rows) // 2]
+        for name, s in mid["steps"].items():
+            print(f"  {name}: {s.get('durationSeconds', 0):.2f}s, {s.get('attempts', 0)} calls")
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(timeout=30)
+
+
+def _ready(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            return r.status == 200
+    except OSError:  # refused, or 503 (HTTPError is an OSError)
+        return False
+
+
+if __name__ == "__main__":
+    main()
