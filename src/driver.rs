@@ -1342,13 +1342,15 @@ impl Driver {
             };
             match step {
                 DbStep::Done => {
-                    self.set_db(&db.name, "Promoted", measured_lag.take()).await?;
+                    self.set_db(&db.name, "Promoted", measured_lag.take())
+                        .await?;
                     return Ok(());
                 }
                 DbStep::Fail(why) => return Err(StepError::Failed(why)),
                 DbStep::Act => {
                     // Recorded before the call: a restart in between re-checks AWS first.
-                    self.set_db(&db.name, "Requesting", measured_lag.take()).await?;
+                    self.set_db(&db.name, "Requesting", measured_lag.take())
+                        .await?;
                     let sent = match (&db.aurora_global, &target_arn) {
                         (Some(aurora), Some(arn)) => {
                             let id = &aurora.global_cluster_identifier;
