@@ -60,18 +60,21 @@ impl Context {
         }
     }
 
+    /// Publishes an Event. The recorder folds repeats of (reason, action) into one series,
+    /// so distinct happenings need distinct actions.
     pub async fn publish<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         type_: EventType,
         reason: &str,
+        action: &str,
         note: String,
     ) {
         let event = Event {
             type_,
             reason: reason.into(),
             note: Some(truncate(note, 1000)),
-            action: "Reconcile".into(),
+            action: action.into(),
             secondary: None,
         };
         // Events are best effort: a failure to record one must not fail the reconcile.
@@ -286,8 +289,14 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     };
     if !valid && changed("Valid", &valid_message) {
         warn!(plan = %name, namespace = %ns, problems = %valid_message, "plan is invalid");
-        ctx.publish(&*plan, EventType::Warning, "InvalidPlan", valid_message)
-            .await;
+        ctx.publish(
+            &*plan,
+            EventType::Warning,
+            "InvalidPlan",
+            "Reconcile",
+            valid_message,
+        )
+        .await;
     } else if valid && changed("Ready", &ready_message) {
         let type_ = if ready {
             EventType::Normal
@@ -296,7 +305,8 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         };
         let reason = if ready { "PlanReady" } else { "PlanNotReady" };
         info!(plan = %name, namespace = %ns, ready, message = %ready_message, "plan checked");
-        ctx.publish(&*plan, type_, reason, ready_message).await;
+        ctx.publish(&*plan, type_, reason, "Reconcile", ready_message)
+            .await;
     }
 
     patch_status(&api, &name, &status).await?;
@@ -340,7 +350,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         };
         if status != previous {
             warn!(failover = %name, namespace = %ns, %message, "failover spec edited");
-            ctx.publish(&*fo, EventType::Warning, "SpecEdited", message)
+            ctx.publish(&*fo, EventType::Warning, "SpecEdited", "Reconcile", message)
                 .await;
             patch_status(&api, &name, &status).await?;
         }
@@ -373,8 +383,14 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
             ..previous.clone()
         };
         if status != previous {
-            ctx.publish(&*fo, EventType::Warning, "PlanNotFound", message)
-                .await;
+            ctx.publish(
+                &*fo,
+                EventType::Warning,
+                "PlanNotFound",
+                "Reconcile",
+                message,
+            )
+            .await;
             patch_status(&api, &name, &status).await?;
         }
         return Ok(Action::requeue(ctx.config.plan_resync));

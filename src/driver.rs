@@ -169,11 +169,11 @@ impl Driver {
     }
 
     /// Publishes an Event without holding up the step (best effort).
-    async fn event(&self, type_: EventType, reason: &str, note: String) {
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
         let ctx = self.ctx.clone();
         let fo = self.fo.clone();
-        let reason = reason.to_string();
-        tokio::spawn(async move { ctx.publish(&fo, type_, &reason, note).await });
+        let (reason, action) = (reason.to_string(), action.to_string());
+        tokio::spawn(async move { ctx.publish(&fo, type_, &reason, &action, note).await });
     }
 
     async fn step_state(&self, step: Step) -> Option<StepState> {
@@ -234,8 +234,13 @@ impl Driver {
             _ => (EventType::Warning, "StepFailed"),
         };
         info!(failover = %self.fo.name_any(), step = step.name(), ?state, %message, "step finished");
-        self.event(type_, reason, format!("{}: {message}", step.name()))
-            .await;
+        self.event(
+            type_,
+            reason,
+            step.name(),
+            format!("{}: {message}", step.name()),
+        )
+        .await;
         Ok(())
     }
 
@@ -367,6 +372,7 @@ impl Driver {
                 self.event(
                     EventType::Normal,
                     "FailoverStarted",
+                    "Start",
                     format!(
                         "{:?} failover from {source_region} to {}",
                         self.mode(),
@@ -567,8 +573,13 @@ impl Driver {
             );
         })
         .await?;
-        self.event(EventType::Warning, "RetryingAfterPromotion", note.clone())
-            .await;
+        self.event(
+            EventType::Warning,
+            "RetryingAfterPromotion",
+            "Retry",
+            note.clone(),
+        )
+        .await;
         Ok(Outcome::RetryLater(note))
     }
 
@@ -688,8 +699,13 @@ impl Driver {
         } else {
             EventType::Warning
         };
-        self.event(type_, &format!("Failover{phase:?}"), message.clone())
-            .await;
+        self.event(
+            type_,
+            &format!("Failover{phase:?}"),
+            "Finish",
+            message.clone(),
+        )
+        .await;
         info!(failover = %self.fo.name_any(), ?phase, %message, elapsed = ?self.started.elapsed(), "failover finished");
         Ok(())
     }

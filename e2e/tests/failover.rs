@@ -268,7 +268,7 @@ async fn planned_failover_and_failback() {
     let client = client("mgmt").await;
     ensure_crds(&client).await;
     let ns = namespace(&client, "e2e-planned").await;
-    let _op = Operator::start("planned-op", &ns, 15);
+    let op = Operator::start("planned-op", &ns, 15);
     let sc = unique("sc1");
     let plan = seeded_plan(&client, &ns, &sc, &[]).await;
     let zone = plan.spec.dns[0].hosted_zone_id.clone();
@@ -336,6 +336,30 @@ async fn planned_failover_and_failback() {
             dns_points_at(&zone, target).await,
             "DNS does not point at {target}"
         );
+        // Every step emitted an Event on the Failover.
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+        wait_for("an Event per step", Duration::from_secs(30), || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            let notes: Vec<String> = list
+                .items
+                .iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+                })
+                .filter(|e| e.reason.as_deref() == Some("StepSucceeded"))
+                .filter_map(|e| e.note.clone())
+                .collect();
+            status
+                .steps
+                .iter()
+                .all(|st| {
+                    notes
+                        .iter()
+                        .any(|n| n.starts_with(&format!("{}:", st.name)))
+                })
+                .then_some(())
+        })
+        .await;
         assert_eq!(replicas(target, &sc).await, counts(true));
         // The old region is at standby counts (spec); readiness follows via the emulator.
         let old: BTreeMap<String, i32> = replicas(source, &sc)
@@ -347,6 +371,32 @@ async fn planned_failover_and_failback() {
             counts(false).into_iter().map(|(k, v)| (k, v.0)).collect();
         assert_eq!(old, standby);
     }
+    let metric = |name: &str, labels: &str| op.metric_with(name, labels).unwrap_or(0.0);
+    assert_eq!(
+        metric(
+            "drover_failovers_total",
+            "mode=\"Planned\",result=\"Succeeded\""
+        ),
+        2.0
+    );
+    assert_eq!(metric("drover_failover_duration_seconds_count", ""), 2.0);
+    assert!(
+        metric(
+            "drover_step_duration_seconds_count",
+            "step=\"PromoteDatabases\""
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            "drover_aws_calls_total",
+            "operation=\"PromoteReadReplica\",result=\"success\""
+        ) >= 4.0
+    );
+    assert_eq!(
+        metric("drover_replication_lag_seconds", "database=\"orders\""),
+        0.0
+    );
+    assert_eq!(metric("drover_active_region", "region=\"use1\""), 1.0);
 }
 
 /// Scenario 3: DryRun with an image missing from the target region's ECR: preflight fails,
