@@ -184,21 +184,7 @@ class Runbook:
             self.scale("usw2", w["name"], w["activeReplicas"])
             self.wait_deploy("usw2", w["name"], w["activeReplicas"])
         zone = self.plan["spec"]["dns"][0]
-        changes = []
-        for rec in zone["records"]:
-            for t in rec["targets"]:
-                active = t["region"] == "usw2"
-                rrs = {"Name": rec["name"], "Type": rec["type"], "TTL": rec["ttl"],
-                       "ResourceRecords": [{"Value": v} for v in t["values"]]}
-                if rec["routing"] == "Failover":
-                    rrs.update(SetIdentifier=t["region"], Failover="PRIMARY" if active else "SECONDARY")
-                elif rec["routing"] == "Weighted":
-                    rrs.update(SetIdentifier=t["region"], Weight=100 if active else 0)
-                elif not active:
-                    continue
-                changes.append({"Action": "UPSERT", "ResourceRecordSet": rrs})
-        change = self.r53.change_resource_record_sets(HostedZoneId=zone["hostedZoneId"],
-                                                      ChangeBatch={"Changes": changes})["ChangeInfo"]["Id"]
+        change = seed.point_records(zone["hostedZoneId"], zone["records"], "usw2")
         wait("INSYNC", lambda: self.r53.get_change(Id=change)["ChangeInfo"]["Status"] == "INSYNC", poll=RUNBOOK_POLL)
         for w in workloads:  # old region to standby
             self.scale("use1", w["name"], 0 if w["singleton"] else w["standbyReplicas"])

@@ -134,12 +134,12 @@ def records(domain):
     ]
 
 
-def initial_records(zone, recs):
-    """The zone as it stands before any failover: use1 active."""
+def point_records(zone, recs, active_region):
+    """Points the zone's records at one region in a single UPSERT batch."""
     changes = []
     for rec in recs:
         for t in rec["targets"]:
-            active = t["region"] == "use1"
+            active = t["region"] == active_region
             rrs = {"Name": rec["name"], "Type": rec["type"], "TTL": rec["ttl"],
                    "ResourceRecords": [{"Value": v} for v in t["values"]]}
             if rec["routing"] == "Failover":
@@ -149,7 +149,8 @@ def initial_records(zone, recs):
             elif not active:
                 continue
             changes.append({"Action": "UPSERT", "ResourceRecordSet": rrs})
-    aws("route53", "us-east-1").change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
+    r53 = aws("route53", "us-east-1")
+    return r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})["ChangeInfo"]["Id"]
 
 
 def plan(name, namespace, zone, recs, fence_timeout):
@@ -208,7 +209,7 @@ def main():
     seed_workloads(args.name)
     zone, domain = seed_aws(args.name, args.missing_image, args.lag)
     recs = records(domain)
-    initial_records(zone, recs)
+    point_records(zone, recs, "use1")  # as it stands before any failover
     json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout), sys.stdout, indent=2)
     print()
 

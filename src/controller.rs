@@ -316,7 +316,6 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
 /// Drives a Failover: flags edited specs, otherwise runs (or resumes) its steps.
 pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<Action> {
     let ns = fo.namespace().ok_or(Error::MissingNamespace)?;
-    let name = fo.name_any();
     let api: Api<Failover> = Api::namespaced(ctx.client.clone(), &ns);
     let previous = fo.status.clone().unwrap_or_default();
     let generation = fo.metadata.generation;
@@ -332,28 +331,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
             Some(p) if p.is_terminal() || p == FailoverPhase::Running => p,
             _ => FailoverPhase::Rejected,
         };
-        let status = FailoverStatus {
-            phase: Some(phase),
-            conditions: conditions::upsert(
-                &previous.conditions,
-                DesiredCondition {
-                    type_: "Valid",
-                    status: false,
-                    reason: "SpecEdited",
-                    message: message.clone(),
-                },
-                generation,
-                now(),
-            ),
-            observed_generation: generation,
-            ..previous.clone()
-        };
-        if status != previous {
-            warn!(failover = %name, namespace = %ns, %message, "failover spec edited");
-            ctx.publish(&*fo, EventType::Warning, "SpecEdited", "Reconcile", message)
-                .await;
-            patch_status(&api, &name, &status).await?;
-        }
+        flag_failover(&ctx, &fo, &api, phase, "SpecEdited", message).await?;
         return Ok(Action::await_change());
     }
     if previous.phase.is_some_and(FailoverPhase::is_terminal) {
@@ -366,33 +344,15 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
             "spec.planRef: DisasterRecoveryPlan {ns}/{} not found",
             fo.spec.plan_ref
         );
-        let status = FailoverStatus {
-            phase: Some(FailoverPhase::Pending),
-            conditions: conditions::upsert(
-                &previous.conditions,
-                DesiredCondition {
-                    type_: "Valid",
-                    status: false,
-                    reason: "PlanNotFound",
-                    message: message.clone(),
-                },
-                generation,
-                now(),
-            ),
-            observed_generation: generation,
-            ..previous.clone()
-        };
-        if status != previous {
-            ctx.publish(
-                &*fo,
-                EventType::Warning,
-                "PlanNotFound",
-                "Reconcile",
-                message,
-            )
-            .await;
-            patch_status(&api, &name, &status).await?;
-        }
+        flag_failover(
+            &ctx,
+            &fo,
+            &api,
+            FailoverPhase::Pending,
+            "PlanNotFound",
+            message,
+        )
+        .await?;
         return Ok(Action::requeue(ctx.config.plan_resync));
     };
     let siblings = api.list(&Default::default()).await?.items;
@@ -407,6 +367,43 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         Outcome::Done => Ok(Action::await_change()),
         Outcome::RetryLater(_) => Ok(Action::requeue(Duration::from_secs(30))),
     }
+}
+
+/// Sets `Valid=False` with `reason` on a failover the driver cannot run, with a Warning
+/// Event, unless status already says so.
+async fn flag_failover(
+    ctx: &Context,
+    fo: &Failover,
+    api: &Api<Failover>,
+    phase: FailoverPhase,
+    reason: &'static str,
+    message: String,
+) -> Result<()> {
+    let previous = fo.status.clone().unwrap_or_default();
+    let generation = fo.metadata.generation;
+    let status = FailoverStatus {
+        phase: Some(phase),
+        conditions: conditions::upsert(
+            &previous.conditions,
+            DesiredCondition {
+                type_: "Valid",
+                status: false,
+                reason,
+                message: message.clone(),
+            },
+            generation,
+            now(),
+        ),
+        observed_generation: generation,
+        ..previous.clone()
+    };
+    if status != previous {
+        warn!(failover = %fo.name_any(), %message, reason, "failover not run");
+        ctx.publish(fo, EventType::Warning, reason, "Reconcile", message)
+            .await;
+        patch_status(api, &fo.name_any(), &status).await?;
+    }
+    Ok(())
 }
 
 fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {

@@ -321,34 +321,24 @@ impl Driver {
         let started = now();
         match decision {
             Admission::Reject(reason) => {
-                self.update(|s| {
-                    s.steps = fresh_steps.into_iter().take(1).collect();
-                    s.timings = Some(FailoverTimings {
-                        started_at: Some(started.clone()),
-                        ..Default::default()
-                    });
-                })
+                self.end_at_admission(
+                    fresh_steps,
+                    StepState::Failed,
+                    FailoverPhase::Rejected,
+                    reason,
+                )
                 .await?;
-                self.start_step(Step::Admission).await?;
-                self.finish_step(Step::Admission, StepState::Failed, reason.clone())
-                    .await?;
-                self.finish(FailoverPhase::Rejected, reason).await?;
                 Ok(false)
             }
             Admission::AlreadyActive => {
                 let note = format!("{} is already active", self.target());
-                self.update(|s| {
-                    s.steps = fresh_steps.into_iter().take(1).collect();
-                    s.timings = Some(FailoverTimings {
-                        started_at: Some(started.clone()),
-                        ..Default::default()
-                    });
-                })
+                self.end_at_admission(
+                    fresh_steps,
+                    StepState::Succeeded,
+                    FailoverPhase::Succeeded,
+                    note,
+                )
                 .await?;
-                self.start_step(Step::Admission).await?;
-                self.finish_step(Step::Admission, StepState::Succeeded, note.clone())
-                    .await?;
-                self.finish(FailoverPhase::Succeeded, note).await?;
                 Ok(false)
             }
             Admission::Proceed { source_region } => {
@@ -391,6 +381,29 @@ impl Driver {
                 Ok(true)
             }
         }
+    }
+
+    /// Ends a failover that admission stops (rejected, or nothing to do).
+    async fn end_at_admission(
+        &self,
+        steps: Vec<StepStatus>,
+        state: StepState,
+        phase: FailoverPhase,
+        message: String,
+    ) -> Result<(), kube::Error> {
+        let started = now();
+        self.update(|s| {
+            s.steps = steps.into_iter().take(1).collect();
+            s.timings = Some(FailoverTimings {
+                started_at: Some(started),
+                ..Default::default()
+            });
+        })
+        .await?;
+        self.start_step(Step::Admission).await?;
+        self.finish_step(Step::Admission, state, message.clone())
+            .await?;
+        self.finish(phase, message).await
     }
 
     async fn source(&self) -> String {

@@ -233,6 +233,43 @@ async fn dns_points_at(zone: &str, region: &str) -> bool {
     primaries == 2 && primary_ok && weighted_ok && simple_ok
 }
 
+/// A scenario's context: the serial lock, a fresh namespace with a running operator, and
+/// a seeded plan that is Ready.
+struct Scenario {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    client: kube::Client,
+    ns: String,
+    sc: String,
+    plan: DisasterRecoveryPlan,
+}
+
+impl Scenario {
+    async fn start(
+        base: &str,
+        seed_args: &[&str],
+        operator_args: &[&str],
+        lease: u16,
+    ) -> (Self, Operator) {
+        let serial = SERIAL.lock().await;
+        let client = client("mgmt").await;
+        ensure_crds(&client).await;
+        let ns = namespace(&client, &format!("e2e-{base}")).await;
+        let op = Operator::start_in("mgmt", &format!("{base}-op"), &ns, lease, operator_args);
+        let sc = unique(base);
+        let plan = seeded_plan(&client, &ns, &sc, seed_args).await;
+        (
+            Scenario {
+                _serial: serial,
+                client,
+                ns,
+                sc,
+                plan,
+            },
+            op,
+        )
+    }
+}
+
 /// Samples the singleton in both clusters until stopped; returns whether it ever ran in both.
 fn watch_singleton(ns: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(bool, usize)> {
     tokio::spawn(async move {
@@ -264,13 +301,16 @@ fn watch_singleton(ns: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
 /// singleton never runs in both regions; every mutating AWS call happens exactly once.
 #[tokio::test]
 async fn planned_failover_and_failback() {
-    let _serial = SERIAL.lock().await;
-    let client = client("mgmt").await;
-    ensure_crds(&client).await;
-    let ns = namespace(&client, "e2e-planned").await;
-    let op = Operator::start("planned-op", &ns, 15);
-    let sc = unique("sc1");
-    let plan = seeded_plan(&client, &ns, &sc, &[]).await;
+    let (
+        Scenario {
+            _serial,
+            client,
+            ns,
+            sc,
+            plan,
+        },
+        op,
+    ) = Scenario::start("sc1", &[], &[], 15).await;
     let zone = plan.spec.dns[0].hosted_zone_id.clone();
     assert!(dns_points_at(&zone, "use1").await);
 
@@ -403,13 +443,16 @@ async fn planned_failover_and_failback() {
 /// lists the image, and no mutating call reaches AWS.
 #[tokio::test]
 async fn dry_run_reports_missing_image_and_changes_nothing() {
-    let _serial = SERIAL.lock().await;
-    let client = client("mgmt").await;
-    ensure_crds(&client).await;
-    let ns = namespace(&client, "e2e-dryrun").await;
-    let _op = Operator::start("dryrun-op", &ns, 15);
-    let sc = unique("sc3");
-    seeded_plan(&client, &ns, &sc, &["--missing-image", "worker"]).await;
+    let (
+        Scenario {
+            _serial,
+            client,
+            ns,
+            sc,
+            plan: _,
+        },
+        _op,
+    ) = Scenario::start("sc3", &["--missing-image", "worker"], &[], 15).await;
     let before = mutating_calls();
     let spec_counts = |r: BTreeMap<String, (i32, i32)>| -> BTreeMap<String, i32> {
         r.into_iter().map(|(k, v)| (k, v.0)).collect()
@@ -446,13 +489,16 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
 /// records the data-loss estimate.
 #[tokio::test]
 async fn lag_above_rpo() {
-    let _serial = SERIAL.lock().await;
-    let client = client("mgmt").await;
-    ensure_crds(&client).await;
-    let ns = namespace(&client, "e2e-lag").await;
-    let _op = Operator::start("lag-op", &ns, 15);
-    let sc = unique("sc4");
-    seeded_plan(&client, &ns, &sc, &["--lag", "60", "--fence-timeout", "4s"]).await;
+    let (
+        Scenario {
+            _serial,
+            client,
+            ns,
+            sc,
+            plan: _,
+        },
+        _op,
+    ) = Scenario::start("sc4", &["--lag", "60", "--fence-timeout", "4s"], &[], 15).await;
 
     let before = mutating_calls();
     create(
@@ -533,13 +579,16 @@ async fn lag_above_rpo() {
 /// Scenario 6: a second Failover created while one runs is Rejected, naming the first.
 #[tokio::test]
 async fn second_failover_is_rejected() {
-    let _serial = SERIAL.lock().await;
-    let client = client("mgmt").await;
-    ensure_crds(&client).await;
-    let ns = namespace(&client, "e2e-second").await;
-    let _op = Operator::start("second-op", &ns, 15);
-    let sc = unique("sc6");
-    seeded_plan(&client, &ns, &sc, &[]).await;
+    let (
+        Scenario {
+            _serial,
+            client,
+            ns,
+            sc,
+            plan: _,
+        },
+        _op,
+    ) = Scenario::start("sc6", &[], &[], 15).await;
     create(
         &client,
         &ns,
@@ -627,20 +676,17 @@ impl Drop for BedReset {
 /// failover completes, and the steps that need the lost region are Skipped.
 #[tokio::test]
 async fn unplanned_with_source_region_lost() {
-    let _serial = SERIAL.lock().await;
+    let (
+        Scenario {
+            _serial,
+            client,
+            ns,
+            sc,
+            plan,
+        },
+        _op,
+    ) = Scenario::start("sc2", &[], &["--member-timeout-seconds", "2"], 15).await;
     let _reset = BedReset;
-    let client = client("mgmt").await;
-    ensure_crds(&client).await;
-    let ns = namespace(&client, "e2e-unplanned").await;
-    let _op = Operator::start_in(
-        "mgmt",
-        "unplanned-op",
-        &ns,
-        15,
-        &["--member-timeout-seconds", "2"],
-    );
-    let sc = unique("sc2");
-    let plan = seeded_plan(&client, &ns, &sc, &[]).await;
     let before = mutating_calls();
 
     let _frozen = Frozen::process("apiserver-use1");
@@ -763,14 +809,17 @@ async fn resumes_after_operator_is_killed() {
 /// its steps' attempts show the retries.
 #[tokio::test]
 async fn completes_under_throttling() {
-    let _serial = SERIAL.lock().await;
+    let (
+        Scenario {
+            _serial,
+            client,
+            ns,
+            sc,
+            plan: _,
+        },
+        op,
+    ) = Scenario::start("sc7", &[], &[], 15).await;
     let _reset = BedReset;
-    let client = client("mgmt").await;
-    ensure_crds(&client).await;
-    let ns = namespace(&client, "e2e-throttle").await;
-    let op = Operator::start("throttle-op", &ns, 15);
-    let sc = unique("sc7");
-    seeded_plan(&client, &ns, &sc, &[]).await;
     for service in ["rds", "route53"] {
         bed(
             "POST",

@@ -1,3 +1,4 @@
+//! Engine unit tests; compiled only under #[cfg(test)] (see `mod tests` in mod.rs).
 use super::*;
 use crate::api::{
     DisasterRecoveryPlanStatus, FailoverSpec, FailoverStatus, RecordTarget, StepTimeouts,
