@@ -106,6 +106,27 @@ async fn wait_terminal(client: &kube::Client, ns: &str, name: &str, timeout: Dur
     .await
 }
 
+/// Creates a Failover and waits until it ends.
+async fn run_failover(
+    client: &kube::Client,
+    ns: &str,
+    fo: Failover,
+    timeout_secs: u64,
+) -> Failover {
+    let name = fo.metadata.name.clone().expect("named");
+    create(client, ns, &fo).await;
+    wait_terminal(client, ns, &name, Duration::from_secs(timeout_secs)).await
+}
+
+fn assert_phase(fo: &Failover, phase: FailoverPhase) {
+    assert_eq!(
+        fo.status.as_ref().and_then(|s| s.phase),
+        Some(phase),
+        "{}",
+        describe(fo)
+    );
+}
+
 fn step<'a>(fo: &'a Failover, name: &str) -> &'a drover::api::StepStatus {
     fo.status
         .as_ref()
@@ -244,6 +265,10 @@ struct Scenario {
 }
 
 impl Scenario {
+    fn parts(&self) -> (kube::Client, String, String) {
+        (self.client.clone(), self.ns.clone(), self.sc.clone())
+    }
+
     async fn start(
         base: &str,
         seed_args: &[&str],
@@ -301,16 +326,9 @@ fn watch_singleton(ns: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
 /// singleton never runs in both regions; every mutating AWS call happens exactly once.
 #[tokio::test]
 async fn planned_failover_and_failback() {
-    let (
-        Scenario {
-            _serial,
-            client,
-            ns,
-            sc,
-            plan,
-        },
-        op,
-    ) = Scenario::start("sc1", &[], &[], 15).await;
+    let (scenario, op) = Scenario::start("sc1", &[], &[], 15).await;
+    let (client, ns, sc) = scenario.parts();
+    let plan = &scenario.plan;
     let zone = plan.spec.dns[0].hosted_zone_id.clone();
     assert!(dns_points_at(&zone, "use1").await);
 
@@ -333,12 +351,7 @@ async fn planned_failover_and_failback() {
         stop.store(true, Ordering::Release);
         let (both, samples) = sampler.await.expect("sampler");
         let status = fo.status.clone().expect("status");
-        assert_eq!(
-            status.phase,
-            Some(FailoverPhase::Succeeded),
-            "{}",
-            describe(&fo)
-        );
+        assert_phase(&fo, FailoverPhase::Succeeded);
         assert!(!both, "singleton ran in both regions ({samples} samples)");
         assert!(samples > 10, "only {samples} samples");
         for st in &status.steps {
@@ -443,35 +456,22 @@ async fn planned_failover_and_failback() {
 /// lists the image, and no mutating call reaches AWS.
 #[tokio::test]
 async fn dry_run_reports_missing_image_and_changes_nothing() {
-    let (
-        Scenario {
-            _serial,
-            client,
-            ns,
-            sc,
-            plan: _,
-        },
-        _op,
-    ) = Scenario::start("sc3", &["--missing-image", "worker"], &[], 15).await;
+    let (scenario, _op) = Scenario::start("sc3", &["--missing-image", "worker"], &[], 15).await;
+    let (client, ns, sc) = scenario.parts();
     let before = mutating_calls();
     let spec_counts = |r: BTreeMap<String, (i32, i32)>| -> BTreeMap<String, i32> {
         r.into_iter().map(|(k, v)| (k, v.0)).collect()
     };
     let east_before = spec_counts(replicas("use1", &sc).await);
-    create(
+    let fo = run_failover(
         &client,
         &ns,
-        &failover("dry", &sc, "usw2", FailoverMode::DryRun, false),
+        failover("dry", &sc, "usw2", FailoverMode::DryRun, false),
+        60,
     )
     .await;
-    let fo = wait_terminal(&client, &ns, "dry", Duration::from_secs(60)).await;
     let status = fo.status.clone().expect("status");
-    assert_eq!(
-        status.phase,
-        Some(FailoverPhase::Failed),
-        "{}",
-        describe(&fo)
-    );
+    assert_phase(&fo, FailoverPhase::Failed);
     assert_eq!(step(&fo, "Preflight").state, StepState::Failed);
     let failures = status.preflight_failures.join("; ");
     assert!(
@@ -489,31 +489,19 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
 /// records the data-loss estimate.
 #[tokio::test]
 async fn lag_above_rpo() {
-    let (
-        Scenario {
-            _serial,
-            client,
-            ns,
-            sc,
-            plan: _,
-        },
-        _op,
-    ) = Scenario::start("sc4", &["--lag", "60", "--fence-timeout", "4s"], &[], 15).await;
+    let (scenario, _op) =
+        Scenario::start("sc4", &["--lag", "60", "--fence-timeout", "4s"], &[], 15).await;
+    let (client, ns, sc) = scenario.parts();
 
     let before = mutating_calls();
-    create(
+    let fo = run_failover(
         &client,
         &ns,
-        &failover("planned", &sc, "usw2", FailoverMode::Planned, false),
+        failover("planned", &sc, "usw2", FailoverMode::Planned, false),
+        60,
     )
     .await;
-    let fo = wait_terminal(&client, &ns, "planned", Duration::from_secs(60)).await;
-    assert_eq!(
-        fo.status.as_ref().and_then(|s| s.phase),
-        Some(FailoverPhase::RolledBack),
-        "{}",
-        describe(&fo)
-    );
+    assert_phase(&fo, FailoverPhase::RolledBack);
     let fence = step(&fo, "Fence");
     assert_eq!(fence.state, StepState::Failed);
     assert!(
@@ -534,19 +522,14 @@ async fn lag_above_rpo() {
     );
     assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
 
-    create(
+    let fo = run_failover(
         &client,
         &ns,
-        &failover("unplanned", &sc, "usw2", FailoverMode::Unplanned, false),
+        failover("unplanned", &sc, "usw2", FailoverMode::Unplanned, false),
+        60,
     )
     .await;
-    let fo = wait_terminal(&client, &ns, "unplanned", Duration::from_secs(60)).await;
-    assert_eq!(
-        fo.status.as_ref().and_then(|s| s.phase),
-        Some(FailoverPhase::Failed),
-        "{}",
-        describe(&fo)
-    );
+    assert_phase(&fo, FailoverPhase::Failed);
     assert!(
         describe(&fo).contains("exceeds the RPO"),
         "{}",
@@ -554,20 +537,15 @@ async fn lag_above_rpo() {
     );
     assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
 
-    create(
+    let fo = run_failover(
         &client,
         &ns,
-        &failover("lossy", &sc, "usw2", FailoverMode::Unplanned, true),
+        failover("lossy", &sc, "usw2", FailoverMode::Unplanned, true),
+        90,
     )
     .await;
-    let fo = wait_terminal(&client, &ns, "lossy", Duration::from_secs(90)).await;
     let status = fo.status.clone().expect("status");
-    assert_eq!(
-        status.phase,
-        Some(FailoverPhase::Succeeded),
-        "{}",
-        describe(&fo)
-    );
+    assert_phase(&fo, FailoverPhase::Succeeded);
     let loss = status.data_loss.expect("data-loss estimate");
     assert_eq!(loss.max_lag_seconds, 60.0);
     assert_eq!(loss.databases.len(), 3);
@@ -579,16 +557,8 @@ async fn lag_above_rpo() {
 /// Scenario 6: a second Failover created while one runs is Rejected, naming the first.
 #[tokio::test]
 async fn second_failover_is_rejected() {
-    let (
-        Scenario {
-            _serial,
-            client,
-            ns,
-            sc,
-            plan: _,
-        },
-        _op,
-    ) = Scenario::start("sc6", &[], &[], 15).await;
+    let (scenario, _op) = Scenario::start("sc6", &[], &[], 15).await;
+    let (client, ns, sc) = scenario.parts();
     create(
         &client,
         &ns,
@@ -676,16 +646,9 @@ impl Drop for BedReset {
 /// failover completes, and the steps that need the lost region are Skipped.
 #[tokio::test]
 async fn unplanned_with_source_region_lost() {
-    let (
-        Scenario {
-            _serial,
-            client,
-            ns,
-            sc,
-            plan,
-        },
-        _op,
-    ) = Scenario::start("sc2", &[], &["--member-timeout-seconds", "2"], 15).await;
+    let (scenario, _op) = Scenario::start("sc2", &[], &["--member-timeout-seconds", "2"], 15).await;
+    let (client, ns, sc) = scenario.parts();
+    let plan = &scenario.plan;
     let _reset = BedReset;
     let before = mutating_calls();
 
@@ -695,20 +658,15 @@ async fn unplanned_with_source_region_lost() {
         "/outage",
         serde_json::json!({"region": "us-east-1", "down": true}),
     );
-    create(
+    let fo = run_failover(
         &client,
         &ns,
-        &failover("lost-use1", &sc, "usw2", FailoverMode::Unplanned, true),
+        failover("lost-use1", &sc, "usw2", FailoverMode::Unplanned, true),
+        180,
     )
     .await;
-    let fo = wait_terminal(&client, &ns, "lost-use1", Duration::from_secs(180)).await;
     let status = fo.status.clone().expect("status");
-    assert_eq!(
-        status.phase,
-        Some(FailoverPhase::Succeeded),
-        "{}",
-        describe(&fo)
-    );
+    assert_phase(&fo, FailoverPhase::Succeeded);
     for name in ["Fence", "Verify"] {
         let st = step(&fo, name);
         assert_eq!(st.state, StepState::Skipped, "{name}: {st:?}");
@@ -789,12 +747,7 @@ async fn resumes_after_operator_is_killed() {
     second.kill();
     let _third = Operator::start("restart-c", &ns, lease);
     let fo = wait_terminal(&client, &ns, "resume", Duration::from_secs(120)).await;
-    assert_eq!(
-        fo.status.as_ref().and_then(|s| s.phase),
-        Some(FailoverPhase::Succeeded),
-        "{}",
-        describe(&fo)
-    );
+    assert_phase(&fo, FailoverPhase::Succeeded);
     assert_eq!(
         delta(&before, &mutating_calls()),
         expected(&[
@@ -809,16 +762,8 @@ async fn resumes_after_operator_is_killed() {
 /// its steps' attempts show the retries.
 #[tokio::test]
 async fn completes_under_throttling() {
-    let (
-        Scenario {
-            _serial,
-            client,
-            ns,
-            sc,
-            plan: _,
-        },
-        op,
-    ) = Scenario::start("sc7", &[], &[], 15).await;
+    let (scenario, op) = Scenario::start("sc7", &[], &[], 15).await;
+    let (client, ns, sc) = scenario.parts();
     let _reset = BedReset;
     for service in ["rds", "route53"] {
         bed(
@@ -827,20 +772,15 @@ async fn completes_under_throttling() {
             serde_json::json!({"kind": "throttle", "service": service, "rate": 0.3}),
         );
     }
-    create(
+    let fo = run_failover(
         &client,
         &ns,
-        &failover("throttled", &sc, "usw2", FailoverMode::Planned, false),
+        failover("throttled", &sc, "usw2", FailoverMode::Planned, false),
+        180,
     )
     .await;
-    let fo = wait_terminal(&client, &ns, "throttled", Duration::from_secs(180)).await;
     let status = fo.status.clone().expect("status");
-    assert_eq!(
-        status.phase,
-        Some(FailoverPhase::Succeeded),
-        "{}",
-        describe(&fo)
-    );
+    assert_phase(&fo, FailoverPhase::Succeeded);
     let throttled = op
         .metric_with("drover_aws_calls_total", "result=\"transient_error\"")
         .unwrap_or(0.0);
