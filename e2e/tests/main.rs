@@ -500,6 +500,11 @@ async fn emulator_promotion_and_throttling() {
         3
     );
     bed("DELETE", "/faults", serde_json::json!({}));
+    bed(
+        "POST",
+        "/config",
+        serde_json::json!({"promotion_delay": 3.0}),
+    );
 }
 
 /// Without the CRDs the operator stays up but not ready, and says why in its log; once
