@@ -223,3 +223,14 @@ def test_ecr_images_per_region():
     with pytest.raises(botocore.exceptions.ClientError) as missing:
         west.describe_images(repositoryName=repo, imageIds=[{"imageTag": "9.9.9"}])
     assert missing.value.response["Error"]["Code"] == "ImageNotFoundException"
+
+
+def test_injected_rejection_is_a_permanent_client_error():
+    r53 = aws("route53")
+    bed("POST", "/faults", {"kind": "reject", "service": "route53", "operation": "ListHostedZones",
+                            "code": "InvalidInput", "count": 1})
+    with pytest.raises(botocore.exceptions.ClientError) as rejected:
+        r53.list_hosted_zones()
+    assert rejected.value.response["Error"]["Code"] == "InvalidInput"
+    assert rejected.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    r53.list_hosted_zones()

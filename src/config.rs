@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Timeout for calls to member clusters, in seconds.
     #[arg(long, env = "DROVER_MEMBER_TIMEOUT_SECONDS")]
     pub member_timeout_seconds: Option<u64>,
+    /// Pause before retrying the steps left after promotion when one failed, in seconds.
+    #[arg(long, env = "DROVER_RETRY_AFTER_PROMOTION_SECONDS")]
+    pub retry_after_promotion_seconds: Option<u64>,
 }
 
 /// The same settings as they appear in a config file (camelCase keys).
@@ -51,6 +54,7 @@ pub struct FileConfig {
     pub identity: Option<String>,
     pub plan_resync_seconds: Option<u64>,
     pub member_timeout_seconds: Option<u64>,
+    pub retry_after_promotion_seconds: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -64,6 +68,7 @@ pub struct Config {
     pub identity: String,
     pub plan_resync: Duration,
     pub member_timeout: Duration,
+    pub retry_after_promotion: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +142,12 @@ impl Config {
                 args.member_timeout_seconds
                     .or(file.member_timeout_seconds)
                     .unwrap_or(10)
+                    .max(1),
+            ),
+            retry_after_promotion: Duration::from_secs(
+                args.retry_after_promotion_seconds
+                    .or(file.retry_after_promotion_seconds)
+                    .unwrap_or(30)
                     .max(1),
             ),
         })

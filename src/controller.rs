@@ -365,7 +365,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     let driver = Driver::new(ctx.clone(), ctx.aws.clone(), clusters, plan, (*fo).clone());
     match driver.run(&siblings).await? {
         Outcome::Done => Ok(Action::await_change()),
-        Outcome::RetryLater(_) => Ok(Action::requeue(Duration::from_secs(30))),
+        Outcome::RetryLater(_) => Ok(Action::requeue(ctx.config.retry_after_promotion)),
     }
 }
 

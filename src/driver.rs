@@ -515,7 +515,8 @@ impl Driver {
         };
         if let Some(message) = failure {
             if self.any_promoted().await {
-                return self.retry_later(message).await;
+                // The failed step already recorded its failure.
+                return self.ask_for_retry(message).await;
             }
             return self.fail_before_promotion(message).await;
         }
@@ -527,7 +528,9 @@ impl Driver {
                     self.finish_step(Step::SwitchDns, StepState::Succeeded, message)
                         .await?
                 }
-                Err(StepError::Failed(message)) => return self.retry_later(message).await,
+                Err(StepError::Failed(message)) => {
+                    return self.retry_later(Step::SwitchDns, message).await;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -536,7 +539,9 @@ impl Driver {
             self.start_step(Step::Verify).await?;
             match self.verify().await {
                 Ok((state, message)) => self.finish_step(Step::Verify, state, message).await?,
-                Err(StepError::Failed(message)) => return self.retry_later(message).await,
+                Err(StepError::Failed(message)) => {
+                    return self.retry_later(Step::Verify, message).await;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -565,8 +570,14 @@ impl Driver {
             .any(|d| d.state != "Pending" && d.state != "Gated")
     }
 
-    /// After promotion there is no going back: record why and try again later.
-    async fn retry_later(&self, message: String) -> Result<Outcome, StepError> {
+    /// After promotion there is no going back: record the step's failure, and try again later.
+    async fn retry_later(&self, step: Step, message: String) -> Result<Outcome, StepError> {
+        self.finish_step(step, StepState::Failed, message.clone())
+            .await?;
+        self.ask_for_retry(message).await
+    }
+
+    async fn ask_for_retry(&self, message: String) -> Result<Outcome, StepError> {
         let note = format!(
             "{message}. Databases are already promoted, so Drover keeps retrying the remaining \
              steps until they succeed or this Failover is deleted."

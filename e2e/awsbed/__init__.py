@@ -3,8 +3,8 @@
 A WSGI layer in front of moto's own dispatcher:
   * counts every call per (service, region, operation), so tests can assert that a
     mutating call happened exactly once;
-  * injects faults per service/region/operation: throttling, 5xx, latency, and whole
-    regions becoming unreachable (the connection is closed without an answer);
+  * injects faults per service/region/operation: throttling, 5xx, permanent rejections,
+    latency, and whole regions becoming unreachable (the connection is closed unanswered);
   * RDS PromoteReadReplica takes a configurable time, shows `modifying`, then
     `available` with the replica link broken; promoting a non-replica is refused;
   * Aurora SwitchoverGlobalCluster / FailoverGlobalCluster change the writer after a
@@ -241,6 +241,10 @@ class Bed:
             elif kind == "error5xx":
                 return self.error(start_response, service, "503 Service Unavailable",
                                   "ServiceUnavailable", "Service is unavailable (injected)")
+            elif kind == "reject":
+                # A permanent client error, e.g. Route 53 InvalidChangeBatch.
+                return self.error(start_response, service, "400 Bad Request",
+                                  fault.get("code") or "InvalidInput", "Rejected (injected)")
 
         if operation == "DescribeDBInstances" and "DBInstanceIdentifier" in params:
             self.wait_observed(("rds", region, params["DBInstanceIdentifier"]))
@@ -495,9 +499,9 @@ class Bed:
 
     def ctl_add_fault(self, p):
         kind = p["kind"]
-        if kind not in ("throttle", "error5xx", "latency", "unreachable"):
+        if kind not in ("throttle", "error5xx", "reject", "latency", "unreachable"):
             raise ValueError(f"unknown fault kind {kind!r}")
-        fault = {k: p.get(k) for k in ("service", "region", "operation", "count", "latency_ms")}
+        fault = {k: p.get(k) for k in ("service", "region", "operation", "count", "latency_ms", "code")}
         fault["kind"] = kind
         fault["rate"] = float(p.get("rate", 1.0))
         with self.state.lock:

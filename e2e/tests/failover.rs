@@ -804,3 +804,72 @@ async fn completes_under_throttling() {
         "attempts {attempts} do not include the retries"
     );
 }
+
+/// After promotion there is no going back: a DNS change that Route 53 rejects leaves the
+/// failover Running, says so in status, and is retried until it succeeds.
+#[tokio::test]
+async fn keeps_retrying_after_promotion() {
+    let (scenario, _op) =
+        Scenario::start("sc8", &[], &["--retry-after-promotion-seconds", "2"], 15).await;
+    let (client, ns, sc) = scenario.parts();
+    let _reset = BedReset;
+    let before = mutating_calls();
+    bed(
+        "POST",
+        "/faults",
+        serde_json::json!({"kind": "reject", "service": "route53", "operation": "ChangeResourceRecordSets",
+                           "code": "InvalidChangeBatch", "count": 1}),
+    );
+    create(
+        &client,
+        &ns,
+        &failover("stuck", &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    let api: Api<Failover> = Api::namespaced(client.clone(), &ns);
+    let stuck = wait_for(
+        "retrying after promotion",
+        Duration::from_secs(60),
+        || async {
+            let fo = api.get("stuck").await.ok()?;
+            let status = fo.status.clone()?;
+            let retrying = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Progressing" && c.reason == "RetryingAfterPromotion");
+            retrying.then_some(fo)
+        },
+    )
+    .await;
+    let status = stuck.status.clone().expect("status");
+    assert_eq!(
+        status.phase,
+        Some(FailoverPhase::Running),
+        "{}",
+        describe(&stuck)
+    );
+    assert_eq!(step(&stuck, "PromoteDatabases").state, StepState::Succeeded);
+    let dns = step(&stuck, "SwitchDns");
+    assert!(
+        dns.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("InvalidChangeBatch"),
+        "{dns:?}"
+    );
+    assert!(
+        describe(&stuck).contains("keeps retrying"),
+        "{}",
+        describe(&stuck)
+    );
+
+    let fo = wait_terminal(&client, &ns, "stuck", Duration::from_secs(60)).await;
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    let calls = delta(&before, &mutating_calls());
+    assert_eq!(calls.get("PromoteReadReplica"), Some(&2));
+    assert_eq!(
+        calls.get("ChangeResourceRecordSets"),
+        Some(&2),
+        "one rejected, one retried"
+    );
+}
