@@ -56,6 +56,15 @@ pub enum LagSource {
     AuroraSecondary { cluster: String },
 }
 
+/// How an Aurora global cluster's writer moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterMove {
+    /// Planned: SwitchoverGlobalCluster, no data loss.
+    Switchover,
+    /// Unplanned: FailoverGlobalCluster with AllowDataLoss.
+    FailoverAllowingDataLoss,
+}
+
 /// The AWS calls Drover makes. Regions are AWS region names.
 #[async_trait]
 pub trait Aws: Send + Sync {
@@ -67,17 +76,13 @@ pub trait Aws: Send + Sync {
         region: &str,
         id: &str,
     ) -> AwsResult<Option<AuroraObservation>>;
-    async fn switchover_global_cluster(
+    /// Makes `target_arn` the writer of a global cluster.
+    async fn move_global_writer(
         &self,
         region: &str,
         id: &str,
         target_arn: &str,
-    ) -> AwsResult<()>;
-    async fn failover_global_cluster(
-        &self,
-        region: &str,
-        id: &str,
-        target_arn: &str,
+        how: WriterMove,
     ) -> AwsResult<()>;
     /// The newest replication lag in seconds from the last 5 minutes, if any.
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<f64>>;
@@ -362,44 +367,38 @@ impl Aws for SdkAws {
             }))
     }
 
-    async fn switchover_global_cluster(
+    async fn move_global_writer(
         &self,
         region: &str,
         id: &str,
         target_arn: &str,
+        how: WriterMove,
     ) -> AwsResult<()> {
-        let out = self
-            .region(region)
-            .rds
-            .switchover_global_cluster()
-            .global_cluster_identifier(id)
-            .target_db_cluster_identifier(target_arn)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(classify);
-        self.count("rds", "SwitchoverGlobalCluster", &out);
-        out
-    }
-
-    async fn failover_global_cluster(
-        &self,
-        region: &str,
-        id: &str,
-        target_arn: &str,
-    ) -> AwsResult<()> {
-        let out = self
-            .region(region)
-            .rds
-            .failover_global_cluster()
-            .global_cluster_identifier(id)
-            .target_db_cluster_identifier(target_arn)
-            .allow_data_loss(true)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(classify);
-        self.count("rds", "FailoverGlobalCluster", &out);
+        let rds = &self.region(region).rds;
+        let (operation, out) = match how {
+            WriterMove::Switchover => (
+                "SwitchoverGlobalCluster",
+                rds.switchover_global_cluster()
+                    .global_cluster_identifier(id)
+                    .target_db_cluster_identifier(target_arn)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
+            ),
+            WriterMove::FailoverAllowingDataLoss => (
+                "FailoverGlobalCluster",
+                rds.failover_global_cluster()
+                    .global_cluster_identifier(id)
+                    .target_db_cluster_identifier(target_arn)
+                    .allow_data_loss(true)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
+            ),
+        };
+        self.count("rds", operation, &out);
         out
     }
 

@@ -20,7 +20,7 @@ use crate::api::{
     Failover, FailoverMode, FailoverPhase, FailoverStatus, FailoverTimings, LastFailover,
     StepState, StepStatus,
 };
-use crate::aws::{Aws, AwsError, LagSource, parse_ecr_image};
+use crate::aws::{Aws, AwsError, LagSource, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
 use crate::conditions::{self, DesiredCondition};
 use crate::controller::Context;
@@ -1394,12 +1394,13 @@ impl Driver {
                     let sent = match (&db.aurora_global, &target_arn) {
                         (Some(aurora), Some(arn)) => {
                             let id = &aurora.global_cluster_identifier;
-                            self.retry(Step::PromoteDatabases, deadline, || async {
-                                if self.mode() == FailoverMode::Planned {
-                                    self.aws.switchover_global_cluster(&region, id, arn).await
-                                } else {
-                                    self.aws.failover_global_cluster(&region, id, arn).await
-                                }
+                            let how = if self.mode() == FailoverMode::Planned {
+                                WriterMove::Switchover
+                            } else {
+                                WriterMove::FailoverAllowingDataLoss
+                            };
+                            self.retry(Step::PromoteDatabases, deadline, || {
+                                self.aws.move_global_writer(&region, id, arn, how)
                             })
                             .await
                         }
