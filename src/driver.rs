@@ -93,6 +93,10 @@ pub struct Driver {
     api: Api<Failover>,
     status: Mutex<FailoverStatus>,
     started: Instant,
+    /// Cluster ARNs resolved so far (they do not change during a failover).
+    cluster_arns: Mutex<std::collections::HashMap<String, String>>,
+    /// When a planned fence last saw zero lag on every database, writers already stopped.
+    zero_lag_at: Mutex<Option<Instant>>,
 }
 
 impl Driver {
@@ -115,6 +119,8 @@ impl Driver {
             api,
             status: Mutex::new(status),
             started: Instant::now(),
+            cluster_arns: Mutex::new(Default::default()),
+            zero_lag_at: Mutex::new(None),
         }
     }
 
@@ -964,6 +970,27 @@ impl Driver {
         failures
     }
 
+    /// A member cluster's ARN, looked up once.
+    async fn cluster_arn(
+        &self,
+        step: Step,
+        deadline: Instant,
+        region: &str,
+        member: &str,
+    ) -> Result<String, String> {
+        let key = format!("{region}/{member}");
+        if let Some(arn) = self.cluster_arns.lock().await.get(&key) {
+            return Ok(arn.clone());
+        }
+        let arn = self
+            .retry(step, deadline, || self.aws.cluster_arn(region, member))
+            .await
+            .map_err(|e| e.message)?
+            .ok_or_else(|| format!("cluster {member} not found in {region}"))?;
+        self.cluster_arns.lock().await.insert(key, arn.clone());
+        Ok(arn)
+    }
+
     fn target_member<'a>(&self, db: &'a DatabaseSpec) -> Option<&'a str> {
         let members = db
             .rds
@@ -1003,12 +1030,8 @@ impl Driver {
             }
         } else if let Some(aurora) = &db.aurora_global {
             let arn = self
-                .retry(Step::Preflight, deadline, || {
-                    self.aws.cluster_arn(&region, member)
-                })
-                .await
-                .map_err(|e| e.message)?
-                .ok_or_else(|| format!("cluster {member} not found in {region}"))?;
+                .cluster_arn(Step::Preflight, deadline, &region, member)
+                .await?;
             let obs = self
                 .retry(Step::Preflight, deadline, || {
                     self.aws
@@ -1145,6 +1168,7 @@ impl Driver {
                 }
             }
             if pending.is_empty() {
+                *self.zero_lag_at.lock().await = Some(Instant::now());
                 return Ok(());
             }
             let delay = poll_delay(waiting_since.elapsed());
@@ -1320,10 +1344,20 @@ impl Driver {
         // recorded with the next status write.
         let mut measured_lag = None;
         if Requested::from_state(&state) == Requested::No {
-            let lag = self
-                .measure_lag(db, Step::PromoteDatabases, deadline)
+            // The planned fence measured zero lag with writers stopped moments ago; without
+            // writes lag cannot grow, so that reading stands. Otherwise measure now.
+            let fenced_recently = self
+                .zero_lag_at
+                .lock()
                 .await
-                .map_err(StepError::Failed)?;
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+            let lag = if fenced_recently {
+                Some(0.0)
+            } else {
+                self.measure_lag(db, Step::PromoteDatabases, deadline)
+                    .await
+                    .map_err(StepError::Failed)?
+            };
             let max = self
                 .fo
                 .spec
@@ -1347,12 +1381,9 @@ impl Driver {
         }
         let target_arn = match &db.aurora_global {
             Some(_) => Some(
-                self.retry(Step::PromoteDatabases, deadline, || {
-                    self.aws.cluster_arn(&region, &member)
-                })
-                .await
-                .map_err(|e| StepError::Failed(e.message))?
-                .ok_or_else(|| StepError::Failed(format!("cluster {member} not found")))?,
+                self.cluster_arn(Step::PromoteDatabases, deadline, &region, &member)
+                    .await
+                    .map_err(StepError::Failed)?,
             ),
             None => None,
         };
@@ -1534,9 +1565,6 @@ impl Driver {
     async fn verify(&self) -> Result<(StepState, String), StepError> {
         let deadline = self.deadline(Step::Verify);
         let active = engine::warmup_targets(&self.plan.spec, self.target());
-        self.scale_and_wait(Step::Verify, &active, deadline, true)
-            .await
-            .map_err(StepError::Failed)?;
         let source = self.source().await;
         let standby = engine::standby_targets(&self.plan.spec, &source);
         let old_deadline = if self.mode() == FailoverMode::Unplanned {
@@ -1544,10 +1572,14 @@ impl Driver {
         } else {
             deadline
         };
-        match self
-            .scale_and_wait(Step::Verify, &standby, old_deadline, false)
-            .await
-        {
+        // DNS already points at the target, so the old region can shrink while the
+        // target's readiness is confirmed.
+        let (target_ready, old_scaled) = tokio::join!(
+            self.scale_and_wait(Step::Verify, &active, deadline, true),
+            self.scale_and_wait(Step::Verify, &standby, old_deadline, false)
+        );
+        target_ready.map_err(StepError::Failed)?;
+        match old_scaled {
             Ok(()) => Ok((
                 StepState::Succeeded,
                 format!("{} ready; {source} scaled to standby", self.target()),
