@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Readiness emulator for clusters without kubelets or controllers.
 
-For each Deployment and StatefulSet in the given clusters whose status does not match its
-spec, waits a delay and then writes status (replicas, readyReplicas, availableReplicas,
-updatedReplicas, observedGeneration) to match, as nodes would. The delay is the
-`bed.drover.io/ready-delay-ms` annotation, else NODESIM_READY_DELAY_MS (default 1500).
+Watches Deployments and StatefulSets in the given clusters, as a kubelet and controller
+would. When one's status does not match its spec, it waits a delay and then writes status
+(replicas, readyReplicas, availableReplicas, updatedReplicas, observedGeneration) to match.
+The delay is the `bed.drover.io/ready-delay-ms` annotation, else NODESIM_READY_DELAY_MS
+(default 1500), counted from when the change was seen.
 
     nodesim.py KUBECONFIG [KUBECONFIG...]
 """
@@ -20,8 +21,8 @@ import time
 import urllib.request
 
 DEFAULT_DELAY_MS = int(os.environ.get("NODESIM_READY_DELAY_MS", "1500"))
-POLL_SECONDS = 0.05
 KINDS = ["deployments", "statefulsets"]
+WATCH_SECONDS = 240
 running = True
 
 
@@ -41,14 +42,17 @@ class Cluster:
         self.tls = ssl.create_default_context(cadata=ca)
         self.tls.check_hostname = False  # the self-signed serving cert names "localhost"
 
-    def call(self, method, path, body=None):
+    def request(self, method, path, body=None, timeout=5):
         req = urllib.request.Request(
             self.server + path, method=method,
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Authorization": f"Bearer {self.token}",
                      "Content-Type": "application/merge-patch+json"},
         )
-        with urllib.request.urlopen(req, context=self.tls, timeout=5) as r:
+        return urllib.request.urlopen(req, context=self.tls, timeout=timeout)
+
+    def call(self, method, path, body=None):
+        with self.request(method, path, body) as r:
             return json.load(r)
 
 
@@ -68,42 +72,71 @@ def matches(obj, want):
     return all(status.get(k, 0) == v for k, v in want.items())
 
 
-def watch(ci, cluster):
-    """One loop per cluster, so a stopped cluster does not delay the others."""
-    first_seen = {}
-    while running:
-        for kind in KINDS:
+class Emulator:
+    """One per (cluster, kind): a watch, and a timer per pending status change."""
+
+    def __init__(self, ci, cluster, kind):
+        self.ci, self.cluster, self.kind = ci, cluster, kind
+        self.pending = {}  # (namespace, name) -> desired status the timer will write
+        self.lock = threading.Lock()
+
+    def seen(self, obj):
+        meta = obj["metadata"]
+        want = desired_status(obj)
+        key = (meta["namespace"], meta["name"])
+        with self.lock:
+            if matches(obj, want) or self.pending.get(key) == want:
+                return
+            self.pending[key] = want
+        delay = int((meta.get("annotations") or {}).get(
+            "bed.drover.io/ready-delay-ms", DEFAULT_DELAY_MS)) / 1000
+        timer = threading.Timer(delay, self.ready, args=(key, want))
+        timer.daemon = True
+        timer.start()
+
+    def ready(self, key, want):
+        with self.lock:
+            if self.pending.get(key) != want:
+                return  # superseded by a newer change, which has its own timer
+            del self.pending[key]
+        ns, name = key
+        path = f"/apis/apps/v1/namespaces/{ns}/{self.kind}/{name}"
+        try:
+            current = self.cluster.call("GET", path)
+            if desired_status(current) == want:
+                self.cluster.call("PATCH", path + "/status", {"status": want})
+        except Exception as e:  # deleted meanwhile, or the cluster is stopped on purpose
+            print(f"cluster {self.ci}: ready {path}: {e}", flush=True)
+
+    def run(self):
+        while running:
             try:
-                items = cluster.call("GET", f"/apis/apps/v1/{kind}")["items"]
-            except Exception as e:  # cluster stopped on purpose in some tests
-                print(f"list {kind} in cluster {ci}: {e}", flush=True)
-                continue
-            for obj in items:
-                meta = obj["metadata"]
-                want = desired_status(obj)
-                key = (kind, meta["namespace"], meta["name"], json.dumps(want, sort_keys=True))
-                if matches(obj, want):
-                    first_seen.pop(key, None)
-                    continue
-                seen = first_seen.setdefault(key, time.monotonic())
-                delay = int((meta.get("annotations") or {}).get(
-                    "bed.drover.io/ready-delay-ms", DEFAULT_DELAY_MS)) / 1000
-                if time.monotonic() - seen < delay:
-                    continue
-                path = f"/apis/apps/v1/namespaces/{meta['namespace']}/{kind}/{meta['name']}/status"
-                try:
-                    cluster.call("PATCH", path, {"status": want})
-                    first_seen.pop(key, None)
-                except Exception as e:
-                    print(f"patch {path}: {e}", flush=True)
-        time.sleep(POLL_SECONDS)
+                listed = self.cluster.call("GET", f"/apis/apps/v1/{self.kind}")
+                for obj in listed["items"]:
+                    self.seen(obj)
+                rv = listed["metadata"]["resourceVersion"]
+                path = (f"/apis/apps/v1/{self.kind}?watch=true&resourceVersion={rv}"
+                        f"&timeoutSeconds={WATCH_SECONDS}")
+                with self.cluster.request("GET", path, timeout=WATCH_SECONDS + 30) as stream:
+                    for line in stream:
+                        event = json.loads(line)
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            self.seen(event["object"])
+                        elif event.get("type") == "ERROR":
+                            break  # e.g. resourceVersion too old: list again
+            except Exception as e:  # stopped cluster, dropped watch: list and watch again
+                print(f"cluster {self.ci}: watch {self.kind}: {e}", flush=True)
+                time.sleep(0.5)
 
 
 def main(paths):
-    threads = [threading.Thread(target=watch, args=(i, Cluster(p)), daemon=True)
-               for i, p in enumerate(paths)]
-    for t in threads:
-        t.start()
+    threads = []
+    for ci, path in enumerate(paths):
+        cluster = Cluster(path)
+        for kind in KINDS:
+            t = threading.Thread(target=Emulator(ci, cluster, kind).run, daemon=True)
+            t.start()
+            threads.append(t)
     while running and any(t.is_alive() for t in threads):
         time.sleep(0.2)
 
