@@ -113,6 +113,8 @@ def drover_run(name):
         raise SystemExit(f"failover {name} ended {status['phase']}: {json.dumps(status)[:2000]}")
     total, mutating = call_delta(before, calls())
     waits = bed("GET", "/waits")["waits"]
+    if os.environ.get("BENCH_DEBUG"):
+        print(json.dumps(waits, indent=1))
     return status, total, mutating, waits
 
 

@@ -488,6 +488,7 @@ class Bed:
         for (kind, *ident), w in items:
             slack = (w["noticed_at"] - w["done_at"]) if w["noticed_at"] and w["done_at"] else None
             out.append({"kind": kind, "id": "/".join(ident), "describes": w["describes"],
+                        "requested_at": w["requested_at"], "noticed_at": w["noticed_at"],
                         "wait": (w["done_at"] - w["requested_at"]) if w["done_at"] else None,
                         "slack": slack})
         return {"waits": out}
