@@ -100,7 +100,13 @@ fn now() -> Timestamp {
     Timestamp::now()
 }
 
-async fn patch_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+/// Server-side applies `status` (the fields `field_manager` owns) on /status.
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    field_manager: &str,
+    status: &impl Serialize,
+) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -111,7 +117,7 @@ where
     });
     api.patch_status(
         name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(field_manager).force(),
         &Patch::Apply(&patch),
     )
     .await?;
@@ -218,18 +224,8 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
 
     let (ready, ready_message) = if valid {
         if previous.active_region.is_none() {
-            let initial = crate::engine::active_region(&plan);
-            let patch = json!({
-                "apiVersion": DisasterRecoveryPlan::api_version(&()),
-                "kind": DisasterRecoveryPlan::kind(&()),
-                "status": {"activeRegion": initial},
-            });
-            api.patch_status(
-                &name,
-                &PatchParams::apply(crate::driver::FAILOVER_FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+            let initial = json!({"activeRegion": crate::engine::active_region(&plan)});
+            apply_status(&api, &name, crate::driver::FAILOVER_FIELD_MANAGER, &initial).await?;
         }
         status.regions = check_regions(&ctx, &plan, &ns).await;
         let not_ready: Vec<String> = status
@@ -309,7 +305,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
             .await;
     }
 
-    patch_status(&api, &name, &status).await?;
+    apply_status(&api, &name, FIELD_MANAGER, &status).await?;
     Ok(Action::requeue(ctx.config.plan_resync))
 }
 
@@ -401,7 +397,7 @@ async fn flag_failover(
         warn!(failover = %fo.name_any(), %message, reason, "failover not run");
         ctx.publish(fo, EventType::Warning, reason, "Reconcile", message)
             .await;
-        patch_status(api, &fo.name_any(), &status).await?;
+        apply_status(api, &fo.name_any(), FIELD_MANAGER, &status).await?;
     }
     Ok(())
 }

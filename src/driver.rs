@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -23,11 +23,11 @@ use crate::api::{
 use crate::aws::{Aws, AwsError, LagSource, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
 use crate::conditions::{self, DesiredCondition};
-use crate::controller::Context;
+use crate::controller::{Context, FIELD_MANAGER, apply_status};
 use crate::engine::{
     self, Admission, DbStep, Requested, ScaleTarget, Step, ZoneBatch, poll_delay, retry_delay,
 };
-use crate::metrics::{FailoverLabels, LagLabels, RegionLabels, StepLabels};
+use crate::metrics::{FailoverLabels, LagLabels, StepLabels};
 use crate::validate::parse_duration;
 
 /// Field manager for the status fields the failover driver owns on plans.
@@ -150,20 +150,11 @@ impl Driver {
             status.observed_generation = self.fo.metadata.generation;
             status.clone()
         };
-        let patch = json!({
-            "apiVersion": Failover::api_version(&()),
-            "kind": Failover::kind(&()),
-            "status": snapshot,
-        });
-        let params = PatchParams::apply(crate::controller::FIELD_MANAGER).force();
+        let name = self.fo.name_any();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self
-                .api
-                .patch_status(&self.fo.name_any(), &params, &Patch::Apply(&patch))
-                .await
-            {
+            match apply_status(&self.api, &name, FIELD_MANAGER, &snapshot).await {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < 5 => {
                     warn!(error = %e, attempt, "status write failed; retrying");
@@ -758,30 +749,19 @@ impl Driver {
         let current = engine::active_region(&self.plan);
         if let Some(region) = active.or(current.as_deref()) {
             status["activeRegion"] = json!(region);
-            for r in &self.plan.spec.regions {
-                self.ctx
-                    .metrics
-                    .active_region
-                    .get_or_create(&RegionLabels {
-                        plan: self.plan.name_any(),
-                        region: r.name.clone(),
-                    })
-                    .set((r.name == region).into());
-            }
-        }
-        let patch = json!({
-            "apiVersion": DisasterRecoveryPlan::api_version(&()),
-            "kind": DisasterRecoveryPlan::kind(&()),
-            "status": status,
-        });
-        plans
-            .patch_status(
+            self.ctx.metrics.set_active_region(
                 &self.plan.name_any(),
-                &PatchParams::apply(FAILOVER_FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
-        Ok(())
+                self.plan.spec.regions.iter().map(|r| r.name.as_str()),
+                region,
+            );
+        }
+        apply_status(
+            &plans,
+            &self.plan.name_any(),
+            FAILOVER_FIELD_MANAGER,
+            &status,
+        )
+        .await
     }
 
     // ---- Preflight ------------------------------------------------------------------

@@ -173,6 +173,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// `drover_active_region{plan,region}`: 1 for the active region, 0 for the others.
+    pub fn set_active_region<'a>(
+        &self,
+        plan: &str,
+        regions: impl IntoIterator<Item = &'a str>,
+        active: &str,
+    ) {
+        for region in regions {
+            self.active_region
+                .get_or_create(&RegionLabels {
+                    plan: plan.to_string(),
+                    region: region.to_string(),
+                })
+                .set((region == active).into());
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
