@@ -277,6 +277,14 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         .plan_ready
         .get_or_create(&labels)
         .set(ready.into());
+    if let Some(active) = previous
+        .active_region
+        .clone()
+        .or_else(|| crate::engine::active_region(&plan))
+    {
+        let regions = plan.spec.regions.iter().map(|r| r.name.as_str());
+        ctx.metrics.set_active_region(&name, regions, &active);
+    }
 
     let changed = |type_: &str, message: &str| {
         conditions::find(&previous.conditions, type_)
