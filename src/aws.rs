@@ -245,6 +245,41 @@ impl SdkAws {
             .clone()
     }
 
+    /// Classifies an SDK result and counts the call in `drover_aws_calls_total`.
+    fn record<T, E>(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        result: Result<T, SdkError<E, aws_sdk_rds::config::http::HttpResponse>>,
+    ) -> AwsResult<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let out = result.map_err(classify);
+        self.count(service, operation, &out);
+        out
+    }
+
+    /// Like `record`, with the given "not found" error codes mapped to Ok(None).
+    fn optional<T, E>(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        result: Result<T, SdkError<E, aws_sdk_rds::config::http::HttpResponse>>,
+        not_found: &[&str],
+    ) -> AwsResult<Option<T>>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let out = match result {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if error_code(&e).is_some_and(|c| not_found.contains(&c.as_str())) => Ok(None),
+            Err(e) => Err(classify(e)),
+        };
+        self.count(service, operation, &out);
+        out
+    }
+
     fn count<T>(&self, service: &'static str, operation: &'static str, r: &AwsResult<T>) {
         let result = match r {
             Ok(_) => "success",
@@ -265,25 +300,12 @@ impl SdkAws {
     }
 }
 
-/// Maps a "not found" error code to Ok(None).
-fn optional<T, E>(
-    result: Result<T, SdkError<E, aws_sdk_rds::config::http::HttpResponse>>,
-    not_found: &[&str],
-) -> AwsResult<Option<T>>
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if error_code(&e).is_some_and(|c| not_found.contains(&c.as_str())) => Ok(None),
-        Err(e) => Err(classify(e)),
-    }
-}
-
 #[async_trait]
 impl Aws for SdkAws {
     async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
-        let out = optional(
+        let out = self.optional(
+            "rds",
+            "DescribeDBInstances",
             self.region(region)
                 .rds
                 .describe_db_instances()
@@ -292,7 +314,6 @@ impl Aws for SdkAws {
                 .await,
             &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
         );
-        self.count("rds", "DescribeDBInstances", &out);
         Ok(out?
             .and_then(|o| o.db_instances?.into_iter().next())
             .map(|d| RdsObservation {
@@ -304,24 +325,26 @@ impl Aws for SdkAws {
     }
 
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
-        let out = self
-            .region(region)
-            .rds
-            .promote_read_replica()
-            .db_instance_identifier(id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(classify);
-        self.count("rds", "PromoteReadReplica", &out);
-        out
+        self.record(
+            "rds",
+            "PromoteReadReplica",
+            self.region(region)
+                .rds
+                .promote_read_replica()
+                .db_instance_identifier(id)
+                .send()
+                .await
+                .map(|_| ()),
+        )
     }
 
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         if id.starts_with("arn:") {
             return Ok(Some(id.to_string()));
         }
-        let out = optional(
+        let out = self.optional(
+            "rds",
+            "DescribeDBClusters",
             self.region(region)
                 .rds
                 .describe_db_clusters()
@@ -330,7 +353,6 @@ impl Aws for SdkAws {
                 .await,
             &["DBClusterNotFoundFault"],
         );
-        self.count("rds", "DescribeDBClusters", &out);
         Ok(out?.and_then(|o| o.db_clusters?.into_iter().next()?.db_cluster_arn))
     }
 
@@ -339,7 +361,9 @@ impl Aws for SdkAws {
         region: &str,
         id: &str,
     ) -> AwsResult<Option<AuroraObservation>> {
-        let out = optional(
+        let out = self.optional(
+            "rds",
+            "DescribeGlobalClusters",
             self.region(region)
                 .rds
                 .describe_global_clusters()
@@ -348,7 +372,6 @@ impl Aws for SdkAws {
                 .await,
             &["GlobalClusterNotFoundFault"],
         );
-        self.count("rds", "DescribeGlobalClusters", &out);
         Ok(out?
             .and_then(|o| o.global_clusters?.into_iter().next())
             .map(|g| {
@@ -375,31 +398,31 @@ impl Aws for SdkAws {
         how: WriterMove,
     ) -> AwsResult<()> {
         let rds = &self.region(region).rds;
-        let (operation, out) = match how {
-            WriterMove::Switchover => (
-                "SwitchoverGlobalCluster",
-                rds.switchover_global_cluster()
-                    .global_cluster_identifier(id)
-                    .target_db_cluster_identifier(target_arn)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(classify),
-            ),
-            WriterMove::FailoverAllowingDataLoss => (
-                "FailoverGlobalCluster",
-                rds.failover_global_cluster()
-                    .global_cluster_identifier(id)
-                    .target_db_cluster_identifier(target_arn)
-                    .allow_data_loss(true)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(classify),
-            ),
-        };
-        self.count("rds", operation, &out);
-        out
+        match how {
+            WriterMove::Switchover => self
+                .record(
+                    "rds",
+                    "SwitchoverGlobalCluster",
+                    rds.switchover_global_cluster()
+                        .global_cluster_identifier(id)
+                        .target_db_cluster_identifier(target_arn)
+                        .send()
+                        .await,
+                )
+                .map(|_| ()),
+            WriterMove::FailoverAllowingDataLoss => self
+                .record(
+                    "rds",
+                    "FailoverGlobalCluster",
+                    rds.failover_global_cluster()
+                        .global_cluster_identifier(id)
+                        .target_db_cluster_identifier(target_arn)
+                        .allow_data_loss(true)
+                        .send()
+                        .await,
+                )
+                .map(|_| ()),
+        }
     }
 
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<f64>> {
@@ -433,17 +456,18 @@ impl Aws for SdkAws {
                     .build(),
             )
             .build();
-        let out = self
-            .region(region)
-            .cloudwatch
-            .get_metric_data()
-            .metric_data_queries(query)
-            .start_time(DateTime::from(now - Duration::from_secs(300)))
-            .end_time(DateTime::from(now + Duration::from_secs(60)))
-            .send()
-            .await
-            .map_err(classify);
-        self.count("cloudwatch", "GetMetricData", &out);
+        let out = self.record(
+            "cloudwatch",
+            "GetMetricData",
+            self.region(region)
+                .cloudwatch
+                .get_metric_data()
+                .metric_data_queries(query)
+                .start_time(DateTime::from(now - Duration::from_secs(300)))
+                .end_time(DateTime::from(now + Duration::from_secs(60)))
+                .send()
+                .await,
+        );
         let out = out?;
         // Newest first: the default ScanBy is TimestampDescending.
         let newest = out
@@ -464,23 +488,25 @@ impl Aws for SdkAws {
     }
 
     async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
-        let out = optional(
+        let out = self.optional(
+            "route53",
+            "GetHostedZone",
             self.route53.get_hosted_zone().id(zone).send().await,
             &["NoSuchHostedZone"],
         );
-        self.count("route53", "GetHostedZone", &out);
         Ok(out?.is_some())
     }
 
     async fn health_check_healthy(&self, id: &str) -> AwsResult<bool> {
-        let out = self
-            .route53
-            .get_health_check_status()
-            .health_check_id(id)
-            .send()
-            .await
-            .map_err(classify);
-        self.count("route53", "GetHealthCheckStatus", &out);
+        let out = self.record(
+            "route53",
+            "GetHealthCheckStatus",
+            self.route53
+                .get_health_check_status()
+                .health_check_id(id)
+                .send()
+                .await,
+        );
         let observations = out?.health_check_observations;
         let healthy = observations
             .iter()
@@ -514,8 +540,7 @@ impl Aws for SdkAws {
                     .set_start_record_type(rtype)
                     .set_start_record_identifier(ident);
             }
-            let out = call.send().await.map_err(classify);
-            self.count("route53", "ListResourceRecordSets", &out);
+            let out = self.record("route53", "ListResourceRecordSets", call.send().await);
             let out = out?;
             for set in out.resource_record_sets {
                 records.push(RecordSet {
@@ -598,27 +623,25 @@ impl Aws for SdkAws {
             .set_changes(Some(changes))
             .build()
             .map_err(invalid)?;
-        let out = self
-            .route53
-            .change_resource_record_sets()
-            .hosted_zone_id(zone)
-            .change_batch(batch)
-            .send()
-            .await
-            .map_err(classify);
-        self.count("route53", "ChangeResourceRecordSets", &out);
+        let out = self.record(
+            "route53",
+            "ChangeResourceRecordSets",
+            self.route53
+                .change_resource_record_sets()
+                .hosted_zone_id(zone)
+                .change_batch(batch)
+                .send()
+                .await,
+        );
         Ok(out?.change_info.map(|c| c.id).unwrap_or_default())
     }
 
     async fn change_insync(&self, change_id: &str) -> AwsResult<bool> {
-        let out = self
-            .route53
-            .get_change()
-            .id(change_id)
-            .send()
-            .await
-            .map_err(classify);
-        self.count("route53", "GetChange", &out);
+        let out = self.record(
+            "route53",
+            "GetChange",
+            self.route53.get_change().id(change_id).send().await,
+        );
         Ok(out?
             .change_info
             .is_some_and(|c| c.status.as_str() == "INSYNC"))
@@ -636,7 +659,9 @@ impl Aws for SdkAws {
         } else {
             ImageIdentifier::builder().image_tag(reference).build()
         };
-        let out = optional(
+        let out = self.optional(
+            "ecr",
+            "DescribeImages",
             self.region(region)
                 .ecr
                 .describe_images()
@@ -646,7 +671,6 @@ impl Aws for SdkAws {
                 .await,
             &["ImageNotFoundException", "RepositoryNotFoundException"],
         );
-        self.count("ecr", "DescribeImages", &out);
         Ok(out?.is_some_and(|o| !o.image_details.unwrap_or_default().is_empty()))
     }
 }
