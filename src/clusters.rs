@@ -130,6 +130,31 @@ impl KubeClusters {
         Ok(client)
     }
 
+    /// Checks a region for the plan: the cluster answers and every workload exists there.
+    /// Returns the server version, or every problem found.
+    pub async fn check_region(&self, region: &str) -> Result<String, String> {
+        let client = self.client(region).await.map_err(|e| e.to_string())?;
+        let version = client
+            .apiserver_version()
+            .await
+            .map_err(|e| format!("cluster unreachable: {e}"))?;
+        let mut problems = Vec::new();
+        for w in &self.spec.workloads {
+            match self.workload(region, w).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    problems.push(format!("{} {}/{} not found", w.kind, w.namespace, w.name))
+                }
+                Err(e) => problems.push(format!("{} {}/{}: {e}", w.kind, w.namespace, w.name)),
+            }
+        }
+        if problems.is_empty() {
+            Ok(version.git_version)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
     async fn api(
         &self,
         region: &str,

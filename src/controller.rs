@@ -29,7 +29,6 @@ use crate::config::Config;
 use crate::driver::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::http::Readiness;
-use crate::member;
 use crate::metrics::{ControllerLabels, ErrorLabels, Metrics, PlanLabels};
 use crate::validate::{self, SecretsSeen};
 
@@ -158,11 +157,15 @@ async fn lookup_secrets(
 
 async fn check_regions(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> Vec<RegionStatus> {
     let timeout = ctx.config.member_timeout;
+    let clusters = KubeClusters::new(
+        ctx.client.clone(),
+        plan.spec.clone(),
+        ns.to_string(),
+        timeout,
+    );
+    let clusters = &clusters;
     let checks = plan.spec.regions.iter().map(|region| async move {
-        let outcome = async {
-            let client = member::client_for_region(&ctx.client, region, ns, timeout).await?;
-            member::check_region(&client, &plan.spec.workloads).await
-        };
+        let outcome = clusters.check_region(&region.name);
         let result = match tokio::time::timeout(timeout * 2, outcome).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {}s", (timeout * 2).as_secs())),

@@ -1,17 +1,14 @@
 //! Clients for region (member) clusters, built from kubeconfigs held in Secrets.
 //! Kubeconfig contents are never logged or returned in errors.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::GroupVersionKind;
-use kube::discovery::{ApiResource, pinned_kind};
 use kube::{Client, Config};
 
-use crate::api::{RegionSpec, WorkloadSpec};
+use crate::api::RegionSpec;
 
 /// Reads the key of a Secret; the error says which part is missing, never the value.
 pub async fn read_secret_key(
@@ -71,52 +68,6 @@ fn redact_kubeconfig_error(message: &str) -> String {
     match first.find(['"', '\'', '`']) {
         Some(cut) => format!("{}…", &first[..cut]),
         None => first.to_string(),
-    }
-}
-
-/// Checks a region's cluster: it answers, and every workload exists there.
-/// Returns the server version on success, or every problem found.
-pub async fn check_region(client: &Client, workloads: &[WorkloadSpec]) -> Result<String, String> {
-    let version = client
-        .apiserver_version()
-        .await
-        .map_err(|e| format!("cluster unreachable: {e}"))?;
-    let mut resources: BTreeMap<String, Result<ApiResource, String>> = BTreeMap::new();
-    let mut missing = Vec::new();
-    for w in workloads {
-        let Some(api_version) = w.effective_api_version() else {
-            continue;
-        };
-        let gvk_key = format!("{api_version}/{}", w.kind);
-        if !resources.contains_key(&gvk_key) {
-            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-            let gvk = GroupVersionKind::gvk(group, version, &w.kind);
-            let resolved = pinned_kind(client, &gvk)
-                .await
-                .map(|(resource, _caps)| resource)
-                .map_err(|e| format!("kind {gvk_key} not served: {e}"));
-            resources.insert(gvk_key.clone(), resolved);
-        }
-        match &resources[&gvk_key] {
-            Err(e) => missing.push(e.clone()),
-            Ok(resource) => {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), &w.namespace, resource);
-                match api.get_opt(&w.name).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        missing.push(format!("{} {}/{} not found", w.kind, w.namespace, w.name))
-                    }
-                    Err(e) => missing.push(format!("{} {}/{}: {e}", w.kind, w.namespace, w.name)),
-                }
-            }
-        }
-    }
-    if missing.is_empty() {
-        Ok(version.git_version)
-    } else {
-        missing.dedup();
-        Err(missing.join("; "))
     }
 }
 
