@@ -16,9 +16,9 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::api::{
-    DataLossEstimate, DatabaseLag, DatabaseProgress, DatabaseSpec, DisasterRecoveryPlan, DnsChange,
-    Failover, FailoverMode, FailoverPhase, FailoverStatus, FailoverTimings, LastFailover,
-    StepState, StepStatus,
+    DataLossEstimate, DatabaseLag, DatabaseProgress, DatabaseSpec, DatabaseState,
+    DisasterRecoveryPlan, DnsChange, Failover, FailoverMode, FailoverPhase, FailoverStatus,
+    FailoverTimings, LastFailover, StepState, StepStatus,
 };
 use crate::aws::{Aws, AwsError, LagSource, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
@@ -564,7 +564,7 @@ impl Driver {
             .await
             .databases
             .iter()
-            .any(|d| d.state != "Pending" && d.state != "Gated")
+            .any(|d| Requested::from(d.state) != Requested::No)
     }
 
     /// After promotion there is no going back: record the step's failure, and try again later.
@@ -1248,7 +1248,7 @@ impl Driver {
                 if !status.databases.iter().any(|d| d.name == db.name) {
                     status.databases.push(DatabaseProgress {
                         name: db.name.clone(),
-                        state: "Pending".into(),
+                        state: DatabaseState::Pending,
                         lag_seconds: None,
                     });
                 }
@@ -1282,26 +1282,26 @@ impl Driver {
         }
     }
 
-    async fn db_state(&self, name: &str) -> String {
+    async fn db_state(&self, name: &str) -> DatabaseState {
         self.status
             .lock()
             .await
             .databases
             .iter()
             .find(|d| d.name == name)
-            .map(|d| d.state.clone())
-            .unwrap_or_else(|| "Pending".into())
+            .map(|d| d.state)
+            .unwrap_or_default()
     }
 
     async fn set_db(
         &self,
         name: &str,
-        state: &str,
+        state: DatabaseState,
         lag: Option<Option<f64>>,
     ) -> Result<(), kube::Error> {
         self.update(|s| {
             if let Some(d) = s.databases.iter_mut().find(|d| d.name == name) {
-                d.state = state.into();
+                d.state = state;
                 if let Some(l) = lag {
                     d.lag_seconds = l;
                 }
@@ -1317,13 +1317,13 @@ impl Driver {
             .ok_or_else(|| StepError::Failed(format!("no member in {}", self.target())))?
             .to_string();
         let state = self.db_state(&db.name).await;
-        if state == "Promoted" {
+        if state == DatabaseState::Promoted {
             return Ok(());
         }
         // Gate on lag, measured now, unless the call may already have been sent. The lag is
         // recorded with the next status write.
         let mut measured_lag = None;
-        if Requested::from_state(&state) == Requested::No {
+        if Requested::from(state) == Requested::No {
             // The planned fence measured zero lag with writers stopped moments ago; without
             // writes lag cannot grow, so that reading stands. Otherwise measure now.
             let fenced_recently = self
@@ -1354,7 +1354,8 @@ impl Driver {
                 max,
                 lag,
             )) {
-                self.set_db(&db.name, "Gated", Some(lag)).await?;
+                self.set_db(&db.name, DatabaseState::Gated, Some(lag))
+                    .await?;
                 return Err(StepError::Failed(why));
             }
             measured_lag = Some(lag);
@@ -1369,7 +1370,7 @@ impl Driver {
         };
         let waiting_since = Instant::now();
         loop {
-            let requested = Requested::from_state(&self.db_state(&db.name).await);
+            let requested = Requested::from(self.db_state(&db.name).await);
             let step = match (&db.aurora_global, &target_arn) {
                 (Some(aurora), Some(arn)) => {
                     let obs = self
@@ -1393,14 +1394,14 @@ impl Driver {
             };
             match step {
                 DbStep::Done => {
-                    self.set_db(&db.name, "Promoted", measured_lag.take())
+                    self.set_db(&db.name, DatabaseState::Promoted, measured_lag.take())
                         .await?;
                     return Ok(());
                 }
                 DbStep::Fail(why) => return Err(StepError::Failed(why)),
                 DbStep::Act => {
                     // Recorded before the call: a restart in between re-checks AWS first.
-                    self.set_db(&db.name, "Requesting", measured_lag.take())
+                    self.set_db(&db.name, DatabaseState::Requesting, measured_lag.take())
                         .await?;
                     let sent = match (&db.aurora_global, &target_arn) {
                         (Some(aurora), Some(arn)) => {
@@ -1423,7 +1424,8 @@ impl Driver {
                         }
                     };
                     sent.map_err(|e| StepError::Failed(e.message))?;
-                    self.set_db(&db.name, "Requested", None).await?;
+                    self.set_db(&db.name, DatabaseState::Requested, None)
+                        .await?;
                 }
                 DbStep::Wait(_) => {}
             }

@@ -728,7 +728,7 @@ async fn resumes_after_operator_is_killed() {
         fo.status?
             .databases
             .iter()
-            .any(|d| d.state == "Requested")
+            .any(|d| d.state == drover::api::DatabaseState::Requested)
             .then_some(())
     })
     .await;

@@ -152,14 +152,27 @@ pub struct FailoverStatus {
     pub planned_actions: Vec<String>,
 }
 
+/// How far a database's promotion got. Requesting is written before the call, so a
+/// restarted operator knows the call may have been sent.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DatabaseState {
+    #[default]
+    Pending,
+    Gated,
+    Requesting,
+    Requested,
+    Promoted,
+}
+
 /// Progress of one database's promotion.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseProgress {
     /// The plan's database name.
     pub name: String,
-    /// Requested once the promotion call was sent; Promoted once the target is writable.
-    pub state: String,
+    /// Pending, Gated (lag gate refused), Requesting (call about to be sent), Requested
+    /// (call answered), Promoted (target writable).
+    pub state: DatabaseState,
     /// Replication lag (seconds) measured before promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<f64>,

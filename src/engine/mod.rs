@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::api::{
-    AliasTarget, DisasterRecoveryPlan, DisasterRecoveryPlanSpec, Failover, FailoverMode,
-    FailoverPhase, RegionRole, RoutingPolicy,
+    AliasTarget, DatabaseState, DisasterRecoveryPlan, DisasterRecoveryPlanSpec, Failover,
+    FailoverMode, FailoverPhase, RegionRole, RoutingPolicy,
 };
 use crate::validate::{self, parse_duration};
 
@@ -312,12 +312,12 @@ pub enum Requested {
     Yes,
 }
 
-impl Requested {
-    pub fn from_state(state: &str) -> Self {
+impl From<DatabaseState> for Requested {
+    fn from(state: DatabaseState) -> Self {
         match state {
-            "Requesting" => Requested::Maybe,
-            "Requested" | "Promoted" => Requested::Yes,
-            _ => Requested::No,
+            DatabaseState::Pending | DatabaseState::Gated => Requested::No,
+            DatabaseState::Requesting => Requested::Maybe,
+            DatabaseState::Requested | DatabaseState::Promoted => Requested::Yes,
         }
     }
 }
