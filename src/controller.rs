@@ -280,6 +280,14 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         .plan_ready
         .get_or_create(&labels)
         .set(ready.into());
+    for (family, objective) in [
+        (&ctx.metrics.plan_rto, &plan.spec.objectives.rto),
+        (&ctx.metrics.plan_rpo, &plan.spec.objectives.rpo),
+    ] {
+        if let Ok(d) = crate::validate::parse_duration(objective) {
+            family.get_or_create(&labels).set(d.as_secs_f64());
+        }
+    }
     if let Some(active) = previous
         .active_region
         .clone()

@@ -27,7 +27,7 @@ use crate::controller::{Context, FIELD_MANAGER, apply_status};
 use crate::engine::{
     self, Admission, DbStep, Requested, ScaleTarget, Step, ZoneBatch, poll_delay, retry_delay,
 };
-use crate::metrics::{FailoverLabels, LagLabels, StepLabels};
+use crate::metrics::{FailoverLabels, LagLabels, PlanLabels, PlanStepLabels, StepLabels};
 use crate::validate::parse_duration;
 
 /// Field manager for the status fields the failover driver owns on plans.
@@ -655,8 +655,15 @@ impl Driver {
         let generation = self.fo.metadata.generation;
         let finished = now();
         let mut total = None;
+        let mut step_seconds = Vec::new();
+        let mut data_loss = None;
         self.update(|s| {
             s.phase = Some(phase);
+            step_seconds = s
+                .steps
+                .iter()
+                .filter_map(|st| Some((st.name.clone(), st.duration_seconds?)))
+                .collect();
             let timings = s.timings.get_or_insert_with(Default::default);
             if let Some(started) = &timings.started_at {
                 total = Some(finished.0.duration_since(started.0).as_secs_f64().max(0.0));
@@ -674,8 +681,10 @@ impl Driver {
                 })
                 .collect();
             if !lags.is_empty() {
+                let max_lag_seconds = lags.iter().map(|l| l.lag_seconds).fold(0.0, f64::max);
+                data_loss = Some(max_lag_seconds);
                 s.data_loss = Some(DataLossEstimate {
-                    max_lag_seconds: lags.iter().map(|l| l.lag_seconds).fold(0.0, f64::max),
+                    max_lag_seconds,
                     databases: lags,
                 });
             }
@@ -707,10 +716,8 @@ impl Driver {
                 result: format!("{phase:?}"),
             })
             .inc();
-        if let Some(t) = total
-            && phase == FailoverPhase::Succeeded
-        {
-            self.ctx.metrics.failover_duration.observe(t);
+        if phase != FailoverPhase::Rejected {
+            self.record_last_failover(phase, total, &step_seconds, data_loss);
         }
         if phase != FailoverPhase::Rejected {
             self.mark_plan(phase).await?;
@@ -729,6 +736,44 @@ impl Driver {
         .await;
         info!(failover = %self.fo.name_any(), ?phase, %message, elapsed = ?self.started.elapsed(), "failover finished");
         Ok(())
+    }
+
+    /// The `drover_last_failover_*` gauges and, on success, the RTO histogram.
+    fn record_last_failover(
+        &self,
+        phase: FailoverPhase,
+        total: Option<f64>,
+        step_seconds: &[(String, f64)],
+        data_loss: Option<f64>,
+    ) {
+        let metrics = &self.ctx.metrics;
+        let plan = PlanLabels {
+            namespace: self.plan.namespace().unwrap_or_default(),
+            plan: self.plan.name_any(),
+        };
+        for (step, seconds) in step_seconds {
+            metrics
+                .last_failover_step
+                .get_or_create(&PlanStepLabels {
+                    namespace: plan.namespace.clone(),
+                    plan: plan.plan.clone(),
+                    step: step.clone(),
+                })
+                .set(*seconds);
+        }
+        if let Some(lag) = data_loss {
+            metrics
+                .last_failover_data_loss
+                .get_or_create(&plan)
+                .set(lag);
+        }
+        if let Some(t) = total
+            && phase == FailoverPhase::Succeeded
+            && self.mode() != FailoverMode::DryRun
+        {
+            metrics.failover_duration.observe(t);
+            metrics.last_failover_rto.get_or_create(&plan).set(t);
+        }
     }
 
     /// Records this failover (and, on success, the new active region) on the plan.

@@ -18,6 +18,10 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value `metric_label` returns.
+    pub const METRIC_LABELS: [&'static str; 4] =
+        ["kube", "member_cluster", "serialize", "missing_namespace"];
+
     /// A short, bounded label for `drover_reconcile_errors_total{error}`.
     pub fn metric_label(&self) -> &'static str {
         match self {

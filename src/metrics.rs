@@ -43,6 +43,13 @@ pub struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanStepLabels {
+    pub namespace: String,
+    pub plan: String,
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LagLabels {
     pub plan: String,
     pub database: String,
@@ -74,9 +81,16 @@ pub struct Metrics {
     pub failovers: Family<FailoverLabels, Counter>,
     pub failover_duration: Histogram,
     pub step_duration: Family<StepLabels, Histogram>,
-    pub replication_lag: Family<LagLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub replication_lag: Family<LagLabels, FloatGauge>,
     pub active_region: Family<RegionLabels, Gauge>,
+    pub plan_rto: Family<PlanLabels, FloatGauge>,
+    pub plan_rpo: Family<PlanLabels, FloatGauge>,
+    pub last_failover_rto: Family<PlanLabels, FloatGauge>,
+    pub last_failover_data_loss: Family<PlanLabels, FloatGauge>,
+    pub last_failover_step: Family<PlanStepLabels, FloatGauge>,
 }
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -121,8 +135,7 @@ impl Default for Metrics {
         let step_duration = Family::<StepLabels, Histogram>::new_with_constructor(
             failover_histogram as fn() -> Histogram,
         );
-        let replication_lag =
-            Family::<LagLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let replication_lag = Family::<LagLabels, FloatGauge>::default();
         let active_region = Family::<RegionLabels, Gauge>::default();
         registry.register(
             "aws_calls",
@@ -154,8 +167,49 @@ impl Default for Metrics {
             "1 for the active region of each plan, 0 for the others",
             active_region.clone(),
         );
+        let plan_rto = Family::<PlanLabels, FloatGauge>::default();
+        let plan_rpo = Family::<PlanLabels, FloatGauge>::default();
+        let last_failover_rto = Family::<PlanLabels, FloatGauge>::default();
+        let last_failover_data_loss = Family::<PlanLabels, FloatGauge>::default();
+        let last_failover_step = Family::<PlanStepLabels, FloatGauge>::default();
+        registry.register(
+            "plan_rto_seconds",
+            "The plan's recovery time objective",
+            plan_rto.clone(),
+        );
+        registry.register(
+            "plan_rpo_seconds",
+            "The plan's recovery point objective (largest acceptable replication lag)",
+            plan_rpo.clone(),
+        );
+        registry.register(
+            "last_failover_rto_seconds",
+            "Measured RTO of the plan's last successful failover",
+            last_failover_rto.clone(),
+        );
+        registry.register(
+            "last_failover_data_loss_seconds",
+            "Estimated data loss (replication lag at promotion) of the plan's last failover",
+            last_failover_data_loss.clone(),
+        );
+        registry.register(
+            "last_failover_step_seconds",
+            "Duration of each step of the plan's last finished failover",
+            last_failover_step.clone(),
+        );
+        // Zero series for every error category, so rate() works before the first error.
+        for controller in ["plan", "failover"] {
+            for error in crate::error::Error::METRIC_LABELS {
+                let _ = reconcile_errors.get_or_create(&ErrorLabels { controller, error });
+            }
+        }
         Self {
             registry,
+            plan_rto,
+            plan_rpo,
+            last_failover_rto,
+            last_failover_data_loss,
+            last_failover_step,
             aws_calls,
             failovers,
             failover_duration,
