@@ -37,6 +37,8 @@ sandbox-down:
 
 crds:
 	cargo run -q -- crds > crds/drover.io.yaml
+	cp crds/drover.io.yaml charts/drover/crds/drover.io.yaml
+	cp crds/drover.io.yaml config/crd/drover.io.yaml
 
 fmt:
 	cargo fmt --all

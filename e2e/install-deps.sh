@@ -7,7 +7,7 @@ CACHE="${DROVER_CACHE:-$HOME/.cache/drover}"
 mkdir -p "$CACHE"
 log() { printf '[install] %s\n' "$*" >&2; }
 
-need_pkgs=(golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev openssl python3-venv curl)
+need_pkgs=(golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev openssl python3-venv curl lua5.4)
 # Some images ship kubectl from another package, which conflicts with kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || need_pkgs+=(kubernetes-client)
 missing=()
@@ -60,9 +60,9 @@ fi
 
 # Python venv for the AWS emulator, cached outside the clone.
 VENV="$CACHE/venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, flask, pytest' 2>/dev/null; then
-  log "creating Python venv with moto[server] and pytest"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, flask, pytest, helm_python' 2>/dev/null; then
+  log "creating Python venv with moto[server], pytest and the Helm SDK"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5' 'pytest==9.2.0' >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5' 'pytest==9.2.0' 'helm-python-sdk==0.2.2' >&2
 fi
 log "dependencies ready"
