@@ -82,13 +82,13 @@ for _ in $(seq 1 300); do
 done
 kubectl -n drover-system get drp demo
 
-stage "planned failover use1 → usw2"
-"$PYTHON" e2e/watch_failover.py demo usw2
+stage "planned failover use1 → usw2: drover failover --plan demo --to usw2 --watch"
+./target/debug/drover failover -n drover-system --plan demo --to usw2 --watch
 
 stage "failback usw2 → use1 (first the old primaries are rebuilt as replicas, as an SRE would)"
 "$PYTHON" e2e/seed.py demo use1 --rebuild-replica
-"$PYTHON" e2e/watch_failover.py demo use1
+./target/debug/drover failover -n drover-system --plan demo --to use1 --mode Planned --watch
 
-stage "done"
-kubectl -n drover-system get drp
+stage "done: drover status -n drover-system"
 kubectl -n drover-system get failovers
+./target/debug/drover status -n drover-system

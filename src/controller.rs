@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::api::{
     DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverPhase, FailoverStatus,
-    RegionStatus,
+    RegionStatus, ReplicationStatus,
 };
 use crate::aws::Aws;
 use crate::clusters::KubeClusters;
@@ -184,6 +184,47 @@ async fn check_regions(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> 
     join_all(checks).await
 }
 
+/// Replication lag of every database into every standby region. One attempt each, bounded
+/// by the member timeout: the next check retries, and errors are reported verbatim.
+async fn measure_replication(ctx: &Context, plan: &DisasterRecoveryPlan) -> Vec<ReplicationStatus> {
+    let Some(active) = crate::engine::active_region(plan) else {
+        return Vec::new();
+    };
+    let name = plan.name_any();
+    let measurements = plan.spec.databases.iter().flat_map(|db| {
+        plan.spec
+            .regions
+            .iter()
+            .filter(|r| r.name != active)
+            .filter_map(|r| Some((db, r, crate::engine::lag_source(db, &r.name)?)))
+            .collect::<Vec<_>>()
+    });
+    let measurements = measurements.map(|(db, region, source)| {
+        let name = name.clone();
+        async move {
+            let call = ctx.aws.replica_lag(&region.aws_region, &source);
+            let (lag_seconds, message) =
+                match tokio::time::timeout(ctx.config.member_timeout, call).await {
+                    Ok(Ok(Some(lag))) => {
+                        ctx.metrics.set_replication_lag(&name, &db.name, lag);
+                        (Some(lag), None)
+                    }
+                    Ok(Ok(None)) => (None, Some("no recent lag datapoint in CloudWatch".into())),
+                    Ok(Err(e)) => (None, Some(e.message)),
+                    Err(_) => (None, Some("timed out reading the lag".into())),
+                };
+            ReplicationStatus {
+                database: db.name.clone(),
+                region: region.name.clone(),
+                lag_seconds,
+                message,
+                measured_at: Some(Time(now())),
+            }
+        }
+    });
+    join_all(measurements).await
+}
+
 /// Validates a plan, checks its regions, and writes status.
 pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Result<Action> {
     let ns = plan.namespace().ok_or(Error::MissingNamespace)?;
@@ -207,6 +248,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         conditions: previous.conditions.clone(),
         observed_generation: generation,
         last_failover: None,
+        replication: previous.replication.clone(),
     };
     let valid_message = if valid {
         "plan is valid".to_string()
@@ -230,7 +272,12 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
             let initial = json!({"activeRegion": crate::engine::active_region(&plan)});
             apply_status(&api, &name, crate::driver::FAILOVER_FIELD_MANAGER, &initial).await?;
         }
-        status.regions = check_regions(&ctx, &plan, &ns).await;
+        let (regions, replication) = tokio::join!(
+            check_regions(&ctx, &plan, &ns),
+            measure_replication(&ctx, &plan)
+        );
+        status.regions = regions;
+        status.replication = replication;
         let not_ready: Vec<String> = status
             .regions
             .iter()

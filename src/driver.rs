@@ -20,14 +20,14 @@ use crate::api::{
     DisasterRecoveryPlan, DnsChange, Failover, FailoverMode, FailoverPhase, FailoverStatus,
     FailoverTimings, LastFailover, StepState, StepStatus,
 };
-use crate::aws::{Aws, AwsError, LagSource, WriterMove, parse_ecr_image};
+use crate::aws::{Aws, AwsError, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
 use crate::conditions::{self, DesiredCondition};
 use crate::controller::{Context, FIELD_MANAGER, apply_status};
 use crate::engine::{
     self, Admission, DbStep, Requested, ScaleTarget, Step, ZoneBatch, poll_delay, retry_delay,
 };
-use crate::metrics::{FailoverLabels, LagLabels, PlanLabels, PlanStepLabels, StepLabels};
+use crate::metrics::{FailoverLabels, PlanLabels, PlanStepLabels, StepLabels};
 use crate::validate::parse_duration;
 
 /// Field manager for the status fields the failover driver owns on plans.
@@ -1017,15 +1017,7 @@ impl Driver {
     }
 
     fn target_member<'a>(&self, db: &'a DatabaseSpec) -> Option<&'a str> {
-        let members = db
-            .rds
-            .as_ref()
-            .map(|r| &r.instances)
-            .or(db.aurora_global.as_ref().map(|a| &a.members))?;
-        members
-            .iter()
-            .find(|m| m.region == self.target())
-            .map(|m| m.identifier.as_str())
+        engine::member(db, self.target())
     }
 
     async fn target_db_health(&self, db: &DatabaseSpec, deadline: Instant) -> Result<(), String> {
@@ -1093,15 +1085,8 @@ impl Driver {
         deadline: Instant,
     ) -> Result<Option<f64>, String> {
         let region = self.aws_region(self.target());
-        let member = self
-            .target_member(db)
-            .ok_or_else(|| format!("no member in {}", self.target()))?
-            .to_string();
-        let source = if db.rds.is_some() {
-            LagSource::RdsReplica { instance: member }
-        } else {
-            LagSource::AuroraSecondary { cluster: member }
-        };
+        let source = engine::lag_source(db, self.target())
+            .ok_or_else(|| format!("no member in {}", self.target()))?;
         let lag = self
             .retry(step, deadline, || self.aws.replica_lag(&region, &source))
             .await
@@ -1109,12 +1094,7 @@ impl Driver {
         if let Some(l) = lag {
             self.ctx
                 .metrics
-                .replication_lag
-                .get_or_create(&LagLabels {
-                    plan: self.plan.name_any(),
-                    database: db.name.clone(),
-                })
-                .set(l);
+                .set_replication_lag(&self.plan.name_any(), &db.name, l);
         }
         Ok(lag)
     }

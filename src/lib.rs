@@ -3,6 +3,7 @@
 pub mod api;
 pub mod aws;
 pub mod check;
+pub mod cli;
 pub mod clusters;
 pub mod conditions;
 pub mod config;

@@ -11,7 +11,7 @@ use drover::http::{self, Readiness};
 use drover::leader::{self, ShutdownSignal};
 use drover::metrics::Metrics;
 use drover::telemetry::{self, LogFormat};
-use drover::{api, check, controller};
+use drover::{api, check, cli, controller};
 
 /// Drover: multi-region disaster recovery for Kubernetes on AWS.
 #[derive(Parser)]
@@ -36,11 +36,58 @@ enum Command {
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Create a Failover for a plan; with --watch, follow it to the end.
+    Failover {
+        #[command(flatten)]
+        kube: cli::KubeArgs,
+        #[command(flatten)]
+        args: cli::FailoverArgs,
+    },
+    /// Show plans: active region, readiness, last failover and replication lag.
+    Status {
+        #[command(flatten)]
+        kube: cli::KubeArgs,
+        #[command(flatten)]
+        args: cli::StatusArgs,
+    },
+}
+
+/// Parses arguments; installed as `kubectl-drover`, help and errors say `kubectl drover`.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let mut command = Cli::command();
+    if invoked_as.starts_with("kubectl-") {
+        command = command.bin_name(invoked_as.replacen('-', " ", 1));
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
+    // kube uses ring and the AWS SDK aws-lc-rs; with both linked, rustls needs a choice.
+    // Err only means a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
+        Command::Failover { kube, args } => run_cli(async move {
+            cli::failover(&kube, &args).await.map(|succeeded| {
+                if succeeded {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
+        }),
+        Command::Status { kube, args } => run_cli(async move {
+            let text = cli::status(&kube, &args).await?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Crds => match api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -54,9 +101,6 @@ fn main() -> ExitCode {
         Command::Check { files } => run_check(&files),
         Command::Run(args) => {
             telemetry::init(cli.log_format);
-            // kube uses ring and the AWS SDK aws-lc-rs; with both linked, rustls needs a choice.
-            // Err only means a provider is already installed, which is fine.
-            let _ = rustls::crypto::ring::default_provider().install_default();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -71,6 +115,29 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a terminal command; errors print as one sentence, not a debug dump.
+fn run_cli(
+    command: impl std::future::Future<Output = Result<ExitCode, cli::CliError>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

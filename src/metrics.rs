@@ -244,6 +244,16 @@ impl Metrics {
         }
     }
 
+    /// `drover_replication_lag_seconds{plan,database}`.
+    pub fn set_replication_lag(&self, plan: &str, database: &str, seconds: f64) {
+        self.replication_lag
+            .get_or_create(&LagLabels {
+                plan: plan.to_string(),
+                database: database.to_string(),
+            })
+            .set(seconds);
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();

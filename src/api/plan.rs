@@ -298,9 +298,32 @@ pub struct DisasterRecoveryPlanStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Replication lag of each database into each standby region, measured at every
+    /// region check.
+    #[serde(default)]
+    pub replication: Vec<ReplicationStatus>,
     /// The most recent Failover of this plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<LastFailover>,
+}
+
+/// Replication lag of one database into one standby region.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStatus {
+    /// The plan's database name.
+    pub database: String,
+    /// The standby plan region the lag was measured in.
+    pub region: String,
+    /// Lag in seconds; absent when it could not be measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+    /// Why the lag is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the lag was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
 }
 
 /// Readiness of one region.

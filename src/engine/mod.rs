@@ -4,10 +4,34 @@
 use std::time::Duration;
 
 use crate::api::{
-    AliasTarget, DatabaseState, DisasterRecoveryPlan, DisasterRecoveryPlanSpec, Failover,
-    FailoverMode, FailoverPhase, RegionRole, RoutingPolicy,
+    AliasTarget, DatabaseSpec, DatabaseState, DisasterRecoveryPlan, DisasterRecoveryPlanSpec,
+    Failover, FailoverMode, FailoverPhase, RegionRole, RoutingPolicy,
 };
+use crate::aws::LagSource;
 use crate::validate::{self, parse_duration};
+
+/// A database's member (instance or cluster identifier) in a plan region.
+pub fn member<'a>(db: &'a DatabaseSpec, region: &str) -> Option<&'a str> {
+    let members = db
+        .rds
+        .as_ref()
+        .map(|r| &r.instances)
+        .or(db.aurora_global.as_ref().map(|a| &a.members))?;
+    members
+        .iter()
+        .find(|m| m.region == region)
+        .map(|m| m.identifier.as_str())
+}
+
+/// Where a database's replication lag into `region` is measured.
+pub fn lag_source(db: &DatabaseSpec, region: &str) -> Option<LagSource> {
+    let member = member(db, region)?.to_string();
+    Some(if db.rds.is_some() {
+        LagSource::RdsReplica { instance: member }
+    } else {
+        LagSource::AuroraSecondary { cluster: member }
+    })
+}
 
 /// The steps of a failover, in dependency order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,831 @@
+//! `drover failover` and `drover status`: the terminal side, with kubectl's kubeconfig and
+//! context rules. Rendering is pure (tested below); the async parts only fetch and watch.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+
+use crate::api::{
+    DisasterRecoveryPlan, Failover, FailoverMode, FailoverPhase, FailoverSpec, StepState,
+};
+
+/// Where to find the management cluster, as kubectl resolves it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KubeArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace of the plan (default: the context's namespace, else "default").
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FailoverArgs {
+    /// The DisasterRecoveryPlan to fail over.
+    #[arg(long)]
+    pub plan: String,
+    /// The plan region to make active.
+    #[arg(long = "to")]
+    pub to: String,
+    /// Planned, Unplanned or DryRun.
+    #[arg(long, value_enum, default_value_t = ModeArg::Planned)]
+    pub mode: ModeArg,
+    /// Unplanned only: promote even though replication lag is above zero.
+    #[arg(long)]
+    pub allow_data_loss: bool,
+    /// With --allow-data-loss: the largest lag accepted at promotion, e.g. 30s.
+    #[arg(long, requires = "allow_data_loss")]
+    pub max_data_loss: Option<String>,
+    /// Follow the failover until it ends; exit non-zero unless it Succeeded.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[value(rename_all = "PascalCase")]
+pub enum ModeArg {
+    Planned,
+    Unplanned,
+    DryRun,
+}
+
+impl From<ModeArg> for FailoverMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Planned => FailoverMode::Planned,
+            ModeArg::Unplanned => FailoverMode::Unplanned,
+            ModeArg::DryRun => FailoverMode::DryRun,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Show only this plan.
+    pub plan: Option<String>,
+    /// Plans in every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// A failure explained in one plain sentence.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Turns a Kubernetes error into a sentence about `what`.
+fn explain(what: &str, e: kube::Error) -> CliError {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => CliError(format!("{what} not found")),
+        kube::Error::Api(s) if s.code == 403 => CliError(format!(
+            "not allowed to read or write {what}: {}",
+            s.message
+        )),
+        kube::Error::Api(s) => CliError(format!("{what}: {} ({})", s.message, s.reason)),
+        kube::Error::HyperError(e) => {
+            CliError(format!("cannot reach the Kubernetes API server: {e}"))
+        }
+        other => CliError(format!("{what}: {other}")),
+    }
+}
+
+/// A client and the namespace to use, from kubeconfig, context and `-n`.
+pub async fn connect(args: &KubeArgs) -> Result<(Client, String), CliError> {
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|e| CliError(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => kube::Config::from_kubeconfig(&options).await,
+    }
+    .map_err(|e| CliError(format!("cannot load the kubeconfig: {e}")))?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config)
+        .map_err(|e| CliError(format!("cannot build a Kubernetes client: {e}")))?;
+    Ok((client, namespace))
+}
+
+/// The Failover object `drover failover` creates.
+pub fn failover_object(args: &FailoverArgs, namespace: &str) -> Failover {
+    let mut fo = Failover::new(
+        "",
+        FailoverSpec {
+            plan_ref: args.plan.clone(),
+            target_region: args.to.clone(),
+            mode: args.mode.into(),
+            allow_data_loss: args.allow_data_loss,
+            max_data_loss: args.max_data_loss.clone(),
+        },
+    );
+    fo.metadata = ObjectMeta {
+        generate_name: Some(format!("{}-to-{}-", args.plan, args.to)),
+        namespace: Some(namespace.to_string()),
+        ..Default::default()
+    };
+    fo
+}
+
+/// `drover failover`: creates the Failover; with `--watch`, follows it. Ok(true) when it
+/// Succeeded (or was only created).
+pub async fn failover(kube: &KubeArgs, args: &FailoverArgs) -> Result<bool, CliError> {
+    let (client, ns) = connect(kube).await?;
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
+    let plan = plans
+        .get(&args.plan)
+        .await
+        .map_err(|e| explain(&format!("plan {:?} in namespace {ns:?}", args.plan), e))?;
+    if !plan.spec.regions.iter().any(|r| r.name == args.to) {
+        let names: Vec<&str> = plan.spec.regions.iter().map(|r| r.name.as_str()).collect();
+        return Err(CliError(format!(
+            "plan {:?} has no region {:?}; its regions are {}",
+            args.plan,
+            args.to,
+            names.join(", ")
+        )));
+    }
+    let api: Api<Failover> = Api::namespaced(client, &ns);
+    let created = api
+        .create(&PostParams::default(), &failover_object(args, &ns))
+        .await
+        .map_err(|e| explain(&format!("a Failover in namespace {ns:?}"), e))?;
+    let name = created.name_any();
+    println!("failover.drover.io/{name} created in namespace {ns}");
+    if !args.watch {
+        return Ok(true);
+    }
+    watch(&api, &name).await
+}
+
+/// Follows one Failover until it is terminal, redrawing a live view on a terminal and
+/// printing one line per step change otherwise.
+async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
+    let tty = std::io::stdout().is_terminal();
+    let mut events = watcher::watch_object(api.clone(), name).boxed();
+    let mut ticker = tokio::time::interval(Duration::from_millis(150));
+    let mut latest: Option<Failover> = None;
+    let mut printed = PrintedSteps::default();
+    let mut drawn_lines = 0usize;
+    let mut frame = 0usize;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(Some(fo))) => latest = Some(fo),
+                Some(Ok(None)) => return Err(CliError(format!("failover {name} was deleted"))),
+                // The watcher re-lists by itself after transient errors.
+                Some(Err(e)) => { if !tty { eprintln!("watch interrupted, resuming: {e}"); } }
+                None => return Err(CliError("the watch ended unexpectedly".into())),
+            },
+            _ = ticker.tick() => frame += 1,
+        }
+        let Some(fo) = &latest else { continue };
+        let now = Timestamp::now();
+        let mut out = std::io::stdout().lock();
+        if tty {
+            let lines = live_view(fo, frame, now);
+            if drawn_lines > 0 {
+                // Move up and clear what was drawn before.
+                let _ = write!(out, "\x1b[{drawn_lines}A\x1b[J");
+            }
+            for line in &lines {
+                let _ = writeln!(out, "{line}");
+            }
+            drawn_lines = lines.len();
+        } else {
+            for line in printed.changes(fo) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        let _ = out.flush();
+        let phase = fo.status.as_ref().and_then(|s| s.phase);
+        if phase.is_some_and(FailoverPhase::is_terminal) {
+            for line in summary(fo) {
+                let _ = writeln!(out, "{line}");
+            }
+            return Ok(phase == Some(FailoverPhase::Succeeded));
+        }
+    }
+}
+
+const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+fn state_mark(state: StepState, frame: usize) -> &'static str {
+    match state {
+        StepState::Pending => "·",
+        StepState::Running => SPINNER[frame % SPINNER.len()],
+        StepState::Succeeded => "✓",
+        StepState::Failed => "✗",
+        StepState::Skipped => "-",
+    }
+}
+
+fn seconds(s: f64) -> String {
+    format!("{s:.1}s")
+}
+
+fn since(started: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time, now: Timestamp) -> f64 {
+    now.duration_since(started.0).as_secs_f64().max(0.0)
+}
+
+/// The live view: a header, one line per step with its state and duration, and the phase.
+pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
+    let mut lines = vec![format!(
+        "Failover {}: plan {} → {} ({:?})",
+        fo.name_any(),
+        fo.spec.plan_ref,
+        fo.spec.target_region,
+        fo.spec.mode
+    )];
+    let Some(status) = &fo.status else {
+        lines.push("  waiting for the operator to pick it up".into());
+        return lines;
+    };
+    for step in &status.steps {
+        let duration = match (step.state, step.duration_seconds, &step.started_at) {
+            (_, Some(d), _) => seconds(d),
+            (StepState::Running, None, Some(started)) => seconds(since(started, now)),
+            _ => String::new(),
+        };
+        let message = match step.state {
+            StepState::Pending => "",
+            _ => step.message.as_deref().unwrap_or(""),
+        };
+        lines.push(
+            format!(
+                "  {} {:<18} {:>7}  {}",
+                state_mark(step.state, frame),
+                step.name,
+                duration,
+                first_line(message, 80)
+            )
+            .trim_end()
+            .to_string(),
+        );
+    }
+    let phase = status
+        .phase
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_else(|| "Pending".into());
+    let elapsed = status
+        .timings
+        .as_ref()
+        .and_then(|t| t.started_at.as_ref())
+        .map(|s| format!(" for {}", seconds(since(s, now))))
+        .unwrap_or_default();
+    let elapsed = match status.timings.as_ref().and_then(|t| t.total_seconds) {
+        Some(total) => format!(" after {}", seconds(total)),
+        None => elapsed,
+    };
+    lines.push(format!("  phase {phase}{elapsed}"));
+    lines
+}
+
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > max {
+        let cut: String = line.chars().take(max - 1).collect();
+        format!("{cut}…")
+    } else {
+        line.to_string()
+    }
+}
+
+/// Remembers what was printed, for one line per step change on a non-terminal.
+#[derive(Default)]
+pub struct PrintedSteps {
+    seen: BTreeMap<String, StepState>,
+}
+
+impl PrintedSteps {
+    pub fn changes(&mut self, fo: &Failover) -> Vec<String> {
+        let Some(status) = &fo.status else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        for step in &status.steps {
+            if step.state == StepState::Pending || self.seen.get(&step.name) == Some(&step.state) {
+                continue;
+            }
+            self.seen.insert(step.name.clone(), step.state);
+            let duration = step
+                .duration_seconds
+                .map(|d| format!(" in {}", seconds(d)))
+                .unwrap_or_default();
+            let message = step
+                .message
+                .as_deref()
+                .filter(|_| step.state != StepState::Running)
+                .map(|m| format!(": {}", first_line(m, 200)))
+                .unwrap_or_default();
+            lines.push(format!("{} {:?}{duration}{message}", step.name, step.state));
+        }
+        lines
+    }
+}
+
+/// The closing lines: phase, measured RTO, data-loss estimate, and what failed.
+pub fn summary(fo: &Failover) -> Vec<String> {
+    let Some(status) = &fo.status else {
+        return Vec::new();
+    };
+    let phase = status
+        .phase
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_else(|| "Pending".into());
+    let mut lines = vec![format!("Failover {} {phase}", fo.name_any())];
+    if let Some(total) = status.timings.as_ref().and_then(|t| t.total_seconds) {
+        let label = if status.phase == Some(FailoverPhase::Succeeded)
+            && fo.spec.mode != FailoverMode::DryRun
+        {
+            "measured RTO"
+        } else {
+            "duration"
+        };
+        lines.push(format!("  {label}: {}", seconds(total)));
+    }
+    match &status.data_loss {
+        Some(d) => lines.push(format!(
+            "  data-loss estimate: {} (replication lag at promotion)",
+            seconds(d.max_lag_seconds)
+        )),
+        None if fo.spec.mode != FailoverMode::DryRun => {
+            lines.push("  data-loss estimate: none measured".into())
+        }
+        None => {}
+    }
+    for failure in &status.preflight_failures {
+        lines.push(format!("  preflight: {failure}"));
+    }
+    if status.phase != Some(FailoverPhase::Succeeded)
+        && let Some(c) = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing" || c.type_ == "Valid")
+            .filter(|c| !c.message.is_empty())
+    {
+        lines.push(format!("  {}: {}", c.reason, c.message));
+    }
+    if fo.spec.mode == FailoverMode::DryRun {
+        for action in &status.planned_actions {
+            lines.push(format!("  would: {action}"));
+        }
+    }
+    lines
+}
+
+/// One plan in `drover status`, as printed with `-o json|yaml`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub namespace: String,
+    pub name: String,
+    pub active_region: Option<String>,
+    pub ready: Option<bool>,
+    pub ready_message: Option<String>,
+    pub last_failover: Option<FailoverSummary>,
+    /// Largest replication lag over databases and standby regions; None when unmeasured.
+    pub max_lag_seconds: Option<f64>,
+    pub replication: Vec<crate::api::ReplicationStatus>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSummary {
+    pub name: String,
+    pub target_region: String,
+    pub phase: Option<String>,
+    pub rto_seconds: Option<f64>,
+    pub data_loss_seconds: Option<f64>,
+}
+
+/// Summarizes a plan, with its last Failover when it still exists.
+pub fn summarize(plan: &DisasterRecoveryPlan, last: Option<&Failover>) -> PlanSummary {
+    let status = plan.status.clone().unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let lags: Vec<Option<f64>> = status.replication.iter().map(|r| r.lag_seconds).collect();
+    let max_lag_seconds = if lags.is_empty() || lags.iter().any(Option::is_none) {
+        None
+    } else {
+        lags.iter().flatten().copied().reduce(f64::max)
+    };
+    PlanSummary {
+        namespace: plan.namespace().unwrap_or_default(),
+        name: plan.name_any(),
+        active_region: status.active_region.clone(),
+        ready: ready.map(|c| c.status == "True"),
+        ready_message: ready.map(|c| c.message.clone()),
+        last_failover: status.last_failover.as_ref().map(|l| {
+            let fo_status = last.and_then(|f| f.status.as_ref());
+            FailoverSummary {
+                name: l.name.clone(),
+                target_region: l.target_region.clone(),
+                phase: fo_status
+                    .and_then(|s| s.phase.map(|p| format!("{p:?}")))
+                    .or_else(|| l.phase.clone()),
+                rto_seconds: fo_status
+                    .filter(|s| s.phase == Some(FailoverPhase::Succeeded))
+                    .and_then(|s| s.timings.as_ref()?.total_seconds),
+                data_loss_seconds: fo_status
+                    .and_then(|s| Some(s.data_loss.as_ref()?.max_lag_seconds)),
+            }
+        }),
+        max_lag_seconds,
+        replication: status.replication,
+    }
+}
+
+/// The `drover status` table.
+pub fn status_table(plans: &[PlanSummary], with_namespace: bool) -> String {
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "ACTIVE".into(),
+        "READY".into(),
+        "LAST FAILOVER".into(),
+        "PHASE".into(),
+        "RTO".into(),
+        "LAG".into(),
+    ]];
+    if with_namespace {
+        rows[0].insert(0, "NAMESPACE".into());
+    }
+    for p in plans {
+        let dash = || "-".to_string();
+        let last = p.last_failover.as_ref();
+        let lag = match (p.max_lag_seconds, p.replication.is_empty()) {
+            (Some(l), _) => seconds(l),
+            (None, true) => dash(),
+            (None, false) => "unknown".into(),
+        };
+        let mut row = vec![
+            p.name.clone(),
+            p.active_region.clone().unwrap_or_else(dash),
+            match p.ready {
+                Some(true) => "True".into(),
+                Some(false) => "False".into(),
+                None => "Unknown".into(),
+            },
+            last.map(|l| format!("{} → {}", l.name, l.target_region))
+                .unwrap_or_else(dash),
+            last.and_then(|l| l.phase.clone()).unwrap_or_else(dash),
+            last.and_then(|l| l.rto_seconds)
+                .map(seconds)
+                .unwrap_or_else(dash),
+            lag,
+        ];
+        if with_namespace {
+            row.insert(0, p.namespace.clone());
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
+                .collect::<Vec<_>>()
+                .join("   ")
+                .trim_end()
+                .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+/// `drover status`: prints the plans as a table, JSON or YAML.
+pub async fn status(kube: &KubeArgs, args: &StatusArgs) -> Result<String, CliError> {
+    let (client, ns) = connect(kube).await?;
+    let (plans_api, fo_api): (Api<DisasterRecoveryPlan>, Api<Failover>) = if args.all_namespaces {
+        (Api::all(client.clone()), Api::all(client))
+    } else {
+        (
+            Api::namespaced(client.clone(), &ns),
+            Api::namespaced(client, &ns),
+        )
+    };
+    let where_ = if args.all_namespaces {
+        "any namespace".to_string()
+    } else {
+        format!("namespace {ns:?}")
+    };
+    let plans = match &args.plan {
+        Some(name) => vec![
+            plans_api
+                .get(name)
+                .await
+                .map_err(|e| explain(&format!("plan {name:?} in {where_}"), e))?,
+        ],
+        None => {
+            plans_api
+                .list(&Default::default())
+                .await
+                .map_err(|e| explain(&format!("plans in {where_}"), e))?
+                .items
+        }
+    };
+    let failovers = fo_api
+        .list(&Default::default())
+        .await
+        .map_err(|e| explain(&format!("failovers in {where_}"), e))?
+        .items;
+    let summaries: Vec<PlanSummary> = plans
+        .iter()
+        .map(|p| {
+            let last_name = p
+                .status
+                .as_ref()
+                .and_then(|s| s.last_failover.as_ref())
+                .map(|l| l.name.clone());
+            let last = failovers
+                .iter()
+                .find(|f| Some(f.name_any()) == last_name && f.namespace() == p.namespace());
+            summarize(p, last)
+        })
+        .collect();
+    match args.output {
+        Output::Table if summaries.is_empty() => Ok(format!("No plans found in {where_}.\n")),
+        Output::Table => Ok(status_table(&summaries, args.all_namespaces)),
+        Output::Json => serde_json::to_string_pretty(&summaries)
+            .map(|s| s + "\n")
+            .map_err(|e| CliError(format!("cannot render JSON: {e}"))),
+        Output::Yaml => serde_yaml::to_string(&summaries)
+            .map_err(|e| CliError(format!("cannot render YAML: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        DataLossEstimate, DisasterRecoveryPlanStatus, FailoverStatus, FailoverTimings,
+        LastFailover, ReplicationStatus, StepStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn fo(mode: FailoverMode, status: Option<FailoverStatus>) -> Failover {
+        let mut fo = Failover::new(
+            "shop-to-usw2-abcde",
+            FailoverSpec {
+                plan_ref: "shop".into(),
+                target_region: "usw2".into(),
+                mode,
+                allow_data_loss: false,
+                max_data_loss: None,
+            },
+        );
+        fo.status = status;
+        fo
+    }
+
+    fn step(name: &str, state: StepState, duration: Option<f64>, message: &str) -> StepStatus {
+        StepStatus {
+            name: name.into(),
+            state,
+            started_at: Some(Time(ts("2026-11-22T00:00:00Z"))),
+            finished_at: None,
+            duration_seconds: duration,
+            attempts: 1,
+            message: (!message.is_empty()).then(|| message.into()),
+        }
+    }
+
+    fn running() -> FailoverStatus {
+        FailoverStatus {
+            phase: Some(FailoverPhase::Running),
+            steps: vec![
+                step(
+                    "Preflight",
+                    StepState::Succeeded,
+                    Some(0.21),
+                    "all checks passed",
+                ),
+                step("Fence", StepState::Running, None, "waiting for zero lag"),
+                step("PromoteDatabases", StepState::Pending, None, ""),
+            ],
+            timings: Some(FailoverTimings {
+                started_at: Some(Time(ts("2026-11-22T00:00:00Z"))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn live_view_shows_each_step_state_and_duration() {
+        let view = live_view(
+            &fo(FailoverMode::Planned, Some(running())),
+            0,
+            ts("2026-11-22T00:00:02.5Z"),
+        );
+        assert_eq!(
+            view,
+            vec![
+                "Failover shop-to-usw2-abcde: plan shop → usw2 (Planned)",
+                "  ✓ Preflight             0.2s  all checks passed",
+                "  ⠋ Fence                 2.5s  waiting for zero lag",
+                "  · PromoteDatabases",
+                "  phase Running for 2.5s",
+            ]
+        );
+        // The spinner turns with the frame.
+        let next = live_view(
+            &fo(FailoverMode::Planned, Some(running())),
+            1,
+            ts("2026-11-22T00:00:02.5Z"),
+        );
+        assert!(next[2].starts_with("  ⠙ Fence"));
+        let waiting = live_view(
+            &fo(FailoverMode::Planned, None),
+            0,
+            ts("2026-11-22T00:00:00Z"),
+        );
+        assert_eq!(waiting[1], "  waiting for the operator to pick it up");
+    }
+
+    #[test]
+    fn plain_output_prints_each_step_change_once() {
+        let mut printed = PrintedSteps::default();
+        let f = fo(FailoverMode::Planned, Some(running()));
+        assert_eq!(
+            printed.changes(&f),
+            vec![
+                "Preflight Succeeded in 0.2s: all checks passed",
+                "Fence Running"
+            ]
+        );
+        assert!(printed.changes(&f).is_empty());
+        let mut done = running();
+        done.steps[1] = step("Fence", StepState::Failed, Some(4.0), "lag 60s > 0\nmore");
+        assert_eq!(
+            printed.changes(&fo(FailoverMode::Planned, Some(done))),
+            vec!["Fence Failed in 4.0s: lag 60s > 0"]
+        );
+    }
+
+    #[test]
+    fn summary_reports_rto_data_loss_and_failures() {
+        let mut ok = running();
+        ok.phase = Some(FailoverPhase::Succeeded);
+        ok.timings.as_mut().expect("timings").total_seconds = Some(5.68);
+        ok.data_loss = Some(DataLossEstimate {
+            max_lag_seconds: 0.0,
+            databases: vec![],
+        });
+        assert_eq!(
+            summary(&fo(FailoverMode::Planned, Some(ok))),
+            vec![
+                "Failover shop-to-usw2-abcde Succeeded",
+                "  measured RTO: 5.7s",
+                "  data-loss estimate: 0.0s (replication lag at promotion)",
+            ]
+        );
+        let mut failed = running();
+        failed.phase = Some(FailoverPhase::Failed);
+        failed.preflight_failures = vec!["image x missing in us-west-2".into()];
+        failed.conditions = vec![Condition {
+            type_: "Progressing".into(),
+            status: "False".into(),
+            reason: "Failed".into(),
+            message: "preflight failed".into(),
+            last_transition_time: Time(ts("2026-11-22T00:00:00Z")),
+            observed_generation: None,
+        }];
+        let lines = summary(&fo(FailoverMode::DryRun, Some(failed)));
+        assert_eq!(lines[0], "Failover shop-to-usw2-abcde Failed");
+        assert!(lines.contains(&"  preflight: image x missing in us-west-2".to_string()));
+        assert!(lines.contains(&"  Failed: preflight failed".to_string()));
+        assert!(!lines.iter().any(|l| l.contains("data-loss")), "{lines:?}");
+    }
+
+    fn plan(status: DisasterRecoveryPlanStatus) -> DisasterRecoveryPlan {
+        let mut plan: DisasterRecoveryPlan =
+            serde_yaml::from_str(include_str!("../config/samples/plan.yaml")).expect("sample");
+        plan.status = Some(status);
+        plan
+    }
+
+    fn ready(status: &str) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: "RegionsReady".into(),
+            message: "every region is reachable".into(),
+            last_transition_time: Time(ts("2026-11-22T00:00:00Z")),
+            observed_generation: None,
+        }
+    }
+
+    fn lag(db: &str, seconds: Option<f64>) -> ReplicationStatus {
+        ReplicationStatus {
+            database: db.into(),
+            region: "usw2".into(),
+            lag_seconds: seconds,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_table_lists_active_region_readiness_last_failover_and_lag() {
+        let mut done = running();
+        done.phase = Some(FailoverPhase::Succeeded);
+        done.timings.as_mut().expect("timings").total_seconds = Some(5.68);
+        let last = fo(FailoverMode::Planned, Some(done));
+        let with_failover = summarize(
+            &plan(DisasterRecoveryPlanStatus {
+                active_region: Some("usw2".into()),
+                conditions: vec![ready("True")],
+                last_failover: Some(LastFailover {
+                    name: "shop-to-usw2-abcde".into(),
+                    target_region: "usw2".into(),
+                    phase: Some("Running".into()),
+                }),
+                replication: vec![lag("orders", Some(0.4)), lag("catalog", Some(1.31))],
+                ..Default::default()
+            }),
+            Some(&last),
+        );
+        assert_eq!(with_failover.max_lag_seconds, Some(1.31));
+        let fo = with_failover.last_failover.as_ref().expect("last");
+        assert_eq!(fo.phase.as_deref(), Some("Succeeded"), "live phase wins");
+        assert_eq!(fo.rto_seconds, Some(5.68));
+        let mut fresh = summarize(
+            &plan(DisasterRecoveryPlanStatus {
+                active_region: Some("use1".into()),
+                conditions: vec![ready("False")],
+                replication: vec![lag("orders", None)],
+                ..Default::default()
+            }),
+            None,
+        );
+        fresh.name = "billing".into();
+        assert_eq!(fresh.max_lag_seconds, None);
+        let table = status_table(&[with_failover, fresh], false);
+        assert_eq!(
+            table,
+            "NAME      ACTIVE   READY   LAST FAILOVER               PHASE       RTO    LAG\n\
+             shop      usw2     True    shop-to-usw2-abcde → usw2   Succeeded   5.7s   1.3s\n\
+             billing   use1     False   -                           -           -      unknown\n"
+        );
+    }
+
+    #[test]
+    fn failover_object_has_a_generated_name_in_the_namespace() {
+        let args = FailoverArgs {
+            plan: "shop".into(),
+            to: "usw2".into(),
+            mode: ModeArg::Unplanned,
+            allow_data_loss: true,
+            max_data_loss: Some("30s".into()),
+            watch: false,
+        };
+        let fo = failover_object(&args, "team-a");
+        assert_eq!(fo.metadata.generate_name.as_deref(), Some("shop-to-usw2-"));
+        assert_eq!(fo.metadata.name, None);
+        assert_eq!(fo.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(fo.spec.mode, FailoverMode::Unplanned);
+        assert!(fo.spec.allow_data_loss);
+        assert_eq!(fo.spec.max_data_loss.as_deref(), Some("30s"));
+    }
+}
