@@ -15,12 +15,13 @@ use drover::api::{
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
 
+use crate::observe::{assert_dashboard_metrics_exported, assert_health, assert_ksm_paths_resolve};
 use crate::support::*;
 
 /// Scenarios run one at a time: they share the emulator's counters and faults.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     let cache = std::env::var("DROVER_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -29,7 +30,7 @@ fn python() -> PathBuf {
     cache.join("venv/bin/python")
 }
 
-fn seed(args: &[&str]) -> String {
+pub fn seed(args: &[&str]) -> String {
     let out = Command::new(python())
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/seed.py"))
         .args(args)
@@ -71,7 +72,7 @@ async fn seeded_plan(
     .await
 }
 
-fn failover(
+pub fn failover(
     name: &str,
     plan: &str,
     target: &str,
@@ -97,7 +98,12 @@ async fn create(client: &kube::Client, ns: &str, fo: &Failover) {
         .expect("create failover");
 }
 
-async fn wait_terminal(client: &kube::Client, ns: &str, name: &str, timeout: Duration) -> Failover {
+pub async fn wait_terminal(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Failover {
     let api: Api<Failover> = Api::namespaced(client.clone(), ns);
     wait_for(&format!("failover {name} terminal"), timeout, || async {
         let fo = api.get(name).await.ok()?;
@@ -118,7 +124,7 @@ async fn run_failover(
     wait_terminal(client, ns, &name, Duration::from_secs(timeout_secs)).await
 }
 
-fn assert_phase(fo: &Failover, phase: FailoverPhase) {
+pub fn assert_phase(fo: &Failover, phase: FailoverPhase) {
     assert_eq!(
         fo.status.as_ref().and_then(|s| s.phase),
         Some(phase),
@@ -134,12 +140,12 @@ fn step<'a>(fo: &'a Failover, name: &str) -> &'a drover::api::StepStatus {
         .unwrap_or_else(|| panic!("step {name} in {:?}", fo.status))
 }
 
-fn describe(fo: &Failover) -> String {
+pub fn describe(fo: &Failover) -> String {
     serde_json::to_string_pretty(&fo.status).unwrap_or_default()
 }
 
 /// Mutating calls per operation at the emulator.
-fn mutating_calls() -> BTreeMap<String, u64> {
+pub fn mutating_calls() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for c in bed("GET", "/calls", serde_json::json!({}))["calls"]
         .as_array()
@@ -153,7 +159,10 @@ fn mutating_calls() -> BTreeMap<String, u64> {
     out
 }
 
-fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub fn delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
     after
         .iter()
         .filter_map(|(k, v)| {
@@ -163,7 +172,7 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTree
         .collect()
 }
 
-fn expected(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+pub fn expected(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
@@ -256,30 +265,42 @@ async fn dns_points_at(zone: &str, region: &str) -> bool {
 
 /// A scenario's context: the serial lock, a fresh namespace with a running operator, and
 /// a seeded plan that is Ready.
-struct Scenario {
+pub struct Scenario {
     _serial: tokio::sync::MutexGuard<'static, ()>,
     client: kube::Client,
     ns: String,
     sc: String,
-    plan: DisasterRecoveryPlan,
+    pub plan: DisasterRecoveryPlan,
 }
 
 impl Scenario {
-    fn parts(&self) -> (kube::Client, String, String) {
+    pub fn parts(&self) -> (kube::Client, String, String) {
         (self.client.clone(), self.ns.clone(), self.sc.clone())
     }
 
-    async fn start(
+    pub async fn start(
         base: &str,
         seed_args: &[&str],
         operator_args: &[&str],
         lease: u16,
     ) -> (Self, Operator) {
+        Self::start_with(base, seed_args, |ns| {
+            Operator::start_in("mgmt", &format!("{base}-op"), ns, lease, operator_args)
+        })
+        .await
+    }
+
+    /// Like `start`, with the operator started by `start_operator(namespace)`.
+    pub async fn start_with(
+        base: &str,
+        seed_args: &[&str],
+        start_operator: impl FnOnce(&str) -> Operator,
+    ) -> (Self, Operator) {
         let serial = SERIAL.lock().await;
         let client = client("mgmt").await;
         ensure_crds(&client).await;
         let ns = namespace(&client, &format!("e2e-{base}")).await;
-        let op = Operator::start_in("mgmt", &format!("{base}-op"), &ns, lease, operator_args);
+        let op = start_operator(&ns);
         let sc = unique(base);
         let plan = seeded_plan(&client, &ns, &sc, seed_args).await;
         (
@@ -379,6 +400,15 @@ async fn planned_failover_and_failback() {
         );
         let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
         let plan = plans.get(&sc).await.expect("plan");
+        assert_health("health-failover.lua", &fo, "Healthy");
+        assert_health("health-plan.lua", &plan, "Healthy");
+        assert_ksm_paths_resolve(&[
+            (
+                "DisasterRecoveryPlan",
+                serde_json::to_value(&plan).expect("json"),
+            ),
+            ("Failover", serde_json::to_value(&fo).expect("json")),
+        ]);
         let plan_status = plan.status.expect("plan status");
         assert_eq!(plan_status.active_region.as_deref(), Some(target));
         assert_eq!(
@@ -450,6 +480,8 @@ async fn planned_failover_and_failback() {
         0.0
     );
     assert_eq!(metric("drover_active_region", "region=\"use1\""), 1.0);
+    let (_, scrape) = op.get("/metrics").expect("metrics");
+    assert_dashboard_metrics_exported(&scrape);
 }
 
 /// Scenario 3: DryRun with an image missing from the target region's ECR: preflight fails,
@@ -472,6 +504,7 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
     .await;
     let status = fo.status.clone().expect("status");
     assert_phase(&fo, FailoverPhase::Failed);
+    assert_health("health-failover.lua", &fo, "Degraded");
     assert_eq!(step(&fo, "Preflight").state, StepState::Failed);
     let failures = status.preflight_failures.join("; ");
     assert!(
@@ -502,6 +535,11 @@ async fn lag_above_rpo() {
     )
     .await;
     assert_phase(&fo, FailoverPhase::RolledBack);
+    let message = assert_health("health-failover.lua", &fo, "Suspended");
+    assert!(
+        message.contains("source region is still active"),
+        "{message}"
+    );
     let fence = step(&fo, "Fence");
     assert_eq!(fence.state, StepState::Failed);
     assert!(
@@ -530,6 +568,7 @@ async fn lag_above_rpo() {
     )
     .await;
     assert_phase(&fo, FailoverPhase::Failed);
+    assert_health("health-failover.lua", &fo, "Degraded");
     assert!(
         describe(&fo).contains("exceeds the RPO"),
         "{}",
@@ -566,11 +605,30 @@ async fn second_failover_is_rejected() {
     )
     .await;
     let api: Api<Failover> = Api::namespaced(client.clone(), &ns);
-    wait_for("first running", Duration::from_secs(30), || async {
+    let running = wait_for("first running", Duration::from_secs(30), || async {
         let fo = api.get("first").await.ok()?;
-        (fo.status?.phase? == FailoverPhase::Running).then_some(())
+        (fo.status.clone()?.phase? == FailoverPhase::Running).then_some(fo)
     })
     .await;
+    assert_health("health-failover.lua", &running, "Progressing");
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
+    let plan = wait_for(
+        "plan shows the running failover",
+        Duration::from_secs(30),
+        || async {
+            let plan = plans.get(&sc).await.ok()?;
+            let phase = plan
+                .status
+                .as_ref()?
+                .last_failover
+                .as_ref()?
+                .phase
+                .clone()?;
+            (phase == "Running").then_some(plan)
+        },
+    )
+    .await;
+    assert_health("health-plan.lua", &plan, "Progressing");
     create(
         &client,
         &ns,
@@ -582,6 +640,7 @@ async fn second_failover_is_rejected() {
         second.status.as_ref().and_then(|s| s.phase),
         Some(FailoverPhase::Rejected)
     );
+    assert_health("health-failover.lua", &second, "Degraded");
     assert!(
         describe(&second).contains("first is already running"),
         "{}",
@@ -849,6 +908,8 @@ async fn keeps_retrying_after_promotion() {
         describe(&stuck)
     );
     assert_eq!(step(&stuck, "PromoteDatabases").state, StepState::Succeeded);
+    let message = assert_health("health-failover.lua", &stuck, "Degraded");
+    assert!(message.contains("retrying"), "{message}");
     let dns = step(&stuck, "SwitchDns");
     assert!(
         dns.message

@@ -2,6 +2,8 @@
 //! Each test uses its own namespace and its own operator process.
 
 mod failover;
+mod observe;
+mod operate;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -215,6 +217,8 @@ async fn malformed_plans_are_reported_by_field() {
             condition(&plan, "Ready").expect("Ready").reason,
             "PlanInvalid"
         );
+        let health = observe::assert_health("health-plan.lua", &plan, "Degraded");
+        assert!(health.contains(field), "{health}");
         wait_for(
             &format!("{name} Warning event"),
             Duration::from_secs(30),

@@ -142,6 +142,25 @@ impl Operator {
         lease_duration_seconds: u16,
         extra_args: &[&str],
     ) -> Self {
+        let lease = ["--lease-namespace", watch_namespace];
+        Self::start_with_kubeconfig(
+            &kubeconfig_path(cluster),
+            identity,
+            watch_namespace,
+            lease_duration_seconds,
+            &[&lease, extra_args].concat(),
+        )
+    }
+
+    /// Starts an operator that authenticates with `kubeconfig`; `extra_args` must name the
+    /// lease namespace.
+    pub fn start_with_kubeconfig(
+        kubeconfig: &std::path::Path,
+        identity: &str,
+        watch_namespace: &str,
+        lease_duration_seconds: u16,
+        extra_args: &[&str],
+    ) -> Self {
         let port = free_port();
         let logs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
@@ -150,7 +169,6 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(["run", "--http-addr", &format!("127.0.0.1:{port}")])
             .args(["--watch-namespace", watch_namespace])
-            .args(["--lease-namespace", watch_namespace])
             .args(["--identity", identity])
             .args(["--plan-resync-seconds", "5"])
             .args([
@@ -158,7 +176,7 @@ impl Operator {
                 &lease_duration_seconds.to_string(),
             ])
             .args(extra_args)
-            .env("KUBECONFIG", kubeconfig_path(cluster))
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)

@@ -1,0 +1,43 @@
+-- Argo CD health for drover.io/DisasterRecoveryPlan, from conditions and lastFailover.
+-- Valid=False or Ready=False: Degraded. Status not yet written for this generation, or a
+-- failover running: Progressing. Ready=True: Healthy.
+local hs = {}
+local function condition(type_)
+  if obj.status ~= nil and obj.status.conditions ~= nil then
+    for _, c in ipairs(obj.status.conditions) do
+      if c.type == type_ then
+        return c
+      end
+    end
+  end
+  return nil
+end
+
+local generation = obj.metadata.generation
+if obj.status == nil or obj.status.observedGeneration == nil
+    or (generation ~= nil and obj.status.observedGeneration < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Drover operator to check this plan"
+  return hs
+end
+
+local valid = condition("Valid")
+local ready = condition("Ready")
+local last = obj.status.lastFailover
+if valid ~= nil and valid.status == "False" then
+  hs.status = "Degraded"
+  hs.message = "Invalid: " .. (valid.message or "")
+elseif last ~= nil and (last.phase == "Running" or last.phase == "Pending") then
+  hs.status = "Progressing"
+  hs.message = "Failing over to " .. last.targetRegion .. " (" .. last.name .. ")"
+elseif ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = "Active region " .. (obj.status.activeRegion or "?")
+elseif ready ~= nil and ready.status == "False" then
+  hs.status = "Degraded"
+  hs.message = "Not ready: " .. (ready.message or "")
+else
+  hs.status = "Progressing"
+  hs.message = "Waiting for the region checks"
+end
+return hs

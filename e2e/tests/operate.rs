@@ -1,0 +1,256 @@
+//! Operating Drover on the bed: the Helm chart's RBAC is enough to run a failover, and the
+//! `drover failover` / `drover status` CLI (also as `kubectl drover`) drives and reports it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use drover::api::{FailoverMode, FailoverPhase};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+
+use crate::failover::*;
+use crate::support::*;
+
+fn drover(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path("mgmt"))
+        .output()
+        .expect("drover runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A kubeconfig file for the bed's management cluster that authenticates with `token`;
+/// private to the owner and removed when dropped.
+struct TokenKubeconfig(PathBuf);
+
+impl TokenKubeconfig {
+    fn write(name: &str, token: &str) -> Self {
+        let admin = std::fs::read_to_string(kubeconfig_path("mgmt")).expect("admin kubeconfig");
+        let mut config: serde_json::Value = serde_json::from_str(&admin).expect("JSON kubeconfig");
+        config["users"][0]["user"] = serde_json::json!({ "token": token });
+        let path = sandbox_dir()
+            .join("mgmt")
+            .join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, config.to_string()).expect("kubeconfig written");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        Self(path)
+    }
+}
+
+impl Drop for TokenKubeconfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Installs the chart with the Helm SDK (`e2e/chart.py`), as a platform team would.
+fn helm_install(release: &str, namespace: &str, values: serde_json::Value) {
+    let out = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/chart.py"))
+        .args([
+            "install",
+            release,
+            namespace,
+            "--set-json",
+            &values.to_string(),
+        ])
+        .env("KUBECONFIG", kubeconfig_path("mgmt"))
+        .output()
+        .expect("chart.py runs");
+    assert!(
+        out.status.success(),
+        "helm install {release}: {}",
+        text(&out.stderr)
+    );
+}
+
+/// The chart's ServiceAccount and RBAC, and nothing else, run a planned failover: the
+/// operator authenticates with a token of the chart's ServiceAccount.
+#[tokio::test]
+async fn chart_rbac_is_enough_to_run_a_failover() {
+    let admin = client("mgmt").await;
+    let release = unique("drover-rbac");
+    let release_ns = unique("drover-chart-ns");
+    helm_install(
+        &release,
+        &release_ns,
+        serde_json::json!({"operator": {"secretNamespaces": ["drover-system"]}}),
+    );
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &release_ns);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(&release, &PostParams::default(), &request)
+        .await
+        .expect("token for the chart's ServiceAccount")
+        .status
+        .expect("token status")
+        .token;
+    let kubeconfig = TokenKubeconfig::write(&release, &token);
+    let lease_name = format!("{release}-leader");
+    let (scenario, op) = Scenario::start_with("rbac", &[], |ns| {
+        Operator::start_with_kubeconfig(
+            &kubeconfig.0,
+            "rbac-op",
+            ns,
+            15,
+            &[
+                "--lease-namespace",
+                &release_ns,
+                "--lease-name",
+                &lease_name,
+            ],
+        )
+    })
+    .await;
+    let (client, ns, sc) = scenario.parts();
+    let api: Api<drover::api::Failover> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &failover("rbac", &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await
+    .expect("create failover");
+    let fo = wait_terminal(&client, &ns, "rbac", Duration::from_secs(120)).await;
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    let log = std::fs::read_to_string(&op.log).expect("operator log");
+    assert!(
+        !log.contains("forbidden"),
+        "the chart's RBAC refused a call:\n{log}"
+    );
+    assert_eq!(op.metric("drover_leader"), Some(1.0));
+}
+
+/// `drover failover --watch` drives a failover to the end and exits 0; `drover status`
+/// reports it as a table, JSON and YAML; errors are one plain sentence; the binary works
+/// as a kubectl plugin.
+#[tokio::test]
+async fn cli_drives_and_reports_a_failover() {
+    let (scenario, _op) = Scenario::start("cli", &[], &[], 15).await;
+    let (_client, ns, sc) = scenario.parts();
+
+    let out = drover(&[
+        "failover", "-n", &ns, "--plan", &sc, "--to", "usw2", "--watch",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("created in namespace {ns}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PromoteDatabases Succeeded in"), "{stdout}");
+    assert!(stdout.contains(" Succeeded\n  measured RTO: "), "{stdout}");
+    assert!(stdout.contains("data-loss estimate: 0.0s"), "{stdout}");
+
+    let out = drover(&["status", "-n", &ns, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let plan = &plans[0];
+    assert_eq!(plan["name"], sc.as_str());
+    assert_eq!(plan["activeRegion"], "usw2");
+    assert_eq!(plan["ready"], true);
+    assert_eq!(plan["lastFailover"]["phase"], "Succeeded");
+    assert!(
+        plan["lastFailover"]["rtoSeconds"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0)
+    );
+    assert_eq!(
+        plan["replication"].as_array().map(Vec::len),
+        Some(3),
+        "{plan}"
+    );
+
+    let out = drover(&["status", &sc, "-n", &ns, "-o", "yaml"]);
+    let yaml: serde_json::Value = serde_yaml::from_slice(&out.stdout).expect("YAML");
+    assert_eq!(yaml[0]["activeRegion"], "usw2");
+
+    let out = drover(&["status", "-n", &ns]);
+    let table = text(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAME") && header.ends_with("LAG"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&sc))
+        .expect("plan row");
+    assert!(row.contains("usw2") && row.contains("Succeeded"), "{row}");
+
+    // Going back without rebuilding the replicas: the DryRun fails, and so does the exit code.
+    let out = drover(&[
+        "failover", "-n", &ns, "--plan", &sc, "--to", "use1", "--mode", "DryRun", "--watch",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("preflight: "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    for (args, expected) in [
+        (
+            vec!["status", "nope", "-n", &ns],
+            format!("error: plan \"nope\" in namespace \"{ns}\" not found\n"),
+        ),
+        (
+            vec!["failover", "-n", &ns, "--plan", &sc, "--to", "mars"],
+            format!("error: plan \"{sc}\" has no region \"mars\"; its regions are use1, usw2\n"),
+        ),
+        (
+            vec!["status", "--context", "elsewhere"],
+            "error: cannot load the kubeconfig: ".into(),
+        ),
+    ] {
+        let out = drover(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.starts_with(&expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+
+    // As a kubectl plugin: `kubectl drover ...` runs `kubectl-drover` from PATH.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/e2e-logs/{}", unique("plugin")));
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    let plugin = dir.join("kubectl-drover");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_drover"), &plugin).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = |args: &[&str]| {
+        Command::new("kubectl")
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", kubeconfig_path("mgmt"))
+            .output()
+            .expect("kubectl runs")
+    };
+    let out = kubectl(&["drover", "status", "-n", &ns]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&sc), "{}", text(&out.stdout));
+    let help = kubectl(&["drover", "--help"]);
+    assert!(
+        text(&help.stdout).contains("Usage: kubectl drover"),
+        "{}",
+        text(&help.stdout)
+    );
+    assert!(Path::new(&plugin).exists());
+}
