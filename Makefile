@@ -6,7 +6,7 @@ CACHE ?= $(or $(DROVER_CACHE),$(HOME)/.cache/drover)
 PYTHON := $(CACHE)/venv/bin/python
 export DROVER_CACHE := $(CACHE)
 
-.PHONY: deps build demo test bench unit e2e sandbox-up sandbox-down crds fmt lint
+.PHONY: deps build demo test bench unit e2e sandbox-up sandbox-down crds argocd fmt lint
 
 deps:
 	bash e2e/install-deps.sh
@@ -39,6 +39,9 @@ crds:
 	cargo run -q -- crds > crds/drover.io.yaml
 	cp crds/drover.io.yaml charts/drover/crds/drover.io.yaml
 	cp crds/drover.io.yaml config/crd/drover.io.yaml
+
+argocd:
+	python3 e2e/argocd_cm.py > config/argocd/argocd-cm-patch.yaml
 
 fmt:
 	cargo fmt --all

@@ -29,4 +29,4 @@ step "e2e tests"
 cargo test --test e2e -- --nocapture
 
 step "AWS emulator extension tests"
-"$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py e2e/test_chart.py
+"$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py e2e/test_chart.py e2e/test_iam.py

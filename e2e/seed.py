@@ -2,7 +2,7 @@
 """Seeds the sandbox for one failover scenario and prints its DisasterRecoveryPlan as JSON.
 
     seed.py NAME [--plan-namespace NS] [--missing-image WORKLOAD] [--lag SECONDS]
-            [--fence-timeout DURATION]
+            [--fence-timeout DURATION] [--failing-health-check REGION]
 
 Creates, all named after NAME:
   * in each member cluster, namespace NAME with 6 Deployments (one singleton, two writers),
@@ -10,6 +10,7 @@ Creates, all named after NAME:
   * in AWS: 2 RDS primaries in us-east-1 with cross-region replicas in us-west-2, an Aurora
     global database with a writer in us-east-1 and a secondary in us-west-2, replica lag
     metrics, a hosted zone with 4 records (2 failover, 1 weighted, 1 simple) pointing at use1,
+    a health check per region on the api record (--failing-health-check makes one fail),
     and every image in ECR in both regions (except --missing-image in us-west-2).
 
     seed.py --rebuild-replica NAME REGION   recreate NAME's RDS instances in REGION as
@@ -134,6 +135,19 @@ def records(domain):
     ]
 
 
+def add_health_checks(name, recs, failing_region):
+    """A Route 53 health check per region on the api record, as failover records have;
+    the one in `failing_region` reports unhealthy."""
+    r53 = aws("route53", "us-east-1")
+    for t in recs[0]["targets"]:
+        hc = r53.create_health_check(CallerReference=f"{name}-{t['region']}", HealthCheckConfig={
+            "IPAddress": t["values"][0], "Port": 443, "Type": "HTTPS", "ResourcePath": "/healthz",
+        })["HealthCheck"]["Id"]
+        t["healthCheckId"] = hc
+        if t["region"] == failing_region:
+            bed("/health-checks", {"id": hc, "healthy": False})
+
+
 def point_records(zone, recs, active_region):
     """Points the zone's records at one region in a single UPSERT batch."""
     changes = []
@@ -142,6 +156,8 @@ def point_records(zone, recs, active_region):
             active = t["region"] == active_region
             rrs = {"Name": rec["name"], "Type": rec["type"], "TTL": rec["ttl"],
                    "ResourceRecords": [{"Value": v} for v in t["values"]]}
+            if "healthCheckId" in t:
+                rrs["HealthCheckId"] = t["healthCheckId"]
             if rec["routing"] == "Failover":
                 rrs.update(SetIdentifier=t["region"], Failover="PRIMARY" if active else "SECONDARY")
             elif rec["routing"] == "Weighted":
@@ -202,6 +218,7 @@ def main():
     parser.add_argument("--lag", type=float, default=0.0)
     parser.add_argument("--fence-timeout", default="20s")
     parser.add_argument("--rebuild-replica", action="store_true")
+    parser.add_argument("--failing-health-check", metavar="REGION")
     args = parser.parse_args()
     if args.rebuild_replica:
         rebuild_replica(args.name, args.region)
@@ -209,6 +226,7 @@ def main():
     seed_workloads(args.name)
     zone, domain = seed_aws(args.name, args.missing_image, args.lag)
     recs = records(domain)
+    add_health_checks(args.name, recs, args.failing_health_check)
     point_records(zone, recs, "use1")  # as it stands before any failover
     json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout), sys.stdout, indent=2)
     print()

@@ -231,3 +231,13 @@ def test_kustomize_base_applies_with_kubectl():
     for crd in ("disasterrecoveryplans.drover.io", "failovers.drover.io"):
         kubectl("get", "crd", crd)
     assert_operator_permissions("system:serviceaccount:drover-system:drover", "drover-system")
+
+
+def test_argocd_cm_patch_carries_the_health_scripts():
+    import argocd_cm
+    committed = (ROOT / "config/argocd/argocd-cm-patch.yaml").read_text()
+    assert committed == argocd_cm.render(), "stale: run `make argocd`"
+    data = yaml.safe_load(committed)["data"]
+    for kind, script in argocd_cm.SCRIPTS.items():
+        assert data[f"resource.customizations.health.drover.io_{kind}"] == \
+            (ROOT / "config/argocd" / script).read_text()

@@ -107,6 +107,9 @@ class Bed:
     def __init__(self):
         self.state = BedState()
         self.moto = DomainDispatcherApplication(create_backend_app)
+        # (access key, signing service, operation) -> calls, for the whole emulator life:
+        # resets leave it alone, so the IAM policy test sees every call of the e2e suite.
+        self.operations_by_key = Counter()
 
     # ---- request classification -------------------------------------------------
     @staticmethod
@@ -116,6 +119,11 @@ class Bed:
         if not m:
             return None, None
         return m.group(2), m.group(1)
+
+    @staticmethod
+    def access_key(environ):
+        m = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+        return m.group(1) if m else ""
 
     @staticmethod
     def read_body(environ):
@@ -226,6 +234,7 @@ class Bed:
         operation, params = self.operation(service, environ, body)
         with self.state.lock:
             self.state.calls[(service, region, operation)] += 1
+            self.operations_by_key[(self.access_key(environ), service, operation)] += 1
 
         fault = self.pick_fault(service, region, operation)
         if fault:
@@ -475,6 +484,13 @@ class Bed:
         return {"calls": [{"service": s, "region": r, "operation": o, "count": n,
                            "mutating": is_mutating(o)} for (s, r, o), n in items]}
 
+    def ctl_operations(self, _):
+        """Every operation each access key called since the emulator started."""
+        with self.state.lock:
+            items = sorted(self.operations_by_key.items())
+        return {"operations": [{"access_key": k, "service": s, "operation": o, "count": n}
+                               for (k, s, o), n in items]}
+
     def ctl_calls_reset(self, _):
         with self.state.lock:
             self.state.calls.clear()
@@ -565,6 +581,7 @@ CONTROL = {
     ("POST", "/reset"): Bed.ctl_reset,
     ("GET", "/calls"): Bed.ctl_calls,
     ("POST", "/calls/reset"): Bed.ctl_calls_reset,
+    ("GET", "/operations"): Bed.ctl_operations,
     ("GET", "/waits"): Bed.ctl_waits,
     ("POST", "/waits/reset"): Bed.ctl_waits_reset,
     ("POST", "/faults"): Bed.ctl_add_fault,

@@ -484,11 +484,22 @@ async fn planned_failover_and_failback() {
     assert_dashboard_metrics_exported(&scrape);
 }
 
-/// Scenario 3: DryRun with an image missing from the target region's ECR: preflight fails,
-/// lists the image, and no mutating call reaches AWS.
+/// Scenario 3: DryRun with an image missing from the target region's ECR and a failing
+/// health check there: preflight fails, lists both, and no mutating call reaches AWS.
 #[tokio::test]
 async fn dry_run_reports_missing_image_and_changes_nothing() {
-    let (scenario, _op) = Scenario::start("sc3", &["--missing-image", "worker"], &[], 15).await;
+    let (scenario, _op) = Scenario::start(
+        "sc3",
+        &[
+            "--missing-image",
+            "worker",
+            "--failing-health-check",
+            "usw2",
+        ],
+        &[],
+        15,
+    )
+    .await;
     let (client, ns, sc) = scenario.parts();
     let before = mutating_calls();
     let spec_counts = |r: BTreeMap<String, (i32, i32)>| -> BTreeMap<String, i32> {
@@ -512,6 +523,10 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
         "{failures}"
     );
     assert!(!failures.contains(&format!("{sc}/web")), "{failures}");
+    assert!(
+        failures.contains("health check") && failures.contains("for usw2 is failing"),
+        "{failures}"
+    );
     assert!(!status.planned_actions.is_empty());
     assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
     assert_eq!(spec_counts(replicas("use1", &sc).await), east_before);

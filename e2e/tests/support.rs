@@ -115,6 +115,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The access key operators started by the tests sign with, so the emulator can tell
+/// their calls from the tests' own (e2e/test_iam.py).
+pub const OPERATOR_ACCESS_KEY: &str = "drover-operator";
+
 /// A running `drover run`, stopped by PID when dropped.
 pub struct Operator {
     pub child: Child,
@@ -177,6 +181,8 @@ impl Operator {
             ])
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
+            // The emulator records calls per access key; the IAM policy test reads them.
+            .env("AWS_ACCESS_KEY_ID", OPERATOR_ACCESS_KEY)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
