@@ -2,15 +2,10 @@
 -- Valid=False or Ready=False: Degraded. Status not yet written for this generation, or a
 -- failover running: Progressing. Ready=True: Healthy.
 local hs = {}
-local function condition(type_)
-  if obj.status ~= nil and obj.status.conditions ~= nil then
-    for _, c in ipairs(obj.status.conditions) do
-      if c.type == type_ then
-        return c
-      end
-    end
-  end
-  return nil
+-- Conditions by type (each Argo CD health script is a standalone chunk).
+local conditions = {}
+for _, c in ipairs((obj.status or {}).conditions or {}) do
+  conditions[c.type] = c
 end
 
 local generation = obj.metadata.generation
@@ -21,8 +16,8 @@ if obj.status == nil or obj.status.observedGeneration == nil
   return hs
 end
 
-local valid = condition("Valid")
-local ready = condition("Ready")
+local valid = conditions["Valid"]
+local ready = conditions["Ready"]
 local last = obj.status.lastFailover
 if valid ~= nil and valid.status == "False" then
   hs.status = "Degraded"
