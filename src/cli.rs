@@ -111,15 +111,25 @@ fn explain(what: &str, e: kube::Error) -> CliError {
             s.message
         )),
         kube::Error::Api(s) => CliError(format!("{what}: {} ({})", s.message, s.reason)),
-        kube::Error::HyperError(e) => {
-            CliError(format!("cannot reach the Kubernetes API server: {e}"))
-        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => CliError(format!(
+            "cannot reach the Kubernetes API server: {}",
+            root_cause(&e)
+        )),
         other => CliError(format!("{what}: {other}")),
     }
 }
 
+/// The innermost error's message, e.g. "Connection refused (os error 111)".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 /// A client and the namespace to use, from kubeconfig, context and `-n`.
-pub async fn connect(args: &KubeArgs) -> Result<(Client, String), CliError> {
+pub async fn connect(args: &KubeArgs) -> Result<Session, CliError> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..Default::default()
@@ -137,9 +147,36 @@ pub async fn connect(args: &KubeArgs) -> Result<(Client, String), CliError> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let server = config.cluster_url.to_string();
     let client = Client::try_from(config)
         .map_err(|e| CliError(format!("cannot build a Kubernetes client: {e}")))?;
-    Ok((client, namespace))
+    Ok(Session {
+        client,
+        namespace,
+        server,
+    })
+}
+
+/// A connection to the management cluster.
+pub struct Session {
+    pub client: Client,
+    pub namespace: String,
+    /// The API server URL, for error messages.
+    pub server: String,
+}
+
+impl Session {
+    /// Like `explain`, naming the server when it cannot be reached.
+    fn explain(&self, what: &str, e: kube::Error) -> CliError {
+        let CliError(message) = explain(what, e);
+        match message.strip_prefix("cannot reach the Kubernetes API server") {
+            Some(rest) => CliError(format!(
+                "cannot reach the Kubernetes API server at {}{rest}",
+                self.server.trim_end_matches('/')
+            )),
+            None => CliError(message),
+        }
+    }
 }
 
 /// The Failover object `drover failover` creates.
@@ -165,12 +202,13 @@ pub fn failover_object(args: &FailoverArgs, namespace: &str) -> Failover {
 /// `drover failover`: creates the Failover; with `--watch`, follows it. Ok(true) when it
 /// Succeeded (or was only created).
 pub async fn failover(kube: &KubeArgs, args: &FailoverArgs) -> Result<bool, CliError> {
-    let (client, ns) = connect(kube).await?;
+    let session = connect(kube).await?;
+    let (client, ns) = (session.client.clone(), session.namespace.clone());
     let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
     let plan = plans
         .get(&args.plan)
         .await
-        .map_err(|e| explain(&format!("plan {:?} in namespace {ns:?}", args.plan), e))?;
+        .map_err(|e| session.explain(&format!("plan {:?} in namespace {ns:?}", args.plan), e))?;
     if !plan.spec.regions.iter().any(|r| r.name == args.to) {
         let names: Vec<&str> = plan.spec.regions.iter().map(|r| r.name.as_str()).collect();
         return Err(CliError(format!(
@@ -184,7 +222,7 @@ pub async fn failover(kube: &KubeArgs, args: &FailoverArgs) -> Result<bool, CliE
     let created = api
         .create(&PostParams::default(), &failover_object(args, &ns))
         .await
-        .map_err(|e| explain(&format!("a Failover in namespace {ns:?}"), e))?;
+        .map_err(|e| session.explain(&format!("a Failover in namespace {ns:?}"), e))?;
     let name = created.name_any();
     println!("failover.drover.io/{name} created in namespace {ns}");
     if !args.watch {
@@ -392,7 +430,9 @@ pub fn summary(fo: &Failover) -> Vec<String> {
     for failure in &status.preflight_failures {
         lines.push(format!("  preflight: {failure}"));
     }
+    // The condition repeats the preflight failures when there are any.
     if status.phase != Some(FailoverPhase::Succeeded)
+        && status.preflight_failures.is_empty()
         && let Some(c) = status
             .conditions
             .iter()
@@ -532,7 +572,8 @@ pub fn status_table(plans: &[PlanSummary], with_namespace: bool) -> String {
 
 /// `drover status`: prints the plans as a table, JSON or YAML.
 pub async fn status(kube: &KubeArgs, args: &StatusArgs) -> Result<String, CliError> {
-    let (client, ns) = connect(kube).await?;
+    let session = connect(kube).await?;
+    let (client, ns) = (session.client.clone(), session.namespace.clone());
     let (plans_api, fo_api): (Api<DisasterRecoveryPlan>, Api<Failover>) = if args.all_namespaces {
         (Api::all(client.clone()), Api::all(client))
     } else {
@@ -551,20 +592,20 @@ pub async fn status(kube: &KubeArgs, args: &StatusArgs) -> Result<String, CliErr
             plans_api
                 .get(name)
                 .await
-                .map_err(|e| explain(&format!("plan {name:?} in {where_}"), e))?,
+                .map_err(|e| session.explain(&format!("plan {name:?} in {where_}"), e))?,
         ],
         None => {
             plans_api
                 .list(&Default::default())
                 .await
-                .map_err(|e| explain(&format!("plans in {where_}"), e))?
+                .map_err(|e| session.explain(&format!("plans in {where_}"), e))?
                 .items
         }
     };
     let failovers = fo_api
         .list(&Default::default())
         .await
-        .map_err(|e| explain(&format!("failovers in {where_}"), e))?
+        .map_err(|e| session.explain(&format!("failovers in {where_}"), e))?
         .items;
     let summaries: Vec<PlanSummary> = plans
         .iter()
@@ -732,11 +773,18 @@ mod tests {
             last_transition_time: Time(ts("2026-11-22T00:00:00Z")),
             observed_generation: None,
         }];
-        let lines = summary(&fo(FailoverMode::DryRun, Some(failed)));
+        let lines = summary(&fo(FailoverMode::DryRun, Some(failed.clone())));
         assert_eq!(lines[0], "Failover shop-to-usw2-abcde Failed");
         assert!(lines.contains(&"  preflight: image x missing in us-west-2".to_string()));
-        assert!(lines.contains(&"  Failed: preflight failed".to_string()));
+        assert!(!lines.iter().any(|l| l.contains("Failed: ")), "{lines:?}");
         assert!(!lines.iter().any(|l| l.contains("data-loss")), "{lines:?}");
+        failed.preflight_failures.clear();
+        let lines = summary(&fo(FailoverMode::Planned, Some(failed)));
+        assert!(
+            lines.contains(&"  Failed: preflight failed".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"  data-loss estimate: none measured".to_string()));
     }
 
     fn plan(status: DisasterRecoveryPlanStatus) -> DisasterRecoveryPlan {

@@ -202,7 +202,23 @@ async fn cli_drives_and_reports_a_failover() {
         text(&out.stdout)
     );
 
+    // A kubeconfig whose server does not answer.
+    let port = free_port();
+    let admin = std::fs::read_to_string(kubeconfig_path("mgmt")).expect("admin kubeconfig");
+    let mut dead: serde_json::Value = serde_json::from_str(&admin).expect("JSON kubeconfig");
+    dead["clusters"][0]["cluster"]["server"] = format!("https://127.0.0.1:{port}").into();
+    let dead_path = sandbox_dir()
+        .join("mgmt")
+        .join(format!("{}.kubeconfig", unique("dead")));
+    std::fs::write(&dead_path, dead.to_string()).expect("kubeconfig written");
+    let dead_arg = dead_path.display().to_string();
     for (args, expected) in [
+        (
+            vec!["status", "--kubeconfig", &dead_arg],
+            format!(
+                "error: cannot reach the Kubernetes API server at https://127.0.0.1:{port}: Connection refused"
+            ),
+        ),
         (
             vec!["status", "nope", "-n", &ns],
             format!("error: plan \"nope\" in namespace \"{ns}\" not found\n"),
@@ -222,6 +238,7 @@ async fn cli_drives_and_reports_a_failover() {
         assert!(stderr.starts_with(&expected), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
+    let _ = std::fs::remove_file(&dead_path);
 
     // As a kubectl plugin: `kubectl drover ...` runs `kubectl-drover` from PATH.
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
