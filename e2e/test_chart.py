@@ -122,6 +122,10 @@ def test_full_values_render_every_option():
     secret_roles = sorted(r["metadata"]["namespace"] for r in by_kind(objects, "Role")
                           if any("secrets" in rule["resources"] for rule in r["rules"]))
     assert secret_roles == ["dr-kubeconfigs", "dr-plans", "platform"]
+    # Watching one namespace: the Drover kinds are granted there only.
+    assert by_kind(objects, "ClusterRoleBinding") == []
+    grant = [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
+    assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in grant] == [("dr-plans", "dr-drover")]
     dashboards = one(objects, "ConfigMap")
     assert dashboards["metadata"]["annotations"]["grafana_folder"] == "Disaster recovery"
     assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 2

@@ -483,11 +483,13 @@ fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Cont
 }
 
 /// Waits until the drover.io CRDs are served, logging while they are not.
-pub async fn wait_for_crds(client: &Client, readiness: &Readiness) {
+/// Lists only in the watched namespace when there is one, so a namespaced install needs no
+/// cluster-wide read.
+pub async fn wait_for_crds(client: &Client, namespace: &Option<String>, readiness: &Readiness) {
     let mut logged = false;
     loop {
-        let plans = Api::<DisasterRecoveryPlan>::all(client.clone());
-        let failovers = Api::<Failover>::all(client.clone());
+        let plans = scoped_api::<DisasterRecoveryPlan>(client, namespace);
+        let failovers = scoped_api::<Failover>(client, namespace);
         let probe = ListParams::default().limit(1);
         match (
             plans.list_metadata(&probe).await,
@@ -510,6 +512,17 @@ pub async fn wait_for_crds(client: &Client, readiness: &Readiness) {
     }
 }
 
+/// `K` in the watched namespace, or in all namespaces.
+fn scoped_api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// A controller for `K` in the watched namespace (or all). Only spec changes (generation)
 /// trigger reconciles, so the controller's own status writes do not loop back; periodic
 /// requeues cover changes elsewhere (Secrets, member clusters).
@@ -523,10 +536,7 @@ where
         + Sync
         + 'static,
 {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api = scoped_api::<K>(client, namespace);
     let (reader, writer) = reflector::store();
     let changes = watcher(api, watcher::Config::default())
         .default_backoff()

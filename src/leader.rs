@@ -82,7 +82,7 @@ pub async fn run_when_leader(
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let stop = stop_rx.map(|_| ()).boxed().shared();
             let controllers = async {
-                controller::wait_for_crds(&client, &readiness).await;
+                controller::wait_for_crds(&client, &config.watch_namespace, &readiness).await;
                 controller::run_controllers(ctx, readiness.clone(), stop.clone()).await;
             };
             tokio::pin!(controllers);

@@ -227,7 +227,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let crd_probe = {
         let client = client.clone();
         let readiness = readiness.clone();
-        tokio::spawn(async move { controller::wait_for_crds(&client, &readiness).await })
+        let namespace = config.watch_namespace.clone();
+        tokio::spawn(
+            async move { controller::wait_for_crds(&client, &namespace, &readiness).await },
+        )
     };
 
     let result =

@@ -284,8 +284,8 @@ impl Scenario {
         operator_args: &[&str],
         lease: u16,
     ) -> (Self, Operator) {
-        Self::start_with(base, seed_args, |ns| {
-            Operator::start_in("mgmt", &format!("{base}-op"), ns, lease, operator_args)
+        Self::start_with(base, seed_args, async |ns: String| {
+            Operator::start_in("mgmt", &format!("{base}-op"), &ns, lease, operator_args)
         })
         .await
     }
@@ -294,13 +294,13 @@ impl Scenario {
     pub async fn start_with(
         base: &str,
         seed_args: &[&str],
-        start_operator: impl FnOnce(&str) -> Operator,
+        start_operator: impl AsyncFnOnce(String) -> Operator,
     ) -> (Self, Operator) {
         let serial = SERIAL.lock().await;
         let client = client("mgmt").await;
         ensure_crds(&client).await;
         let ns = namespace(&client, &format!("e2e-{base}")).await;
-        let op = start_operator(&ns);
+        let op = start_operator(ns.clone()).await;
         let sc = unique(base);
         let plan = seeded_plan(&client, &ns, &sc, seed_args).await;
         (

@@ -72,40 +72,45 @@ fn helm_install(release: &str, namespace: &str, values: serde_json::Value) {
 }
 
 /// The chart's ServiceAccount and RBAC, and nothing else, run a planned failover: the
-/// operator authenticates with a token of the chart's ServiceAccount.
+/// operator authenticates with a token of the chart's ServiceAccount. The release watches
+/// one namespace, so the Drover kinds are granted there only.
 #[tokio::test]
 async fn chart_rbac_is_enough_to_run_a_failover() {
     let admin = client("mgmt").await;
     let release = unique("drover-rbac");
     let release_ns = unique("drover-chart-ns");
-    helm_install(
-        &release,
-        &release_ns,
-        serde_json::json!({"operator": {"secretNamespaces": ["drover-system"]}}),
-    );
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &release_ns);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = accounts
-        .create_token_request(&release, &PostParams::default(), &request)
-        .await
-        .expect("token for the chart's ServiceAccount")
-        .status
-        .expect("token status")
-        .token;
-    let kubeconfig = TokenKubeconfig::write(&release, &token);
     let lease_name = format!("{release}-leader");
-    let (scenario, op) = Scenario::start_with("rbac", &[], |ns| {
-        Operator::start_with_kubeconfig(
-            &kubeconfig.0,
+    let mut kubeconfig = None;
+    let (scenario, op) = Scenario::start_with("rbac", &[], async |ns: String| {
+        helm_install(
+            &release,
+            &release_ns,
+            serde_json::json!({"operator": {
+                "watchNamespace": ns,
+                "secretNamespaces": ["drover-system"],
+            }}),
+        );
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &release_ns);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(&release, &PostParams::default(), &request)
+            .await
+            .expect("token for the chart's ServiceAccount")
+            .status
+            .expect("token status")
+            .token;
+        let file = TokenKubeconfig::write(&release, &token);
+        let op = Operator::start_with_kubeconfig(
+            &file.0,
             "rbac-op",
-            ns,
+            &ns,
             15,
             &[
                 "--lease-namespace",
@@ -113,7 +118,9 @@ async fn chart_rbac_is_enough_to_run_a_failover() {
                 "--lease-name",
                 &lease_name,
             ],
-        )
+        );
+        kubeconfig = Some(file);
+        op
     })
     .await;
     let (client, ns, sc) = scenario.parts();
