@@ -32,8 +32,9 @@ def render(values=None, release="drover", namespace="drover-system"):
     """Rendered objects, in template order, without empty documents."""
     manifests = load().render(values, name=release, namespace=namespace, is_install=True)
     objects = []
-    for _path, text in sorted(manifests.items()):
-        objects.extend(d for d in yaml.safe_load_all(text) if d)
+    for path, text in sorted(manifests.items()):
+        if path.endswith(".yaml"):  # not NOTES.txt
+            objects.extend(d for d in yaml.safe_load_all(text) if d)
     return objects
 
 

@@ -181,6 +181,14 @@ async fn cli_drives_and_reports_a_failover() {
         "{plan}"
     );
 
+    let out = drover(&["status", "-A", "-o", "json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        all.iter()
+            .any(|p| p["namespace"] == ns.as_str() && p["name"] == sc.as_str()),
+        "{all:?}"
+    );
+
     let out = drover(&["status", &sc, "-n", &ns, "-o", "yaml"]);
     let yaml: serde_json::Value = serde_yaml::from_slice(&out.stdout).expect("YAML");
     assert_eq!(yaml[0]["activeRegion"], "usw2");
@@ -191,6 +199,12 @@ async fn cli_drives_and_reports_a_failover() {
     assert!(
         header.starts_with("NAME") && header.ends_with("LAG"),
         "{table}"
+    );
+    let wide = text(&drover(&["status", "--all-namespaces"]).stdout);
+    assert!(wide.starts_with("NAMESPACE"), "{wide}");
+    assert!(
+        wide.lines().any(|l| l.starts_with(&ns) && l.contains(&sc)),
+        "{wide}"
     );
     let row = table
         .lines()
