@@ -206,7 +206,8 @@ async fn measure_replication(ctx: &Context, plan: &DisasterRecoveryPlan) -> Vec<
             let (lag_seconds, message) =
                 match tokio::time::timeout(ctx.config.member_timeout, call).await {
                     Ok(Ok(Some(lag))) => {
-                        ctx.metrics.set_replication_lag(&name, &db.name, lag);
+                        ctx.metrics
+                            .set_replication_lag(&name, &db.name, &region.name, lag);
                         (Some(lag), None)
                     }
                     Ok(Ok(None)) => (None, Some("no recent lag datapoint in CloudWatch".into())),

@@ -718,8 +718,6 @@ impl Driver {
             .inc();
         if phase != FailoverPhase::Rejected {
             self.record_last_failover(phase, total, &step_seconds, data_loss);
-        }
-        if phase != FailoverPhase::Rejected {
             self.mark_plan(phase).await?;
         }
         let type_ = if phase == FailoverPhase::Succeeded {
@@ -738,7 +736,8 @@ impl Driver {
         Ok(())
     }
 
-    /// The `drover_last_failover_*` gauges and, on success, the RTO histogram.
+    /// The `drover_last_failover_*` gauges and, on success, the RTO histogram. A DryRun
+    /// moves nothing, so it leaves them to the last real failover.
     fn record_last_failover(
         &self,
         phase: FailoverPhase,
@@ -746,6 +745,9 @@ impl Driver {
         step_seconds: &[(String, f64)],
         data_loss: Option<f64>,
     ) {
+        if self.mode() == FailoverMode::DryRun {
+            return;
+        }
         let metrics = &self.ctx.metrics;
         let plan = PlanLabels {
             namespace: self.plan.namespace().unwrap_or_default(),
@@ -769,7 +771,6 @@ impl Driver {
         }
         if let Some(t) = total
             && phase == FailoverPhase::Succeeded
-            && self.mode() != FailoverMode::DryRun
         {
             metrics.failover_duration.observe(t);
             metrics.last_failover_rto.get_or_create(&plan).set(t);
@@ -1094,7 +1095,7 @@ impl Driver {
         if let Some(l) = lag {
             self.ctx
                 .metrics
-                .set_replication_lag(&self.plan.name_any(), &db.name, l);
+                .set_replication_lag(&self.plan.name_any(), &db.name, self.target(), l);
         }
         Ok(lag)
     }

@@ -53,6 +53,8 @@ pub struct PlanStepLabels {
 pub struct LagLabels {
     pub plan: String,
     pub database: String,
+    /// The plan region the replica lags in.
+    pub region: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -244,12 +246,13 @@ impl Metrics {
         }
     }
 
-    /// `drover_replication_lag_seconds{plan,database}`.
-    pub fn set_replication_lag(&self, plan: &str, database: &str, seconds: f64) {
+    /// `drover_replication_lag_seconds{plan,database,region}`.
+    pub fn set_replication_lag(&self, plan: &str, database: &str, region: &str, seconds: f64) {
         self.replication_lag
             .get_or_create(&LagLabels {
                 plan: plan.to_string(),
                 database: database.to_string(),
+                region: region.to_string(),
             })
             .set(seconds);
     }
