@@ -235,6 +235,8 @@ pub async fn failover(kube: &KubeArgs, args: &FailoverArgs) -> Result<bool, CliE
 /// printing one line per step change otherwise.
 async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
     let tty = std::io::stdout().is_terminal();
+    // Stopping the watch must not look like stopping the failover.
+    eprintln!("watching {name}; Ctrl-C stops watching, not the failover");
     let mut events = watcher::watch_object(api.clone(), name).boxed();
     let mut ticker = tokio::time::interval(Duration::from_millis(150));
     let mut latest: Option<Failover> = None;
