@@ -323,7 +323,13 @@ async fn one_leader_and_handover_within_lease_duration() {
         },
     )
     .await;
-    assert!(first.metric("drover_reconcile_total").unwrap_or(0.0) >= 1.0);
+    // The counter moves just after the status write the loop above saw.
+    wait_for(
+        "leader-a counts the reconcile",
+        Duration::from_secs(10),
+        || async { (first.metric("drover_reconcile_total")? >= 1.0).then_some(()) },
+    )
+    .await;
     assert_eq!(second.metric("drover_reconcile_total"), None);
 
     // Hard kill (no release): the standby takes over once the lease expires.
