@@ -184,11 +184,9 @@ pub fn failover_object(args: &FailoverArgs, namespace: &str) -> Failover {
     let mut fo = Failover::new(
         "",
         FailoverSpec {
-            plan_ref: args.plan.clone(),
-            target_region: args.to.clone(),
-            mode: args.mode.into(),
             allow_data_loss: args.allow_data_loss,
             max_data_loss: args.max_data_loss.clone(),
+            ..FailoverSpec::new(&args.plan, &args.to, args.mode.into())
         },
     );
     fo.metadata = ObjectMeta {
@@ -650,13 +648,7 @@ mod tests {
     fn fo(mode: FailoverMode, status: Option<FailoverStatus>) -> Failover {
         let mut fo = Failover::new(
             "shop-to-usw2-abcde",
-            FailoverSpec {
-                plan_ref: "shop".into(),
-                target_region: "usw2".into(),
-                mode,
-                allow_data_loss: false,
-                max_data_loss: None,
-            },
+            FailoverSpec::new("shop", "usw2", mode),
         );
         fo.status = status;
         fo

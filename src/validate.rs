@@ -681,28 +681,27 @@ mod tests {
         );
     }
 
-    fn failover(target: &str, mode: FailoverMode) -> FailoverSpec {
-        FailoverSpec {
-            plan_ref: "shop".into(),
-            target_region: target.into(),
-            mode,
-            allow_data_loss: false,
-            max_data_loss: None,
-        }
-    }
-
     #[test]
     fn failover_target_must_be_a_plan_region() {
         let plan = sample();
-        assert!(validate_failover(&failover("usw2", FailoverMode::Planned), &plan).is_empty());
-        let problems = validate_failover(&failover("euw1", FailoverMode::Planned), &plan);
+        assert!(
+            validate_failover(
+                &FailoverSpec::new("shop", "usw2", FailoverMode::Planned),
+                &plan
+            )
+            .is_empty()
+        );
+        let problems = validate_failover(
+            &FailoverSpec::new("shop", "euw1", FailoverMode::Planned),
+            &plan,
+        );
         assert_eq!(problems[0].field, "spec.targetRegion");
     }
 
     #[test]
     fn failover_data_loss_rules() {
         let plan = sample();
-        let mut spec = failover("usw2", FailoverMode::Planned);
+        let mut spec = FailoverSpec::new("shop", "usw2", FailoverMode::Planned);
         spec.allow_data_loss = true;
         assert_eq!(
             validate_failover(&spec, &plan)[0].field,

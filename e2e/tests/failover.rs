@@ -82,11 +82,8 @@ pub fn failover(
     Failover::new(
         name,
         FailoverSpec {
-            plan_ref: plan.into(),
-            target_region: target.into(),
-            mode,
             allow_data_loss,
-            max_data_loss: None,
+            ..FailoverSpec::new(plan, target, mode)
         },
     )
 }

@@ -247,13 +247,7 @@ async fn edited_failover_spec_is_flagged() {
     let failovers: Api<Failover> = Api::namespaced(client.clone(), &ns);
     let fo = Failover::new(
         "to-usw2",
-        FailoverSpec {
-            plan_ref: "shop".into(),
-            target_region: "usw2".into(),
-            mode: FailoverMode::DryRun,
-            allow_data_loss: false,
-            max_data_loss: None,
-        },
+        FailoverSpec::new("shop", "usw2", FailoverMode::DryRun),
     );
     failovers
         .create(&PostParams::default(), &fo)

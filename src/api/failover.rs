@@ -38,6 +38,19 @@ pub struct FailoverSpec {
     pub max_data_loss: Option<String>,
 }
 
+impl FailoverSpec {
+    /// A failover of `plan_ref` to `target_region` that accepts no data loss.
+    pub fn new(plan_ref: &str, target_region: &str, mode: FailoverMode) -> Self {
+        Self {
+            plan_ref: plan_ref.into(),
+            target_region: target_region.into(),
+            mode,
+            allow_data_loss: false,
+            max_data_loss: None,
+        }
+    }
+}
+
 /// How a failover runs.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum FailoverMode {

@@ -30,16 +30,7 @@ fn valid_plan(active: Option<&str>) -> DisasterRecoveryPlan {
 }
 
 fn fo(name: &str, target: &str, mode: FailoverMode, created: i64) -> Failover {
-    let mut f = Failover::new(
-        name,
-        FailoverSpec {
-            plan_ref: "shop".into(),
-            target_region: target.into(),
-            mode,
-            allow_data_loss: false,
-            max_data_loss: None,
-        },
-    );
+    let mut f = Failover::new(name, FailoverSpec::new("shop", target, mode));
     f.metadata.creation_timestamp = Some(Time(
         Timestamp::from_second(1_700_000_000 + created).expect("valid time"),
     ));
