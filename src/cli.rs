@@ -336,21 +336,16 @@ pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
             .to_string(),
         );
     }
-    let phase = status
-        .phase
-        .map(|p| format!("{p:?}"))
-        .unwrap_or_else(|| "Pending".into());
-    let elapsed = status
-        .timings
-        .as_ref()
-        .and_then(|t| t.started_at.as_ref())
-        .map(|s| format!(" for {}", seconds(since(s, now))))
-        .unwrap_or_default();
-    let elapsed = match status.timings.as_ref().and_then(|t| t.total_seconds) {
-        Some(total) => format!(" after {}", seconds(total)),
-        None => elapsed,
+    let timings = status.timings.as_ref();
+    let elapsed = match (
+        timings.and_then(|t| t.total_seconds),
+        timings.and_then(|t| t.started_at.as_ref()),
+    ) {
+        (Some(total), _) => format!(" after {}", seconds(total)),
+        (None, Some(started)) => format!(" for {}", seconds(since(started, now))),
+        (None, None) => String::new(),
     };
-    lines.push(format!("  phase {phase}{elapsed}"));
+    lines.push(format!("  phase {}{elapsed}", phase_name(status)));
     lines
 }
 
@@ -397,16 +392,17 @@ impl PrintedSteps {
     }
 }
 
+/// The phase as printed; a status without one is still Pending.
+fn phase_name(status: &crate::api::FailoverStatus) -> String {
+    format!("{:?}", status.phase.unwrap_or(FailoverPhase::Pending))
+}
+
 /// The closing lines: phase, measured RTO, data-loss estimate, and what failed.
 pub fn summary(fo: &Failover) -> Vec<String> {
     let Some(status) = &fo.status else {
         return Vec::new();
     };
-    let phase = status
-        .phase
-        .map(|p| format!("{p:?}"))
-        .unwrap_or_else(|| "Pending".into());
-    let mut lines = vec![format!("Failover {} {phase}", fo.name_any())];
+    let mut lines = vec![format!("Failover {} {}", fo.name_any(), phase_name(status))];
     if let Some(total) = status.timings.as_ref().and_then(|t| t.total_seconds) {
         let label = if status.phase == Some(FailoverPhase::Succeeded)
             && fo.spec.mode != FailoverMode::DryRun
@@ -496,7 +492,8 @@ pub fn summarize(plan: &DisasterRecoveryPlan, last: Option<&Failover>) -> PlanSu
                 name: l.name.clone(),
                 target_region: l.target_region.clone(),
                 phase: fo_status
-                    .and_then(|s| s.phase.map(|p| format!("{p:?}")))
+                    .filter(|s| s.phase.is_some())
+                    .map(phase_name)
                     .or_else(|| l.phase.clone()),
                 rto_seconds: fo_status
                     .filter(|s| s.phase == Some(FailoverPhase::Succeeded))
