@@ -191,15 +191,11 @@ async fn measure_replication(ctx: &Context, plan: &DisasterRecoveryPlan) -> Vec<
         return Vec::new();
     };
     let name = plan.name_any();
-    let measurements = plan.spec.databases.iter().flat_map(|db| {
-        plan.spec
-            .regions
-            .iter()
-            .filter(|r| r.name != active)
-            .filter_map(|r| Some((db, r, crate::engine::lag_source(db, &r.name)?)))
-            .collect::<Vec<_>>()
+    let standby = || plan.spec.regions.iter().filter(|r| r.name != active);
+    let pairs = plan.spec.databases.iter().flat_map(|db| {
+        standby().filter_map(move |r| Some((db, r, crate::engine::lag_source(db, &r.name)?)))
     });
-    let measurements = measurements.map(|(db, region, source)| {
+    let measurements = pairs.map(|(db, region, source)| {
         let name = name.clone();
         async move {
             let call = ctx.aws.replica_lag(&region.aws_region, &source);
