@@ -25,15 +25,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A kubeconfig file for the bed's management cluster that authenticates with `token`;
-/// private to the owner and removed when dropped.
-struct TokenKubeconfig(PathBuf);
+/// The bed's admin kubeconfig for the management cluster, changed by `edit` and written
+/// private to the owner; removed when dropped.
+struct DerivedKubeconfig(PathBuf);
 
-impl TokenKubeconfig {
-    fn write(name: &str, token: &str) -> Self {
+impl DerivedKubeconfig {
+    fn write(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Self {
         let admin = std::fs::read_to_string(kubeconfig_path("mgmt")).expect("admin kubeconfig");
         let mut config: serde_json::Value = serde_json::from_str(&admin).expect("JSON kubeconfig");
-        config["users"][0]["user"] = serde_json::json!({ "token": token });
+        edit(&mut config);
         let path = sandbox_dir()
             .join("mgmt")
             .join(format!("{name}.kubeconfig"));
@@ -44,7 +44,7 @@ impl TokenKubeconfig {
     }
 }
 
-impl Drop for TokenKubeconfig {
+impl Drop for DerivedKubeconfig {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
@@ -106,7 +106,9 @@ async fn chart_rbac_is_enough_to_run_a_failover() {
             .status
             .expect("token status")
             .token;
-        let file = TokenKubeconfig::write(&release, &token);
+        let file = DerivedKubeconfig::write(&release, |config| {
+            config["users"][0]["user"] = serde_json::json!({ "token": token });
+        });
         let op = Operator::start_with_kubeconfig(
             &file.0,
             "rbac-op",
@@ -225,14 +227,10 @@ async fn cli_drives_and_reports_a_failover() {
 
     // A kubeconfig whose server does not answer.
     let port = free_port();
-    let admin = std::fs::read_to_string(kubeconfig_path("mgmt")).expect("admin kubeconfig");
-    let mut dead: serde_json::Value = serde_json::from_str(&admin).expect("JSON kubeconfig");
-    dead["clusters"][0]["cluster"]["server"] = format!("https://127.0.0.1:{port}").into();
-    let dead_path = sandbox_dir()
-        .join("mgmt")
-        .join(format!("{}.kubeconfig", unique("dead")));
-    std::fs::write(&dead_path, dead.to_string()).expect("kubeconfig written");
-    let dead_arg = dead_path.display().to_string();
+    let dead = DerivedKubeconfig::write(&unique("dead"), |config| {
+        config["clusters"][0]["cluster"]["server"] = format!("https://127.0.0.1:{port}").into();
+    });
+    let dead_arg = dead.0.display().to_string();
     for (args, expected) in [
         (
             vec!["status", "--kubeconfig", &dead_arg],
@@ -259,7 +257,6 @@ async fn cli_drives_and_reports_a_failover() {
         assert!(stderr.starts_with(&expected), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
-    let _ = std::fs::remove_file(&dead_path);
 
     // As a kubectl plugin: `kubectl drover ...` runs `kubectl-drover` from PATH.
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
