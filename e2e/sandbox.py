@@ -26,14 +26,19 @@ STATE = Path(os.environ.get("DROVER_SANDBOX_DIR", ROOT / "target" / "sandbox"))
 APISERVER = CACHE / "bin" / "kube-apiserver"
 PYTHON = CACHE / "venv" / "bin" / "python"
 
-# name -> (etcd client port, etcd peer port, apiserver port)
+# name -> (etcd client port, etcd peer port, apiserver port). DROVER_PORT_OFFSET shifts every
+# port, so that two sandboxes (with their own DROVER_SANDBOX_DIR) can run side by side.
+PORT_OFFSET = int(os.environ.get("DROVER_PORT_OFFSET", "0"))
 CLUSTERS = {
-    "mgmt": (23791, 23891, 16443),
-    "use1": (23792, 23892, 16444),
-    "usw2": (23793, 23893, 16445),
+    name: (etcd + PORT_OFFSET, peer + PORT_OFFSET, api + PORT_OFFSET)
+    for name, (etcd, peer, api) in {
+        "mgmt": (23791, 23891, 16443),
+        "use1": (23792, 23892, 16444),
+        "usw2": (23793, 23893, 16445),
+    }.items()
 }
 MEMBERS = ["use1", "usw2"]
-AWS_PORT = int(os.environ.get("DROVER_AWS_PORT", "15000"))
+AWS_PORT = int(os.environ.get("DROVER_AWS_PORT", str(15000 + PORT_OFFSET)))
 ADMIN_TOKEN_FILE = "admin.token"
 MEMBER_USER = "drover-member"
 
@@ -198,6 +203,7 @@ def up():
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
         "DROVER_SANDBOX_DIR": STATE,
+        "DROVER_AWS_PORT": AWS_PORT,
     }
     (STATE / "env.sh").write_text(
         "".join(f"export {k}={v}\n" for k, v in env_lines.items())
