@@ -29,4 +29,5 @@ step "e2e tests"
 cargo test --test e2e -- --nocapture
 
 step "AWS emulator extension tests"
-"$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py e2e/test_chart.py e2e/test_iam.py
+"$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py e2e/test_awsbed_route53.py \
+  e2e/test_awsbed_replication.py e2e/test_nodesim.py e2e/test_chart.py e2e/test_iam.py

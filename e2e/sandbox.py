@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Starts and stops Drover's local sandbox: one etcd + kube-apiserver per cluster
-(mgmt, use1, usw2), the extended AWS emulator, and the workload readiness emulator.
+(mgmt, and the member clusters use1, usw2, euw1), the extended AWS emulator, and the pod
+emulator (nodesim).
 
 Everything binds to 127.0.0.1. Every process started is recorded by PID in the state
 directory and stopped by that PID.
@@ -35,9 +36,10 @@ CLUSTERS = {
         "mgmt": (23791, 23891, 16443),
         "use1": (23792, 23892, 16444),
         "usw2": (23793, 23893, 16445),
+        "euw1": (23794, 23894, 16446),
     }.items()
 }
-MEMBERS = ["use1", "usw2"]
+MEMBERS = ["use1", "usw2", "euw1"]
 AWS_PORT = int(os.environ.get("DROVER_AWS_PORT", str(15000 + PORT_OFFSET)))
 ADMIN_TOKEN_FILE = "admin.token"
 MEMBER_USER = "drover-member"
@@ -226,8 +228,10 @@ def seed(member_kubeconfigs):
             "data": {"kubeconfig": base64.b64encode(member_kubeconfigs[member].encode()).decode()},
         }
         kubectl("mgmt", "apply", "-f", "-", stdin=json.dumps(secret))
+    # nodesim reports which databases the workloads write to (bed.drover.io/writes-to).
+    nodesim_env = dict(os.environ, NODESIM_AWS_ENDPOINT=f"http://127.0.0.1:{AWS_PORT}")
     start("nodesim", [str(PYTHON), str(ROOT / "e2e" / "nodesim.py"),
-                      *[str(STATE / m / "admin.kubeconfig") for m in MEMBERS]])
+                      *[str(STATE / m / "admin.kubeconfig") for m in MEMBERS]], env=nodesim_env)
 
 
 def alive(pid):

@@ -1,20 +1,28 @@
 #!/usr/bin/env python3
 """Seeds the sandbox for one failover scenario and prints its DisasterRecoveryPlan as JSON.
 
-    seed.py NAME [--plan-namespace NS] [--missing-image WORKLOAD] [--lag SECONDS]
-            [--fence-timeout DURATION] [--failing-health-check REGION]
+    seed.py NAME [--regions use1,usw2[,euw1]] [--plan-namespace NS] [--missing-image WORKLOAD]
+            [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
+            [--records N]
 
+The first of --regions (default use1,usw2) is the active one; the others are standbys.
 Creates, all named after NAME:
-  * in each member cluster, namespace NAME with 6 Deployments (one singleton, two writers),
-    at active counts in use1 and standby counts in usw2, with a 1 s readiness delay;
-  * in AWS: 2 RDS primaries in us-east-1 with cross-region replicas in us-west-2, an Aurora
-    global database with a writer in us-east-1 and a secondary in us-west-2, replica lag
-    metrics, a hosted zone with 4 records (2 failover, 1 weighted, 1 simple) pointing at use1,
-    a health check per region on the api record (--failing-health-check makes one fail),
-    and every image in ECR in both regions (except --missing-image in us-west-2).
+  * in each listed member cluster, namespace NAME with 6 Deployments (one singleton, two
+    writers), at active counts in the active region and standby counts elsewhere, with a
+    1 s readiness delay and a 0.5 s termination grace (bed.drover.io/termination-grace-ms);
+    each writer is annotated bed.drover.io/writes-to with the databases of its own region;
+  * in AWS: 2 RDS primaries in the active region with cross-region replicas in each
+    standby region, an Aurora global database with the writer in the active region and a
+    secondary in each standby region, replica lag metrics, a hosted zone with 4 records
+    (2 failover, 1 weighted, 1 simple) pointing at the active region, a health check per
+    region on the api record (--failing-health-check makes one fail), and every image in
+    ECR in every listed region (except --missing-image in the standby regions);
+  * --records N: N more Simple A records r{i}.NAME.example. pointing at the active region,
+    for large-zone tests, sent in batches of at most 500 changes.
 
-    seed.py --rebuild-replica NAME REGION   recreate NAME's RDS instances in REGION as
-                                            replicas of the other region (before failback)
+    seed.py --rebuild-replica NAME REGION [--source REGION]
+        recreate NAME's RDS instances in REGION as replicas of --source (the region active
+        now; default the other of use1/usw2), as before a failback
 """
 
 import argparse
@@ -22,16 +30,22 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import boto3
+import botocore.config
+import botocore.exceptions
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("DROVER_SANDBOX_DIR", ROOT / "target" / "sandbox"))
 ENDPOINT = f"http://127.0.0.1:{os.environ.get('DROVER_AWS_PORT', '15000')}"
 ACCOUNT = "123456789012"
-REGIONS = {"use1": "us-east-1", "usw2": "us-west-2"}
+# Every region the sandbox has (cluster name -> AWS region); a plan uses some of them.
+REGIONS = {"use1": "us-east-1", "usw2": "us-west-2", "euw1": "eu-west-1"}
+DEFAULT_REGIONS = ["use1", "usw2"]
+SUBNETS = {"use1": "10.1", "usw2": "10.2", "euw1": "10.3"}
 WORKLOADS = [
     # name, active, standby, singleton, writer
     ("web", 4, 1, False, False),
@@ -42,11 +56,65 @@ WORKLOADS = [
     ("cron", 1, 0, True, False),
 ]
 RDS_DBS = ["orders", "payments"]
+# Writer workload -> the databases it writes to in its own region (RDS instances, then the
+# Aurora cluster "catalog").
+WRITES = {"orders-writer": ["orders", "catalog"], "payments-writer": ["payments"]}
+READY_DELAY_MS = "1000"
+TERMINATION_GRACE_MS = "500"
+# Route 53 batching: UPSERT counts twice against the 1,000-record limit per request.
+R53_BATCH = 500
+R53_RETRYABLE = {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"}
+R53_CONFIG = botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30)
 
 
-def aws(service, region):
+def aws(service, region, config=None):
     return boto3.client(service, region_name=region, endpoint_url=ENDPOINT,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+                        aws_access_key_id="testing", aws_secret_access_key="testing", config=config)
+
+
+def r53_call(fn, deadline=120.0, **kwargs):
+    """Calls a Route 53 operation, retrying throttling (5 requests/s per account) and
+    PriorRequestNotComplete (a change to the zone still pending) with backoff."""
+    end = time.monotonic() + deadline
+    pause = 0.2
+    while True:
+        try:
+            return fn(**kwargs)
+        except botocore.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code not in R53_RETRYABLE or time.monotonic() + pause > end:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+
+
+def wait_insync(r53, change_id, deadline=120.0):
+    """Polls GetChange until the change is INSYNC (AWS: within 60 s normally)."""
+    end = time.monotonic() + deadline
+    pause = 0.2
+    while True:
+        status = r53_call(r53.get_change, Id=change_id)["ChangeInfo"]["Status"]
+        if status == "INSYNC":
+            return
+        if time.monotonic() + pause > end:
+            raise SystemExit(f"Route 53 change {change_id} still {status} after {deadline:.0f}s")
+        time.sleep(pause)
+        pause = min(pause * 1.5, 2.0)
+
+
+def change_records(zone, changes, wait=True):
+    """Sends `changes` to the zone in batches of at most R53_BATCH, each INSYNC before the
+    next. Returns the last change id."""
+    r53 = aws("route53", "us-east-1", R53_CONFIG)
+    change_id = None
+    for i in range(0, len(changes), R53_BATCH):
+        if change_id is not None:
+            wait_insync(r53, change_id)
+        change_id = r53_call(r53.change_resource_record_sets, HostedZoneId=zone,
+                             ChangeBatch={"Changes": changes[i:i + R53_BATCH]})["ChangeInfo"]["Id"]
+    if wait and change_id is not None:
+        wait_insync(r53, change_id)
+    return change_id
 
 
 def bed(path, body):
@@ -64,15 +132,23 @@ def image(name, workload):
     return f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{name}/{workload}:1.0.0"
 
 
-def seed_workloads(name):
-    for region in REGIONS:
+def writes_to(name, region, workload):
+    """The bed.drover.io/writes-to value of a writer in `region`: its own region's databases."""
+    return ",".join(f"{REGIONS[region]}/{name}-{db}-{region}" for db in WRITES.get(workload, []))
+
+
+def seed_workloads(name, regions):
+    for region in regions:
         objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}]
-        for w, active, standby, singleton, _writer in WORKLOADS:
-            replicas = active if region == "use1" else (0 if singleton else standby)
+        for w, active, standby, singleton, writer in WORKLOADS:
+            replicas = active if region == regions[0] else (0 if singleton else standby)
+            annotations = {"bed.drover.io/ready-delay-ms": READY_DELAY_MS,
+                           "bed.drover.io/termination-grace-ms": TERMINATION_GRACE_MS}
+            if writer:
+                annotations["bed.drover.io/writes-to"] = writes_to(name, region, w)
             objects.append({
                 "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": w, "namespace": name,
-                             "annotations": {"bed.drover.io/ready-delay-ms": "1000"}},
+                "metadata": {"name": w, "namespace": name, "annotations": annotations},
                 "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": w}},
                          "template": {"metadata": {"labels": {"app": w}},
                                       "spec": {"containers": [{"name": w, "image": image(name, w)}]}}},
@@ -80,31 +156,36 @@ def seed_workloads(name):
         kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
-def seed_aws(name, missing_image, lag):
-    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
+def seed_aws(name, regions, missing_image, lag):
+    active, standbys = regions[0], regions[1:]
+    primary_rds = aws("rds", REGIONS[active])
     for db in RDS_DBS:
-        primary = east.create_db_instance(
-            DBInstanceIdentifier=f"{name}-{db}-use1", DBInstanceClass="db.t3.micro",
+        primary = primary_rds.create_db_instance(
+            DBInstanceIdentifier=f"{name}-{db}-{active}", DBInstanceClass="db.t3.micro",
             Engine="postgres", MasterUsername="admin", MasterUserPassword="password123",
             AllocatedStorage=20)["DBInstance"]
-        west.create_db_instance_read_replica(
-            DBInstanceIdentifier=f"{name}-{db}-usw2", SourceDBInstanceIdentifier=primary["DBInstanceArn"])
-        bed("/lag", {"region": "us-west-2", "identifier": f"{name}-{db}-usw2", "seconds": lag})
+        for r in standbys:
+            aws("rds", REGIONS[r]).create_db_instance_read_replica(
+                DBInstanceIdentifier=f"{name}-{db}-{r}", SourceDBInstanceIdentifier=primary["DBInstanceArn"])
+            bed("/lag", {"region": REGIONS[r], "identifier": f"{name}-{db}-{r}", "seconds": lag})
     gc = f"{name}-catalog"
-    east.create_global_cluster(GlobalClusterIdentifier=gc, Engine="aurora-postgresql", EngineVersion="15.4")
-    east.create_db_cluster(DBClusterIdentifier=f"{name}-catalog-use1", Engine="aurora-postgresql",
-                           EngineVersion="15.4", GlobalClusterIdentifier=gc,
-                           MasterUsername="admin", MasterUserPassword="password123")
-    west.create_db_cluster(DBClusterIdentifier=f"{name}-catalog-usw2", Engine="aurora-postgresql",
-                           EngineVersion="15.4", GlobalClusterIdentifier=gc)
-    bed("/lag", {"region": "us-west-2", "identifier": f"{name}-catalog-usw2", "seconds": lag, "kind": "aurora"})
+    primary_rds.create_global_cluster(GlobalClusterIdentifier=gc, Engine="aurora-postgresql",
+                                      EngineVersion="15.4")
+    primary_rds.create_db_cluster(DBClusterIdentifier=f"{name}-catalog-{active}", Engine="aurora-postgresql",
+                                  EngineVersion="15.4", GlobalClusterIdentifier=gc,
+                                  MasterUsername="admin", MasterUserPassword="password123")
+    for r in standbys:
+        aws("rds", REGIONS[r]).create_db_cluster(DBClusterIdentifier=f"{name}-catalog-{r}",
+                                                 Engine="aurora-postgresql", EngineVersion="15.4",
+                                                 GlobalClusterIdentifier=gc)
+        bed("/lag", {"region": REGIONS[r], "identifier": f"{name}-catalog-{r}", "seconds": lag, "kind": "aurora"})
 
-    for region in REGIONS.values():
-        ecr = aws("ecr", region)
+    for r in regions:
+        ecr = aws("ecr", REGIONS[r])
         for w, *_ in WORKLOADS:
             repo = f"{name}/{w}"
             ecr.create_repository(repositoryName=repo)
-            if region == "us-west-2" and missing_image == w:
+            if r != active and missing_image == w:
                 continue
             ecr.put_image(repositoryName=repo, imageTag="1.0.0", imageManifest=json.dumps({
                 "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -113,16 +194,17 @@ def seed_aws(name, missing_image, lag):
                 "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                             "size": 3, "digest": "sha256:" + (w.encode().hex() * 64)[:64]}]}))
 
-    r53 = aws("route53", "us-east-1")
+    r53 = aws("route53", "us-east-1", R53_CONFIG)
     domain = f"{name}.example."
-    zone = r53.create_hosted_zone(Name=domain, CallerReference=name)["HostedZone"]["Id"].split("/")[-1]
+    zone = r53_call(r53.create_hosted_zone, Name=domain,
+                    CallerReference=name)["HostedZone"]["Id"].split("/")[-1]
     return zone, domain
 
 
-def records(domain):
+def records(domain, regions=DEFAULT_REGIONS, extra=0):
     def targets(value_for):
-        return [{"region": r, "values": [value_for(r)]} for r in REGIONS]
-    ips = {"use1": "10.1.0.", "usw2": "10.2.0."}
+        return [{"region": r, "values": [value_for(r)]} for r in regions]
+    ips = {r: f"{SUBNETS[r]}.0." for r in regions}
     return [
         {"name": f"api.{domain}", "type": "A", "routing": "Failover", "ttl": 60,
          "targets": targets(lambda r: ips[r] + "10")},
@@ -132,15 +214,19 @@ def records(domain):
          "targets": targets(lambda r: ips[r] + "12")},
         {"name": f"static.{domain}", "type": "CNAME", "routing": "Simple", "ttl": 60,
          "targets": targets(lambda r: f"static-{r}.cdn.example.")},
+    ] + [
+        {"name": f"r{i}.{domain}", "type": "A", "routing": "Simple", "ttl": 60,
+         "targets": targets(lambda r: f"{SUBNETS[r]}.{1 + i // 250}.{1 + i % 250}")}
+        for i in range(extra)
     ]
 
 
 def add_health_checks(name, recs, failing_region):
     """A Route 53 health check per region on the api record, as failover records have;
     the one in `failing_region` reports unhealthy."""
-    r53 = aws("route53", "us-east-1")
+    r53 = aws("route53", "us-east-1", R53_CONFIG)
     for t in recs[0]["targets"]:
-        hc = r53.create_health_check(CallerReference=f"{name}-{t['region']}", HealthCheckConfig={
+        hc = r53_call(r53.create_health_check, CallerReference=f"{name}-{t['region']}", HealthCheckConfig={
             "IPAddress": t["values"][0], "Port": 443, "Type": "HTTPS", "ResourcePath": "/healthz",
         })["HealthCheck"]["Id"]
         t["healthCheckId"] = hc
@@ -148,10 +234,16 @@ def add_health_checks(name, recs, failing_region):
             bed("/health-checks", {"id": hc, "healthy": False})
 
 
-def point_records(zone, recs, active_region):
-    """Points the zone's records at one region in a single UPSERT batch."""
+def point_records(zone, recs, active_region, wait=False):
+    """Points the zone's records at one region with UPSERTs, in batches of at most R53_BATCH
+    changes (each INSYNC before the next); returns the last change's id.
+
+    Failover routing allows one PRIMARY and one SECONDARY per name: the active region's
+    target is PRIMARY and the first other target SECONDARY; further regions get no failover
+    record."""
     changes = []
     for rec in recs:
+        secondary = next((t["region"] for t in rec["targets"] if t["region"] != active_region), None)
         for t in rec["targets"]:
             active = t["region"] == active_region
             rrs = {"Name": rec["name"], "Type": rec["type"], "TTL": rec["ttl"],
@@ -159,32 +251,33 @@ def point_records(zone, recs, active_region):
             if "healthCheckId" in t:
                 rrs["HealthCheckId"] = t["healthCheckId"]
             if rec["routing"] == "Failover":
+                if not active and t["region"] != secondary:
+                    continue
                 rrs.update(SetIdentifier=t["region"], Failover="PRIMARY" if active else "SECONDARY")
             elif rec["routing"] == "Weighted":
                 rrs.update(SetIdentifier=t["region"], Weight=100 if active else 0)
             elif not active:
                 continue
             changes.append({"Action": "UPSERT", "ResourceRecordSet": rrs})
-    r53 = aws("route53", "us-east-1")
-    return r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})["ChangeInfo"]["Id"]
+    return change_records(zone, changes, wait=wait)
 
 
-def plan(name, namespace, zone, recs, fence_timeout):
+def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS):
     return {
         "apiVersion": "drover.io/v1alpha1", "kind": "DisasterRecoveryPlan",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "regions": [
-                {"name": r, "awsRegion": aws_region, "initialRole": "Active" if r == "use1" else "Standby",
+                {"name": r, "awsRegion": REGIONS[r], "initialRole": "Active" if r == regions[0] else "Standby",
                  "cluster": {"kubeconfigSecretRef": {"name": f"{r}-kubeconfig", "namespace": "drover-system"}}}
-                for r, aws_region in REGIONS.items()],
+                for r in regions],
             "databases": [
                 {"name": db, "rds": {"instances": [
-                    {"region": r, "identifier": f"{name}-{db}-{r}"} for r in REGIONS]}}
+                    {"region": r, "identifier": f"{name}-{db}-{r}"} for r in regions]}}
                 for db in RDS_DBS] + [
                 {"name": "catalog", "auroraGlobal": {
                     "globalClusterIdentifier": f"{name}-catalog",
-                    "members": [{"region": r, "identifier": f"{name}-catalog-{r}"} for r in REGIONS]}}],
+                    "members": [{"region": r, "identifier": f"{name}-catalog-{r}"} for r in regions]}}],
             "dns": [{"hostedZoneId": zone, "records": recs}],
             "workloads": [
                 {"kind": "Deployment", "namespace": name, "name": w, "activeReplicas": active,
@@ -196,9 +289,12 @@ def plan(name, namespace, zone, recs, fence_timeout):
     }
 
 
-def rebuild_replica(name, region):
-    """Deletes NAME's RDS instances in REGION and recreates them as replicas of the other region."""
-    other = next(r for r in REGIONS if r != region)
+def rebuild_replica(name, region, source=None):
+    """Deletes NAME's RDS instances in REGION and recreates them as replicas of SOURCE (the
+    region active now; default the other of use1/usw2)."""
+    other = source or {"use1": "usw2", "usw2": "use1"}.get(region)
+    if other is None or other == region:
+        raise SystemExit(f"--rebuild-replica {region}: name the active region with --source")
     here, there = aws("rds", REGIONS[region]), aws("rds", REGIONS[other])
     for db in RDS_DBS:
         here.delete_db_instance(DBInstanceIdentifier=f"{name}-{db}-{region}", SkipFinalSnapshot=True)
@@ -209,26 +305,44 @@ def rebuild_replica(name, region):
     bed("/lag", {"region": REGIONS[region], "identifier": f"{name}-catalog-{region}", "seconds": 0, "kind": "aurora"})
 
 
+def region_list(value):
+    regions = [r.strip() for r in value.split(",") if r.strip()]
+    unknown = [r for r in regions if r not in REGIONS]
+    if unknown or len(regions) < 2 or len(set(regions)) != len(regions):
+        raise argparse.ArgumentTypeError(
+            f"want 2 or more distinct regions of {', '.join(REGIONS)}, got {value!r}")
+    return regions
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
-    parser.add_argument("region", nargs="?")
+    parser.add_argument("region", nargs="?", choices=list(REGIONS))
+    parser.add_argument("--regions", type=region_list, default=list(DEFAULT_REGIONS),
+                        help="member regions, the active one first (default use1,usw2)")
     parser.add_argument("--plan-namespace", default="drover-system")
     parser.add_argument("--missing-image")
     parser.add_argument("--lag", type=float, default=0.0)
     parser.add_argument("--fence-timeout", default="20s")
     parser.add_argument("--rebuild-replica", action="store_true")
+    parser.add_argument("--source", choices=list(REGIONS),
+                        help="with --rebuild-replica: the region active now")
     parser.add_argument("--failing-health-check", metavar="REGION")
+    parser.add_argument("--records", type=int, default=0, metavar="N",
+                        help="N extra Simple A records r{i}.NAME.example. (large-zone tests)")
     args = parser.parse_args()
     if args.rebuild_replica:
-        rebuild_replica(args.name, args.region)
+        if args.region is None:
+            parser.error("--rebuild-replica needs REGION")
+        rebuild_replica(args.name, args.region, args.source)
         return
-    seed_workloads(args.name)
-    zone, domain = seed_aws(args.name, args.missing_image, args.lag)
-    recs = records(domain)
+    regions = args.regions
+    seed_workloads(args.name, regions)
+    zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag)
+    recs = records(domain, regions, args.records)
     add_health_checks(args.name, recs, args.failing_health_check)
-    point_records(zone, recs, "use1")  # as it stands before any failover
-    json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout), sys.stdout, indent=2)
+    point_records(zone, recs, regions[0], wait=args.records > 0)  # as it stands before any failover
+    json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout, regions), sys.stdout, indent=2)
     print()
 
 

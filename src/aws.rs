@@ -12,7 +12,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 
 use crate::api::AliasTarget;
-use crate::engine::{AuroraObservation, RdsObservation, RecordSet};
+use crate::engine::dns::{ChangeAction as PlanChangeAction, RecordChange};
+use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
 use crate::metrics::{AwsCallLabels, Metrics};
 
 /// An AWS error, classified for retrying.
@@ -85,12 +86,13 @@ pub trait Aws: Send + Sync {
         how: WriterMove,
     ) -> AwsResult<()>;
     /// The newest replication lag in seconds from the last 5 minutes, if any.
-    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<f64>>;
+    /// The newest lag datapoint of the last 5 minutes, in seconds, with its timestamp.
+    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>>;
     async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool>;
     async fn health_check_healthy(&self, id: &str) -> AwsResult<bool>;
     async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>>;
-    /// Submits one UPSERT batch and returns the change ID.
-    async fn change_records(&self, zone: &str, records: &[RecordSet]) -> AwsResult<String>;
+    /// Submits one change batch (UPSERTs and exact DELETEs) and returns the change ID.
+    async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String>;
     /// Whether a change is INSYNC.
     async fn change_insync(&self, change_id: &str) -> AwsResult<bool>;
     async fn image_exists(
@@ -318,9 +320,9 @@ impl Aws for SdkAws {
             .and_then(|o| o.db_instances?.into_iter().next())
             .map(|d| RdsObservation {
                 status: d.db_instance_status.unwrap_or_default(),
-                has_source: d
+                source: d
                     .read_replica_source_db_instance_identifier
-                    .is_some_and(|s| !s.is_empty()),
+                    .filter(|s| !s.is_empty()),
             }))
     }
 
@@ -425,7 +427,7 @@ impl Aws for SdkAws {
         }
     }
 
-    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<f64>> {
+    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
         use aws_sdk_cloudwatch::primitives::DateTime;
         use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
         let (name, dimension, value, scale) = match source {
@@ -478,13 +480,14 @@ impl Aws for SdkAws {
             .and_then(|r| {
                 let values = r.values.unwrap_or_default();
                 let stamps = r.timestamps.unwrap_or_default();
-                values
-                    .into_iter()
-                    .zip(stamps)
-                    .max_by(|a, b| a.1.cmp(&b.1))
-                    .map(|(v, _)| v)
+                values.into_iter().zip(stamps).max_by(|a, b| a.1.cmp(&b.1))
             });
-        Ok(newest.map(|v| v * scale))
+        Ok(newest.and_then(|(v, at)| {
+            Some(LagReading {
+                seconds: v * scale,
+                at: SystemTime::try_from(at).ok()?,
+            })
+        }))
     }
 
     async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
@@ -573,7 +576,7 @@ impl Aws for SdkAws {
         }
     }
 
-    async fn change_records(&self, zone: &str, records: &[RecordSet]) -> AwsResult<String> {
+    async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
         use aws_sdk_route53::types::{
             AliasTarget as R53Alias, Change, ChangeAction, ChangeBatch, ResourceRecord,
             ResourceRecordSet, ResourceRecordSetFailover, RrType,
@@ -582,8 +585,9 @@ impl Aws for SdkAws {
             kind: AwsErrorKind::Permanent,
             message: format!("building the change batch: {e}"),
         };
-        let mut changes = Vec::new();
-        for r in records {
+        let mut batch_changes = Vec::new();
+        for change in changes {
+            let r = &change.record;
             let mut set = ResourceRecordSet::builder()
                 .name(&r.name)
                 .r#type(RrType::from(r.record_type.as_str()))
@@ -610,9 +614,13 @@ impl Aws for SdkAws {
                         .map_err(invalid)?,
                 );
             }
-            changes.push(
+            let action = match change.action {
+                PlanChangeAction::Upsert => ChangeAction::Upsert,
+                PlanChangeAction::Delete => ChangeAction::Delete,
+            };
+            batch_changes.push(
                 Change::builder()
-                    .action(ChangeAction::Upsert)
+                    .action(action)
                     .resource_record_set(set.build().map_err(invalid)?)
                     .build()
                     .map_err(invalid)?,
@@ -620,7 +628,7 @@ impl Aws for SdkAws {
         }
         let batch = ChangeBatch::builder()
             .comment("drover failover")
-            .set_changes(Some(changes))
+            .set_changes(Some(batch_changes))
             .build()
             .map_err(invalid)?;
         let out = self.record(
@@ -681,7 +689,9 @@ pub fn parse_ecr_image(image: &str) -> Option<(String, String)> {
     if !(host.contains(".dkr.ecr.") && host.ends_with(".amazonaws.com")) {
         return None;
     }
-    if let Some((repo, digest)) = rest.split_once('@') {
+    // `repo:tag@sha256:…` names the image by its digest; the tag is only a label.
+    if let Some((named, digest)) = rest.split_once('@') {
+        let repo = named.split_once(':').map_or(named, |(repo, _tag)| repo);
         return Some((repo.to_string(), digest.to_string()));
     }
     match rest.rsplit_once(':') {
@@ -702,6 +712,12 @@ mod tests {
         );
         assert_eq!(
             parse_ecr_image("123456789012.dkr.ecr.us-west-2.amazonaws.com/shop/web@sha256:ab"),
+            Some(("shop/web".into(), "sha256:ab".into()))
+        );
+        assert_eq!(
+            parse_ecr_image(
+                "123456789012.dkr.ecr.us-west-2.amazonaws.com/shop/web:1.4.2@sha256:ab"
+            ),
             Some(("shop/web".into(), "sha256:ab".into()))
         );
         assert_eq!(

@@ -24,6 +24,8 @@ pub struct WorkloadState {
     /// Whether status reflects the latest spec.
     pub observed_current: bool,
     pub images: Vec<String>,
+    /// The label selector of its pods ("k=v,k2=v2"), when it has one.
+    pub selector: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +81,14 @@ pub trait Clusters: Send + Sync {
         w: &WorkloadSpec,
         replicas: i32,
     ) -> Result<(), ClusterError>;
+    /// How many pods match `selector` in the workload's namespace, Terminating ones
+    /// included: `status.replicas` does not count those, but they still run.
+    async fn pods(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        selector: &str,
+    ) -> Result<usize, ClusterError>;
 }
 
 /// The kube implementation: one client per region, built from the plan's cluster access.
@@ -182,6 +192,22 @@ impl KubeClusters {
     }
 }
 
+/// A workload's pod selector: `spec.selector.matchLabels`, else the scale subresource's
+/// `status.selector` string that custom kinds publish.
+fn selector(obj: &DynamicObject) -> Option<String> {
+    if let Some(labels) = obj.data["spec"]["selector"]["matchLabels"].as_object() {
+        let pairs: Vec<String> = labels
+            .iter()
+            .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+            .collect();
+        return (!pairs.is_empty()).then(|| pairs.join(","));
+    }
+    obj.data["status"]["selector"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 fn images(obj: &DynamicObject) -> Vec<String> {
     let pod = &obj.data["spec"]["template"]["spec"];
     ["initContainers", "containers"]
@@ -221,8 +247,29 @@ impl Clusters for KubeClusters {
                 ready_replicas: int(&status["readyReplicas"]),
                 observed_current: status["observedGeneration"].as_i64().unwrap_or(0) >= generation,
                 images: images(&o),
+                selector: selector(&o),
             }
         }))
+    }
+
+    async fn pods(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        selector: &str,
+    ) -> Result<usize, ClusterError> {
+        let client = self.client(region).await?;
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, &w.namespace);
+        let params = kube::api::ListParams::default().labels(selector);
+        match tokio::time::timeout(self.timeout, api.list_metadata(&params)).await {
+            Err(_) => Err(ClusterError::Unreachable(format!(
+                "region {region}: no answer within {:?}",
+                self.timeout
+            ))),
+            Ok(r) => r
+                .map(|list| list.items.len())
+                .map_err(|e| classify(region, e)),
+        }
     }
 
     async fn scale(

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::{StreamExt, future::join_all};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -27,6 +27,7 @@ use crate::clusters::KubeClusters;
 use crate::conditions::{self, DesiredCondition};
 use crate::config::Config;
 use crate::driver::{Driver, Outcome};
+use crate::engine::Lag;
 use crate::error::{Error, Result};
 use crate::http::Readiness;
 use crate::metrics::{ControllerLabels, ErrorLabels, Metrics, PlanLabels};
@@ -184,8 +185,10 @@ async fn check_regions(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> 
     join_all(checks).await
 }
 
-/// Replication lag of every database into every standby region. One attempt each, bounded
-/// by the member timeout: the next check retries, and errors are reported verbatim.
+/// Replication of every database into every standby region: the lag (known only when
+/// ≥ 0 and fresh), and whether the standby replicates from the active region's primary at
+/// all. One attempt each, bounded by the member timeout: the next check retries, and errors
+/// are reported verbatim.
 async fn measure_replication(ctx: &Context, plan: &DisasterRecoveryPlan) -> Vec<ReplicationStatus> {
     let Some(active) = crate::engine::active_region(plan) else {
         return Vec::new();
@@ -195,31 +198,96 @@ async fn measure_replication(ctx: &Context, plan: &DisasterRecoveryPlan) -> Vec<
     let pairs = plan.spec.databases.iter().flat_map(|db| {
         standby().filter_map(move |r| Some((db, r, crate::engine::lag_source(db, &r.name)?)))
     });
+    let max_age = plan.spec.objectives.max_lag_age();
     let measurements = pairs.map(|(db, region, source)| {
         let name = name.clone();
+        let active = active.clone();
         async move {
-            let call = ctx.aws.replica_lag(&region.aws_region, &source);
-            let (lag_seconds, message) =
-                match tokio::time::timeout(ctx.config.member_timeout, call).await {
-                    Ok(Ok(Some(lag))) => {
+            let limit = ctx.config.member_timeout;
+            let (lag, protection) = tokio::join!(
+                tokio::time::timeout(limit, ctx.aws.replica_lag(&region.aws_region, &source)),
+                tokio::time::timeout(limit, rds_protection(ctx, plan, db, region, &active)),
+            );
+            let fresh_after = crate::engine::lag::fresh_after(SystemTime::now(), max_age, None);
+            let (lag_seconds, lag_message) = match lag {
+                Ok(Ok(reading)) => match crate::engine::lag::judge(reading.as_ref(), fresh_after) {
+                    Lag::Known(l) => {
                         ctx.metrics
-                            .set_replication_lag(&name, &db.name, &region.name, lag);
-                        (Some(lag), None)
+                            .set_replication_lag(&name, &db.name, &region.name, l);
+                        (Some(l), None)
                     }
-                    Ok(Ok(None)) => (None, Some("no recent lag datapoint in CloudWatch".into())),
-                    Ok(Err(e)) => (None, Some(e.message)),
-                    Err(_) => (None, Some("timed out reading the lag".into())),
-                };
+                    Lag::Unknown(why) => (None, Some(format!("lag unknown: {why}"))),
+                },
+                Ok(Err(e)) => (None, Some(e.message)),
+                Err(_) => (None, Some("timed out reading the lag".into())),
+            };
+            let (protected, protection_message) = match protection {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => (None, Some(e)),
+                Err(_) => (None, Some("timed out describing the standby".into())),
+            };
+            let message: Vec<String> = [protection_message, lag_message]
+                .into_iter()
+                .flatten()
+                .collect();
             ReplicationStatus {
                 database: db.name.clone(),
                 region: region.name.clone(),
                 lag_seconds,
-                message,
+                protected,
+                message: (!message.is_empty()).then(|| message.join("; ")),
                 measured_at: Some(Time(now())),
             }
         }
     });
     join_all(measurements).await
+}
+
+/// Whether an RDS standby replicates from the active region's primary. Replicas of an old
+/// primary do not follow a promotion, so after a failover they protect nothing. `None`
+/// for Aurora, whose secondaries follow the global cluster's writer.
+async fn rds_protection(
+    ctx: &Context,
+    plan: &DisasterRecoveryPlan,
+    db: &crate::api::DatabaseSpec,
+    region: &crate::api::RegionSpec,
+    active: &str,
+) -> Result<(Option<bool>, Option<String>), String> {
+    if db.rds.is_none() {
+        return Ok((None, None));
+    }
+    let (Some(member), Some(primary), Some(active_region)) = (
+        crate::engine::member(db, &region.name),
+        crate::engine::member(db, active),
+        plan.spec.regions.iter().find(|r| r.name == active),
+    ) else {
+        return Ok((None, None));
+    };
+    let observed = ctx
+        .aws
+        .describe_instance(&region.aws_region, member)
+        .await
+        .map_err(|e| e.message)?;
+    Ok(match observed.and_then(|o| o.source) {
+        Some(src) if crate::engine::source_is(&src, &active_region.aws_region, primary) => {
+            (Some(true), None)
+        }
+        Some(src) => (
+            Some(false),
+            Some(format!(
+                "unprotected: {member} in {} replicates from {src}, not from the active \
+                 primary {primary} in {active}",
+                region.name
+            )),
+        ),
+        None => (
+            Some(false),
+            Some(format!(
+                "unprotected: {member} in {} is missing or not a read replica of {primary}",
+                region.name
+            )),
+        ),
+    })
 }
 
 /// Validates a plan, checks its regions, and writes status.

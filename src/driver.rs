@@ -3,7 +3,7 @@
 //! restarted operator resumes where the last one stopped.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -21,11 +21,11 @@ use crate::api::{
     FailoverTimings, LastFailover, StepState, StepStatus,
 };
 use crate::aws::{Aws, AwsError, WriterMove, parse_ecr_image};
-use crate::clusters::{ClusterError, Clusters};
+use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::conditions::{self, DesiredCondition};
 use crate::controller::{Context, FIELD_MANAGER, apply_status};
 use crate::engine::{
-    self, Admission, DbStep, Requested, ScaleTarget, Step, ZoneBatch, poll_delay, retry_delay,
+    self, Admission, DbStep, Lag, Requested, ScaleTarget, Step, poll_delay, retry_delay,
 };
 use crate::metrics::{FailoverLabels, PlanLabels, PlanStepLabels, StepLabels};
 use crate::validate::parse_duration;
@@ -186,7 +186,9 @@ impl Driver {
         self.update(|s| {
             s.current_step = Some(step.name().into());
             if let Some(st) = s.steps.iter_mut().find(|st| st.name == step.name()) {
-                if st.started_at.is_none() {
+                // A step resumed after a restart keeps its start, so its deadline holds; a
+                // step retried after failing starts a new attempt with a new deadline.
+                if st.started_at.is_none() || st.state != StepState::Running {
                     st.started_at = Some(now());
                 }
                 st.state = StepState::Running;
@@ -275,8 +277,26 @@ impl Driver {
         }
     }
 
-    fn deadline(&self, step: Step) -> Instant {
-        Instant::now() + engine::step_timeout(&self.plan.spec, step, self.mode())
+    /// The step's deadline, counted from its recorded start so that it survives restarts.
+    async fn deadline(&self, step: Step) -> Instant {
+        let timeout = engine::step_timeout(&self.plan.spec, step, self.mode());
+        let started = self
+            .status
+            .lock()
+            .await
+            .steps
+            .iter()
+            .find(|st| st.name == step.name())
+            .and_then(|st| st.started_at.clone());
+        let elapsed = started
+            .map(|t| {
+                Timestamp::now()
+                    .duration_since(t.0)
+                    .as_secs_f64()
+                    .clamp(0.0, timeout.as_secs_f64())
+            })
+            .unwrap_or(0.0);
+        Instant::now() + timeout.saturating_sub(Duration::from_secs_f64(elapsed))
     }
 
     /// Runs the failover from wherever its status says it is.
@@ -413,6 +433,11 @@ impl Driver {
     }
 
     async fn run_steps(&self) -> Result<Outcome, StepError> {
+        // A rollback that started is finished, never turned back into the failover.
+        let rolling_back = self.status.lock().await.rolling_back.clone();
+        if let Some(reason) = rolling_back {
+            return self.fail_before_promotion(reason).await;
+        }
         let done = |s: Option<StepState>| {
             matches!(s, Some(StepState::Succeeded) | Some(StepState::Skipped))
         };
@@ -462,7 +487,7 @@ impl Driver {
             }
             self.start_step(Step::WarmUp).await?;
             let targets = engine::warmup_targets(&self.plan.spec, self.target());
-            let deadline = self.deadline(Step::WarmUp);
+            let deadline = self.deadline(Step::WarmUp).await;
             match self
                 .scale_and_wait(Step::WarmUp, &targets, deadline, true)
                 .await
@@ -604,35 +629,42 @@ impl Driver {
         Ok(Outcome::RetryLater(note))
     }
 
-    /// A failure before any database was promoted. A planned failover undoes what it did.
+    /// A failure before any database was promoted. A planned failover undoes what it did:
+    /// the rollback is recorded before it acts (a restart resumes the rollback, never the
+    /// failover), and the target's writers and singletons are confirmed gone before the
+    /// old region's come back, so none ever runs in both.
     async fn fail_before_promotion(&self, message: String) -> Result<Outcome, StepError> {
         if self.mode() != FailoverMode::Planned {
             return Err(StepError::Failed(message));
         }
+        self.update(|s| s.rolling_back = Some(message.clone()))
+            .await?;
         let source = self.source().await;
-        let mut undo = engine::unfence_targets(&self.plan.spec, &source);
-        if self
-            .step_state(Step::WarmUp)
-            .await
-            .is_some_and(|s| s != StepState::Pending)
-        {
-            undo.extend(engine::standby_targets(&self.plan.spec, self.target()));
-        }
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut undone = Vec::new();
         let mut not_undone = Vec::new();
-        for t in &undo {
-            let w = &self.plan.spec.workloads[t.workload];
-            match self.scale_one(Step::Fence, t, deadline).await {
-                Ok(true) => undone.push(format!(
-                    "{}/{} in {} → {}",
-                    w.namespace, w.name, t.region, t.replicas
-                )),
-                Ok(false) => {}
-                Err(e) => {
-                    not_undone.push(format!("{}/{} in {}: {e}", w.namespace, w.name, t.region))
-                }
+        let warmed = self
+            .step_state(Step::WarmUp)
+            .await
+            .is_some_and(|s| s != StepState::Pending);
+        if warmed {
+            let target_down = engine::standby_targets(&self.plan.spec, self.target());
+            self.undo_scale(&target_down, deadline, &mut undone, &mut not_undone)
+                .await;
+            if let Err(e) = self
+                .scale_and_wait(Step::Fence, &target_down, deadline, true)
+                .await
+            {
+                not_undone.push(format!(
+                    "{source} left fenced, because {} did not scale down: {e}",
+                    self.target()
+                ));
             }
+        }
+        if not_undone.is_empty() {
+            let unfence = engine::unfence_targets(&self.plan.spec, &source);
+            self.undo_scale(&unfence, deadline, &mut undone, &mut not_undone)
+                .await;
         }
         let mut summary = format!("{message}. Rolled back: ");
         summary.push_str(&if undone.is_empty() {
@@ -648,6 +680,28 @@ impl Driver {
             self.finish(FailoverPhase::RolledBack, summary).await?;
         }
         Ok(Outcome::Done)
+    }
+
+    async fn undo_scale(
+        &self,
+        targets: &[ScaleTarget],
+        deadline: Instant,
+        undone: &mut Vec<String>,
+        not_undone: &mut Vec<String>,
+    ) {
+        for t in targets {
+            let w = &self.plan.spec.workloads[t.workload];
+            match self.scale_one(Step::Fence, t, deadline).await {
+                Ok(true) => undone.push(format!(
+                    "{}/{} in {} → {}",
+                    w.namespace, w.name, t.region, t.replicas
+                )),
+                Ok(false) => {}
+                Err(e) => {
+                    not_undone.push(format!("{}/{} in {}: {e}", w.namespace, w.name, t.region))
+                }
+            }
+        }
     }
 
     /// Ends the failover in `phase`.
@@ -814,7 +868,7 @@ impl Driver {
 
     /// Read-only checks; every failure is returned, none stops the others.
     async fn preflight(&self) -> Vec<String> {
-        let deadline = self.deadline(Step::Preflight);
+        let deadline = self.deadline(Step::Preflight).await;
         let spec = &self.plan.spec;
         // Independent checks run concurrently; every failure is kept.
         let mut checks: Vec<futures::future::BoxFuture<'_, Vec<String>>> = Vec::new();
@@ -926,7 +980,7 @@ impl Driver {
         let rpo = parse_duration(&self.plan.spec.objectives.rpo).unwrap_or_default();
         let (health, lag) = tokio::join!(
             self.target_db_health(db, deadline),
-            self.measure_lag(db, Step::Preflight, deadline)
+            self.measure_lag(db, Step::Preflight, deadline, None)
         );
         let mut failures = Vec::new();
         if let Err(e) = health {
@@ -934,7 +988,7 @@ impl Driver {
         }
         match lag {
             Ok(lag) => {
-                let over = lag.is_none_or(|l| l > rpo.as_secs_f64());
+                let over = lag.seconds().is_none_or(|l| l > rpo.as_secs_f64());
                 let fatal = match self.mode() {
                     FailoverMode::DryRun => true,
                     FailoverMode::Unplanned => !self.fo.spec.allow_data_loss,
@@ -942,10 +996,9 @@ impl Driver {
                 };
                 if over && fatal {
                     failures.push(format!(
-                        "database {}: replication lag {} exceeds the RPO {}s",
+                        "database {}: replication lag {} is not within the RPO {}s",
                         db.name,
-                        lag.map(|l| format!("{l}s"))
-                            .unwrap_or_else(|| "unknown".into()),
+                        lag.describe(),
                         rpo.as_secs_f64()
                     ));
                 }
@@ -969,7 +1022,33 @@ impl Driver {
             })
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                // What Route 53 would refuse, or would leave ambiguous, is a preflight
+                // failure, not a surprise after the databases are promoted.
+                match self
+                    .retry(Step::Preflight, deadline, || {
+                        self.aws.list_records(&zone.hosted_zone_id)
+                    })
+                    .await
+                {
+                    Ok(current) => {
+                        failures.extend(
+                            engine::dns::zone_conflicts(zone, &current)
+                                .into_iter()
+                                .map(|c| format!("hosted zone {}: {c}", zone.hosted_zone_id)),
+                        );
+                        let changes =
+                            engine::dns::zone_changes(&self.plan.spec, zone, target, &current);
+                        if let Err(e) = engine::dns::pack(changes) {
+                            failures.push(format!("hosted zone {}: {e}", zone.hosted_zone_id));
+                        }
+                    }
+                    Err(e) => failures.push(format!(
+                        "hosted zone {}: listing records: {e}",
+                        zone.hosted_zone_id
+                    )),
+                }
+            }
             Ok(false) => failures.push(format!("hosted zone {} not found", zone.hosted_zone_id)),
             Err(e) => failures.push(format!("hosted zone {}: {e}", zone.hosted_zone_id)),
         }
@@ -1040,11 +1119,28 @@ impl Driver {
                 }
                 // Promoting a standalone instance (e.g. the former primary before failback)
                 // would make stale data the writer.
-                Some(o) if !o.has_source => Err(format!(
-                    "instance {member} is not a read replica; rebuild it as a replica of the \
-                     current primary before failing over to it"
-                )),
-                Some(_) => Ok(()),
+                Some(o) => match o.source {
+                    None => Err(format!(
+                        "instance {member} is not a read replica; rebuild it as a replica of \
+                         the current primary before failing over to it"
+                    )),
+                    // Replicas of an old primary do not follow a promotion: promoting one
+                    // that still replicates from it would lose every write made since.
+                    Some(src) => {
+                        let active = self.source().await;
+                        let primary = engine::member(db, &active).unwrap_or_default();
+                        if engine::source_is(&src, &self.aws_region(&active), primary) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "instance {member} replicates from {src}, not from the active \
+                                 region's primary {primary} in {active}; promoting it would \
+                                 lose every write made since; rebuild it as a replica of \
+                                 {primary}"
+                            ))
+                        }
+                    }
+                },
             }
         } else if let Some(aurora) = &db.aurora_global {
             let arn = self
@@ -1077,22 +1173,30 @@ impl Driver {
         }
     }
 
-    /// Replication lag of a database, read from the target region (it survives the loss
-    /// of the source region).
+    /// Replication lag of a database into the target region, read there (it survives the
+    /// loss of the source region), and judged: it counts only if ≥ 0 and taken after
+    /// `not_before` and within the plan's maxLagAge.
     async fn measure_lag(
         &self,
         db: &DatabaseSpec,
         step: Step,
         deadline: Instant,
-    ) -> Result<Option<f64>, String> {
+        not_before: Option<SystemTime>,
+    ) -> Result<Lag, String> {
         let region = self.aws_region(self.target());
         let source = engine::lag_source(db, self.target())
             .ok_or_else(|| format!("no member in {}", self.target()))?;
-        let lag = self
+        let reading = self
             .retry(step, deadline, || self.aws.replica_lag(&region, &source))
             .await
             .map_err(|e| e.message)?;
-        if let Some(l) = lag {
+        let now = SystemTime::now();
+        let max_age = self.plan.spec.objectives.max_lag_age();
+        let lag = engine::lag::judge(
+            reading.as_ref(),
+            engine::lag::fresh_after(now, max_age, not_before),
+        );
+        if let Some(l) = lag.seconds() {
             self.ctx
                 .metrics
                 .set_replication_lag(&self.plan.name_any(), &db.name, self.target(), l);
@@ -1104,7 +1208,7 @@ impl Driver {
 
     async fn fence(&self) -> Result<(StepState, String), StepError> {
         let source = self.source().await;
-        let deadline = self.deadline(Step::Fence);
+        let deadline = self.deadline(Step::Fence).await;
         let targets = engine::fence_targets(&self.plan.spec, &source);
         let mut notes = Vec::new();
         let mut unreachable = Vec::new();
@@ -1122,13 +1226,17 @@ impl Driver {
             self.scale_and_wait(Step::Fence, &targets, deadline, true)
                 .await
                 .map_err(|e| StepError::Failed(format!("fencing {source}: {e}")))?;
+            let fenced_at = now();
+            self.update(|s| s.fenced_at = Some(fenced_at.clone()))
+                .await?;
             notes.extend(targets.iter().map(|t| {
                 let w = &self.plan.spec.workloads[t.workload];
                 format!("{}/{} → 0", w.namespace, w.name)
             }));
         }
         if self.mode() == FailoverMode::Planned {
-            self.wait_zero_lag(deadline).await?;
+            let fenced_at = self.lag_not_before().await.unwrap_or_else(SystemTime::now);
+            self.wait_zero_lag(deadline, fenced_at).await?;
             notes.push("replication lag reached 0".into());
         }
         if unreachable.is_empty() {
@@ -1144,7 +1252,12 @@ impl Driver {
         }
     }
 
-    async fn wait_zero_lag(&self, deadline: Instant) -> Result<(), StepError> {
+    /// Waits until every database shows zero lag on a datapoint taken after `fenced_at`.
+    async fn wait_zero_lag(
+        &self,
+        deadline: Instant,
+        fenced_at: SystemTime,
+    ) -> Result<(), StepError> {
         let waiting_since = Instant::now();
         loop {
             let mut pending = Vec::new();
@@ -1153,18 +1266,13 @@ impl Driver {
                     .spec
                     .databases
                     .iter()
-                    .map(|db| self.measure_lag(db, Step::Fence, deadline)),
+                    .map(|db| self.measure_lag(db, Step::Fence, deadline, Some(fenced_at))),
             )
             .await;
             for (db, lag) in self.plan.spec.databases.iter().zip(lags) {
                 match lag {
-                    Ok(Some(l)) if l <= 0.0 => {}
-                    Ok(lag) => pending.push(format!(
-                        "{}: {}",
-                        db.name,
-                        lag.map(|l| format!("{l}s"))
-                            .unwrap_or_else(|| "unknown".into())
-                    )),
+                    Ok(lag) if lag.is_zero() => {}
+                    Ok(lag) => pending.push(format!("{}: {}", db.name, lag.describe())),
                     Err(e) => {
                         return Err(StepError::Failed(format!(
                             "measuring lag of {}: {e}",
@@ -1242,7 +1350,17 @@ impl Driver {
                     Ok(Some(s))
                         if s.observed_current
                             && s.ready_replicas >= t.replicas
-                            && s.current_replicas <= t.replicas => {}
+                            && s.current_replicas <= t.replicas =>
+                    {
+                        // status.replicas leaves out Terminating pods, which still run:
+                        // a fenced writer or singleton counts as gone only without pods.
+                        if let Some(running) = self.fenced_pods_left(t, &s).await {
+                            waiting.push(format!(
+                                "{}/{} {running} pods still running or terminating",
+                                w.namespace, w.name
+                            ));
+                        }
+                    }
                     Ok(Some(s)) => waiting.push(format!(
                         "{}/{} {}/{} ready",
                         w.namespace, w.name, s.ready_replicas, t.replicas
@@ -1265,6 +1383,24 @@ impl Driver {
         }
     }
 
+    /// For a writer or singleton scaled down, the pods beyond the target that still exist
+    /// (Terminating included), or None when there are none.
+    async fn fenced_pods_left(&self, t: &ScaleTarget, s: &WorkloadState) -> Option<String> {
+        let w = &self.plan.spec.workloads[t.workload];
+        if !(w.writer || w.singleton) || s.replicas > t.replicas {
+            return None;
+        }
+        let Some(selector) = &s.selector else {
+            warn!(workload = %w.name, "no pod selector; cannot confirm its pods are gone");
+            return None;
+        };
+        match self.clusters.pods(&t.region, w, selector).await {
+            Ok(n) if n <= t.replicas.max(0) as usize => None,
+            Ok(n) => Some(n.to_string()),
+            Err(e) => Some(format!("unknown ({e})")),
+        }
+    }
+
     // ---- Promote ------------------------------------------------------------------------
 
     async fn promote(&self) -> Result<String, StepError> {
@@ -1280,7 +1416,8 @@ impl Driver {
                 }
             }
         }
-        let deadline = self.deadline(Step::PromoteDatabases);
+        let deadline = self.deadline(Step::PromoteDatabases).await;
+        self.gate_all(deadline).await?;
         let results = join_all(
             self.plan
                 .spec
@@ -1306,6 +1443,100 @@ impl Driver {
         } else {
             Err(StepError::Failed(failures.join("; ")))
         }
+    }
+
+    /// Gates every database that is not yet cleared, and clears them all in one status
+    /// write only if every one passes: one refused database means none is promoted.
+    async fn gate_all(&self, deadline: Instant) -> Result<(), StepError> {
+        let mut ungated = Vec::new();
+        for db in &self.plan.spec.databases {
+            if self.db_state(&db.name).await == DatabaseState::Pending {
+                ungated.push(db);
+            }
+        }
+        if ungated.is_empty() {
+            return Ok(());
+        }
+        let verdicts = join_all(ungated.iter().map(|db| self.gate(db, deadline))).await;
+        let refused: Vec<String> = ungated
+            .iter()
+            .zip(&verdicts)
+            .filter_map(|(db, (_, v))| v.as_ref().err().map(|why| format!("{}: {why}", db.name)))
+            .collect();
+        let state = if refused.is_empty() {
+            DatabaseState::Cleared
+        } else {
+            DatabaseState::Gated
+        };
+        self.update(|s| {
+            for (db, (lag, _)) in ungated.iter().zip(&verdicts) {
+                if let Some(d) = s.databases.iter_mut().find(|d| d.name == db.name) {
+                    d.state = state;
+                    d.lag_seconds = lag.as_ref().and_then(Lag::seconds);
+                }
+            }
+        })
+        .await?;
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::Failed(format!(
+                "no database promoted, because the lag gate refused {}",
+                refused.join("; ")
+            )))
+        }
+    }
+
+    /// One database's promotion gate: its lag (when measured) and the verdict.
+    async fn gate(
+        &self,
+        db: &DatabaseSpec,
+        deadline: Instant,
+    ) -> (Option<Lag>, Result<(), String>) {
+        if let (Some(_), Err(why)) = (
+            &db.aurora_global,
+            engine::aurora_failover_gate(self.mode(), self.fo.spec.allow_data_loss),
+        ) {
+            return (None, Err(why));
+        }
+        // The planned fence measured zero lag after the writers were gone, moments ago;
+        // without writes lag cannot grow, so that reading stands. Otherwise measure now.
+        let fenced_recently = self
+            .zero_lag_at
+            .lock()
+            .await
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+        let lag = if fenced_recently {
+            Lag::Known(0.0)
+        } else {
+            let not_before = self.lag_not_before().await;
+            match self
+                .measure_lag(db, Step::PromoteDatabases, deadline, not_before)
+                .await
+            {
+                Ok(lag) => lag,
+                Err(e) => return (None, Err(format!("measuring lag: {e}"))),
+            }
+        };
+        let max = self
+            .fo
+            .spec
+            .max_data_loss
+            .as_deref()
+            .and_then(|m| parse_duration(m).ok());
+        let verdict =
+            engine::lag::promotion_gate(self.mode(), self.fo.spec.allow_data_loss, max, &lag);
+        (Some(lag), verdict)
+    }
+
+    /// A Planned failover's lag counts only if measured after the fence stopped the writers.
+    async fn lag_not_before(&self) -> Option<SystemTime> {
+        if self.mode() != FailoverMode::Planned {
+            return None;
+        }
+        // Fenced but not recorded (a restart in between) → nothing measured yet counts.
+        let fenced_at = self.status.lock().await.fenced_at.clone();
+        Some(fenced_at.map_or_else(SystemTime::now, |t| SystemTime::from(t.0)))
     }
 
     async fn db_state(&self, name: &str) -> DatabaseState {
@@ -1346,45 +1577,8 @@ impl Driver {
         if state == DatabaseState::Promoted {
             return Ok(());
         }
-        // Gate on lag, measured now, unless the call may already have been sent. The lag is
-        // recorded with the next status write.
-        let mut measured_lag = None;
-        if Requested::from(state) == Requested::No {
-            // The planned fence measured zero lag with writers stopped moments ago; without
-            // writes lag cannot grow, so that reading stands. Otherwise measure now.
-            let fenced_recently = self
-                .zero_lag_at
-                .lock()
-                .await
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
-            let lag = if fenced_recently {
-                Some(0.0)
-            } else {
-                self.measure_lag(db, Step::PromoteDatabases, deadline)
-                    .await
-                    .map_err(StepError::Failed)?
-            };
-            let max = self
-                .fo
-                .spec
-                .max_data_loss
-                .as_deref()
-                .and_then(|m| parse_duration(m).ok());
-            let aurora_gate = match db.aurora_global {
-                Some(_) => engine::aurora_failover_gate(self.mode(), self.fo.spec.allow_data_loss),
-                None => Ok(()),
-            };
-            if let Err(why) = aurora_gate.and(engine::promotion_gate(
-                self.mode(),
-                self.fo.spec.allow_data_loss,
-                max,
-                lag,
-            )) {
-                self.set_db(&db.name, DatabaseState::Gated, Some(lag))
-                    .await?;
-                return Err(StepError::Failed(why));
-            }
-            measured_lag = Some(lag);
+        if Requested::from(state) == Requested::No && state != DatabaseState::Cleared {
+            return Err(StepError::Failed("not cleared by the lag gate".into()));
         }
         let target_arn = match &db.aurora_global {
             Some(_) => Some(
@@ -1395,7 +1589,13 @@ impl Driver {
             None => None,
         };
         let waiting_since = Instant::now();
+        let mut unconfirmed = 0;
         loop {
+            if unconfirmed > 0 && Instant::now() >= deadline {
+                return Err(StepError::Failed(format!(
+                    "{member}: promotion call not confirmed before the promotion deadline"
+                )));
+            }
             let requested = Requested::from(self.db_state(&db.name).await);
             let step = match (&db.aurora_global, &target_arn) {
                 (Some(aurora), Some(arn)) => {
@@ -1420,15 +1620,17 @@ impl Driver {
             };
             match step {
                 DbStep::Done => {
-                    self.set_db(&db.name, DatabaseState::Promoted, measured_lag.take())
-                        .await?;
+                    self.set_db(&db.name, DatabaseState::Promoted, None).await?;
                     return Ok(());
                 }
                 DbStep::Fail(why) => return Err(StepError::Failed(why)),
                 DbStep::Act => {
                     // Recorded before the call: a restart in between re-checks AWS first.
-                    self.set_db(&db.name, DatabaseState::Requesting, measured_lag.take())
+                    self.set_db(&db.name, DatabaseState::Requesting, None)
                         .await?;
+                    self.bump_attempts(Step::PromoteDatabases).await;
+                    // One attempt: after a transient error the call may have taken effect,
+                    // so the next round describes the database before anything is resent.
                     let sent = match (&db.aurora_global, &target_arn) {
                         (Some(aurora), Some(arn)) => {
                             let id = &aurora.global_cluster_identifier;
@@ -1437,21 +1639,23 @@ impl Driver {
                             } else {
                                 WriterMove::FailoverAllowingDataLoss
                             };
-                            self.retry(Step::PromoteDatabases, deadline, || {
-                                self.aws.move_global_writer(&region, id, arn, how)
-                            })
-                            .await
+                            self.aws.move_global_writer(&region, id, arn, how).await
                         }
-                        _ => {
-                            self.retry(Step::PromoteDatabases, deadline, || {
-                                self.aws.promote_read_replica(&region, &member)
-                            })
-                            .await
-                        }
+                        _ => self.aws.promote_read_replica(&region, &member).await,
                     };
-                    sent.map_err(|e| StepError::Failed(e.message))?;
-                    self.set_db(&db.name, DatabaseState::Requested, None)
-                        .await?;
+                    match sent {
+                        Ok(()) => {
+                            self.set_db(&db.name, DatabaseState::Requested, None)
+                                .await?
+                        }
+                        Err(e) if e.is_retryable() => {
+                            unconfirmed += 1;
+                            warn!(database = %db.name, error = %e, "promotion call not confirmed; observing first");
+                            tokio::time::sleep(retry_delay(unconfirmed, fastrand::f64())).await;
+                            continue;
+                        }
+                        Err(e) => return Err(StepError::Failed(e.message)),
+                    }
                 }
                 DbStep::Wait(_) => {}
             }
@@ -1468,9 +1672,9 @@ impl Driver {
     // ---- DNS ------------------------------------------------------------------------------
 
     async fn switch_dns(&self) -> Result<String, StepError> {
-        let deadline = self.deadline(Step::SwitchDns);
-        let batches = engine::dns_batches(&self.plan.spec, self.target());
-        let results = join_all(batches.iter().map(|b| self.switch_zone(b, deadline))).await;
+        let deadline = self.deadline(Step::SwitchDns).await;
+        let zones = &self.plan.spec.dns;
+        let results = join_all(zones.iter().map(|z| self.switch_zone(z, deadline))).await;
         let mut notes = Vec::new();
         for r in results {
             notes.push(r?);
@@ -1478,63 +1682,124 @@ impl Driver {
         Ok(notes.join("; "))
     }
 
-    async fn switch_zone(&self, batch: &ZoneBatch, deadline: Instant) -> Result<String, StepError> {
-        let zone = &batch.hosted_zone_id;
-        let recorded = self
-            .status
-            .lock()
-            .await
+    /// Moves one zone in batches within Route 53's limits, one at a time (Route 53 refuses
+    /// a change to a zone while an earlier one is PENDING). Each round observes the zone
+    /// first and sends only what is missing, so a batch sent before a restart, or whose
+    /// answer was lost, is not sent again.
+    async fn switch_zone(
+        &self,
+        zone: &crate::api::HostedZoneSpec,
+        deadline: Instant,
+    ) -> Result<String, StepError> {
+        let id = zone.hosted_zone_id.as_str();
+        let failed = |m: String| StepError::Failed(format!("{id}: {m}"));
+        let mut rounds = 0;
+        let mut max_rounds = None;
+        loop {
+            if let Some(change_id) = self.pending_dns_change(id).await {
+                self.wait_insync(id, &change_id, deadline).await?;
+            }
+            let current = self
+                .retry(Step::SwitchDns, deadline, || self.aws.list_records(id))
+                .await
+                .map_err(|e| failed(e.message))?;
+            let changes = engine::dns::zone_changes(&self.plan.spec, zone, self.target(), &current);
+            if changes.is_empty() {
+                let sent = self.dns_batches_sent(id).await;
+                return Ok(format!(
+                    "{id}: every plan record points at {} ({sent} batches)",
+                    self.target()
+                ));
+            }
+            let batches = engine::dns::pack(changes).map_err(failed)?;
+            // Each round should finish one batch; more rounds than batches means the zone
+            // does not take the changes, and resending them would not help.
+            let limit = *max_rounds.get_or_insert(batches.len() + 2);
+            rounds += 1;
+            if rounds > limit || Instant::now() >= deadline {
+                return Err(failed(format!(
+                    "{} changes still missing after {} batches",
+                    batches.iter().map(Vec::len).sum::<usize>(),
+                    rounds - 1
+                )));
+            }
+            let batch = batches.into_iter().next().unwrap_or_default();
+            let number = self.record_dns_intent(id, batch.len()).await?;
+            self.bump_attempts(Step::SwitchDns).await;
+            // One attempt: after an error the batch may or may not have been applied, so the
+            // next round observes the zone before sending anything again.
+            match self.aws.change_records(id, &batch).await {
+                Ok(change_id) => self.set_dns(id, number, Some(change_id), "PENDING").await?,
+                Err(e) if e.is_retryable() => {
+                    self.set_dns(id, number, None, "Unconfirmed").await?;
+                    warn!(zone = id, error = %e, "change batch not confirmed; observing the zone");
+                    tokio::time::sleep(retry_delay(rounds as u32, fastrand::f64())).await;
+                }
+                Err(e) => return Err(failed(e.message)),
+            }
+        }
+    }
+
+    /// The last batch of a zone that was answered but is not yet INSYNC.
+    async fn pending_dns_change(&self, zone: &str) -> Option<String> {
+        let status = self.status.lock().await;
+        let last = status
             .dns_changes
             .iter()
-            .find(|c| &c.hosted_zone_id == zone)
-            .cloned();
-        let change_id = match recorded.and_then(|c| c.change_id) {
-            Some(id) => id,
-            None => {
-                // Check before acting: a change sent before a restart is already visible.
-                let current = self
-                    .retry(Step::SwitchDns, deadline, || self.aws.list_records(zone))
-                    .await
-                    .map_err(|e| StepError::Failed(format!("{zone}: {}", e.message)))?;
-                if batch
-                    .records
-                    .iter()
-                    .all(|r| engine::record_present(r, &current))
-                {
-                    self.set_dns(zone, None, "INSYNC").await?;
-                    return Ok(format!(
-                        "{zone}: records already point at {}",
-                        self.target()
-                    ));
-                }
-                self.set_dns(zone, None, "Submitting").await?;
-                let id = self
-                    .retry(Step::SwitchDns, deadline, || {
-                        self.aws.change_records(zone, &batch.records)
-                    })
-                    .await
-                    .map_err(|e| StepError::Failed(format!("{zone}: {}", e.message)))?;
-                self.set_dns(zone, Some(id.clone()), "PENDING").await?;
-                id
-            }
-        };
+            .rfind(|c| c.hosted_zone_id == zone)?;
+        match (&last.change_id, last.status.as_deref()) {
+            (Some(id), Some("PENDING")) => Some(id.clone()),
+            _ => None,
+        }
+    }
+
+    async fn dns_batches_sent(&self, zone: &str) -> usize {
+        let status = self.status.lock().await;
+        status
+            .dns_changes
+            .iter()
+            .filter(|c| c.hosted_zone_id == zone)
+            .count()
+    }
+
+    /// Records the intent to send the zone's next batch; returns its number (from 1).
+    async fn record_dns_intent(&self, zone: &str, changes: usize) -> Result<u32, kube::Error> {
+        let number = self.dns_batches_sent(zone).await as u32 + 1;
+        self.update(|s| {
+            s.dns_changes.push(DnsChange {
+                hosted_zone_id: zone.into(),
+                batch: Some(number),
+                changes: Some(changes as u32),
+                change_id: None,
+                status: Some("Submitting".into()),
+            })
+        })
+        .await?;
+        Ok(number)
+    }
+
+    async fn wait_insync(
+        &self,
+        zone: &str,
+        change_id: &str,
+        deadline: Instant,
+    ) -> Result<(), StepError> {
         let waiting_since = Instant::now();
         loop {
             let insync = self
                 .retry(Step::SwitchDns, deadline, || {
-                    self.aws.change_insync(&change_id)
+                    self.aws.change_insync(change_id)
                 })
                 .await
                 .map_err(|e| StepError::Failed(format!("{zone}: {}", e.message)))?;
             if insync {
-                self.set_dns(zone, Some(change_id.clone()), "INSYNC")
+                let number = self.dns_batches_sent(zone).await as u32;
+                self.set_dns(zone, number, Some(change_id.to_string()), "INSYNC")
                     .await?;
-                return Ok(format!(
-                    "{zone}: {} record sets INSYNC ({change_id})",
-                    batch.records.len()
-                ));
+                return Ok(());
             }
-            let delay = poll_delay(waiting_since.elapsed());
+            // Route 53 allows 5 requests a second per account: poll at most 4 times a second.
+            let delay = poll_delay(waiting_since.elapsed()).max(Duration::from_millis(250));
             if Instant::now() + delay >= deadline {
                 return Err(StepError::Failed(format!(
                     "{zone}: change {change_id} not INSYNC before the DNS deadline"
@@ -1547,31 +1812,29 @@ impl Driver {
     async fn set_dns(
         &self,
         zone: &str,
+        batch: u32,
         id: Option<String>,
         state: &str,
     ) -> Result<(), kube::Error> {
-        self.update(
-            |s| match s.dns_changes.iter_mut().find(|c| c.hosted_zone_id == zone) {
-                Some(c) => {
-                    if id.is_some() {
-                        c.change_id = id;
-                    }
-                    c.status = Some(state.into());
+        self.update(|s| {
+            if let Some(c) = s
+                .dns_changes
+                .iter_mut()
+                .find(|c| c.hosted_zone_id == zone && c.batch.unwrap_or(1) == batch)
+            {
+                if id.is_some() {
+                    c.change_id = id;
                 }
-                None => s.dns_changes.push(DnsChange {
-                    hosted_zone_id: zone.into(),
-                    change_id: id,
-                    status: Some(state.into()),
-                }),
-            },
-        )
+                c.status = Some(state.into());
+            }
+        })
         .await
     }
 
     // ---- Verify ---------------------------------------------------------------------------
 
     async fn verify(&self) -> Result<(StepState, String), StepError> {
-        let deadline = self.deadline(Step::Verify);
+        let deadline = self.deadline(Step::Verify).await;
         let active = engine::warmup_targets(&self.plan.spec, self.target());
         let source = self.source().await;
         let standby = engine::standby_targets(&self.plan.spec, &source);

@@ -62,10 +62,28 @@ pub fn secret_refs<'a>(
     })
 }
 
-/// Parses a duration such as "30s", "5m" or "1h 30m".
+/// The longest duration any field accepts. Deadlines are added to clocks, and a DR plan
+/// has no use for a wait longer than a week.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a duration such as "30s", "5m" or "1h 30m", at most `MAX_DURATION`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value.trim())
-        .map_err(|e| format!("invalid duration {value:?} ({e}); use e.g. \"30s\" or \"5m\""))
+    let parsed = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("invalid duration {value:?} ({e}); use e.g. \"30s\" or \"5m\""))?;
+    if parsed > MAX_DURATION {
+        return Err(format!(
+            "duration {value:?} is longer than the maximum of 7 days"
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Parses a step deadline: a duration above zero, at most `MAX_DURATION`.
+pub fn parse_timeout(value: &str) -> Result<Duration, String> {
+    match parse_duration(value)? {
+        d if d.is_zero() => Err(format!("timeout {value:?} must be longer than 0s")),
+        d => Ok(d),
+    }
 }
 
 /// Validates a plan spec. With `secrets`, also checks that referenced Secrets and keys exist;
@@ -235,6 +253,35 @@ pub fn validate_plan(
     ] {
         if let Err(reason) = parse_duration(value) {
             problems.push(Problem::new(field, reason));
+        }
+    }
+    if let Some(order) = &spec.failover_order {
+        let names: BTreeSet<&str> = spec.regions.iter().map(|r| r.name.as_str()).collect();
+        let listed: BTreeSet<&str> = order.iter().map(String::as_str).collect();
+        if listed != names || order.len() != names.len() {
+            problems.push(Problem::new(
+                "spec.failoverOrder",
+                format!(
+                    "must list every region of spec.regions exactly once ({})",
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(Err(reason)) = spec.objectives.max_lag_age.as_deref().map(parse_timeout) {
+        problems.push(Problem::new("spec.objectives.maxLagAge", reason));
+    }
+    if let Some(t) = &spec.timeouts {
+        for (field, value) in [
+            ("spec.timeouts.preflight", &t.preflight),
+            ("spec.timeouts.fence", &t.fence),
+            ("spec.timeouts.promotion", &t.promotion),
+            ("spec.timeouts.warmUp", &t.warm_up),
+            ("spec.timeouts.dns", &t.dns),
+        ] {
+            if let Some(Err(reason)) = value.as_deref().map(parse_timeout) {
+                problems.push(Problem::new(field, reason));
+            }
         }
     }
 
@@ -631,10 +678,38 @@ mod tests {
     }
 
     #[test]
+    fn step_timeouts_parse_and_are_bounded() {
+        let mut spec = sample();
+        spec.timeouts = Some(crate::api::StepTimeouts {
+            preflight: Some("400000000000y".into()),
+            fence: Some("0s".into()),
+            promotion: Some("soon".into()),
+            warm_up: Some("10m".into()),
+            dns: None,
+        });
+        let problems = validate_plan(&spec, "drover-system", None);
+        assert_eq!(
+            field_names(&problems),
+            vec![
+                "spec.timeouts.preflight",
+                "spec.timeouts.fence",
+                "spec.timeouts.promotion"
+            ]
+        );
+        assert!(problems[0].reason.contains("400000000000y"), "{problems:?}");
+        assert!(
+            problems[1].reason.contains("longer than 0s"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("-5m").is_err());
+        assert!(parse_duration("8d").is_err());
+        assert_eq!(parse_duration("7d"), Ok(MAX_DURATION));
     }
 
     #[test]

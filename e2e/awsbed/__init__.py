@@ -11,8 +11,10 @@ A WSGI layer in front of moto's own dispatcher:
     delay (moto answers 500 for both);
   * Route 53 GetChange reports PENDING for a configurable time after a change batch;
     health checks can be made to fail;
-  * replica lag is settable and published as CloudWatch metrics (AWS/RDS ReplicaLag,
-    AuroraGlobalDBReplicationLag).
+  * Route 53 is as strict as AWS (route53.py): exact, atomic batches; PriorRequestNotComplete; 5 req/s;
+  * replica lag evolves over bed time with the source's writes and is published to CloudWatch
+    on a cadence, -1 when replication is not running (replication.py; AWS/RDS ReplicaLag,
+    AuroraGlobalDBReplicationLag; GetMetricData for AWS/RDS is answered there).
 
 The control API lives under /_bed/ on the same port; see CONTROL below.
 """
@@ -33,6 +35,8 @@ from moto.core.responses import ActionResult
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.rds import responses as rds_responses
 from moto.rds.exceptions import RDSClientError
+
+from . import replication, route53
 
 
 def _describe_global_clusters(self):
@@ -97,6 +101,7 @@ class BedState:
         self.global_in_progress = set()
         self.waits = {}  # (kind, id) -> requested/done/noticed times and describes between
         self.rng = random.Random(42)
+        self.route53 = route53.Route53State()  # rate limit (5/s), throttled calls, zone per change
 
 
 def xml_escape(s):
@@ -110,6 +115,7 @@ class Bed:
         # (access key, signing service, operation) -> calls, for the whole emulator life:
         # resets leave it alone, so the IAM policy test sees every call of the e2e suite.
         self.operations_by_key = Counter()
+        self.replication = replication.Replication(self, ACCOUNT)  # lag model + publisher thread
 
     # ---- request classification -------------------------------------------------
     @staticmethod
@@ -232,6 +238,10 @@ class Bed:
         if service is None:
             return self.moto(environ, start_response)
         operation, params = self.operation(service, environ, body)
+        # Over the account's Route 53 rate the call never reaches the service: it is counted
+        # in /_bed/throttled, not in /_bed/calls, so "sent exactly once" counts effects.
+        if service == "route53" and not route53.admit(self.state, operation):
+            return self.error(start_response, service, "400 Bad Request", "Throttling", "Rate exceeded")
         with self.state.lock:
             self.state.calls[(service, region, operation)] += 1
             self.operations_by_key[(self.access_key(environ), service, operation)] += 1
@@ -398,20 +408,8 @@ class Bed:
 
     # ---- Route 53 ---------------------------------------------------------------------
     def on_route53_ChangeResourceRecordSets(self, environ, start_response, region, params):
-        status, headers, body = self.call_moto(environ)
-        if status.startswith("200"):
-            with self.state.lock:
-                change_id = f"C{next(self.state.change_ids):012d}BED"
-                now = time.time()
-                self.state.changes[change_id] = (now, now + self.state.dns_sync_delay)
-                self.state.waits[("dns", change_id)] = {
-                    "requested_at": now, "done_at": now + self.state.dns_sync_delay,
-                    "noticed_at": None, "describes": 0}
-            text = body.decode()
-            text = re.sub(r"<Id>[^<]*</Id>", f"<Id>/change/{change_id}</Id>", text, count=1)
-            text = text.replace("<Status>INSYNC</Status>", "<Status>PENDING</Status>")
-            body = text.encode()
-        return self.pass_through(start_response, status, headers, body)
+        # Validated and applied atomically in route53.py; records the change in state.changes/waits.
+        return route53.change_resource_record_sets(self, environ, start_response, region)
 
     def on_route53_GetChange(self, environ, start_response, region, params):
         change_id = environ.get("PATH_INFO", "").rstrip("/").split("/")[-1]
@@ -476,6 +474,7 @@ class Bed:
         moto_api_backend.reset()
         with self.state.lock:
             self.state.reset()
+        self.replication.reset()  # outside state.lock: replication takes its own lock first
         return {"reset": True}
 
     def ctl_calls(self, _):
@@ -494,6 +493,7 @@ class Bed:
     def ctl_calls_reset(self, _):
         with self.state.lock:
             self.state.calls.clear()
+            self.state.route53.throttled.clear()
         return {"reset": True}
 
     def ctl_waits(self, _):
@@ -546,11 +546,15 @@ class Bed:
             return {"outages": sorted(self.state.outages)}
 
     def ctl_config(self, p):
+        # time_factor, metric_period, lag_drain_rate, lag_growth_rate, steady_lag (replication.py)
+        lag = self.replication.configure(p)
         with self.state.lock:
+            r53 = route53.configure(self.state, p)  # route53_rate (req/s, 0 = unlimited), route53_burst
             for key in ("promotion_delay", "switchover_delay", "dns_sync_delay"):
                 if key in p:
                     setattr(self.state, key, float(p[key]))
-            return {k: getattr(self.state, k) for k in ("promotion_delay", "switchover_delay", "dns_sync_delay")}
+            return {**{k: getattr(self.state, k) for k in ("promotion_delay", "switchover_delay", "dns_sync_delay")},
+                    **r53, **lag}
 
     def ctl_health_check(self, p):
         with self.state.lock:
@@ -561,19 +565,11 @@ class Bed:
             return {"failing": sorted(self.state.failing_health_checks)}
 
     def ctl_lag(self, p):
-        """Publishes replica lag (seconds) as the CloudWatch metric RDS would emit."""
-        from moto.cloudwatch.models import cloudwatch_backends
-        seconds = float(p["seconds"])
-        if p.get("kind", "rds") == "aurora":
-            name, dim, value, unit = "AuroraGlobalDBReplicationLag", "DBClusterIdentifier", seconds * 1000, "Milliseconds"
-        else:
-            name, dim, value, unit = "ReplicaLag", "DBInstanceIdentifier", seconds, "Seconds"
-        cloudwatch_backends[ACCOUNT][p["region"]].put_metric_data("AWS/RDS", [{
-            "MetricName": name, "Value": value, "Unit": unit,
-            "Timestamp": datetime.now(timezone.utc).replace(tzinfo=None),  # moto compares naive UTC
-            "Dimensions": [{"Name": dim, "Value": p["identifier"]}],
-        }])
-        return {"metric": name, "identifier": p["identifier"], "value": value, "unit": unit}
+        """Sets a replica's steady lag under load and its lag now (seconds), published at once."""
+        return self.replication.set_lag(p)
+
+    def on_monitoring_GetMetricData(self, environ, start_response, region, params):
+        return self.replication.get_metric_data(environ, start_response, region, params)
 
 
 CONTROL = {
@@ -581,6 +577,7 @@ CONTROL = {
     ("POST", "/reset"): Bed.ctl_reset,
     ("GET", "/calls"): Bed.ctl_calls,
     ("POST", "/calls/reset"): Bed.ctl_calls_reset,
+    ("GET", "/throttled"): lambda bed, _: route53.throttled_view(bed.state),  # Route 53 rate limit
     ("GET", "/operations"): Bed.ctl_operations,
     ("GET", "/waits"): Bed.ctl_waits,
     ("POST", "/waits/reset"): Bed.ctl_waits_reset,
@@ -591,4 +588,8 @@ CONTROL = {
     ("POST", "/config"): Bed.ctl_config,
     ("POST", "/health-checks"): Bed.ctl_health_check,
     ("POST", "/lag"): Bed.ctl_lag,
+    ("POST", "/writes"): lambda bed, p: bed.replication.set_writes(p),
+    ("GET", "/replication"): lambda bed, p: bed.replication.list(p),
+    ("POST", "/replication"): lambda bed, p: bed.replication.set_broken(p),
+    ("POST", "/metrics/publish"): lambda bed, p: bed.replication.publish_now(p),
 }

@@ -148,13 +148,22 @@ pub struct FailoverStatus {
     /// Estimated data loss: replication lag at promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss: Option<DataLossEstimate>,
+    /// When the fence confirmed the old region's writers and singletons gone. Lag counts
+    /// for a Planned promotion only if measured after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced_at: Option<Time>,
+    /// Set, with the reason, when a Planned failover starts rolling back. A restarted
+    /// operator finishes the rollback instead of resuming the failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_back: Option<String>,
     /// The region that was active when the failover started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_region: Option<String>,
     /// Per-database promotion progress.
     #[serde(default)]
     pub databases: Vec<DatabaseProgress>,
-    /// Route 53 change batches submitted, one per hosted zone.
+    /// Route 53 change batches: Submitting (intent recorded), PENDING, INSYNC, or
+    /// Unconfirmed (the call failed in a way that may or may not have applied it).
     #[serde(default)]
     pub dns_changes: Vec<DnsChange>,
     /// Preflight failures, all of them.
@@ -172,6 +181,7 @@ pub enum DatabaseState {
     #[default]
     Pending,
     Gated,
+    Cleared,
     Requesting,
     Requested,
     Promoted,
@@ -183,7 +193,8 @@ pub enum DatabaseState {
 pub struct DatabaseProgress {
     /// The plan's database name.
     pub name: String,
-    /// Pending, Gated (lag gate refused), Requesting (call about to be sent), Requested
+    /// Pending, Gated (lag gate refused), Cleared (every database passed its gate; none is
+    /// promoted before all are Cleared), Requesting (call about to be sent), Requested
     /// (call answered), Promoted (target writable).
     pub state: DatabaseState,
     /// Replication lag (seconds) measured before promotion.
@@ -197,10 +208,16 @@ pub struct DatabaseProgress {
 pub struct DnsChange {
     /// The hosted zone.
     pub hosted_zone_id: String,
+    /// The batch's number within its zone, from 1; a zone's batches go one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    /// How many changes (UPSERTs and DELETEs) the batch holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<u32>,
     /// The change ID from ChangeResourceRecordSets, once submitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_id: Option<String>,
-    /// PENDING or INSYNC.
+    /// Submitting, PENDING, INSYNC or Unconfirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
 }

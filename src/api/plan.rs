@@ -36,6 +36,11 @@ pub struct DisasterRecoveryPlanSpec {
     pub workloads: Vec<WorkloadSpec>,
     /// Recovery time and recovery point objectives.
     pub objectives: Objectives,
+    /// The order in which regions take over, e.g. [use1, usw2, euw1]. A failover-routed
+    /// record covers exactly two regions: PRIMARY is the active region, SECONDARY the next
+    /// region after it in this order (wrapping). Defaults to the order of `regions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_order: Option<Vec<String>>,
     /// Per-step deadlines; each defaults as documented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<StepTimeouts>,
@@ -169,7 +174,7 @@ pub struct RegionalIdentifier {
 pub struct HostedZoneSpec {
     /// The hosted zone ID, e.g. "Z0123456789ABC".
     pub hosted_zone_id: String,
-    /// Records switched in one change batch.
+    /// Records switched together, in as few change batches as Route 53's limits allow.
     pub records: Vec<RecordSpec>,
 }
 
@@ -194,7 +199,8 @@ pub struct RecordSpec {
 /// How a record follows the active region.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum RoutingPolicy {
-    /// Failover routing: the active region's record is PRIMARY, the others SECONDARY.
+    /// Failover routing: the active region's record is PRIMARY, the next region in
+    /// `failoverOrder` SECONDARY; records of other regions are deleted.
     Failover,
     /// Weighted routing: the active region gets weight 100, the others 0.
     Weighted,
@@ -280,6 +286,24 @@ pub struct Objectives {
     pub rto: String,
     /// Recovery point objective: how much data (as replication lag) may be lost.
     pub rpo: String,
+    /// How old the newest replication-lag datapoint may be and still count (default 2m;
+    /// RDS publishes lag once a minute). An older, missing or negative (-1: replication
+    /// not running) reading is unknown lag, which passes no gate without allowDataLoss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_age: Option<String>,
+}
+
+/// The default for `objectives.maxLagAge`.
+pub const DEFAULT_MAX_LAG_AGE: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Objectives {
+    /// `maxLagAge`, or its default when unset or invalid (validation reports invalid values).
+    pub fn max_lag_age(&self) -> std::time::Duration {
+        self.max_lag_age
+            .as_deref()
+            .and_then(|v| crate::validate::parse_timeout(v).ok())
+            .unwrap_or(DEFAULT_MAX_LAG_AGE)
+    }
 }
 
 /// Observed state of a plan.
@@ -315,9 +339,13 @@ pub struct ReplicationStatus {
     pub database: String,
     /// The standby plan region the lag was measured in.
     pub region: String,
-    /// Lag in seconds; absent when it could not be measured.
+    /// Lag in seconds; absent when unknown (not measured, negative, or stale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<f64>,
+    /// RDS: whether the standby replicates from the active region's primary. False after a
+    /// failover for replicas that still follow the old primary: they protect nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
     /// Why the lag is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

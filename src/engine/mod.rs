@@ -4,11 +4,16 @@
 use std::time::Duration;
 
 use crate::api::{
-    AliasTarget, DatabaseSpec, DatabaseState, DisasterRecoveryPlan, DisasterRecoveryPlanSpec,
-    Failover, FailoverMode, FailoverPhase, RegionRole, RoutingPolicy,
+    DatabaseSpec, DatabaseState, DisasterRecoveryPlan, DisasterRecoveryPlanSpec, Failover,
+    FailoverMode, FailoverPhase, RegionRole,
 };
 use crate::aws::LagSource;
-use crate::validate::{self, parse_duration};
+use crate::validate::{self, parse_timeout};
+
+pub mod dns;
+pub mod lag;
+pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
+pub use lag::{Lag, LagReading};
 
 /// A database's member (instance or cluster identifier) in a plan region.
 pub fn member<'a>(db: &'a DatabaseSpec, region: &str) -> Option<&'a str> {
@@ -207,109 +212,15 @@ pub fn warmup_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<Scal
     targets(spec, target, |w| Some(w.active_replicas))
 }
 
-/// A region in standby: standby counts, and singletons at 0.
+/// A region in standby: standby counts, with singletons and writers at 0. Its database is
+/// a replica at best (or a deposed primary still accepting writes), so nothing writes there.
 pub fn standby_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTarget> {
     targets(spec, region, |w| {
-        Some(if w.singleton { 0 } else { w.standby_replicas })
-    })
-}
-
-/// One DNS record set as Route 53 should hold it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordSet {
-    pub name: String,
-    pub record_type: String,
-    pub set_identifier: Option<String>,
-    /// "PRIMARY" or "SECONDARY" for failover routing.
-    pub failover: Option<String>,
-    pub weight: Option<i64>,
-    pub ttl: Option<i64>,
-    pub values: Vec<String>,
-    pub alias: Option<AliasTarget>,
-    pub health_check_id: Option<String>,
-}
-
-/// All records of one hosted zone, switched in one change batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ZoneBatch {
-    pub hosted_zone_id: String,
-    pub records: Vec<RecordSet>,
-}
-
-const DEFAULT_TTL: i64 = 60;
-
-/// The record sets that point every record of the plan at `target`, one batch per zone.
-pub fn dns_batches(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ZoneBatch> {
-    spec.dns
-        .iter()
-        .map(|zone| {
-            let mut records = Vec::new();
-            for record in &zone.records {
-                let ttl = Some(record.ttl.unwrap_or(DEFAULT_TTL));
-                let make = |t: &crate::api::RecordTarget| RecordSet {
-                    name: record.name.clone(),
-                    record_type: record.record_type.clone(),
-                    set_identifier: None,
-                    failover: None,
-                    weight: None,
-                    ttl: if t.alias.is_some() { None } else { ttl },
-                    values: t.values.clone().unwrap_or_default(),
-                    alias: t.alias.clone(),
-                    health_check_id: t.health_check_id.clone(),
-                };
-                match record.routing {
-                    RoutingPolicy::Simple => {
-                        if let Some(t) = record.targets.iter().find(|t| t.region == target) {
-                            records.push(RecordSet {
-                                health_check_id: None,
-                                ..make(t)
-                            });
-                        }
-                    }
-                    RoutingPolicy::Failover | RoutingPolicy::Weighted => {
-                        for t in &record.targets {
-                            let active = t.region == target;
-                            let mut set = make(t);
-                            set.set_identifier =
-                                Some(t.set_identifier.clone().unwrap_or(t.region.clone()));
-                            if record.routing == RoutingPolicy::Failover {
-                                set.failover =
-                                    Some(if active { "PRIMARY" } else { "SECONDARY" }.into());
-                            } else {
-                                set.weight = Some(if active { 100 } else { 0 });
-                            }
-                            records.push(set);
-                        }
-                    }
-                }
-            }
-            ZoneBatch {
-                hosted_zone_id: zone.hosted_zone_id.clone(),
-                records,
-            }
+        Some(if w.singleton || w.writer {
+            0
+        } else {
+            w.standby_replicas
         })
-        .collect()
-}
-
-fn normalize_name(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// Whether Route 53 already holds `desired` (so a change would be a repeat).
-pub fn record_present(desired: &RecordSet, current: &[RecordSet]) -> bool {
-    current.iter().any(|c| {
-        let mut want: Vec<&String> = desired.values.iter().collect();
-        let mut have: Vec<&String> = c.values.iter().collect();
-        want.sort();
-        have.sort();
-        normalize_name(&c.name) == normalize_name(&desired.name)
-            && c.record_type == desired.record_type
-            && c.set_identifier == desired.set_identifier
-            && c.failover == desired.failover
-            && c.weight == desired.weight
-            && want == have
-            && c.alias.as_ref().map(|a| normalize_name(&a.dns_name))
-                == desired.alias.as_ref().map(|a| normalize_name(&a.dns_name))
     })
 }
 
@@ -339,7 +250,7 @@ pub enum Requested {
 impl From<DatabaseState> for Requested {
     fn from(state: DatabaseState) -> Self {
         match state {
-            DatabaseState::Pending | DatabaseState::Gated => Requested::No,
+            DatabaseState::Pending | DatabaseState::Gated | DatabaseState::Cleared => Requested::No,
             DatabaseState::Requesting => Requested::Maybe,
             DatabaseState::Requested | DatabaseState::Promoted => Requested::Yes,
         }
@@ -350,8 +261,27 @@ impl From<DatabaseState> for Requested {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RdsObservation {
     pub status: String,
-    /// Still a read replica (has a source instance).
-    pub has_source: bool,
+    /// The source instance (identifier or ARN) while it is a read replica.
+    pub source: Option<String>,
+}
+
+impl RdsObservation {
+    pub fn has_source(&self) -> bool {
+        self.source.is_some()
+    }
+}
+
+/// Whether an RDS source reference (an identifier, or an ARN for a cross-region replica)
+/// names `instance` in `aws_region`.
+pub fn source_is(source: &str, aws_region: &str, instance: &str) -> bool {
+    match source.strip_prefix("arn:") {
+        // arn:partition:rds:region:account:db:identifier
+        Some(rest) => {
+            let parts: Vec<&str> = rest.split(':').collect();
+            parts.len() == 6 && parts[2] == aws_region && parts[4] == "db" && parts[5] == instance
+        }
+        None => source == instance,
+    }
 }
 
 const FAILED_STATES: [&str; 5] = [
@@ -370,7 +300,7 @@ pub fn rds_step(observed: Option<&RdsObservation>, requested: Requested) -> DbSt
     if FAILED_STATES.contains(&obs.status.as_str()) {
         return DbStep::Fail(format!("target instance is {}", obs.status));
     }
-    match (obs.status.as_str(), obs.has_source, requested) {
+    match (obs.status.as_str(), obs.has_source(), requested) {
         ("available", false, _) => DbStep::Done,
         ("available", true, Requested::No | Requested::Maybe) => DbStep::Act,
         // Sent and answered: AWS may not show `modifying` yet. Never send twice.
@@ -411,43 +341,6 @@ pub fn aurora_step(
     }
 }
 
-/// Whether promotion may proceed given the measured replication lag (seconds).
-pub fn promotion_gate(
-    mode: FailoverMode,
-    allow_data_loss: bool,
-    max_data_loss: Option<Duration>,
-    lag: Option<f64>,
-) -> Result<(), String> {
-    match (mode, lag) {
-        (_, Some(l)) if l <= 0.0 => Ok(()),
-        (FailoverMode::Planned, Some(l)) => Err(format!(
-            "replication lag is {l}s; a Planned failover promotes only at zero lag"
-        )),
-        (FailoverMode::Planned, None) => {
-            Err("replication lag is unknown; a Planned failover promotes only at zero lag".into())
-        }
-        (FailoverMode::DryRun, _) => Ok(()),
-        (FailoverMode::Unplanned, _) if !allow_data_loss => Err(format!(
-            "replication lag is {}; promotion would lose data and allowDataLoss is false",
-            describe_lag(lag)
-        )),
-        (FailoverMode::Unplanned, Some(l)) => match max_data_loss {
-            Some(max) if l > max.as_secs_f64() => Err(format!(
-                "replication lag is {l}s, above maxDataLoss {}s",
-                max.as_secs_f64()
-            )),
-            _ => Ok(()),
-        },
-        (FailoverMode::Unplanned, None) => match max_data_loss {
-            Some(max) => Err(format!(
-                "replication lag is unknown, so it cannot be held to maxDataLoss {}s",
-                max.as_secs_f64()
-            )),
-            None => Ok(()),
-        },
-    }
-}
-
 /// Aurora in an Unplanned failover uses FailoverGlobalCluster with AllowDataLoss, which
 /// needs the Failover's explicit consent whatever the lag.
 pub fn aurora_failover_gate(mode: FailoverMode, allow_data_loss: bool) -> Result<(), String> {
@@ -460,11 +353,6 @@ pub fn aurora_failover_gate(mode: FailoverMode, allow_data_loss: bool) -> Result
     } else {
         Ok(())
     }
-}
-
-fn describe_lag(lag: Option<f64>) -> String {
-    lag.map(|l| format!("{l}s"))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Poll interval while waiting on AWS or workloads, from how long the wait has lasted:
@@ -494,7 +382,7 @@ pub fn step_timeout(spec: &DisasterRecoveryPlanSpec, step: Step, mode: FailoverM
         Step::Admission | Step::Complete => (None, 30),
     };
     let configured = value
-        .and_then(|v| parse_duration(&v).ok())
+        .and_then(|v| parse_timeout(&v).ok())
         .unwrap_or(Duration::from_secs(default));
     // An unplanned failover does not wait on the region it is leaving.
     if step == Step::Fence && mode == FailoverMode::Unplanned {
@@ -555,11 +443,12 @@ pub fn planned_actions(
             ));
         }
     }
-    for batch in dns_batches(spec, target) {
+    for zone in dns_records(spec, target) {
         out.push(format!(
-            "SwitchDns: ChangeResourceRecordSets {} ({} record sets), then wait for INSYNC",
-            batch.hosted_zone_id,
-            batch.records.len()
+            "SwitchDns: point {} record sets in {} at {target}, in batches within Route 53's \
+             limits, each waited on until INSYNC",
+            zone.records.len(),
+            zone.hosted_zone_id,
         ));
     }
     out.extend(

@@ -1,5 +1,6 @@
 //! Engine unit tests; compiled only under #[cfg(test)] (see `mod tests` in mod.rs).
 use super::*;
+use crate::api::{AliasTarget, RoutingPolicy};
 use crate::api::{
     DisasterRecoveryPlanStatus, FailoverSpec, FailoverStatus, RecordTarget, StepTimeouts,
 };
@@ -203,10 +204,15 @@ fn scale_targets_by_role() {
         "singletons stay at 0 in standby"
     );
     assert!(standby.iter().all(|t| t.region == "use1"));
+    // A writer's standby count does not apply: the old region's database may still accept
+    // writes after a failover, so writers stay at 0 there.
+    let mut spec = spec;
+    spec.workloads[1].standby_replicas = 1;
+    assert_eq!(standby_targets(&spec, "use1")[1].replicas, 0);
 }
 
 #[test]
-fn dns_batches_point_every_record_at_the_target() {
+fn dns_records_point_every_record_at_the_target() {
     let mut spec = plan().spec;
     spec.dns[0].records.push(crate::api::RecordSpec {
         name: "w.shop.example.".into(),
@@ -234,8 +240,8 @@ fn dns_batches_point_every_record_at_the_target() {
             },
         ],
     });
-    let batches = dns_batches(&spec, "usw2");
-    assert_eq!(batches.len(), 1, "one batch per zone");
+    let batches = dns_records(&spec, "usw2");
+    assert_eq!(batches.len(), 1, "one entry per zone");
     let records = &batches[0].records;
     // failover: 2 sets; simple: 1; weighted: 2.
     assert_eq!(records.len(), 5);
@@ -269,7 +275,7 @@ fn dns_batches_point_every_record_at_the_target() {
 #[test]
 fn records_present_ignores_order_case_and_trailing_dots() {
     let spec = plan().spec;
-    let desired = &dns_batches(&spec, "usw2")[0].records[0];
+    let desired = &dns_records(&spec, "usw2")[0].records[0];
     let mut current = desired.clone();
     current.name = current.name.trim_end_matches('.').to_uppercase();
     assert!(record_present(desired, &[current.clone()]));
@@ -287,9 +293,23 @@ fn records_present_ignores_order_case_and_trailing_dots() {
 
 fn rds(status: &str, has_source: bool) -> RdsObservation {
     RdsObservation {
+        source: has_source.then(|| "arn:aws:rds:us-east-1:123456789012:db:orders".into()),
         status: status.into(),
-        has_source,
     }
+}
+
+#[test]
+fn rds_source_references() {
+    let arn = "arn:aws:rds:us-east-1:123456789012:db:orders-use1";
+    assert!(source_is(arn, "us-east-1", "orders-use1"));
+    assert!(!source_is(arn, "eu-west-1", "orders-use1"));
+    assert!(!source_is(arn, "us-east-1", "orders"));
+    assert!(source_is("orders-use1", "us-east-1", "orders-use1"));
+    assert!(!source_is(
+        "arn:aws:rds:us-east-1:1:cluster:x",
+        "us-east-1",
+        "x"
+    ));
 }
 
 #[test]
@@ -388,31 +408,6 @@ fn aurora_step_table() {
 }
 
 #[test]
-fn promotion_gate_table() {
-    use FailoverMode::*;
-    let ten = Some(Duration::from_secs(10));
-    let ok = |m, allow, max, lag| promotion_gate(m, allow, max, lag).is_ok();
-    // Zero lag always passes.
-    for mode in [Planned, Unplanned, DryRun] {
-        assert!(ok(mode, false, None, Some(0.0)));
-    }
-    // Planned needs zero lag, whatever the flags.
-    assert!(!ok(Planned, false, None, Some(1.0)));
-    assert!(!ok(Planned, true, None, Some(1.0)));
-    assert!(!ok(Planned, false, None, None));
-    // Unplanned: data loss only with consent, within maxDataLoss when set.
-    assert!(!ok(Unplanned, false, None, Some(5.0)));
-    assert!(!ok(Unplanned, false, None, None));
-    assert!(ok(Unplanned, true, None, Some(500.0)));
-    assert!(ok(Unplanned, true, ten, Some(10.0)));
-    assert!(!ok(Unplanned, true, ten, Some(10.5)));
-    assert!(ok(Unplanned, true, None, None));
-    assert!(!ok(Unplanned, true, ten, None));
-    let why = promotion_gate(Unplanned, false, None, Some(5.0)).expect_err("gated");
-    assert!(why.contains("allowDataLoss is false"), "{why}");
-}
-
-#[test]
 fn aurora_unplanned_needs_consent() {
     assert!(aurora_failover_gate(FailoverMode::Unplanned, false).is_err());
     assert!(aurora_failover_gate(FailoverMode::Unplanned, true).is_ok());
@@ -482,7 +477,7 @@ fn planned_actions_describe_every_effect() {
     assert!(planned.contains("wait for zero replication lag"));
     assert!(planned.contains("PromoteReadReplica orders-usw2"));
     assert!(planned.contains("SwitchoverGlobalCluster catalog-global to catalog-usw2"));
-    assert!(planned.contains("ChangeResourceRecordSets Z0SHOPEXAMPLE (3 record sets)"));
+    assert!(planned.contains("SwitchDns: point 3 record sets in Z0SHOPEXAMPLE at usw2"));
     assert!(planned.contains("Verify: scale Deployment shop/web in use1 to 1"));
     let unplanned = planned_actions(&spec, "use1", "usw2", FailoverMode::Unplanned).join("\n");
     assert!(unplanned.contains("FailoverGlobalCluster (AllowDataLoss)"));
@@ -495,5 +490,188 @@ fn active_region_falls_back_to_the_initial_role() {
     assert_eq!(
         active_region(&valid_plan(Some("usw2"))).as_deref(),
         Some("usw2")
+    );
+}
+
+fn three_region_failover_record() -> (
+    crate::api::DisasterRecoveryPlanSpec,
+    crate::api::HostedZoneSpec,
+) {
+    let mut spec = plan().spec;
+    let mut third = spec.regions[1].clone();
+    third.name = "euw1".into();
+    third.aws_region = "eu-west-1".into();
+    spec.regions.push(third);
+    let target = |region: &str, ip: &str| RecordTarget {
+        region: region.into(),
+        values: Some(vec![ip.into()]),
+        alias: None,
+        set_identifier: None,
+        health_check_id: None,
+    };
+    let zone = crate::api::HostedZoneSpec {
+        hosted_zone_id: "Z1".into(),
+        records: vec![crate::api::RecordSpec {
+            name: "api.shop.example.".into(),
+            record_type: "A".into(),
+            routing: RoutingPolicy::Failover,
+            ttl: Some(60),
+            targets: vec![
+                target("use1", "10.1.0.1"),
+                target("usw2", "10.2.0.1"),
+                target("euw1", "10.3.0.1"),
+            ],
+        }],
+    };
+    spec.dns = vec![zone.clone()];
+    (spec, zone)
+}
+
+fn roles(records: &[RecordSet]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.set_identifier.clone().unwrap_or_default(),
+                r.failover.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn failover_records_cover_exactly_two_regions_in_failover_order() {
+    let (mut spec, _) = three_region_failover_record();
+    let records = &dns_records(&spec, "usw2")[0].records;
+    assert_eq!(
+        roles(records),
+        vec![
+            ("euw1".into(), "SECONDARY".into()),
+            ("usw2".into(), "PRIMARY".into())
+        ],
+        "the next region after usw2 in region order is euw1"
+    );
+    let records = &dns_records(&spec, "euw1")[0].records;
+    assert_eq!(
+        roles(records),
+        vec![
+            ("euw1".into(), "PRIMARY".into()),
+            ("use1".into(), "SECONDARY".into())
+        ],
+        "the order wraps"
+    );
+    spec.failover_order = Some(vec!["use1".into(), "euw1".into(), "usw2".into()]);
+    let records = &dns_records(&spec, "use1")[0].records;
+    assert_eq!(
+        roles(records),
+        vec![
+            ("euw1".into(), "SECONDARY".into()),
+            ("use1".into(), "PRIMARY".into())
+        ]
+    );
+}
+
+#[test]
+fn zone_changes_delete_the_third_region_exactly_and_skip_what_is_present() {
+    let (spec, zone) = three_region_failover_record();
+    // The zone as it stands with use1 active: use1 PRIMARY, usw2 SECONDARY.
+    let current = dns_records(&spec, "use1")[0].records.clone();
+    let changes = dns::zone_changes(&spec, &zone, "euw1", &current);
+    let deletes: Vec<_> = changes
+        .iter()
+        .filter(|c| c.action == dns::ChangeAction::Delete)
+        .collect();
+    assert_eq!(deletes.len(), 1, "{changes:?}");
+    assert_eq!(
+        deletes[0].record, current[1],
+        "the exact current usw2 record"
+    );
+    let upserts: Vec<_> = changes
+        .iter()
+        .filter(|c| c.action == dns::ChangeAction::Upsert)
+        .map(|c| c.record.clone())
+        .collect();
+    assert_eq!(
+        roles(&upserts),
+        vec![
+            ("euw1".into(), "PRIMARY".into()),
+            ("use1".into(), "SECONDARY".into())
+        ]
+    );
+    let done = dns_records(&spec, "euw1")[0].records.clone();
+    assert!(dns::zone_changes(&spec, &zone, "euw1", &done).is_empty());
+}
+
+#[test]
+fn batches_respect_route53_limits_and_keep_a_name_together() {
+    let record = |i: usize| RecordSet {
+        name: format!("r{i}.shop.example."),
+        record_type: "A".into(),
+        set_identifier: None,
+        failover: None,
+        weight: None,
+        ttl: Some(60),
+        values: vec![format!("10.0.{}.{}", i / 256, i % 256)],
+        alias: None,
+        health_check_id: None,
+    };
+    let upserts: Vec<_> = (0..1200)
+        .map(|i| dns::RecordChange {
+            action: dns::ChangeAction::Upsert,
+            record: record(i),
+        })
+        .collect();
+    let batches = dns::pack(upserts).expect("packs");
+    // An UPSERT of one value counts as 2 records: 500 per batch.
+    assert_eq!(
+        batches.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![500, 500, 200]
+    );
+    // One name's DELETE and UPSERTs never straddle batches, and deletes come first.
+    let (spec, zone) = three_region_failover_record();
+    let current = dns_records(&spec, "use1")[0].records.clone();
+    let mut changes = dns::zone_changes(&spec, &zone, "euw1", &current);
+    changes.extend((0..499).map(|i| dns::RecordChange {
+        action: dns::ChangeAction::Upsert,
+        record: record(i),
+    }));
+    let batches = dns::pack(changes).expect("packs");
+    let holding: Vec<_> = batches
+        .iter()
+        .filter(|b| b.iter().any(|c| c.record.name == "api.shop.example."))
+        .collect();
+    assert_eq!(holding.len(), 1);
+    assert_eq!(holding[0][0].action, dns::ChangeAction::Delete);
+    // A single name too large for any batch is an error, not a rejected call.
+    let mut huge = record(0);
+    huge.values = (0..600)
+        .map(|i| format!("10.1.{}.{}", i / 256, i % 256))
+        .collect();
+    let err = dns::pack(vec![dns::RecordChange {
+        action: dns::ChangeAction::Upsert,
+        record: huge,
+    }])
+    .expect_err("too large");
+    assert!(err.contains("exceed"), "{err}");
+}
+
+#[test]
+fn preflight_finds_foreign_set_identifiers_and_second_primaries() {
+    let (spec, zone) = three_region_failover_record();
+    let mut current = dns_records(&spec, "use1")[0].records.clone();
+    assert!(dns::zone_conflicts(&zone, &current).is_empty());
+    let mut foreign = current[0].clone();
+    foreign.set_identifier = Some("legacy".into());
+    current.push(foreign);
+    let conflicts = dns::zone_conflicts(&zone, &current);
+    assert!(
+        conflicts.iter().any(|c| c.contains("\"legacy\"")),
+        "{conflicts:?}"
+    );
+    assert!(
+        conflicts.iter().any(|c| c.contains("2 PRIMARY")),
+        "{conflicts:?}"
     );
 }
