@@ -426,6 +426,10 @@ impl Driver {
         self.finish(phase, message).await
     }
 
+    async fn source_region(&self) -> Option<String> {
+        self.status.lock().await.source_region.clone()
+    }
+
     async fn source(&self) -> String {
         self.status
             .lock()
@@ -847,7 +851,8 @@ impl Driver {
             target_region: self.target().to_string(),
             phase: Some(format!("{phase:?}")),
         };
-        let fences = match (active, self.status.lock().await.source_region.clone()) {
+        let source = self.source_region().await;
+        let fences = match (active, source) {
             (Some(_), Some(source)) => {
                 let unfenced = match self.unfenced.lock().await.clone() {
                     Some(missed) => engine::fence::Unfenced::Workloads(missed),
