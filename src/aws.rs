@@ -71,6 +71,8 @@ pub enum WriterMove {
 pub trait Aws: Send + Sync {
     async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>>;
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()>;
+    /// Stops an instance (fencing an old primary): it shows `stopping`, then `stopped`.
+    async fn stop_db_instance(&self, region: &str, id: &str) -> AwsResult<()>;
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
     async fn describe_global_cluster(
         &self,
@@ -333,6 +335,20 @@ impl Aws for SdkAws {
             self.region(region)
                 .rds
                 .promote_read_replica()
+                .db_instance_identifier(id)
+                .send()
+                .await
+                .map(|_| ()),
+        )
+    }
+
+    async fn stop_db_instance(&self, region: &str, id: &str) -> AwsResult<()> {
+        self.record(
+            "rds",
+            "StopDBInstance",
+            self.region(region)
+                .rds
+                .stop_db_instance()
                 .db_instance_identifier(id)
                 .send()
                 .await

@@ -314,6 +314,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         observed_generation: generation,
         last_failover: None,
         replication: previous.replication.clone(),
+        pending_fences: Vec::new(),
     };
     let valid_message = if valid {
         "plan is valid".to_string()
@@ -332,14 +333,21 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         now(),
     );
 
-    let (ready, ready_message) = if valid {
+    // Pending fences are carried out whether or not the plan is valid: a returning region
+    // must be fenced all the same.
+    let fencing = crate::fencing::carry_out(&ctx, &plan, &ns);
+    let (ready, ready_message, fences) = if valid {
         if previous.active_region.is_none() {
-            let initial = json!({"activeRegion": crate::engine::active_region(&plan)});
-            apply_status(&api, &name, crate::driver::FAILOVER_FIELD_MANAGER, &initial).await?;
+            let initial = crate::engine::active_region(&plan);
+            crate::fencing::update_failover_fields(&api, &name, |f| {
+                f.active_region = f.active_region.clone().or(initial.clone())
+            })
+            .await?;
         }
-        let (regions, replication) = tokio::join!(
+        let (regions, replication, fences) = tokio::join!(
             check_regions(&ctx, &plan, &ns),
-            measure_replication(&ctx, &plan)
+            measure_replication(&ctx, &plan),
+            fencing
         );
         status.regions = regions;
         status.replication = replication;
@@ -359,13 +367,26 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
             (
                 true,
                 "every region is reachable and has every workload".to_string(),
+                fences,
             )
         } else {
-            (false, not_ready.join("; "))
+            (false, not_ready.join("; "), fences)
         }
     } else {
-        (false, "plan is not valid".to_string())
+        (false, "plan is not valid".to_string(), fencing.await)
     };
+    let (fence_pending, fence_reason, fence_message) = crate::engine::fence::condition(&fences);
+    status.conditions = conditions::upsert(
+        &status.conditions,
+        DesiredCondition {
+            type_: "FencePending",
+            status: fence_pending,
+            reason: fence_reason,
+            message: fence_message,
+        },
+        generation,
+        now(),
+    );
     status.conditions = conditions::upsert(
         &status.conditions,
         DesiredCondition {
@@ -437,7 +458,12 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     }
 
     apply_status(&api, &name, FIELD_MANAGER, &status).await?;
-    Ok(Action::requeue(ctx.config.plan_resync))
+    let resync = if fences.is_empty() {
+        ctx.config.plan_resync
+    } else {
+        ctx.config.plan_resync.min(crate::fencing::PENDING_RECHECK)
+    };
+    Ok(Action::requeue(resync))
 }
 
 /// Drives a Failover: flags edited specs, otherwise runs (or resumes) its steps.
@@ -591,7 +617,11 @@ where
 /// A controller for `K` in the watched namespace (or all). Only spec changes (generation)
 /// trigger reconciles, so the controller's own status writes do not loop back; periodic
 /// requeues cover changes elsewhere (Secrets, member clusters).
-fn controller_for<K>(client: &Client, namespace: &Option<String>) -> Controller<K>
+fn controller_for<K>(
+    client: &Client,
+    namespace: &Option<String>,
+    predicate: impl kube::runtime::utils::Predicate<K> + Send + 'static,
+) -> Controller<K>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -607,8 +637,20 @@ where
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(predicate, Default::default());
     Controller::for_stream(changes, reader)
+}
+
+/// Plans are also reconciled when their pending fences change, so fences recorded by a
+/// failover are acted on without waiting for the next resync.
+fn plan_trigger(plan: &DisasterRecoveryPlan) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    plan.metadata.generation.hash(&mut hasher);
+    for f in plan.status.iter().flat_map(|s| &s.pending_fences) {
+        (&f.region, &f.kind, &f.namespace, &f.name, f.state as u8).hash(&mut hasher);
+    }
+    Some(hasher.finish())
 }
 
 /// Runs both controllers until `shutdown` resolves.
@@ -618,9 +660,10 @@ pub async fn run_controllers(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let ns = ctx.config.watch_namespace.clone();
-    let plans = controller_for::<DisasterRecoveryPlan>(&ctx.client, &ns)
+    let plans = controller_for::<DisasterRecoveryPlan>(&ctx.client, &ns, plan_trigger)
         .graceful_shutdown_on(shutdown.clone());
-    let failovers = controller_for::<Failover>(&ctx.client, &ns).graceful_shutdown_on(shutdown);
+    let failovers = controller_for::<Failover>(&ctx.client, &ns, predicates::generation)
+        .graceful_shutdown_on(shutdown);
 
     let plan_store = plans.store();
     let failover_store = failovers.store();

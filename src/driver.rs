@@ -11,7 +11,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
-use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -97,6 +96,9 @@ pub struct Driver {
     cluster_arns: Mutex<std::collections::HashMap<String, String>>,
     /// When a planned fence last saw zero lag on every database, writers already stopped.
     zero_lag_at: Mutex<Option<Instant>>,
+    /// The fence targets (workload indexes) an Unplanned Fence step could not scale to 0;
+    /// None after a restart, when only the step's state is known.
+    unfenced: Mutex<Option<Vec<usize>>>,
 }
 
 impl Driver {
@@ -121,6 +123,7 @@ impl Driver {
             started: Instant::now(),
             cluster_arns: Mutex::new(Default::default()),
             zero_lag_at: Mutex::new(None),
+            unfenced: Mutex::new(None),
         }
     }
 
@@ -421,6 +424,10 @@ impl Driver {
         self.finish_step(Step::Admission, state, message.clone())
             .await?;
         self.finish(phase, message).await
+    }
+
+    async fn source_region(&self) -> Option<String> {
+        self.status.lock().await.source_region.clone()
     }
 
     async fn source(&self) -> String {
@@ -831,37 +838,68 @@ impl Driver {
         }
     }
 
-    /// Records this failover (and, on success, the new active region) on the plan.
+    /// Records this failover (and, on success, the new active region) on the plan. An
+    /// Unplanned failover records what it could not fence in the old region in the same
+    /// write that moves the active region, so no crash separates the two.
     async fn mark_plan(&self, phase: FailoverPhase) -> Result<(), kube::Error> {
         let moved = phase == FailoverPhase::Succeeded && self.mode() != FailoverMode::DryRun;
         let active = moved.then(|| self.target());
         let ns = self.plan.namespace().unwrap_or_default();
         let plans: Api<DisasterRecoveryPlan> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let mut status = json!({
-            "lastFailover": LastFailover {
-                name: self.fo.name_any(),
-                target_region: self.target().to_string(),
-                phase: Some(format!("{phase:?}")),
+        let last = LastFailover {
+            name: self.fo.name_any(),
+            target_region: self.target().to_string(),
+            phase: Some(format!("{phase:?}")),
+        };
+        let source = self.source_region().await;
+        let fences = match (active, source) {
+            (Some(_), Some(source)) => {
+                let unfenced = match self.unfenced.lock().await.clone() {
+                    Some(missed) => engine::fence::Unfenced::Workloads(missed),
+                    None => engine::fence::Unfenced::Unknown,
+                };
+                engine::fence::fences_to_record(
+                    &self.plan.spec,
+                    self.mode(),
+                    &source,
+                    self.step_state(Step::Fence).await,
+                    &unfenced,
+                    &self.fo.name_any(),
+                    &now(),
+                )
             }
-        });
-        // This field manager owns activeRegion once it has set it, so every apply carries it;
-        // leaving it out would delete it.
-        let current = engine::active_region(&self.plan);
-        if let Some(region) = active.or(current.as_deref()) {
-            status["activeRegion"] = json!(region);
+            _ => Vec::new(),
+        };
+        let fields = crate::fencing::update_failover_fields(&plans, &self.plan.name_any(), |f| {
+            f.last_failover = Some(last.clone());
+            if let Some(region) = active {
+                f.active_region = Some(region.to_string());
+            }
+            f.pending_fences = engine::fence::merge(&f.pending_fences, fences.clone());
+        })
+        .await?;
+        if let Some(region) = fields.active_region.as_deref() {
             self.ctx.metrics.set_active_region(
                 &self.plan.name_any(),
                 self.plan.spec.regions.iter().map(|r| r.name.as_str()),
                 region,
             );
         }
-        apply_status(
-            &plans,
-            &self.plan.name_any(),
-            FAILOVER_FIELD_MANAGER,
-            &status,
-        )
-        .await
+        if !fences.is_empty() {
+            let names: Vec<String> = fences.iter().map(|f| f.describe()).collect();
+            self.event(
+                EventType::Warning,
+                "FencePending",
+                "Finish",
+                format!(
+                    "pending fences recorded on plan {}: {}",
+                    self.plan.name_any(),
+                    names.join(", ")
+                ),
+            )
+            .await;
+        }
+        Ok(())
     }
 
     // ---- Preflight ------------------------------------------------------------------
@@ -1213,13 +1251,18 @@ impl Driver {
         let mut notes = Vec::new();
         let mut unreachable = Vec::new();
         if self.mode() == FailoverMode::Unplanned {
+            let mut unfenced = Vec::new();
             for t in &targets {
                 let w = &self.plan.spec.workloads[t.workload];
                 match self.scale_one(Step::Fence, t, deadline).await {
                     Ok(_) => notes.push(format!("{}/{} → 0", w.namespace, w.name)),
-                    Err(e) => unreachable.push(format!("{}/{}: {e}", w.namespace, w.name)),
+                    Err(e) => {
+                        unfenced.push(t.workload);
+                        unreachable.push(format!("{}/{}: {e}", w.namespace, w.name))
+                    }
                 }
             }
+            *self.unfenced.lock().await = Some(unfenced);
         } else {
             // Wait until the fenced pods are gone, so no singleton or writer ever runs in
             // both regions.

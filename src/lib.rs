@@ -11,6 +11,7 @@ pub mod controller;
 pub mod driver;
 pub mod engine;
 pub mod error;
+pub mod fencing;
 pub mod http;
 pub mod leader;
 pub mod member;

@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::api::{
-    DisasterRecoveryPlanSpec, FailoverMode, FailoverSpec, RegionRole, RegionalIdentifier,
-    SecretKeyRef,
+    DisasterRecoveryPlanSpec, FailoverMode, FailoverSpec, RdsFenceMethod, RegionRole,
+    RegionalIdentifier, SecretKeyRef,
 };
 
 /// One thing wrong with an object, at a field path such as `spec.regions[1].name`.
@@ -283,6 +283,13 @@ pub fn validate_plan(
                 problems.push(Problem::new(field, reason));
             }
         }
+    }
+
+    if spec.rds_fence_method() == RdsFenceMethod::DenySecurityGroup {
+        problems.push(Problem::new(
+            "spec.fencing.rdsMethod",
+            "DenySecurityGroup is not implemented yet; use Stop",
+        ));
     }
 
     if let Some(secrets) = secrets {
@@ -675,6 +682,19 @@ mod tests {
             vec!["spec.objectives.rto", "spec.objectives.rpo"]
         );
         assert!(problems[0].reason.contains("five minutes"));
+    }
+
+    #[test]
+    fn deny_security_group_fencing_is_refused_as_not_implemented() {
+        let mut spec = sample();
+        spec.fencing = Some(crate::api::FencingSpec {
+            rds_method: Some(RdsFenceMethod::Stop),
+        });
+        assert_eq!(fields(&spec), Vec::<String>::new());
+        spec.fencing = Some(crate::api::FencingSpec {
+            rds_method: Some(RdsFenceMethod::DenySecurityGroup),
+        });
+        assert_eq!(fields(&spec), vec!["spec.fencing.rdsMethod"]);
     }
 
     #[test]

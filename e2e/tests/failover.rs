@@ -1258,3 +1258,224 @@ async fn three_regions_there_and_back() {
         "the third region stays standby"
     );
 }
+
+/// One sample of the singleton: whether use1 answered, and whether cron had ready pods in
+/// use1 and in usw2.
+struct CronSample {
+    at: std::time::Instant,
+    east_reachable: bool,
+    east_ready: bool,
+    west_ready: bool,
+}
+
+/// Samples cron's ready pods in both regions until stopped. use1 may be frozen: a read that
+/// does not answer within 500 ms counts as unreachable.
+fn sample_cron(ns: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<CronSample>> {
+    tokio::spawn(async move {
+        let east: Api<Deployment> = Api::namespaced(client("use1").await, &ns);
+        let west: Api<Deployment> = Api::namespaced(client("usw2").await, &ns);
+        let ready = |d: Option<Deployment>| {
+            d.and_then(|d| d.status?.ready_replicas)
+                .is_some_and(|r| r > 0)
+        };
+        let limit = Duration::from_millis(500);
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            let (e, w) = tokio::join!(
+                tokio::time::timeout(limit, east.get_opt("cron")),
+                west.get_opt("cron")
+            );
+            let (east_reachable, east_ready) = match e {
+                Ok(Ok(d)) => (true, ready(d)),
+                _ => (false, false),
+            };
+            samples.push(CronSample {
+                at: std::time::Instant::now(),
+                east_reachable,
+                east_ready,
+                west_ready: ready(w.ok().flatten()),
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        samples
+    })
+}
+
+/// Scenario 9: use1 is lost, an Unplanned failover to usw2 succeeds and records what it
+/// could not fence; failback to use1 is refused meanwhile. When use1 returns, Drover scales
+/// its writers and cron to 0 until no pods are left, stops the old RDS primaries, and clears
+/// the pending fences.
+#[tokio::test]
+async fn returning_region_is_fenced() {
+    let (scenario, op) = Scenario::start("sc9", &[], &["--member-timeout-seconds", "2"], 15).await;
+    let (client, ns, sc) = scenario.parts();
+    let _reset = BedReset;
+    let frozen = Frozen::process("apiserver-use1");
+    bed(
+        "POST",
+        "/outage",
+        serde_json::json!({"region": "us-east-1", "down": true}),
+    );
+    let fo = run_failover(
+        &client,
+        &ns,
+        failover("lost-use1", &sc, "usw2", FailoverMode::Unplanned, true),
+        180,
+    )
+    .await;
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    assert_eq!(step(&fo, "Fence").state, StepState::Skipped);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_cron(sc.clone(), stop.clone());
+
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
+    let plan = wait_for("FencePending=True", Duration::from_secs(30), || async {
+        let p = plans.get(&sc).await.ok()?;
+        let pending = crate::condition(&p, "FencePending")?.status == "True";
+        pending.then_some(p)
+    })
+    .await;
+    let status = plan.status.clone().expect("status");
+    assert_eq!(status.active_region.as_deref(), Some("usw2"));
+    let mut fenced: Vec<String> = status
+        .pending_fences
+        .iter()
+        .map(|f| {
+            assert_eq!(f.region, "use1");
+            f.describe()
+        })
+        .collect();
+    fenced.sort();
+    let mut wanted: Vec<String> = ["cron", "orders-writer", "payments-writer"]
+        .iter()
+        .map(|w| format!("Deployment {sc}/{w} in use1"))
+        .chain(
+            ["orders", "payments"]
+                .iter()
+                .map(|db| format!("RDS instance {sc}-{db}-use1 in use1")),
+        )
+        .collect();
+    wanted.sort();
+    assert_eq!(fenced, wanted, "no Aurora entry: it demotes itself");
+    let message = crate::condition(&plan, "FencePending")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(wanted.iter().all(|w| message.contains(w)), "{message}");
+
+    // Failback while use1 still has pending fences is refused, naming them.
+    let back = run_failover(
+        &client,
+        &ns,
+        failover("back", &sc, "use1", FailoverMode::Planned, false),
+        30,
+    )
+    .await;
+    assert_phase(&back, FailoverPhase::Rejected);
+    let why = describe(&back);
+    assert!(
+        why.contains("pending fences") && why.contains(&format!("{sc}/cron in use1")),
+        "{why}"
+    );
+
+    // A region in outage drops connections: unreachable, retried at the next check.
+    wait_for(
+        "an RDS call in the lost region classified as unreachable",
+        Duration::from_secs(30),
+        || async {
+            let n = op.metric_with(
+                "drover_aws_calls_total",
+                "operation=\"DescribeDBInstances\",result=\"unreachable\"",
+            )?;
+            (n > 0.0).then_some(())
+        },
+    )
+    .await;
+
+    // use1 returns.
+    drop(frozen);
+    bed(
+        "POST",
+        "/outage",
+        serde_json::json!({"region": "us-east-1", "down": false}),
+    );
+    let returned = std::time::Instant::now();
+    let east = crate::support::client("use1").await;
+    let deployments: Api<Deployment> = Api::namespaced(east.clone(), &sc);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(east, &sc);
+    let rds = crate::rds("us-east-1").await;
+    wait_for("use1 fenced", Duration::from_secs(60), || async {
+        for w in ["cron", "orders-writer", "payments-writer"] {
+            let d = deployments.get(w).await.ok()?;
+            let spec = d.spec.as_ref().and_then(|s| s.replicas)?;
+            let ready = d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            let params = kube::api::ListParams::default().labels(&format!("app={w}"));
+            let left = pods.list_metadata(&params).await.ok()?.items.len();
+            if (spec, ready, left) != (0, 0, 0) {
+                return None;
+            }
+        }
+        for db in ["orders", "payments"] {
+            let out = rds
+                .describe_db_instances()
+                .db_instance_identifier(format!("{sc}-{db}-use1"))
+                .send()
+                .await
+                .ok()?;
+            let status = out.db_instances()[0].db_instance_status()?.to_string();
+            if status != "stopped" {
+                return None;
+            }
+        }
+        let p = plans.get(&sc).await.ok()?;
+        let none = p.status.as_ref()?.pending_fences.is_empty()
+            && crate::condition(&p, "FencePending")?.status == "False";
+        none.then_some(())
+    })
+    .await;
+    let fenced_in = returned.elapsed();
+    stop.store(true, Ordering::Release);
+    let samples = sampler.await.expect("sampler");
+    println!("use1 fenced {fenced_in:.1?} after it returned");
+    assert!(
+        samples.iter().any(|s| !s.east_reachable) && samples.iter().any(|s| s.east_reachable),
+        "the sampler saw use1 both lost and back"
+    );
+    // A returning region runs whatever it ran when it was lost until Drover reaches it, so
+    // the overlap cannot be zero; it must end at the first check that reaches use1, and
+    // never come back.
+    let overlap: Vec<&CronSample> = samples
+        .iter()
+        .filter(|s| s.east_reachable && s.east_ready && s.west_ready)
+        .collect();
+    if let Some(last) = overlap.last() {
+        let window = last.at.saturating_duration_since(returned);
+        println!(
+            "cron ready in both regions for {window:.1?} after use1 returned ({} samples)",
+            overlap.len()
+        );
+        assert!(
+            window < Duration::from_secs(15),
+            "cron ran in both regions {window:?} after use1 returned"
+        );
+    }
+    assert!(
+        samples.iter().all(|s| s.west_ready || !s.east_reachable),
+        "cron not ready in usw2 while usw2 was active"
+    );
+    let plan = plans.get(&sc).await.expect("plan");
+    assert_eq!(
+        plan.status.and_then(|s| s.active_region).as_deref(),
+        Some("usw2")
+    );
+    let stops = op
+        .metric_with(
+            "drover_aws_calls_total",
+            "operation=\"StopDBInstance\",result=\"success\"",
+        )
+        .unwrap_or(0.0);
+    assert_eq!(stops, 2.0, "one StopDBInstance per old primary");
+}

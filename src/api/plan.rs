@@ -44,6 +44,41 @@ pub struct DisasterRecoveryPlanSpec {
     /// Per-step deadlines; each defaults as documented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<StepTimeouts>,
+    /// How the parts of a region that an Unplanned failover could not reach are fenced
+    /// when that region answers again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<FencingSpec>,
+}
+
+/// How a returning region is fenced.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FencingSpec {
+    /// How the old region's RDS primary stops taking writes (default Stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds_method: Option<RdsFenceMethod>,
+}
+
+/// How an old RDS primary is fenced. Aurora needs none: the global cluster demotes its old
+/// primary itself when the region returns.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RdsFenceMethod {
+    /// StopDBInstance. AWS refuses it for an instance that still has read replicas.
+    #[default]
+    Stop,
+    /// Swap the instance's security groups for one that denies all traffic (not
+    /// implemented yet; validation refuses it).
+    DenySecurityGroup,
+}
+
+impl DisasterRecoveryPlanSpec {
+    /// `spec.fencing.rdsMethod`, with its default.
+    pub fn rds_fence_method(&self) -> RdsFenceMethod {
+        self.fencing
+            .as_ref()
+            .and_then(|f| f.rds_method)
+            .unwrap_or_default()
+    }
 }
 
 /// Deadlines for the failover steps, as durations such as "90s". Transient errors are
@@ -329,6 +364,96 @@ pub struct DisasterRecoveryPlanStatus {
     /// The most recent Failover of this plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<LastFailover>,
+    /// Parts of a former active region that an Unplanned failover could not fence. Drover
+    /// fences each as soon as its region answers, and removes it once done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_fences: Vec<PendingFence>,
+}
+
+/// What a pending fence stops.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum FenceResource {
+    /// A writer or singleton workload: scaled to 0 until its pods are gone.
+    Workload,
+    /// The old RDS primary: fenced by `spec.fencing.rdsMethod`.
+    RdsInstance,
+}
+
+/// How far a pending fence got.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PendingFenceState {
+    /// Nothing sent yet (or the last call was refused).
+    #[default]
+    Pending,
+    /// The call was about to be sent; it may or may not have been. Observed before resending.
+    Fencing,
+    /// The call was answered; waiting for its effect (pods gone, instance stopping).
+    Requested,
+}
+
+/// A part of a former active region still to be fenced.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingFence {
+    /// What it is.
+    pub resource: FenceResource,
+    /// The plan region it is in.
+    pub region: String,
+    /// Workloads: the kind, e.g. Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Workloads: the API version, e.g. apps/v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Workloads: the namespace in the region's cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The workload's name, or the RDS instance identifier.
+    pub name: String,
+    /// Why it is pending.
+    pub reason: String,
+    /// The Failover that recorded it.
+    pub failover: String,
+    /// When it was recorded.
+    pub since: Time,
+    /// How far fencing got.
+    #[serde(default)]
+    pub state: PendingFenceState,
+    /// Whether the region answered at the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// What the last attempt saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl PendingFence {
+    /// Whether both entries name the same thing in the same region.
+    pub fn same_target(&self, other: &PendingFence) -> bool {
+        self.resource == other.resource
+            && self.region == other.region
+            && self.kind == other.kind
+            && self.namespace == other.namespace
+            && self.name == other.name
+    }
+
+    /// E.g. "Deployment shop/cron in use1" or "RDS instance orders-use1 in use1".
+    pub fn describe(&self) -> String {
+        match self.resource {
+            FenceResource::Workload => format!(
+                "{} {}/{} in {}",
+                self.kind.as_deref().unwrap_or("workload"),
+                self.namespace.as_deref().unwrap_or_default(),
+                self.name,
+                self.region
+            ),
+            FenceResource::RdsInstance => {
+                format!("RDS instance {} in {}", self.name, self.region)
+            }
+        }
+    }
 }
 
 /// Replication lag of one database into one standby region.

@@ -11,6 +11,7 @@ use crate::aws::LagSource;
 use crate::validate::{self, parse_timeout};
 
 pub mod dns;
+pub mod fence;
 pub mod lag;
 pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
 pub use lag::{Lag, LagReading};
@@ -162,6 +163,14 @@ pub fn admit(plan: &DisasterRecoveryPlan, fo: &Failover, siblings: &[Failover]) 
     };
     if source == fo.spec.target_region {
         return Admission::AlreadyActive;
+    }
+    let pending = plan
+        .status
+        .as_ref()
+        .map(|s| s.pending_fences.as_slice())
+        .unwrap_or_default();
+    if let Some(why) = fence::admission_blocker(pending, &fo.spec.target_region) {
+        return Admission::Reject(why);
     }
     Admission::Proceed {
         source_region: source,

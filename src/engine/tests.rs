@@ -2,7 +2,7 @@
 use super::*;
 use crate::api::{AliasTarget, RoutingPolicy};
 use crate::api::{
-    DisasterRecoveryPlanStatus, FailoverSpec, FailoverStatus, RecordTarget, StepTimeouts,
+    DisasterRecoveryPlanStatus, FailoverSpec, FailoverStatus, RecordTarget, StepState, StepTimeouts,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -76,6 +76,43 @@ fn admission_proceeds_from_the_active_region() {
     let f = fo("b", "use1", FailoverMode::Planned, 0);
     assert_eq!(
         admit(&p, &f, &[]),
+        Admission::Proceed {
+            source_region: "usw2".into()
+        }
+    );
+}
+
+#[test]
+fn failback_is_refused_while_the_target_has_pending_fences() {
+    let mut p = valid_plan(Some("usw2"));
+    let fences = fence::fences_to_record(
+        &p.spec,
+        FailoverMode::Unplanned,
+        "use1",
+        Some(StepState::Skipped),
+        &fence::Unfenced::Unknown,
+        "lost-use1",
+        &Time(Timestamp::UNIX_EPOCH),
+    );
+    if let Some(s) = p.status.as_mut() {
+        s.pending_fences = fences;
+    }
+    for mode in [FailoverMode::Planned, FailoverMode::Unplanned] {
+        match admit(&p, &fo("back", "use1", mode, 0), &[]) {
+            Admission::Reject(why) => {
+                assert!(why.contains("pending fences"), "{why}");
+                assert!(why.contains("Deployment shop/cron in use1"), "{why}");
+                assert!(why.contains("RDS instance orders-use1 in use1"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Fences done: failback proceeds.
+    if let Some(s) = p.status.as_mut() {
+        s.pending_fences.clear();
+    }
+    assert_eq!(
+        admit(&p, &fo("back", "use1", FailoverMode::Planned, 0), &[]),
         Admission::Proceed {
             source_region: "usw2".into()
         }
