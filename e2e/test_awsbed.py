@@ -16,33 +16,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-PORT = int(os.environ.get("DROVER_AWS_PORT", "15000"))
-ENDPOINT = f"http://127.0.0.1:{PORT}"
-NO_RETRY = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"},
-                                  connect_timeout=2, read_timeout=5)
-
-
-def aws(service, region="us-east-1"):
-    return boto3.client(service, region_name=region, endpoint_url=ENDPOINT,
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        config=NO_RETRY)
-
-
-def bed(method, path, body=None):
-    req = urllib.request.Request(f"{ENDPOINT}/_bed{path}", method=method,
-                                 data=json.dumps(body or {}).encode())
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return json.load(r)
-
-
-def wait_for(what, check, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from bedclient import ENDPOINT, aws, bed, uid, wait_for  # noqa: F401
 
 
 def calls(service, region, operation):
@@ -55,10 +29,6 @@ def clear_faults():
     bed("DELETE", "/faults")
     yield
     bed("DELETE", "/faults")
-
-
-def uid():
-    return uuid.uuid4().hex[:8]
 
 
 def global_cluster(suffix):

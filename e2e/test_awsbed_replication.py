@@ -19,18 +19,15 @@ import botocore.config
 import botocore.session
 import pytest
 
-PORT = int(os.environ.get("DROVER_AWS_PORT", "15000"))
-ENDPOINT = f"http://127.0.0.1:{PORT}"
-NO_RETRY = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"},
-                                  connect_timeout=2, read_timeout=5)
+import functools
+
+import bedclient
+from bedclient import ENDPOINT, NO_RETRY, aws, bed, uid  # noqa: F401
+
+# The model publishes on a fast cadence here; poll finely so no state is missed.
+wait_for = functools.partial(bedclient.wait_for, poll=0.02)
 MODEL_KEYS = ("time_factor", "metric_period", "lag_drain_rate", "lag_growth_rate", "steady_lag",
               "promotion_delay", "switchover_delay")
-
-
-def aws(service, region="us-east-1"):
-    return boto3.client(service, region_name=region, endpoint_url=ENDPOINT,
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        config=NO_RETRY)
 
 
 _QUERY_MODEL_DIR = []
@@ -55,27 +52,6 @@ def cloudwatch_query(region):
         aws_secret_access_key="testing", config=NO_RETRY)
     assert client.meta.service_model.resolved_protocol == "query"
     return client
-
-
-def bed(method, path, body=None):
-    req = urllib.request.Request(f"{ENDPOINT}/_bed{path}", method=method,
-                                 data=json.dumps(body or {}).encode())
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return json.load(r)
-
-
-def wait_for(what, check, timeout=15.0, poll=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def uid():
-    return uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ so they do not depend on the AWS emulator's /_bed/writes.
 """
 
 import base64
+import functools
 import json
 import os
 import socket
@@ -27,10 +28,12 @@ import pytest
 E2E = Path(__file__).resolve().parent
 ROOT = E2E.parent
 STATE = Path(os.environ.get("DROVER_SANDBOX_DIR", ROOT / "target" / "sandbox"))
-PORT = int(os.environ.get("DROVER_AWS_PORT", "15000"))
-ENDPOINT = f"http://127.0.0.1:{PORT}"
 sys.path.insert(0, str(E2E))
+import bedclient  # noqa: E402
 import nodesim  # noqa: E402
+from bedclient import ENDPOINT, uid  # noqa: E402,F401
+
+wait_for = functools.partial(bedclient.wait_for, poll=0.05)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,22 +43,6 @@ def sandbox():
 
 def cluster(name):
     return nodesim.Cluster(str(STATE / name / "admin.kubeconfig"))
-
-
-def wait_for(what, check, timeout=15.0):
-    """Polls `check` until it returns something truthy, which it returns."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def uid():
-    return uuid.uuid4().hex[:6]
 
 
 def namespace(c, base):

@@ -414,6 +414,11 @@ pub fn summary(fo: &Failover) -> Vec<String> {
         lines.push(format!("  {label}: {}", seconds(total)));
     }
     match &status.data_loss {
+        Some(d) if !d.unknown_lag_databases.is_empty() => lines.push(format!(
+            "  data-loss estimate: unknown for {} (promoted without a known lag); {} for the others",
+            d.unknown_lag_databases.join(", "),
+            seconds(d.max_lag_seconds)
+        )),
         Some(d) => lines.push(format!(
             "  data-loss estimate: {} (replication lag at promotion)",
             seconds(d.max_lag_seconds)
@@ -744,6 +749,7 @@ mod tests {
         ok.data_loss = Some(DataLossEstimate {
             max_lag_seconds: 0.0,
             databases: vec![],
+            unknown_lag_databases: vec![],
         });
         assert_eq!(
             summary(&fo(FailoverMode::Planned, Some(ok))),

@@ -192,15 +192,35 @@ impl KubeClusters {
     }
 }
 
-/// A workload's pod selector: `spec.selector.matchLabels`, else the scale subresource's
-/// `status.selector` string that custom kinds publish.
+/// A workload's pod selector in label-selector syntax: `spec.selector` (matchLabels and
+/// matchExpressions), else the `status.selector` string that custom kinds publish.
 fn selector(obj: &DynamicObject) -> Option<String> {
-    if let Some(labels) = obj.data["spec"]["selector"]["matchLabels"].as_object() {
-        let pairs: Vec<String> = labels
-            .iter()
-            .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+    let spec = &obj.data["spec"]["selector"];
+    if spec.is_object() {
+        let mut terms: Vec<String> = spec["matchLabels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
             .collect();
-        return (!pairs.is_empty()).then(|| pairs.join(","));
+        for e in spec["matchExpressions"].as_array().into_iter().flatten() {
+            let key = e["key"].as_str()?;
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            terms.push(match e["operator"].as_str()? {
+                "In" => format!("{key} in ({})", values.join(",")),
+                "NotIn" => format!("{key} notin ({})", values.join(",")),
+                "Exists" => key.to_string(),
+                "DoesNotExist" => format!("!{key}"),
+                // An operator this code does not know: no selector rather than a wrong one.
+                _ => return None,
+            });
+        }
+        return (!terms.is_empty()).then(|| terms.join(","));
     }
     obj.data["status"]["selector"]
         .as_str()
@@ -261,13 +281,22 @@ impl Clusters for KubeClusters {
         let client = self.client(region).await?;
         let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, &w.namespace);
         let params = kube::api::ListParams::default().labels(selector);
-        match tokio::time::timeout(self.timeout, api.list_metadata(&params)).await {
+        match tokio::time::timeout(self.timeout, api.list(&params)).await {
             Err(_) => Err(ClusterError::Unreachable(format!(
                 "region {region}: no answer within {:?}",
                 self.timeout
             ))),
+            // Succeeded and Failed (e.g. Evicted) pods run nothing: only the others count.
             Ok(r) => r
-                .map(|list| list.items.len())
+                .map(|list| {
+                    list.items
+                        .iter()
+                        .filter(|p| {
+                            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                            !matches!(phase, Some("Succeeded") | Some("Failed"))
+                        })
+                        .count()
+                })
                 .map_err(|e| classify(region, e)),
         }
     }
@@ -290,5 +319,42 @@ impl Clusters for KubeClusters {
             ))),
             Ok(r) => r.map(|_| ()).map_err(|e| classify(region, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(data: serde_json::Value) -> DynamicObject {
+        let mut obj = DynamicObject::new(
+            "w",
+            &ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+        );
+        obj.data = data;
+        obj
+    }
+
+    #[test]
+    fn selectors_keep_every_term() {
+        let obj = object(serde_json::json!({"spec": {"selector": {
+        "matchLabels": {"app": "cron"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["a", "b"]},
+            {"key": "canary", "operator": "DoesNotExist"},
+        ]}}}));
+        assert_eq!(
+            selector(&obj).as_deref(),
+            Some("app=cron,tier in (a,b),!canary")
+        );
+        let custom = object(serde_json::json!({"status": {"selector": "app=x"}}));
+        assert_eq!(selector(&custom).as_deref(), Some("app=x"));
+        let unknown = object(serde_json::json!({"spec": {"selector": {
+            "matchExpressions": [{"key": "k", "operator": "Gt", "values": ["1"]}]}}}));
+        assert_eq!(
+            selector(&unknown),
+            None,
+            "never a selector wider than the real one"
+        );
     }
 }

@@ -106,7 +106,7 @@ pub async fn apply_status<K>(
     name: &str,
     field_manager: &str,
     status: &impl Serialize,
-) -> Result<(), kube::Error>
+) -> Result<K, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -120,8 +120,7 @@ where
         &PatchParams::apply(field_manager).force(),
         &Patch::Apply(&patch),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Looks up every Secret the plan references. Missing or forbidden Secrets become
@@ -421,14 +420,6 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
             family.get_or_create(&labels).set(d.as_secs_f64());
         }
     }
-    if let Some(active) = previous
-        .active_region
-        .clone()
-        .or_else(|| crate::engine::active_region(&plan))
-    {
-        let regions = plan.spec.regions.iter().map(|r| r.name.as_str());
-        ctx.metrics.set_active_region(&name, regions, &active);
-    }
 
     let changed = |type_: &str, message: &str| {
         conditions::find(&previous.conditions, type_)
@@ -457,7 +448,17 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
             .await;
     }
 
-    apply_status(&api, &name, FIELD_MANAGER, &status).await?;
+    let written = apply_status(&api, &name, FIELD_MANAGER, &status).await?;
+    // The active region as the API server holds it now: the cached copy this reconcile
+    // started from may predate a failover that just moved it.
+    if let Some(active) = written
+        .status
+        .and_then(|s| s.active_region)
+        .or_else(|| crate::engine::active_region(&plan))
+    {
+        let regions = plan.spec.regions.iter().map(|r| r.name.as_str());
+        ctx.metrics.set_active_region(&name, regions, &active);
+    }
     let resync = if fences.is_empty() {
         ctx.config.plan_resync
     } else {

@@ -718,6 +718,13 @@ impl Driver {
         let mut total = None;
         let mut step_seconds = Vec::new();
         let mut data_loss = None;
+        // The plan first: what this failover moved (activeRegion) and what it could not
+        // fence (pending fences) must never be lost to a crash after the terminal phase is
+        // written, because a terminal Failover is never run again. Recording twice is
+        // harmless: the plan write is idempotent.
+        if phase != FailoverPhase::Rejected {
+            self.mark_plan(phase).await?;
+        }
         self.update(|s| {
             s.phase = Some(phase);
             step_seconds = s
@@ -741,12 +748,25 @@ impl Driver {
                     })
                 })
                 .collect();
-            if !lags.is_empty() {
+            // Promoted on unknown lag (allowed only with allowDataLoss): the loss is unknown,
+            // which must not read as none.
+            let unknown: Vec<String> = s
+                .databases
+                .iter()
+                .filter(|d| d.lag_seconds.is_none() && Requested::from(d.state) != Requested::No)
+                .map(|d| d.name.clone())
+                .collect();
+            if !lags.is_empty() || !unknown.is_empty() {
                 let max_lag_seconds = lags.iter().map(|l| l.lag_seconds).fold(0.0, f64::max);
-                data_loss = Some(max_lag_seconds);
+                data_loss = Some(if unknown.is_empty() {
+                    max_lag_seconds
+                } else {
+                    f64::NAN
+                });
                 s.data_loss = Some(DataLossEstimate {
                     max_lag_seconds,
                     databases: lags,
+                    unknown_lag_databases: unknown,
                 });
             }
             s.conditions = conditions::upsert(
@@ -779,7 +799,6 @@ impl Driver {
             .inc();
         if phase != FailoverPhase::Rejected {
             self.record_last_failover(phase, total, &step_seconds, data_loss);
-            self.mark_plan(phase).await?;
         }
         let type_ = if phase == FailoverPhase::Succeeded {
             EventType::Normal
@@ -1736,8 +1755,12 @@ impl Driver {
     ) -> Result<String, StepError> {
         let id = zone.hosted_zone_id.as_str();
         let failed = |m: String| StepError::Failed(format!("{id}: {m}"));
-        let mut rounds = 0;
-        let mut max_rounds = None;
+        // Batches Route 53 accepted, and refusals in a row (throttling, a prior change still
+        // PENDING, errors whose outcome is unknown): the first is bounded by the batches the
+        // zone needs, the second only by the deadline, with backoff.
+        let mut accepted = 0;
+        let mut refusals = 0;
+        let mut max_accepted = None;
         loop {
             if let Some(change_id) = self.pending_dns_change(id).await {
                 self.wait_insync(id, &change_id, deadline).await?;
@@ -1749,21 +1772,27 @@ impl Driver {
             let changes = engine::dns::zone_changes(&self.plan.spec, zone, self.target(), &current);
             if changes.is_empty() {
                 let sent = self.dns_batches_sent(id).await;
+                let unconfirmed = self.dns_unconfirmed(id).await;
+                let caveat = if unconfirmed > 0 {
+                    format!(
+                        "; {unconfirmed} of them answered with an error, so not waited on until INSYNC"
+                    )
+                } else {
+                    String::new()
+                };
                 return Ok(format!(
-                    "{id}: every plan record points at {} ({sent} batches)",
+                    "{id}: every plan record points at {} ({sent} batches{caveat})",
                     self.target()
                 ));
             }
             let batches = engine::dns::pack(changes).map_err(failed)?;
-            // Each round should finish one batch; more rounds than batches means the zone
-            // does not take the changes, and resending them would not help.
-            let limit = *max_rounds.get_or_insert(batches.len() + 2);
-            rounds += 1;
-            if rounds > limit || Instant::now() >= deadline {
+            // Each accepted batch should leave one fewer; more accepted batches than the zone
+            // needed means it does not take the changes, and resending them would not help.
+            let limit = *max_accepted.get_or_insert(batches.len() + 2);
+            if accepted >= limit || Instant::now() >= deadline {
                 return Err(failed(format!(
-                    "{} changes still missing after {} batches",
+                    "{} changes still missing after {accepted} accepted batches",
                     batches.iter().map(Vec::len).sum::<usize>(),
-                    rounds - 1
                 )));
             }
             let batch = batches.into_iter().next().unwrap_or_default();
@@ -1772,15 +1801,30 @@ impl Driver {
             // One attempt: after an error the batch may or may not have been applied, so the
             // next round observes the zone before sending anything again.
             match self.aws.change_records(id, &batch).await {
-                Ok(change_id) => self.set_dns(id, number, Some(change_id), "PENDING").await?,
+                Ok(change_id) => {
+                    accepted += 1;
+                    refusals = 0;
+                    self.set_dns(id, number, Some(change_id), "PENDING").await?
+                }
                 Err(e) if e.is_retryable() => {
+                    refusals += 1;
                     self.set_dns(id, number, None, "Unconfirmed").await?;
                     warn!(zone = id, error = %e, "change batch not confirmed; observing the zone");
-                    tokio::time::sleep(retry_delay(rounds as u32, fastrand::f64())).await;
+                    tokio::time::sleep(retry_delay(refusals, fastrand::f64())).await;
                 }
                 Err(e) => return Err(failed(e.message)),
             }
         }
+    }
+
+    /// Batches of a zone whose call failed in a way that may or may not have applied them.
+    async fn dns_unconfirmed(&self, zone: &str) -> usize {
+        let status = self.status.lock().await;
+        status
+            .dns_changes
+            .iter()
+            .filter(|c| c.hosted_zone_id == zone && c.change_id.is_none())
+            .count()
     }
 
     /// The last batch of a zone that was answered but is not yet INSYNC.
@@ -1805,17 +1849,38 @@ impl Driver {
             .count()
     }
 
-    /// Records the intent to send the zone's next batch; returns its number (from 1).
+    /// Records the intent to send the zone's next batch; returns its number (from 1). A
+    /// batch that was never answered is reused, so refusals do not grow the status.
     async fn record_dns_intent(&self, zone: &str, changes: usize) -> Result<u32, kube::Error> {
-        let number = self.dns_batches_sent(zone).await as u32 + 1;
+        let mut number = 0;
         self.update(|s| {
-            s.dns_changes.push(DnsChange {
-                hosted_zone_id: zone.into(),
-                batch: Some(number),
-                changes: Some(changes as u32),
-                change_id: None,
-                status: Some("Submitting".into()),
-            })
+            let last = s
+                .dns_changes
+                .iter_mut()
+                .rfind(|c| c.hosted_zone_id == zone)
+                .filter(|c| c.change_id.is_none());
+            match last {
+                Some(c) => {
+                    number = c.batch.unwrap_or(1);
+                    c.changes = Some(changes as u32);
+                    c.status = Some("Submitting".into());
+                }
+                None => {
+                    number = s
+                        .dns_changes
+                        .iter()
+                        .filter(|c| c.hosted_zone_id == zone)
+                        .count() as u32
+                        + 1;
+                    s.dns_changes.push(DnsChange {
+                        hosted_zone_id: zone.into(),
+                        batch: Some(number),
+                        changes: Some(changes as u32),
+                        change_id: None,
+                        status: Some("Submitting".into()),
+                    })
+                }
+            }
         })
         .await?;
         Ok(number)

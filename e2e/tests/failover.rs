@@ -213,22 +213,7 @@ fn counts(active: bool) -> BTreeMap<String, (i32, i32)> {
 }
 
 async fn dns_points_at(zone: &str, region: &str) -> bool {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!("http://127.0.0.1:{}", aws_port()))
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_route53::config::Credentials::new(
-            "testing", "testing", None, None, "e2e",
-        ))
-        .load()
-        .await;
-    let r53 = aws_sdk_route53::Client::new(&config);
-    let sets = r53
-        .list_resource_record_sets()
-        .hosted_zone_id(zone)
-        .send()
-        .await
-        .expect("list records")
-        .resource_record_sets;
+    let sets = zone_records(zone).await;
     let prefix = if region == "use1" { "10.1." } else { "10.2." };
     let values = |s: &aws_sdk_route53::types::ResourceRecordSet| -> Vec<String> {
         s.resource_records
@@ -780,6 +765,10 @@ async fn unplanned_with_source_region_lost() {
     );
     assert!(dns_points_at(&plan.spec.dns[0].hosted_zone_id, "usw2").await);
     assert_eq!(replicas("usw2", &sc).await, counts(true));
+    // us-east-1 is out, so every replica reports -1: promoted on unknown lag (allowed by
+    // allowDataLoss), and the estimate says the loss is unknown rather than none.
+    let loss = status.data_loss.clone().expect("data-loss estimate");
+    assert_eq!(loss.unknown_lag_databases.len(), 3, "{loss:?}");
     let rto = status
         .timings
         .and_then(|t| t.total_seconds)
@@ -974,17 +963,15 @@ async fn plan_status(client: &kube::Client, ns: &str, name: &str) -> DisasterRec
 }
 
 async fn route53_client() -> aws_sdk_route53::Client {
-    {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(format!("http://127.0.0.1:{}", aws_port()))
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_route53::config::Credentials::new(
-                "testing", "testing", None, None, "e2e",
-            ))
-            .load()
-            .await;
-        aws_sdk_route53::Client::new(&config)
-    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{}", aws_port()))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_route53::config::Credentials::new(
+            "testing", "testing", None, None, "e2e",
+        ))
+        .load()
+        .await;
+    aws_sdk_route53::Client::new(&config)
 }
 
 /// Every record set of a zone, paging as Route 53 does.

@@ -246,6 +246,10 @@ pub struct DataLossEstimate {
     /// Replication lag at promotion per database.
     #[serde(default)]
     pub databases: Vec<DatabaseLag>,
+    /// Databases promoted while their lag was unknown (allowDataLoss): their loss is
+    /// unknown, and `maxLagSeconds` covers only the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_lag_databases: Vec<String>,
 }
 
 /// Replication lag of one database at promotion.

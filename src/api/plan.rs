@@ -90,7 +90,8 @@ pub struct StepTimeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<String>,
     /// Fencing the old region, including the wait for zero replication lag in a Planned
-    /// failover (default 120s). Unplanned failovers use at most 10s here.
+    /// failover (default 5m: RDS publishes lag once a minute, and a zero reading counts only if
+    /// taken after the fence). Unplanned failovers use at most 10s here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<String>,
     /// Database promotion until every target is writable (default 15m).

@@ -149,8 +149,27 @@ pub fn dns_records(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ZoneRec
         .collect()
 }
 
+/// A record name as Route 53 compares it: case-insensitive, trailing dot optional, and
+/// Route 53's octal escapes (`\052` for `*` in a wildcard) decoded, as it lists names so.
 fn normalize_name(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name.trim_end_matches('.');
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 4);
+        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[at + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.to_ascii_lowercase()
 }
 
 fn same_set(a: &RecordSet, b: &RecordSet) -> bool {
@@ -316,4 +335,17 @@ pub fn zone_conflicts(zone: &HostedZoneSpec, current: &[RecordSet]) -> Vec<Strin
         }
     }
     conflicts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_name;
+
+    #[test]
+    fn names_compare_as_route53_lists_them() {
+        assert_eq!(normalize_name("\\052.Shop.Example."), "*.shop.example");
+        assert_eq!(normalize_name("*.shop.example"), "*.shop.example");
+        assert_eq!(normalize_name("a\\b.example."), "a\\b.example");
+        assert_eq!(normalize_name("x\\05"), "x\\05");
+    }
 }

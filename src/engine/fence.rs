@@ -51,29 +51,28 @@ pub fn fences_to_record(
         message: None,
     };
     let mut out = Vec::new();
-    if fence_step != Some(StepState::Succeeded) {
-        let targets = fence_targets(spec, source);
-        for t in targets {
-            let missed = match unfenced {
+    // Every writer and singleton: an Unplanned fence does not wait for pods to go, and a
+    // scale-down the API server accepted does not stop pods on nodes cut off from it. The
+    // plan reconciler drops an entry once no pod is left.
+    for t in fence_targets(spec, source) {
+        let missed = fence_step != Some(StepState::Succeeded)
+            && match unfenced {
                 Unfenced::Workloads(missed) => missed.contains(&t.workload),
                 Unfenced::Unknown => true,
             };
-            if !missed {
-                continue;
-            }
-            let w = &spec.workloads[t.workload];
-            let role = if w.singleton { "singleton" } else { "writer" };
-            out.push(PendingFence {
-                kind: Some(w.kind.clone()),
-                api_version: w.effective_api_version().map(str::to_string),
-                namespace: Some(w.namespace.clone()),
-                ..entry(
-                    FenceResource::Workload,
-                    &w.name,
-                    format!("{role} not scaled to 0: {source} was unreachable during {failover}"),
-                )
-            });
-        }
+        let w = &spec.workloads[t.workload];
+        let role = if w.singleton { "singleton" } else { "writer" };
+        let reason = if missed {
+            format!("{role} not scaled to 0: {source} was unreachable during {failover}")
+        } else {
+            format!("{role} scaled to 0 during {failover}, its pods not yet confirmed gone")
+        };
+        out.push(PendingFence {
+            kind: Some(w.kind.clone()),
+            api_version: w.effective_api_version().map(str::to_string),
+            namespace: Some(w.namespace.clone()),
+            ..entry(FenceResource::Workload, &w.name, reason)
+        });
     }
     for db in &spec.databases {
         let Some(rds) = &db.rds else { continue };
@@ -205,6 +204,12 @@ pub fn next_step(state: PendingFenceState, observed: &Observed) -> FenceStep {
         Observed::Rds(Some(obs)) if RDS_FENCED.contains(&obs.status.as_str()) => {
             FenceStep::Done(format!("instance is {}", obs.status))
         }
+        // Rebuilt as a read replica (as re-protection does): read-only, so fenced; AWS
+        // would refuse to stop it anyway.
+        Observed::Rds(Some(obs)) if obs.has_source() => FenceStep::Done(format!(
+            "instance is now a read replica of {}",
+            obs.source.as_deref().unwrap_or_default()
+        )),
         Observed::Rds(Some(obs)) => match (obs.status.as_str(), state) {
             // Answered: AWS may not show `stopping` yet. Never send twice.
             ("available", PendingFenceState::Requested) => FenceStep::Wait("stop requested".into()),
@@ -244,10 +249,10 @@ mod tests {
     }
 
     #[test]
-    fn unplanned_records_unreached_workloads_and_every_old_rds_primary() {
+    fn unplanned_records_every_writer_singleton_and_old_rds_primary() {
         let spec = spec();
         let fence = fence_targets(&spec, "use1");
-        assert!(!fence.is_empty() && rds_entries(&spec) > 0);
+        assert!(fence.len() > 1 && rds_entries(&spec) > 0);
         let first = fence[0].workload;
         let out = record(
             FailoverMode::Unplanned,
@@ -258,28 +263,42 @@ mod tests {
             .iter()
             .filter(|f| f.resource == FenceResource::Workload)
             .collect();
-        assert_eq!(workloads.len(), 1);
-        assert_eq!(workloads[0].name, spec.workloads[first].name);
-        assert_eq!(workloads[0].api_version.as_deref(), Some("apps/v1"));
-        assert_eq!(
-            out.len() - workloads.len(),
-            rds_entries(&spec),
+        // The one it could not reach, and the ones it scaled without seeing their pods go.
+        assert_eq!(workloads.len(), fence.len());
+        assert!(
+            workloads[0].reason.contains("not scaled to 0"),
             "{:?}",
             names(&out)
         );
+        assert!(
+            workloads[1].reason.contains("not yet confirmed gone"),
+            "{:?}",
+            names(&out)
+        );
+        assert_eq!(workloads[0].api_version.as_deref(), Some("apps/v1"));
+        assert_eq!(out.len() - workloads.len(), rds_entries(&spec));
         assert!(out.iter().all(|f| f.region == "use1"));
         assert!(out.iter().all(|f| f.state == PendingFenceState::Pending));
     }
 
     #[test]
-    fn a_fence_step_that_succeeded_leaves_only_the_rds_primaries() {
+    fn a_fence_step_that_succeeded_still_awaits_the_pods() {
         let out = record(
             FailoverMode::Unplanned,
             StepState::Succeeded,
             Unfenced::Workloads(vec![]),
         );
-        assert!(out.iter().all(|f| f.resource == FenceResource::RdsInstance));
-        assert_eq!(out.len(), rds_entries(&spec()));
+        let workloads: Vec<&PendingFence> = out
+            .iter()
+            .filter(|f| f.resource == FenceResource::Workload)
+            .collect();
+        assert_eq!(workloads.len(), fence_targets(&spec(), "use1").len());
+        assert!(
+            workloads
+                .iter()
+                .all(|f| f.reason.contains("not yet confirmed gone"))
+        );
+        assert_eq!(out.len() - workloads.len(), rds_entries(&spec()));
     }
 
     #[test]
@@ -410,6 +429,13 @@ mod tests {
             next_step(Pending, &Observed::Rds(None)),
             FenceStep::Done(_)
         ));
+        // Rebuilt as a replica of the new primary: read-only, so fenced without a stop
+        // (which AWS would refuse for a replica).
+        let replica = Observed::Rds(Some(RdsObservation {
+            status: "available".into(),
+            source: Some("arn:aws:rds:us-west-2:123456789012:db:orders-usw2".into()),
+        }));
+        assert!(matches!(next_step(Pending, &replica), FenceStep::Done(_)));
     }
 
     #[test]

@@ -384,7 +384,7 @@ pub fn step_timeout(spec: &DisasterRecoveryPlanSpec, step: Step, mode: FailoverM
     let t = spec.timeouts.clone().unwrap_or_default();
     let (value, default) = match step {
         Step::Preflight => (t.preflight, 60),
-        Step::Fence => (t.fence, 120),
+        Step::Fence => (t.fence, 300),
         Step::PromoteDatabases => (t.promotion, 900),
         Step::WarmUp | Step::Verify => (t.warm_up, 600),
         Step::SwitchDns => (t.dns, 300),
