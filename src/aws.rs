@@ -87,7 +87,6 @@ pub trait Aws: Send + Sync {
         target_arn: &str,
         how: WriterMove,
     ) -> AwsResult<()>;
-    /// The newest replication lag in seconds from the last 5 minutes, if any.
     /// The newest lag datapoint of the last 5 minutes, in seconds, with its timestamp.
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>>;
     async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool>;

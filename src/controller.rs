@@ -30,6 +30,7 @@ use crate::driver::{Driver, Outcome};
 use crate::engine::Lag;
 use crate::error::{Error, Result};
 use crate::http::Readiness;
+use crate::leadership::{LeaderAws, LeaderClusters, Leadership};
 use crate::metrics::{ControllerLabels, ErrorLabels, Metrics, PlanLabels};
 use crate::validate::{self, SecretsSeen};
 
@@ -38,7 +39,9 @@ pub const FIELD_MANAGER: &str = "drover";
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
+    /// AWS, refusing mutating calls unless `leadership` is confirmed first.
     pub aws: Arc<dyn Aws>,
+    pub leadership: Arc<Leadership>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -51,9 +54,19 @@ impl Context {
             instance: Some(config.identity.clone()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
+        let leadership = Arc::new(Leadership::new(
+            Api::namespaced(client.clone(), &config.lease_namespace),
+            &config.lease_name,
+            &config.identity,
+        ));
+        let aws = Arc::new(LeaderAws {
+            inner: aws,
+            leadership: leadership.clone(),
+        });
         Self {
             client,
             aws,
+            leadership,
             config,
             metrics,
             recorder,
@@ -110,11 +123,29 @@ pub async fn apply_status<K>(
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let patch = json!({
+    apply_status_at(api, name, field_manager, status, None).await
+}
+
+/// `apply_status`, conditional on `resource_version` when given: the API server answers
+/// 409 if the object changed since.
+pub async fn apply_status_at<K>(
+    api: &Api<K>,
+    name: &str,
+    field_manager: &str,
+    status: &impl Serialize,
+    resource_version: Option<&str>,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    if let Some(version) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
     api.patch_status(
         name,
         &PatchParams::apply(field_manager).force(),
@@ -491,9 +522,37 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     if previous.phase.is_some_and(FailoverPhase::is_terminal) {
         return Ok(Action::await_change());
     }
+    // The cache may lag behind this operator's own last write: drive from a fresh read,
+    // whose resourceVersion every status write of the driver is conditional on.
+    let Some(fo) = api.get_opt(&fo.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if fo
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(FailoverPhase::is_terminal)
+    {
+        return Ok(Action::await_change());
+    }
 
     let plans: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(plan) = plans.get_opt(&fo.spec.plan_ref).await? else {
+    let live = plans.get_opt(&fo.spec.plan_ref).await?;
+    // An admitted failover runs the plan it was admitted with, whatever happened to it since.
+    let snapshot = fo.status.as_ref().and_then(|s| s.plan_snapshot.clone());
+    let plan = match (live, snapshot) {
+        (Some(mut plan), Some(snapshot)) => {
+            plan.spec = snapshot.spec;
+            Some(plan)
+        }
+        (None, Some(snapshot)) => {
+            let mut plan = DisasterRecoveryPlan::new(&fo.spec.plan_ref, snapshot.spec);
+            plan.metadata.namespace = Some(ns.clone());
+            Some(plan)
+        }
+        (live, None) => live,
+    };
+    let Some(plan) = plan else {
         let message = format!(
             "spec.planRef: DisasterRecoveryPlan {ns}/{} not found",
             fo.spec.plan_ref
@@ -510,13 +569,16 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         return Ok(Action::requeue(ctx.config.plan_resync));
     };
     let siblings = api.list(&Default::default()).await?.items;
-    let clusters = Arc::new(KubeClusters::new(
-        ctx.client.clone(),
-        plan.spec.clone(),
-        ns.clone(),
-        ctx.config.member_timeout,
-    ));
-    let driver = Driver::new(ctx.clone(), ctx.aws.clone(), clusters, plan, (*fo).clone());
+    let clusters = Arc::new(LeaderClusters {
+        inner: KubeClusters::new(
+            ctx.client.clone(),
+            plan.spec.clone(),
+            ns.clone(),
+            ctx.config.member_timeout,
+        ),
+        leadership: ctx.leadership.clone(),
+    });
+    let driver = Driver::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo.clone());
     match driver.run(&siblings).await? {
         Outcome::Done => Ok(Action::await_change()),
         Outcome::RetryLater(_) => Ok(Action::requeue(ctx.config.retry_after_promotion)),

@@ -17,12 +17,12 @@ use tracing::{info, warn};
 use crate::api::{
     DataLossEstimate, DatabaseLag, DatabaseProgress, DatabaseSpec, DatabaseState,
     DisasterRecoveryPlan, DnsChange, Failover, FailoverMode, FailoverPhase, FailoverStatus,
-    FailoverTimings, LastFailover, StepState, StepStatus,
+    FailoverTimings, LastFailover, PlanSnapshot, StepState, StepStatus,
 };
 use crate::aws::{Aws, AwsError, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::conditions::{self, DesiredCondition};
-use crate::controller::{Context, FIELD_MANAGER, apply_status};
+use crate::controller::{Context, FIELD_MANAGER, apply_status_at};
 use crate::engine::{
     self, Admission, DbStep, Lag, Requested, ScaleTarget, Step, poll_delay, retry_delay,
 };
@@ -91,6 +91,10 @@ pub struct Driver {
     fo: Failover,
     api: Api<Failover>,
     status: Mutex<FailoverStatus>,
+    /// The Failover's resourceVersion as this driver last wrote or read it. Every status
+    /// write is conditional on it, so a writer holding an older copy (a deposed leader, a
+    /// second process) loses with 409 instead of overwriting newer intent records.
+    resource_version: Mutex<Option<String>>,
     started: Instant,
     /// Cluster ARNs resolved so far (they do not change during a failover).
     cluster_arns: Mutex<std::collections::HashMap<String, String>>,
@@ -112,6 +116,7 @@ impl Driver {
         let ns = fo.namespace().unwrap_or_default();
         let api = Api::namespaced(ctx.client.clone(), &ns);
         let status = fo.status.clone().unwrap_or_default();
+        let resource_version = fo.metadata.resource_version.clone();
         Self {
             ctx,
             aws,
@@ -120,6 +125,7 @@ impl Driver {
             fo,
             api,
             status: Mutex::new(status),
+            resource_version: Mutex::new(resource_version),
             started: Instant::now(),
             cluster_arns: Mutex::new(Default::default()),
             zero_lag_at: Mutex::new(None),
@@ -145,20 +151,38 @@ impl Driver {
             .unwrap_or_else(|| region.to_string())
     }
 
-    /// Applies `change` to status and writes it (SSA on /status).
+    /// Applies `change` to status and writes it (SSA on /status), conditional on the
+    /// resourceVersion this driver last saw. Writes are serialized by the status lock, so
+    /// a 409 means someone else wrote: this driver stops rather than overwrite.
     async fn update(&self, change: impl FnOnce(&mut FailoverStatus)) -> Result<(), kube::Error> {
-        let snapshot = {
-            let mut status = self.status.lock().await;
-            change(&mut status);
-            status.observed_generation = self.fo.metadata.generation;
-            status.clone()
-        };
+        let mut status = self.status.lock().await;
+        if self.ctx.leadership.deposed() {
+            return Err(self.ctx.leadership.deposed_error());
+        }
+        change(&mut status);
+        status.observed_generation = self.fo.metadata.generation;
         let name = self.fo.name_any();
+        let mut version = self.resource_version.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match apply_status(&self.api, &name, FIELD_MANAGER, &snapshot).await {
-                Ok(_) => return Ok(()),
+            match apply_status_at(
+                &self.api,
+                &name,
+                FIELD_MANAGER,
+                &*status,
+                version.as_deref(),
+            )
+            .await
+            {
+                Ok(written) => {
+                    *version = written.metadata.resource_version;
+                    return Ok(());
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    warn!(failover = %name, "status changed under this driver; stopping");
+                    return Err(kube::Error::Api(e));
+                }
                 Err(e) if attempt < 5 => {
                     warn!(error = %e, attempt, "status write failed; retrying");
                     tokio::time::sleep(retry_delay(attempt, fastrand::f64())).await;
@@ -368,8 +392,13 @@ impl Driver {
                     self.target(),
                     self.mode(),
                 );
+                let snapshot = PlanSnapshot {
+                    generation: self.plan.metadata.generation,
+                    spec: self.plan.spec.clone(),
+                };
                 self.update(|s| {
                     s.phase = Some(FailoverPhase::Running);
+                    s.plan_snapshot = Some(snapshot);
                     s.source_region = Some(source_region.clone());
                     s.steps = fresh_steps;
                     s.planned_actions = actions;
@@ -889,14 +918,30 @@ impl Driver {
             }
             _ => Vec::new(),
         };
-        let fields = crate::fencing::update_failover_fields(&plans, &self.plan.name_any(), |f| {
+        let written = crate::fencing::update_failover_fields(&plans, &self.plan.name_any(), |f| {
             f.last_failover = Some(last.clone());
             if let Some(region) = active {
                 f.active_region = Some(region.to_string());
             }
             f.pending_fences = engine::fence::merge(&f.pending_fences, fences.clone());
         })
-        .await?;
+        .await;
+        let fields = match written {
+            Ok(fields) => fields,
+            // Deleted mid-flight: the failover still finishes on its snapshot, and says
+            // that there was no plan left to record it on.
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let note = format!(
+                    "plan {} was deleted; this failover ({phase:?}) is not recorded on it",
+                    self.plan.name_any()
+                );
+                warn!(failover = %self.fo.name_any(), "{note}");
+                self.event(EventType::Warning, "PlanDeleted", "Finish", note)
+                    .await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(region) = fields.active_region.as_deref() {
             self.ctx.metrics.set_active_region(
                 &self.plan.name_any(),

@@ -21,6 +21,7 @@ use crate::clusters::{ClusterError, Clusters, KubeClusters};
 use crate::controller::Context;
 use crate::driver::FAILOVER_FIELD_MANAGER;
 use crate::engine::fence::{FenceStep, Observed, next_step};
+use crate::leadership::LeaderClusters;
 
 /// The plan status fields the failover field manager owns. Every apply of that manager
 /// carries all of them: server-side apply deletes an owned field that an apply leaves out.
@@ -106,7 +107,7 @@ struct Fencer<'a> {
     ctx: &'a Context,
     plan: &'a DisasterRecoveryPlan,
     api: Api<DisasterRecoveryPlan>,
-    clusters: KubeClusters,
+    clusters: LeaderClusters<KubeClusters>,
 }
 
 impl Fencer<'_> {
@@ -257,12 +258,15 @@ pub async fn carry_out(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> 
         ctx,
         plan,
         api: Api::namespaced(ctx.client.clone(), ns),
-        clusters: KubeClusters::new(
-            ctx.client.clone(),
-            plan.spec.clone(),
-            ns.to_string(),
-            ctx.config.member_timeout,
-        ),
+        clusters: LeaderClusters {
+            inner: KubeClusters::new(
+                ctx.client.clone(),
+                plan.spec.clone(),
+                ns.to_string(),
+                ctx.config.member_timeout,
+            ),
+            leadership: ctx.leadership.clone(),
+        },
     };
     match fence_round(&fencer, &cached).await {
         Ok(left) => left,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fencing;
 pub mod http;
 pub mod leader;
+pub mod leadership;
 pub mod member;
 pub mod metrics;
 pub mod telemetry;

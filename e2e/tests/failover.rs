@@ -1466,3 +1466,74 @@ async fn returning_region_is_fenced() {
         .unwrap_or(0.0);
     assert_eq!(stops, 2.0, "one StopDBInstance per old primary");
 }
+
+/// Waits until a failover is in `step`.
+async fn wait_step(client: &kube::Client, ns: &str, name: &str, step_name: &str) {
+    let api: Api<Failover> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("{name} in {step_name}"),
+        Duration::from_secs(60),
+        || async {
+            let fo = api.get(name).await.ok()?;
+            (fo.status?.current_step.as_deref() == Some(step_name)).then_some(())
+        },
+    )
+    .await
+}
+
+/// A plan edited mid-flight changes the next failover, not the running one (it runs the
+/// snapshot taken at admission); a plan deleted mid-flight does not strand its failover.
+#[tokio::test]
+async fn plan_edit_and_deletion_mid_flight() {
+    let (scenario, _op) = Scenario::start("snap", &[], &[], 15).await;
+    let (client, ns, sc) = scenario.parts();
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
+
+    create(
+        &client,
+        &ns,
+        &failover("edited", &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    wait_step(&client, &ns, "edited", "PromoteDatabases").await;
+    // web: 4 active replicas in the snapshot, 2 in the edit.
+    let mut plan = plans.get(&sc).await.expect("plan");
+    plan.spec.workloads[0].active_replicas = 2;
+    plans
+        .replace(&sc, &Default::default(), &plan)
+        .await
+        .expect("edit plan");
+    let fo = wait_terminal(&client, &ns, "edited", Duration::from_secs(90)).await;
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    let snapshot = fo
+        .status
+        .as_ref()
+        .and_then(|s| s.plan_snapshot.clone())
+        .expect("snapshot");
+    assert_eq!(snapshot.spec.workloads[0].active_replicas, 4);
+    assert_eq!(
+        replicas("usw2", &sc).await.get("web").map(|r| r.0),
+        Some(4),
+        "the running failover kept its snapshot"
+    );
+
+    seed(&[&sc, "use1", "--rebuild-replica"]);
+    create(
+        &client,
+        &ns,
+        &failover("orphaned", &sc, "use1", FailoverMode::Planned, false),
+    )
+    .await;
+    wait_step(&client, &ns, "orphaned", "PromoteDatabases").await;
+    plans
+        .delete(&sc, &Default::default())
+        .await
+        .expect("delete plan");
+    let fo = wait_terminal(&client, &ns, "orphaned", Duration::from_secs(90)).await;
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    assert_eq!(
+        replicas("use1", &sc).await.get("web").map(|r| r.0),
+        Some(2),
+        "the edit applied to the next failover"
+    );
+}

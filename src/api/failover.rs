@@ -152,6 +152,11 @@ pub struct FailoverStatus {
     /// for a Planned promotion only if measured after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fenced_at: Option<Time>,
+    /// The plan as it was when this failover was admitted. The failover runs this copy to
+    /// the end: a plan edited mid-flight changes the next failover, not this one, and a
+    /// plan deleted mid-flight does not strand it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_snapshot: Option<PlanSnapshot>,
     /// Set, with the reason, when a Planned failover starts rolling back. A restarted
     /// operator finishes the rollback instead of resuming the failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,4 +265,15 @@ pub struct DatabaseLag {
     pub name: String,
     /// Lag in seconds.
     pub lag_seconds: f64,
+}
+
+/// The plan a failover runs, copied at admission.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSnapshot {
+    /// The plan's generation when copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The plan's spec when copied.
+    pub spec: crate::api::DisasterRecoveryPlanSpec,
 }

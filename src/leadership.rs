@@ -1,0 +1,238 @@
+//! Fencing a deposed leader: before every mutating call, the operator confirms on the API
+//! server that it still holds the leader Lease. A process paused past its Lease (a long GC,
+//! SIGSTOP, a partition) otherwise wakes up and acts before its lease watch notices. Once
+//! deposed, it also writes no more Failover status.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
+
+use crate::api::WorkloadSpec;
+use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
+use crate::clusters::{ClusterError, Clusters, WorkloadState};
+use crate::engine::dns::RecordChange;
+use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
+
+/// Whether `lease` is held by `identity` and still valid at `now`.
+pub fn holds(lease: &Lease, identity: &str, now: Timestamp) -> bool {
+    let Some(spec) = &lease.spec else {
+        return false;
+    };
+    let (Some(holder), Some(renewed), Some(seconds)) = (
+        spec.holder_identity.as_deref(),
+        spec.renew_time.as_ref(),
+        spec.lease_duration_seconds,
+    ) else {
+        return false;
+    };
+    holder == identity && renewed.0 + SignedDuration::from_secs(seconds.into()) > now
+}
+
+/// This process's claim to leadership, checked against the Lease itself.
+pub struct Leadership {
+    leases: Api<Lease>,
+    name: String,
+    identity: String,
+    deposed: AtomicBool,
+}
+
+impl Leadership {
+    pub fn new(leases: Api<Lease>, name: &str, identity: &str) -> Self {
+        Self {
+            leases,
+            name: name.to_string(),
+            identity: identity.to_string(),
+            deposed: AtomicBool::new(false),
+        }
+    }
+
+    /// Confirms on the API server that this process holds the Lease. An unreadable Lease
+    /// is not a confirmation: the call waits; a Lease held by another (or expired) deposes
+    /// this process for good.
+    pub async fn confirm(&self) -> Result<(), String> {
+        if self.deposed() {
+            return Err(self.deposed_message());
+        }
+        let lease = self
+            .leases
+            .get(&self.name)
+            .await
+            .map_err(|e| format!("cannot confirm the leader Lease {}: {e}", self.name))?;
+        if holds(&lease, &self.identity, Timestamp::now()) {
+            Ok(())
+        } else {
+            self.deposed.store(true, Ordering::Release);
+            Err(self.deposed_message())
+        }
+    }
+
+    pub fn deposed(&self) -> bool {
+        self.deposed.load(Ordering::Acquire)
+    }
+
+    /// The error a deposed leader's status write fails with, so nothing is written.
+    pub fn deposed_error(&self) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code: 409,
+            message: self.deposed_message(),
+            ..Default::default()
+        }))
+    }
+
+    pub fn deposed_message(&self) -> String {
+        format!(
+            "{} no longer holds the leader Lease {}; it makes no more changes",
+            self.identity, self.name
+        )
+    }
+}
+
+/// The AWS effector, refusing mutating calls unless leadership is confirmed first.
+pub struct LeaderAws {
+    pub inner: Arc<dyn Aws>,
+    pub leadership: Arc<Leadership>,
+}
+
+impl LeaderAws {
+    async fn confirm(&self) -> AwsResult<()> {
+        self.leadership.confirm().await.map_err(|message| AwsError {
+            // Not Permanent: the step must not be recorded as failed by a deposed leader.
+            kind: AwsErrorKind::Transient,
+            message,
+        })
+    }
+}
+
+#[async_trait]
+impl Aws for LeaderAws {
+    async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
+        self.inner.describe_instance(region, id).await
+    }
+    async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
+        self.confirm().await?;
+        self.inner.promote_read_replica(region, id).await
+    }
+    async fn stop_db_instance(&self, region: &str, id: &str) -> AwsResult<()> {
+        self.confirm().await?;
+        self.inner.stop_db_instance(region, id).await
+    }
+    async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        self.inner.cluster_arn(region, id).await
+    }
+    async fn describe_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<AuroraObservation>> {
+        self.inner.describe_global_cluster(region, id).await
+    }
+    async fn move_global_writer(
+        &self,
+        region: &str,
+        id: &str,
+        target_arn: &str,
+        how: WriterMove,
+    ) -> AwsResult<()> {
+        self.confirm().await?;
+        self.inner
+            .move_global_writer(region, id, target_arn, how)
+            .await
+    }
+    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
+        self.inner.replica_lag(region, source).await
+    }
+    async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
+        self.inner.hosted_zone_exists(zone).await
+    }
+    async fn health_check_healthy(&self, id: &str) -> AwsResult<bool> {
+        self.inner.health_check_healthy(id).await
+    }
+    async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>> {
+        self.inner.list_records(zone).await
+    }
+    async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
+        self.confirm().await?;
+        self.inner.change_records(zone, changes).await
+    }
+    async fn change_insync(&self, change_id: &str) -> AwsResult<bool> {
+        self.inner.change_insync(change_id).await
+    }
+    async fn image_exists(
+        &self,
+        region: &str,
+        repository: &str,
+        reference: &str,
+    ) -> AwsResult<bool> {
+        self.inner.image_exists(region, repository, reference).await
+    }
+}
+
+/// A cluster effector, refusing to scale unless leadership is confirmed first.
+pub struct LeaderClusters<C> {
+    pub inner: C,
+    pub leadership: Arc<Leadership>,
+}
+
+#[async_trait]
+impl<C: Clusters> Clusters for LeaderClusters<C> {
+    async fn workload(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+    ) -> Result<Option<WorkloadState>, ClusterError> {
+        self.inner.workload(region, w).await
+    }
+    async fn scale(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<(), ClusterError> {
+        self.leadership
+            .confirm()
+            .await
+            .map_err(ClusterError::Transient)?;
+        self.inner.scale(region, w, replicas).await
+    }
+    async fn pods(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        selector: &str,
+    ) -> Result<usize, ClusterError> {
+        self.inner.pods(region, w, selector).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn lease(holder: &str, renewed: Timestamp, seconds: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(renewed)),
+                lease_duration_seconds: Some(seconds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_lease_is_held_only_by_its_holder_and_only_until_it_expires() {
+        let t0 = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1000);
+        let at = |s: i64| t0 + SignedDuration::from_secs(s);
+        assert!(holds(&lease("a", t0, 15), "a", at(14)));
+        assert!(!holds(&lease("a", t0, 15), "a", at(15)), "expired");
+        assert!(!holds(&lease("b", t0, 15), "a", at(1)), "another holder");
+        assert!(!holds(&Lease::default(), "a", at(1)), "never held");
+    }
+}
