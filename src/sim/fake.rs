@@ -154,8 +154,9 @@ impl World {
         true
     }
 
-    fn latency(&mut self) -> Duration {
-        Duration::from_millis(self.rng.u64(0..40))
+    /// Most calls answer at once; a timer for each would dominate the simulation's cost.
+    fn latency(&mut self) -> Option<Duration> {
+        (self.rng.u8(0..4) == 0).then(|| Duration::from_millis(self.rng.u64(1..40)))
     }
 
     fn record(&mut self, op: &'static str, resource: String, applied: bool) {
@@ -262,7 +263,9 @@ impl World {
 macro_rules! effect {
     ($world:expr, $region:expr, $unreachable:expr, $transient:expr, |$w:ident| $body:expr) => {{
         let latency = lock($world).latency();
-        tokio::time::sleep(latency).await;
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+        }
         let verdict = {
             let mut guard = lock($world);
             guard.settle();
@@ -334,7 +337,7 @@ impl Aws for FakeAws {
             aws_err(AwsErrorKind::Transient),
             |w| {
                 w.check_promotion(id, &format!("PromoteReadReplica {id}"));
-                let delay = Duration::from_millis(w.rng.u64(1000..20000));
+                let delay = Duration::from_millis(w.rng.u64(1000..10000));
                 let key = (region.to_string(), id.to_string());
                 let ok = match w.rds.get_mut(&key) {
                     Some(r) if r.status == "available" && r.source.is_some() => {
@@ -427,7 +430,7 @@ impl Aws for FakeAws {
                     .unwrap_or_default()
                     .to_string();
                 w.check_promotion(&member, &format!("move writer of {id} to {member}"));
-                let delay = Duration::from_millis(w.rng.u64(1000..20000));
+                let delay = Duration::from_millis(w.rng.u64(1000..10000));
                 let ok = match w.aurora.get_mut(id) {
                     Some(a) if a.moving.is_none() && a.writer != target_arn => {
                         a.moving = Some((target_arn.to_string(), Instant::now() + delay));
@@ -736,7 +739,9 @@ pub struct FakeLease {
 impl LeaseCheck for FakeLease {
     async fn confirm(&self) -> Result<(), String> {
         let latency = lock(&self.world).latency();
-        tokio::time::sleep(latency).await;
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+        }
         if self.deposed() || lock(&self.world).lease_epoch != self.epoch {
             self.deposed.store(true, Ordering::Release);
             return Err(self.deposed_message());

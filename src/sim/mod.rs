@@ -32,6 +32,8 @@ use fake::{
     cluster_arn, lock,
 };
 
+static METRICS: std::sync::OnceLock<Arc<Metrics>> = std::sync::OnceLock::new();
+
 /// Restarts of the driver per schedule before it counts as unfinished.
 const MAX_RUNS: usize = 14;
 
@@ -171,7 +173,7 @@ impl Scenario {
             );
         }
         y += "  objectives: {rto: 5m, rpo: 30s, maxLagAge: 2m}\n";
-        y += "  timeouts: {preflight: 20s, fence: 60s, promotion: 120s, warmUp: 60s, dns: 60s}\n";
+        y += "  timeouts: {preflight: 10s, fence: 30s, promotion: 60s, warmUp: 30s, dns: 30s}\n";
         serde_yaml::from_str(&y).unwrap_or_else(|e| panic!("sim plan: {e}\n{y}"))
     }
 
@@ -196,11 +198,11 @@ impl Scenario {
 }
 
 fn draw_lag(rng: &mut fastrand::Rng) -> LagMode {
-    match rng.u8(0..10) {
-        0..=4 => LagMode::Fresh(0.0),
-        5 | 6 => LagMode::Fresh([0.5, 5.0, 40.0][rng.usize(0..3)]),
-        7 => LagMode::Negative,
-        8 => LagMode::Stale(0.0),
+    match rng.u8(0..20) {
+        0..=12 => LagMode::Fresh(0.0),
+        13..=15 => LagMode::Fresh([0.5, 5.0, 40.0][rng.usize(0..3)]),
+        16 => LagMode::Negative,
+        17 | 18 => LagMode::Stale(0.0),
         _ => LagMode::Missing,
     }
 }
@@ -338,6 +340,7 @@ struct Report {
     phase: Option<FailoverPhase>,
     violations: Vec<String>,
     runs: usize,
+    effects: u64,
 }
 
 fn terminal(status: &FailoverStatus) -> bool {
@@ -352,7 +355,7 @@ async fn simulate(seed: u64, trace: bool) -> Report {
     let plan = sc.plan();
     let shared: Shared = Arc::new(Mutex::new(world(&sc, &plan, rng.u64(..))));
     let weather = tokio::spawn(weather(shared.clone(), sc.clone(), rng.u64(..)));
-    let metrics = Arc::new(Metrics::default());
+    let metrics = METRICS.get_or_init(|| Arc::new(Metrics::default())).clone();
     if trace {
         println!("scenario: {sc:?}");
     }
@@ -486,6 +489,7 @@ async fn simulate(seed: u64, trace: bool) -> Report {
         phase: w.status.phase,
         violations: check(&sc, &w),
         runs,
+        effects: w.effects,
     }
 }
 
@@ -631,8 +635,9 @@ fn simulation() {
         }
     }
     let runs: usize = reports.iter().map(|(_, r)| r.runs).sum();
+    let effects: u64 = reports.iter().map(|(_, r)| r.effects).sum();
     println!(
-        "simulation: {} schedules, {runs} driver runs, in {:?}; end phases {phases:?}",
+        "simulation: {} schedules, {runs} driver runs, {effects} effects, in {:?}; end phases {phases:?}",
         reports.len(),
         started.elapsed()
     );
