@@ -641,6 +641,14 @@ fn simulation() {
         reports.len(),
         started.elapsed()
     );
+    // Not an invariant: a schedule may end before its failover does (restarts bounded).
+    let unfinished: Vec<u64> = reports
+        .iter()
+        .filter(|(_, r)| !r.phase.is_some_and(FailoverPhase::is_terminal))
+        .map(|(seed, _)| *seed)
+        .take(10)
+        .collect();
+    println!("unfinished (first 10): {unfinished:?}");
     for f in failed.iter().take(20) {
         println!("{f}");
     }
