@@ -3,15 +3,16 @@
 //! restarted operator resumes where the last one stopped.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::events::EventType;
 use tokio::sync::Mutex;
+// tokio's Instant is std's outside a paused runtime; the simulation pauses it.
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::api::{
@@ -22,11 +23,13 @@ use crate::api::{
 use crate::aws::{Aws, AwsError, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::conditions::{self, DesiredCondition};
-use crate::controller::{Context, FIELD_MANAGER, apply_status_at};
+use crate::controller::Context;
 use crate::engine::{
     self, Admission, DbStep, Lag, Requested, ScaleTarget, Step, poll_delay, retry_delay,
 };
-use crate::metrics::{FailoverLabels, PlanLabels, PlanStepLabels, StepLabels};
+use crate::leadership::LeaseCheck;
+use crate::metrics::{FailoverLabels, Metrics, PlanLabels, PlanStepLabels, StepLabels};
+use crate::store::{KubeStatusStore, StatusStore};
 use crate::validate::parse_duration;
 
 /// Field manager for the status fields the failover driver owns on plans.
@@ -84,12 +87,13 @@ fn now() -> Time {
 }
 
 pub struct Driver {
-    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    store: Arc<dyn StatusStore>,
+    lease: Arc<dyn LeaseCheck>,
     aws: Arc<dyn Aws>,
     clusters: Arc<dyn Clusters>,
     plan: DisasterRecoveryPlan,
     fo: Failover,
-    api: Api<Failover>,
     status: Mutex<FailoverStatus>,
     /// The Failover's resourceVersion as this driver last wrote or read it. Every status
     /// write is conditional on it, so a writer holding an older copy (a deposed leader, a
@@ -113,17 +117,35 @@ impl Driver {
         plan: DisasterRecoveryPlan,
         fo: Failover,
     ) -> Self {
-        let ns = fo.namespace().unwrap_or_default();
-        let api = Api::namespaced(ctx.client.clone(), &ns);
+        let store = Arc::new(KubeStatusStore::new(
+            ctx.clone(),
+            &fo.namespace().unwrap_or_default(),
+            &plan.namespace().unwrap_or_default(),
+        ));
+        let lease = ctx.leadership.clone();
+        Self::with_effects(ctx.metrics.clone(), store, lease, aws, clusters, plan, fo)
+    }
+
+    /// A driver on any status store and leader check (`new` uses the API server's).
+    pub fn with_effects(
+        metrics: Arc<Metrics>,
+        store: Arc<dyn StatusStore>,
+        lease: Arc<dyn LeaseCheck>,
+        aws: Arc<dyn Aws>,
+        clusters: Arc<dyn Clusters>,
+        plan: DisasterRecoveryPlan,
+        fo: Failover,
+    ) -> Self {
         let status = fo.status.clone().unwrap_or_default();
         let resource_version = fo.metadata.resource_version.clone();
         Self {
-            ctx,
+            metrics,
+            store,
+            lease,
             aws,
             clusters,
             plan,
             fo,
-            api,
             status: Mutex::new(status),
             resource_version: Mutex::new(resource_version),
             started: Instant::now(),
@@ -156,8 +178,8 @@ impl Driver {
     /// a 409 means someone else wrote: this driver stops rather than overwrite.
     async fn update(&self, change: impl FnOnce(&mut FailoverStatus)) -> Result<(), kube::Error> {
         let mut status = self.status.lock().await;
-        if self.ctx.leadership.deposed() {
-            return Err(self.ctx.leadership.deposed_error());
+        if self.lease.deposed() {
+            return Err(self.lease.deposed_error());
         }
         change(&mut status);
         status.observed_generation = self.fo.metadata.generation;
@@ -166,17 +188,13 @@ impl Driver {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match apply_status_at(
-                &self.api,
-                &name,
-                FIELD_MANAGER,
-                &*status,
-                version.as_deref(),
-            )
-            .await
+            match self
+                .store
+                .write_failover_status(&name, &status, version.as_deref())
+                .await
             {
                 Ok(written) => {
-                    *version = written.metadata.resource_version;
+                    *version = written;
                     return Ok(());
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -194,10 +212,10 @@ impl Driver {
 
     /// Publishes an Event without holding up the step (best effort).
     async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
-        let ctx = self.ctx.clone();
+        let store = self.store.clone();
         let fo = self.fo.clone();
         let (reason, action) = (reason.to_string(), action.to_string());
-        tokio::spawn(async move { ctx.publish(&fo, type_, &reason, &action, note).await });
+        tokio::spawn(async move { store.publish(&fo, type_, &reason, &action, note).await });
     }
 
     async fn step_state(&self, step: Step) -> Option<StepState> {
@@ -248,8 +266,7 @@ impl Driver {
         })
         .await?;
         if let Some(secs) = seconds {
-            self.ctx
-                .metrics
+            self.metrics
                 .step_duration
                 .get_or_create(&StepLabels { step: step.name() })
                 .observe(secs);
@@ -818,8 +835,7 @@ impl Driver {
         })
         .await?;
         let mode = format!("{:?}", self.mode());
-        self.ctx
-            .metrics
+        self.metrics
             .failovers
             .get_or_create(&FailoverLabels {
                 mode,
@@ -857,7 +873,7 @@ impl Driver {
         if self.mode() == FailoverMode::DryRun {
             return;
         }
-        let metrics = &self.ctx.metrics;
+        let metrics = &self.metrics;
         let plan = PlanLabels {
             namespace: self.plan.namespace().unwrap_or_default(),
             plan: self.plan.name_any(),
@@ -892,8 +908,6 @@ impl Driver {
     async fn mark_plan(&self, phase: FailoverPhase) -> Result<(), kube::Error> {
         let moved = phase == FailoverPhase::Succeeded && self.mode() != FailoverMode::DryRun;
         let active = moved.then(|| self.target());
-        let ns = self.plan.namespace().unwrap_or_default();
-        let plans: Api<DisasterRecoveryPlan> = Api::namespaced(self.ctx.client.clone(), &ns);
         let last = LastFailover {
             name: self.fo.name_any(),
             target_region: self.target().to_string(),
@@ -918,14 +932,16 @@ impl Driver {
             }
             _ => Vec::new(),
         };
-        let written = crate::fencing::update_failover_fields(&plans, &self.plan.name_any(), |f| {
-            f.last_failover = Some(last.clone());
-            if let Some(region) = active {
-                f.active_region = Some(region.to_string());
-            }
-            f.pending_fences = engine::fence::merge(&f.pending_fences, fences.clone());
-        })
-        .await;
+        let written = self
+            .store
+            .update_plan_fields(&self.plan.name_any(), &mut |f| {
+                f.last_failover = Some(last.clone());
+                if let Some(region) = active {
+                    f.active_region = Some(region.to_string());
+                }
+                f.pending_fences = engine::fence::merge(&f.pending_fences, fences.clone());
+            })
+            .await;
         let fields = match written {
             Ok(fields) => fields,
             // Deleted mid-flight: the failover still finishes on its snapshot, and says
@@ -943,7 +959,7 @@ impl Driver {
             Err(e) => return Err(e),
         };
         if let Some(region) = fields.active_region.as_deref() {
-            self.ctx.metrics.set_active_region(
+            self.metrics.set_active_region(
                 &self.plan.name_any(),
                 self.plan.spec.regions.iter().map(|r| r.name.as_str()),
                 region,
@@ -1299,8 +1315,7 @@ impl Driver {
             engine::lag::fresh_after(now, max_age, not_before),
         );
         if let Some(l) = lag.seconds() {
-            self.ctx
-                .metrics
+            self.metrics
                 .set_replication_lag(&self.plan.name_any(), &db.name, self.target(), l);
         }
         Ok(lag)

@@ -91,10 +91,44 @@ impl Leadership {
     }
 }
 
+/// A leader check: `Leadership` on the API server, or the simulation's fake.
+#[async_trait]
+pub trait LeaseCheck: Send + Sync {
+    /// Ok only while this process is confirmed to hold the lease.
+    async fn confirm(&self) -> Result<(), String>;
+    /// Whether a confirmation has failed (for good).
+    fn deposed(&self) -> bool;
+    fn deposed_message(&self) -> String;
+    /// The error a deposed leader's status write fails with, so nothing is written.
+    fn deposed_error(&self) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code: 409,
+            message: self.deposed_message(),
+            ..Default::default()
+        }))
+    }
+}
+
+#[async_trait]
+impl LeaseCheck for Leadership {
+    async fn confirm(&self) -> Result<(), String> {
+        Leadership::confirm(self).await
+    }
+    fn deposed(&self) -> bool {
+        Leadership::deposed(self)
+    }
+    fn deposed_message(&self) -> String {
+        Leadership::deposed_message(self)
+    }
+    fn deposed_error(&self) -> kube::Error {
+        Leadership::deposed_error(self)
+    }
+}
+
 /// The AWS effector, refusing mutating calls unless leadership is confirmed first.
 pub struct LeaderAws {
     pub inner: Arc<dyn Aws>,
-    pub leadership: Arc<Leadership>,
+    pub leadership: Arc<dyn LeaseCheck>,
 }
 
 impl LeaderAws {
@@ -174,7 +208,7 @@ impl Aws for LeaderAws {
 /// A cluster effector, refusing to scale unless leadership is confirmed first.
 pub struct LeaderClusters<C> {
     pub inner: C,
-    pub leadership: Arc<Leadership>,
+    pub leadership: Arc<dyn LeaseCheck>,
 }
 
 #[async_trait]

@@ -17,5 +17,8 @@ pub mod leader;
 pub mod leadership;
 pub mod member;
 pub mod metrics;
+#[cfg(test)]
+mod sim;
+pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -1,0 +1,757 @@
+//! In-memory effectors for the simulation: AWS, region clusters, the status store and the
+//! leader lease, all on one `World` under tokio's (paused) clock. Every call is an effect
+//! boundary where the schedule may crash the driver, inject a fault or move the lease.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use kube::runtime::events::EventType;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::api::{DatabaseState, Failover, FailoverStatus, WorkloadSpec};
+use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
+use crate::clusters::{ClusterError, Clusters, WorkloadState};
+use crate::engine::dns::{ChangeAction, RecordChange};
+use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
+use crate::fencing::FailoverFields;
+use crate::leadership::LeaseCheck;
+use crate::store::StatusStore;
+
+/// How a lag reading comes back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LagMode {
+    Fresh(f64),
+    /// RDS reports -1 when replication is not running.
+    Negative,
+    /// The newest datapoint is an hour old.
+    Stale(f64),
+    Missing,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rds {
+    pub status: String,
+    pub source: Option<String>,
+    pub promoted_at: Option<Instant>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Aurora {
+    pub writer: String,
+    pub members: Vec<String>,
+    /// The writer being moved to, and when the move completes.
+    pub moving: Option<(String, Instant)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Pod {
+    pub region: String,
+    pub workload: String,
+    pub created: Instant,
+    pub ready_at: Instant,
+    /// Set when scaled away; the pod lingers (Terminating) until then.
+    pub gone_at: Option<Instant>,
+}
+
+/// A mutating call that reached the fake, whether or not it took effect.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub at: Instant,
+    pub op: &'static str,
+    pub resource: String,
+    pub applied: bool,
+}
+
+pub struct World {
+    pub rng: fastrand::Rng,
+    pub t0: Instant,
+    /// Chance that a call fails transiently (before or after its effect).
+    pub fault_rate: f64,
+    pub effects: u64,
+    /// Crash at this effect number, before (false) or after (true) its effect.
+    pub crash_at: Option<(u64, bool)>,
+    pub crash: Arc<Notify>,
+    /// Lease lost at this effect number.
+    pub leader_change_at: Option<u64>,
+    pub leader_change: Arc<Notify>,
+    pub lease_epoch: u64,
+    /// Plan regions that do not answer (AWS or cluster), by plan and AWS region name.
+    pub lost: BTreeSet<String>,
+    pub rds: BTreeMap<(String, String), Rds>,
+    pub aurora: BTreeMap<String, Aurora>,
+    /// Lag by lag-source identifier (the target member).
+    pub lag: BTreeMap<String, LagMode>,
+    pub zones: BTreeMap<String, Vec<RecordSet>>,
+    pub changes: BTreeMap<String, Instant>,
+    pub replicas: BTreeMap<(String, String), i32>,
+    pub pods: Vec<Pod>,
+    pub status: FailoverStatus,
+    pub rv: u64,
+    pub plan_fields: FailoverFields,
+    pub log: Vec<Call>,
+    /// Per lag source, the last reading served: (known and fresh, seconds).
+    pub last_lag: BTreeMap<String, (bool, f64)>,
+    pub violations: Vec<String>,
+    /// Which lag counts as within the gate: None = anything (data loss allowed, no bound).
+    pub gate_max: Option<f64>,
+    pub db_count: usize,
+}
+
+pub type Shared = Arc<Mutex<World>>;
+
+pub fn lock(w: &Shared) -> std::sync::MutexGuard<'_, World> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a call may do after its effect.
+enum After {
+    Ok,
+    /// 5xx or a timeout: the effect happened, the caller gets an error.
+    Fail(&'static str),
+}
+
+impl World {
+    pub fn now(&self) -> Duration {
+        Instant::now() - self.t0
+    }
+
+    fn region_lost(&self, region: &str) -> bool {
+        self.lost.contains(region)
+    }
+
+    /// Counts the effect, crashes before it when scheduled, and draws a fault.
+    /// Err(Some(kind)) fails the call before its effect; Err(None) crashes.
+    fn enter(&mut self) -> Result<After, Option<&'static str>> {
+        self.effects += 1;
+        if self.leader_change_at == Some(self.effects) {
+            self.lease_epoch += 1;
+            self.leader_change.notify_one();
+        }
+        if self.crash_at == Some((self.effects, false)) {
+            self.crash.notify_one();
+            return Err(None);
+        }
+        if self.rng.f64() < self.fault_rate {
+            return match self.rng.u8(0..3) {
+                0 => Err(Some("Throttling: rate exceeded")),
+                1 => Ok(After::Fail("500 InternalFailure (applied)")),
+                _ => Ok(After::Fail("timeout (the call took effect)")),
+            };
+        }
+        Ok(After::Ok)
+    }
+
+    /// After the effect: crash when scheduled.
+    fn leave(&mut self) -> bool {
+        if self.crash_at == Some((self.effects, true)) {
+            self.crash.notify_one();
+            return false;
+        }
+        true
+    }
+
+    /// Most calls answer at once; a timer for each would dominate the simulation's cost.
+    fn latency(&mut self) -> Option<Duration> {
+        (self.rng.u8(0..4) == 0).then(|| Duration::from_millis(self.rng.u64(1..40)))
+    }
+
+    fn record(&mut self, op: &'static str, resource: String, applied: bool) {
+        let at = Instant::now();
+        self.log.push(Call {
+            at,
+            op,
+            resource,
+            applied,
+        });
+    }
+
+    fn settle(&mut self) {
+        let now = Instant::now();
+        for r in self.rds.values_mut() {
+            if r.promoted_at.is_some_and(|t| t <= now) && r.status == "modifying" {
+                r.status = "available".into();
+                r.source = None;
+            }
+        }
+        for a in self.aurora.values_mut() {
+            if let Some((to, at)) = a.moving.clone()
+                && at <= now
+            {
+                a.writer = to;
+                a.moving = None;
+            }
+        }
+    }
+
+    /// Promotion calls must follow the gates (invariants 3 and 4).
+    fn check_promotion(&mut self, lag_source: &str, what: &str) {
+        let cleared = |s: DatabaseState| s != DatabaseState::Pending && s != DatabaseState::Gated;
+        let all = self.status.databases.len() == self.db_count
+            && self.status.databases.iter().all(|d| cleared(d.state));
+        if !all {
+            let states: Vec<String> = self
+                .status
+                .databases
+                .iter()
+                .map(|d| format!("{}={:?}", d.name, d.state))
+                .collect();
+            self.violations.push(format!(
+                "4 (promotion before every gate passed): {what} at {:?} with {states:?}",
+                self.now()
+            ));
+        }
+        if let Some(max) = self.gate_max {
+            match self.last_lag.get(lag_source) {
+                Some((true, l)) if *l <= max => {}
+                other => self.violations.push(format!(
+                    "3 (promotion without known lag within {max}s): {what} at {:?}, last reading {other:?}",
+                    self.now()
+                )),
+            }
+        }
+    }
+
+    fn running(&self, region: &str, workload: &str, now: Instant) -> Vec<usize> {
+        (0..self.pods.len())
+            .filter(|&i| {
+                let p = &self.pods[i];
+                p.region == region && p.workload == workload && p.gone_at.is_none_or(|g| g > now)
+            })
+            .collect()
+    }
+
+    fn scale(&mut self, region: &str, workload: &str, replicas: i32) {
+        let now = Instant::now();
+        let key = (region.to_string(), workload.to_string());
+        let old = self.replicas.get(&key).copied().unwrap_or(0);
+        if old != replicas {
+            self.record("Scale", format!("{region}/{workload}→{replicas}"), true);
+        }
+        self.replicas.insert(key, replicas);
+        let live: Vec<usize> = (0..self.pods.len())
+            .filter(|&i| {
+                let p = &self.pods[i];
+                p.region == region && p.workload == workload && p.gone_at.is_none()
+            })
+            .collect();
+        let want = replicas.max(0) as usize;
+        if live.len() > want {
+            for &i in &live[want..] {
+                let linger = Duration::from_millis(self.rng.u64(0..4000));
+                self.pods[i].gone_at = Some(now + linger);
+            }
+        }
+        for _ in live.len()..want {
+            let start = Duration::from_millis(self.rng.u64(100..3000));
+            self.pods.push(Pod {
+                region: region.into(),
+                workload: workload.into(),
+                created: now,
+                ready_at: now + start,
+                gone_at: None,
+            });
+        }
+    }
+}
+
+/// Runs one effect: latency, then the crash/fault schedule around `$body`. A crash leaves
+/// the call hanging, and the runner drops the driver.
+macro_rules! effect {
+    ($world:expr, $region:expr, $unreachable:expr, $transient:expr, |$w:ident| $body:expr) => {{
+        let latency = lock($world).latency();
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+        }
+        let verdict = {
+            let mut guard = lock($world);
+            guard.settle();
+            match guard.enter() {
+                Err(Some(why)) => Some(Err($transient(why.to_string()))),
+                Err(None) => None,
+                Ok(after) => {
+                    let region: Option<&str> = $region;
+                    if region.is_some_and(|r| guard.region_lost(r)) {
+                        Some(Err($unreachable(format!(
+                            "region {} unreachable",
+                            region.unwrap_or_default()
+                        ))))
+                    } else {
+                        #[allow(clippy::redundant_closure_call)]
+                        let out = (|$w: &mut World| $body)(&mut *guard);
+                        if !guard.leave() {
+                            None
+                        } else {
+                            Some(match after {
+                                After::Ok => out,
+                                After::Fail(why) => out.and(Err($transient(why.to_string()))),
+                            })
+                        }
+                    }
+                }
+            }
+        };
+        match verdict {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
+    }};
+}
+
+fn aws_err(kind: AwsErrorKind) -> impl Fn(String) -> AwsError {
+    move |message| AwsError { kind, message }
+}
+
+pub struct FakeAws(pub Shared);
+
+pub fn cluster_arn(region: &str, id: &str) -> String {
+    format!("arn:aws:rds:{region}:1:cluster:{id}")
+}
+
+#[async_trait]
+impl Aws for FakeAws {
+    async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                Ok(w.rds
+                    .get(&(region.to_string(), id.to_string()))
+                    .map(|r| RdsObservation {
+                        status: r.status.clone(),
+                        source: r.source.clone(),
+                    }))
+            }
+        )
+    }
+    async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                w.check_promotion(id, &format!("PromoteReadReplica {id}"));
+                let delay = Duration::from_millis(w.rng.u64(1000..10000));
+                let key = (region.to_string(), id.to_string());
+                let ok = match w.rds.get_mut(&key) {
+                    Some(r) if r.status == "available" && r.source.is_some() => {
+                        r.status = "modifying".into();
+                        r.promoted_at = Some(Instant::now() + delay);
+                        true
+                    }
+                    _ => false,
+                };
+                w.record("PromoteReadReplica", format!("{region}/{id}"), ok);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(aws_err(AwsErrorKind::Permanent)(format!(
+                        "InvalidDBInstanceState: {id}"
+                    )))
+                }
+            }
+        )
+    }
+    async fn stop_db_instance(&self, region: &str, id: &str) -> AwsResult<()> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                w.record("StopDBInstance", format!("{region}/{id}"), true);
+                if let Some(r) = w.rds.get_mut(&(region.to_string(), id.to_string())) {
+                    r.status = "stopped".into();
+                }
+                Ok(())
+            }
+        )
+    }
+    async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                let arn = cluster_arn(region, id);
+                Ok(w.aurora
+                    .values()
+                    .any(|a| a.members.contains(&arn))
+                    .then_some(arn))
+            }
+        )
+    }
+    async fn describe_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<AuroraObservation>> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                Ok(w.aurora.get(id).map(|a| AuroraObservation {
+                    status: if a.moving.is_some() {
+                        "switching-over".into()
+                    } else {
+                        "available".into()
+                    },
+                    writer_arn: Some(a.writer.clone()),
+                    member_arns: a.members.clone(),
+                }))
+            }
+        )
+    }
+    async fn move_global_writer(
+        &self,
+        region: &str,
+        id: &str,
+        target_arn: &str,
+        _how: WriterMove,
+    ) -> AwsResult<()> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                let member = target_arn
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                w.check_promotion(&member, &format!("move writer of {id} to {member}"));
+                let delay = Duration::from_millis(w.rng.u64(1000..10000));
+                let ok = match w.aurora.get_mut(id) {
+                    Some(a) if a.moving.is_none() && a.writer != target_arn => {
+                        a.moving = Some((target_arn.to_string(), Instant::now() + delay));
+                        true
+                    }
+                    _ => false,
+                };
+                w.record("MoveGlobalWriter", id.to_string(), ok);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(aws_err(AwsErrorKind::Permanent)(format!(
+                        "InvalidGlobalClusterStateFault: {id}"
+                    )))
+                }
+            }
+        )
+    }
+    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                let id = match source {
+                    LagSource::RdsReplica { instance } => instance,
+                    LagSource::AuroraSecondary { cluster } => cluster,
+                };
+                // Wall-clock stamps: the driver judges freshness against SystemTime.
+                let now = SystemTime::now();
+                let (reading, served) = match w.lag.get(id).copied().unwrap_or(LagMode::Missing) {
+                    LagMode::Fresh(s) => (
+                        Some(LagReading {
+                            seconds: s,
+                            at: now,
+                        }),
+                        (true, s),
+                    ),
+                    LagMode::Negative => (
+                        Some(LagReading {
+                            seconds: -1.0,
+                            at: now,
+                        }),
+                        (false, -1.0),
+                    ),
+                    LagMode::Stale(s) => (
+                        Some(LagReading {
+                            seconds: s,
+                            at: now - Duration::from_secs(3600),
+                        }),
+                        (false, s),
+                    ),
+                    LagMode::Missing => (None, (false, f64::NAN)),
+                };
+                w.last_lag.insert(id.clone(), served);
+                Ok(reading)
+            }
+        )
+    }
+    async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
+        effect!(
+            &self.0,
+            None,
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| { Ok(w.zones.contains_key(zone)) }
+        )
+    }
+    async fn health_check_healthy(&self, _id: &str) -> AwsResult<bool> {
+        Ok(true)
+    }
+    async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>> {
+        effect!(
+            &self.0,
+            None,
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| { Ok(w.zones.get(zone).cloned().unwrap_or_default()) }
+        )
+    }
+    async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
+        effect!(
+            &self.0,
+            None,
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                let now = Instant::now();
+                if w.changes
+                    .iter()
+                    .any(|(id, at)| id.starts_with(zone) && *at > now)
+                {
+                    return Err(aws_err(AwsErrorKind::Transient)(
+                        "PriorRequestNotComplete".into(),
+                    ));
+                }
+                let mut records = w.zones.get(zone).cloned().unwrap_or_default();
+                let same = |a: &RecordSet, b: &RecordSet| {
+                    a.name == b.name
+                        && a.record_type == b.record_type
+                        && a.set_identifier == b.set_identifier
+                };
+                let mut refused = None;
+                if changes.len() > crate::engine::dns::MAX_BATCH_RECORDS {
+                    refused = Some("batch too large".to_string());
+                }
+                for c in changes {
+                    match c.action {
+                        ChangeAction::Upsert => {
+                            records.retain(|r| !same(r, &c.record));
+                            records.push(c.record.clone());
+                        }
+                        ChangeAction::Delete => {
+                            let before = records.len();
+                            records.retain(|r| r != &c.record);
+                            if records.len() == before {
+                                refused = Some(format!(
+                                    "delete of a record not present: {}",
+                                    c.record.name
+                                ));
+                            }
+                        }
+                    }
+                }
+                // Route 53: one PRIMARY and one SECONDARY per name and type.
+                let mut roles = BTreeSet::new();
+                for r in &records {
+                    if let Some(role) = &r.failover
+                        && !roles.insert((r.name.clone(), r.record_type.clone(), role.clone()))
+                    {
+                        refused = Some(format!("two {role} records for {}", r.name));
+                    }
+                }
+                if let Some(why) = refused {
+                    w.record("ChangeResourceRecordSets", format!("{zone} refused"), false);
+                    return Err(aws_err(AwsErrorKind::Permanent)(format!(
+                        "InvalidChangeBatch: {why}"
+                    )));
+                }
+                for c in changes {
+                    let r = &c.record;
+                    w.record(
+                        "ChangeResourceRecordSets",
+                        format!(
+                            "{zone} {:?} {} {} {:?} {:?}",
+                            c.action, r.name, r.record_type, r.set_identifier, r.values
+                        ),
+                        true,
+                    );
+                }
+                w.zones.insert(zone.to_string(), records);
+                let id = format!("{zone}-C{}", w.changes.len());
+                let insync = now + Duration::from_millis(w.rng.u64(0..5000));
+                w.changes.insert(id.clone(), insync);
+                Ok(id)
+            }
+        )
+    }
+    async fn change_insync(&self, change_id: &str) -> AwsResult<bool> {
+        effect!(
+            &self.0,
+            None,
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                Ok(w.changes
+                    .get(change_id)
+                    .is_some_and(|t| *t <= Instant::now()))
+            }
+        )
+    }
+    async fn image_exists(
+        &self,
+        _region: &str,
+        _repository: &str,
+        _reference: &str,
+    ) -> AwsResult<bool> {
+        Ok(true)
+    }
+}
+
+pub struct FakeClusters(pub Shared);
+
+#[async_trait]
+impl Clusters for FakeClusters {
+    async fn workload(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+    ) -> Result<Option<WorkloadState>, ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |world| {
+                let now = Instant::now();
+                let key = (region.to_string(), w.name.clone());
+                let Some(&replicas) = world.replicas.get(&key) else {
+                    return Ok(None);
+                };
+                let live: Vec<&Pod> = world
+                    .pods
+                    .iter()
+                    .filter(|p| p.region == region && p.workload == w.name && p.gone_at.is_none())
+                    .collect();
+                Ok(Some(WorkloadState {
+                    replicas,
+                    current_replicas: live.len() as i32,
+                    ready_replicas: live.iter().filter(|p| p.ready_at <= now).count() as i32,
+                    observed_current: true,
+                    images: Vec::new(),
+                    selector: Some(format!("app={}", w.name)),
+                }))
+            }
+        )
+    }
+    async fn scale(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<(), ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |world| {
+                world.scale(region, &w.name, replicas);
+                Ok(())
+            }
+        )
+    }
+    async fn pods(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        _selector: &str,
+    ) -> Result<usize, ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |world| { Ok(world.running(region, &w.name, Instant::now()).len()) }
+        )
+    }
+}
+
+fn api_error(code: u16, message: String) -> kube::Error {
+    kube::Error::Api(Box::new(kube::core::Status {
+        code,
+        message,
+        ..Default::default()
+    }))
+}
+
+pub struct FakeStore(pub Shared);
+
+#[async_trait]
+impl StatusStore for FakeStore {
+    async fn write_failover_status(
+        &self,
+        _name: &str,
+        status: &FailoverStatus,
+        resource_version: Option<&str>,
+    ) -> Result<Option<String>, kube::Error> {
+        let transient = |m: String| api_error(500, m);
+        effect!(&self.0, None, transient, transient, |w| {
+            if resource_version.is_some_and(|v| v != w.rv.to_string()) {
+                return Err(api_error(409, "the object has been modified".into()));
+            }
+            w.rv += 1;
+            w.status = status.clone();
+            Ok(Some(w.rv.to_string()))
+        })
+    }
+
+    async fn update_plan_fields(
+        &self,
+        _plan: &str,
+        change: &mut (dyn for<'a> FnMut(&'a mut FailoverFields) + Send),
+    ) -> Result<FailoverFields, kube::Error> {
+        let transient = |m: String| api_error(500, m);
+        effect!(&self.0, None, transient, transient, |w| {
+            let mut fields = w.plan_fields.clone();
+            change(&mut fields);
+            w.plan_fields = fields.clone();
+            Ok(fields)
+        })
+    }
+
+    async fn publish(&self, _: &Failover, _: EventType, _: &str, _: &str, _: String) {}
+}
+
+/// One leader's view of the lease: valid while the world's epoch is the one it started in.
+pub struct FakeLease {
+    pub world: Shared,
+    pub epoch: u64,
+    pub deposed: AtomicBool,
+}
+
+#[async_trait]
+impl LeaseCheck for FakeLease {
+    async fn confirm(&self) -> Result<(), String> {
+        let latency = lock(&self.world).latency();
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+        }
+        if self.deposed() || lock(&self.world).lease_epoch != self.epoch {
+            self.deposed.store(true, Ordering::Release);
+            return Err(self.deposed_message());
+        }
+        Ok(())
+    }
+    fn deposed(&self) -> bool {
+        self.deposed.load(Ordering::Acquire)
+    }
+    fn deposed_message(&self) -> String {
+        format!("leader epoch {} deposed", self.epoch)
+    }
+}
