@@ -584,6 +584,8 @@ fn run_one(seed: u64, trace: bool) -> Report {
         .enable_time()
         .start_paused(true)
         .build()
+        // Test-only (`#[cfg(test)] mod sim`): no outside data; a runtime that cannot be
+        // built means the test machine is broken, and the test should say so.
         .expect("runtime");
     rt.block_on(simulate(seed, trace))
 }
@@ -620,6 +622,7 @@ fn simulation() {
             .collect();
         handles
             .into_iter()
+            // A schedule thread panics only on a failed invariant, which must fail the test.
             .flat_map(|h| h.join().expect("sim thread"))
             .collect()
     });
