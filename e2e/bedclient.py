@@ -44,3 +44,18 @@ def wait_for(what, check, timeout=15.0, poll=0.1):
 
 def uid():
     return uuid.uuid4().hex[:8]
+
+
+def create_global_cluster(suffix):
+    """A global cluster with a writer member `east-SUFFIX` in us-east-1 and a secondary
+    `west-SUFFIX` in us-west-2; returns (global cluster id, east id, west id)."""
+    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
+    gc_id = f"gc-{suffix}"
+    east.create_global_cluster(GlobalClusterIdentifier=gc_id, Engine="aurora-postgresql",
+                               EngineVersion="15.4")
+    east.create_db_cluster(DBClusterIdentifier=f"east-{suffix}", Engine="aurora-postgresql",
+                           EngineVersion="15.4", GlobalClusterIdentifier=gc_id,
+                           MasterUsername="admin", MasterUserPassword="password123")
+    west.create_db_cluster(DBClusterIdentifier=f"west-{suffix}", Engine="aurora-postgresql",
+                           EngineVersion="15.4", GlobalClusterIdentifier=gc_id)
+    return gc_id, f"east-{suffix}", f"west-{suffix}"

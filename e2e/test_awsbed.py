@@ -16,7 +16,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-from bedclient import ENDPOINT, aws, bed, uid, wait_for  # noqa: F401
+from bedclient import ENDPOINT, aws, bed, create_global_cluster, uid, wait_for  # noqa: F401
 
 
 def calls(service, region, operation):
@@ -33,15 +33,8 @@ def clear_faults():
 
 def global_cluster(suffix):
     """A global cluster with a writer member in us-east-1 and a reader in us-west-2."""
-    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
-    gc_id = f"gc-{suffix}"
-    east.create_global_cluster(GlobalClusterIdentifier=gc_id, Engine="aurora-postgresql",
-                               EngineVersion="15.4")
-    east.create_db_cluster(DBClusterIdentifier=f"east-{suffix}", Engine="aurora-postgresql",
-                           EngineVersion="15.4", GlobalClusterIdentifier=gc_id,
-                           MasterUsername="admin", MasterUserPassword="password123")
-    west.create_db_cluster(DBClusterIdentifier=f"west-{suffix}", Engine="aurora-postgresql",
-                           EngineVersion="15.4", GlobalClusterIdentifier=gc_id)
+    gc_id, _, _ = create_global_cluster(suffix)
+    east = aws("rds", "us-east-1")
     members = east.describe_global_clusters(GlobalClusterIdentifier=gc_id)["GlobalClusters"][0]["GlobalClusterMembers"]
     arns = {("east" if "east-" in m["DBClusterArn"] else "west"): m["DBClusterArn"] for m in members}
     assert [m["IsWriter"] for m in members if m["DBClusterArn"] == arns["east"]] == [True]

@@ -325,18 +325,7 @@ def test_lag_endpoint_sets_the_steady_and_current_lag_now():
     assert row["steady_lag"] == 7 and row["lag"] == 7
 
 
-def global_cluster(suffix):
-    """A global cluster with a writer member in us-east-1 and a secondary in us-west-2."""
-    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
-    gc_id = f"gc-{suffix}"
-    east.create_global_cluster(GlobalClusterIdentifier=gc_id, Engine="aurora-postgresql",
-                               EngineVersion="15.4")
-    east.create_db_cluster(DBClusterIdentifier=f"east-{suffix}", Engine="aurora-postgresql",
-                           EngineVersion="15.4", GlobalClusterIdentifier=gc_id,
-                           MasterUsername="admin", MasterUserPassword="password123")
-    west.create_db_cluster(DBClusterIdentifier=f"west-{suffix}", Engine="aurora-postgresql",
-                           EngineVersion="15.4", GlobalClusterIdentifier=gc_id)
-    return gc_id, f"east-{suffix}", f"west-{suffix}"
+global_cluster = bedclient.create_global_cluster
 
 
 def test_aurora_secondary_lag_in_milliseconds_follows_the_writer():
