@@ -720,6 +720,26 @@ impl Drop for BedReset {
     }
 }
 
+/// Loses use1 (its API server frozen, us-east-1 unreachable at the emulator) and runs an
+/// Unplanned failover with allowDataLoss to usw2. use1's API server resumes when the
+/// returned guard is dropped.
+async fn lose_use1_and_fail_over(client: &kube::Client, ns: &str, sc: &str) -> (Frozen, Failover) {
+    let frozen = Frozen::process("apiserver-use1");
+    bed(
+        "POST",
+        "/outage",
+        serde_json::json!({"region": "us-east-1", "down": true}),
+    );
+    let fo = run_failover(
+        client,
+        ns,
+        failover("lost-use1", sc, "usw2", FailoverMode::Unplanned, true),
+        180,
+    )
+    .await;
+    (frozen, fo)
+}
+
 /// Scenario 2: Unplanned with use1's API server frozen and its AWS region unreachable: the
 /// failover completes, and the steps that need the lost region are Skipped.
 #[tokio::test]
@@ -730,19 +750,7 @@ async fn unplanned_with_source_region_lost() {
     let _reset = BedReset;
     let before = mutating_calls();
 
-    let _frozen = Frozen::process("apiserver-use1");
-    bed(
-        "POST",
-        "/outage",
-        serde_json::json!({"region": "us-east-1", "down": true}),
-    );
-    let fo = run_failover(
-        &client,
-        &ns,
-        failover("lost-use1", &sc, "usw2", FailoverMode::Unplanned, true),
-        180,
-    )
-    .await;
+    let (_frozen, fo) = lose_use1_and_fail_over(&client, &ns, &sc).await;
     let status = fo.status.clone().expect("status");
     assert_phase(&fo, FailoverPhase::Succeeded);
     for name in ["Fence", "Verify"] {
@@ -1299,19 +1307,7 @@ async fn returning_region_is_fenced() {
     let (scenario, op) = Scenario::start("sc9", &[], &["--member-timeout-seconds", "2"], 15).await;
     let (client, ns, sc) = scenario.parts();
     let _reset = BedReset;
-    let frozen = Frozen::process("apiserver-use1");
-    bed(
-        "POST",
-        "/outage",
-        serde_json::json!({"region": "us-east-1", "down": true}),
-    );
-    let fo = run_failover(
-        &client,
-        &ns,
-        failover("lost-use1", &sc, "usw2", FailoverMode::Unplanned, true),
-        180,
-    )
-    .await;
+    let (frozen, fo) = lose_use1_and_fail_over(&client, &ns, &sc).await;
     assert_phase(&fo, FailoverPhase::Succeeded);
     assert_eq!(step(&fo, "Fence").state, StepState::Skipped);
     let stop = Arc::new(AtomicBool::new(false));
