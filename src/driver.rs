@@ -906,6 +906,11 @@ impl Driver {
     /// Unplanned failover records what it could not fence in the old region in the same
     /// write that moves the active region, so no crash separates the two.
     async fn mark_plan(&self, phase: FailoverPhase) -> Result<(), kube::Error> {
+        // The plan write is not tied to the Failover's resourceVersion, so a deposed leader
+        // is stopped here as its status writes are.
+        if self.lease.deposed() {
+            return Err(self.lease.deposed_error());
+        }
         let moved = phase == FailoverPhase::Succeeded && self.mode() != FailoverMode::DryRun;
         let active = moved.then(|| self.target());
         let last = LastFailover {

@@ -50,8 +50,8 @@ impl Leadership {
         }
     }
 
-    /// Confirms on the API server that this process holds the Lease. An unreadable Lease
-    /// is not a confirmation: the call waits; a Lease held by another (or expired) deposes
+    /// Confirms on the API server that this process holds the Lease. An unreadable or
+    /// overdue Lease is not a confirmation: the call waits; a Lease held by another deposes
     /// this process for good.
     pub async fn confirm(&self) -> Result<(), String> {
         if self.deposed() {
@@ -63,11 +63,22 @@ impl Leadership {
             .await
             .map_err(|e| format!("cannot confirm the leader Lease {}: {e}", self.name))?;
         if holds(&lease, &self.identity, Timestamp::now()) {
-            Ok(())
-        } else {
-            self.deposed.store(true, Ordering::Release);
-            Err(self.deposed_message())
+            return Ok(());
         }
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref());
+        if holder == Some(self.identity.as_str()) {
+            // Still ours but not renewed in time: a renewal may yet come, and nobody else
+            // holds it. Not confirmed, so no call now; deposed only once another holds it.
+            return Err(format!(
+                "the leader Lease {} has not been renewed in time; waiting for its renewal",
+                self.name
+            ));
+        }
+        self.deposed.store(true, Ordering::Release);
+        Err(self.deposed_message())
     }
 
     pub fn deposed(&self) -> bool {
