@@ -1,7 +1,7 @@
 //! Controller glue: watches plans and failovers, validates, and writes status.
 //! Decisions live in `validate` and `conditions`; this module only does I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -26,7 +26,8 @@ use crate::aws::Aws;
 use crate::clusters::KubeClusters;
 use crate::conditions::{self, DesiredCondition};
 use crate::config::Config;
-use crate::driver::{Driver, Outcome};
+use crate::engine::machine::EffectResult;
+use crate::runner::Runner;
 use crate::engine::Lag;
 use crate::error::{Error, Result};
 use crate::http::Readiness;
@@ -45,6 +46,10 @@ pub struct Context {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// What the last pass of each Failover (by uid) got back from its calls, with the
+    /// resourceVersion that pass left. The next pass uses them only if nothing else wrote
+    /// since; after a restart they are gone, and that pass observes before it acts.
+    pub pass_results: std::sync::Mutex<HashMap<String, (Option<String>, Vec<EffectResult>)>>,
 }
 
 impl Context {
@@ -70,6 +75,7 @@ impl Context {
             config,
             metrics,
             recorder,
+            pass_results: Default::default(),
         }
     }
 
@@ -568,7 +574,13 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         .await?;
         return Ok(Action::requeue(ctx.config.plan_resync));
     };
-    let siblings = api.list(&Default::default()).await?.items;
+    // Only admission looks at the other Failovers.
+    let running = fo.status.as_ref().and_then(|s| s.phase) == Some(FailoverPhase::Running);
+    let siblings = if running {
+        Vec::new()
+    } else {
+        api.list(&Default::default()).await?.items
+    };
     let clusters = Arc::new(LeaderClusters {
         inner: KubeClusters::new(
             ctx.client.clone(),
@@ -578,11 +590,26 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         ),
         leadership: ctx.leadership.clone(),
     });
-    let driver = Driver::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo.clone());
-    match driver.run(&siblings).await? {
-        Outcome::Done => Ok(Action::await_change()),
-        Outcome::RetryLater(_) => Ok(Action::requeue(ctx.config.retry_after_promotion)),
+    let uid = fo.uid().unwrap_or_default();
+    let version = fo.metadata.resource_version.clone();
+    let results = match ctx.pass_results.lock() {
+        Ok(mut kept) => match kept.remove(&uid) {
+            Some((at, results)) if at == version => results,
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
+    let pass = runner.pass(siblings, results).await?;
+    if !pass.results.is_empty()
+        && let Ok(mut kept) = ctx.pass_results.lock()
+    {
+        kept.insert(uid, (pass.resource_version, pass.results));
     }
+    Ok(match pass.requeue {
+        None => Action::await_change(),
+        Some(after) => Action::requeue(after),
+    })
 }
 
 /// Sets `Valid=False` with `reason` on a failover the driver cannot run, with a Warning

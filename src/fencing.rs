@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::clusters::{ClusterError, Clusters, KubeClusters};
 use crate::controller::Context;
-use crate::driver::FAILOVER_FIELD_MANAGER;
+use crate::runner::FAILOVER_FIELD_MANAGER;
 use crate::engine::fence::{FenceStep, Observed, next_step};
 use crate::leadership::LeaderClusters;
 

@@ -8,7 +8,6 @@ pub mod clusters;
 pub mod conditions;
 pub mod config;
 pub mod controller;
-pub mod driver;
 pub mod engine;
 pub mod error;
 pub mod fencing;
@@ -17,6 +16,7 @@ pub mod leader;
 pub mod leadership;
 pub mod member;
 pub mod metrics;
+pub mod runner;
 #[cfg(test)]
 mod sim;
 pub mod store;

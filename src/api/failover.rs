@@ -177,6 +177,10 @@ pub struct FailoverStatus {
     /// What the failover does (DryRun) or did, in order.
     #[serde(default)]
     pub planned_actions: Vec<String>,
+    /// Writers and singletons ("namespace/name") an Unplanned Fence step could not scale
+    /// to 0; they become pending fences on the plan when the failover succeeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfenced_workloads: Vec<String>,
 }
 
 /// How far a database's promotion got. Requesting is written before the call, so a

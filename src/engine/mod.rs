@@ -13,6 +13,7 @@ use crate::validate::{self, parse_timeout};
 pub mod dns;
 pub mod fence;
 pub mod lag;
+pub mod machine;
 pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
 pub use lag::{Lag, LagReading};
 

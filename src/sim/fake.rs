@@ -119,6 +119,11 @@ impl World {
         Instant::now() - self.t0
     }
 
+    /// The virtual wall clock: a fixed origin plus virtual time elapsed.
+    pub fn wall(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + self.now()
+    }
+
     fn region_lost(&self, region: &str) -> bool {
         self.lost.contains(region)
     }
@@ -460,8 +465,8 @@ impl Aws for FakeAws {
                     LagSource::RdsReplica { instance } => instance,
                     LagSource::AuroraSecondary { cluster } => cluster,
                 };
-                // Wall-clock stamps: the driver judges freshness against SystemTime.
-                let now = SystemTime::now();
+                // Stamped on the simulation's wall clock, which the runner judges against.
+                let now = w.wall();
                 let (reading, served) = match w.lag.get(id).copied().unwrap_or(LagMode::Missing) {
                     LagMode::Fresh(s) => (
                         Some(LagReading {

@@ -11,7 +11,7 @@ mod fake;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -22,7 +22,7 @@ use crate::api::{
     DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverMode, FailoverPhase,
     FailoverSpec, FailoverStatus,
 };
-use crate::driver::{Driver, Outcome};
+use crate::runner::{Clock, Runner};
 use crate::engine::dns::{ChangeAction, zone_changes};
 use crate::fencing::FailoverFields;
 use crate::leadership::{LeaderAws, LeaderClusters};
@@ -347,6 +347,80 @@ fn terminal(status: &FailoverStatus) -> bool {
     status.phase.is_some_and(FailoverPhase::is_terminal)
 }
 
+/// Virtual wall-clock time: a fixed origin plus the paused tokio clock's progress.
+struct SimClock(Shared);
+
+impl Clock for SimClock {
+    fn now(&self) -> SystemTime {
+        lock(&self.0).wall()
+    }
+}
+
+/// How long a step failed after promotion waits before it runs again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// One operator process: passes of the real runner until the failover ends, the process
+/// crashes, or a write fails (as reconcile_failover returns the error and is requeued).
+struct Process {
+    shared: Shared,
+    sc: Scenario,
+    plan: DisasterRecoveryPlan,
+    metrics: Arc<Metrics>,
+    lease: Arc<FakeLease>,
+}
+
+impl Process {
+    async fn run(self) -> Result<(), kube::Error> {
+        // Results live in this process's memory only: a crash loses them.
+        let mut results = Vec::new();
+        loop {
+            let (status, rv, fields) = {
+                let w = lock(&self.shared);
+                (w.status.clone(), w.rv, w.plan_fields.clone())
+            };
+            // As reconcile_failover does: a fresh read, and the admitted plan snapshot.
+            let mut fo = self.sc.failover();
+            fo.metadata.resource_version = Some(rv.to_string());
+            fo.status = Some(status.clone());
+            let mut p = self.plan.clone();
+            if let Some(s) = &status.plan_snapshot {
+                p.spec = s.spec.clone();
+            }
+            p.status = Some(DisasterRecoveryPlanStatus {
+                active_region: fields.active_region.clone(),
+                last_failover: fields.last_failover.clone(),
+                pending_fences: fields.pending_fences.clone(),
+                ..Default::default()
+            });
+            let aws = Arc::new(LeaderAws {
+                inner: Arc::new(FakeAws(self.shared.clone())),
+                leadership: self.lease.clone(),
+            });
+            let clusters = Arc::new(LeaderClusters {
+                inner: FakeClusters(self.shared.clone()),
+                leadership: self.lease.clone(),
+            });
+            let runner = Runner::with_effects(
+                self.metrics.clone(),
+                Arc::new(FakeStore(self.shared.clone())),
+                self.lease.clone(),
+                aws,
+                clusters,
+                Arc::new(SimClock(self.shared.clone())),
+                p,
+                fo,
+                RETRY_AFTER,
+            );
+            let pass = runner.pass(Vec::new(), std::mem::take(&mut results)).await?;
+            let Some(after) = pass.requeue else {
+                return Ok(());
+            };
+            results = pass.results;
+            tokio::time::sleep(after).await;
+        }
+    }
+}
+
 async fn simulate(seed: u64, trace: bool) -> Report {
     // The driver's retry jitter uses the thread's fastrand generator.
     fastrand::seed(seed);
@@ -362,7 +436,7 @@ async fn simulate(seed: u64, trace: bool) -> Report {
     let mut deposed = Vec::new();
     let mut runs = 0;
     while runs < MAX_RUNS {
-        let (status, rv, fields, epoch, crash, leader) = {
+        let (epoch, crash, leader) = {
             let mut w = lock(&shared);
             if terminal(&w.status) {
                 break;
@@ -378,60 +452,25 @@ async fn simulate(seed: u64, trace: bool) -> Report {
             }
             w.crash = Arc::new(Notify::new());
             w.leader_change = Arc::new(Notify::new());
-            (
-                w.status.clone(),
-                w.rv,
-                w.plan_fields.clone(),
-                w.lease_epoch,
-                w.crash.clone(),
-                w.leader_change.clone(),
-            )
+            (w.lease_epoch, w.crash.clone(), w.leader_change.clone())
         };
         runs += 1;
-        // As reconcile_failover does: a fresh read, and the admitted plan snapshot.
-        let mut fo = sc.failover();
-        fo.metadata.resource_version = Some(rv.to_string());
-        fo.status = Some(status.clone());
-        let mut p = plan.clone();
-        if let Some(s) = &status.plan_snapshot {
-            p.spec = s.spec.clone();
-        }
-        p.status = Some(DisasterRecoveryPlanStatus {
-            active_region: fields.active_region.clone(),
-            last_failover: fields.last_failover.clone(),
-            pending_fences: fields.pending_fences.clone(),
-            ..Default::default()
-        });
         let lease = Arc::new(FakeLease {
             world: shared.clone(),
             epoch,
             deposed: AtomicBool::new(false),
         });
-        let aws = Arc::new(LeaderAws {
-            inner: Arc::new(FakeAws(shared.clone())),
-            leadership: lease.clone(),
-        });
-        let clusters = Arc::new(LeaderClusters {
-            inner: FakeClusters(shared.clone()),
-            leadership: lease.clone(),
-        });
-        let driver = Driver::with_effects(
-            metrics.clone(),
-            Arc::new(FakeStore(shared.clone())),
+        let process = Process {
+            shared: shared.clone(),
+            sc: sc.clone(),
+            plan: plan.clone(),
+            metrics: metrics.clone(),
             lease,
-            aws,
-            clusters,
-            p,
-            fo,
-        );
-        let mut run = tokio::spawn(async move { driver.run(&[]).await });
+        };
+        let mut run = tokio::spawn(async move { process.run().await });
         let result = tokio::select! {
             r = &mut run => match r {
-                Ok(Ok(Outcome::Done)) => "done".to_string(),
-                Ok(Ok(Outcome::RetryLater(m))) => {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    format!("retry later: {m}")
-                }
+                Ok(Ok(())) => "done".to_string(),
                 Ok(Err(e)) => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     format!("error: {e}")

@@ -1,0 +1,1799 @@
+//! The failover state machine: one pure function from (plan snapshot, failover status,
+//! observations, now) to (new status, effects, when to look again). No I/O, no clock.
+//!
+//! `crate::runner` drives it: each pass observes what [`wants`] asks for, calls [`decide`],
+//! writes the new status once (the intent), performs the effects, and comes back after the
+//! requeue delay. The outcome of those effects reaches the next pass as
+//! [`World::results`]; after a crash it is lost, and the next pass observes AWS and the
+//! clusters before anything is sent again.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{
+    DataLossEstimate, DatabaseLag, DatabaseProgress, DatabaseState, DisasterRecoveryPlan,
+    DisasterRecoveryPlanSpec, DnsChange, Failover, FailoverMode, FailoverPhase, FailoverStatus,
+    FailoverTimings, PendingFence, PlanSnapshot, StepState, StepStatus,
+};
+use crate::clusters::WorkloadState;
+use crate::conditions::{self, DesiredCondition};
+use crate::engine::dns::{RecordChange, RecordSet};
+use crate::engine::lag::{self, Lag, LagReading};
+use crate::engine::{
+    self, Admission, AuroraObservation, DbStep, RdsObservation, Requested, ScaleTarget, Step,
+    fence, poll_delay, retry_delay, step_timeout,
+};
+use crate::validate::parse_duration;
+
+// ---- The step graph ---------------------------------------------------------------------
+
+/// What a step's failure does to the failover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The failover is refused; nothing was done.
+    Reject,
+    /// The failover ends Failed; nothing was changed yet.
+    Fail,
+    /// Before any database is promoted, a Planned failover rolls back and an Unplanned one
+    /// fails. After a promotion there is no way back: the step is retried.
+    RollBackOrRetry,
+    /// Past the point of no return: record the failure, wait, run the step again.
+    Retry,
+}
+
+/// What a step does when the region being left does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OldRegionDown {
+    /// The step does not touch the old region.
+    NotUsed,
+    /// Wait for it until the step's deadline.
+    Wait,
+    /// Unplanned: skip what cannot be reached (recorded as pending fences); Planned: wait.
+    SkipIfUnplanned,
+}
+
+/// One row of the step table.
+#[derive(Clone, Copy, Debug)]
+pub struct StepRule {
+    pub step: Step,
+    /// Steps that must have succeeded (or been skipped) first. Steps whose prerequisites
+    /// are all met run in parallel.
+    pub after: &'static [Step],
+    /// Whether a DryRun runs it.
+    pub dry_run: bool,
+    pub on_failure: OnFailure,
+    pub old_region_down: OldRegionDown,
+}
+
+/// The failover, as data. WarmUp and PromoteDatabases both follow Fence, so they run in
+/// parallel; the first database promotion is the point of no return.
+pub const STEPS: [StepRule; 8] = [
+    StepRule {
+        step: Step::Admission,
+        after: &[],
+        dry_run: true,
+        on_failure: OnFailure::Reject,
+        old_region_down: OldRegionDown::NotUsed,
+    },
+    StepRule {
+        step: Step::Preflight,
+        after: &[Step::Admission],
+        dry_run: true,
+        on_failure: OnFailure::Fail,
+        old_region_down: OldRegionDown::Wait,
+    },
+    StepRule {
+        step: Step::Fence,
+        after: &[Step::Preflight],
+        dry_run: false,
+        on_failure: OnFailure::RollBackOrRetry,
+        old_region_down: OldRegionDown::SkipIfUnplanned,
+    },
+    StepRule {
+        step: Step::WarmUp,
+        after: &[Step::Fence],
+        dry_run: false,
+        on_failure: OnFailure::RollBackOrRetry,
+        old_region_down: OldRegionDown::NotUsed,
+    },
+    StepRule {
+        step: Step::PromoteDatabases,
+        after: &[Step::Fence],
+        dry_run: false,
+        on_failure: OnFailure::RollBackOrRetry,
+        old_region_down: OldRegionDown::NotUsed,
+    },
+    StepRule {
+        step: Step::SwitchDns,
+        after: &[Step::WarmUp, Step::PromoteDatabases],
+        dry_run: false,
+        on_failure: OnFailure::Retry,
+        old_region_down: OldRegionDown::NotUsed,
+    },
+    StepRule {
+        step: Step::Verify,
+        after: &[Step::SwitchDns],
+        dry_run: false,
+        on_failure: OnFailure::Retry,
+        old_region_down: OldRegionDown::SkipIfUnplanned,
+    },
+    StepRule {
+        step: Step::Complete,
+        after: &[Step::Verify],
+        dry_run: false,
+        on_failure: OnFailure::Retry,
+        old_region_down: OldRegionDown::NotUsed,
+    },
+];
+
+/// The rule of `step`.
+pub fn rule(step: Step) -> &'static StepRule {
+    STEPS
+        .iter()
+        .find(|r| r.step == step)
+        .unwrap_or(&STEPS[STEPS.len() - 1])
+}
+
+/// A rollback must finish within this, counted from the failure that started it.
+pub const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an Unplanned Verify waits on the old region before skipping it.
+const OLD_REGION_GRACE: Duration = Duration::from_secs(10);
+
+/// Route 53 allows 5 requests a second per account: a zone is polled at most 4 times.
+const DNS_POLL_MIN: Duration = Duration::from_millis(250);
+
+// ---- Observations -----------------------------------------------------------------------
+
+/// Why an observation or a call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// No answer: the region may be down.
+    Unreachable,
+    /// Throttled, 5xx, timed out: ask again later.
+    Transient,
+    /// The thing asked about does not exist.
+    NotFound,
+    /// Refused for good; the message says why.
+    Permanent,
+}
+
+/// A failed observation or call, with what AWS or Kubernetes said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub fault: Fault,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(fault: Fault, message: impl Into<String>) -> Self {
+        Self {
+            fault,
+            message: message.into(),
+        }
+    }
+
+    /// Whether asking again later may give another answer.
+    pub fn passes(&self) -> bool {
+        matches!(self.fault, Fault::Unreachable | Fault::Transient)
+    }
+}
+
+pub type Seen<T> = Result<T, Problem>;
+
+/// A workload as observed in one region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadSeen {
+    /// None when it does not exist there.
+    pub state: Option<WorkloadState>,
+    /// For a writer or singleton scaled down: the pods its selector still matches,
+    /// Terminating ones included. None when not counted.
+    pub pods: Option<Seen<usize>>,
+}
+
+/// A database's target member as observed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DbSeen {
+    Rds(Option<RdsObservation>),
+    Aurora {
+        global: Option<AuroraObservation>,
+        /// The target member cluster's ARN; None when it does not exist.
+        target_arn: Option<String>,
+    },
+}
+
+/// What the read-only preflight probes found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PreflightSeen {
+    /// Failed checks.
+    pub problems: Vec<String>,
+    /// Checks that could not be made this time (throttled, unreachable).
+    pub unanswered: Vec<String>,
+}
+
+/// Everything one pass observed, plus the outcome of the previous pass's effects.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// The other Failovers of the namespace (before admission only).
+    pub siblings: Vec<Failover>,
+    pub preflight: Option<PreflightSeen>,
+    /// By (region, workload index).
+    pub workloads: HashMap<(String, usize), Seen<WorkloadSeen>>,
+    /// By database name: the newest lag datapoint into the target region.
+    pub lags: HashMap<String, Seen<Option<LagReading>>>,
+    /// By database name.
+    pub databases: HashMap<String, Seen<DbSeen>>,
+    /// By hosted zone id: its record sets.
+    pub zones: HashMap<String, Seen<Vec<RecordSet>>>,
+    /// By change id: whether it is INSYNC.
+    pub changes: HashMap<String, Seen<bool>>,
+    /// What the previous pass's effects returned (lost on a crash).
+    pub results: Vec<EffectResult>,
+}
+
+/// What a pass should observe.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Wants {
+    pub siblings: bool,
+    pub preflight: bool,
+    pub workloads: Vec<ScaleTarget>,
+    pub lags: Vec<String>,
+    pub databases: Vec<String>,
+    pub zones: Vec<String>,
+    pub changes: Vec<String>,
+}
+
+// ---- Effects --------------------------------------------------------------------------------
+
+/// A mutating call. Each is made once; its outcome is unknown until the next pass.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    Scale { target: ScaleTarget, step: Step },
+    /// PromoteReadReplica, or for Aurora a switchover (Planned) or a failover allowing data
+    /// loss (Unplanned) to `target_arn`.
+    Promote {
+        database: String,
+        target_arn: Option<String>,
+    },
+    ChangeRecords {
+        zone: String,
+        batch: u32,
+        changes: Vec<RecordChange>,
+    },
+}
+
+/// The answer to an effect.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EffectResult {
+    Scaled {
+        target: ScaleTarget,
+        step: Step,
+        outcome: Seen<()>,
+    },
+    Promoted {
+        database: String,
+        outcome: Seen<()>,
+    },
+    /// The change id Route 53 gave the batch.
+    ChangedRecords {
+        zone: String,
+        batch: u32,
+        outcome: Seen<String>,
+    },
+}
+
+// ---- Decisions ------------------------------------------------------------------------------
+
+/// A Kubernetes Event to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: String,
+    pub action: String,
+    pub message: String,
+}
+
+/// What to record on the plan, before the Failover's own status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanMark {
+    pub phase: FailoverPhase,
+    /// The new active region, when the failover moved it.
+    pub active_region: Option<String>,
+    /// What an Unplanned failover could not fence in the old region.
+    pub fences: Vec<PendingFence>,
+}
+
+/// A failover that reached a terminal phase in this pass, for the metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub phase: FailoverPhase,
+    pub total_seconds: Option<f64>,
+    pub step_seconds: Vec<(String, f64)>,
+    /// The largest known lag at promotion; NaN when some was unknown.
+    pub data_loss: Option<f64>,
+}
+
+/// The outcome of one decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The status to write (the same as before when nothing changed).
+    pub status: FailoverStatus,
+    /// Calls to make after the status is written.
+    pub effects: Vec<Effect>,
+    /// When to look again; None when the failover is over.
+    pub requeue: Option<Duration>,
+    pub plan: Option<PlanMark>,
+    pub events: Vec<Note>,
+    /// Steps finished in this pass, with their durations.
+    pub finished_steps: Vec<(Step, f64)>,
+    pub finished: Option<Finished>,
+}
+
+/// Everything a decision depends on.
+pub struct Input<'a> {
+    /// The plan: its spec is the admitted snapshot once the failover runs.
+    pub plan: &'a DisasterRecoveryPlan,
+    pub failover: &'a Failover,
+    pub world: &'a World,
+    pub now: SystemTime,
+    /// The pause before a step that failed after promotion runs again.
+    pub retry_after: Duration,
+    /// In [0, 1), for backoff jitter.
+    pub jitter: f64,
+}
+
+fn stamp(t: SystemTime) -> Time {
+    Time(Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+fn since(now: SystemTime, t: &Time) -> Duration {
+    now.duration_since(SystemTime::from(t.0))
+        .unwrap_or_default()
+}
+
+fn done(state: Option<StepState>) -> bool {
+    matches!(state, Some(StepState::Succeeded | StepState::Skipped))
+}
+
+fn step_of(status: &FailoverStatus, step: Step) -> Option<&StepStatus> {
+    status.steps.iter().find(|s| s.name == step.name())
+}
+
+fn state_of(status: &FailoverStatus, step: Step) -> Option<StepState> {
+    step_of(status, step).map(|s| s.state)
+}
+
+fn any_promoted(status: &FailoverStatus) -> bool {
+    status
+        .databases
+        .iter()
+        .any(|d| Requested::from(d.state) != Requested::No)
+}
+
+fn workload_name(spec: &DisasterRecoveryPlanSpec, t: &ScaleTarget) -> String {
+    spec.workloads
+        .get(t.workload)
+        .map(|w| format!("{}/{}", w.namespace, w.name))
+        .unwrap_or_else(|| format!("workload #{}", t.workload))
+}
+
+/// The steps of this mode, in table order.
+fn rules_for(mode: FailoverMode) -> impl Iterator<Item = &'static StepRule> {
+    STEPS
+        .iter()
+        .filter(move |r| mode != FailoverMode::DryRun || r.dry_run)
+}
+
+// ---- What to observe ------------------------------------------------------------------------
+
+/// What the next pass must observe for `decide` to make progress.
+pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
+    let status = fo.status.clone().unwrap_or_default();
+    let mut w = Wants::default();
+    match status.phase {
+        Some(p) if p.is_terminal() => return w,
+        Some(FailoverPhase::Running) => {}
+        _ => {
+            w.siblings = true;
+            return w;
+        }
+    }
+    let target = fo.spec.target_region.as_str();
+    let source = status.source_region.clone().unwrap_or_default();
+    if status.rolling_back.is_some() {
+        if state_of(&status, Step::WarmUp).is_some_and(|s| s != StepState::Pending) {
+            w.workloads.extend(engine::standby_targets(spec, target));
+        }
+        w.workloads.extend(engine::unfence_targets(spec, &source));
+        return w;
+    }
+    for step in runnable(&status, fo.spec.mode) {
+        match step {
+            Step::Preflight => w.preflight = true,
+            Step::Fence => {
+                w.workloads.extend(engine::fence_targets(spec, &source));
+                if fo.spec.mode == FailoverMode::Planned && status.fenced_at.is_some() {
+                    w.lags.extend(spec.databases.iter().map(|d| d.name.clone()));
+                }
+            }
+            Step::WarmUp => w.workloads.extend(engine::warmup_targets(spec, target)),
+            Step::PromoteDatabases => {
+                for db in &spec.databases {
+                    let state = status
+                        .databases
+                        .iter()
+                        .find(|d| d.name == db.name)
+                        .map(|d| d.state)
+                        .unwrap_or_default();
+                    if state == DatabaseState::Pending {
+                        w.lags.push(db.name.clone());
+                    }
+                    if state != DatabaseState::Promoted {
+                        w.databases.push(db.name.clone());
+                    }
+                }
+            }
+            Step::SwitchDns => {
+                for zone in &spec.dns {
+                    match pending_change(&status, &zone.hosted_zone_id) {
+                        Some(id) => w.changes.push(id),
+                        None => w.zones.push(zone.hosted_zone_id.clone()),
+                    }
+                }
+            }
+            Step::Verify => {
+                w.workloads.extend(engine::warmup_targets(spec, target));
+                w.workloads.extend(engine::standby_targets(spec, &source));
+            }
+            Step::Admission | Step::Complete => {}
+        }
+    }
+    w
+}
+
+/// Steps that are not done and whose prerequisites are.
+fn runnable(status: &FailoverStatus, mode: FailoverMode) -> Vec<Step> {
+    rules_for(mode)
+        .filter(|r| r.step != Step::Admission)
+        .filter(|r| !done(state_of(status, r.step)))
+        .filter(|r| r.after.iter().all(|a| done(state_of(status, *a))))
+        .map(|r| r.step)
+        .collect()
+}
+
+/// The last batch of a zone that Route 53 accepted but that is not INSYNC yet.
+fn pending_change(status: &FailoverStatus, zone: &str) -> Option<String> {
+    let last = status
+        .dns_changes
+        .iter()
+        .rfind(|c| c.hosted_zone_id == zone)?;
+    match (&last.change_id, last.status.as_deref()) {
+        (Some(id), Some("PENDING")) => Some(id.clone()),
+        _ => None,
+    }
+}
+
+// ---- Deciding -------------------------------------------------------------------------------
+
+/// How a step's pass ended.
+enum StepOutcome {
+    /// Not done: look again after this long.
+    Wait(Duration),
+    Done(StepState, String),
+    Failed(String),
+}
+
+/// Progress of a set of scale targets in one pass.
+#[derive(Default)]
+struct Converge {
+    /// Not there yet, with why.
+    waiting: Vec<String>,
+    /// The region did not answer (workload indexes, with why).
+    unreachable: Vec<(usize, String)>,
+    /// Missing workloads or refusals.
+    failed: Vec<String>,
+    /// Targets reached.
+    reached: Vec<usize>,
+}
+
+struct Machine<'a> {
+    input: &'a Input<'a>,
+    spec: &'a DisasterRecoveryPlanSpec,
+    status: FailoverStatus,
+    effects: Vec<Effect>,
+    events: Vec<Note>,
+    plan: Option<PlanMark>,
+    finished_steps: Vec<(Step, f64)>,
+    finished: Option<Finished>,
+    /// The shortest wait asked for by any step; zero when something moved.
+    requeue: Option<Duration>,
+    /// Step failures reported by the previous pass's effects.
+    refused: HashMap<Step, Vec<String>>,
+    /// A transient error: wait longer before looking again.
+    backoff: bool,
+    /// Databases and zones whose last call has an unknown outcome: nothing is sent to
+    /// them in this pass, so a throttled or timed-out call is not resent at once.
+    unconfirmed: Vec<String>,
+}
+
+/// The pure entry point: decides what this failover does next.
+pub fn decide(input: &Input) -> Decision {
+    let status = input.failover.status.clone().unwrap_or_default();
+    let mut m = Machine {
+        input,
+        spec: &input.plan.spec,
+        status,
+        effects: Vec::new(),
+        events: Vec::new(),
+        plan: None,
+        finished_steps: Vec::new(),
+        finished: None,
+        requeue: None,
+        refused: HashMap::new(),
+        backoff: false,
+        unconfirmed: Vec::new(),
+    };
+    match m.status.phase {
+        Some(p) if p.is_terminal() => {}
+        Some(FailoverPhase::Running) => m.run(),
+        _ => m.admit(),
+    }
+    let mut requeue = m.requeue;
+    if m.backoff {
+        let pause = retry_delay(2, input.jitter);
+        requeue = requeue.map(|r| r.max(pause));
+    }
+    if !m.effects.is_empty() {
+        // The answers are folded into status on the next pass, which comes at once.
+        requeue = requeue.map(|r| r.min(Duration::ZERO));
+    }
+    if m.status.phase.is_some_and(FailoverPhase::is_terminal) {
+        requeue = None;
+    } else if requeue.is_none() {
+        requeue = Some(Duration::from_secs(1));
+    }
+    Decision {
+        status: m.status,
+        effects: m.effects,
+        requeue,
+        plan: m.plan,
+        events: m.events,
+        finished_steps: m.finished_steps,
+        finished: m.finished,
+    }
+}
+
+impl Machine<'_> {
+    fn mode(&self) -> FailoverMode {
+        self.input.failover.spec.mode
+    }
+
+    fn target(&self) -> &str {
+        &self.input.failover.spec.target_region
+    }
+
+    fn source(&self) -> String {
+        self.status.source_region.clone().unwrap_or_default()
+    }
+
+    fn now(&self) -> SystemTime {
+        self.input.now
+    }
+
+    fn wait(&mut self, d: Duration) {
+        self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
+    }
+
+    fn note(&mut self, warning: bool, reason: &str, action: &str, message: String) {
+        self.events.push(Note {
+            warning,
+            reason: reason.into(),
+            action: action.into(),
+            message,
+        });
+    }
+
+    fn condition(&mut self, reason: &'static str, message: String) {
+        self.status.conditions = conditions::upsert(
+            &self.status.conditions,
+            DesiredCondition {
+                type_: "Progressing",
+                status: false,
+                reason,
+                message,
+            },
+            self.input.failover.metadata.generation,
+            stamp(self.now()).0,
+        );
+    }
+
+    fn step_mut(&mut self, step: Step) -> Option<&mut StepStatus> {
+        self.status.steps.iter_mut().find(|s| s.name == step.name())
+    }
+
+    fn start_step(&mut self, step: Step) {
+        let now = stamp(self.now());
+        self.status.current_step = Some(step.name().into());
+        if let Some(st) = self.step_mut(step) {
+            st.started_at = Some(now);
+            st.state = StepState::Running;
+            st.finished_at = None;
+        }
+    }
+
+    fn finish_step(&mut self, step: Step, state: StepState, message: String) {
+        let now = self.now();
+        let mut seconds = None;
+        if let Some(st) = self.step_mut(step) {
+            seconds = st.started_at.as_ref().map(|s| since(now, s).as_secs_f64());
+            st.state = state;
+            st.duration_seconds = seconds;
+            st.finished_at = Some(stamp(now));
+            st.message = Some(message.clone());
+        }
+        if let Some(s) = seconds {
+            self.finished_steps.push((step, s));
+        }
+        let reason = match state {
+            StepState::Succeeded => "StepSucceeded",
+            StepState::Skipped => "StepSkipped",
+            _ => "StepFailed",
+        };
+        self.note(
+            state != StepState::Succeeded,
+            reason,
+            step.name(),
+            format!("{}: {message}", step.name()),
+        );
+        self.wait(Duration::ZERO);
+    }
+
+    /// A transient answer: counts as an attempt of `step`, and the next look waits longer.
+    fn transient(&mut self, step: Step) {
+        self.backoff = true;
+        self.attempt(step);
+    }
+
+    fn attempt(&mut self, step: Step) {
+        if let Some(st) = self.step_mut(step) {
+            st.attempts += 1;
+        }
+    }
+
+    fn waited(&self, step: Step) -> Duration {
+        step_of(&self.status, step)
+            .and_then(|s| s.started_at.as_ref())
+            .map(|t| since(self.now(), t))
+            .unwrap_or_default()
+    }
+
+    fn overdue(&self, step: Step) -> bool {
+        self.waited(step) >= step_timeout(self.spec, step, self.mode())
+    }
+
+    fn poll(&self, step: Step) -> Duration {
+        poll_delay(self.waited(step))
+    }
+
+    // ---- Admission --------------------------------------------------------------------
+
+    fn admit(&mut self) {
+        let fo = self.input.failover;
+        let steps: Vec<StepStatus> = engine::steps_for(self.mode())
+            .iter()
+            .map(|s| StepStatus {
+                name: s.name().into(),
+                state: StepState::Pending,
+                started_at: None,
+                finished_at: None,
+                duration_seconds: None,
+                attempts: 0,
+                message: None,
+            })
+            .collect();
+        let now = stamp(self.now());
+        self.status.timings = Some(FailoverTimings {
+            started_at: Some(now.clone()),
+            ..Default::default()
+        });
+        let (state, phase, message) =
+            match engine::admit(self.input.plan, fo, &self.input.world.siblings) {
+                Admission::Reject(reason) => {
+                    (StepState::Failed, FailoverPhase::Rejected, reason)
+                }
+                Admission::AlreadyActive => (
+                    StepState::Succeeded,
+                    FailoverPhase::Succeeded,
+                    format!("{} is already active", self.target()),
+                ),
+                Admission::Proceed { source_region } => {
+                    self.status.phase = Some(FailoverPhase::Running);
+                    self.status.plan_snapshot = Some(PlanSnapshot {
+                        generation: self.input.plan.metadata.generation,
+                        spec: self.spec.clone(),
+                    });
+                    self.status.source_region = Some(source_region.clone());
+                    self.status.steps = steps;
+                    self.status.planned_actions = engine::planned_actions(
+                        self.spec,
+                        &source_region,
+                        self.target(),
+                        self.mode(),
+                    );
+                    self.note(
+                        false,
+                        "FailoverStarted",
+                        "Start",
+                        format!(
+                            "{:?} failover from {source_region} to {}",
+                            self.mode(),
+                            self.target()
+                        ),
+                    );
+                    self.plan = Some(PlanMark {
+                        phase: FailoverPhase::Running,
+                        active_region: None,
+                        fences: Vec::new(),
+                    });
+                    self.start_step(Step::Admission);
+                    self.finish_step(
+                        Step::Admission,
+                        StepState::Succeeded,
+                        format!("admitted: {source_region} → {}", self.target()),
+                    );
+                    return;
+                }
+            };
+        self.status.steps = steps.into_iter().take(1).collect();
+        self.start_step(Step::Admission);
+        self.finish_step(Step::Admission, state, message.clone());
+        self.finish(phase, message);
+    }
+
+    // ---- Running ------------------------------------------------------------------------
+
+    fn run(&mut self) {
+        self.fold_results();
+        if let Some(reason) = self.status.rolling_back.clone() {
+            self.roll_back(reason);
+            return;
+        }
+        let promoted_before = any_promoted(&self.status);
+        let mut failures: Vec<(OnFailure, String)> = Vec::new();
+        for step in runnable(&self.status, self.mode()) {
+            let rule = rule(step);
+            match state_of(&self.status, step) {
+                Some(StepState::Failed) => {
+                    // Only Retry steps stay Failed while the failover runs: run again once
+                    // the pause has passed.
+                    let since_failure = step_of(&self.status, step)
+                        .and_then(|s| s.finished_at.as_ref())
+                        .map(|t| since(self.now(), t))
+                        .unwrap_or_default();
+                    if since_failure < self.input.retry_after {
+                        self.wait(self.input.retry_after - since_failure);
+                        continue;
+                    }
+                    self.start_step(step);
+                }
+                Some(StepState::Running) => {}
+                _ => self.start_step(step),
+            }
+            match self.run_step(step) {
+                StepOutcome::Wait(d) => self.wait(d),
+                StepOutcome::Done(state, message) => self.finish_step(step, state, message),
+                StepOutcome::Failed(message) => {
+                    self.finish_step(step, StepState::Failed, message.clone());
+                    let policy = match rule.on_failure {
+                        OnFailure::RollBackOrRetry if promoted_before => OnFailure::Retry,
+                        p => p,
+                    };
+                    if policy == OnFailure::Retry {
+                        self.ask_for_retry(message);
+                    } else {
+                        failures.push((policy, message));
+                    }
+                }
+            }
+        }
+        if let Some((policy, message)) = failures.into_iter().next() {
+            self.stop_before_promotion(policy, message);
+            return;
+        }
+        let all_done = rules_for(self.mode())
+            .all(|r| done(state_of(&self.status, r.step)));
+        if all_done {
+            let message = if self.mode() == FailoverMode::DryRun {
+                "dry run: preflight passed".to_string()
+            } else {
+                format!("{} is active", self.target())
+            };
+            self.finish(FailoverPhase::Succeeded, message);
+        }
+    }
+
+    /// A failure before any promotion: nothing of this pass is sent. A Planned failover
+    /// records its rollback (a restart resumes the rollback, never the failover); others
+    /// end Failed.
+    fn stop_before_promotion(&mut self, policy: OnFailure, message: String) {
+        self.effects.clear();
+        for d in &mut self.status.databases {
+            if d.state == DatabaseState::Requesting {
+                d.state = DatabaseState::Cleared;
+            }
+        }
+        if policy == OnFailure::RollBackOrRetry && self.mode() == FailoverMode::Planned {
+            self.status.rolling_back = Some(message);
+            self.wait(Duration::ZERO);
+        } else {
+            self.finish(FailoverPhase::Failed, message);
+        }
+    }
+
+    fn ask_for_retry(&mut self, message: String) {
+        let note = format!(
+            "{message}. Databases are already promoted, so Drover keeps retrying the remaining \
+             steps until they succeed or this Failover is deleted."
+        );
+        self.condition("RetryingAfterPromotion", note.clone());
+        self.note(true, "RetryingAfterPromotion", "Retry", note);
+        self.wait(self.input.retry_after);
+    }
+
+    /// Folds the previous pass's answers into status.
+    fn fold_results(&mut self) {
+        for result in self.input.world.results.clone() {
+            match result {
+                EffectResult::Scaled {
+                    target,
+                    step,
+                    outcome,
+                } => match outcome {
+                    Ok(()) => {}
+                    Err(p) if p.passes() => self.transient(step),
+                    Err(p) => {
+                        let name = workload_name(self.spec, &target);
+                        self.refused.entry(step).or_default().push(format!(
+                            "scaling {name} in {}: {}",
+                            target.region, p.message
+                        ));
+                    }
+                },
+                EffectResult::Promoted { database, outcome } => {
+                    let d = self.status.databases.iter_mut().find(|d| d.name == database);
+                    let Some(d) = d.filter(|d| d.state == DatabaseState::Requesting) else {
+                        continue;
+                    };
+                    match outcome {
+                        Ok(()) => d.state = DatabaseState::Requested,
+                        // Maybe sent: later passes describe the database first.
+                        Err(p) if p.passes() => {
+                            self.transient(Step::PromoteDatabases);
+                            self.unconfirmed.push(database);
+                        }
+                        // Refused: nothing happened.
+                        Err(p) => {
+                            d.state = DatabaseState::Cleared;
+                            self.refused
+                                .entry(Step::PromoteDatabases)
+                                .or_default()
+                                .push(format!("{database}: {}", p.message));
+                        }
+                    }
+                }
+                EffectResult::ChangedRecords {
+                    zone,
+                    batch,
+                    outcome,
+                } => {
+                    let Some(c) = self
+                        .status
+                        .dns_changes
+                        .iter_mut()
+                        .find(|c| c.hosted_zone_id == zone && c.batch.unwrap_or(1) == batch)
+                    else {
+                        continue;
+                    };
+                    match outcome {
+                        Ok(id) => {
+                            c.change_id = Some(id);
+                            c.status = Some("PENDING".into());
+                        }
+                        Err(p) if p.passes() => {
+                            c.status = Some("Unconfirmed".into());
+                            self.backoff = true;
+                            if let Some(st) = self.step_mut(Step::SwitchDns) {
+                                st.attempts += 1;
+                            }
+                            self.unconfirmed.push(zone);
+                        }
+                        Err(p) => {
+                            c.status = Some("Rejected".into());
+                            self.refused
+                                .entry(Step::SwitchDns)
+                                .or_default()
+                                .push(format!("{zone}: {}", p.message));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_step(&mut self, step: Step) -> StepOutcome {
+        if let Some(refusals) = self.refused.remove(&step) {
+            return StepOutcome::Failed(refusals.join("; "));
+        }
+        match step {
+            Step::Admission => StepOutcome::Done(StepState::Succeeded, "admitted".into()),
+            Step::Preflight => self.preflight(),
+            Step::Fence if self.mode() == FailoverMode::Unplanned => self.fence_unplanned(),
+            Step::Fence => self.fence_planned(),
+            Step::WarmUp => self.warm_up(),
+            Step::PromoteDatabases => self.promote(),
+            Step::SwitchDns => self.switch_dns(),
+            Step::Verify => self.verify(),
+            Step::Complete => {
+                StepOutcome::Done(StepState::Succeeded, format!("{} is active", self.target()))
+            }
+        }
+    }
+
+    // ---- Preflight ----------------------------------------------------------------------
+
+    fn preflight(&mut self) -> StepOutcome {
+        let Some(seen) = self.input.world.preflight.clone() else {
+            return StepOutcome::Wait(Duration::ZERO);
+        };
+        if !seen.unanswered.is_empty() && !self.overdue(Step::Preflight) {
+            for _ in &seen.unanswered {
+                self.transient(Step::Preflight);
+            }
+            return StepOutcome::Wait(self.poll(Step::Preflight));
+        }
+        let failures: Vec<String> = seen.problems.into_iter().chain(seen.unanswered).collect();
+        self.status.preflight_failures = failures.clone();
+        if failures.is_empty() {
+            StepOutcome::Done(StepState::Succeeded, "all checks passed".into())
+        } else {
+            StepOutcome::Failed(format!("preflight failed: {}", failures.join("; ")))
+        }
+    }
+
+    // ---- Scaling ------------------------------------------------------------------------
+
+    /// Compares targets with what was observed and asks to scale those that differ. With
+    /// `ready`, a target is reached when enough pods are ready and, for a writer or
+    /// singleton scaled down, its pods are gone (Terminating ones still run); without, when
+    /// the desired count is set.
+    fn converge(&mut self, step: Step, targets: &[ScaleTarget], ready: bool) -> Converge {
+        let mut c = Converge::default();
+        for t in targets {
+            let name = workload_name(self.spec, t);
+            let seen = self
+                .input
+                .world
+                .workloads
+                .get(&(t.region.clone(), t.workload));
+            let state = match seen {
+                None => {
+                    c.waiting.push(format!("{name} not observed yet"));
+                    continue;
+                }
+                Some(Err(p)) if p.fault == Fault::Unreachable => {
+                    c.unreachable.push((t.workload, format!("{name}: {}", p.message)));
+                    continue;
+                }
+                Some(Err(p)) if p.passes() => {
+                    self.transient(step);
+                    c.waiting.push(format!("{name}: {}", p.message));
+                    continue;
+                }
+                Some(Err(p)) => {
+                    c.failed.push(format!("{name}: {}", p.message));
+                    continue;
+                }
+                Some(Ok(seen)) => seen,
+            };
+            let Some(s) = &state.state else {
+                let kind = self.spec.workloads.get(t.workload).map(|w| w.kind.as_str());
+                c.failed.push(format!(
+                    "{} {name} not found in {}",
+                    kind.unwrap_or("workload"),
+                    t.region
+                ));
+                continue;
+            };
+            if s.replicas != t.replicas {
+                self.effects.push(Effect::Scale {
+                    target: t.clone(),
+                    step,
+                });
+                self.attempt(step);
+                c.waiting.push(format!("{name} scaling to {}", t.replicas));
+                continue;
+            }
+            if !ready {
+                c.reached.push(t.workload);
+                continue;
+            }
+            if !(s.observed_current
+                && s.ready_replicas >= t.replicas
+                && s.current_replicas <= t.replicas)
+            {
+                c.waiting
+                    .push(format!("{name} {}/{} ready", s.ready_replicas, t.replicas));
+                continue;
+            }
+            match &state.pods {
+                Some(Ok(n)) if *n > t.replicas.max(0) as usize => c
+                    .waiting
+                    .push(format!("{name} {n} pods still running or terminating")),
+                Some(Err(p)) => c
+                    .waiting
+                    .push(format!("{name} pods unknown ({})", p.message)),
+                _ => c.reached.push(t.workload),
+            }
+        }
+        c
+    }
+
+    fn scaled_note(&self, targets: &[ScaleTarget]) -> String {
+        targets
+            .iter()
+            .map(|t| format!("{} → {}", workload_name(self.spec, t), t.replicas))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    // ---- Fence --------------------------------------------------------------------------
+
+    /// Planned: the writers and singletons of the old region are scaled to 0 and their pods
+    /// gone, then every database shows zero lag on a datapoint taken after that.
+    fn fence_planned(&mut self) -> StepOutcome {
+        let source = self.source();
+        let targets = engine::fence_targets(self.spec, &source);
+        let c = self.converge(Step::Fence, &targets, true);
+        if !c.failed.is_empty() {
+            return StepOutcome::Failed(format!("fencing {source}: {}", c.failed.join(", ")));
+        }
+        // Planned: an old region that does not answer is waited for, never skipped.
+        let mut waiting = c.waiting;
+        waiting.extend(c.unreachable.into_iter().map(|(_, w)| w));
+        if !waiting.is_empty() {
+            if self.overdue(Step::Fence) {
+                return StepOutcome::Failed(format!(
+                    "fencing {source}: not ready before the deadline: {}",
+                    waiting.join(", ")
+                ));
+            }
+            return StepOutcome::Wait(self.poll(Step::Fence));
+        }
+        let Some(fenced_at) = self.status.fenced_at.clone() else {
+            // Lag counts only on datapoints taken after this moment.
+            self.status.fenced_at = Some(stamp(self.now()));
+            return StepOutcome::Wait(Duration::ZERO);
+        };
+        let not_before = SystemTime::from(fenced_at.0);
+        let mut pending = Vec::new();
+        for db in &self.spec.databases {
+            match self.judge_lag(&db.name, Some(not_before)) {
+                Ok(lag) if lag.is_zero() => {}
+                Ok(lag) => pending.push(format!("{}: {}", db.name, lag.describe())),
+                Err(p) if p.passes() => pending.push(format!("{}: {}", db.name, p.message)),
+                Err(p) => {
+                    return StepOutcome::Failed(format!(
+                        "measuring lag of {}: {}",
+                        db.name, p.message
+                    ));
+                }
+            }
+        }
+        if pending.is_empty() {
+            let mut note = format!("fenced {source}: {}", self.scaled_note(&targets));
+            if !self.spec.databases.is_empty() {
+                note.push_str(", replication lag reached 0");
+            }
+            return StepOutcome::Done(StepState::Succeeded, note);
+        }
+        if self.overdue(Step::Fence) {
+            return StepOutcome::Failed(format!(
+                "replication lag did not reach 0 before the fence deadline ({})",
+                pending.join(", ")
+            ));
+        }
+        StepOutcome::Wait(self.poll(Step::Fence))
+    }
+
+    /// Unplanned: scale what answers to 0; what does not is skipped and recorded, so the
+    /// plan fences it when the region returns.
+    fn fence_unplanned(&mut self) -> StepOutcome {
+        let source = self.source();
+        let targets = engine::fence_targets(self.spec, &source);
+        let c = self.converge(Step::Fence, &targets, false);
+        if !c.waiting.is_empty() && !self.overdue(Step::Fence) {
+            return StepOutcome::Wait(self.poll(Step::Fence));
+        }
+        let mut unfenced: Vec<usize> = c.unreachable.iter().map(|(i, _)| *i).collect();
+        let mut why: Vec<String> = c.unreachable.into_iter().map(|(_, w)| w).collect();
+        for t in &targets {
+            if !c.reached.contains(&t.workload) && !unfenced.contains(&t.workload) {
+                unfenced.push(t.workload);
+            }
+        }
+        why.extend(c.failed);
+        why.extend(c.waiting);
+        self.status.unfenced_workloads = targets
+            .iter()
+            .filter(|t| unfenced.contains(&t.workload))
+            .map(|t| workload_name(self.spec, t))
+            .collect();
+        if unfenced.is_empty() {
+            StepOutcome::Done(
+                StepState::Succeeded,
+                format!("fenced {source}: {}", self.scaled_note(&targets)),
+            )
+        } else {
+            StepOutcome::Done(
+                StepState::Skipped,
+                format!("Skipped (region unreachable): {}", why.join("; ")),
+            )
+        }
+    }
+
+    fn judge_lag(&self, db: &str, not_before: Option<SystemTime>) -> Seen<Lag> {
+        let reading = self
+            .input
+            .world
+            .lags
+            .get(db)
+            .cloned()
+            .unwrap_or_else(|| Err(Problem::new(Fault::Transient, "not measured yet")))?;
+        let max_age = self.spec.objectives.max_lag_age();
+        Ok(lag::judge(
+            reading.as_ref(),
+            lag::fresh_after(self.now(), max_age, not_before),
+        ))
+    }
+
+    // ---- WarmUp -------------------------------------------------------------------------
+
+    fn warm_up(&mut self) -> StepOutcome {
+        let targets = engine::warmup_targets(self.spec, self.target());
+        let c = self.converge(Step::WarmUp, &targets, true);
+        if !c.failed.is_empty() {
+            return StepOutcome::Failed(c.failed.join(", "));
+        }
+        let mut waiting = c.waiting;
+        waiting.extend(c.unreachable.into_iter().map(|(_, w)| w));
+        if waiting.is_empty() {
+            return StepOutcome::Done(
+                StepState::Succeeded,
+                format!("{} workloads ready in {}", targets.len(), self.target()),
+            );
+        }
+        if self.overdue(Step::WarmUp) {
+            return StepOutcome::Failed(format!(
+                "not ready before the deadline: {}",
+                waiting.join(", ")
+            ));
+        }
+        StepOutcome::Wait(self.poll(Step::WarmUp))
+    }
+
+    // ---- Promote ------------------------------------------------------------------------
+
+    fn promote(&mut self) -> StepOutcome {
+        for db in &self.spec.databases {
+            if !self.status.databases.iter().any(|d| d.name == db.name) {
+                self.status.databases.push(DatabaseProgress {
+                    name: db.name.clone(),
+                    state: DatabaseState::Pending,
+                    lag_seconds: None,
+                });
+            }
+        }
+        if let Some(outcome) = self.gate_all() {
+            return outcome;
+        }
+        let mut failures = Vec::new();
+        let mut waiting = Vec::new();
+        for db in &self.spec.databases {
+            let Some(state) = self
+                .status
+                .databases
+                .iter()
+                .find(|d| d.name == db.name)
+                .map(|d| d.state)
+            else {
+                continue;
+            };
+            if state == DatabaseState::Promoted {
+                continue;
+            }
+            let member = engine::member(db, self.target()).unwrap_or_default();
+            let seen = match self.input.world.databases.get(&db.name) {
+                None => {
+                    waiting.push(format!("{member} not observed yet"));
+                    continue;
+                }
+                Some(Err(p)) if p.passes() => {
+                    self.transient(Step::PromoteDatabases);
+                    waiting.push(format!("{member}: {}", p.message));
+                    continue;
+                }
+                Some(Err(p)) => {
+                    failures.push(format!("{}: {}", db.name, p.message));
+                    continue;
+                }
+                Some(Ok(seen)) => seen,
+            };
+            let requested = Requested::from(state);
+            let (next, target_arn) = match seen {
+                DbSeen::Rds(obs) => (engine::rds_step(obs.as_ref(), requested), None),
+                DbSeen::Aurora {
+                    target_arn: None, ..
+                } => {
+                    failures.push(format!(
+                        "{}: cluster {member} not found in {}",
+                        db.name,
+                        self.target()
+                    ));
+                    continue;
+                }
+                DbSeen::Aurora {
+                    global,
+                    target_arn: Some(arn),
+                } => (
+                    engine::aurora_step(global.as_ref(), arn, requested),
+                    Some(arn.clone()),
+                ),
+            };
+            match next {
+                DbStep::Done => self.set_db(&db.name, DatabaseState::Promoted),
+                DbStep::Fail(why) => failures.push(format!("{}: {why}", db.name)),
+                DbStep::Act if self.unconfirmed.contains(&db.name) => {
+                    waiting.push(format!("{member}: promotion call not confirmed; observing"))
+                }
+                DbStep::Act => {
+                    // Recorded before the call: a restart in between re-checks AWS first.
+                    self.set_db(&db.name, DatabaseState::Requesting);
+                    self.attempt(Step::PromoteDatabases);
+                    self.effects.push(Effect::Promote {
+                        database: db.name.clone(),
+                        target_arn,
+                    });
+                    waiting.push(format!("{member} promotion requested"));
+                }
+                DbStep::Wait(why) => waiting.push(format!("{member}: {why}")),
+            }
+        }
+        if !failures.is_empty() {
+            return StepOutcome::Failed(failures.join("; "));
+        }
+        if waiting.is_empty() {
+            return StepOutcome::Done(
+                StepState::Succeeded,
+                format!(
+                    "{} databases writable in {}",
+                    self.spec.databases.len(),
+                    self.target()
+                ),
+            );
+        }
+        if self.overdue(Step::PromoteDatabases) {
+            return StepOutcome::Failed(format!(
+                "not writable before the promotion deadline: {}",
+                waiting.join(", ")
+            ));
+        }
+        StepOutcome::Wait(self.poll(Step::PromoteDatabases))
+    }
+
+    fn set_db(&mut self, name: &str, state: DatabaseState) {
+        if let Some(d) = self.status.databases.iter_mut().find(|d| d.name == name) {
+            d.state = state;
+        }
+    }
+
+    /// Gates every database not yet cleared, and clears them all at once only if every one
+    /// passes: one refused database means none is promoted. None when all are cleared.
+    fn gate_all(&mut self) -> Option<StepOutcome> {
+        let ungated: Vec<String> = self
+            .status
+            .databases
+            .iter()
+            .filter(|d| d.state == DatabaseState::Pending)
+            .map(|d| d.name.clone())
+            .collect();
+        if ungated.is_empty() {
+            return None;
+        }
+        let fo = &self.input.failover.spec;
+        let max = fo
+            .max_data_loss
+            .as_deref()
+            .and_then(|m| parse_duration(m).ok());
+        // A Planned failover's lag counts only if measured after the fence stopped the
+        // writers; fenced but not recorded means nothing measured yet counts.
+        let not_before = (self.mode() == FailoverMode::Planned).then(|| {
+            self.status
+                .fenced_at
+                .as_ref()
+                .map_or(self.now(), |t| SystemTime::from(t.0))
+        });
+        let mut verdicts = Vec::new();
+        let mut unanswered = Vec::new();
+        for name in &ungated {
+            let aurora = self
+                .spec
+                .databases
+                .iter()
+                .find(|d| &d.name == name)
+                .is_some_and(|d| d.aurora_global.is_some());
+            if aurora && let Err(why) = engine::aurora_failover_gate(self.mode(), fo.allow_data_loss)
+            {
+                verdicts.push((name.clone(), None, Err(why)));
+                continue;
+            }
+            match self.judge_lag(name, not_before) {
+                Ok(lag) => {
+                    let verdict =
+                        lag::promotion_gate(self.mode(), fo.allow_data_loss, max, &lag);
+                    verdicts.push((name.clone(), lag.seconds(), verdict));
+                }
+                Err(p) if p.passes() && !self.overdue(Step::PromoteDatabases) => {
+                    unanswered.push(name.clone())
+                }
+                Err(p) => {
+                    verdicts.push((name.clone(), None, Err(format!("measuring lag: {}", p.message))))
+                }
+            }
+        }
+        let refused: Vec<String> = verdicts
+            .iter()
+            .filter_map(|(n, _, v)| v.as_ref().err().map(|why| format!("{n}: {why}")))
+            .collect();
+        if refused.is_empty() && !unanswered.is_empty() {
+            self.transient(Step::PromoteDatabases);
+            return Some(StepOutcome::Wait(self.poll(Step::PromoteDatabases)));
+        }
+        let state = if refused.is_empty() {
+            DatabaseState::Cleared
+        } else {
+            DatabaseState::Gated
+        };
+        for (name, seconds, _) in verdicts {
+            if let Some(d) = self.status.databases.iter_mut().find(|d| d.name == name) {
+                d.state = state;
+                d.lag_seconds = seconds;
+            }
+        }
+        if refused.is_empty() {
+            None
+        } else {
+            Some(StepOutcome::Failed(format!(
+                "no database promoted, because the lag gate refused {}",
+                refused.join("; ")
+            )))
+        }
+    }
+
+    // ---- DNS ----------------------------------------------------------------------------
+
+    /// Each zone moves in batches within Route 53's limits, one at a time (Route 53 refuses
+    /// a change to a zone while an earlier one is PENDING). Each batch is sent only after
+    /// the zone was observed, so a batch applied before a restart is not sent again.
+    fn switch_dns(&mut self) -> StepOutcome {
+        let mut notes = Vec::new();
+        let mut waiting = Vec::new();
+        for zone in &self.spec.dns {
+            let id = zone.hosted_zone_id.as_str();
+            if let Some(change) = pending_change(&self.status, id) {
+                match self.input.world.changes.get(&change) {
+                    Some(Ok(true)) => {
+                        if let Some(c) = self
+                            .status
+                            .dns_changes
+                            .iter_mut()
+                            .rfind(|c| c.hosted_zone_id == id)
+                        {
+                            c.status = Some("INSYNC".into());
+                        }
+                        self.wait(Duration::ZERO);
+                        waiting.push(format!("{id}: next batch"));
+                    }
+                    Some(Err(p)) if !p.passes() => {
+                        return StepOutcome::Failed(format!("{id}: {}", p.message));
+                    }
+                    Some(Err(p)) => {
+                        self.transient(Step::SwitchDns);
+                        waiting.push(format!("{id}: {}", p.message));
+                    }
+                    _ => {
+                        self.wait(self.poll(Step::SwitchDns).max(DNS_POLL_MIN));
+                        waiting.push(format!("{id}: change {change} not INSYNC"));
+                    }
+                }
+                continue;
+            }
+            let current = match self.input.world.zones.get(id) {
+                None => {
+                    waiting.push(format!("{id}: not observed yet"));
+                    continue;
+                }
+                Some(Err(p)) if p.passes() => {
+                    self.transient(Step::SwitchDns);
+                    waiting.push(format!("{id}: {}", p.message));
+                    continue;
+                }
+                Some(Err(p)) => return StepOutcome::Failed(format!("{id}: {}", p.message)),
+                Some(Ok(records)) => records,
+            };
+            let changes = engine::dns::zone_changes(self.spec, zone, self.target(), current);
+            if changes.is_empty() {
+                let batches: Vec<&DnsChange> = self
+                    .status
+                    .dns_changes
+                    .iter()
+                    .filter(|c| c.hosted_zone_id == id)
+                    .collect();
+                let unconfirmed = batches.iter().filter(|c| c.change_id.is_none()).count();
+                let caveat = if unconfirmed > 0 {
+                    format!(
+                        "; {unconfirmed} of them answered with an error, so not waited on until INSYNC"
+                    )
+                } else {
+                    String::new()
+                };
+                notes.push(format!(
+                    "{id}: every plan record points at {} ({} batches{caveat})",
+                    self.target(),
+                    batches.len()
+                ));
+                continue;
+            }
+            // Each accepted batch moves at least one change, and a zone needs at most a
+            // DELETE and a CREATE per record target: more batches than that means the zone
+            // does not take them, and resending would not help.
+            let bound: usize = zone.records.iter().map(|r| 2 * r.targets.len().max(1)).sum();
+            let accepted = self
+                .status
+                .dns_changes
+                .iter()
+                .filter(|c| c.hosted_zone_id == id && c.change_id.is_some())
+                .count();
+            let missing = changes.len();
+            if accepted > bound + 2 {
+                return StepOutcome::Failed(format!(
+                    "{id}: {missing} changes still missing after {accepted} accepted batches"
+                ));
+            }
+            let batch = match engine::dns::pack(changes) {
+                Ok(batches) => batches.into_iter().next().unwrap_or_default(),
+                Err(e) => return StepOutcome::Failed(format!("{id}: {e}")),
+            };
+            if self.unconfirmed.iter().any(|z| z == id) {
+                waiting.push(format!("{id}: last batch not confirmed; observing"));
+                continue;
+            }
+            let number = self.record_dns_intent(id, batch.len());
+            self.attempt(Step::SwitchDns);
+            self.effects.push(Effect::ChangeRecords {
+                zone: id.to_string(),
+                batch: number,
+                changes: batch,
+            });
+            waiting.push(format!("{id}: batch {number} sent"));
+        }
+        if waiting.is_empty() {
+            return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
+        }
+        if self.overdue(Step::SwitchDns) {
+            return StepOutcome::Failed(format!(
+                "not INSYNC before the DNS deadline: {}",
+                waiting.join(", ")
+            ));
+        }
+        StepOutcome::Wait(self.poll(Step::SwitchDns).max(DNS_POLL_MIN))
+    }
+
+    /// Records the intent to send a zone's next batch; returns its number (from 1). A batch
+    /// that was never answered is reused, so refusals do not grow the status.
+    fn record_dns_intent(&mut self, zone: &str, changes: usize) -> u32 {
+        let changes = u32::try_from(changes).unwrap_or(u32::MAX);
+        let unanswered = self
+            .status
+            .dns_changes
+            .iter_mut()
+            .rfind(|c| c.hosted_zone_id == zone)
+            .filter(|c| c.change_id.is_none());
+        if let Some(c) = unanswered {
+            c.changes = Some(changes);
+            c.status = Some("Submitting".into());
+            return c.batch.unwrap_or(1);
+        }
+        let number = self
+            .status
+            .dns_changes
+            .iter()
+            .filter(|c| c.hosted_zone_id == zone)
+            .count() as u32
+            + 1;
+        self.status.dns_changes.push(DnsChange {
+            hosted_zone_id: zone.into(),
+            batch: Some(number),
+            changes: Some(changes),
+            change_id: None,
+            status: Some("Submitting".into()),
+        });
+        number
+    }
+
+    // ---- Verify -------------------------------------------------------------------------
+
+    /// DNS points at the target: the target must be ready, and the old region shrinks to
+    /// standby (writers and singletons at 0) while that is confirmed.
+    fn verify(&mut self) -> StepOutcome {
+        let source = self.source();
+        let active = engine::warmup_targets(self.spec, self.target());
+        let standby = engine::standby_targets(self.spec, &source);
+        let target = self.converge(Step::Verify, &active, true);
+        let old = self.converge(Step::Verify, &standby, false);
+        if !target.failed.is_empty() {
+            return StepOutcome::Failed(target.failed.join(", "));
+        }
+        let mut waiting = target.waiting;
+        waiting.extend(target.unreachable.into_iter().map(|(_, w)| w));
+        let skip_old = self.mode() == FailoverMode::Unplanned
+            && rule(Step::Verify).old_region_down == OldRegionDown::SkipIfUnplanned;
+        let mut old_problems = old.failed;
+        if skip_old {
+            // Unplanned: an unreachable old region is skipped at once, anything else that
+            // keeps it from standby after a short grace.
+            old_problems.extend(old.unreachable.into_iter().map(|(_, w)| w));
+            if self.waited(Step::Verify) >= OLD_REGION_GRACE {
+                old_problems.extend(old.waiting);
+            } else {
+                waiting.extend(old.waiting);
+            }
+        } else {
+            if !old_problems.is_empty() {
+                return StepOutcome::Failed(format!(
+                    "scaling {source} to standby: {}",
+                    old_problems.join(", ")
+                ));
+            }
+            waiting.extend(old.waiting);
+            waiting.extend(old.unreachable.into_iter().map(|(_, w)| w));
+        }
+        if !waiting.is_empty() {
+            if self.overdue(Step::Verify) {
+                return StepOutcome::Failed(format!(
+                    "not ready before the deadline: {}",
+                    waiting.join(", ")
+                ));
+            }
+            return StepOutcome::Wait(self.poll(Step::Verify));
+        }
+        if old_problems.is_empty() {
+            StepOutcome::Done(
+                StepState::Succeeded,
+                format!("{} ready; {source} scaled to standby", self.target()),
+            )
+        } else {
+            StepOutcome::Done(
+                StepState::Skipped,
+                format!(
+                    "{} ready; Skipped (region unreachable) scaling {source} to standby: {}",
+                    self.target(),
+                    old_problems.join(", ")
+                ),
+            )
+        }
+    }
+
+    // ---- Rollback -----------------------------------------------------------------------
+
+    /// A Planned failover undoes what it did before any promotion: the target's writers
+    /// and singletons are confirmed gone before the old region's come back, so none ever
+    /// runs in both.
+    fn roll_back(&mut self, reason: String) {
+        let source = self.source();
+        let target = self.target().to_string();
+        let started = self
+            .status
+            .steps
+            .iter()
+            .filter_map(|s| s.finished_at.as_ref())
+            .map(|t| SystemTime::from(t.0))
+            .max()
+            .unwrap_or(self.now());
+        let overdue = self.now().duration_since(started).unwrap_or_default() >= ROLLBACK_TIMEOUT;
+        let warmed = state_of(&self.status, Step::WarmUp).is_some_and(|s| s != StepState::Pending);
+        let mut undone = Vec::new();
+        if warmed {
+            let down = engine::standby_targets(self.spec, &target);
+            let c = self.converge(Step::Fence, &down, true);
+            let mut left: Vec<String> = c.failed;
+            left.extend(c.unreachable.into_iter().map(|(_, w)| w));
+            left.extend(c.waiting);
+            if !left.is_empty() {
+                if overdue {
+                    self.effects.clear();
+                    self.finish(
+                        FailoverPhase::Failed,
+                        format!(
+                            "{reason}. Rolled back: nothing; DNS untouched; could not undo: \
+                             {source} left fenced, because {target} did not scale down: {}",
+                            left.join(", ")
+                        ),
+                    );
+                } else {
+                    self.wait(poll_delay(self.now().duration_since(started).unwrap_or_default()));
+                }
+                return;
+            }
+            undone.push(format!("{target} to standby ({})", self.scaled_note(&down)));
+        }
+        let unfence = engine::unfence_targets(self.spec, &source);
+        let c = self.converge(Step::Fence, &unfence, false);
+        let mut left: Vec<String> = c.failed;
+        left.extend(c.unreachable.into_iter().map(|(_, w)| w));
+        if !c.waiting.is_empty() || !left.is_empty() {
+            if overdue {
+                left.extend(c.waiting);
+                self.finish(
+                    FailoverPhase::Failed,
+                    format!(
+                        "{reason}. Rolled back: {}; DNS untouched; could not undo: {}",
+                        if undone.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            undone.join(", ")
+                        },
+                        left.join(", ")
+                    ),
+                );
+            } else {
+                self.wait(poll_delay(self.now().duration_since(started).unwrap_or_default()));
+            }
+            return;
+        }
+        if !unfence.is_empty() {
+            undone.push(format!("{source} back to active ({})", self.scaled_note(&unfence)));
+        }
+        let summary = if undone.is_empty() {
+            "nothing needed undoing".to_string()
+        } else {
+            format!("scaled {}", undone.join(", "))
+        };
+        self.finish(
+            FailoverPhase::RolledBack,
+            format!("{reason}. Rolled back: {summary}; DNS untouched"),
+        );
+    }
+
+    // ---- The end ------------------------------------------------------------------------
+
+    /// Ends the failover in `phase`. The plan is written first (see `PlanMark`): what the
+    /// failover moved and what it could not fence must never be lost to a crash after the
+    /// terminal phase is written, because a terminal Failover is never run again.
+    fn finish(&mut self, phase: FailoverPhase, message: String) {
+        let now = self.now();
+        let fo = self.input.failover;
+        if phase != FailoverPhase::Rejected {
+            let moved = phase == FailoverPhase::Succeeded && self.mode() != FailoverMode::DryRun;
+            let fences = match (moved, &self.status.source_region) {
+                (true, Some(source)) => {
+                    let fence_state = state_of(&self.status, Step::Fence);
+                    let unfenced = match fence_state {
+                        Some(StepState::Succeeded | StepState::Skipped) => {
+                            fence::Unfenced::Workloads(
+                                engine::fence_targets(self.spec, source)
+                                    .iter()
+                                    .filter(|t| {
+                                        self.status
+                                            .unfenced_workloads
+                                            .contains(&workload_name(self.spec, t))
+                                    })
+                                    .map(|t| t.workload)
+                                    .collect(),
+                            )
+                        }
+                        _ => fence::Unfenced::Unknown,
+                    };
+                    fence::fences_to_record(
+                        self.spec,
+                        self.mode(),
+                        source,
+                        fence_state,
+                        &unfenced,
+                        fo.metadata.name.as_deref().unwrap_or_default(),
+                        &stamp(now),
+                    )
+                }
+                _ => Vec::new(),
+            };
+            self.plan = Some(PlanMark {
+                phase,
+                active_region: moved.then(|| self.target().to_string()),
+                fences,
+            });
+        }
+        self.status.phase = Some(phase);
+        let step_seconds: Vec<(String, f64)> = self
+            .status
+            .steps
+            .iter()
+            .filter_map(|st| Some((st.name.clone(), st.duration_seconds?)))
+            .collect();
+        let timings = self.status.timings.get_or_insert_with(Default::default);
+        let total = timings
+            .started_at
+            .as_ref()
+            .map(|started| since(now, started).as_secs_f64());
+        timings.finished_at = Some(stamp(now));
+        timings.total_seconds = total;
+        let lags: Vec<DatabaseLag> = self
+            .status
+            .databases
+            .iter()
+            .filter_map(|d| {
+                d.lag_seconds.map(|l| DatabaseLag {
+                    name: d.name.clone(),
+                    lag_seconds: l,
+                })
+            })
+            .collect();
+        // Promoted on unknown lag (allowed only with allowDataLoss): the loss is unknown,
+        // which must not read as none.
+        let unknown: Vec<String> = self
+            .status
+            .databases
+            .iter()
+            .filter(|d| d.lag_seconds.is_none() && Requested::from(d.state) != Requested::No)
+            .map(|d| d.name.clone())
+            .collect();
+        let mut data_loss = None;
+        if !lags.is_empty() || !unknown.is_empty() {
+            let max_lag_seconds = lags.iter().map(|l| l.lag_seconds).fold(0.0, f64::max);
+            data_loss = Some(if unknown.is_empty() {
+                max_lag_seconds
+            } else {
+                f64::NAN
+            });
+            self.status.data_loss = Some(DataLossEstimate {
+                max_lag_seconds,
+                databases: lags,
+                unknown_lag_databases: unknown,
+            });
+        }
+        let reason = match phase {
+            FailoverPhase::Succeeded => "Succeeded",
+            FailoverPhase::Failed => "Failed",
+            FailoverPhase::RolledBack => "RolledBack",
+            FailoverPhase::Rejected => "Rejected",
+            _ => "Stopped",
+        };
+        self.condition(reason, message.clone());
+        self.note(
+            phase != FailoverPhase::Succeeded,
+            &format!("Failover{phase:?}"),
+            "Finish",
+            message,
+        );
+        self.finished = Some(Finished {
+            phase,
+            total_seconds: total,
+            step_seconds,
+            data_loss,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

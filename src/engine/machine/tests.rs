@@ -1,0 +1,377 @@
+//! The state machine alone: decisions from hand-made observations, no fakes, no I/O.
+use super::*;
+use crate::api::{DisasterRecoveryPlanStatus, FailoverSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+const SAMPLE: &str = include_str!("../../../config/samples/plan.yaml");
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+}
+
+fn plan() -> DisasterRecoveryPlan {
+    let mut p: DisasterRecoveryPlan = serde_yaml::from_str(SAMPLE).expect("sample parses");
+    p.status = Some(DisasterRecoveryPlanStatus {
+        conditions: vec![Condition {
+            type_: "Valid".into(),
+            status: "True".into(),
+            reason: "Valid".into(),
+            message: "plan is valid".into(),
+            observed_generation: Some(1),
+            last_transition_time: stamp(t(0)),
+        }],
+        ..Default::default()
+    });
+    p
+}
+
+/// A failover and the world around it; `decide` folds each decision's status back in, as
+/// the runner's write would.
+struct Case {
+    plan: DisasterRecoveryPlan,
+    fo: Failover,
+    world: World,
+    now: SystemTime,
+}
+
+impl Case {
+    fn new(mode: FailoverMode) -> Self {
+        let mut spec = FailoverSpec::new("shop", "usw2", mode);
+        spec.allow_data_loss = mode == FailoverMode::Unplanned;
+        Self {
+            plan: plan(),
+            fo: Failover::new("move", spec),
+            world: World::default(),
+            now: t(0),
+        }
+    }
+
+    fn decide(&mut self) -> Decision {
+        let d = decide(&Input {
+            plan: &self.plan,
+            failover: &self.fo,
+            world: &self.world,
+            now: self.now,
+            retry_after: Duration::from_secs(30),
+            jitter: 0.5,
+        });
+        self.fo.status = Some(d.status.clone());
+        self.world.results.clear();
+        d
+    }
+
+    fn status(&self) -> &FailoverStatus {
+        self.fo.status.as_ref().expect("status written")
+    }
+
+    fn step(&self, step: Step) -> Option<StepState> {
+        state_of(self.status(), step)
+    }
+
+    /// Every workload of the plan observed in `region` at `replicas`, ready, no pods left
+    /// beyond that.
+    fn workloads_at(&mut self, region: &str, replicas: impl Fn(&crate::api::WorkloadSpec) -> i32) {
+        for (i, w) in self.plan.spec.workloads.iter().enumerate() {
+            let n = replicas(w);
+            self.world.workloads.insert(
+                (region.into(), i),
+                Ok(WorkloadSeen {
+                    state: Some(WorkloadState {
+                        replicas: n,
+                        current_replicas: n,
+                        ready_replicas: n,
+                        observed_current: true,
+                        images: Vec::new(),
+                        selector: Some(format!("app={}", w.name)),
+                    }),
+                    pods: Some(Ok(n.max(0) as usize)),
+                }),
+            );
+        }
+    }
+
+    fn lag(&mut self, seconds: f64, at: SystemTime) {
+        for db in ["orders", "catalog"] {
+            self.world
+                .lags
+                .insert(db.into(), Ok(Some(LagReading { seconds, at })));
+        }
+    }
+
+    /// Admitted, preflight passed, about to fence.
+    fn admitted(mode: FailoverMode) -> Self {
+        let mut c = Self::new(mode);
+        c.decide();
+        c.world.preflight = Some(PreflightSeen::default());
+        c.decide();
+        assert_eq!(c.step(Step::Preflight), Some(StepState::Succeeded));
+        c
+    }
+}
+
+fn active(w: &crate::api::WorkloadSpec) -> i32 {
+    w.active_replicas
+}
+
+fn standby(w: &crate::api::WorkloadSpec) -> i32 {
+    if w.writer || w.singleton {
+        0
+    } else {
+        w.standby_replicas
+    }
+}
+
+#[test]
+fn the_step_table_orders_every_step_after_its_prerequisites() {
+    for (i, rule) in STEPS.iter().enumerate() {
+        for before in rule.after {
+            let j = STEPS.iter().position(|r| r.step == *before).expect("known step");
+            assert!(j < i, "{:?} must come after {before:?}", rule.step);
+        }
+    }
+    assert_eq!(rule(Step::WarmUp).after, rule(Step::PromoteDatabases).after);
+    assert_eq!(rule(Step::PromoteDatabases).on_failure, OnFailure::RollBackOrRetry);
+    assert_eq!(rule(Step::SwitchDns).on_failure, OnFailure::Retry);
+}
+
+#[test]
+fn admission_records_the_snapshot_and_marks_the_plan_in_one_decision() {
+    let mut c = Case::new(FailoverMode::Planned);
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::Running));
+    assert_eq!(d.status.source_region.as_deref(), Some("use1"));
+    assert!(d.status.plan_snapshot.is_some());
+    assert_eq!(d.plan.as_ref().map(|m| m.phase), Some(FailoverPhase::Running));
+    assert!(d.effects.is_empty());
+    assert_eq!(d.requeue, Some(Duration::ZERO));
+    assert_eq!(c.step(Step::Admission), Some(StepState::Succeeded));
+}
+
+#[test]
+fn a_planned_fence_scales_first_and_waits_for_terminating_pods() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    c.workloads_at("use1", active);
+    let d = c.decide();
+    let scaled: Vec<&Effect> = d
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Scale { step: Step::Fence, .. }))
+        .collect();
+    assert_eq!(scaled.len(), 2, "the writer and the singleton: {:?}", d.effects);
+    assert_eq!(c.step(Step::Fence), Some(StepState::Running));
+    // Scaled to 0, but a singleton pod is still Terminating.
+    c.workloads_at("use1", standby);
+    if let Some(Ok(w)) = c.world.workloads.get_mut(&("use1".into(), 2)) {
+        w.pods = Some(Ok(1));
+    }
+    c.now = t(2);
+    let d = c.decide();
+    assert!(d.effects.is_empty());
+    assert!(c.status().fenced_at.is_none(), "pods still run");
+    // Gone: the fence time is recorded; only lag measured after it counts.
+    c.workloads_at("use1", standby);
+    c.now = t(3);
+    c.decide();
+    assert_eq!(c.status().fenced_at, Some(stamp(t(3))));
+    c.lag(0.0, t(2));
+    c.now = t(4);
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Running), "datapoint before the fence");
+    c.lag(0.0, t(4));
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
+}
+
+#[test]
+fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    c.fo.spec.allow_data_loss = false;
+    c.workloads_at("use1", standby);
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
+    c.workloads_at("usw2", active);
+    c.world.lags.insert(
+        "orders".into(),
+        Ok(Some(LagReading {
+            seconds: 0.0,
+            at: t(0),
+        })),
+    );
+    c.world.lags.insert(
+        "catalog".into(),
+        Ok(Some(LagReading {
+            seconds: -1.0,
+            at: t(0),
+        })),
+    );
+    c.world.databases.insert(
+        "orders".into(),
+        Ok(DbSeen::Rds(Some(RdsObservation {
+            status: "available".into(),
+            source: Some("orders-use1".into()),
+        }))),
+    );
+    let d = c.decide();
+    assert!(
+        !d.effects.iter().any(|e| matches!(e, Effect::Promote { .. })),
+        "{:?}",
+        d.effects
+    );
+    assert_eq!(d.status.phase, Some(FailoverPhase::Failed));
+    assert!(d.status.databases.iter().all(|db| db.state == DatabaseState::Gated));
+}
+
+#[test]
+fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_outcome() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    c.plan.spec.databases.retain(|d| d.name == "orders");
+    c.workloads_at("use1", standby);
+    c.decide();
+    c.workloads_at("usw2", active);
+    c.lag(1.0, t(0));
+    let replica = Ok(DbSeen::Rds(Some(RdsObservation {
+        status: "available".into(),
+        source: Some("orders-use1".into()),
+    })));
+    c.world.databases.insert("orders".into(), replica.clone());
+    let d = c.decide();
+    assert_eq!(
+        d.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Promote { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(d.status.databases[0].state, DatabaseState::Requesting);
+    // The call timed out; AWS does not show it yet: observe, do not resend.
+    c.world.results = vec![EffectResult::Promoted {
+        database: "orders".into(),
+        outcome: Err(Problem::new(Fault::Transient, "timeout")),
+    }];
+    c.now = t(1);
+    let d = c.decide();
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::Promote { .. })));
+    assert!(d.requeue.is_some_and(|r| r > Duration::ZERO));
+    // It did take effect.
+    c.world.databases.insert(
+        "orders".into(),
+        Ok(DbSeen::Rds(Some(RdsObservation {
+            status: "modifying".into(),
+            source: None,
+        }))),
+    );
+    c.now = t(2);
+    assert!(c.decide().effects.iter().all(|e| !matches!(e, Effect::Promote { .. })));
+    c.world.databases.insert(
+        "orders".into(),
+        Ok(DbSeen::Rds(Some(RdsObservation {
+            status: "available".into(),
+            source: None,
+        }))),
+    );
+    c.decide();
+    assert_eq!(c.step(Step::PromoteDatabases), Some(StepState::Succeeded));
+}
+
+#[test]
+fn deadlines_count_from_the_recorded_start_so_a_restart_does_not_reset_them() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    c.workloads_at("use1", standby);
+    c.decide();
+    // WarmUp started at t(0); the target never gets ready. A decision at 601 s (a fresh
+    // process reading status) fails it.
+    let mut not_ready = Case::new(FailoverMode::Unplanned);
+    not_ready.workloads_at("usw2", standby);
+    c.world.workloads.extend(not_ready.world.workloads);
+    c.decide();
+    assert_eq!(c.step(Step::WarmUp), Some(StepState::Running));
+    c.now = t(601);
+    c.decide();
+    assert_eq!(c.step(Step::WarmUp), Some(StepState::Failed));
+}
+
+#[test]
+fn a_planned_rollback_scales_the_target_down_before_the_old_region_up() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    c.fo.status.as_mut().map(|s| {
+        s.rolling_back = Some("lag gate refused".into());
+        if let Some(w) = s.steps.iter_mut().find(|s| s.name == "WarmUp") {
+            w.state = StepState::Failed;
+            w.finished_at = Some(stamp(t(0)));
+        }
+    });
+    c.workloads_at("use1", standby);
+    c.workloads_at("usw2", active);
+    let d = c.decide();
+    let regions: Vec<&str> = d
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Scale { target, .. } => Some(target.region.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!regions.is_empty());
+    assert!(regions.iter().all(|r| *r == "usw2"), "{regions:?}");
+    c.workloads_at("usw2", standby);
+    let d = c.decide();
+    assert!(d.effects.iter().all(|e| match e {
+        Effect::Scale { target, .. } => target.region == "use1",
+        _ => false,
+    }));
+    c.workloads_at("use1", active);
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::RolledBack));
+    assert!(d.plan.is_some_and(|m| m.active_region.is_none()));
+}
+
+#[test]
+fn dns_batches_are_recorded_before_they_are_sent_and_then_waited_on() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    for step in ["Fence", "WarmUp", "PromoteDatabases"] {
+        if let Some(s) = c
+            .fo
+            .status
+            .as_mut()
+            .and_then(|s| s.steps.iter_mut().find(|st| st.name == step))
+        {
+            s.state = StepState::Succeeded;
+        }
+    }
+    assert_eq!(
+        wants(&c.plan.spec, &c.fo).zones,
+        vec!["Z0SHOPEXAMPLE".to_string()]
+    );
+    c.world.zones.insert("Z0SHOPEXAMPLE".into(), Ok(Vec::new()));
+    let d = c.decide();
+    let sent = d
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::ChangeRecords { .. }))
+        .count();
+    assert_eq!(sent, 1);
+    assert_eq!(d.status.dns_changes[0].status.as_deref(), Some("Submitting"));
+    c.world.results = vec![EffectResult::ChangedRecords {
+        zone: "Z0SHOPEXAMPLE".into(),
+        batch: 1,
+        outcome: Ok("C1".into()),
+    }];
+    c.decide();
+    assert_eq!(c.status().dns_changes[0].status.as_deref(), Some("PENDING"));
+    assert_eq!(wants(&c.plan.spec, &c.fo).changes, vec!["C1".to_string()]);
+}
+
+#[test]
+fn a_failed_preflight_ends_the_failover_without_touching_anything() {
+    let mut c = Case::new(FailoverMode::Planned);
+    c.decide();
+    c.world.preflight = Some(PreflightSeen {
+        problems: vec!["database orders: instance is stopped".into()],
+        unanswered: Vec::new(),
+    });
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::Failed));
+    assert!(d.status.rolling_back.is_none());
+    assert!(d.effects.is_empty());
+    assert_eq!(d.requeue, None);
+}

@@ -1,0 +1,816 @@
+//! One short pass of a failover: observe what the state machine wants, decide
+//! (`engine::machine::decide`, pure), record the decision in one status write, act, and
+//! hand back when to look again. No pass sleeps through a wait; deadlines come from the
+//! start times recorded in status, so they survive restarts.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::join_all;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use tracing::{info, warn};
+
+use crate::api::{
+    DatabaseSpec, DisasterRecoveryPlan, Failover, FailoverMode, FailoverPhase, FailoverStatus,
+    LastFailover,
+};
+use crate::aws::{Aws, AwsError, AwsErrorKind, WriterMove, parse_ecr_image};
+use crate::clusters::{ClusterError, Clusters};
+use crate::controller::Context;
+use crate::engine::machine::{
+    self, DbSeen, Decision, Effect, EffectResult, Fault, Input, PlanMark, PreflightSeen, Problem,
+    Seen, Wants, World, WorkloadSeen,
+};
+use crate::engine::{self, ScaleTarget};
+use crate::leadership::LeaseCheck;
+use crate::metrics::{FailoverLabels, Metrics, PlanLabels, PlanStepLabels, StepLabels};
+use crate::store::{KubeStatusStore, StatusStore};
+use crate::validate::parse_duration;
+
+pub const FAILOVER_FIELD_MANAGER: &str = "drover-failover";
+
+/// Where "now" comes from: the wall clock, or the simulation's.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// How a pass ended.
+#[derive(Debug)]
+pub struct Pass {
+    /// When to run the next pass; None when the failover is over.
+    pub requeue: Option<Duration>,
+    /// What this pass's effects returned, for the next pass.
+    pub results: Vec<EffectResult>,
+    /// The Failover's resourceVersion after this pass; the results belong to it.
+    pub resource_version: Option<String>,
+}
+
+impl From<&AwsError> for Problem {
+    fn from(e: &AwsError) -> Self {
+        let fault = match e.kind {
+            AwsErrorKind::Transient => Fault::Transient,
+            AwsErrorKind::Unreachable => Fault::Unreachable,
+            AwsErrorKind::Permanent => Fault::Permanent,
+        };
+        Problem::new(fault, e.message.clone())
+    }
+}
+
+impl From<&ClusterError> for Problem {
+    fn from(e: &ClusterError) -> Self {
+        let fault = match e {
+            ClusterError::Unreachable(_) => Fault::Unreachable,
+            ClusterError::Transient(_) => Fault::Transient,
+            ClusterError::Permanent(_) => Fault::Permanent,
+        };
+        Problem::new(fault, e.message())
+    }
+}
+
+fn seen<T, E>(r: Result<T, E>) -> Seen<T>
+where
+    for<'e> Problem: From<&'e E>,
+{
+    r.map_err(|e| Problem::from(&e))
+}
+
+pub struct Runner {
+    metrics: Arc<Metrics>,
+    store: Arc<dyn StatusStore>,
+    lease: Arc<dyn LeaseCheck>,
+    aws: Arc<dyn Aws>,
+    clusters: Arc<dyn Clusters>,
+    clock: Arc<dyn Clock>,
+    /// The plan, with the admitted snapshot as its spec once the failover runs.
+    plan: DisasterRecoveryPlan,
+    /// The Failover as freshly read; every status write is conditional on its
+    /// resourceVersion, so a writer holding an older copy loses with 409.
+    fo: Failover,
+    retry_after: Duration,
+}
+
+impl Runner {
+    pub fn new(
+        ctx: Arc<Context>,
+        aws: Arc<dyn Aws>,
+        clusters: Arc<dyn Clusters>,
+        plan: DisasterRecoveryPlan,
+        fo: Failover,
+    ) -> Self {
+        let store = Arc::new(KubeStatusStore::new(
+            ctx.clone(),
+            &fo.namespace().unwrap_or_default(),
+            &plan.namespace().unwrap_or_default(),
+        ));
+        Self {
+            metrics: ctx.metrics.clone(),
+            store,
+            lease: ctx.leadership.clone(),
+            aws,
+            clusters,
+            clock: Arc::new(SystemClock),
+            plan,
+            fo,
+            retry_after: ctx.config.retry_after_promotion,
+        }
+    }
+
+    /// A runner on any status store, leader check and clock (`new` uses the API server's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_effects(
+        metrics: Arc<Metrics>,
+        store: Arc<dyn StatusStore>,
+        lease: Arc<dyn LeaseCheck>,
+        aws: Arc<dyn Aws>,
+        clusters: Arc<dyn Clusters>,
+        clock: Arc<dyn Clock>,
+        plan: DisasterRecoveryPlan,
+        fo: Failover,
+        retry_after: Duration,
+    ) -> Self {
+        Self {
+            metrics,
+            store,
+            lease,
+            aws,
+            clusters,
+            clock,
+            plan,
+            fo,
+            retry_after,
+        }
+    }
+
+    fn mode(&self) -> FailoverMode {
+        self.fo.spec.mode
+    }
+
+    fn target(&self) -> &str {
+        &self.fo.spec.target_region
+    }
+
+    fn source(&self) -> String {
+        self.fo
+            .status
+            .as_ref()
+            .and_then(|s| s.source_region.clone())
+            .unwrap_or_default()
+    }
+
+    fn aws_region(&self, region: &str) -> String {
+        self.plan
+            .spec
+            .regions
+            .iter()
+            .find(|r| r.name == region)
+            .map(|r| r.aws_region.clone())
+            .unwrap_or_else(|| region.to_string())
+    }
+
+    /// One pass: observe, decide, record, act. `siblings` are the namespace's Failovers
+    /// (used only before admission); `results` what the previous pass's effects returned.
+    pub async fn pass(
+        &self,
+        siblings: Vec<Failover>,
+        results: Vec<EffectResult>,
+    ) -> Result<Pass, kube::Error> {
+        let before = self.fo.status.clone().unwrap_or_default();
+        let version = self.fo.metadata.resource_version.clone();
+        if before.phase.is_some_and(FailoverPhase::is_terminal) {
+            return Ok(Pass {
+                requeue: None,
+                results: Vec::new(),
+                resource_version: version,
+            });
+        }
+        let wants = machine::wants(&self.plan.spec, &self.fo);
+        let mut world = self.observe(&wants).await;
+        world.siblings = siblings;
+        world.results = results;
+        let decision = machine::decide(&Input {
+            plan: &self.plan,
+            failover: &self.fo,
+            world: &world,
+            now: self.clock.now(),
+            retry_after: self.retry_after,
+            jitter: fastrand::f64(),
+        });
+        if let Some(mark) = &decision.plan {
+            self.mark_plan(mark).await?;
+        }
+        let version = if decision.status != before {
+            self.write(&decision.status, version.as_deref()).await?
+        } else {
+            version
+        };
+        self.report(&decision).await;
+        let results = self.act(&decision.effects).await;
+        Ok(Pass {
+            requeue: decision.requeue,
+            results,
+            resource_version: version,
+        })
+    }
+
+    /// The one status write of a pass, conditional on the resourceVersion read.
+    async fn write(
+        &self,
+        status: &FailoverStatus,
+        version: Option<&str>,
+    ) -> Result<Option<String>, kube::Error> {
+        if self.lease.deposed() {
+            return Err(self.lease.deposed_error());
+        }
+        let mut status = status.clone();
+        status.observed_generation = self.fo.metadata.generation;
+        self.store
+            .write_failover_status(&self.fo.name_any(), &status, version)
+            .await
+    }
+
+    /// Events, logs and metrics for what the decision did.
+    async fn report(&self, d: &Decision) {
+        for note in &d.events {
+            let type_ = if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            info!(failover = %self.fo.name_any(), reason = %note.reason, message = %note.message);
+            let store = self.store.clone();
+            let fo = self.fo.clone();
+            let note = note.clone();
+            // Best effort, without holding up the pass.
+            tokio::spawn(async move {
+                store
+                    .publish(&fo, type_, &note.reason, &note.action, note.message)
+                    .await
+            });
+        }
+        for (step, seconds) in &d.finished_steps {
+            self.metrics
+                .step_duration
+                .get_or_create(&StepLabels { step: step.name() })
+                .observe(*seconds);
+        }
+        if let Some(f) = &d.finished {
+            self.metrics
+                .failovers
+                .get_or_create(&FailoverLabels {
+                    mode: format!("{:?}", self.mode()),
+                    result: format!("{:?}", f.phase),
+                })
+                .inc();
+            if f.phase != FailoverPhase::Rejected && self.mode() != FailoverMode::DryRun {
+                self.record_last_failover(f);
+            }
+        }
+    }
+
+    /// The `drover_last_failover_*` gauges and, on success, the RTO histogram. A DryRun
+    /// moves nothing, so it leaves them to the last real failover.
+    fn record_last_failover(&self, f: &machine::Finished) {
+        let metrics = &self.metrics;
+        let plan = PlanLabels {
+            namespace: self.plan.namespace().unwrap_or_default(),
+            plan: self.plan.name_any(),
+        };
+        for (step, seconds) in &f.step_seconds {
+            metrics
+                .last_failover_step
+                .get_or_create(&PlanStepLabels {
+                    namespace: plan.namespace.clone(),
+                    plan: plan.plan.clone(),
+                    step: step.clone(),
+                })
+                .set(*seconds);
+        }
+        if let Some(lag) = f.data_loss {
+            metrics
+                .last_failover_data_loss
+                .get_or_create(&plan)
+                .set(lag);
+        }
+        if let Some(t) = f.total_seconds
+            && f.phase == FailoverPhase::Succeeded
+        {
+            metrics.failover_duration.observe(t);
+            metrics.last_failover_rto.get_or_create(&plan).set(t);
+        }
+    }
+
+    /// Records this failover (and, on success, the new active region and what it could
+    /// not fence) on the plan, in one write.
+    async fn mark_plan(&self, mark: &PlanMark) -> Result<(), kube::Error> {
+        // The plan write is not tied to the Failover's resourceVersion, so a deposed leader
+        // is stopped here as its status writes are.
+        if self.lease.deposed() {
+            return Err(self.lease.deposed_error());
+        }
+        let last = LastFailover {
+            name: self.fo.name_any(),
+            target_region: self.target().to_string(),
+            phase: Some(format!("{:?}", mark.phase)),
+        };
+        let written = self
+            .store
+            .update_plan_fields(&self.plan.name_any(), &mut |f| {
+                f.last_failover = Some(last.clone());
+                if let Some(region) = &mark.active_region {
+                    f.active_region = Some(region.clone());
+                }
+                f.pending_fences = engine::fence::merge(&f.pending_fences, mark.fences.clone());
+            })
+            .await;
+        let fields = match written {
+            Ok(fields) => fields,
+            // Deleted mid-flight: the failover still finishes on its snapshot, and says
+            // that there was no plan left to record it on.
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let note = format!(
+                    "plan {} was deleted; this failover ({:?}) is not recorded on it",
+                    self.plan.name_any(),
+                    mark.phase
+                );
+                warn!(failover = %self.fo.name_any(), "{note}");
+                self.store
+                    .publish(&self.fo, EventType::Warning, "PlanDeleted", "Finish", note)
+                    .await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(region) = fields.active_region.as_deref() {
+            self.metrics.set_active_region(
+                &self.plan.name_any(),
+                self.plan.spec.regions.iter().map(|r| r.name.as_str()),
+                region,
+            );
+        }
+        if !mark.fences.is_empty() {
+            let names: Vec<String> = mark.fences.iter().map(|f| f.describe()).collect();
+            self.store
+                .publish(
+                    &self.fo,
+                    EventType::Warning,
+                    "FencePending",
+                    "Finish",
+                    format!(
+                        "pending fences recorded on plan {}: {}",
+                        self.plan.name_any(),
+                        names.join(", ")
+                    ),
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    // ---- Acting ---------------------------------------------------------------------------
+
+    /// Makes each call once, concurrently. An error whose outcome is unknown is not resent
+    /// here: the next pass observes first.
+    async fn act(&self, effects: &[Effect]) -> Vec<EffectResult> {
+        join_all(effects.iter().map(|e| self.act_one(e))).await
+    }
+
+    async fn act_one(&self, effect: &Effect) -> EffectResult {
+        match effect {
+            Effect::Scale { target, step } => {
+                let outcome = match self.plan.spec.workloads.get(target.workload) {
+                    Some(w) => seen(
+                        self.clusters
+                            .scale(&target.region, w, target.replicas)
+                            .await,
+                    ),
+                    None => Err(Problem::new(Fault::NotFound, "no such workload in the plan")),
+                };
+                EffectResult::Scaled {
+                    target: target.clone(),
+                    step: *step,
+                    outcome,
+                }
+            }
+            Effect::Promote {
+                database,
+                target_arn,
+            } => {
+                let outcome = self.promote(database, target_arn.as_deref()).await;
+                EffectResult::Promoted {
+                    database: database.clone(),
+                    outcome,
+                }
+            }
+            Effect::ChangeRecords {
+                zone,
+                batch,
+                changes,
+            } => EffectResult::ChangedRecords {
+                zone: zone.clone(),
+                batch: *batch,
+                outcome: seen(self.aws.change_records(zone, changes).await),
+            },
+        }
+    }
+
+    async fn promote(&self, database: &str, target_arn: Option<&str>) -> Seen<()> {
+        let region = self.aws_region(self.target());
+        let Some(db) = self.plan.spec.databases.iter().find(|d| d.name == database) else {
+            return Err(Problem::new(Fault::NotFound, "no such database in the plan"));
+        };
+        match (&db.aurora_global, target_arn) {
+            (Some(aurora), Some(arn)) => {
+                let how = if self.mode() == FailoverMode::Planned {
+                    WriterMove::Switchover
+                } else {
+                    WriterMove::FailoverAllowingDataLoss
+                };
+                seen(
+                    self.aws
+                        .move_global_writer(&region, &aurora.global_cluster_identifier, arn, how)
+                        .await,
+                )
+            }
+            _ => {
+                let member = engine::member(db, self.target()).unwrap_or_default();
+                seen(self.aws.promote_read_replica(&region, member).await)
+            }
+        }
+    }
+
+    // ---- Observing ------------------------------------------------------------------------
+
+    /// Reads everything `wants` names, concurrently, once each. Errors are observations.
+    async fn observe(&self, wants: &Wants) -> World {
+        let preflight = async {
+            if wants.preflight {
+                Some(self.preflight().await)
+            } else {
+                None
+            }
+        };
+        let workloads = join_all(wants.workloads.iter().map(|t| async move {
+            ((t.region.clone(), t.workload), self.workload(t).await)
+        }));
+        let lags = join_all(wants.lags.iter().map(|name| async move {
+            (name.clone(), self.lag(name).await)
+        }));
+        let databases = join_all(wants.databases.iter().map(|name| async move {
+            (name.clone(), self.database(name).await)
+        }));
+        let zones = join_all(wants.zones.iter().map(|zone| async move {
+            (zone.clone(), seen(self.aws.list_records(zone).await))
+        }));
+        let changes = join_all(wants.changes.iter().map(|id| async move {
+            (id.clone(), seen(self.aws.change_insync(id).await))
+        }));
+        let (preflight, workloads, lags, databases, zones, changes) =
+            tokio::join!(preflight, workloads, lags, databases, zones, changes);
+        World {
+            preflight,
+            workloads: workloads.into_iter().collect(),
+            lags: lags.into_iter().collect(),
+            databases: databases.into_iter().collect(),
+            zones: zones.into_iter().collect(),
+            changes: changes.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A workload, and for a writer or singleton at or below the count it is scaled to,
+    /// its pods: `status.replicas` leaves out Terminating pods, which still run.
+    async fn workload(&self, t: &ScaleTarget) -> Seen<WorkloadSeen> {
+        let Some(w) = self.plan.spec.workloads.get(t.workload) else {
+            return Err(Problem::new(Fault::NotFound, "no such workload in the plan"));
+        };
+        let state = seen(self.clusters.workload(&t.region, w).await)?;
+        let pods = match &state {
+            Some(s) if (w.writer || w.singleton) && s.replicas <= t.replicas => {
+                match &s.selector {
+                    Some(selector) => {
+                        Some(seen(self.clusters.pods(&t.region, w, selector).await))
+                    }
+                    None => {
+                        warn!(workload = %w.name, "no pod selector; cannot confirm its pods are gone");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(WorkloadSeen { state, pods })
+    }
+
+    fn database_spec(&self, name: &str) -> Seen<&DatabaseSpec> {
+        self.plan
+            .spec
+            .databases
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| Problem::new(Fault::NotFound, format!("no database {name} in the plan")))
+    }
+
+    /// The newest lag datapoint into the target region, read there (it survives the loss
+    /// of the source region).
+    async fn lag(&self, name: &str) -> Seen<Option<engine::LagReading>> {
+        let db = self.database_spec(name)?;
+        let source = engine::lag_source(db, self.target()).ok_or_else(|| {
+            Problem::new(Fault::NotFound, format!("no member in {}", self.target()))
+        })?;
+        let reading = seen(
+            self.aws
+                .replica_lag(&self.aws_region(self.target()), &source)
+                .await,
+        )?;
+        if let Some(r) = &reading
+            && r.seconds >= 0.0
+        {
+            self.metrics
+                .set_replication_lag(&self.plan.name_any(), name, self.target(), r.seconds);
+        }
+        Ok(reading)
+    }
+
+    /// The target member of a database.
+    async fn database(&self, name: &str) -> Seen<DbSeen> {
+        let db = self.database_spec(name)?;
+        let region = self.aws_region(self.target());
+        let member = engine::member(db, self.target()).ok_or_else(|| {
+            Problem::new(Fault::NotFound, format!("no member in {}", self.target()))
+        })?;
+        match &db.aurora_global {
+            None => Ok(DbSeen::Rds(seen(
+                self.aws.describe_instance(&region, member).await,
+            )?)),
+            Some(aurora) => {
+                let (arn, global) = tokio::join!(
+                    self.aws.cluster_arn(&region, member),
+                    self.aws
+                        .describe_global_cluster(&region, &aurora.global_cluster_identifier)
+                );
+                Ok(DbSeen::Aurora {
+                    target_arn: seen(arn)?,
+                    global: seen(global)?,
+                })
+            }
+        }
+    }
+
+    // ---- Preflight probes (read-only) -------------------------------------------------------
+
+    /// Every check, concurrently; every failure is kept. A check that could not be made
+    /// (throttled, unreachable) is reported as unanswered, and asked again next pass.
+    async fn preflight(&self) -> PreflightSeen {
+        let spec = &self.plan.spec;
+        let mut checks: Vec<futures::future::BoxFuture<'_, PreflightSeen>> = Vec::new();
+        checks.push(Box::pin(self.check_workloads_and_images()));
+        for db in &spec.databases {
+            checks.push(Box::pin(self.check_database(db)));
+        }
+        for zone in &spec.dns {
+            checks.push(Box::pin(self.check_zone(zone)));
+        }
+        if self.mode() == FailoverMode::Planned {
+            checks.push(Box::pin(self.check_fence_targets()));
+        }
+        let mut out = PreflightSeen::default();
+        for c in join_all(checks).await {
+            out.problems.extend(c.problems);
+            out.unanswered.extend(c.unanswered);
+        }
+        out
+    }
+
+    /// Workloads exist in the target cluster, and their images in the target's ECR.
+    async fn check_workloads_and_images(&self) -> PreflightSeen {
+        let target = self.target();
+        let aws_target = self.aws_region(target);
+        let mut out = PreflightSeen::default();
+        let workloads = join_all(self.plan.spec.workloads.iter().map(|w| async move {
+            (w, seen(self.clusters.workload(target, w).await))
+        }))
+        .await;
+        let mut images = std::collections::BTreeSet::new();
+        for (w, r) in workloads {
+            let name = format!("workload {} {}/{}", w.kind, w.namespace, w.name);
+            match r {
+                Ok(Some(state)) => images.extend(state.images),
+                Ok(None) => out.problems.push(format!("{name} not found in {target}")),
+                Err(p) => out.push(p, format!("{name} in {target}")),
+            }
+        }
+        let found = join_all(images.iter().filter_map(|image| {
+            let (repo, reference) = parse_ecr_image(image)?;
+            let aws_target = &aws_target;
+            Some(async move {
+                let r = seen(self.aws.image_exists(aws_target, &repo, &reference).await);
+                (image, format!("{repo}:{reference}"), r)
+            })
+        }))
+        .await;
+        let mut missing = Vec::new();
+        for (image, short, r) in found {
+            match r {
+                Ok(true) => {}
+                Ok(false) => missing.push(short),
+                Err(p) => out.push(p, format!("checking image {image} in ECR {aws_target}")),
+            }
+        }
+        if !missing.is_empty() {
+            out.problems.push(format!(
+                "images missing from ECR in {aws_target}: {}",
+                missing.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// Planned: the old region's cluster answers and has the workloads to fence.
+    async fn check_fence_targets(&self) -> PreflightSeen {
+        let source = self.source();
+        let targets = engine::fence_targets(&self.plan.spec, &source);
+        let found = join_all(targets.iter().filter_map(|t| {
+            let w = self.plan.spec.workloads.get(t.workload)?;
+            Some(async move { (w, seen(self.clusters.workload(&t.region, w).await)) })
+        }))
+        .await;
+        let mut out = PreflightSeen::default();
+        for (w, r) in found {
+            match r {
+                Ok(Some(_)) => {}
+                Ok(None) => out.problems.push(format!(
+                    "workload {} {}/{} to fence not found in {source}",
+                    w.kind, w.namespace, w.name
+                )),
+                Err(p) => out.push(
+                    p,
+                    format!("cannot reach {source} to fence {}/{}", w.namespace, w.name),
+                ),
+            }
+        }
+        out
+    }
+
+    /// The target member exists and is healthy; lag is within the RPO where that matters.
+    async fn check_database(&self, db: &DatabaseSpec) -> PreflightSeen {
+        let rpo = parse_duration(&self.plan.spec.objectives.rpo).unwrap_or_default();
+        let (health, lag) = tokio::join!(self.target_db_health(db), self.lag(&db.name));
+        let mut out = PreflightSeen::default();
+        match health {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => out.problems.push(format!("database {}: {why}", db.name)),
+            Err(p) => out.push(p, format!("database {}", db.name)),
+        }
+        match lag {
+            Ok(reading) => {
+                let now = self.clock.now();
+                let max_age = self.plan.spec.objectives.max_lag_age();
+                let lag = engine::lag::judge(
+                    reading.as_ref(),
+                    engine::lag::fresh_after(now, max_age, None),
+                );
+                let over = lag.seconds().is_none_or(|l| l > rpo.as_secs_f64());
+                let fatal = match self.mode() {
+                    FailoverMode::DryRun => true,
+                    FailoverMode::Unplanned => !self.fo.spec.allow_data_loss,
+                    FailoverMode::Planned => false,
+                };
+                if over && fatal {
+                    out.problems.push(format!(
+                        "database {}: replication lag {} is not within the RPO {}s",
+                        db.name,
+                        lag.describe(),
+                        rpo.as_secs_f64()
+                    ));
+                }
+            }
+            Err(p) => out.push(p, format!("database {}: measuring lag", db.name)),
+        }
+        out
+    }
+
+    /// Ok(Err(why)) when the target member is unfit; Err when it could not be described.
+    async fn target_db_health(&self, db: &DatabaseSpec) -> Seen<Result<(), String>> {
+        let region = self.aws_region(self.target());
+        let Some(member) = engine::member(db, self.target()) else {
+            return Ok(Err(format!("no member in {}", self.target())));
+        };
+        match self.database(&db.name).await? {
+            DbSeen::Rds(None) => Ok(Err(format!("instance {member} not found in {region}"))),
+            DbSeen::Rds(Some(o)) if o.status != "available" => {
+                Ok(Err(format!("instance {member} is {}", o.status)))
+            }
+            // Promoting a standalone instance (e.g. the former primary before failback)
+            // would make stale data the writer.
+            DbSeen::Rds(Some(o)) => Ok(match o.source {
+                None => Err(format!(
+                    "instance {member} is not a read replica; rebuild it as a replica of the \
+                     current primary before failing over to it"
+                )),
+                // Replicas of an old primary do not follow a promotion: promoting one that
+                // still replicates from it would lose every write made since.
+                Some(src) => {
+                    let active = self.source();
+                    let primary = engine::member(db, &active).unwrap_or_default();
+                    if engine::source_is(&src, &self.aws_region(&active), primary) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "instance {member} replicates from {src}, not from the active \
+                             region's primary {primary} in {active}; promoting it would lose \
+                             every write made since; rebuild it as a replica of {primary}"
+                        ))
+                    }
+                }
+            }),
+            DbSeen::Aurora {
+                target_arn: None, ..
+            } => Ok(Err(format!("cluster {member} not found in {region}"))),
+            DbSeen::Aurora {
+                global,
+                target_arn: Some(arn),
+            } => {
+                let id = db
+                    .aurora_global
+                    .as_ref()
+                    .map(|a| a.global_cluster_identifier.as_str())
+                    .unwrap_or_default();
+                Ok(match global {
+                    None => Err(format!("global cluster {id} not found")),
+                    Some(o) if !o.member_arns.contains(&arn) => {
+                        Err(format!("{member} is not a member of {id}"))
+                    }
+                    Some(o) if o.status != "available" => {
+                        Err(format!("global cluster {id} is {}", o.status))
+                    }
+                    Some(_) => Ok(()),
+                })
+            }
+        }
+    }
+
+    /// The zone exists and takes the changes; the target's health checks are healthy.
+    async fn check_zone(&self, zone: &crate::api::HostedZoneSpec) -> PreflightSeen {
+        let target = self.target();
+        let id = zone.hosted_zone_id.as_str();
+        let mut out = PreflightSeen::default();
+        match seen(self.aws.hosted_zone_exists(id).await) {
+            // What Route 53 would refuse, or would leave ambiguous, is a preflight failure,
+            // not a surprise after the databases are promoted.
+            Ok(true) => match seen(self.aws.list_records(id).await) {
+                Ok(current) => {
+                    out.problems.extend(
+                        engine::dns::zone_conflicts(zone, &current)
+                            .into_iter()
+                            .map(|c| format!("hosted zone {id}: {c}")),
+                    );
+                    let changes =
+                        engine::dns::zone_changes(&self.plan.spec, zone, target, &current);
+                    if let Err(e) = engine::dns::pack(changes) {
+                        out.problems.push(format!("hosted zone {id}: {e}"));
+                    }
+                }
+                Err(p) => out.push(p, format!("hosted zone {id}: listing records")),
+            },
+            Ok(false) => out.problems.push(format!("hosted zone {id} not found")),
+            Err(p) => out.push(p, format!("hosted zone {id}")),
+        }
+        for record in &zone.records {
+            for t in record.targets.iter().filter(|t| t.region == target) {
+                let Some(hc) = &t.health_check_id else {
+                    continue;
+                };
+                match seen(self.aws.health_check_healthy(hc).await) {
+                    Ok(true) => {}
+                    Ok(false) => out.problems.push(format!(
+                        "record {}: health check {hc} for {target} is failing",
+                        record.name
+                    )),
+                    Err(p) => out.push(p, format!("health check {hc}")),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl PreflightSeen {
+    /// A failed read: unanswered when asking again may help, a problem otherwise.
+    fn push(&mut self, p: Problem, what: String) {
+        let line = format!("{what}: {}", p.message);
+        if p.passes() {
+            self.unanswered.push(line);
+        } else {
+            self.problems.push(line);
+        }
+    }
+}
