@@ -48,14 +48,7 @@ impl std::fmt::Display for AwsError {
 
 pub type AwsResult<T> = Result<T, AwsError>;
 
-/// Which replication-lag metric to read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LagSource {
-    /// RDS `ReplicaLag` of a read replica instance (seconds).
-    RdsReplica { instance: String },
-    /// `AuroraGlobalDBReplicationLag` of a secondary cluster (milliseconds).
-    AuroraSecondary { cluster: String },
-}
+pub use crate::engine::lag::LagSource;
 
 /// How an Aurora global cluster's writer moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

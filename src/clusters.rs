@@ -13,20 +13,7 @@ use tokio::sync::Mutex;
 use crate::api::{DisasterRecoveryPlanSpec, WorkloadSpec};
 use crate::member;
 
-/// A workload as seen in one region.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkloadState {
-    /// Desired replicas (spec).
-    pub replicas: i32,
-    /// Pods that exist now (status.replicas), ready or not.
-    pub current_replicas: i32,
-    pub ready_replicas: i32,
-    /// Whether status reflects the latest spec.
-    pub observed_current: bool,
-    pub images: Vec<String>,
-    /// The label selector of its pods ("k=v,k2=v2"), when it has one.
-    pub selector: Option<String>,
-}
+pub use crate::engine::WorkloadState;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClusterError {

@@ -1,7 +1,7 @@
 //! Controller glue: watches plans and failovers, validates, and writes status.
 //! Decisions live in `validate` and `conditions`; this module only does I/O.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,155 +9,31 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::{StreamExt, future::join_all};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{
     DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverPhase, FailoverStatus,
     RegionStatus, ReplicationStatus,
 };
-use crate::aws::Aws;
 use crate::clusters::KubeClusters;
 use crate::conditions::{self, DesiredCondition};
-use crate::config::Config;
-use crate::engine::machine::EffectResult;
-use crate::runner::Runner;
+use crate::context::Context;
 use crate::engine::Lag;
 use crate::error::{Error, Result};
 use crate::http::Readiness;
-use crate::leadership::{LeaderAws, LeaderClusters, Leadership};
-use crate::metrics::{ControllerLabels, ErrorLabels, Metrics, PlanLabels};
+use crate::leadership::LeaderClusters;
+use crate::metrics::{ControllerLabels, ErrorLabels, PlanLabels};
+use crate::runner::Runner;
+use crate::store::{FIELD_MANAGER, apply_status};
 use crate::validate::{self, SecretsSeen};
-
-pub const FIELD_MANAGER: &str = "drover";
-
-/// Shared state of the reconcilers.
-pub struct Context {
-    pub client: Client,
-    /// AWS, refusing mutating calls unless `leadership` is confirmed first.
-    pub aws: Arc<dyn Aws>,
-    pub leadership: Arc<Leadership>,
-    pub config: Config,
-    pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
-    /// What the last pass of each Failover (by uid) got back from its calls, with the
-    /// resourceVersion that pass left. The next pass uses them only if nothing else wrote
-    /// since; after a restart they are gone, and that pass observes before it acts.
-    pub pass_results: std::sync::Mutex<HashMap<String, (Option<String>, Vec<EffectResult>)>>,
-}
-
-impl Context {
-    pub fn new(client: Client, aws: Arc<dyn Aws>, config: Config, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter {
-            controller: "drover".into(),
-            instance: Some(config.identity.clone()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
-        let leadership = Arc::new(Leadership::new(
-            Api::namespaced(client.clone(), &config.lease_namespace),
-            &config.lease_name,
-            &config.identity,
-        ));
-        let aws = Arc::new(LeaderAws {
-            inner: aws,
-            leadership: leadership.clone(),
-        });
-        Self {
-            client,
-            aws,
-            leadership,
-            config,
-            metrics,
-            recorder,
-            pass_results: Default::default(),
-        }
-    }
-
-    /// Publishes an Event. The recorder folds repeats of (reason, action) into one series,
-    /// so distinct happenings need distinct actions.
-    pub async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
-            action: action.into(),
-            secondary: None,
-        };
-        // Events are best effort: a failure to record one must not fail the reconcile.
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %e, reason, "could not publish event");
-        }
-    }
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
-}
 
 fn now() -> Timestamp {
     Timestamp::now()
-}
-
-/// Server-side applies `status` (the fields `field_manager` owns) on /status.
-pub async fn apply_status<K>(
-    api: &Api<K>,
-    name: &str,
-    field_manager: &str,
-    status: &impl Serialize,
-) -> Result<K, kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    apply_status_at(api, name, field_manager, status, None).await
-}
-
-/// `apply_status`, conditional on `resource_version` when given: the API server answers
-/// 409 if the object changed since.
-pub async fn apply_status_at<K>(
-    api: &Api<K>,
-    name: &str,
-    field_manager: &str,
-    status: &impl Serialize,
-    resource_version: Option<&str>,
-) -> Result<K, kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    if let Some(version) = resource_version {
-        patch["metadata"] = json!({ "resourceVersion": version });
-    }
-    api.patch_status(
-        name,
-        &PatchParams::apply(field_manager).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
 }
 
 /// Looks up every Secret the plan references. Missing or forbidden Secrets become
@@ -375,7 +251,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     let (ready, ready_message, fences) = if valid {
         if previous.active_region.is_none() {
             let initial = crate::engine::active_region(&plan);
-            crate::fencing::update_failover_fields(&api, &name, |f| {
+            crate::store::update_failover_fields(&api, &name, |f| {
                 f.active_region = f.active_region.clone().or(initial.clone())
             })
             .await?;
@@ -809,16 +685,5 @@ where
                 .observe(started.elapsed().as_secs_f64());
             result
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncate_respects_char_boundaries() {
-        assert_eq!(truncate("héllo".into(), 2), "h…");
-        assert_eq!(truncate("short".into(), 10), "short");
     }
 }

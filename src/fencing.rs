@@ -6,71 +6,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{
-    DisasterRecoveryPlan, FenceResource, LastFailover, PendingFence, PendingFenceState,
-    RdsFenceMethod, WorkloadSpec,
+    DisasterRecoveryPlan, FenceResource, PendingFence, PendingFenceState, RdsFenceMethod,
+    WorkloadSpec,
 };
 use crate::clusters::{ClusterError, Clusters, KubeClusters};
-use crate::controller::Context;
-use crate::runner::FAILOVER_FIELD_MANAGER;
+use crate::context::Context;
 use crate::engine::fence::{FenceStep, Observed, next_step};
 use crate::leadership::LeaderClusters;
-
-/// The plan status fields the failover field manager owns. Every apply of that manager
-/// carries all of them: server-side apply deletes an owned field that an apply leaves out.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FailoverFields {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub active_region: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_failover: Option<LastFailover>,
-    pub pending_fences: Vec<PendingFence>,
-}
-
-/// Reads the plan, applies `change` to its failover fields and writes them with the failover
-/// field manager, on the condition that the plan is unchanged since the read; on a conflict
-/// it reads again. The failover driver and the plan reconciler both write the pending
-/// fences, and neither may drop an entry the other just added.
-pub async fn update_failover_fields(
-    api: &Api<DisasterRecoveryPlan>,
-    name: &str,
-    mut change: impl FnMut(&mut FailoverFields),
-) -> Result<FailoverFields, kube::Error> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let plan = api.get_status(name).await?;
-        let status = plan.status.clone().unwrap_or_default();
-        let mut fields = FailoverFields {
-            active_region: status.active_region,
-            last_failover: status.last_failover,
-            pending_fences: status.pending_fences,
-        };
-        change(&mut fields);
-        let patch = json!({
-            "apiVersion": DisasterRecoveryPlan::api_version(&()),
-            "kind": DisasterRecoveryPlan::kind(&()),
-            "metadata": {"name": name, "resourceVersion": plan.resource_version()},
-            "status": fields,
-        });
-        let params = PatchParams::apply(FAILOVER_FIELD_MANAGER).force();
-        match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
-            Ok(_) => return Ok(fields),
-            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => {
-                tokio::time::sleep(crate::engine::retry_delay(attempt, fastrand::f64())).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
+use crate::store::update_failover_fields;
 
 /// The workload a pending fence names, as a plan workload that must end at 0.
 fn workload_of(entry: &PendingFence) -> WorkloadSpec {

@@ -10,7 +10,8 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::controller::{self, Context};
+use crate::context::Context;
+use crate::controller;
 use crate::http::Readiness;
 use crate::metrics::Metrics;
 
@@ -53,7 +54,7 @@ pub async fn run_when_leader(
         .with_identity(&config.identity)
         .with_duration(duration)
         .with_grace(grace)
-        .with_field_manager(controller::FIELD_MANAGER)
+        .with_field_manager(crate::store::FIELD_MANAGER)
         .build()
         .await
         .map_err(lease_error)?;

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clusters;
 pub mod conditions;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod engine;
 pub mod error;

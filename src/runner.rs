@@ -17,18 +17,16 @@ use crate::api::{
 };
 use crate::aws::{Aws, AwsError, AwsErrorKind, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
-use crate::controller::Context;
+use crate::context::Context;
 use crate::engine::machine::{
     self, DbSeen, Decision, Effect, EffectResult, Fault, Input, PlanMark, PreflightSeen, Problem,
-    Seen, Wants, World, WorkloadSeen,
+    Seen, Wants, WorkloadSeen, World,
 };
 use crate::engine::{self, ScaleTarget};
 use crate::leadership::LeaseCheck;
 use crate::metrics::{FailoverLabels, Metrics, PlanLabels, PlanStepLabels, StepLabels};
 use crate::store::{KubeStatusStore, StatusStore};
 use crate::validate::parse_duration;
-
-pub const FAILOVER_FIELD_MANAGER: &str = "drover-failover";
 
 /// Where "now" comes from: the wall clock, or the simulation's.
 pub trait Clock: Send + Sync {
@@ -392,7 +390,10 @@ impl Runner {
                             .scale(&target.region, w, target.replicas)
                             .await,
                     ),
-                    None => Err(Problem::new(Fault::NotFound, "no such workload in the plan")),
+                    None => Err(Problem::new(
+                        Fault::NotFound,
+                        "no such workload in the plan",
+                    )),
                 };
                 EffectResult::Scaled {
                     target: target.clone(),
@@ -425,7 +426,10 @@ impl Runner {
     async fn promote(&self, database: &str, target_arn: Option<&str>) -> Seen<()> {
         let region = self.aws_region(self.target());
         let Some(db) = self.plan.spec.databases.iter().find(|d| d.name == database) else {
-            return Err(Problem::new(Fault::NotFound, "no such database in the plan"));
+            return Err(Problem::new(
+                Fault::NotFound,
+                "no such database in the plan",
+            ));
         };
         match (&db.aurora_global, target_arn) {
             (Some(aurora), Some(arn)) => {
@@ -458,21 +462,34 @@ impl Runner {
                 None
             }
         };
-        let workloads = join_all(wants.workloads.iter().map(|t| async move {
-            ((t.region.clone(), t.workload), self.workload(t).await)
-        }));
-        let lags = join_all(wants.lags.iter().map(|name| async move {
-            (name.clone(), self.lag(name).await)
-        }));
-        let databases = join_all(wants.databases.iter().map(|name| async move {
-            (name.clone(), self.database(name).await)
-        }));
-        let zones = join_all(wants.zones.iter().map(|zone| async move {
-            (zone.clone(), seen(self.aws.list_records(zone).await))
-        }));
-        let changes = join_all(wants.changes.iter().map(|id| async move {
-            (id.clone(), seen(self.aws.change_insync(id).await))
-        }));
+        let workloads = join_all(
+            wants
+                .workloads
+                .iter()
+                .map(|t| async move { ((t.region.clone(), t.workload), self.workload(t).await) }),
+        );
+        let lags = join_all(
+            wants
+                .lags
+                .iter()
+                .map(|name| async move { (name.clone(), self.lag(name).await) }),
+        );
+        let databases = join_all(
+            wants
+                .databases
+                .iter()
+                .map(|name| async move { (name.clone(), self.database(name).await) }),
+        );
+        let zones =
+            join_all(wants.zones.iter().map(|zone| async move {
+                (zone.clone(), seen(self.aws.list_records(zone).await))
+            }));
+        let changes = join_all(
+            wants
+                .changes
+                .iter()
+                .map(|id| async move { (id.clone(), seen(self.aws.change_insync(id).await)) }),
+        );
         let (preflight, workloads, lags, databases, zones, changes) =
             tokio::join!(preflight, workloads, lags, databases, zones, changes);
         World {
@@ -490,21 +507,20 @@ impl Runner {
     /// its pods: `status.replicas` leaves out Terminating pods, which still run.
     async fn workload(&self, t: &ScaleTarget) -> Seen<WorkloadSeen> {
         let Some(w) = self.plan.spec.workloads.get(t.workload) else {
-            return Err(Problem::new(Fault::NotFound, "no such workload in the plan"));
+            return Err(Problem::new(
+                Fault::NotFound,
+                "no such workload in the plan",
+            ));
         };
         let state = seen(self.clusters.workload(&t.region, w).await)?;
         let pods = match &state {
-            Some(s) if (w.writer || w.singleton) && s.replicas <= t.replicas => {
-                match &s.selector {
-                    Some(selector) => {
-                        Some(seen(self.clusters.pods(&t.region, w, selector).await))
-                    }
-                    None => {
-                        warn!(workload = %w.name, "no pod selector; cannot confirm its pods are gone");
-                        None
-                    }
+            Some(s) if (w.writer || w.singleton) && s.replicas <= t.replicas => match &s.selector {
+                Some(selector) => Some(seen(self.clusters.pods(&t.region, w, selector).await)),
+                None => {
+                    warn!(workload = %w.name, "no pod selector; cannot confirm its pods are gone");
+                    None
                 }
-            }
+            },
             _ => None,
         };
         Ok(WorkloadSeen { state, pods })
@@ -595,9 +611,13 @@ impl Runner {
         let target = self.target();
         let aws_target = self.aws_region(target);
         let mut out = PreflightSeen::default();
-        let workloads = join_all(self.plan.spec.workloads.iter().map(|w| async move {
-            (w, seen(self.clusters.workload(target, w).await))
-        }))
+        let workloads = join_all(
+            self.plan
+                .spec
+                .workloads
+                .iter()
+                .map(|w| async move { (w, seen(self.clusters.workload(target, w).await)) }),
+        )
         .await;
         let mut images = std::collections::BTreeSet::new();
         for (w, r) in workloads {

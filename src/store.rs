@@ -5,12 +5,109 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
 
-use crate::api::{DisasterRecoveryPlan, Failover, FailoverStatus};
-use crate::controller::{Context, FIELD_MANAGER, apply_status_at};
-use crate::fencing::{FailoverFields, update_failover_fields};
+use crate::api::{DisasterRecoveryPlan, Failover, FailoverStatus, LastFailover, PendingFence};
+use crate::context::Context;
+
+/// Field manager of the plan reconciler's status fields.
+pub const FIELD_MANAGER: &str = "drover";
+/// Field manager of the status fields the failover runner owns on plans.
+pub const FAILOVER_FIELD_MANAGER: &str = "drover-failover";
+
+/// Server-side applies `status` (the fields `field_manager` owns) on /status.
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    field_manager: &str,
+    status: &impl Serialize,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    apply_status_at(api, name, field_manager, status, None).await
+}
+
+/// `apply_status`, conditional on `resource_version` when given: the API server answers
+/// 409 if the object changed since.
+pub async fn apply_status_at<K>(
+    api: &Api<K>,
+    name: &str,
+    field_manager: &str,
+    status: &impl Serialize,
+    resource_version: Option<&str>,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    if let Some(version) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
+    api.patch_status(
+        name,
+        &PatchParams::apply(field_manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+}
+
+/// The plan status fields the failover field manager owns. Every apply of that manager
+/// carries all of them: server-side apply deletes an owned field that an apply leaves out.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<LastFailover>,
+    pub pending_fences: Vec<PendingFence>,
+}
+
+/// Reads the plan, applies `change` to its failover fields and writes them with the failover
+/// field manager, on the condition that the plan is unchanged since the read; on a conflict
+/// it reads again. The failover driver and the plan reconciler both write the pending
+/// fences, and neither may drop an entry the other just added.
+pub async fn update_failover_fields(
+    api: &Api<DisasterRecoveryPlan>,
+    name: &str,
+    mut change: impl FnMut(&mut FailoverFields),
+) -> Result<FailoverFields, kube::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let plan = api.get_status(name).await?;
+        let status = plan.status.clone().unwrap_or_default();
+        let mut fields = FailoverFields {
+            active_region: status.active_region,
+            last_failover: status.last_failover,
+            pending_fences: status.pending_fences,
+        };
+        change(&mut fields);
+        let patch = json!({
+            "apiVersion": DisasterRecoveryPlan::api_version(&()),
+            "kind": DisasterRecoveryPlan::kind(&()),
+            "metadata": {"name": name, "resourceVersion": plan.resource_version()},
+            "status": fields,
+        });
+        let params = PatchParams::apply(FAILOVER_FIELD_MANAGER).force();
+        match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+            Ok(_) => return Ok(fields),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => {
+                tokio::time::sleep(crate::engine::retry_delay(attempt, fastrand::f64())).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 #[async_trait]
 pub trait StatusStore: Send + Sync {

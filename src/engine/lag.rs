@@ -6,6 +6,15 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::FailoverMode;
 
+/// Which replication-lag metric to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LagSource {
+    /// RDS `ReplicaLag` of a read replica instance (seconds).
+    RdsReplica { instance: String },
+    /// `AuroraGlobalDBReplicationLag` of a secondary cluster (milliseconds).
+    AuroraSecondary { cluster: String },
+}
+
 /// One lag datapoint as CloudWatch returned it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LagReading {

@@ -1,7 +1,7 @@
 //! The failover state machine: one pure function from (plan snapshot, failover status,
 //! observations, now) to (new status, effects, when to look again). No I/O, no clock.
 //!
-//! `crate::runner` drives it: each pass observes what [`wants`] asks for, calls [`decide`],
+//! The runner (`src/runner.rs`) drives it: each pass observes what [`wants`] asks for, calls [`decide`],
 //! writes the new status once (the intent), performs the effects, and comes back after the
 //! requeue delay. The outcome of those effects reaches the next pass as
 //! [`World::results`]; after a crash it is lost, and the next pass observes AWS and the
@@ -18,13 +18,12 @@ use crate::api::{
     DisasterRecoveryPlanSpec, DnsChange, Failover, FailoverMode, FailoverPhase, FailoverStatus,
     FailoverTimings, PendingFence, PlanSnapshot, StepState, StepStatus,
 };
-use crate::clusters::WorkloadState;
 use crate::conditions::{self, DesiredCondition};
 use crate::engine::dns::{RecordChange, RecordSet};
 use crate::engine::lag::{self, Lag, LagReading};
 use crate::engine::{
     self, Admission, AuroraObservation, DbStep, RdsObservation, Requested, ScaleTarget, Step,
-    fence, poll_delay, retry_delay, step_timeout,
+    WorkloadState, fence, poll_delay, retry_delay, step_timeout,
 };
 use crate::validate::parse_duration;
 
@@ -251,7 +250,10 @@ pub struct Wants {
 /// A mutating call. Each is made once; its outcome is unknown until the next pass.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    Scale { target: ScaleTarget, step: Step },
+    Scale {
+        target: ScaleTarget,
+        step: Step,
+    },
     /// PromoteReadReplica, or for Aurora a switchover (Planned) or a failover allowing data
     /// loss (Unplanned) to `target_arn`.
     Promote {
@@ -701,9 +703,7 @@ impl Machine<'_> {
         });
         let (state, phase, message) =
             match engine::admit(self.input.plan, fo, &self.input.world.siblings) {
-                Admission::Reject(reason) => {
-                    (StepState::Failed, FailoverPhase::Rejected, reason)
-                }
+                Admission::Reject(reason) => (StepState::Failed, FailoverPhase::Rejected, reason),
                 Admission::AlreadyActive => (
                     StepState::Succeeded,
                     FailoverPhase::Succeeded,
@@ -803,8 +803,7 @@ impl Machine<'_> {
             self.stop_before_promotion(policy, message);
             return;
         }
-        let all_done = rules_for(self.mode())
-            .all(|r| done(state_of(&self.status, r.step)));
+        let all_done = rules_for(self.mode()).all(|r| done(state_of(&self.status, r.step)));
         if all_done {
             let message = if self.mode() == FailoverMode::DryRun {
                 "dry run: preflight passed".to_string()
@@ -863,7 +862,11 @@ impl Machine<'_> {
                     }
                 },
                 EffectResult::Promoted { database, outcome } => {
-                    let d = self.status.databases.iter_mut().find(|d| d.name == database);
+                    let d = self
+                        .status
+                        .databases
+                        .iter_mut()
+                        .find(|d| d.name == database);
                     let Some(d) = d.filter(|d| d.state == DatabaseState::Requesting) else {
                         continue;
                     };
@@ -984,7 +987,8 @@ impl Machine<'_> {
                     continue;
                 }
                 Some(Err(p)) if p.fault == Fault::Unreachable => {
-                    c.unreachable.push((t.workload, format!("{name}: {}", p.message)));
+                    c.unreachable
+                        .push((t.workload, format!("{name}: {}", p.message)));
                     continue;
                 }
                 Some(Err(p)) if p.passes() => {
@@ -1334,23 +1338,25 @@ impl Machine<'_> {
                 .iter()
                 .find(|d| &d.name == name)
                 .is_some_and(|d| d.aurora_global.is_some());
-            if aurora && let Err(why) = engine::aurora_failover_gate(self.mode(), fo.allow_data_loss)
+            if aurora
+                && let Err(why) = engine::aurora_failover_gate(self.mode(), fo.allow_data_loss)
             {
                 verdicts.push((name.clone(), None, Err(why)));
                 continue;
             }
             match self.judge_lag(name, not_before) {
                 Ok(lag) => {
-                    let verdict =
-                        lag::promotion_gate(self.mode(), fo.allow_data_loss, max, &lag);
+                    let verdict = lag::promotion_gate(self.mode(), fo.allow_data_loss, max, &lag);
                     verdicts.push((name.clone(), lag.seconds(), verdict));
                 }
                 Err(p) if p.passes() && !self.overdue(Step::PromoteDatabases) => {
                     unanswered.push(name.clone())
                 }
-                Err(p) => {
-                    verdicts.push((name.clone(), None, Err(format!("measuring lag: {}", p.message))))
-                }
+                Err(p) => verdicts.push((
+                    name.clone(),
+                    None,
+                    Err(format!("measuring lag: {}", p.message)),
+                )),
             }
         }
         let refused: Vec<String> = verdicts
@@ -1459,7 +1465,11 @@ impl Machine<'_> {
             // Each accepted batch moves at least one change, and a zone needs at most a
             // DELETE and a CREATE per record target: more batches than that means the zone
             // does not take them, and resending would not help.
-            let bound: usize = zone.records.iter().map(|r| 2 * r.targets.len().max(1)).sum();
+            let bound: usize = zone
+                .records
+                .iter()
+                .map(|r| 2 * r.targets.len().max(1))
+                .sum();
             let accepted = self
                 .status
                 .dns_changes
@@ -1633,7 +1643,9 @@ impl Machine<'_> {
                         ),
                     );
                 } else {
-                    self.wait(poll_delay(self.now().duration_since(started).unwrap_or_default()));
+                    self.wait(poll_delay(
+                        self.now().duration_since(started).unwrap_or_default(),
+                    ));
                 }
                 return;
             }
@@ -1659,12 +1671,17 @@ impl Machine<'_> {
                     ),
                 );
             } else {
-                self.wait(poll_delay(self.now().duration_since(started).unwrap_or_default()));
+                self.wait(poll_delay(
+                    self.now().duration_since(started).unwrap_or_default(),
+                ));
             }
             return;
         }
         if !unfence.is_empty() {
-            undone.push(format!("{source} back to active ({})", self.scaled_note(&unfence)));
+            undone.push(format!(
+                "{source} back to active ({})",
+                self.scaled_note(&unfence)
+            ));
         }
         let summary = if undone.is_empty() {
             "nothing needed undoing".to_string()

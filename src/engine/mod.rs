@@ -7,7 +7,6 @@ use crate::api::{
     DatabaseSpec, DatabaseState, DisasterRecoveryPlan, DisasterRecoveryPlanSpec, Failover,
     FailoverMode, FailoverPhase, RegionRole,
 };
-use crate::aws::LagSource;
 use crate::validate::{self, parse_timeout};
 
 pub mod dns;
@@ -15,7 +14,7 @@ pub mod fence;
 pub mod lag;
 pub mod machine;
 pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
-pub use lag::{Lag, LagReading};
+pub use lag::{Lag, LagReading, LagSource};
 
 /// A database's member (instance or cluster identifier) in a plan region.
 pub fn member<'a>(db: &'a DatabaseSpec, region: &str) -> Option<&'a str> {
@@ -38,6 +37,21 @@ pub fn lag_source(db: &DatabaseSpec, region: &str) -> Option<LagSource> {
     } else {
         LagSource::AuroraSecondary { cluster: member }
     })
+}
+
+/// A workload as seen in one region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadState {
+    /// Desired replicas (spec).
+    pub replicas: i32,
+    /// Pods that exist now (status.replicas), ready or not.
+    pub current_replicas: i32,
+    pub ready_replicas: i32,
+    /// Whether status reflects the latest spec.
+    pub observed_current: bool,
+    pub images: Vec<String>,
+    /// The label selector of its pods ("k=v,k2=v2"), when it has one.
+    pub selector: Option<String>,
 }
 
 /// The steps of a failover, in dependency order.

@@ -17,8 +17,8 @@ use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::engine::dns::{ChangeAction, RecordChange};
 use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
-use crate::fencing::FailoverFields;
 use crate::leadership::LeaseCheck;
+use crate::store::FailoverFields;
 use crate::store::StatusStore;
 
 /// How a lag reading comes back.

@@ -22,11 +22,11 @@ use crate::api::{
     DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverMode, FailoverPhase,
     FailoverSpec, FailoverStatus,
 };
-use crate::runner::{Clock, Runner};
 use crate::engine::dns::{ChangeAction, zone_changes};
-use crate::fencing::FailoverFields;
 use crate::leadership::{LeaderAws, LeaderClusters};
 use crate::metrics::Metrics;
+use crate::runner::{Clock, Runner};
+use crate::store::FailoverFields;
 use fake::{
     Aurora, FakeAws, FakeClusters, FakeLease, FakeStore, LagMode, Pod, Rds, Shared, World,
     cluster_arn, lock,
@@ -411,7 +411,9 @@ impl Process {
                 fo,
                 RETRY_AFTER,
             );
-            let pass = runner.pass(Vec::new(), std::mem::take(&mut results)).await?;
+            let pass = runner
+                .pass(Vec::new(), std::mem::take(&mut results))
+                .await?;
             let Some(after) = pass.requeue else {
                 return Ok(());
             };

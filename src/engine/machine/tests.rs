@@ -125,12 +125,18 @@ fn standby(w: &crate::api::WorkloadSpec) -> i32 {
 fn the_step_table_orders_every_step_after_its_prerequisites() {
     for (i, rule) in STEPS.iter().enumerate() {
         for before in rule.after {
-            let j = STEPS.iter().position(|r| r.step == *before).expect("known step");
+            let j = STEPS
+                .iter()
+                .position(|r| r.step == *before)
+                .expect("known step");
             assert!(j < i, "{:?} must come after {before:?}", rule.step);
         }
     }
     assert_eq!(rule(Step::WarmUp).after, rule(Step::PromoteDatabases).after);
-    assert_eq!(rule(Step::PromoteDatabases).on_failure, OnFailure::RollBackOrRetry);
+    assert_eq!(
+        rule(Step::PromoteDatabases).on_failure,
+        OnFailure::RollBackOrRetry
+    );
     assert_eq!(rule(Step::SwitchDns).on_failure, OnFailure::Retry);
 }
 
@@ -141,7 +147,10 @@ fn admission_records_the_snapshot_and_marks_the_plan_in_one_decision() {
     assert_eq!(d.status.phase, Some(FailoverPhase::Running));
     assert_eq!(d.status.source_region.as_deref(), Some("use1"));
     assert!(d.status.plan_snapshot.is_some());
-    assert_eq!(d.plan.as_ref().map(|m| m.phase), Some(FailoverPhase::Running));
+    assert_eq!(
+        d.plan.as_ref().map(|m| m.phase),
+        Some(FailoverPhase::Running)
+    );
     assert!(d.effects.is_empty());
     assert_eq!(d.requeue, Some(Duration::ZERO));
     assert_eq!(c.step(Step::Admission), Some(StepState::Succeeded));
@@ -155,9 +164,22 @@ fn a_planned_fence_scales_first_and_waits_for_terminating_pods() {
     let scaled: Vec<&Effect> = d
         .effects
         .iter()
-        .filter(|e| matches!(e, Effect::Scale { step: Step::Fence, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Scale {
+                    step: Step::Fence,
+                    ..
+                }
+            )
+        })
         .collect();
-    assert_eq!(scaled.len(), 2, "the writer and the singleton: {:?}", d.effects);
+    assert_eq!(
+        scaled.len(),
+        2,
+        "the writer and the singleton: {:?}",
+        d.effects
+    );
     assert_eq!(c.step(Step::Fence), Some(StepState::Running));
     // Scaled to 0, but a singleton pod is still Terminating.
     c.workloads_at("use1", standby);
@@ -176,7 +198,11 @@ fn a_planned_fence_scales_first_and_waits_for_terminating_pods() {
     c.lag(0.0, t(2));
     c.now = t(4);
     c.decide();
-    assert_eq!(c.step(Step::Fence), Some(StepState::Running), "datapoint before the fence");
+    assert_eq!(
+        c.step(Step::Fence),
+        Some(StepState::Running),
+        "datapoint before the fence"
+    );
     c.lag(0.0, t(4));
     c.decide();
     assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
@@ -213,12 +239,19 @@ fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
     );
     let d = c.decide();
     assert!(
-        !d.effects.iter().any(|e| matches!(e, Effect::Promote { .. })),
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { .. })),
         "{:?}",
         d.effects
     );
     assert_eq!(d.status.phase, Some(FailoverPhase::Failed));
-    assert!(d.status.databases.iter().all(|db| db.state == DatabaseState::Gated));
+    assert!(
+        d.status
+            .databases
+            .iter()
+            .all(|db| db.state == DatabaseState::Gated)
+    );
 }
 
 #[test]
@@ -250,7 +283,11 @@ fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_out
     }];
     c.now = t(1);
     let d = c.decide();
-    assert!(!d.effects.iter().any(|e| matches!(e, Effect::Promote { .. })));
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { .. }))
+    );
     assert!(d.requeue.is_some_and(|r| r > Duration::ZERO));
     // It did take effect.
     c.world.databases.insert(
@@ -261,7 +298,12 @@ fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_out
         }))),
     );
     c.now = t(2);
-    assert!(c.decide().effects.iter().all(|e| !matches!(e, Effect::Promote { .. })));
+    assert!(
+        c.decide()
+            .effects
+            .iter()
+            .all(|e| !matches!(e, Effect::Promote { .. }))
+    );
     c.world.databases.insert(
         "orders".into(),
         Ok(DbSeen::Rds(Some(RdsObservation {
@@ -293,13 +335,13 @@ fn deadlines_count_from_the_recorded_start_so_a_restart_does_not_reset_them() {
 #[test]
 fn a_planned_rollback_scales_the_target_down_before_the_old_region_up() {
     let mut c = Case::admitted(FailoverMode::Planned);
-    c.fo.status.as_mut().map(|s| {
+    if let Some(s) = c.fo.status.as_mut() {
         s.rolling_back = Some("lag gate refused".into());
         if let Some(w) = s.steps.iter_mut().find(|s| s.name == "WarmUp") {
             w.state = StepState::Failed;
             w.finished_at = Some(stamp(t(0)));
         }
-    });
+    }
     c.workloads_at("use1", standby);
     c.workloads_at("usw2", active);
     let d = c.decide();
@@ -329,11 +371,10 @@ fn a_planned_rollback_scales_the_target_down_before_the_old_region_up() {
 fn dns_batches_are_recorded_before_they_are_sent_and_then_waited_on() {
     let mut c = Case::admitted(FailoverMode::Unplanned);
     for step in ["Fence", "WarmUp", "PromoteDatabases"] {
-        if let Some(s) = c
-            .fo
-            .status
-            .as_mut()
-            .and_then(|s| s.steps.iter_mut().find(|st| st.name == step))
+        if let Some(s) =
+            c.fo.status
+                .as_mut()
+                .and_then(|s| s.steps.iter_mut().find(|st| st.name == step))
         {
             s.state = StepState::Succeeded;
         }
@@ -350,7 +391,10 @@ fn dns_batches_are_recorded_before_they_are_sent_and_then_waited_on() {
         .filter(|e| matches!(e, Effect::ChangeRecords { .. }))
         .count();
     assert_eq!(sent, 1);
-    assert_eq!(d.status.dns_changes[0].status.as_deref(), Some("Submitting"));
+    assert_eq!(
+        d.status.dns_changes[0].status.as_deref(),
+        Some("Submitting")
+    );
     c.world.results = vec![EffectResult::ChangedRecords {
         zone: "Z0SHOPEXAMPLE".into(),
         batch: 1,

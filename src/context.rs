@@ -1,0 +1,107 @@
+//! Shared state of the reconcilers, and Events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use tracing::warn;
+
+use crate::aws::Aws;
+use crate::config::Config;
+use crate::engine::machine::EffectResult;
+use crate::leadership::{LeaderAws, Leadership};
+use crate::metrics::Metrics;
+
+/// A pass's call results, with the resourceVersion that pass left.
+pub type KeptResults = (Option<String>, Vec<EffectResult>);
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    /// AWS, refusing mutating calls unless `leadership` is confirmed first.
+    pub aws: Arc<dyn Aws>,
+    pub leadership: Arc<Leadership>,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// What the last pass of each Failover (by uid) got back from its calls, with the
+    /// resourceVersion that pass left. The next pass uses them only if nothing else wrote
+    /// since; after a restart they are gone, and that pass observes before it acts.
+    pub pass_results: std::sync::Mutex<HashMap<String, KeptResults>>,
+}
+
+impl Context {
+    pub fn new(client: Client, aws: Arc<dyn Aws>, config: Config, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: "drover".into(),
+            instance: Some(config.identity.clone()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let leadership = Arc::new(Leadership::new(
+            Api::namespaced(client.clone(), &config.lease_namespace),
+            &config.lease_name,
+            &config.identity,
+        ));
+        let aws = Arc::new(LeaderAws {
+            inner: aws,
+            leadership: leadership.clone(),
+        });
+        Self {
+            client,
+            aws,
+            leadership,
+            config,
+            metrics,
+            recorder,
+            pass_results: Default::default(),
+        }
+    }
+
+    /// Publishes an Event. The recorder folds repeats of (reason, action) into one series,
+    /// so distinct happenings need distinct actions.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        // Events are best effort: a failure to record one must not fail the reconcile.
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo".into(), 2), "h…");
+        assert_eq!(truncate("short".into(), 10), "short");
+    }
+}
