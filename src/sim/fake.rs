@@ -72,6 +72,8 @@ pub struct World {
     /// Chance that a call fails transiently (before or after its effect).
     pub fault_rate: f64,
     pub effects: u64,
+    /// Passes of the runner, over all processes.
+    pub passes: u64,
     /// Crash at this effect number, before (false) or after (true) its effect.
     pub crash_at: Option<(u64, bool)>,
     pub crash: Arc<Notify>,

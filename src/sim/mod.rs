@@ -280,6 +280,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         t0,
         fault_rate: sc.fault_rate,
         effects: 0,
+        passes: 0,
         crash_at: None,
         crash: Arc::new(Notify::new()),
         leader_change_at: None,
@@ -338,6 +339,7 @@ async fn weather(w: Shared, sc: Scenario, seed: u64) {
 #[derive(Debug)]
 struct Report {
     phase: Option<FailoverPhase>,
+    passes: u64,
     violations: Vec<String>,
     runs: usize,
     effects: u64,
@@ -411,6 +413,7 @@ impl Process {
                 fo,
                 RETRY_AFTER,
             );
+            lock(&self.shared).passes += 1;
             let pass = runner
                 .pass(Vec::new(), std::mem::take(&mut results))
                 .await?;
@@ -531,6 +534,7 @@ async fn simulate(seed: u64, trace: bool) -> Report {
         violations: check(&sc, &w),
         runs,
         effects: w.effects,
+        passes: w.passes,
     }
 }
 
@@ -680,8 +684,9 @@ fn simulation() {
     }
     let runs: usize = reports.iter().map(|(_, r)| r.runs).sum();
     let effects: u64 = reports.iter().map(|(_, r)| r.effects).sum();
+    let passes: u64 = reports.iter().map(|(_, r)| r.passes).sum();
     println!(
-        "simulation: {} schedules, {runs} driver runs, {effects} effects, in {:?}; end phases {phases:?}",
+        "simulation: {} schedules, {runs} processes, {passes} passes, {effects} effects, in {:?}; end phases {phases:?}",
         reports.len(),
         started.elapsed()
     );
