@@ -78,6 +78,33 @@ pub trait Clusters: Send + Sync {
     ) -> Result<usize, ClusterError>;
 }
 
+#[async_trait]
+impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
+    async fn workload(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+    ) -> Result<Option<WorkloadState>, ClusterError> {
+        (**self).workload(region, w).await
+    }
+    async fn scale(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<(), ClusterError> {
+        (**self).scale(region, w, replicas).await
+    }
+    async fn pods(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        selector: &str,
+    ) -> Result<usize, ClusterError> {
+        (**self).pods(region, w, selector).await
+    }
+}
+
 /// The kube implementation: one client per region, built from the plan's cluster access.
 pub struct KubeClusters {
     mgmt: Client,

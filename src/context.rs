@@ -8,11 +8,16 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tracing::warn;
 
+use crate::api::DisasterRecoveryPlanSpec;
 use crate::aws::Aws;
+use crate::clusters::KubeClusters;
 use crate::config::Config;
 use crate::engine::machine::EffectResult;
 use crate::leadership::{LeaderAws, Leadership};
 use crate::metrics::Metrics;
+
+/// Running Failovers whose clients and call results are kept at most.
+const MAX_KEPT_FAILOVERS: usize = 256;
 
 /// A pass's call results, with the resourceVersion that pass left.
 pub type KeptResults = (Option<String>, Vec<EffectResult>);
@@ -30,6 +35,10 @@ pub struct Context {
     /// resourceVersion that pass left. The next pass uses them only if nothing else wrote
     /// since; after a restart they are gone, and that pass observes before it acts.
     pub pass_results: std::sync::Mutex<HashMap<String, KeptResults>>,
+    /// Region-cluster clients of each running Failover (by uid), kept across its passes:
+    /// building them reads a Secret, discovers the workload kinds and opens connections.
+    /// A failover's clusters come from its plan snapshot, which does not change.
+    member_clusters: std::sync::Mutex<HashMap<String, Arc<KubeClusters>>>,
 }
 
 impl Context {
@@ -56,6 +65,44 @@ impl Context {
             metrics,
             recorder,
             pass_results: Default::default(),
+            member_clusters: Default::default(),
+        }
+    }
+
+    /// The region clusters of a running Failover, built on its first pass.
+    pub fn member_clusters(
+        &self,
+        failover_uid: &str,
+        spec: &DisasterRecoveryPlanSpec,
+        namespace: &str,
+    ) -> Arc<KubeClusters> {
+        let build = || {
+            Arc::new(KubeClusters::new(
+                self.client.clone(),
+                spec.clone(),
+                namespace.to_string(),
+                self.config.member_timeout,
+            ))
+        };
+        let Ok(mut kept) = self.member_clusters.lock() else {
+            return build();
+        };
+        // Bounded: Failovers deleted mid-flight never reach a terminal pass.
+        if kept.len() >= MAX_KEPT_FAILOVERS {
+            kept.clear();
+        }
+        kept.entry(failover_uid.to_string())
+            .or_insert_with(build)
+            .clone()
+    }
+
+    /// Drops what was kept for a Failover that ended.
+    pub fn forget_failover(&self, failover_uid: &str) {
+        if let Ok(mut kept) = self.member_clusters.lock() {
+            kept.remove(failover_uid);
+        }
+        if let Ok(mut kept) = self.pass_results.lock() {
+            kept.remove(failover_uid);
         }
     }
 

@@ -457,16 +457,11 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     } else {
         api.list(&Default::default()).await?.items
     };
+    let uid = fo.uid().unwrap_or_default();
     let clusters = Arc::new(LeaderClusters {
-        inner: KubeClusters::new(
-            ctx.client.clone(),
-            plan.spec.clone(),
-            ns.clone(),
-            ctx.config.member_timeout,
-        ),
+        inner: ctx.member_clusters(&uid, &plan.spec, &ns),
         leadership: ctx.leadership.clone(),
     });
-    let uid = fo.uid().unwrap_or_default();
     let version = fo.metadata.resource_version.clone();
     let results = match ctx.pass_results.lock() {
         Ok(mut kept) => match kept.remove(&uid) {
@@ -480,10 +475,13 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     if !pass.results.is_empty()
         && let Ok(mut kept) = ctx.pass_results.lock()
     {
-        kept.insert(uid, (pass.resource_version, pass.results));
+        kept.insert(uid.clone(), (pass.resource_version, pass.results));
     }
     Ok(match pass.requeue {
-        None => Action::await_change(),
+        None => {
+            ctx.forget_failover(&uid);
+            Action::await_change()
+        }
         Some(after) => Action::requeue(after),
     })
 }

@@ -190,8 +190,11 @@ impl Runner {
                 resource_version: version,
             });
         }
+        let started = std::time::Instant::now();
+        let pass_started = self.clock.now();
         let wants = machine::wants(&self.plan.spec, &self.fo);
         let mut world = self.observe(&wants).await;
+        let observed = started.elapsed();
         world.siblings = siblings;
         world.results = results;
         let decision = machine::decide(&Input {
@@ -199,6 +202,7 @@ impl Runner {
             failover: &self.fo,
             world: &world,
             now: self.clock.now(),
+            pass_started,
             retry_after: self.retry_after,
             jitter: fastrand::f64(),
         });
@@ -210,8 +214,19 @@ impl Runner {
         } else {
             version
         };
+        let recorded = started.elapsed();
         self.report(&decision).await;
         let results = self.act(&decision.effects).await;
+        tracing::debug!(
+            failover = %self.fo.name_any(),
+            step = ?decision.status.current_step,
+            observe_ms = observed.as_millis() as u64,
+            record_ms = (recorded - observed).as_millis() as u64,
+            act_ms = (started.elapsed() - recorded).as_millis() as u64,
+            effects = decision.effects.len(),
+            requeue_ms = ?decision.requeue.map(|r| r.as_millis() as u64),
+            "pass"
+        );
         Ok(Pass {
             requeue: decision.requeue,
             results,
@@ -404,10 +419,12 @@ impl Runner {
             Effect::Promote {
                 database,
                 target_arn,
+                first,
             } => {
                 let outcome = self.promote(database, target_arn.as_deref()).await;
                 EffectResult::Promoted {
                     database: database.clone(),
+                    first: *first,
                     outcome,
                 }
             }

@@ -161,6 +161,9 @@ pub struct FailoverStatus {
     /// operator finishes the rollback instead of resuming the failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_back: Option<String>,
+    /// When the rollback began; it must finish within 60 s of this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_started_at: Option<Time>,
     /// The region that was active when the failover started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_region: Option<String>,

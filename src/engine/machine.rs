@@ -259,6 +259,10 @@ pub enum Effect {
     Promote {
         database: String,
         target_arn: Option<String>,
+        /// No call was sent for it before (it was Cleared): a refusal then means nothing
+        /// happened. A resend after an unknown outcome may be refused because the first
+        /// call took effect.
+        first: bool,
     },
     ChangeRecords {
         zone: String,
@@ -277,6 +281,7 @@ pub enum EffectResult {
     },
     Promoted {
         database: String,
+        first: bool,
         outcome: Seen<()>,
     },
     /// The change id Route 53 gave the batch.
@@ -340,7 +345,11 @@ pub struct Input<'a> {
     pub plan: &'a DisasterRecoveryPlan,
     pub failover: &'a Failover,
     pub world: &'a World,
+    /// When the observations were complete: what lag freshness and fences are judged by.
     pub now: SystemTime,
+    /// When this pass began observing: a step started in it starts here, so its duration
+    /// includes its first observations.
+    pub pass_started: SystemTime,
     /// The pause before a step that failed after promotion runs again.
     pub retry_after: Duration,
     /// In [0, 1), for backoff jitter.
@@ -617,7 +626,7 @@ impl Machine<'_> {
     }
 
     fn start_step(&mut self, step: Step) {
-        let now = stamp(self.now());
+        let now = stamp(self.input.pass_started.min(self.now()));
         self.status.current_step = Some(step.name().into());
         if let Some(st) = self.step_mut(step) {
             st.started_at = Some(now);
@@ -826,6 +835,7 @@ impl Machine<'_> {
         }
         if policy == OnFailure::RollBackOrRetry && self.mode() == FailoverMode::Planned {
             self.status.rolling_back = Some(message);
+            self.status.rollback_started_at = Some(stamp(self.now()));
             self.wait(Duration::ZERO);
         } else {
             self.finish(FailoverPhase::Failed, message);
@@ -861,7 +871,11 @@ impl Machine<'_> {
                         ));
                     }
                 },
-                EffectResult::Promoted { database, outcome } => {
+                EffectResult::Promoted {
+                    database,
+                    first,
+                    outcome,
+                } => {
                     let d = self
                         .status
                         .databases
@@ -877,7 +891,10 @@ impl Machine<'_> {
                             self.transient(Step::PromoteDatabases);
                             self.unconfirmed.push(database);
                         }
-                        // Refused: nothing happened.
+                        // A resend refused: the first call may have taken effect (AWS
+                        // shows it late). Still Requesting: observe until it shows.
+                        Err(_) if !first => self.backoff = true,
+                        // The first call refused: nothing happened.
                         Err(p) => {
                             d.state = DatabaseState::Cleared;
                             self.refused
@@ -933,7 +950,12 @@ impl Machine<'_> {
         match step {
             Step::Admission => StepOutcome::Done(StepState::Succeeded, "admitted".into()),
             Step::Preflight => self.preflight(),
-            Step::Fence if self.mode() == FailoverMode::Unplanned => self.fence_unplanned(),
+            Step::Fence
+                if self.mode() == FailoverMode::Unplanned
+                    && rule(Step::Fence).old_region_down == OldRegionDown::SkipIfUnplanned =>
+            {
+                self.fence_unplanned()
+            }
             Step::Fence => self.fence_planned(),
             Step::WarmUp => self.warm_up(),
             Step::PromoteDatabases => self.promote(),
@@ -1012,11 +1034,20 @@ impl Machine<'_> {
                 continue;
             };
             if s.replicas != t.replicas {
-                self.effects.push(Effect::Scale {
-                    target: t.clone(),
-                    step,
+                let just_scaled = self.input.world.results.iter().any(|r| {
+                    matches!(r, EffectResult::Scaled { target, outcome: Ok(()), .. } if target == t)
                 });
-                self.attempt(step);
+                if just_scaled {
+                    // Sent last pass and not showing (or changed back by someone else): look
+                    // again after a poll rather than resend in a tight loop.
+                    self.wait(self.poll(step));
+                } else {
+                    self.effects.push(Effect::Scale {
+                        target: t.clone(),
+                        step,
+                    });
+                    self.attempt(step);
+                }
                 c.waiting.push(format!("{name} scaling to {}", t.replicas));
                 continue;
             }
@@ -1068,6 +1099,8 @@ impl Machine<'_> {
         let mut waiting = c.waiting;
         waiting.extend(c.unreachable.into_iter().map(|(_, w)| w));
         if !waiting.is_empty() {
+            // A fenced writer back (someone scaled it up): lag measured since proves nothing.
+            self.status.fenced_at = None;
             if self.overdue(Step::Fence) {
                 return StepOutcome::Failed(format!(
                     "fencing {source}: not ready before the deadline: {}",
@@ -1118,7 +1151,8 @@ impl Machine<'_> {
         let source = self.source();
         let targets = engine::fence_targets(self.spec, &source);
         let c = self.converge(Step::Fence, &targets, false);
-        if !c.waiting.is_empty() && !self.overdue(Step::Fence) {
+        // One unanswered read is not a lost region: ask again until the (short) deadline.
+        if (!c.waiting.is_empty() || !c.unreachable.is_empty()) && !self.overdue(Step::Fence) {
             return StepOutcome::Wait(self.poll(Step::Fence));
         }
         let mut unfenced: Vec<usize> = c.unreachable.iter().map(|(i, _)| *i).collect();
@@ -1203,6 +1237,7 @@ impl Machine<'_> {
         if let Some(outcome) = self.gate_all() {
             return outcome;
         }
+        let first_promotion = !any_promoted(&self.status);
         let mut failures = Vec::new();
         let mut waiting = Vec::new();
         for db in &self.spec.databases {
@@ -1269,6 +1304,7 @@ impl Machine<'_> {
                     self.effects.push(Effect::Promote {
                         database: db.name.clone(),
                         target_arn,
+                        first: state == DatabaseState::Cleared,
                     });
                     waiting.push(format!("{member} promotion requested"));
                 }
@@ -1277,6 +1313,23 @@ impl Machine<'_> {
         }
         if !failures.is_empty() {
             return StepOutcome::Failed(failures.join("; "));
+        }
+        let promoting = self
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { .. }));
+        if first_promotion && promoting && self.mode() == FailoverMode::Unplanned {
+            // Past this point the failover cannot go back: what it could not fence in the old
+            // region goes on the plan now (written before the calls), not only at the end,
+            // which a failover retrying after promotion may never reach.
+            let fences = self.fences_for_plan();
+            if !fences.is_empty() {
+                self.plan = Some(PlanMark {
+                    phase: FailoverPhase::Running,
+                    active_region: None,
+                    fences,
+                });
+            }
         }
         if waiting.is_empty() {
             return StepOutcome::Done(
@@ -1420,7 +1473,7 @@ impl Machine<'_> {
                         waiting.push(format!("{id}: {}", p.message));
                     }
                     _ => {
-                        self.wait(self.poll(Step::SwitchDns).max(DNS_POLL_MIN));
+                        self.wait(self.dns_poll());
                         waiting.push(format!("{id}: change {change} not INSYNC"));
                     }
                 }
@@ -1508,7 +1561,13 @@ impl Machine<'_> {
                 waiting.join(", ")
             ));
         }
-        StepOutcome::Wait(self.poll(Step::SwitchDns).max(DNS_POLL_MIN))
+        StepOutcome::Wait(self.dns_poll())
+    }
+
+    /// Route 53's rate limit is per account: the zones share it.
+    fn dns_poll(&self) -> Duration {
+        let zones = u32::try_from(self.spec.dns.len().max(1)).unwrap_or(u32::MAX);
+        self.poll(Step::SwitchDns).max(DNS_POLL_MIN * zones)
     }
 
     /// Records the intent to send a zone's next batch; returns its number (from 1). A batch
@@ -1562,13 +1621,14 @@ impl Machine<'_> {
             && rule(Step::Verify).old_region_down == OldRegionDown::SkipIfUnplanned;
         let mut old_problems = old.failed;
         if skip_old {
-            // Unplanned: an unreachable old region is skipped at once, anything else that
-            // keeps it from standby after a short grace.
-            old_problems.extend(old.unreachable.into_iter().map(|(_, w)| w));
+            // Unplanned: what keeps the old region from standby is skipped after a short
+            // grace (an unanswered read is not yet a lost region).
+            let mut old_waiting = old.waiting;
+            old_waiting.extend(old.unreachable.into_iter().map(|(_, w)| w));
             if self.waited(Step::Verify) >= OLD_REGION_GRACE {
-                old_problems.extend(old.waiting);
+                old_problems.extend(old_waiting);
             } else {
-                waiting.extend(old.waiting);
+                waiting.extend(old_waiting);
             }
         } else {
             if !old_problems.is_empty() {
@@ -1614,26 +1674,38 @@ impl Machine<'_> {
     fn roll_back(&mut self, reason: String) {
         let source = self.source();
         let target = self.target().to_string();
-        let started = self
-            .status
-            .steps
-            .iter()
-            .filter_map(|s| s.finished_at.as_ref())
-            .map(|t| SystemTime::from(t.0))
-            .max()
-            .unwrap_or(self.now());
+        let started = match &self.status.rollback_started_at {
+            Some(t) => SystemTime::from(t.0),
+            None => {
+                self.status.rollback_started_at = Some(stamp(self.now()));
+                self.now()
+            }
+        };
         let overdue = self.now().duration_since(started).unwrap_or_default() >= ROLLBACK_TIMEOUT;
         let warmed = state_of(&self.status, Step::WarmUp).is_some_and(|s| s != StepState::Pending);
         let mut undone = Vec::new();
         if warmed {
             let down = engine::standby_targets(self.spec, &target);
-            let c = self.converge(Step::Fence, &down, true);
-            let mut left: Vec<String> = c.failed;
-            left.extend(c.unreachable.into_iter().map(|(_, w)| w));
-            left.extend(c.waiting);
+            // Writers and singletons must be gone (pods included) before the old region's
+            // come back; the others only need their count set.
+            let (exclusive, shared): (Vec<ScaleTarget>, Vec<ScaleTarget>) =
+                down.iter().cloned().partition(|t| {
+                    self.spec
+                        .workloads
+                        .get(t.workload)
+                        .is_some_and(|w| w.writer || w.singleton)
+                });
+            let gone = self.converge(Step::Fence, &exclusive, true);
+            let set = self.converge(Step::Fence, &shared, false);
+            let mut left: Vec<String> = gone.failed;
+            left.extend(gone.unreachable.into_iter().map(|(_, w)| w));
+            left.extend(gone.waiting);
+            left.extend(set.failed);
+            left.extend(set.unreachable.into_iter().map(|(_, w)| w));
+            left.extend(set.waiting);
             if !left.is_empty() {
                 if overdue {
-                    self.effects.clear();
+                    // The target's scale-down is still sent; the old region stays fenced.
                     self.finish(
                         FailoverPhase::Failed,
                         format!(
@@ -1696,44 +1768,55 @@ impl Machine<'_> {
 
     // ---- The end ------------------------------------------------------------------------
 
+    /// What an Unplanned failover leaves to fence in the old region: the writers and
+    /// singletons its Fence step did not reach (all of them if that is unknown), and the old
+    /// RDS primaries (see `fence::fences_to_record`).
+    fn fences_for_plan(&self) -> Vec<PendingFence> {
+        let Some(source) = &self.status.source_region else {
+            return Vec::new();
+        };
+        let fence_state = state_of(&self.status, Step::Fence);
+        let unfenced = match fence_state {
+            Some(StepState::Succeeded | StepState::Skipped) => fence::Unfenced::Workloads(
+                engine::fence_targets(self.spec, source)
+                    .iter()
+                    .filter(|t| {
+                        self.status
+                            .unfenced_workloads
+                            .contains(&workload_name(self.spec, t))
+                    })
+                    .map(|t| t.workload)
+                    .collect(),
+            ),
+            _ => fence::Unfenced::Unknown,
+        };
+        fence::fences_to_record(
+            self.spec,
+            self.mode(),
+            source,
+            fence_state,
+            &unfenced,
+            self.input
+                .failover
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default(),
+            &stamp(self.now()),
+        )
+    }
+
     /// Ends the failover in `phase`. The plan is written first (see `PlanMark`): what the
     /// failover moved and what it could not fence must never be lost to a crash after the
     /// terminal phase is written, because a terminal Failover is never run again.
     fn finish(&mut self, phase: FailoverPhase, message: String) {
         let now = self.now();
-        let fo = self.input.failover;
         if phase != FailoverPhase::Rejected {
             let moved = phase == FailoverPhase::Succeeded && self.mode() != FailoverMode::DryRun;
-            let fences = match (moved, &self.status.source_region) {
-                (true, Some(source)) => {
-                    let fence_state = state_of(&self.status, Step::Fence);
-                    let unfenced = match fence_state {
-                        Some(StepState::Succeeded | StepState::Skipped) => {
-                            fence::Unfenced::Workloads(
-                                engine::fence_targets(self.spec, source)
-                                    .iter()
-                                    .filter(|t| {
-                                        self.status
-                                            .unfenced_workloads
-                                            .contains(&workload_name(self.spec, t))
-                                    })
-                                    .map(|t| t.workload)
-                                    .collect(),
-                            )
-                        }
-                        _ => fence::Unfenced::Unknown,
-                    };
-                    fence::fences_to_record(
-                        self.spec,
-                        self.mode(),
-                        source,
-                        fence_state,
-                        &unfenced,
-                        fo.metadata.name.as_deref().unwrap_or_default(),
-                        &stamp(now),
-                    )
-                }
-                _ => Vec::new(),
+            let fences = if moved {
+                self.fences_for_plan()
+            } else {
+                Vec::new()
             };
             self.plan = Some(PlanMark {
                 phase,

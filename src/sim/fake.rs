@@ -37,6 +37,9 @@ pub struct Rds {
     pub status: String,
     pub source: Option<String>,
     pub promoted_at: Option<Instant>,
+    /// What describe showed before the promotion call, and when the call was made: AWS is
+    /// eventually consistent, so describe may show it for `World::describe_lag` more.
+    pub before_promotion: Option<(RdsObservation, Instant)>,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +103,8 @@ pub struct World {
     pub violations: Vec<String>,
     /// Which lag counts as within the gate: None = anything (data loss allowed, no bound).
     pub gate_max: Option<f64>,
+    /// How long RDS describe keeps showing an instance as before its promotion call.
+    pub describe_lag: Duration,
     pub db_count: usize,
 }
 
@@ -327,12 +332,16 @@ impl Aws for FakeAws {
             aws_err(AwsErrorKind::Unreachable),
             aws_err(AwsErrorKind::Transient),
             |w| {
-                Ok(w.rds
-                    .get(&(region.to_string(), id.to_string()))
-                    .map(|r| RdsObservation {
-                        status: r.status.clone(),
-                        source: r.source.clone(),
-                    }))
+                let lag = w.describe_lag;
+                Ok(w.rds.get(&(region.to_string(), id.to_string())).map(|r| {
+                    match &r.before_promotion {
+                        Some((stale, at)) if Instant::now() < *at + lag => stale.clone(),
+                        _ => RdsObservation {
+                            status: r.status.clone(),
+                            source: r.source.clone(),
+                        },
+                    }
+                }))
             }
         )
     }
@@ -348,6 +357,11 @@ impl Aws for FakeAws {
                 let key = (region.to_string(), id.to_string());
                 let ok = match w.rds.get_mut(&key) {
                     Some(r) if r.status == "available" && r.source.is_some() => {
+                        let before = RdsObservation {
+                            status: r.status.clone(),
+                            source: r.source.clone(),
+                        };
+                        r.before_promotion = Some((before, Instant::now()));
                         r.status = "modifying".into();
                         r.promoted_at = Some(Instant::now() + delay);
                         true

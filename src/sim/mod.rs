@@ -210,6 +210,11 @@ fn draw_lag(rng: &mut fastrand::Rng) -> LagMode {
 fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
     let mut rng = fastrand::Rng::with_seed(seed);
     let t0 = Instant::now();
+    let describe_lag = if rng.bool() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(rng.u64(0..3000))
+    };
     let mut rds = BTreeMap::new();
     let mut aurora = BTreeMap::new();
     let mut lag = BTreeMap::new();
@@ -226,6 +231,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
                         status: "available".into(),
                         source: (i > 0).then(|| format!("db{d}-r0")),
                         promoted_at: None,
+                        before_promotion: None,
                     },
                 );
             }
@@ -301,6 +307,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         last_lag: BTreeMap::new(),
         violations: Vec::new(),
         gate_max: sc.gate_max(),
+        describe_lag,
         db_count: sc.aurora.len(),
     }
 }

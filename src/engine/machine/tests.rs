@@ -52,6 +52,7 @@ impl Case {
             failover: &self.fo,
             world: &self.world,
             now: self.now,
+            pass_started: self.now,
             retry_after: Duration::from_secs(30),
             jitter: 0.5,
         });
@@ -279,6 +280,7 @@ fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_out
     // The call timed out; AWS does not show it yet: observe, do not resend.
     c.world.results = vec![EffectResult::Promoted {
         database: "orders".into(),
+        first: true,
         outcome: Err(Problem::new(Fault::Transient, "timeout")),
     }];
     c.now = t(1);
@@ -418,4 +420,139 @@ fn a_failed_preflight_ends_the_failover_without_touching_anything() {
     assert!(d.status.rolling_back.is_none());
     assert!(d.effects.is_empty());
     assert_eq!(d.requeue, None);
+}
+
+// From a cold review: each of these failed before its fix.
+
+#[test]
+fn a_refused_resend_after_a_lost_answer_never_rolls_back_a_promotion() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    c.plan.spec.databases.retain(|d| d.name == "orders");
+    c.workloads_at("use1", standby);
+    c.now = t(1);
+    c.decide();
+    c.world.lags.insert(
+        "orders".into(),
+        Ok(Some(LagReading {
+            seconds: 0.0,
+            at: t(2),
+        })),
+    );
+    c.now = t(2);
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
+    c.workloads_at("usw2", active);
+    let replica = Ok(DbSeen::Rds(Some(RdsObservation {
+        status: "available".into(),
+        source: Some("orders-use1".into()),
+    })));
+    c.world.databases.insert("orders".into(), replica);
+    c.now = t(3);
+    assert!(
+        c.decide()
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { first: true, .. }))
+    );
+    // The call took effect but its answer was lost (a crash); AWS does not show it yet, so
+    // the next pass sends again, and AWS refuses the resend.
+    c.now = t(4);
+    let d = c.decide();
+    assert!(
+        d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { first: false, .. }))
+    );
+    c.world.results = vec![EffectResult::Promoted {
+        database: "orders".into(),
+        first: false,
+        outcome: Err(Problem::new(Fault::Permanent, "InvalidDBInstanceState")),
+    }];
+    c.now = t(5);
+    let d = c.decide();
+    assert!(d.status.rolling_back.is_none());
+    assert_eq!(d.status.databases[0].state, DatabaseState::Requesting);
+    assert_eq!(d.status.phase, Some(FailoverPhase::Running));
+}
+
+#[test]
+fn an_unplanned_fence_waits_out_one_unanswered_read_before_skipping() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    for i in 0..c.plan.spec.workloads.len() {
+        c.world.workloads.insert(
+            ("use1".into(), i),
+            Err(Problem::new(Fault::Unreachable, "connection reset")),
+        );
+    }
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Running));
+    // Still no answer at the (10 s) deadline: skipped, and recorded for the plan.
+    c.now = t(11);
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Skipped));
+    assert_eq!(c.status().unfenced_workloads.len(), 2);
+}
+
+#[test]
+fn a_rollback_does_not_wait_for_standby_readers_to_be_ready() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    if let Some(s) = c.fo.status.as_mut() {
+        s.rolling_back = Some("warm-up not ready".into());
+        s.rollback_started_at = Some(stamp(t(0)));
+        if let Some(w) = s.steps.iter_mut().find(|s| s.name == "WarmUp") {
+            w.state = StepState::Failed;
+            w.finished_at = Some(stamp(t(0)));
+        }
+    }
+    c.workloads_at("use1", standby);
+    c.workloads_at("usw2", standby);
+    // The reader in usw2 is at its standby count, but its pod never gets ready.
+    if let Some(Ok(w)) = c.world.workloads.get_mut(&("usw2".into(), 0))
+        && let Some(s) = w.state.as_mut()
+    {
+        s.ready_replicas = 0;
+    }
+    c.now = t(1);
+    let d = c.decide();
+    let unfence: Vec<&Effect> = d
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Scale { target, .. } if target.region == "use1"))
+        .collect();
+    assert_eq!(unfence.len(), 2, "{:?}", d.effects);
+}
+
+#[test]
+fn an_unplanned_failover_records_its_pending_fences_before_its_first_promotion() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    c.plan.spec.databases.retain(|d| d.name == "orders");
+    for i in 0..c.plan.spec.workloads.len() {
+        c.world.workloads.insert(
+            ("use1".into(), i),
+            Err(Problem::new(Fault::Unreachable, "no route to host")),
+        );
+    }
+    c.decide();
+    c.now = t(11);
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Skipped));
+    c.workloads_at("usw2", active);
+    c.lag(1.0, t(11));
+    c.world.databases.insert(
+        "orders".into(),
+        Ok(DbSeen::Rds(Some(RdsObservation {
+            status: "available".into(),
+            source: Some("orders-use1".into()),
+        }))),
+    );
+    let d = c.decide();
+    assert!(
+        d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { .. }))
+    );
+    let mark = d.plan.expect("plan marked before the call");
+    assert_eq!(mark.active_region, None);
+    // The two unreached workloads and the old RDS primary.
+    assert_eq!(mark.fences.len(), 3, "{:?}", mark.fences);
 }
