@@ -419,9 +419,13 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     }
 
     let plans: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
-    let live = plans.get_opt(&fo.spec.plan_ref).await?;
-    // An admitted failover runs the plan it was admitted with, whatever happened to it since.
+    // An admitted failover runs the plan it was admitted with, whatever happened to it since,
+    // so only admission reads the live plan.
     let snapshot = fo.status.as_ref().and_then(|s| s.plan_snapshot.clone());
+    let live = match snapshot {
+        Some(_) => None,
+        None => plans.get_opt(&fo.spec.plan_ref).await?,
+    };
     let plan = match (live, snapshot) {
         (Some(mut plan), Some(snapshot)) => {
             plan.spec = snapshot.spec;

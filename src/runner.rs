@@ -28,6 +28,10 @@ use crate::metrics::{FailoverLabels, Metrics, PlanLabels, PlanStepLabels, StepLa
 use crate::store::{KubeStatusStore, StatusStore};
 use crate::validate::parse_duration;
 
+/// Decisions chained in one pass at most (a DryRun or a resumed failover may finish
+/// several steps without a call).
+const MAX_CHAINED_DECISIONS: usize = 8;
+
 /// Where "now" comes from: the wall clock, or the simulation's.
 pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
@@ -191,37 +195,61 @@ impl Runner {
             });
         }
         let started = std::time::Instant::now();
-        let pass_started = self.clock.now();
-        let wants = machine::wants(&self.plan.spec, &self.fo);
-        let mut world = self.observe(&wants).await;
-        let observed = started.elapsed();
-        world.siblings = siblings;
-        world.results = results;
-        let decision = machine::decide(&Input {
-            plan: &self.plan,
-            failover: &self.fo,
-            world: &world,
-            now: self.clock.now(),
-            pass_started,
-            retry_after: self.retry_after,
-            jitter: fastrand::f64(),
-        });
-        if let Some(mark) = &decision.plan {
-            self.mark_plan(mark).await?;
-        }
+        // Decisions that change status but call nothing (a step done, the next one
+        // started) are chained in memory, each on fresh observations, and written together:
+        // one status write per pass, before its calls.
+        let mut fo = self.fo.clone();
+        let mut decisions = Vec::new();
+        let mut observe_ms = 0;
+        let mut siblings = Some(siblings);
+        let mut results = Some(results);
+        let decision = loop {
+            let pass_started = self.clock.now();
+            let observing = std::time::Instant::now();
+            let wants = machine::wants(&self.plan.spec, &fo);
+            let mut world = self.observe(&wants).await;
+            observe_ms += observing.elapsed().as_millis() as u64;
+            world.siblings = siblings.take().unwrap_or_default();
+            world.results = results.take().unwrap_or_default();
+            let decision = machine::decide(&Input {
+                plan: &self.plan,
+                failover: &fo,
+                world: &world,
+                now: self.clock.now(),
+                pass_started,
+                retry_after: self.retry_after,
+                jitter: fastrand::f64(),
+            });
+            if let Some(mark) = &decision.plan {
+                self.mark_plan(mark).await?;
+            }
+            let chain = decision.effects.is_empty()
+                && decision.requeue == Some(Duration::ZERO)
+                && Some(&decision.status) != fo.status.as_ref()
+                && decisions.len() < MAX_CHAINED_DECISIONS;
+            if !chain {
+                break decision;
+            }
+            fo.status = Some(decision.status.clone());
+            decisions.push(decision);
+        };
+        let recorded_from = started.elapsed();
         let version = if decision.status != before {
             self.write(&decision.status, version.as_deref()).await?
         } else {
             version
         };
         let recorded = started.elapsed();
-        self.report(&decision).await;
+        for d in decisions.iter().chain(std::iter::once(&decision)) {
+            self.report(d).await;
+        }
         let results = self.act(&decision.effects).await;
         tracing::debug!(
             failover = %self.fo.name_any(),
             step = ?decision.status.current_step,
-            observe_ms = observed.as_millis() as u64,
-            record_ms = (recorded - observed).as_millis() as u64,
+            decisions = decisions.len() + 1,
+            observe_ms,
+            record_ms = (recorded - recorded_from).as_millis() as u64,
             act_ms = (started.elapsed() - recorded).as_millis() as u64,
             effects = decision.effects.len(),
             requeue_ms = ?decision.requeue.map(|r| r.as_millis() as u64),
