@@ -160,14 +160,6 @@ impl Runner {
         &self.fo.spec.target_region
     }
 
-    fn source(&self) -> String {
-        self.fo
-            .status
-            .as_ref()
-            .and_then(|s| s.source_region.clone())
-            .unwrap_or_default()
-    }
-
     fn aws_region(&self, region: &str) -> String {
         self.plan
             .spec
@@ -207,7 +199,13 @@ impl Runner {
             let pass_started = self.clock.now();
             let observing = std::time::Instant::now();
             let wants = machine::wants(&self.plan.spec, &fo);
-            let mut world = self.observe(&wants).await;
+            // The region being left, as admission recorded it (chained decisions included).
+            let source = fo
+                .status
+                .as_ref()
+                .and_then(|s| s.source_region.clone())
+                .unwrap_or_default();
+            let mut world = self.observe(&wants, &source).await;
             observe_ms += observing.elapsed().as_millis() as u64;
             world.siblings = siblings.take().unwrap_or_default();
             world.results = results.take().unwrap_or_default();
@@ -499,10 +497,10 @@ impl Runner {
     // ---- Observing ------------------------------------------------------------------------
 
     /// Reads everything `wants` names, concurrently, once each. Errors are observations.
-    async fn observe(&self, wants: &Wants) -> World {
+    async fn observe(&self, wants: &Wants, source: &str) -> World {
         let preflight = async {
             if wants.preflight {
-                Some(self.preflight().await)
+                Some(self.preflight(source).await)
             } else {
                 None
             }
@@ -630,18 +628,18 @@ impl Runner {
 
     /// Every check, concurrently; every failure is kept. A check that could not be made
     /// (throttled, unreachable) is reported as unanswered, and asked again next pass.
-    async fn preflight(&self) -> PreflightSeen {
+    async fn preflight(&self, source: &str) -> PreflightSeen {
         let spec = &self.plan.spec;
         let mut checks: Vec<futures::future::BoxFuture<'_, PreflightSeen>> = Vec::new();
         checks.push(Box::pin(self.check_workloads_and_images()));
         for db in &spec.databases {
-            checks.push(Box::pin(self.check_database(db)));
+            checks.push(Box::pin(self.check_database(db, source)));
         }
         for zone in &spec.dns {
             checks.push(Box::pin(self.check_zone(zone)));
         }
         if self.mode() == FailoverMode::Planned {
-            checks.push(Box::pin(self.check_fence_targets()));
+            checks.push(Box::pin(self.check_fence_targets(source)));
         }
         let mut out = PreflightSeen::default();
         for c in join_all(checks).await {
@@ -700,9 +698,8 @@ impl Runner {
     }
 
     /// Planned: the old region's cluster answers and has the workloads to fence.
-    async fn check_fence_targets(&self) -> PreflightSeen {
-        let source = self.source();
-        let targets = engine::fence_targets(&self.plan.spec, &source);
+    async fn check_fence_targets(&self, source: &str) -> PreflightSeen {
+        let targets = engine::fence_targets(&self.plan.spec, source);
         let found = join_all(targets.iter().filter_map(|t| {
             let w = self.plan.spec.workloads.get(t.workload)?;
             Some(async move { (w, seen(self.clusters.workload(&t.region, w).await)) })
@@ -726,9 +723,9 @@ impl Runner {
     }
 
     /// The target member exists and is healthy; lag is within the RPO where that matters.
-    async fn check_database(&self, db: &DatabaseSpec) -> PreflightSeen {
+    async fn check_database(&self, db: &DatabaseSpec, source: &str) -> PreflightSeen {
         let rpo = parse_duration(&self.plan.spec.objectives.rpo).unwrap_or_default();
-        let (health, lag) = tokio::join!(self.target_db_health(db), self.lag(&db.name));
+        let (health, lag) = tokio::join!(self.target_db_health(db, source), self.lag(&db.name));
         let mut out = PreflightSeen::default();
         match health {
             Ok(Ok(())) => {}
@@ -764,7 +761,7 @@ impl Runner {
     }
 
     /// Ok(Err(why)) when the target member is unfit; Err when it could not be described.
-    async fn target_db_health(&self, db: &DatabaseSpec) -> Seen<Result<(), String>> {
+    async fn target_db_health(&self, db: &DatabaseSpec, active: &str) -> Seen<Result<(), String>> {
         let region = self.aws_region(self.target());
         let Some(member) = engine::member(db, self.target()) else {
             return Ok(Err(format!("no member in {}", self.target())));
@@ -784,7 +781,6 @@ impl Runner {
                 // Replicas of an old primary do not follow a promotion: promoting one that
                 // still replicates from it would lose every write made since.
                 Some(src) => {
-                    let active = self.source();
                     let primary = engine::member(db, &active).unwrap_or_default();
                     if engine::source_is(&src, &self.aws_region(&active), primary) {
                         Ok(())
