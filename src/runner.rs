@@ -781,8 +781,8 @@ impl Runner {
                 // Replicas of an old primary do not follow a promotion: promoting one that
                 // still replicates from it would lose every write made since.
                 Some(src) => {
-                    let primary = engine::member(db, &active).unwrap_or_default();
-                    if engine::source_is(&src, &self.aws_region(&active), primary) {
+                    let primary = engine::member(db, active).unwrap_or_default();
+                    if engine::source_is(&src, &self.aws_region(active), primary) {
                         Ok(())
                     } else {
                         Err(format!(
