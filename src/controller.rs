@@ -384,37 +384,39 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
 pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<Action> {
     let ns = fo.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<Failover> = Api::namespaced(ctx.client.clone(), &ns);
-    let previous = fo.status.clone().unwrap_or_default();
-    let generation = fo.metadata.generation;
-
-    // Spec edits bump the generation; the CRD rule stops them on servers with CEL.
-    if generation.unwrap_or(1) > 1 {
-        let message = format!(
-            "spec was edited (generation {}); {}",
-            generation.unwrap_or_default(),
-            crate::api::SPEC_IMMUTABLE_MESSAGE
-        );
-        let phase = match previous.phase {
-            Some(p) if p.is_terminal() || p == FailoverPhase::Running => p,
-            _ => FailoverPhase::Rejected,
-        };
-        flag_failover(&ctx, &fo, &api, phase, "SpecEdited", message).await?;
+    let cached_phase = fo.status.as_ref().and_then(|s| s.phase);
+    if cached_phase.is_some_and(FailoverPhase::is_terminal) && fo.metadata.generation <= Some(1) {
         return Ok(Action::await_change());
     }
-    if previous.phase.is_some_and(FailoverPhase::is_terminal) {
-        return Ok(Action::await_change());
-    }
-    // The cache may lag behind this operator's own last write: drive from a fresh read,
-    // whose resourceVersion every status write of the driver is conditional on.
-    let Some(fo) = api.get_opt(&fo.name_any()).await? else {
+    // The cache may lag behind this operator's own last write: decide and drive from a
+    // fresh read, whose resourceVersion every status write of the runner is conditional on.
+    let Some(mut fo) = api.get_opt(&fo.name_any()).await? else {
         return Ok(Action::await_change());
     };
-    if fo
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(FailoverPhase::is_terminal)
-    {
+    let status = fo.status.clone().unwrap_or_default();
+    let generation = fo.metadata.generation;
+    // Spec edits bump the generation; the CRD rule stops them on servers with CEL.
+    if generation.unwrap_or(1) > 1 {
+        match (status.phase, status.admitted_spec.clone()) {
+            // Running: it goes on with the spec it was admitted with; the runner flags the
+            // edit in its own (conditional) status write.
+            (Some(FailoverPhase::Running), Some(admitted)) => fo.spec = admitted,
+            (phase, _) => {
+                let message = format!(
+                    "spec was edited (generation {}); {}",
+                    generation.unwrap_or_default(),
+                    crate::api::SPEC_IMMUTABLE_MESSAGE
+                );
+                let phase = match phase {
+                    Some(p) if p.is_terminal() || p == FailoverPhase::Running => p,
+                    _ => FailoverPhase::Rejected,
+                };
+                flag_failover(&ctx, &fo, &api, phase, "SpecEdited", message).await?;
+                return Ok(Action::await_change());
+            }
+        }
+    }
+    if status.phase.is_some_and(FailoverPhase::is_terminal) {
         return Ok(Action::await_change());
     }
 

@@ -161,6 +161,10 @@ pub struct FailoverStatus {
     /// operator finishes the rollback instead of resuming the failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_back: Option<String>,
+    /// The spec the failover was admitted with: an edit after admission (possible on API
+    /// servers without CEL) does not change a running failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_spec: Option<FailoverSpec>,
     /// When the rollback began; it must finish within 60 s of this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_started_at: Option<Time>,

@@ -725,6 +725,7 @@ impl Machine<'_> {
                         spec: self.spec.clone(),
                     });
                     self.status.source_region = Some(source_region.clone());
+                    self.status.admitted_spec = Some(fo.spec.clone());
                     self.status.steps = steps;
                     self.status.planned_actions = engine::planned_actions(
                         self.spec,
@@ -765,6 +766,7 @@ impl Machine<'_> {
     // ---- Running ------------------------------------------------------------------------
 
     fn run(&mut self) {
+        self.flag_edited_spec();
         self.fold_results();
         if let Some(reason) = self.status.rolling_back.clone() {
             self.roll_back(reason);
@@ -821,6 +823,35 @@ impl Machine<'_> {
             };
             self.finish(FailoverPhase::Succeeded, message);
         }
+    }
+
+    /// A spec edited after admission (API servers without CEL accept it) is flagged once;
+    /// the failover goes on with the spec it was admitted with.
+    fn flag_edited_spec(&mut self) {
+        let generation = self.input.failover.metadata.generation;
+        let flagged = conditions::find(&self.status.conditions, "Valid")
+            .is_some_and(|c| c.reason == "SpecEdited");
+        if generation.unwrap_or(1) <= 1 || flagged {
+            return;
+        }
+        let message = format!(
+            "spec was edited (generation {}); {}; this failover goes on with the spec it \
+             was admitted with",
+            generation.unwrap_or_default(),
+            crate::api::SPEC_IMMUTABLE_MESSAGE
+        );
+        self.status.conditions = conditions::upsert(
+            &self.status.conditions,
+            DesiredCondition {
+                type_: "Valid",
+                status: false,
+                reason: "SpecEdited",
+                message: message.clone(),
+            },
+            generation,
+            stamp(self.now()).0,
+        );
+        self.note(true, "SpecEdited", "Reconcile", message);
     }
 
     /// A failure before any promotion: nothing of this pass is sent. A Planned failover

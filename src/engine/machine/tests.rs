@@ -556,3 +556,25 @@ fn an_unplanned_failover_records_its_pending_fences_before_its_first_promotion()
     // The two unreached workloads and the old RDS primary.
     assert_eq!(mark.fences.len(), 3, "{:?}", mark.fences);
 }
+
+#[test]
+fn a_spec_edited_while_running_is_flagged_once_and_the_admitted_spec_runs_on() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    assert_eq!(
+        c.status()
+            .admitted_spec
+            .as_ref()
+            .map(|s| s.target_region.as_str()),
+        Some("usw2")
+    );
+    c.fo.metadata.generation = Some(2);
+    let d = c.decide();
+    let edited = conditions::find(&d.status.conditions, "Valid").expect("flagged");
+    assert_eq!(edited.reason, "SpecEdited");
+    assert_eq!(d.status.phase, Some(FailoverPhase::Running));
+    assert_eq!(
+        d.events.iter().filter(|e| e.reason == "SpecEdited").count(),
+        1
+    );
+    assert!(!c.decide().events.iter().any(|e| e.reason == "SpecEdited"));
+}
