@@ -297,7 +297,10 @@ fn seconds(s: f64) -> String {
     format!("{s:.1}s")
 }
 
-fn since(started: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time, now: Timestamp) -> f64 {
+fn since(
+    started: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime,
+    now: Timestamp,
+) -> f64 {
     now.duration_since(started.0).as_secs_f64().max(0.0)
 }
 
@@ -660,7 +663,9 @@ mod tests {
         StepStatus {
             name: name.into(),
             state,
-            started_at: Some(Time(ts("2026-11-22T00:00:00Z"))),
+            started_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                ts("2026-11-22T00:00:00Z"),
+            )),
             finished_at: None,
             duration_seconds: duration,
             attempts: 1,
@@ -682,7 +687,9 @@ mod tests {
                 step("PromoteDatabases", StepState::Pending, None, ""),
             ],
             timings: Some(FailoverTimings {
-                started_at: Some(Time(ts("2026-11-22T00:00:00Z"))),
+                started_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                    ts("2026-11-22T00:00:00Z"),
+                )),
                 ..Default::default()
             }),
             ..Default::default()

@@ -1,6 +1,6 @@
 //! `Failover`: a request to move a plan's active region.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -108,10 +108,10 @@ pub struct StepStatus {
     pub state: StepState,
     /// When the step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<MicroTime>,
     /// When the step finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<MicroTime>,
     /// How long the step took, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
@@ -149,9 +149,10 @@ pub struct FailoverStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss: Option<DataLossEstimate>,
     /// When the fence confirmed the old region's writers and singletons gone. Lag counts
-    /// for a Planned promotion only if measured after this.
+    /// for a Planned promotion only if measured after this. Timestamps here keep
+    /// microseconds: whole seconds would move the fence (and the measured RTO) by up to 1 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fenced_at: Option<Time>,
+    pub fenced_at: Option<MicroTime>,
     /// The plan as it was when this failover was admitted. The failover runs this copy to
     /// the end: a plan edited mid-flight changes the next failover, not this one, and a
     /// plan deleted mid-flight does not strand it.
@@ -167,7 +168,7 @@ pub struct FailoverStatus {
     pub admitted_spec: Option<FailoverSpec>,
     /// When the rollback began; it must finish within 60 s of this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback_started_at: Option<Time>,
+    pub rollback_started_at: Option<MicroTime>,
     /// The region that was active when the failover started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_region: Option<String>,
@@ -244,10 +245,10 @@ pub struct DnsChange {
 pub struct FailoverTimings {
     /// When the failover started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<MicroTime>,
     /// When it reached a terminal phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<MicroTime>,
     /// Total duration in seconds: the measured RTO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_seconds: Option<f64>,

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
@@ -356,11 +356,11 @@ pub struct Input<'a> {
     pub jitter: f64,
 }
 
-fn stamp(t: SystemTime) -> Time {
-    Time(Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH))
+fn stamp(t: SystemTime) -> MicroTime {
+    MicroTime(Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
-fn since(now: SystemTime, t: &Time) -> Duration {
+fn since(now: SystemTime, t: &MicroTime) -> Duration {
     now.duration_since(SystemTime::from(t.0))
         .unwrap_or_default()
 }
@@ -1833,7 +1833,7 @@ impl Machine<'_> {
                 .name
                 .as_deref()
                 .unwrap_or_default(),
-            &stamp(self.now()),
+            &Time(stamp(self.now()).0),
         )
     }
 

@@ -18,7 +18,7 @@ fn plan() -> DisasterRecoveryPlan {
             reason: "Valid".into(),
             message: "plan is valid".into(),
             observed_generation: Some(1),
-            last_transition_time: stamp(t(0)),
+            last_transition_time: Time(stamp(t(0)).0),
         }],
         ..Default::default()
     });
@@ -577,4 +577,18 @@ fn a_spec_edited_while_running_is_flagged_once_and_the_admitted_spec_runs_on() {
         1
     );
     assert!(!c.decide().events.iter().any(|e| e.reason == "SpecEdited"));
+}
+
+#[test]
+fn recorded_times_keep_fractions_of_a_second() {
+    // A fence time rounded down to the second would let a lag datapoint from before the
+    // fence count, and step durations and the RTO read back from status would grow by up
+    // to a second.
+    let status = FailoverStatus {
+        fenced_at: Some(stamp(t(0) + Duration::from_millis(750))),
+        ..Default::default()
+    };
+    let json = serde_json::to_string(&status).expect("serializes");
+    let back: FailoverStatus = serde_json::from_str(&json).expect("parses");
+    assert_eq!(back.fenced_at, status.fenced_at, "{json}");
 }
