@@ -113,17 +113,17 @@ impl Runner {
             &fo.namespace().unwrap_or_default(),
             &plan.namespace().unwrap_or_default(),
         ));
-        Self {
-            metrics: ctx.metrics.clone(),
+        Self::with_effects(
+            ctx.metrics.clone(),
             store,
-            lease: ctx.leadership.clone(),
+            ctx.leadership.clone(),
             aws,
             clusters,
-            clock: Arc::new(SystemClock),
+            Arc::new(SystemClock),
             plan,
             fo,
-            retry_after: ctx.config.retry_after_promotion,
-        }
+            ctx.config.retry_after_promotion,
+        )
     }
 
     /// A runner on any status store, leader check and clock (`new` uses the API server's).

@@ -756,29 +756,8 @@ async fn survives_a_management_api_server_restart() {
     let ns = namespace(&client, "e2e-mgmt-restart").await;
     let _op = Operator::start("mgmt-restart", &ns, 15);
     let sc = unique("mr");
-    seeded_plan(&client, &ns, &sc, &[]).await;
-    bed(
-        "POST",
-        "/config",
-        serde_json::json!({"promotion_delay": 6.0, "switchover_delay": 6.0, "dns_sync_delay": 2.0}),
-    );
-    let before = mutating_calls();
-    create(
-        &client,
-        &ns,
-        &failover("through-restart", &sc, "usw2", FailoverMode::Planned, false),
-    )
-    .await;
-    let api: Api<Failover> = Api::namespaced(client.clone(), &ns);
-    wait_for("promotion requested", Duration::from_secs(60), || async {
-        let fo = api.get("through-restart").await.ok()?;
-        fo.status?
-            .databases
-            .iter()
-            .any(|d| d.state == drover::api::DatabaseState::Requested)
-            .then_some(())
-    })
-    .await;
+    let before =
+        planned_until_promotion_requested(&client, &ns, &sc, "through-restart", 6.0, 2.0).await;
     let restart = std::time::Instant::now();
     restart_api_server("mgmt").await;
     let down_for = restart.elapsed();
@@ -920,6 +899,43 @@ async fn unplanned_with_source_region_lost() {
     println!("unplanned with use1 lost: {rto:.2}s");
 }
 
+/// Seeds a plan, slows the emulator (promotion and switchover `promotion` s, DNS `dns` s),
+/// starts a Planned failover `name` to usw2, and returns once a promotion call was answered,
+/// with the mutating-call counts from before the failover.
+async fn planned_until_promotion_requested(
+    client: &kube::Client,
+    ns: &str,
+    sc: &str,
+    name: &str,
+    promotion: f64,
+    dns: f64,
+) -> BTreeMap<String, u64> {
+    seeded_plan(client, ns, sc, &[]).await;
+    bed(
+        "POST",
+        "/config",
+        serde_json::json!({"promotion_delay": promotion, "switchover_delay": promotion, "dns_sync_delay": dns}),
+    );
+    let before = mutating_calls();
+    create(
+        client,
+        ns,
+        &failover(name, sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    let api: Api<Failover> = Api::namespaced(client.clone(), ns);
+    wait_for("promotion requested", Duration::from_secs(60), || async {
+        let fo = api.get(name).await.ok()?;
+        fo.status?
+            .databases
+            .iter()
+            .any(|d| d.state == drover::api::DatabaseState::Requested)
+            .then_some(())
+    })
+    .await;
+    before
+}
+
 /// Scenario 5: the operator is killed mid-promotion, and its successor mid-DNS-wait. The
 /// third completes the failover, and every mutating call still happened once.
 #[tokio::test]
@@ -932,30 +948,8 @@ async fn resumes_after_operator_is_killed() {
     let lease = 3;
     let mut first = Operator::start("restart-a", &ns, lease);
     let sc = unique("sc5");
-    seeded_plan(&client, &ns, &sc, &[]).await;
-    bed(
-        "POST",
-        "/config",
-        serde_json::json!({"promotion_delay": 4.0, "switchover_delay": 4.0, "dns_sync_delay": 4.0}),
-    );
-    let before = mutating_calls();
-    create(
-        &client,
-        &ns,
-        &failover("resume", &sc, "usw2", FailoverMode::Planned, false),
-    )
-    .await;
+    let before = planned_until_promotion_requested(&client, &ns, &sc, "resume", 4.0, 4.0).await;
     let api: Api<Failover> = Api::namespaced(client.clone(), &ns);
-
-    wait_for("promotion requested", Duration::from_secs(60), || async {
-        let fo = api.get("resume").await.ok()?;
-        fo.status?
-            .databases
-            .iter()
-            .any(|d| d.state == drover::api::DatabaseState::Requested)
-            .then_some(())
-    })
-    .await;
     first.kill();
     let mut second = Operator::start("restart-b", &ns, lease);
     wait_for("DNS change pending", Duration::from_secs(60), || async {
@@ -1559,9 +1553,11 @@ async fn returning_region_is_fenced() {
     stop.store(true, Ordering::Release);
     let samples = sampler.await.expect("sampler");
     println!("use1 fenced {fenced_in:.1?} after it returned");
+    let reachable = samples.iter().filter(|s| s.east_reachable).count();
     assert!(
-        samples.iter().any(|s| !s.east_reachable) && samples.iter().any(|s| s.east_reachable),
-        "the sampler saw use1 both lost and back"
+        reachable > 0 && reachable < samples.len(),
+        "the sampler saw use1 both lost and back: {reachable} of {} samples reached it",
+        samples.len()
     );
     // A returning region runs whatever it ran when it was lost until Drover reaches it, so
     // the overlap cannot be zero; it must end at the first check that reaches use1, and
