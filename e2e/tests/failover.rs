@@ -697,14 +697,25 @@ async fn restart_api_server(cluster: &str) {
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    signal(pid, "TERM");
     // Gone, or a zombie nobody reaps (its parent, `sandbox.py up`, has exited).
-    wait_for("API server stopped", Duration::from_secs(60), || async {
+    let stopped = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = stat
             .rsplit_once(") ")
             .and_then(|(_, rest)| rest.chars().next());
-        matches!(state, None | Some('Z') | Some('X')).then_some(())
+        matches!(state, None | Some('Z') | Some('X'))
+    };
+    signal(pid, "TERM");
+    // A graceful stop can wait long on open watches; a crash is a restart too.
+    let graceful = std::time::Instant::now() + Duration::from_secs(15);
+    while !stopped() && std::time::Instant::now() < graceful {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !stopped() {
+        signal(pid, "KILL");
+    }
+    wait_for("API server stopped", Duration::from_secs(30), || async {
+        stopped().then_some(())
     })
     .await;
     let log = std::fs::OpenOptions::new()
