@@ -34,7 +34,7 @@ pub struct Context {
     /// What the last pass of each Failover (by uid) got back from its calls, with the
     /// resourceVersion that pass left. The next pass uses them only if nothing else wrote
     /// since; after a restart they are gone, and that pass observes before it acts.
-    pub pass_results: std::sync::Mutex<HashMap<String, KeptResults>>,
+    pass_results: std::sync::Mutex<HashMap<String, KeptResults>>,
     /// Region-cluster clients of each running Failover (by uid), kept across its passes:
     /// building them reads a Secret, discovers the workload kinds and opens connections.
     /// A failover's clusters come from its plan snapshot, which does not change.
@@ -94,6 +94,37 @@ impl Context {
         kept.entry(failover_uid.to_string())
             .or_insert_with(build)
             .clone()
+    }
+
+    /// The results the last pass of a Failover left, if that pass also left `version`:
+    /// a write by anyone else since makes them stale, and they are dropped.
+    pub fn take_results(&self, failover_uid: &str, version: &Option<String>) -> Vec<EffectResult> {
+        let Ok(mut kept) = self.pass_results.lock() else {
+            return Vec::new();
+        };
+        match kept.remove(failover_uid) {
+            Some((at, results)) if at == *version => results,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Keeps a pass's results for the next pass of the same Failover.
+    pub fn keep_results(
+        &self,
+        failover_uid: &str,
+        version: Option<String>,
+        results: Vec<EffectResult>,
+    ) {
+        if results.is_empty() {
+            return;
+        }
+        if let Ok(mut kept) = self.pass_results.lock() {
+            // Bounded: Failovers deleted mid-flight never reach a terminal pass.
+            if kept.len() >= MAX_KEPT_FAILOVERS {
+                kept.clear();
+            }
+            kept.insert(failover_uid.to_string(), (version, results));
+        }
     }
 
     /// Drops what was kept for a Failover that ended.

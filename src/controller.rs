@@ -469,20 +469,10 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         leadership: ctx.leadership.clone(),
     });
     let version = fo.metadata.resource_version.clone();
-    let results = match ctx.pass_results.lock() {
-        Ok(mut kept) => match kept.remove(&uid) {
-            Some((at, results)) if at == version => results,
-            _ => Vec::new(),
-        },
-        Err(_) => Vec::new(),
-    };
+    let results = ctx.take_results(&uid, &version);
     let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
     let pass = runner.pass(siblings, results).await?;
-    if !pass.results.is_empty()
-        && let Ok(mut kept) = ctx.pass_results.lock()
-    {
-        kept.insert(uid.clone(), (pass.resource_version, pass.results));
-    }
+    ctx.keep_results(&uid, pass.resource_version, pass.results);
     Ok(match pass.requeue {
         None => {
             ctx.forget_failover(&uid);
