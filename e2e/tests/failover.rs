@@ -1406,7 +1406,11 @@ struct CronSample {
 
 /// Samples cron's ready pods in both regions until stopped. use1 may be frozen: a read that
 /// does not answer within 500 ms counts as unreachable.
-fn sample_cron(ns: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<CronSample>> {
+fn sample_cron(
+    ns: String,
+    stop: Arc<AtomicBool>,
+    saw_lost: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<CronSample>> {
     tokio::spawn(async move {
         let east: Api<Deployment> = Api::namespaced(client("use1").await, &ns);
         let west: Api<Deployment> = Api::namespaced(client("usw2").await, &ns);
@@ -1425,6 +1429,9 @@ fn sample_cron(ns: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec
                 Ok(Ok(d)) => (true, ready(d)),
                 _ => (false, false),
             };
+            if !east_reachable {
+                saw_lost.store(true, Ordering::Release);
+            }
             samples.push(CronSample {
                 at: std::time::Instant::now(),
                 east_reachable,
@@ -1450,7 +1457,8 @@ async fn returning_region_is_fenced() {
     assert_phase(&fo, FailoverPhase::Succeeded);
     assert_eq!(step(&fo, "Fence").state, StepState::Skipped);
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_cron(sc.clone(), stop.clone());
+    let saw_lost = Arc::new(AtomicBool::new(false));
+    let sampler = sample_cron(sc.clone(), stop.clone(), saw_lost.clone());
 
     let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
     let plan = wait_for("FencePending=True", Duration::from_secs(30), || async {
@@ -1515,7 +1523,14 @@ async fn returning_region_is_fenced() {
     )
     .await;
 
-    // use1 returns.
+    // use1 returns, once the sampler has seen it lost (so the overlap check below starts
+    // from a lost region, whatever the failover's own timing).
+    wait_for(
+        "the sampler sees use1 lost",
+        Duration::from_secs(30),
+        || async { saw_lost.load(Ordering::Acquire).then_some(()) },
+    )
+    .await;
     drop(frozen);
     bed(
         "POST",
