@@ -19,6 +19,9 @@ use crate::metrics::Metrics;
 /// Running Failovers whose clients and call results are kept at most.
 const MAX_KEPT_FAILOVERS: usize = 256;
 
+/// How long a running Failover's region clients are reused before they are built again.
+const KEEP_CLIENTS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A pass's call results, with the resourceVersion that pass left.
 pub type KeptResults = (Option<String>, Vec<EffectResult>);
 
@@ -38,7 +41,7 @@ pub struct Context {
     /// Region-cluster clients of each running Failover (by uid), kept across its passes:
     /// building them reads a Secret, discovers the workload kinds and opens connections.
     /// A failover's clusters come from its plan snapshot, which does not change.
-    member_clusters: std::sync::Mutex<HashMap<String, Arc<KubeClusters>>>,
+    member_clusters: std::sync::Mutex<HashMap<String, (std::time::Instant, Arc<KubeClusters>)>>,
 }
 
 impl Context {
@@ -69,12 +72,15 @@ impl Context {
         }
     }
 
-    /// The region clusters of a running Failover, built on its first pass.
+    /// The region clusters of a Failover. Kept once it runs (`admitted`: its spec is then the
+    /// snapshot, which does not change), for at most `KEEP_CLIENTS_FOR`, so that a rotated
+    /// kubeconfig Secret is read again.
     pub fn member_clusters(
         &self,
         failover_uid: &str,
         spec: &DisasterRecoveryPlanSpec,
         namespace: &str,
+        admitted: bool,
     ) -> Arc<KubeClusters> {
         let build = || {
             Arc::new(KubeClusters::new(
@@ -84,6 +90,9 @@ impl Context {
                 self.config.member_timeout,
             ))
         };
+        if !admitted {
+            return build();
+        }
         let Ok(mut kept) = self.member_clusters.lock() else {
             return build();
         };
@@ -91,9 +100,14 @@ impl Context {
         if kept.len() >= MAX_KEPT_FAILOVERS {
             kept.clear();
         }
-        kept.entry(failover_uid.to_string())
-            .or_insert_with(build)
-            .clone()
+        let now = std::time::Instant::now();
+        let entry = kept
+            .entry(failover_uid.to_string())
+            .or_insert_with(|| (now, build()));
+        if now.duration_since(entry.0) > KEEP_CLIENTS_FOR {
+            *entry = (now, build());
+        }
+        entry.1.clone()
     }
 
     /// The results the last pass of a Failover left, if that pass also left `version`:

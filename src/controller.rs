@@ -391,6 +391,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     // The cache may lag behind this operator's own last write: decide and drive from a
     // fresh read, whose resourceVersion every status write of the runner is conditional on.
     let Some(mut fo) = api.get_opt(&fo.name_any()).await? else {
+        ctx.forget_failover(&fo.uid().unwrap_or_default());
         return Ok(Action::await_change());
     };
     let status = fo.status.clone().unwrap_or_default();
@@ -424,21 +425,18 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     // An admitted failover runs the plan it was admitted with, whatever happened to it since,
     // so only admission reads the live plan.
     let snapshot = fo.status.as_ref().and_then(|s| s.plan_snapshot.clone());
+    let admitted = snapshot.is_some();
     let live = match snapshot {
         Some(_) => None,
         None => plans.get_opt(&fo.spec.plan_ref).await?,
     };
-    let plan = match (live, snapshot) {
-        (Some(mut plan), Some(snapshot)) => {
-            plan.spec = snapshot.spec;
-            Some(plan)
-        }
-        (None, Some(snapshot)) => {
+    let plan = match snapshot {
+        Some(snapshot) => {
             let mut plan = DisasterRecoveryPlan::new(&fo.spec.plan_ref, snapshot.spec);
             plan.metadata.namespace = Some(ns.clone());
             Some(plan)
         }
-        (live, None) => live,
+        None => live,
     };
     let Some(plan) = plan else {
         let message = format!(
@@ -465,7 +463,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     };
     let uid = fo.uid().unwrap_or_default();
     let clusters = Arc::new(LeaderClusters {
-        inner: ctx.member_clusters(&uid, &plan.spec, &ns),
+        inner: ctx.member_clusters(&uid, &plan.spec, &ns, admitted),
         leadership: ctx.leadership.clone(),
     });
     let version = fo.metadata.resource_version.clone();

@@ -193,6 +193,17 @@ impl Runner {
         let mut fo = self.fo.clone();
         let mut decisions = Vec::new();
         let mut observe_ms = 0;
+        let scaled_last_pass: Vec<engine::ScaleTarget> = results
+            .iter()
+            .filter_map(|r| match r {
+                EffectResult::Scaled {
+                    target,
+                    outcome: Ok(()),
+                    ..
+                } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
         let mut siblings = Some(siblings);
         let mut results = Some(results);
         let decision = loop {
@@ -209,6 +220,7 @@ impl Runner {
             observe_ms += observing.elapsed().as_millis() as u64;
             world.siblings = siblings.take().unwrap_or_default();
             world.results = results.take().unwrap_or_default();
+            world.scaled_last_pass = scaled_last_pass.clone();
             let decision = machine::decide(&Input {
                 plan: &self.plan,
                 failover: &fo,
@@ -364,6 +376,9 @@ impl Runner {
             .store
             .update_plan_fields(&self.plan.name_any(), &mut |f| {
                 f.last_failover = Some(last.clone());
+                if mark.withdraw_own_fences {
+                    f.pending_fences.retain(|e| e.failover != last.name);
+                }
                 if let Some(region) = &mark.active_region {
                     f.active_region = Some(region.clone());
                 }

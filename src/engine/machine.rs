@@ -229,8 +229,12 @@ pub struct World {
     pub zones: HashMap<String, Seen<Vec<RecordSet>>>,
     /// By change id: whether it is INSYNC.
     pub changes: HashMap<String, Seen<bool>>,
-    /// What the previous pass's effects returned (lost on a crash).
+    /// What the previous pass's effects returned (lost on a crash). Folded into status by
+    /// the first decision of a pass only.
     pub results: Vec<EffectResult>,
+    /// Targets the previous pass scaled successfully: every decision of this pass waits a
+    /// poll before scaling them again.
+    pub scaled_last_pass: Vec<ScaleTarget>,
 }
 
 /// What a pass should observe.
@@ -311,6 +315,9 @@ pub struct PlanMark {
     pub active_region: Option<String>,
     /// What an Unplanned failover could not fence in the old region.
     pub fences: Vec<PendingFence>,
+    /// Remove the entries this failover recorded: it ended without promoting anything, so
+    /// the region it meant to leave is still the active one.
+    pub withdraw_own_fences: bool,
 }
 
 /// A failover that reached a terminal phase in this pass, for the metrics.
@@ -747,6 +754,7 @@ impl Machine<'_> {
                         phase: FailoverPhase::Running,
                         active_region: None,
                         fences: Vec::new(),
+                        withdraw_own_fences: false,
                     });
                     self.start_step(Step::Admission);
                     self.finish_step(
@@ -829,6 +837,11 @@ impl Machine<'_> {
     /// the failover goes on with the spec it was admitted with.
     fn flag_edited_spec(&mut self) {
         let generation = self.input.failover.metadata.generation;
+        // Admitted by an older version, which did not record the spec: record it while it
+        // is still the admitted one.
+        if self.status.admitted_spec.is_none() && generation.unwrap_or(1) <= 1 {
+            self.status.admitted_spec = Some(self.input.failover.spec.clone());
+        }
         let flagged = conditions::find(&self.status.conditions, "Valid")
             .is_some_and(|c| c.reason == "SpecEdited");
         if generation.unwrap_or(1) <= 1 || flagged {
@@ -924,7 +937,10 @@ impl Machine<'_> {
                         }
                         // A resend refused: the first call may have taken effect (AWS
                         // shows it late). Still Requesting: observe until it shows.
-                        Err(_) if !first => self.backoff = true,
+                        Err(_) if !first => {
+                            self.backoff = true;
+                            self.unconfirmed.push(database);
+                        }
                         // The first call refused: nothing happened.
                         Err(p) => {
                             d.state = DatabaseState::Cleared;
@@ -1065,9 +1081,7 @@ impl Machine<'_> {
                 continue;
             };
             if s.replicas != t.replicas {
-                let just_scaled = self.input.world.results.iter().any(|r| {
-                    matches!(r, EffectResult::Scaled { target, outcome: Ok(()), .. } if target == t)
-                });
+                let just_scaled = self.input.world.scaled_last_pass.contains(t);
                 if just_scaled {
                     // Sent last pass and not showing (or changed back by someone else): look
                     // again after a poll rather than resend in a tight loop.
@@ -1359,6 +1373,7 @@ impl Machine<'_> {
                     phase: FailoverPhase::Running,
                     active_region: None,
                     fences,
+                    withdraw_own_fences: false,
                 });
             }
         }
@@ -1849,10 +1864,14 @@ impl Machine<'_> {
             } else {
                 Vec::new()
             };
+            // Pending fences recorded at the first promotion call are withdrawn when the
+            // failover ends without any promotion having been made.
+            let withdraw_own_fences = !moved && !any_promoted(&self.status);
             self.plan = Some(PlanMark {
                 phase,
                 active_region: moved.then(|| self.target().to_string()),
                 fences,
+                withdraw_own_fences,
             });
         }
         self.status.phase = Some(phase);

@@ -473,6 +473,13 @@ fn a_refused_resend_after_a_lost_answer_never_rolls_back_a_promotion() {
     assert!(d.status.rolling_back.is_none());
     assert_eq!(d.status.databases[0].state, DatabaseState::Requesting);
     assert_eq!(d.status.phase, Some(FailoverPhase::Running));
+    // Not resent at once (AWS still lags): the decision only observes, and waits.
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { .. }))
+    );
+    assert!(d.requeue.is_some_and(|r| r > Duration::ZERO));
 }
 
 #[test]
@@ -591,4 +598,52 @@ fn recorded_times_keep_fractions_of_a_second() {
     let json = serde_json::to_string(&status).expect("serializes");
     let back: FailoverStatus = serde_json::from_str(&json).expect("parses");
     assert_eq!(back.fenced_at, status.fenced_at, "{json}");
+}
+
+#[test]
+fn pending_fences_recorded_at_a_refused_first_promotion_are_withdrawn_when_it_fails() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    c.plan.spec.databases.retain(|d| d.name == "orders");
+    c.workloads_at("use1", standby);
+    c.decide();
+    c.workloads_at("usw2", active);
+    c.lag(1.0, t(0));
+    c.world.databases.insert(
+        "orders".into(),
+        Ok(DbSeen::Rds(Some(RdsObservation {
+            status: "available".into(),
+            source: Some("orders-use1".into()),
+        }))),
+    );
+    let d = c.decide();
+    assert!(d.plan.is_some_and(|m| !m.fences.is_empty()));
+    c.world.results = vec![EffectResult::Promoted {
+        database: "orders".into(),
+        first: true,
+        outcome: Err(Problem::new(Fault::Permanent, "InvalidDBInstanceState")),
+    }];
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::Failed));
+    let mark = d.plan.expect("plan marked");
+    assert!(mark.withdraw_own_fences && mark.active_region.is_none());
+}
+
+#[test]
+fn a_target_scaled_last_pass_is_not_scaled_again_at_once() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    c.workloads_at("use1", active);
+    c.world.scaled_last_pass = engine::fence_targets(&c.plan.spec, "use1");
+    let d = c.decide();
+    assert!(d.effects.is_empty(), "{:?}", d.effects);
+    assert!(d.requeue.is_some_and(|r| r > Duration::ZERO));
+}
+
+#[test]
+fn a_failover_admitted_without_a_recorded_spec_records_it_while_unedited() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    if let Some(s) = c.fo.status.as_mut() {
+        s.admitted_spec = None;
+    }
+    let d = c.decide();
+    assert_eq!(d.status.admitted_spec.as_ref(), Some(&c.fo.spec));
 }
