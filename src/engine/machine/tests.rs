@@ -1,4 +1,5 @@
-//! The state machine alone: decisions from hand-made observations, no fakes, no I/O.
+//! The state machine alone, compiled only under #[cfg(test)] (see `mod tests` in
+//! machine.rs): decisions from hand-made observations, no fakes, no I/O.
 use super::*;
 use crate::api::{DisasterRecoveryPlanStatus, FailoverSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
