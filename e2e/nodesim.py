@@ -557,14 +557,20 @@ class Sim:
 
         # Kubelet: pods become ready after the delay.
         delay = ms(wl, READY_DELAY, DEFAULT_DELAY_MS) / 1000
+        became_ready = False
         for i, p in enumerate(alive):
             if ready(p):
                 continue
             at = self.ready_at.setdefault(uid(p), now + delay)
             if at <= now:
                 alive[i] = self.make_ready(p)
+                became_ready = True
             else:
                 self.timers.at(at, key)
+        if became_ready and plural == "deployments":
+            # A rollout removes old pods as new ones become ready: look again now rather
+            # than wait for an event, which this process's own pod write may not bring.
+            self.work.add(key)
 
         self.write_status(wl, key, alive, desired, h)
         self.reporter.update(wid, Reporter.targets(wl), any(ready(p) for p in alive))
