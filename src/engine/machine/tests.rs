@@ -92,6 +92,17 @@ impl Case {
         }
     }
 
+    /// The orders database's target instance observed with `status` and `source`.
+    fn orders_seen(&mut self, status: &str, source: Option<&str>) {
+        self.world.databases.insert(
+            "orders".into(),
+            Ok(DbSeen::Rds(Some(RdsObservation {
+                status: status.into(),
+                source: source.map(str::to_string),
+            }))),
+        );
+    }
+
     fn lag(&mut self, seconds: f64, at: SystemTime) {
         for db in ["orders", "catalog"] {
             self.world
@@ -232,13 +243,7 @@ fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
             at: t(0),
         })),
     );
-    c.world.databases.insert(
-        "orders".into(),
-        Ok(DbSeen::Rds(Some(RdsObservation {
-            status: "available".into(),
-            source: Some("orders-use1".into()),
-        }))),
-    );
+    c.orders_seen("available", Some("orders-use1"));
     let d = c.decide();
     assert!(
         !d.effects
@@ -264,11 +269,7 @@ fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_out
     c.decide();
     c.workloads_at("usw2", active);
     c.lag(1.0, t(0));
-    let replica = Ok(DbSeen::Rds(Some(RdsObservation {
-        status: "available".into(),
-        source: Some("orders-use1".into()),
-    })));
-    c.world.databases.insert("orders".into(), replica.clone());
+    c.orders_seen("available", Some("orders-use1"));
     let d = c.decide();
     assert_eq!(
         d.effects
@@ -293,13 +294,7 @@ fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_out
     );
     assert!(d.requeue.is_some_and(|r| r > Duration::ZERO));
     // It did take effect.
-    c.world.databases.insert(
-        "orders".into(),
-        Ok(DbSeen::Rds(Some(RdsObservation {
-            status: "modifying".into(),
-            source: None,
-        }))),
-    );
+    c.orders_seen("modifying", None);
     c.now = t(2);
     assert!(
         c.decide()
@@ -307,13 +302,7 @@ fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_out
             .iter()
             .all(|e| !matches!(e, Effect::Promote { .. }))
     );
-    c.world.databases.insert(
-        "orders".into(),
-        Ok(DbSeen::Rds(Some(RdsObservation {
-            status: "available".into(),
-            source: None,
-        }))),
-    );
+    c.orders_seen("available", None);
     c.decide();
     assert_eq!(c.step(Step::PromoteDatabases), Some(StepState::Succeeded));
 }
@@ -443,11 +432,7 @@ fn a_refused_resend_after_a_lost_answer_never_rolls_back_a_promotion() {
     c.decide();
     assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
     c.workloads_at("usw2", active);
-    let replica = Ok(DbSeen::Rds(Some(RdsObservation {
-        status: "available".into(),
-        source: Some("orders-use1".into()),
-    })));
-    c.world.databases.insert("orders".into(), replica);
+    c.orders_seen("available", Some("orders-use1"));
     c.now = t(3);
     assert!(
         c.decide()
@@ -546,13 +531,7 @@ fn an_unplanned_failover_records_its_pending_fences_before_its_first_promotion()
     assert_eq!(c.step(Step::Fence), Some(StepState::Skipped));
     c.workloads_at("usw2", active);
     c.lag(1.0, t(11));
-    c.world.databases.insert(
-        "orders".into(),
-        Ok(DbSeen::Rds(Some(RdsObservation {
-            status: "available".into(),
-            source: Some("orders-use1".into()),
-        }))),
-    );
+    c.orders_seen("available", Some("orders-use1"));
     let d = c.decide();
     assert!(
         d.effects
@@ -609,13 +588,7 @@ fn pending_fences_recorded_at_a_refused_first_promotion_are_withdrawn_when_it_fa
     c.decide();
     c.workloads_at("usw2", active);
     c.lag(1.0, t(0));
-    c.world.databases.insert(
-        "orders".into(),
-        Ok(DbSeen::Rds(Some(RdsObservation {
-            status: "available".into(),
-            source: Some("orders-use1".into()),
-        }))),
-    );
+    c.orders_seen("available", Some("orders-use1"));
     let d = c.decide();
     assert!(d.plan.is_some_and(|m| !m.fences.is_empty()));
     c.world.results = vec![EffectResult::Promoted {
