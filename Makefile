@@ -20,11 +20,13 @@ demo: deps build
 test: deps
 	bash e2e/run-tests.sh
 
-# Failover benchmark (see BENCHMARKS.md); a fresh sandbox, stopped afterwards.
+# Failover benchmark (see BENCHMARKS.md) of the release build, as the image ships it;
+# a fresh sandbox, stopped afterwards.
 bench: deps build
+	cargo build --release
 	$(PYTHON) e2e/sandbox.py down >/dev/null
 	$(PYTHON) e2e/sandbox.py up
-	$(PYTHON) e2e/bench.py --runs $(or $(RUNS),3); status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
+	$(PYTHON) e2e/bench.py --runs $(or $(RUNS),3) --binary target/release/drover; status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
 
 unit:
 	cargo test --lib --bins

@@ -50,6 +50,20 @@ pub type AwsResult<T> = Result<T, AwsError>;
 
 pub use crate::engine::lag::LagSource;
 
+/// The CloudWatch metric of a lag source: name, dimension, its value, and the factor to
+/// seconds (Aurora reports milliseconds).
+fn lag_metric(source: &LagSource) -> (&'static str, &'static str, &str, f64) {
+    match source {
+        LagSource::RdsReplica { instance } => ("ReplicaLag", "DBInstanceIdentifier", instance, 1.0),
+        LagSource::AuroraSecondary { cluster } => (
+            "AuroraGlobalDBReplicationLag",
+            "DBClusterIdentifier",
+            cluster,
+            0.001,
+        ),
+    }
+}
+
 /// How an Aurora global cluster's writer moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriterMove {
@@ -82,6 +96,19 @@ pub trait Aws: Send + Sync {
     ) -> AwsResult<()>;
     /// The newest lag datapoint of the last 5 minutes, in seconds, with its timestamp.
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>>;
+    /// `replica_lag` of several sources in one region, in their order. The real client
+    /// reads them in one GetMetricData call per 100 sources: a failover polls every
+    /// database's lag, and CloudWatch throttles calls, not metrics.
+    async fn replica_lags(
+        &self,
+        region: &str,
+        sources: &[LagSource],
+    ) -> AwsResult<Vec<Option<LagReading>>> {
+        futures::future::join_all(sources.iter().map(|s| self.replica_lag(region, s)))
+            .await
+            .into_iter()
+            .collect()
+    }
     async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool>;
     async fn health_check_healthy(&self, id: &str) -> AwsResult<bool>;
     async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>>;
@@ -436,66 +463,86 @@ impl Aws for SdkAws {
     }
 
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
+        let mut readings = self
+            .replica_lags(region, std::slice::from_ref(source))
+            .await?;
+        Ok(readings.pop().flatten())
+    }
+
+    async fn replica_lags(
+        &self,
+        region: &str,
+        sources: &[LagSource],
+    ) -> AwsResult<Vec<Option<LagReading>>> {
         use aws_sdk_cloudwatch::primitives::DateTime;
         use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-        let (name, dimension, value, scale) = match source {
-            LagSource::RdsReplica { instance } => {
-                ("ReplicaLag", "DBInstanceIdentifier", instance, 1.0)
-            }
-            LagSource::AuroraSecondary { cluster } => (
-                "AuroraGlobalDBReplicationLag",
-                "DBClusterIdentifier",
-                cluster,
-                0.001,
-            ),
-        };
-        let now = SystemTime::now();
-        let query = MetricDataQuery::builder()
-            .id("lag")
-            .metric_stat(
-                MetricStat::builder()
-                    .metric(
-                        Metric::builder()
-                            .namespace("AWS/RDS")
-                            .metric_name(name)
-                            .dimensions(Dimension::builder().name(dimension).value(value).build())
+        // GetMetricData takes at most 500 queries and returns at most 100,800 datapoints
+        // before paging; 100 queries over 5 minutes stay within that even at 1 s resolution.
+        const MAX_QUERIES: usize = 100;
+        let mut readings = Vec::with_capacity(sources.len());
+        for chunk in sources.chunks(MAX_QUERIES) {
+            let scales: Vec<f64> = chunk.iter().map(|s| lag_metric(s).3).collect();
+            let queries = chunk.iter().enumerate().map(|(i, source)| {
+                let (name, dimension, value, _) = lag_metric(source);
+                MetricDataQuery::builder()
+                    .id(format!("q{i}"))
+                    .metric_stat(
+                        MetricStat::builder()
+                            .metric(
+                                Metric::builder()
+                                    .namespace("AWS/RDS")
+                                    .metric_name(name)
+                                    .dimensions(
+                                        Dimension::builder().name(dimension).value(value).build(),
+                                    )
+                                    .build(),
+                            )
+                            .period(1)
+                            .stat("Maximum")
                             .build(),
                     )
-                    .period(1)
-                    .stat("Maximum")
-                    .build(),
-            )
-            .build();
-        let out = self.record(
-            "cloudwatch",
-            "GetMetricData",
-            self.region(region)
-                .cloudwatch
-                .get_metric_data()
-                .metric_data_queries(query)
-                .start_time(DateTime::from(now - Duration::from_secs(300)))
-                .end_time(DateTime::from(now + Duration::from_secs(60)))
-                .send()
-                .await,
-        );
-        let out = out?;
-        // Newest first: the default ScanBy is TimestampDescending.
-        let newest = out
-            .metric_data_results
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .and_then(|r| {
-                let values = r.values.unwrap_or_default();
-                let stamps = r.timestamps.unwrap_or_default();
-                values.into_iter().zip(stamps).max_by(|a, b| a.1.cmp(&b.1))
+                    .build()
             });
-        Ok(newest.and_then(|(v, at)| {
-            Some(LagReading {
-                seconds: v * scale,
-                at: SystemTime::try_from(at).ok()?,
-            })
-        }))
+            let now = SystemTime::now();
+            let out = self.record(
+                "cloudwatch",
+                "GetMetricData",
+                self.region(region)
+                    .cloudwatch
+                    .get_metric_data()
+                    .set_metric_data_queries(Some(queries.collect()))
+                    .start_time(DateTime::from(now - Duration::from_secs(300)))
+                    .end_time(DateTime::from(now + Duration::from_secs(60)))
+                    .send()
+                    .await,
+            )?;
+            let mut newest: Vec<Option<LagReading>> = vec![None; chunk.len()];
+            for result in out.metric_data_results.unwrap_or_default() {
+                let Some(i) = result
+                    .id
+                    .as_deref()
+                    .and_then(|id| id.strip_prefix('q'))
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .filter(|i| *i < chunk.len())
+                else {
+                    continue;
+                };
+                let values = result.values.unwrap_or_default();
+                let stamps = result.timestamps.unwrap_or_default();
+                newest[i] = values
+                    .into_iter()
+                    .zip(stamps)
+                    .max_by(|a, b| a.1.cmp(&b.1))
+                    .and_then(|(v, at)| {
+                        Some(LagReading {
+                            seconds: v * scales[i],
+                            at: SystemTime::try_from(at).ok()?,
+                        })
+                    });
+            }
+            readings.extend(newest);
+        }
+        Ok(readings)
     }
 
     async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {

@@ -1,7 +1,8 @@
 //! Workload effectors in region clusters, behind a narrow trait.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kube::Client;
@@ -10,7 +11,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, pinned_kind};
 use tokio::sync::Mutex;
 
-use crate::api::{DisasterRecoveryPlanSpec, WorkloadSpec};
+use crate::api::{DisasterRecoveryPlanSpec, RegionSpec, WorkloadSpec};
 use crate::member;
 
 pub use crate::engine::WorkloadState;
@@ -105,14 +106,85 @@ impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
     }
 }
 
-/// The kube implementation: one client per region, built from the plan's cluster access.
+/// How long a region client is reused before it is built again, so that a rotated
+/// kubeconfig Secret is read again.
+const KEEP_CLIENTS_FOR: Duration = Duration::from_secs(60);
+
+/// Region clients kept at most (distinct namespace, region and cluster access).
+const MAX_KEPT_CLIENTS: usize = 256;
+
+/// Region-cluster clients and the kinds discovered through them, shared by the plan
+/// checks, the fencing of a returning region and the Failovers. Building a client reads a
+/// Secret and opens connections, and each kind needs a discovery call: a failover's first
+/// pass would otherwise pay for all of it before it can fence. The plan checks refresh
+/// the clients they use, so a failover usually finds them ready.
+#[derive(Default)]
+pub struct RegionClients {
+    kept: std::sync::Mutex<HashMap<String, KeptClient>>,
+}
+
+struct KeptClient {
+    built: Instant,
+    client: Client,
+    kinds: HashMap<String, ApiResource>,
+}
+
+impl RegionClients {
+    /// What identifies a client: the plan namespace (where a Secret reference without a
+    /// namespace points) and the region's cluster access.
+    fn key(namespace: &str, region: &RegionSpec) -> String {
+        let access = serde_json::to_string(&region.cluster).unwrap_or_default();
+        format!("{namespace}/{}/{access}", region.name)
+    }
+
+    fn client(&self, key: &str) -> Option<Client> {
+        let kept = self.kept.lock().ok()?;
+        kept.get(key)
+            .filter(|k| k.built.elapsed() < KEEP_CLIENTS_FOR)
+            .map(|k| k.client.clone())
+    }
+
+    fn keep(&self, key: &str, client: &Client) {
+        if let Ok(mut kept) = self.kept.lock() {
+            if kept.len() >= MAX_KEPT_CLIENTS {
+                kept.clear();
+            }
+            kept.insert(
+                key.to_string(),
+                KeptClient {
+                    built: Instant::now(),
+                    client: client.clone(),
+                    kinds: HashMap::new(),
+                },
+            );
+        }
+    }
+
+    fn kind(&self, key: &str, kind: &str) -> Option<ApiResource> {
+        let kept = self.kept.lock().ok()?;
+        kept.get(key)?.kinds.get(kind).cloned()
+    }
+
+    fn keep_kind(&self, key: &str, kind: &str, resource: &ApiResource) {
+        if let Ok(mut kept) = self.kept.lock()
+            && let Some(k) = kept.get_mut(key)
+        {
+            k.kinds.insert(kind.to_string(), resource.clone());
+        }
+    }
+}
+
+/// The kube implementation: one client per region, built from the plan's cluster access,
+/// or taken from the shared `RegionClients` while it is recent.
 pub struct KubeClusters {
     mgmt: Client,
     spec: DisasterRecoveryPlanSpec,
     namespace: String,
     timeout: Duration,
-    clients: Mutex<HashMap<String, Client>>,
-    resources: Mutex<HashMap<(String, String), ApiResource>>,
+    shared: Arc<RegionClients>,
+    /// Build new clients (and share them) instead of reusing shared ones.
+    refresh: bool,
+    clients: Mutex<HashMap<String, (String, Client)>>,
 }
 
 impl KubeClusters {
@@ -121,18 +193,27 @@ impl KubeClusters {
         spec: DisasterRecoveryPlanSpec,
         namespace: String,
         timeout: Duration,
+        shared: Arc<RegionClients>,
     ) -> Self {
         Self {
             mgmt,
             spec,
             namespace,
             timeout,
+            shared,
+            refresh: false,
             clients: Mutex::new(HashMap::new()),
-            resources: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn client(&self, region: &str) -> Result<Client, ClusterError> {
+    /// Builds its clients anew (reading the kubeconfig Secrets again) and shares them.
+    pub fn refreshing(mut self) -> Self {
+        self.refresh = true;
+        self
+    }
+
+    /// The region's client, and its key in the shared clients.
+    async fn client(&self, region: &str) -> Result<(String, Client), ClusterError> {
         if let Some(c) = self.clients.lock().await.get(region) {
             return Ok(c.clone());
         }
@@ -144,20 +225,29 @@ impl KubeClusters {
             .ok_or_else(|| {
                 ClusterError::Permanent(format!("region {region} is not in the plan"))
             })?;
-        let client = member::client_for_region(&self.mgmt, spec, &self.namespace, self.timeout)
-            .await
-            .map_err(ClusterError::Permanent)?;
+        let key = RegionClients::key(&self.namespace, spec);
+        let client = match self.shared.client(&key).filter(|_| !self.refresh) {
+            Some(client) => client,
+            None => {
+                let client =
+                    member::client_for_region(&self.mgmt, spec, &self.namespace, self.timeout)
+                        .await
+                        .map_err(ClusterError::Permanent)?;
+                self.shared.keep(&key, &client);
+                client
+            }
+        };
         self.clients
             .lock()
             .await
-            .insert(region.to_string(), client.clone());
-        Ok(client)
+            .insert(region.to_string(), (key.clone(), client.clone()));
+        Ok((key, client))
     }
 
     /// Checks a region for the plan: the cluster answers and every workload exists there.
     /// Returns the server version, or every problem found.
     pub async fn check_region(&self, region: &str) -> Result<String, String> {
-        let client = self.client(region).await.map_err(|e| e.to_string())?;
+        let (_, client) = self.client(region).await.map_err(|e| e.to_string())?;
         let version = client
             .apiserver_version()
             .await
@@ -184,13 +274,12 @@ impl KubeClusters {
         region: &str,
         w: &WorkloadSpec,
     ) -> Result<Api<DynamicObject>, ClusterError> {
-        let client = self.client(region).await?;
+        let (key, client) = self.client(region).await?;
         let api_version = w
             .effective_api_version()
             .ok_or_else(|| ClusterError::Permanent(format!("{}: no apiVersion", w.kind)))?;
-        let key = (region.to_string(), format!("{api_version}/{}", w.kind));
-        let cached = self.resources.lock().await.get(&key).cloned();
-        let resource = match cached {
+        let kind = format!("{api_version}/{}", w.kind);
+        let resource = match self.shared.kind(&key, &kind) {
             Some(r) => r,
             None => {
                 let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
@@ -198,7 +287,7 @@ impl KubeClusters {
                 let (resource, _) = pinned_kind(&client, &gvk)
                     .await
                     .map_err(|e| classify(region, e))?;
-                self.resources.lock().await.insert(key, resource.clone());
+                self.shared.keep_kind(&key, &kind, &resource);
                 resource
             }
         };
@@ -292,7 +381,7 @@ impl Clusters for KubeClusters {
         w: &WorkloadSpec,
         selector: &str,
     ) -> Result<usize, ClusterError> {
-        let client = self.client(region).await?;
+        let (_, client) = self.client(region).await?;
         let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, &w.namespace);
         let params = kube::api::ListParams::default().labels(selector);
         match tokio::time::timeout(self.timeout, api.list(&params)).await {
@@ -339,6 +428,59 @@ impl Clusters for KubeClusters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ClusterAccess, SecretKeyRef};
+
+    fn region(name: &str, secret: &str) -> RegionSpec {
+        RegionSpec {
+            name: name.into(),
+            aws_region: "us-east-1".into(),
+            cluster: ClusterAccess {
+                kubeconfig_secret_ref: Some(SecretKeyRef {
+                    name: secret.into(),
+                    namespace: None,
+                    key: None,
+                }),
+                in_cluster: None,
+            },
+            initial_role: crate::api::RegionRole::Standby,
+        }
+    }
+
+    /// A client that never connects: the cache only stores it.
+    fn client() -> Client {
+        // As main does: the process picks rustls' ring provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a valid URL"));
+        Client::try_from(config).expect("a client from a plain config")
+    }
+
+    #[tokio::test]
+    async fn shared_clients_are_kept_per_namespace_region_and_cluster_access() {
+        let shared = RegionClients::default();
+        let key = RegionClients::key("team-a", &region("use1", "use1-kubeconfig"));
+        assert!(shared.client(&key).is_none());
+        shared.keep(&key, &client());
+        assert!(shared.client(&key).is_some());
+        // Another namespace resolves a namespace-less Secret reference elsewhere, and
+        // another Secret is another cluster: neither may reuse this client.
+        for other in [
+            RegionClients::key("team-b", &region("use1", "use1-kubeconfig")),
+            RegionClients::key("team-a", &region("use1", "rotated-kubeconfig")),
+            RegionClients::key("team-a", &region("usw2", "use1-kubeconfig")),
+        ] {
+            assert_ne!(other, key);
+            assert!(shared.client(&other).is_none());
+        }
+        let deployment = ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&());
+        shared.keep_kind(&key, "apps/v1/Deployment", &deployment);
+        assert_eq!(
+            shared.kind(&key, "apps/v1/Deployment").map(|r| r.plural),
+            Some("deployments".to_string())
+        );
+        // A rebuilt client starts without the kinds discovered through the old one.
+        shared.keep(&key, &client());
+        assert!(shared.kind(&key, "apps/v1/Deployment").is_none());
+    }
 
     fn object(data: serde_json::Value) -> DynamicObject {
         let mut obj = DynamicObject::new(

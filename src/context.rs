@@ -10,7 +10,7 @@ use tracing::warn;
 
 use crate::api::DisasterRecoveryPlanSpec;
 use crate::aws::Aws;
-use crate::clusters::KubeClusters;
+use crate::clusters::{KubeClusters, RegionClients};
 use crate::config::Config;
 use crate::engine::machine::EffectResult;
 use crate::leadership::{LeaderAws, Leadership};
@@ -18,9 +18,6 @@ use crate::metrics::Metrics;
 
 /// Running Failovers whose clients and call results are kept at most.
 const MAX_KEPT_FAILOVERS: usize = 256;
-
-/// How long a running Failover's region clients are reused before they are built again.
-const KEEP_CLIENTS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A pass's call results, with the resourceVersion that pass left.
 pub type KeptResults = (Option<String>, Vec<EffectResult>);
@@ -38,10 +35,8 @@ pub struct Context {
     /// resourceVersion that pass left. The next pass uses them only if nothing else wrote
     /// since; after a restart they are gone, and that pass observes before it acts.
     pass_results: std::sync::Mutex<HashMap<String, KeptResults>>,
-    /// Region-cluster clients of each running Failover (by uid), kept across its passes:
-    /// building them reads a Secret, discovers the workload kinds and opens connections.
-    /// A failover's clusters come from its plan snapshot, which does not change.
-    member_clusters: std::sync::Mutex<HashMap<String, (std::time::Instant, Arc<KubeClusters>)>>,
+    /// Region-cluster clients, shared by plan checks, fencing and Failovers.
+    region_clients: Arc<RegionClients>,
 }
 
 impl Context {
@@ -68,46 +63,23 @@ impl Context {
             metrics,
             recorder,
             pass_results: Default::default(),
-            member_clusters: Default::default(),
+            region_clients: Default::default(),
         }
     }
 
-    /// The region clusters of a Failover. Kept once it runs (`admitted`: its spec is then the
-    /// snapshot, which does not change), for at most `KEEP_CLIENTS_FOR`, so that a rotated
-    /// kubeconfig Secret is read again.
+    /// The region clusters of a plan, through the shared region clients.
     pub fn member_clusters(
         &self,
-        failover_uid: &str,
         spec: &DisasterRecoveryPlanSpec,
         namespace: &str,
-        admitted: bool,
-    ) -> Arc<KubeClusters> {
-        let build = || {
-            Arc::new(KubeClusters::new(
-                self.client.clone(),
-                spec.clone(),
-                namespace.to_string(),
-                self.config.member_timeout,
-            ))
-        };
-        if !admitted {
-            return build();
-        }
-        let Ok(mut kept) = self.member_clusters.lock() else {
-            return build();
-        };
-        // Bounded: Failovers deleted mid-flight never reach a terminal pass.
-        if kept.len() >= MAX_KEPT_FAILOVERS {
-            kept.clear();
-        }
-        let now = std::time::Instant::now();
-        let entry = kept
-            .entry(failover_uid.to_string())
-            .or_insert_with(|| (now, build()));
-        if now.duration_since(entry.0) > KEEP_CLIENTS_FOR {
-            *entry = (now, build());
-        }
-        entry.1.clone()
+    ) -> KubeClusters {
+        KubeClusters::new(
+            self.client.clone(),
+            spec.clone(),
+            namespace.to_string(),
+            self.config.member_timeout,
+            self.region_clients.clone(),
+        )
     }
 
     /// The results the last pass of a Failover left, if that pass also left `version`:
@@ -143,9 +115,6 @@ impl Context {
 
     /// Drops what was kept for a Failover that ended.
     pub fn forget_failover(&self, failover_uid: &str) {
-        if let Ok(mut kept) = self.member_clusters.lock() {
-            kept.remove(failover_uid);
-        }
         if let Ok(mut kept) = self.pass_results.lock() {
             kept.remove(failover_uid);
         }

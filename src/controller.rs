@@ -20,7 +20,6 @@ use crate::api::{
     DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverPhase, FailoverStatus,
     RegionStatus, ReplicationStatus,
 };
-use crate::clusters::KubeClusters;
 use crate::conditions::{self, DesiredCondition};
 use crate::context::Context;
 use crate::engine::Lag;
@@ -70,12 +69,9 @@ async fn lookup_secrets(
 
 async fn check_regions(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> Vec<RegionStatus> {
     let timeout = ctx.config.member_timeout;
-    let clusters = KubeClusters::new(
-        ctx.client.clone(),
-        plan.spec.clone(),
-        ns.to_string(),
-        timeout,
-    );
+    // Fresh clients each check (a rotated or broken Secret shows here at once), shared
+    // afterwards so that a failover's first pass finds them ready.
+    let clusters = ctx.member_clusters(&plan.spec, ns).refreshing();
     let clusters = &clusters;
     let checks = plan.spec.regions.iter().map(|region| async move {
         let outcome = clusters.check_region(&region.name);
@@ -390,7 +386,10 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     }
     // The cache may lag behind this operator's own last write: decide and drive from a
     // fresh read, whose resourceVersion every status write of the runner is conditional on.
-    let Some(mut fo) = api.get_opt(&fo.name_any()).await? else {
+    let reading = Instant::now();
+    let fresh = api.get_opt(&fo.name_any()).await?;
+    tracing::debug!(failover = %fo.name_any(), read_ms = reading.elapsed().as_millis() as u64, "reconcile");
+    let Some(mut fo) = fresh else {
         ctx.forget_failover(&fo.uid().unwrap_or_default());
         return Ok(Action::await_change());
     };
@@ -425,7 +424,6 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     // An admitted failover runs the plan it was admitted with, whatever happened to it since,
     // so only admission reads the live plan.
     let snapshot = fo.status.as_ref().and_then(|s| s.plan_snapshot.clone());
-    let admitted = snapshot.is_some();
     let live = match snapshot {
         Some(_) => None,
         None => plans.get_opt(&fo.spec.plan_ref).await?,
@@ -463,7 +461,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     };
     let uid = fo.uid().unwrap_or_default();
     let clusters = Arc::new(LeaderClusters {
-        inner: ctx.member_clusters(&uid, &plan.spec, &ns, admitted),
+        inner: ctx.member_clusters(&plan.spec, &ns),
         leadership: ctx.leadership.clone(),
     });
     let version = fo.metadata.resource_version.clone();

@@ -208,12 +208,7 @@ pub async fn carry_out(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> 
         plan,
         api: Api::namespaced(ctx.client.clone(), ns),
         clusters: LeaderClusters {
-            inner: KubeClusters::new(
-                ctx.client.clone(),
-                plan.spec.clone(),
-                ns.to_string(),
-                ctx.config.member_timeout,
-            ),
+            inner: ctx.member_clusters(&plan.spec, ns),
             leadership: ctx.leadership.clone(),
         },
     };

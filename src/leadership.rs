@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -38,6 +39,9 @@ pub struct Leadership {
     name: String,
     identity: String,
     deposed: AtomicBool,
+    /// The last read of the Lease: when it was answered, and what it said. Calls asked for
+    /// while a read is in flight share it (one pass scales and promotes concurrently).
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl Leadership {
@@ -47,6 +51,7 @@ impl Leadership {
             name: name.to_string(),
             identity: identity.to_string(),
             deposed: AtomicBool::new(false),
+            last: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -54,6 +59,21 @@ impl Leadership {
     /// overdue Lease is not a confirmation: the call waits; a Lease held by another deposes
     /// this process for good.
     pub async fn confirm(&self) -> Result<(), String> {
+        let asked = Instant::now();
+        // One read at a time; a read answered after this call was asked for confirms it
+        // as well as a read of its own would, so concurrent calls share one.
+        let mut last = self.last.lock().await;
+        if let Some((answered, outcome)) = last.as_ref()
+            && *answered >= asked
+        {
+            return outcome.clone();
+        }
+        let outcome = self.read().await;
+        *last = Some((Instant::now(), outcome.clone()));
+        outcome
+    }
+
+    async fn read(&self) -> Result<(), String> {
         if self.deposed() {
             return Err(self.deposed_message());
         }
@@ -189,6 +209,13 @@ impl Aws for LeaderAws {
     }
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
         self.inner.replica_lag(region, source).await
+    }
+    async fn replica_lags(
+        &self,
+        region: &str,
+        sources: &[LagSource],
+    ) -> AwsResult<Vec<Option<LagReading>>> {
+        self.inner.replica_lags(region, sources).await
     }
     async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
         self.inner.hosted_zone_exists(zone).await

@@ -526,12 +526,7 @@ impl Runner {
                 .iter()
                 .map(|t| async move { ((t.region.clone(), t.workload), self.workload(t).await) }),
         );
-        let lags = join_all(
-            wants
-                .lags
-                .iter()
-                .map(|name| async move { (name.clone(), self.lag(name).await) }),
-        );
+        let lags = self.lags(&wants.lags);
         let databases = join_all(
             wants
                 .databases
@@ -593,25 +588,50 @@ impl Runner {
             .ok_or_else(|| Problem::new(Fault::NotFound, format!("no database {name} in the plan")))
     }
 
-    /// The newest lag datapoint into the target region, read there (it survives the loss
-    /// of the source region).
-    async fn lag(&self, name: &str) -> Seen<Option<engine::LagReading>> {
-        let db = self.database_spec(name)?;
-        let source = engine::lag_source(db, self.target()).ok_or_else(|| {
-            Problem::new(Fault::NotFound, format!("no member in {}", self.target()))
-        })?;
-        let reading = seen(
+    /// The newest lag datapoint of each named database into the target region, read there
+    /// (it survives the loss of the source region), all in one metric read.
+    async fn lags(&self, names: &[String]) -> Vec<(String, Seen<Option<engine::LagReading>>)> {
+        let sources: Vec<(&String, Seen<engine::LagSource>)> = names
+            .iter()
+            .map(|name| {
+                let source = self.database_spec(name).and_then(|db| {
+                    engine::lag_source(db, self.target()).ok_or_else(|| {
+                        Problem::new(Fault::NotFound, format!("no member in {}", self.target()))
+                    })
+                });
+                (name, source)
+            })
+            .collect();
+        let readable: Vec<engine::LagSource> = sources
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok().cloned())
+            .collect();
+        let mut read = match seen(
             self.aws
-                .replica_lag(&self.aws_region(self.target()), &source)
+                .replica_lags(&self.aws_region(self.target()), &readable)
                 .await,
-        )?;
-        if let Some(r) = &reading
-            && r.seconds >= 0.0
-        {
-            self.metrics
-                .set_replication_lag(&self.plan.name_any(), name, self.target(), r.seconds);
+        ) {
+            Ok(readings) => readings.into_iter().map(Ok).collect(),
+            Err(p) => vec![Err(p); readable.len()],
         }
-        Ok(reading)
+        .into_iter();
+        sources
+            .into_iter()
+            .map(|(name, source)| {
+                let reading = source.and_then(|_| read.next().unwrap_or(Ok(None)));
+                if let Ok(Some(r)) = &reading
+                    && r.seconds >= 0.0
+                {
+                    self.metrics.set_replication_lag(
+                        &self.plan.name_any(),
+                        name,
+                        self.target(),
+                        r.seconds,
+                    );
+                }
+                (name.clone(), reading)
+            })
+            .collect()
     }
 
     /// The target member of a database.
@@ -647,6 +667,7 @@ impl Runner {
         let spec = &self.plan.spec;
         let mut checks: Vec<futures::future::BoxFuture<'_, PreflightSeen>> = Vec::new();
         checks.push(Box::pin(self.check_workloads_and_images()));
+        checks.push(Box::pin(self.check_lags()));
         for db in &spec.databases {
             checks.push(Box::pin(self.check_database(db, source)));
         }
@@ -657,10 +678,7 @@ impl Runner {
             checks.push(Box::pin(self.check_fence_targets(source)));
         }
         let mut out = PreflightSeen::default();
-        for c in join_all(checks).await {
-            out.problems.extend(c.problems);
-            out.unanswered.extend(c.unanswered);
-        }
+        out.absorb(join_all(checks).await);
         out
     }
 
@@ -737,40 +755,53 @@ impl Runner {
         out
     }
 
-    /// The target member exists and is healthy; lag is within the RPO where that matters.
+    /// The target member exists and is healthy.
     async fn check_database(&self, db: &DatabaseSpec, source: &str) -> PreflightSeen {
-        let rpo = parse_duration(&self.plan.spec.objectives.rpo).unwrap_or_default();
-        let (health, lag) = tokio::join!(self.target_db_health(db, source), self.lag(&db.name));
         let mut out = PreflightSeen::default();
-        match health {
+        match self.target_db_health(db, source).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => out.problems.push(format!("database {}: {why}", db.name)),
             Err(p) => out.push(p, format!("database {}", db.name)),
         }
-        match lag {
-            Ok(reading) => {
-                let now = self.clock.now();
-                let max_age = self.plan.spec.objectives.max_lag_age();
-                let lag = engine::lag::judge(
-                    reading.as_ref(),
-                    engine::lag::fresh_after(now, max_age, None),
-                );
-                let over = lag.seconds().is_none_or(|l| l > rpo.as_secs_f64());
-                let fatal = match self.mode() {
-                    FailoverMode::DryRun => true,
-                    FailoverMode::Unplanned => !self.fo.spec.allow_data_loss,
-                    FailoverMode::Planned => false,
-                };
-                if over && fatal {
-                    out.problems.push(format!(
-                        "database {}: replication lag {} is not within the RPO {}s",
-                        db.name,
-                        lag.describe(),
-                        rpo.as_secs_f64()
-                    ));
+        out
+    }
+
+    /// Every database's lag is within the RPO where that matters (one metric read).
+    async fn check_lags(&self) -> PreflightSeen {
+        let rpo = parse_duration(&self.plan.spec.objectives.rpo).unwrap_or_default();
+        let names: Vec<String> = self
+            .plan
+            .spec
+            .databases
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
+        let fatal = match self.mode() {
+            FailoverMode::DryRun => true,
+            FailoverMode::Unplanned => !self.fo.spec.allow_data_loss,
+            FailoverMode::Planned => false,
+        };
+        let mut out = PreflightSeen::default();
+        for (name, lag) in self.lags(&names).await {
+            match lag {
+                Ok(reading) => {
+                    let now = self.clock.now();
+                    let max_age = self.plan.spec.objectives.max_lag_age();
+                    let lag = engine::lag::judge(
+                        reading.as_ref(),
+                        engine::lag::fresh_after(now, max_age, None),
+                    );
+                    let over = lag.seconds().is_none_or(|l| l > rpo.as_secs_f64());
+                    if over && fatal {
+                        out.problems.push(format!(
+                            "database {name}: replication lag {} is not within the RPO {}s",
+                            lag.describe(),
+                            rpo.as_secs_f64()
+                        ));
+                    }
                 }
+                Err(p) => out.push(p, format!("database {name}: measuring lag")),
             }
-            Err(p) => out.push(p, format!("database {}: measuring lag", db.name)),
         }
         out
     }
@@ -835,8 +866,36 @@ impl Runner {
     }
 
     /// The zone exists and takes the changes; the target's health checks are healthy.
+    /// The zone and every health check are read concurrently.
     async fn check_zone(&self, zone: &crate::api::HostedZoneSpec) -> PreflightSeen {
         let target = self.target();
+        let health_checks = zone.records.iter().flat_map(|record| {
+            record
+                .targets
+                .iter()
+                .filter(|t| t.region == target)
+                .filter_map(|t| t.health_check_id.as_deref())
+                .map(move |hc| async move {
+                    let mut out = PreflightSeen::default();
+                    match seen(self.aws.health_check_healthy(hc).await) {
+                        Ok(true) => {}
+                        Ok(false) => out.problems.push(format!(
+                            "record {}: health check {hc} for {target} is failing",
+                            record.name
+                        )),
+                        Err(p) => out.push(p, format!("health check {hc}")),
+                    }
+                    out
+                })
+        });
+        let (mut out, checked) =
+            tokio::join!(self.check_zone_records(zone), join_all(health_checks));
+        out.absorb(checked);
+        out
+    }
+
+    /// The zone exists, and the plan's changes to it are ones Route 53 takes.
+    async fn check_zone_records(&self, zone: &crate::api::HostedZoneSpec) -> PreflightSeen {
         let id = zone.hosted_zone_id.as_str();
         let mut out = PreflightSeen::default();
         match seen(self.aws.hosted_zone_exists(id).await) {
@@ -850,7 +909,7 @@ impl Runner {
                             .map(|c| format!("hosted zone {id}: {c}")),
                     );
                     let changes =
-                        engine::dns::zone_changes(&self.plan.spec, zone, target, &current);
+                        engine::dns::zone_changes(&self.plan.spec, zone, self.target(), &current);
                     if let Err(e) = engine::dns::pack(changes) {
                         out.problems.push(format!("hosted zone {id}: {e}"));
                     }
@@ -860,26 +919,18 @@ impl Runner {
             Ok(false) => out.problems.push(format!("hosted zone {id} not found")),
             Err(p) => out.push(p, format!("hosted zone {id}")),
         }
-        for record in &zone.records {
-            for t in record.targets.iter().filter(|t| t.region == target) {
-                let Some(hc) = &t.health_check_id else {
-                    continue;
-                };
-                match seen(self.aws.health_check_healthy(hc).await) {
-                    Ok(true) => {}
-                    Ok(false) => out.problems.push(format!(
-                        "record {}: health check {hc} for {target} is failing",
-                        record.name
-                    )),
-                    Err(p) => out.push(p, format!("health check {hc}")),
-                }
-            }
-        }
         out
     }
 }
 
 impl PreflightSeen {
+    fn absorb(&mut self, others: Vec<PreflightSeen>) {
+        for c in others {
+            self.problems.extend(c.problems);
+            self.unanswered.extend(c.unanswered);
+        }
+    }
+
     /// A failed read: unanswered when asking again may help, a problem otherwise.
     fn push(&mut self, p: Problem, what: String) {
         let line = format!("{what}: {}", p.message);
