@@ -475,7 +475,9 @@ impl Aws for SdkAws {
         sources: &[LagSource],
     ) -> AwsResult<Vec<Option<LagReading>>> {
         use aws_sdk_cloudwatch::primitives::DateTime;
-        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+        use aws_sdk_cloudwatch::types::{
+            Dimension, Metric, MetricDataQuery, MetricStat, StatusCode,
+        };
         // GetMetricData takes at most 500 queries and returns at most 100,800 datapoints
         // before paging; 100 queries over 5 minutes stay within that even at 1 s resolution.
         const MAX_QUERIES: usize = 100;
@@ -516,7 +518,9 @@ impl Aws for SdkAws {
                     .send()
                     .await,
             )?;
-            let mut newest: Vec<Option<LagReading>> = vec![None; chunk.len()];
+            // Every query must come back: a missing or failed one is an unanswered read,
+            // never "no datapoint", which a gate could read as an unknown lag.
+            let mut newest: Vec<Option<Option<LagReading>>> = vec![None; chunk.len()];
             for result in out.metric_data_results.unwrap_or_default() {
                 let Some(i) = result
                     .id
@@ -527,20 +531,56 @@ impl Aws for SdkAws {
                 else {
                     continue;
                 };
+                let failed = match result.status_code {
+                    Some(StatusCode::Forbidden) => Some(AwsErrorKind::Permanent),
+                    Some(StatusCode::InternalError) => Some(AwsErrorKind::Transient),
+                    _ => None,
+                };
+                if let Some(kind) = failed {
+                    return Err(AwsError {
+                        kind,
+                        message: format!(
+                            "GetMetricData: {} for {}: {}",
+                            lag_metric(&chunk[i]).0,
+                            lag_metric(&chunk[i]).2,
+                            result
+                                .messages
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|m| m.value.clone())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    });
+                }
                 let values = result.values.unwrap_or_default();
                 let stamps = result.timestamps.unwrap_or_default();
-                newest[i] = values
-                    .into_iter()
-                    .zip(stamps)
-                    .max_by(|a, b| a.1.cmp(&b.1))
-                    .and_then(|(v, at)| {
-                        Some(LagReading {
-                            seconds: v * scales[i],
-                            at: SystemTime::try_from(at).ok()?,
-                        })
-                    });
+                newest[i] = Some(
+                    values
+                        .into_iter()
+                        .zip(stamps)
+                        .max_by(|a, b| a.1.cmp(&b.1))
+                        .and_then(|(v, at)| {
+                            Some(LagReading {
+                                seconds: v * scales[i],
+                                at: SystemTime::try_from(at).ok()?,
+                            })
+                        }),
+                );
             }
-            readings.extend(newest);
+            for (i, reading) in newest.into_iter().enumerate() {
+                let Some(reading) = reading else {
+                    return Err(AwsError {
+                        kind: AwsErrorKind::Transient,
+                        message: format!(
+                            "GetMetricData returned no result for {} of {}",
+                            lag_metric(&chunk[i]).0,
+                            lag_metric(&chunk[i]).2
+                        ),
+                    });
+                };
+                readings.push(reading);
+            }
         }
         Ok(readings)
     }

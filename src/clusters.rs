@@ -146,7 +146,7 @@ impl RegionClients {
 
     fn keep(&self, key: &str, client: &Client) {
         if let Ok(mut kept) = self.kept.lock() {
-            if kept.len() >= MAX_KEPT_CLIENTS {
+            if kept.len() >= MAX_KEPT_CLIENTS && !kept.contains_key(key) {
                 kept.clear();
             }
             kept.insert(
@@ -157,6 +157,14 @@ impl RegionClients {
                     kinds: HashMap::new(),
                 },
             );
+        }
+    }
+
+    /// Drops a client whose access no longer works (a Secret deleted or made invalid), so
+    /// that nothing keeps using the old one.
+    fn forget(&self, key: &str) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.remove(key);
         }
     }
 
@@ -229,12 +237,18 @@ impl KubeClusters {
         let client = match self.shared.client(&key).filter(|_| !self.refresh) {
             Some(client) => client,
             None => {
-                let client =
-                    member::client_for_region(&self.mgmt, spec, &self.namespace, self.timeout)
-                        .await
-                        .map_err(ClusterError::Permanent)?;
-                self.shared.keep(&key, &client);
-                client
+                match member::client_for_region(&self.mgmt, spec, &self.namespace, self.timeout)
+                    .await
+                {
+                    Ok(client) => {
+                        self.shared.keep(&key, &client);
+                        client
+                    }
+                    Err(e) => {
+                        self.shared.forget(&key);
+                        return Err(ClusterError::Permanent(e));
+                    }
+                }
             }
         };
         self.clients
@@ -480,6 +494,9 @@ mod tests {
         // A rebuilt client starts without the kinds discovered through the old one.
         shared.keep(&key, &client());
         assert!(shared.kind(&key, "apps/v1/Deployment").is_none());
+        // Access that stopped working is not served from the cache any more.
+        shared.forget(&key);
+        assert!(shared.client(&key).is_none());
     }
 
     fn object(data: serde_json::Value) -> DynamicObject {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -17,6 +17,9 @@ use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::engine::dns::RecordChange;
 use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
+
+/// How long a Lease read may take before the call it was for is refused (and retried).
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether `lease` is held by `identity` and still valid at `now`.
 pub fn holds(lease: &Lease, identity: &str, now: Timestamp) -> bool {
@@ -39,9 +42,9 @@ pub struct Leadership {
     name: String,
     identity: String,
     deposed: AtomicBool,
-    /// The last read of the Lease: when it was answered, and what it said. Calls asked for
-    /// while a read is in flight share it (one pass scales and promotes concurrently).
-    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Lease reads, shared by calls asked for together (one pass scales and promotes
+    /// concurrently).
+    last: SharedCheck,
 }
 
 impl Leadership {
@@ -51,7 +54,7 @@ impl Leadership {
             name: name.to_string(),
             identity: identity.to_string(),
             deposed: AtomicBool::new(false),
-            last: tokio::sync::Mutex::new(None),
+            last: SharedCheck::default(),
         }
     }
 
@@ -59,18 +62,18 @@ impl Leadership {
     /// overdue Lease is not a confirmation: the call waits; a Lease held by another deposes
     /// this process for good.
     pub async fn confirm(&self) -> Result<(), String> {
-        let asked = Instant::now();
-        // One read at a time; a read answered after this call was asked for confirms it
-        // as well as a read of its own would, so concurrent calls share one.
-        let mut last = self.last.lock().await;
-        if let Some((answered, outcome)) = last.as_ref()
-            && *answered >= asked
-        {
-            return outcome.clone();
-        }
-        let outcome = self.read().await;
-        *last = Some((Instant::now(), outcome.clone()));
-        outcome
+        self.last
+            .check(CONFIRM_TIMEOUT, || self.read())
+            .await
+            .map_err(|e| {
+                e.unwrap_or_else(|| {
+                    format!(
+                        "cannot confirm the leader Lease {}: no answer within {}s",
+                        self.name,
+                        CONFIRM_TIMEOUT.as_secs()
+                    )
+                })
+            })
     }
 
     async fn read(&self) -> Result<(), String> {
@@ -119,6 +122,41 @@ impl Leadership {
             "{} no longer holds the leader Lease {}; it makes no more changes",
             self.identity, self.name
         )
+    }
+}
+
+/// A check made one at a time, whose outcome is shared: a check *sent* after a caller
+/// asked answers that caller as well as a check of its own would, so callers that ask
+/// together share the next one. A check taking longer than its timeout fails (`Err(None)`),
+/// so one stuck read does not hold up every caller behind it for long.
+#[derive(Default)]
+struct SharedCheck {
+    /// When the last check was sent, and its outcome.
+    last: tokio::sync::Mutex<Option<(Instant, CheckOutcome)>>,
+}
+
+/// Ok, or why not: a message, or None when no answer came in time.
+type CheckOutcome = Result<(), Option<String>>;
+
+impl SharedCheck {
+    async fn check<F>(&self, timeout: std::time::Duration, read: impl FnOnce() -> F) -> CheckOutcome
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
+        let asked = Instant::now();
+        let mut last = self.last.lock().await;
+        if let Some((sent, outcome)) = last.as_ref()
+            && *sent >= asked
+        {
+            return outcome.clone();
+        }
+        let sent = Instant::now();
+        let outcome = match tokio::time::timeout(timeout, read()).await {
+            Ok(outcome) => outcome.map_err(Some),
+            Err(_) => Err(None),
+        };
+        *last = Some((sent, outcome.clone()));
+        outcome
     }
 }
 
@@ -296,6 +334,55 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// A read that takes `took` of (paused) time and counts itself.
+    async fn counted_read(reads: &std::sync::atomic::AtomicUsize, took: u64) -> Result<(), String> {
+        reads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(took)).await;
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_asked_together_share_one_lease_read_but_never_an_older_one() {
+        let check = SharedCheck::default();
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let timeout = std::time::Duration::from_secs(5);
+        // Three calls asked for at once: one read.
+        let together = futures::future::join_all(
+            (0..3).map(|_| check.check(timeout, || counted_read(&reads, 10))),
+        )
+        .await;
+        assert!(together.iter().all(|r| r.is_ok()));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        // A call asked for while a read is in flight must not take that read, which was
+        // sent before it asked: it waits, and reads again.
+        let first = check.check(timeout, || counted_read(&reads, 100));
+        let later = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            check.check(timeout, || counted_read(&reads, 10)).await
+        };
+        let (a, b) = tokio::join!(first, later);
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_lease_read_fails_in_time_and_is_not_reused() {
+        let check = SharedCheck::default();
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let timeout = std::time::Duration::from_secs(5);
+        let stuck = check
+            .check(timeout, || counted_read(&reads, 3_600_000))
+            .await;
+        assert_eq!(stuck, Err(None), "no answer in time is not a confirmation");
+        assert!(
+            check
+                .check(timeout, || counted_read(&reads, 10))
+                .await
+                .is_ok()
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
 
     #[test]

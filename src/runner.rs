@@ -28,6 +28,9 @@ use crate::metrics::{FailoverLabels, Metrics, PlanLabels, PlanStepLabels, StepLa
 use crate::store::{KubeStatusStore, StatusStore};
 use crate::validate::parse_duration;
 
+/// Route 53 health checks read at once by a preflight (Route 53 throttles per account).
+const HEALTH_CHECK_READS: usize = 4;
+
 /// Decisions chained in one pass at most (a DryRun or a resumed failover may finish
 /// several steps without a call).
 const MAX_CHAINED_DECISIONS: usize = 8;
@@ -618,7 +621,11 @@ impl Runner {
         sources
             .into_iter()
             .map(|(name, source)| {
-                let reading = source.and_then(|_| read.next().unwrap_or(Ok(None)));
+                let reading = source.and_then(|_| {
+                    read.next().unwrap_or_else(|| {
+                        Err(Problem::new(Fault::Transient, "no lag reading came back"))
+                    })
+                });
                 if let Ok(Some(r)) = &reading
                     && r.seconds >= 0.0
                 {
@@ -866,30 +873,40 @@ impl Runner {
     }
 
     /// The zone exists and takes the changes; the target's health checks are healthy.
-    /// The zone and every health check are read concurrently.
+    /// The zone and the health checks are read concurrently, each health check once and at
+    /// most `HEALTH_CHECK_READS` at a time: Route 53 throttles per account.
     async fn check_zone(&self, zone: &crate::api::HostedZoneSpec) -> PreflightSeen {
+        use futures::StreamExt;
         let target = self.target();
-        let health_checks = zone.records.iter().flat_map(|record| {
-            record
-                .targets
-                .iter()
-                .filter(|t| t.region == target)
-                .filter_map(|t| t.health_check_id.as_deref())
-                .map(move |hc| async move {
-                    let mut out = PreflightSeen::default();
-                    match seen(self.aws.health_check_healthy(hc).await) {
-                        Ok(true) => {}
-                        Ok(false) => out.problems.push(format!(
-                            "record {}: health check {hc} for {target} is failing",
-                            record.name
-                        )),
-                        Err(p) => out.push(p, format!("health check {hc}")),
-                    }
-                    out
-                })
-        });
-        let (mut out, checked) =
-            tokio::join!(self.check_zone_records(zone), join_all(health_checks));
+        // Owned: the futures below must be Send for any lifetime.
+        let mut ids: Vec<(String, String)> = zone
+            .records
+            .iter()
+            .flat_map(|record| {
+                record
+                    .targets
+                    .iter()
+                    .filter(|t| t.region == target)
+                    .filter_map(|t| Some((t.health_check_id.clone()?, record.name.clone())))
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup_by(|a, b| a.0 == b.0);
+        let health_checks = futures::stream::iter(ids)
+            .map(|(hc, record)| async move {
+                let mut out = PreflightSeen::default();
+                match seen(self.aws.health_check_healthy(&hc).await) {
+                    Ok(true) => {}
+                    Ok(false) => out.problems.push(format!(
+                        "record {record}: health check {hc} for {target} is failing"
+                    )),
+                    Err(p) => out.push(p, format!("health check {hc}")),
+                }
+                out
+            })
+            .buffered(HEALTH_CHECK_READS)
+            .collect::<Vec<_>>();
+        let (mut out, checked) = tokio::join!(self.check_zone_records(zone), health_checks);
         out.absorb(checked);
         out
     }
