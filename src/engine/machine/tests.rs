@@ -92,6 +92,20 @@ impl Case {
         }
     }
 
+    /// An Unplanned failover of the orders database alone, fenced and warmed, with known
+    /// lag and the target a healthy replica: the decision that asks for its promotion.
+    fn unplanned_orders_promotion() -> (Self, Decision) {
+        let mut c = Case::admitted(FailoverMode::Unplanned);
+        c.plan.spec.databases.retain(|d| d.name == "orders");
+        c.workloads_at("use1", standby);
+        c.decide();
+        c.workloads_at("usw2", active);
+        c.lag(1.0, t(0));
+        c.orders_seen("available", Some("orders-use1"));
+        let d = c.decide();
+        (c, d)
+    }
+
     /// The orders database's target instance observed with `status` and `source`.
     fn orders_seen(&mut self, status: &str, source: Option<&str>) {
         self.world.databases.insert(
@@ -263,14 +277,7 @@ fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
 
 #[test]
 fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_outcome() {
-    let mut c = Case::admitted(FailoverMode::Unplanned);
-    c.plan.spec.databases.retain(|d| d.name == "orders");
-    c.workloads_at("use1", standby);
-    c.decide();
-    c.workloads_at("usw2", active);
-    c.lag(1.0, t(0));
-    c.orders_seen("available", Some("orders-use1"));
-    let d = c.decide();
+    let (mut c, d) = Case::unplanned_orders_promotion();
     assert_eq!(
         d.effects
             .iter()
@@ -582,14 +589,7 @@ fn recorded_times_keep_fractions_of_a_second() {
 
 #[test]
 fn pending_fences_recorded_at_a_refused_first_promotion_are_withdrawn_when_it_fails() {
-    let mut c = Case::admitted(FailoverMode::Unplanned);
-    c.plan.spec.databases.retain(|d| d.name == "orders");
-    c.workloads_at("use1", standby);
-    c.decide();
-    c.workloads_at("usw2", active);
-    c.lag(1.0, t(0));
-    c.orders_seen("available", Some("orders-use1"));
-    let d = c.decide();
+    let (mut c, d) = Case::unplanned_orders_promotion();
     assert!(d.plan.is_some_and(|m| !m.fences.is_empty()));
     c.world.results = vec![EffectResult::Promoted {
         database: "orders".into(),
