@@ -483,7 +483,6 @@ impl Aws for SdkAws {
         const MAX_QUERIES: usize = 100;
         let mut readings = Vec::with_capacity(sources.len());
         for chunk in sources.chunks(MAX_QUERIES) {
-            let scales: Vec<f64> = chunk.iter().map(|s| lag_metric(s).3).collect();
             let queries = chunk.iter().enumerate().map(|(i, source)| {
                 let (name, dimension, value, _) = lag_metric(source);
                 MetricDataQuery::builder()
@@ -562,7 +561,7 @@ impl Aws for SdkAws {
                         .max_by(|a, b| a.1.cmp(&b.1))
                         .and_then(|(v, at)| {
                             Some(LagReading {
-                                seconds: v * scales[i],
+                                seconds: v * lag_metric(&chunk[i]).3,
                                 at: SystemTime::try_from(at).ok()?,
                             })
                         }),

@@ -16,7 +16,7 @@ use crate::engine::machine::EffectResult;
 use crate::leadership::{LeaderAws, Leadership};
 use crate::metrics::Metrics;
 
-/// Running Failovers whose clients and call results are kept at most.
+/// Running Failovers whose call results are kept at most.
 const MAX_KEPT_FAILOVERS: usize = 256;
 
 /// A pass's call results, with the resourceVersion that pass left.

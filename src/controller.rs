@@ -386,10 +386,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     }
     // The cache may lag behind this operator's own last write: decide and drive from a
     // fresh read, whose resourceVersion every status write of the runner is conditional on.
-    let reading = Instant::now();
-    let fresh = api.get_opt(&fo.name_any()).await?;
-    tracing::debug!(failover = %fo.name_any(), read_ms = reading.elapsed().as_millis() as u64, "reconcile");
-    let Some(mut fo) = fresh else {
+    let Some(mut fo) = api.get_opt(&fo.name_any()).await? else {
         ctx.forget_failover(&fo.uid().unwrap_or_default());
         return Ok(Action::await_change());
     };

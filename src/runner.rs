@@ -789,15 +789,16 @@ impl Runner {
             FailoverMode::Planned => false,
         };
         let mut out = PreflightSeen::default();
-        for (name, lag) in self.lags(&names).await {
+        let lags = self.lags(&names).await;
+        let fresh_after = engine::lag::fresh_after(
+            self.clock.now(),
+            self.plan.spec.objectives.max_lag_age(),
+            None,
+        );
+        for (name, lag) in lags {
             match lag {
                 Ok(reading) => {
-                    let now = self.clock.now();
-                    let max_age = self.plan.spec.objectives.max_lag_age();
-                    let lag = engine::lag::judge(
-                        reading.as_ref(),
-                        engine::lag::fresh_after(now, max_age, None),
-                    );
+                    let lag = engine::lag::judge(reading.as_ref(), fresh_after);
                     let over = lag.seconds().is_none_or(|l| l > rpo.as_secs_f64());
                     if over && fatal {
                         out.problems.push(format!(
