@@ -68,6 +68,7 @@ OWNER_KIND = "bed.drover.io/owner-kind"  # pod label; the pod watch selects on i
 OWNER_NAME = "bed.drover.io/owner-name"  # pod label, for people (when the name fits a label)
 READY_DELAY = "bed.drover.io/ready-delay-ms"
 GRACE = "bed.drover.io/termination-grace-ms"
+WORKERS = 4
 WRITES_TO = "bed.drover.io/writes-to"
 WATCH_SECONDS = 240
 GONE_KEEP_SECONDS = 120  # how long a deleted object's uid shields against late watch events
@@ -493,6 +494,13 @@ class Sim:
             "/api/v1", "pods", OWNER_KIND, self.on_pod_list, self.on_pod_event)).start()
         while running and not self.synced.wait(0.5):
             pass
+        # Kubelets on different nodes act at once: a few workers, never two on one workload
+        # (the queue hands a key to one worker at a time).
+        for _ in range(WORKERS - 1):
+            threading.Thread(target=self.work_loop, daemon=True).start()
+        self.work_loop()
+
+    def work_loop(self):
         while running:
             key = self.work.get(timeout=1.0)
             if key is None:
@@ -684,7 +692,9 @@ class Sim:
         with self.lock:
             if deleted.get("kind") == "Pod":
                 self.store(self.pods, (ns, name), deleted)
-        self.timers.at(self.finish_at[uid(pod)], key)
+        finish = self.finish_at.get(uid(pod))
+        if finish is not None:  # None: already gone (a watch event raced this call)
+            self.timers.at(finish, key)
 
     def remove_pod(self, pod):
         ns, name = self.pod_key(pod)

@@ -205,3 +205,16 @@ def test_injected_rejection_is_a_permanent_client_error():
     assert rejected.value.response["Error"]["Code"] == "InvalidInput"
     assert rejected.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     r53.list_hosted_zones()
+
+
+def test_a_describe_by_filter_counts_for_each_instance_it_names():
+    from awsbed import described_instances
+    params = {"Action": "DescribeDBInstances",
+              "Filters.Filter.1.Name": "db-instance-id",
+              "Filters.Filter.1.Values.Value.1": "orders-usw2",
+              "Filters.Filter.1.Values.Value.2": "payments-usw2",
+              "Filters.Filter.2.Name": "engine",
+              "Filters.Filter.2.Values.Value.1": "postgres"}
+    assert sorted(described_instances(params)) == ["orders-usw2", "payments-usw2"]
+    assert described_instances({"DBInstanceIdentifier": "orders-usw2"}) == ["orders-usw2"]
+    assert described_instances({"Action": "DescribeDBInstances"}) == []

@@ -77,6 +77,19 @@ pub enum WriterMove {
 #[async_trait]
 pub trait Aws: Send + Sync {
     async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>>;
+    /// `describe_instance` of several instances of one region, in their order. The real
+    /// client describes up to 100 in one call: every database is polled together, and a
+    /// call saved is a call not throttled.
+    async fn describe_instances(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> AwsResult<Vec<Option<RdsObservation>>> {
+        futures::future::join_all(ids.iter().map(|id| self.describe_instance(region, id)))
+            .await
+            .into_iter()
+            .collect()
+    }
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()>;
     /// Stops an instance (fencing an old primary): it shows `stopping`, then `stopped`.
     async fn stop_db_instance(&self, region: &str, id: &str) -> AwsResult<()>;
@@ -109,7 +122,6 @@ pub trait Aws: Send + Sync {
             .into_iter()
             .collect()
     }
-    async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool>;
     async fn health_check_healthy(&self, id: &str) -> AwsResult<bool>;
     async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>>;
     /// Submits one change batch (UPSERTs and exact DELETEs) and returns the change ID.
@@ -201,6 +213,15 @@ struct RegionClients {
     rds: aws_sdk_rds::Client,
     ecr: aws_sdk_ecr::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+fn rds_observation(d: aws_sdk_rds::types::DbInstance) -> RdsObservation {
+    RdsObservation {
+        status: d.db_instance_status.unwrap_or_default(),
+        source: d
+            .read_replica_source_db_instance_identifier
+            .filter(|s| !s.is_empty()),
+    }
 }
 
 /// The SDK implementation. Configuration comes from the standard AWS environment
@@ -339,12 +360,54 @@ impl Aws for SdkAws {
         );
         Ok(out?
             .and_then(|o| o.db_instances?.into_iter().next())
-            .map(|d| RdsObservation {
-                status: d.db_instance_status.unwrap_or_default(),
-                source: d
-                    .read_replica_source_db_instance_identifier
-                    .filter(|s| !s.is_empty()),
-            }))
+            .map(rds_observation))
+    }
+
+    async fn describe_instances(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> AwsResult<Vec<Option<RdsObservation>>> {
+        use aws_sdk_rds::types::Filter;
+        // RDS takes at most 100 values per filter; a page holds up to 100 instances.
+        const MAX_IDS: usize = 100;
+        let mut found: HashMap<String, RdsObservation> = HashMap::new();
+        for chunk in ids.chunks(MAX_IDS) {
+            let filter = Filter::builder()
+                .name("db-instance-id")
+                .set_values(Some(chunk.to_vec()))
+                .build();
+            let mut marker: Option<String> = None;
+            loop {
+                let out = self.record(
+                    "rds",
+                    "DescribeDBInstances",
+                    self.region(region)
+                        .rds
+                        .describe_db_instances()
+                        .filters(filter.clone())
+                        .max_records(100)
+                        .set_marker(marker.take())
+                        .send()
+                        .await,
+                )?;
+                for d in out.db_instances.unwrap_or_default() {
+                    let Some(id) = d.db_instance_identifier.clone() else {
+                        continue;
+                    };
+                    found.insert(id.to_lowercase(), rds_observation(d));
+                }
+                match out.marker.filter(|m| !m.is_empty()) {
+                    Some(next) => marker = Some(next),
+                    None => break,
+                }
+            }
+        }
+        // Identifiers are case-insensitive; RDS answers in lower case.
+        Ok(ids
+            .iter()
+            .map(|id| found.get(&id.to_lowercase()).cloned())
+            .collect())
     }
 
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
@@ -582,16 +645,6 @@ impl Aws for SdkAws {
             }
         }
         Ok(readings)
-    }
-
-    async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
-        let out = self.optional(
-            "route53",
-            "GetHostedZone",
-            self.route53.get_hosted_zone().id(zone).send().await,
-            &["NoSuchHostedZone"],
-        );
-        Ok(out?.is_some())
     }
 
     async fn health_check_healthy(&self, id: &str) -> AwsResult<bool> {

@@ -150,6 +150,9 @@ impl SharedCheck {
         {
             return outcome.clone();
         }
+        // Calls made together are started one after another: let the others ask before
+        // this read is sent, so that it answers them too.
+        tokio::task::yield_now().await;
         let sent = Instant::now();
         let outcome = match tokio::time::timeout(timeout, read()).await {
             Ok(outcome) => outcome.map_err(Some),
@@ -215,6 +218,13 @@ impl Aws for LeaderAws {
     async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
         self.inner.describe_instance(region, id).await
     }
+    async fn describe_instances(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> AwsResult<Vec<Option<RdsObservation>>> {
+        self.inner.describe_instances(region, ids).await
+    }
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
         self.confirm().await?;
         self.inner.promote_read_replica(region, id).await
@@ -254,9 +264,6 @@ impl Aws for LeaderAws {
         sources: &[LagSource],
     ) -> AwsResult<Vec<Option<LagReading>>> {
         self.inner.replica_lags(region, sources).await
-    }
-    async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
-        self.inner.hosted_zone_exists(zone).await
     }
     async fn health_check_healthy(&self, id: &str) -> AwsResult<bool> {
         self.inner.health_check_healthy(id).await
@@ -365,6 +372,21 @@ mod tests {
         let (a, b) = tokio::join!(first, later);
         assert!(a.is_ok() && b.is_ok());
         assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    /// On the real clock, each of a pass's calls asks a little after the one before it:
+    /// they must still share the one read sent after all of them asked.
+    #[tokio::test]
+    async fn the_calls_of_one_pass_share_one_lease_read_on_the_real_clock() {
+        let check = SharedCheck::default();
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let timeout = std::time::Duration::from_secs(5);
+        let together = futures::future::join_all(
+            (0..9).map(|_| check.check(timeout, || counted_read(&reads, 5))),
+        )
+        .await;
+        assert!(together.iter().all(|r| r.is_ok()));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

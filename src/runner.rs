@@ -3,6 +3,7 @@
 //! hand back when to look again. No pass sleeps through a wait; deadlines come from the
 //! start times recorded in status, so they survive restarts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -209,6 +210,10 @@ impl Runner {
             .collect();
         let mut siblings = Some(siblings);
         let mut results = Some(results);
+        // A chained decision reads only what the earlier ones of this pass did not: they
+        // made no calls, so nothing Drover does has changed since.
+        let mut observed = Observed::default();
+        let mut marking: Option<PlanMark> = None;
         let decision = loop {
             let pass_started = self.clock.now();
             let observing = std::time::Instant::now();
@@ -219,7 +224,20 @@ impl Runner {
                 .as_ref()
                 .and_then(|s| s.source_region.clone())
                 .unwrap_or_default();
-            let mut world = self.observe(&wants, &source).await;
+            let unseen = observed.missing(&wants);
+            let observing_unseen = self.observe(&unseen, &source);
+            // The plan mark of the decision before (read-only observing may overlap it;
+            // nothing is written or called before it is done).
+            let fresh = match marking.take() {
+                Some(mark) => {
+                    let (marked, fresh) = tokio::join!(self.mark_plan(&mark), observing_unseen);
+                    marked?;
+                    fresh
+                }
+                None => observing_unseen.await,
+            };
+            observed.absorb(fresh);
+            let mut world = observed.world(&wants);
             observe_ms += observing.elapsed().as_millis() as u64;
             world.siblings = siblings.take().unwrap_or_default();
             world.results = results.take().unwrap_or_default();
@@ -233,9 +251,7 @@ impl Runner {
                 retry_after: self.retry_after,
                 jitter: fastrand::f64(),
             });
-            if let Some(mark) = &decision.plan {
-                self.mark_plan(mark).await?;
-            }
+            marking = decision.plan.clone();
             let chain = decision.effects.is_empty()
                 && decision.requeue == Some(Duration::ZERO)
                 && Some(&decision.status) != fo.status.as_ref()
@@ -246,6 +262,9 @@ impl Runner {
             fo.status = Some(decision.status.clone());
             decisions.push(decision);
         };
+        if let Some(mark) = marking.take() {
+            self.mark_plan(&mark).await?;
+        }
         let recorded_from = started.elapsed();
         let version = if decision.status != before {
             self.write(&decision.status, version.as_deref()).await?
@@ -515,7 +534,7 @@ impl Runner {
     // ---- Observing ------------------------------------------------------------------------
 
     /// Reads everything `wants` names, concurrently, once each. Errors are observations.
-    async fn observe(&self, wants: &Wants, source: &str) -> World {
+    async fn observe(&self, wants: &Wants, source: &str) -> Observed {
         let preflight = async {
             if wants.preflight {
                 Some(self.preflight(source).await)
@@ -527,15 +546,10 @@ impl Runner {
             wants
                 .workloads
                 .iter()
-                .map(|t| async move { ((t.region.clone(), t.workload), self.workload(t).await) }),
+                .map(|t| async move { (t.clone(), self.workload(t).await) }),
         );
         let lags = self.lags(&wants.lags);
-        let databases = join_all(
-            wants
-                .databases
-                .iter()
-                .map(|name| async move { (name.clone(), self.database(name).await) }),
-        );
+        let databases = self.databases(&wants.databases);
         let zones =
             join_all(wants.zones.iter().map(|zone| async move {
                 (zone.clone(), seen(self.aws.list_records(zone).await))
@@ -548,14 +562,13 @@ impl Runner {
         );
         let (preflight, workloads, lags, databases, zones, changes) =
             tokio::join!(preflight, workloads, lags, databases, zones, changes);
-        World {
+        Observed {
             preflight,
             workloads: workloads.into_iter().collect(),
             lags: lags.into_iter().collect(),
             databases: databases.into_iter().collect(),
             zones: zones.into_iter().collect(),
             changes: changes.into_iter().collect(),
-            ..Default::default()
         }
     }
 
@@ -641,29 +654,94 @@ impl Runner {
             .collect()
     }
 
-    /// The target member of a database.
-    async fn database(&self, name: &str) -> Seen<DbSeen> {
-        let db = self.database_spec(name)?;
+    /// The target members of the named databases: the RDS instances in one call, each
+    /// Aurora global cluster in one.
+    async fn databases(&self, names: &[String]) -> Vec<(String, Seen<DbSeen>)> {
         let region = self.aws_region(self.target());
-        let member = engine::member(db, self.target()).ok_or_else(|| {
-            Problem::new(Fault::NotFound, format!("no member in {}", self.target()))
-        })?;
-        match &db.aurora_global {
-            None => Ok(DbSeen::Rds(seen(
-                self.aws.describe_instance(&region, member).await,
-            )?)),
-            Some(aurora) => {
-                let (arn, global) = tokio::join!(
-                    self.aws.cluster_arn(&region, member),
-                    self.aws
-                        .describe_global_cluster(&region, &aurora.global_cluster_identifier)
-                );
-                Ok(DbSeen::Aurora {
-                    target_arn: seen(arn)?,
-                    global: seen(global)?,
-                })
+        let specs: Vec<(&String, Seen<(&DatabaseSpec, &str)>)> = names
+            .iter()
+            .map(|name| {
+                let found = self.database_spec(name).and_then(|db| {
+                    let member = engine::member(db, self.target()).ok_or_else(|| {
+                        Problem::new(Fault::NotFound, format!("no member in {}", self.target()))
+                    })?;
+                    Ok((db, member))
+                });
+                (name, found)
+            })
+            .collect();
+        let instances: Vec<String> = specs
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Ok((db, member)) if db.aurora_global.is_none() => Some(member.to_string()),
+                _ => None,
+            })
+            .collect();
+        let described = async {
+            if instances.is_empty() {
+                return Ok(Vec::new());
             }
+            seen(self.aws.describe_instances(&region, &instances).await)
+        };
+        let clusters = join_all(specs.iter().filter_map(|(name, s)| {
+            match s {
+                Ok((db, member)) => db
+                    .aurora_global
+                    .as_ref()
+                    .map(|a| async { (name.to_string(), self.aurora(&region, a, member).await) }),
+                Err(_) => None,
+            }
+        }));
+        let (described, clusters) = tokio::join!(described, clusters);
+        let mut described = match described {
+            Ok(found) => found.into_iter().map(|o| Ok(DbSeen::Rds(o))).collect(),
+            Err(p) => vec![Err(p); instances.len()],
         }
+        .into_iter();
+        let mut clusters: HashMap<String, Seen<DbSeen>> = clusters.into_iter().collect();
+        specs
+            .into_iter()
+            .map(|(name, s)| {
+                let seen = match s {
+                    Err(p) => Err(p),
+                    Ok((db, _)) if db.aurora_global.is_some() => {
+                        clusters.remove(name.as_str()).unwrap_or_else(|| {
+                            Err(Problem::new(Fault::Transient, "no answer for the cluster"))
+                        })
+                    }
+                    Ok(_) => described.next().unwrap_or_else(|| {
+                        Err(Problem::new(Fault::Transient, "no answer for the instance"))
+                    }),
+                };
+                (name.clone(), seen)
+            })
+            .collect()
+    }
+
+    /// An Aurora global cluster, and the ARN of its member `member` in `region`: read from
+    /// the global cluster's members; a cluster that is not one is looked up by name.
+    async fn aurora(
+        &self,
+        region: &str,
+        aurora: &crate::api::AuroraGlobalDatabase,
+        member: &str,
+    ) -> Seen<DbSeen> {
+        let global = seen(
+            self.aws
+                .describe_global_cluster(region, &aurora.global_cluster_identifier)
+                .await,
+        )?;
+        let listed = global.as_ref().and_then(|g| {
+            g.member_arns
+                .iter()
+                .find(|arn| *arn == member || engine::arn_names(arn, region, "cluster", member))
+                .cloned()
+        });
+        let target_arn = match listed {
+            Some(arn) => Some(arn),
+            None => seen(self.aws.cluster_arn(region, member).await)?,
+        };
+        Ok(DbSeen::Aurora { global, target_arn })
     }
 
     // ---- Preflight probes (read-only) -------------------------------------------------------
@@ -675,9 +753,7 @@ impl Runner {
         let mut checks: Vec<futures::future::BoxFuture<'_, PreflightSeen>> = Vec::new();
         checks.push(Box::pin(self.check_workloads_and_images()));
         checks.push(Box::pin(self.check_lags()));
-        for db in &spec.databases {
-            checks.push(Box::pin(self.check_database(db, source)));
-        }
+        checks.push(Box::pin(self.check_databases(source)));
         for zone in &spec.dns {
             checks.push(Box::pin(self.check_zone(zone)));
         }
@@ -689,46 +765,67 @@ impl Runner {
         out
     }
 
-    /// Workloads exist in the target cluster, and their images in the target's ECR.
+    /// Workloads exist in the target cluster, and their images in the target's ECR. Each
+    /// workload's images are checked as soon as it is read, each image once.
     async fn check_workloads_and_images(&self) -> PreflightSeen {
         let target = self.target();
         let aws_target = self.aws_region(target);
+        let claimed = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let checks = self.plan.spec.workloads.iter().map(|w| {
+            let (aws_target, claimed) = (&aws_target, &claimed);
+            async move {
+                let mut out = PreflightSeen::default();
+                let name = format!("workload {} {}/{}", w.kind, w.namespace, w.name);
+                let images = match seen(self.clusters.workload(target, w).await) {
+                    Ok(Some(state)) => state.images,
+                    Ok(None) => {
+                        out.problems.push(format!("{name} not found in {target}"));
+                        return (out, Vec::new());
+                    }
+                    Err(p) => {
+                        out.push(p, format!("{name} in {target}"));
+                        return (out, Vec::new());
+                    }
+                };
+                let mine: Vec<String> = {
+                    let mut claimed = match claimed.lock() {
+                        Ok(guard) => guard,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    images
+                        .into_iter()
+                        .filter(|i| claimed.insert(i.clone()))
+                        .collect()
+                };
+                let found = join_all(mine.iter().filter_map(|image| {
+                    let (repo, reference) = parse_ecr_image(image)?;
+                    Some(async move {
+                        let r = seen(self.aws.image_exists(aws_target, &repo, &reference).await);
+                        (image, format!("{repo}:{reference}"), r)
+                    })
+                }))
+                .await;
+                let mut missing = Vec::new();
+                for (image, short, r) in found {
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) => missing.push(short),
+                        Err(p) => {
+                            out.push(p, format!("checking image {image} in ECR {aws_target}"))
+                        }
+                    }
+                }
+                (out, missing)
+            }
+        });
         let mut out = PreflightSeen::default();
-        let workloads = join_all(
-            self.plan
-                .spec
-                .workloads
-                .iter()
-                .map(|w| async move { (w, seen(self.clusters.workload(target, w).await)) }),
-        )
-        .await;
-        let mut images = std::collections::BTreeSet::new();
-        for (w, r) in workloads {
-            let name = format!("workload {} {}/{}", w.kind, w.namespace, w.name);
-            match r {
-                Ok(Some(state)) => images.extend(state.images),
-                Ok(None) => out.problems.push(format!("{name} not found in {target}")),
-                Err(p) => out.push(p, format!("{name} in {target}")),
-            }
-        }
-        let found = join_all(images.iter().filter_map(|image| {
-            let (repo, reference) = parse_ecr_image(image)?;
-            let aws_target = &aws_target;
-            Some(async move {
-                let r = seen(self.aws.image_exists(aws_target, &repo, &reference).await);
-                (image, format!("{repo}:{reference}"), r)
-            })
-        }))
-        .await;
         let mut missing = Vec::new();
-        for (image, short, r) in found {
-            match r {
-                Ok(true) => {}
-                Ok(false) => missing.push(short),
-                Err(p) => out.push(p, format!("checking image {image} in ECR {aws_target}")),
-            }
+        for (checked, absent) in join_all(checks).await {
+            out.absorb(vec![checked]);
+            missing.extend(absent);
         }
         if !missing.is_empty() {
+            missing.sort();
             out.problems.push(format!(
                 "images missing from ECR in {aws_target}: {}",
                 missing.join(", ")
@@ -762,13 +859,17 @@ impl Runner {
         out
     }
 
-    /// The target member exists and is healthy.
-    async fn check_database(&self, db: &DatabaseSpec, source: &str) -> PreflightSeen {
+    /// Every target member exists and is healthy (described together).
+    async fn check_databases(&self, source: &str) -> PreflightSeen {
+        let spec = &self.plan.spec;
+        let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
         let mut out = PreflightSeen::default();
-        match self.target_db_health(db, source).await {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => out.problems.push(format!("database {}: {why}", db.name)),
-            Err(p) => out.push(p, format!("database {}", db.name)),
+        for (db, (_, seen)) in spec.databases.iter().zip(self.databases(&names).await) {
+            match seen.map(|s| self.target_db_health(db, s, source)) {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => out.problems.push(format!("database {}: {why}", db.name)),
+                Err(p) => out.push(p, format!("database {}", db.name)),
+            }
         }
         out
     }
@@ -814,20 +915,25 @@ impl Runner {
         out
     }
 
-    /// Ok(Err(why)) when the target member is unfit; Err when it could not be described.
-    async fn target_db_health(&self, db: &DatabaseSpec, active: &str) -> Seen<Result<(), String>> {
+    /// Err(why) when the described target member is unfit.
+    fn target_db_health(
+        &self,
+        db: &DatabaseSpec,
+        seen: DbSeen,
+        active: &str,
+    ) -> Result<(), String> {
         let region = self.aws_region(self.target());
         let Some(member) = engine::member(db, self.target()) else {
-            return Ok(Err(format!("no member in {}", self.target())));
+            return Err(format!("no member in {}", self.target()));
         };
-        match self.database(&db.name).await? {
-            DbSeen::Rds(None) => Ok(Err(format!("instance {member} not found in {region}"))),
+        match seen {
+            DbSeen::Rds(None) => Err(format!("instance {member} not found in {region}")),
             DbSeen::Rds(Some(o)) if o.status != "available" => {
-                Ok(Err(format!("instance {member} is {}", o.status)))
+                Err(format!("instance {member} is {}", o.status))
             }
             // Promoting a standalone instance (e.g. the former primary before failback)
             // would make stale data the writer.
-            DbSeen::Rds(Some(o)) => Ok(match o.source {
+            DbSeen::Rds(Some(o)) => match o.source {
                 None => Err(format!(
                     "instance {member} is not a read replica; rebuild it as a replica of the \
                      current primary before failing over to it"
@@ -846,10 +952,10 @@ impl Runner {
                         ))
                     }
                 }
-            }),
+            },
             DbSeen::Aurora {
                 target_arn: None, ..
-            } => Ok(Err(format!("cluster {member} not found in {region}"))),
+            } => Err(format!("cluster {member} not found in {region}")),
             DbSeen::Aurora {
                 global,
                 target_arn: Some(arn),
@@ -859,7 +965,7 @@ impl Runner {
                     .as_ref()
                     .map(|a| a.global_cluster_identifier.as_str())
                     .unwrap_or_default();
-                Ok(match global {
+                match global {
                     None => Err(format!("global cluster {id} not found")),
                     Some(o) if !o.member_arns.contains(&arn) => {
                         Err(format!("{member} is not a member of {id}"))
@@ -868,7 +974,7 @@ impl Runner {
                         Err(format!("global cluster {id} is {}", o.status))
                     }
                     Some(_) => Ok(()),
-                })
+                }
             }
         }
     }
@@ -916,28 +1022,105 @@ impl Runner {
     async fn check_zone_records(&self, zone: &crate::api::HostedZoneSpec) -> PreflightSeen {
         let id = zone.hosted_zone_id.as_str();
         let mut out = PreflightSeen::default();
-        match seen(self.aws.hosted_zone_exists(id).await) {
-            // What Route 53 would refuse, or would leave ambiguous, is a preflight failure,
-            // not a surprise after the databases are promoted.
-            Ok(true) => match seen(self.aws.list_records(id).await) {
-                Ok(current) => {
-                    out.problems.extend(
-                        engine::dns::zone_conflicts(zone, &current)
-                            .into_iter()
-                            .map(|c| format!("hosted zone {id}: {c}")),
-                    );
-                    let changes =
-                        engine::dns::zone_changes(&self.plan.spec, zone, self.target(), &current);
-                    if let Err(e) = engine::dns::pack(changes) {
-                        out.problems.push(format!("hosted zone {id}: {e}"));
-                    }
+        // A zone that does not exist answers NoSuchHostedZone, which names it.
+        match seen(self.aws.list_records(id).await) {
+            Ok(current) => {
+                // What Route 53 would refuse, or would leave ambiguous, is a preflight
+                // failure, not a surprise after the databases are promoted.
+                out.problems.extend(
+                    engine::dns::zone_conflicts(zone, &current)
+                        .into_iter()
+                        .map(|c| format!("hosted zone {id}: {c}")),
+                );
+                let changes =
+                    engine::dns::zone_changes(&self.plan.spec, zone, self.target(), &current);
+                if let Err(e) = engine::dns::pack(changes) {
+                    out.problems.push(format!("hosted zone {id}: {e}"));
                 }
-                Err(p) => out.push(p, format!("hosted zone {id}: listing records")),
-            },
-            Ok(false) => out.problems.push(format!("hosted zone {id} not found")),
-            Err(p) => out.push(p, format!("hosted zone {id}")),
+            }
+            Err(p) => out.push(p, format!("hosted zone {id}: listing records")),
         }
         out
+    }
+}
+
+/// What one pass has observed so far, by what was asked for.
+#[derive(Default)]
+struct Observed {
+    preflight: Option<PreflightSeen>,
+    workloads: HashMap<ScaleTarget, Seen<WorkloadSeen>>,
+    lags: HashMap<String, Seen<Option<engine::LagReading>>>,
+    databases: HashMap<String, Seen<DbSeen>>,
+    zones: HashMap<String, Seen<Vec<engine::RecordSet>>>,
+    changes: HashMap<String, Seen<bool>>,
+}
+
+impl Observed {
+    /// What of `wants` has not been observed yet.
+    fn missing(&self, wants: &Wants) -> Wants {
+        fn unseen<K: std::hash::Hash + Eq + Clone, V>(
+            wanted: &[K],
+            seen: &HashMap<K, V>,
+        ) -> Vec<K> {
+            wanted
+                .iter()
+                .filter(|k| !seen.contains_key(k))
+                .cloned()
+                .collect()
+        }
+        Wants {
+            siblings: wants.siblings,
+            preflight: wants.preflight && self.preflight.is_none(),
+            workloads: unseen(&wants.workloads, &self.workloads),
+            lags: unseen(&wants.lags, &self.lags),
+            databases: unseen(&wants.databases, &self.databases),
+            zones: unseen(&wants.zones, &self.zones),
+            changes: unseen(&wants.changes, &self.changes),
+        }
+    }
+
+    fn absorb(&mut self, more: Observed) {
+        if more.preflight.is_some() {
+            self.preflight = more.preflight;
+        }
+        self.workloads.extend(more.workloads);
+        self.lags.extend(more.lags);
+        self.databases.extend(more.databases);
+        self.zones.extend(more.zones);
+        self.changes.extend(more.changes);
+    }
+
+    /// The world as `wants` asked to see it: exactly what it names.
+    fn world(&self, wants: &Wants) -> World {
+        fn pick<K: std::hash::Hash + Eq + Clone, V: Clone>(
+            wanted: &[K],
+            seen: &HashMap<K, V>,
+        ) -> HashMap<K, V> {
+            wanted
+                .iter()
+                .filter_map(|k| Some((k.clone(), seen.get(k)?.clone())))
+                .collect()
+        }
+        World {
+            preflight: if wants.preflight {
+                self.preflight.clone()
+            } else {
+                None
+            },
+            workloads: wants
+                .workloads
+                .iter()
+                .filter_map(|t| {
+                    let seen = self.workloads.get(t)?.clone();
+                    Some(((t.region.clone(), t.workload), seen))
+                })
+                .collect(),
+            lags: pick(&wants.lags, &self.lags),
+            databases: pick(&wants.databases, &self.databases),
+            zones: pick(&wants.zones, &self.zones),
+            changes: pick(&wants.changes, &self.changes),
+            ..Default::default()
+        }
     }
 }
 
@@ -957,5 +1140,57 @@ impl PreflightSeen {
         } else {
             self.problems.push(line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(workload: usize, region: &str, replicas: i32) -> ScaleTarget {
+        ScaleTarget {
+            workload,
+            region: region.into(),
+            replicas,
+        }
+    }
+
+    fn gone() -> Seen<WorkloadSeen> {
+        Ok(WorkloadSeen {
+            state: None,
+            pods: None,
+        })
+    }
+
+    /// A decision chained in the same pass reads only what the ones before it did not,
+    /// and sees exactly what it asked for.
+    #[test]
+    fn a_chained_decision_reads_only_what_was_not_read_in_its_pass() {
+        let mut observed = Observed::default();
+        let first = Wants {
+            workloads: vec![target(0, "use1", 0)],
+            lags: vec!["orders".into()],
+            ..Default::default()
+        };
+        observed.absorb(Observed {
+            workloads: HashMap::from([(target(0, "use1", 0), gone())]),
+            lags: HashMap::from([("orders".to_string(), Ok(None))]),
+            ..Default::default()
+        });
+        let next = Wants {
+            // The same workload at another count is another observation (its pods).
+            workloads: vec![target(0, "use1", 0), target(0, "use1", 2)],
+            lags: vec!["orders".into()],
+            databases: vec!["orders".into()],
+            ..Default::default()
+        };
+        let unseen = observed.missing(&next);
+        assert_eq!(unseen.workloads, vec![target(0, "use1", 2)]);
+        assert!(unseen.lags.is_empty());
+        assert_eq!(unseen.databases, vec!["orders".to_string()]);
+        let world = observed.world(&first);
+        assert_eq!(world.workloads.len(), 1);
+        assert!(world.lags.contains_key("orders"));
+        assert!(world.databases.is_empty() && world.preflight.is_none());
     }
 }

@@ -81,6 +81,16 @@ def is_mutating(operation):
     return not operation.startswith(READ_PREFIXES)
 
 
+def described_instances(params):
+    """The instances a DescribeDBInstances names: by identifier, or by a db-instance-id filter."""
+    if "DBInstanceIdentifier" in params:
+        return [params["DBInstanceIdentifier"]]
+    names = [k for k, v in params.items()
+             if re.fullmatch(r"Filters\.Filter\.\d+\.Name", k) and v == "db-instance-id"]
+    return [v for name in names for k, v in params.items()
+            if k.startswith(name[: -len("Name")] + "Values.Value.")]
+
+
 class BedState:
     def __init__(self):
         self.lock = threading.Lock()
@@ -265,8 +275,9 @@ class Bed:
                 return self.error(start_response, service, "400 Bad Request",
                                   fault.get("code") or "InvalidInput", "Rejected (injected)")
 
-        if operation == "DescribeDBInstances" and "DBInstanceIdentifier" in params:
-            self.wait_observed(("rds", region, params["DBInstanceIdentifier"]))
+        if operation == "DescribeDBInstances":
+            for instance in described_instances(params):
+                self.wait_observed(("rds", region, instance))
         elif operation == "DescribeGlobalClusters" and "GlobalClusterIdentifier" in params:
             self.wait_observed(("aurora", params["GlobalClusterIdentifier"].lower()))
         handler = getattr(self, f"on_{service}_{operation}", None)

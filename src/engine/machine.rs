@@ -430,7 +430,14 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
     }
     for step in runnable(&status, fo.spec.mode) {
         match step {
-            Step::Preflight => w.preflight = true,
+            Step::Preflight => {
+                w.preflight = true;
+                // Look ahead: a Planned preflight reads the old region anyway, and Fence,
+                // decided next in the same pass, reads these again otherwise.
+                if fo.spec.mode == FailoverMode::Planned {
+                    w.workloads.extend(engine::fence_targets(spec, &source));
+                }
+            }
             Step::Fence => {
                 w.workloads.extend(engine::fence_targets(spec, &source));
                 if fo.spec.mode == FailoverMode::Planned && status.fenced_at.is_some() {
@@ -455,17 +462,27 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                 }
             }
             Step::SwitchDns => {
+                let mut confirming = true;
                 for zone in &spec.dns {
-                    match pending_change(&status, &zone.hosted_zone_id) {
-                        Some(id) => w.changes.push(id),
-                        None => w.zones.push(zone.hosted_zone_id.clone()),
+                    let id = &zone.hosted_zone_id;
+                    match pending_change(&status, id) {
+                        Some(change) => {
+                            w.changes.push(change);
+                            confirming = false;
+                        }
+                        None => {
+                            w.zones.push(id.clone());
+                            confirming &= last_change_insync(&status, id);
+                        }
                     }
                 }
+                // Look ahead: every zone's last batch is INSYNC, so this read usually ends
+                // the step, and Verify, decided next in the same pass, needs these.
+                if confirming && !spec.dns.is_empty() {
+                    w.workloads.extend(verify_targets(spec, target, &source));
+                }
             }
-            Step::Verify => {
-                w.workloads.extend(engine::warmup_targets(spec, target));
-                w.workloads.extend(engine::standby_targets(spec, &source));
-            }
+            Step::Verify => w.workloads.extend(verify_targets(spec, target, &source)),
             Step::Admission | Step::Complete => {}
         }
     }
@@ -480,6 +497,23 @@ fn runnable(status: &FailoverStatus, mode: FailoverMode) -> Vec<Step> {
         .filter(|r| r.after.iter().all(|a| done(state_of(status, *a))))
         .map(|r| r.step)
         .collect()
+}
+
+/// What Verify observes: the target's workloads at active counts, the old region's at
+/// standby counts.
+fn verify_targets(spec: &DisasterRecoveryPlanSpec, target: &str, source: &str) -> Vec<ScaleTarget> {
+    let mut targets = engine::warmup_targets(spec, target);
+    targets.extend(engine::standby_targets(spec, source));
+    targets
+}
+
+/// Whether the last batch sent to a zone is INSYNC.
+fn last_change_insync(status: &FailoverStatus, zone: &str) -> bool {
+    status
+        .dns_changes
+        .iter()
+        .rfind(|c| c.hosted_zone_id == zone)
+        .is_some_and(|c| c.status.as_deref() == Some("INSYNC"))
 }
 
 /// The last batch of a zone that Route 53 accepted but that is not INSYNC yet.

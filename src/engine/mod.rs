@@ -193,7 +193,7 @@ pub fn admit(plan: &DisasterRecoveryPlan, fo: &Failover, siblings: &[Failover]) 
 }
 
 /// A workload scaled to a replica count in one region.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ScaleTarget {
     /// Index into `spec.workloads`.
     pub workload: usize,
@@ -299,13 +299,20 @@ impl RdsObservation {
 /// names `instance` in `aws_region`.
 pub fn source_is(source: &str, aws_region: &str, instance: &str) -> bool {
     match source.strip_prefix("arn:") {
-        // arn:partition:rds:region:account:db:identifier
-        Some(rest) => {
-            let parts: Vec<&str> = rest.split(':').collect();
-            parts.len() == 6 && parts[2] == aws_region && parts[4] == "db" && parts[5] == instance
-        }
+        Some(_) => arn_names(source, aws_region, "db", instance),
         None => source == instance,
     }
+}
+
+/// Whether `arn` (arn:partition:rds:region:account:kind:identifier) names the RDS
+/// resource `identifier` of `kind` ("db", "cluster") in `aws_region`.
+pub fn arn_names(arn: &str, aws_region: &str, kind: &str, identifier: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    parts.len() == 7
+        && parts[0] == "arn"
+        && parts[3] == aws_region
+        && parts[5] == kind
+        && parts[6].eq_ignore_ascii_case(identifier)
 }
 
 const FAILED_STATES: [&str; 5] = [
@@ -380,11 +387,11 @@ pub fn aurora_failover_gate(mode: FailoverMode, allow_data_loss: bool) -> Result
 }
 
 /// Poll interval while waiting on AWS or workloads, from how long the wait has lasted:
-/// a twentieth of it, between 50 ms and 2 s. Short waits are noticed within a few hundred
+/// a thirtieth of it, between 50 ms and 2 s. Short waits are noticed within a few hundred
 /// milliseconds; a promotion of minutes costs under one call a second, and the slack
 /// between ready and noticed never exceeds 2 s.
 pub fn poll_delay(waited: Duration) -> Duration {
-    (waited / 20).clamp(Duration::from_millis(50), Duration::from_secs(2))
+    (waited / 30).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
 /// Backoff before retry `attempt` (1-based) of a transient error, with `jitter` in [0, 1).

@@ -456,7 +456,7 @@ fn polling_is_adaptive_and_bounded() {
     assert_eq!(poll_delay(Duration::ZERO), Duration::from_millis(50));
     assert_eq!(
         poll_delay(Duration::from_secs(3)),
-        Duration::from_millis(150)
+        Duration::from_millis(100)
     );
     assert_eq!(poll_delay(Duration::from_secs(600)), Duration::from_secs(2));
     // A 5-minute promotion costs fewer than one describe per second.

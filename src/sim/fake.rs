@@ -512,15 +512,6 @@ impl Aws for FakeAws {
             }
         )
     }
-    async fn hosted_zone_exists(&self, zone: &str) -> AwsResult<bool> {
-        effect!(
-            &self.0,
-            None,
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| { Ok(w.zones.contains_key(zone)) }
-        )
-    }
     async fn health_check_healthy(&self, _id: &str) -> AwsResult<bool> {
         Ok(true)
     }
@@ -530,7 +521,12 @@ impl Aws for FakeAws {
             None,
             aws_err(AwsErrorKind::Unreachable),
             aws_err(AwsErrorKind::Transient),
-            |w| { Ok(w.zones.get(zone).cloned().unwrap_or_default()) }
+            |w| {
+                w.zones.get(zone).cloned().ok_or_else(|| AwsError {
+                    kind: AwsErrorKind::Permanent,
+                    message: format!("NoSuchHostedZone: No hosted zone found with ID: {zone}"),
+                })
+            }
         )
     }
     async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
