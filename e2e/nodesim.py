@@ -352,7 +352,8 @@ class Reporter:
 
 
 class Sim:
-    """One cluster: caches fed by watches, and one worker reconciling workload keys."""
+    """One cluster: caches fed by watches, and a few workers reconciling workload keys
+    (each key by one worker at a time)."""
 
     def __init__(self, cluster, namespace, reporter):
         self.c, self.ns, self.reporter = cluster, namespace, reporter
@@ -483,7 +484,7 @@ class Sim:
         if workload:
             self.work.add(workload)
 
-    # ---- the worker ------------------------------------------------------------------------
+    # ---- the workers -----------------------------------------------------------------------
     def run(self):
         for plural in KINDS:
             threading.Thread(target=self.watch, daemon=True, args=(

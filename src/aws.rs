@@ -373,12 +373,14 @@ impl Aws for SdkAws {
         const MAX_IDS: usize = 100;
         let mut found: HashMap<String, RdsObservation> = HashMap::new();
         for chunk in ids.chunks(MAX_IDS) {
+            // Identifiers are case-insensitive; RDS stores and answers them in lower case.
             let filter = Filter::builder()
                 .name("db-instance-id")
-                .set_values(Some(chunk.to_vec()))
+                .set_values(Some(chunk.iter().map(|id| id.to_lowercase()).collect()))
                 .build();
             let mut marker: Option<String> = None;
             loop {
+                let sent = marker.clone();
                 let out = self.record(
                     "rds",
                     "DescribeDBInstances",
@@ -398,6 +400,14 @@ impl Aws for SdkAws {
                     found.insert(id.to_lowercase(), rds_observation(d));
                 }
                 match out.marker.filter(|m| !m.is_empty()) {
+                    // A marker handed back unchanged would page forever.
+                    Some(next) if Some(&next) == sent.as_ref() => {
+                        return Err(AwsError {
+                            kind: AwsErrorKind::Transient,
+                            message: "DescribeDBInstances returned the same page marker twice"
+                                .into(),
+                        });
+                    }
                     Some(next) => marker = Some(next),
                     None => break,
                 }

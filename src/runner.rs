@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::future::join_all;
+use futures::future::{Either, join_all};
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
@@ -225,16 +225,32 @@ impl Runner {
                 .and_then(|s| s.source_region.clone())
                 .unwrap_or_default();
             let unseen = observed.missing(&wants);
-            let observing_unseen = self.observe(&unseen, &source);
+            let ahead = observed.ahead(&wants);
             // The plan mark of the decision before (read-only observing may overlap it;
             // nothing is written or called before it is done).
-            let fresh = match marking.take() {
-                Some(mark) => {
-                    let (marked, fresh) = tokio::join!(self.mark_plan(&mark), observing_unseen);
-                    marked?;
-                    fresh
+            let needed = async {
+                let mark = async {
+                    match marking.take() {
+                        Some(mark) => self.mark_plan(&mark).await,
+                        None => Ok(()),
+                    }
+                };
+                let (marked, fresh) = tokio::join!(mark, self.observe(&unseen, &source));
+                marked.map(|()| fresh)
+            };
+            // Look-ahead reads go on while this decision is made, and are used only if the
+            // next decision follows in this pass.
+            let (fresh, mut looking_ahead) = match futures::future::select(
+                Box::pin(needed),
+                Box::pin(self.observe(&ahead, &source)),
+            )
+            .await
+            {
+                Either::Left((fresh, pending)) => (fresh?, Some(pending)),
+                Either::Right((seen_ahead, needed)) => {
+                    observed.absorb(seen_ahead);
+                    (needed.await?, None)
                 }
-                None => observing_unseen.await,
             };
             observed.absorb(fresh);
             let mut world = observed.world(&wants);
@@ -258,6 +274,9 @@ impl Runner {
                 && decisions.len() < MAX_CHAINED_DECISIONS;
             if !chain {
                 break decision;
+            }
+            if let Some(pending) = looking_ahead.take() {
+                observed.absorb(pending.await);
             }
             fo.status = Some(decision.status.clone());
             decisions.push(decision);
@@ -572,8 +591,9 @@ impl Runner {
         }
     }
 
-    /// A workload, and for a writer or singleton at or below the count it is scaled to,
-    /// its pods: `status.replicas` leaves out Terminating pods, which still run.
+    /// A workload, and for a writer or singleton already at the count it is scaled to, its
+    /// pods: `status.replicas` leaves out Terminating pods, which still run. (Not yet at
+    /// the count, it is scaled first; its pods are not looked at.)
     async fn workload(&self, t: &ScaleTarget) -> Seen<WorkloadSeen> {
         let Some(w) = self.plan.spec.workloads.get(t.workload) else {
             return Err(Problem::new(
@@ -583,7 +603,7 @@ impl Runner {
         };
         let state = seen(self.clusters.workload(&t.region, w).await)?;
         let pods = match &state {
-            Some(s) if (w.writer || w.singleton) && s.replicas <= t.replicas => match &s.selector {
+            Some(s) if (w.writer || w.singleton) && s.replicas == t.replicas => match &s.selector {
                 Some(selector) => Some(seen(self.clusters.pods(&t.region, w, selector).await)),
                 None => {
                     warn!(workload = %w.name, "no pod selector; cannot confirm its pods are gone");
@@ -1044,6 +1064,12 @@ impl Runner {
     }
 }
 
+/// Whether an observation stands for the rest of the pass: a transient error is read again
+/// if a later decision asks (a lost region is not: it would cost another timeout).
+fn settled<T>(seen: &Seen<T>) -> bool {
+    !matches!(seen, Err(p) if p.fault == Fault::Transient)
+}
+
 /// What one pass has observed so far, by what was asked for.
 #[derive(Default)]
 struct Observed {
@@ -1060,11 +1086,11 @@ impl Observed {
     fn missing(&self, wants: &Wants) -> Wants {
         fn unseen<K: std::hash::Hash + Eq + Clone, V>(
             wanted: &[K],
-            seen: &HashMap<K, V>,
+            seen: &HashMap<K, Seen<V>>,
         ) -> Vec<K> {
             wanted
                 .iter()
-                .filter(|k| !seen.contains_key(k))
+                .filter(|k| !seen.get(k).is_some_and(settled))
                 .cloned()
                 .collect()
         }
@@ -1072,10 +1098,25 @@ impl Observed {
             siblings: wants.siblings,
             preflight: wants.preflight && self.preflight.is_none(),
             workloads: unseen(&wants.workloads, &self.workloads),
+            ahead: Vec::new(),
             lags: unseen(&wants.lags, &self.lags),
             databases: unseen(&wants.databases, &self.databases),
             zones: unseen(&wants.zones, &self.zones),
             changes: unseen(&wants.changes, &self.changes),
+        }
+    }
+
+    /// The look-ahead reads of `wants` not made yet (nor asked for as needed ones).
+    fn ahead(&self, wants: &Wants) -> Wants {
+        Wants {
+            workloads: wants
+                .ahead
+                .iter()
+                .filter(|t| !wants.workloads.contains(t))
+                .filter(|t| !self.workloads.get(t).is_some_and(settled))
+                .cloned()
+                .collect(),
+            ..Default::default()
         }
     }
 
@@ -1192,5 +1233,47 @@ mod tests {
         assert_eq!(world.workloads.len(), 1);
         assert!(world.lags.contains_key("orders"));
         assert!(world.databases.is_empty() && world.preflight.is_none());
+    }
+
+    /// A transient error is read again by a later decision; a lost region is not (it would
+    /// cost another timeout). Look-ahead reads skip what is read anyway or already known.
+    #[test]
+    fn transient_errors_are_read_again_and_look_ahead_skips_what_is_known() {
+        let mut observed = Observed::default();
+        observed.absorb(Observed {
+            workloads: HashMap::from([
+                (
+                    target(0, "use1", 0),
+                    Err(Problem::new(Fault::Transient, "throttled")),
+                ),
+                (
+                    target(1, "use1", 0),
+                    Err(Problem::new(Fault::Unreachable, "no route to host")),
+                ),
+                (target(2, "usw2", 1), gone()),
+            ]),
+            ..Default::default()
+        });
+        let wants = Wants {
+            workloads: vec![target(0, "use1", 0), target(1, "use1", 0)],
+            ahead: vec![
+                target(0, "use1", 0),
+                target(2, "usw2", 1),
+                target(3, "usw2", 1),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            observed.missing(&wants).workloads,
+            vec![target(0, "use1", 0)]
+        );
+        assert_eq!(observed.ahead(&wants).workloads, vec![target(3, "usw2", 1)]);
+        assert!(observed.missing(&wants).ahead.is_empty());
+        // Decisions never see look-ahead reads.
+        let world = observed.world(&Wants {
+            ahead: vec![target(2, "usw2", 1)],
+            ..Default::default()
+        });
+        assert!(world.workloads.is_empty());
     }
 }

@@ -243,6 +243,9 @@ pub struct Wants {
     pub siblings: bool,
     pub preflight: bool,
     pub workloads: Vec<ScaleTarget>,
+    /// Look-ahead: what the step likely to start next will read, read alongside but never
+    /// waited for (a lost region must not delay this decision), and not shown to it.
+    pub ahead: Vec<ScaleTarget>,
     pub lags: Vec<String>,
     pub databases: Vec<String>,
     pub zones: Vec<String>,
@@ -435,7 +438,7 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                 // Look ahead: a Planned preflight reads the old region anyway, and Fence,
                 // decided next in the same pass, reads these again otherwise.
                 if fo.spec.mode == FailoverMode::Planned {
-                    w.workloads.extend(engine::fence_targets(spec, &source));
+                    w.ahead.extend(engine::fence_targets(spec, &source));
                 }
             }
             Step::Fence => {
@@ -477,9 +480,10 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                     }
                 }
                 // Look ahead: every zone's last batch is INSYNC, so this read usually ends
-                // the step, and Verify, decided next in the same pass, needs these.
+                // the step (not when a zone needs another batch), and Verify, decided next
+                // in the same pass, needs these.
                 if confirming && !spec.dns.is_empty() {
-                    w.workloads.extend(verify_targets(spec, target, &source));
+                    w.ahead.extend(verify_targets(spec, target, &source));
                 }
             }
             Step::Verify => w.workloads.extend(verify_targets(spec, target, &source)),

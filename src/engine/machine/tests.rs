@@ -401,7 +401,18 @@ fn dns_batches_are_recorded_before_they_are_sent_and_then_waited_on() {
     }];
     c.decide();
     assert_eq!(c.status().dns_changes[0].status.as_deref(), Some("PENDING"));
-    assert_eq!(wants(&c.plan.spec, &c.fo).changes, vec!["C1".to_string()]);
+    let w = wants(&c.plan.spec, &c.fo);
+    assert_eq!(w.changes, vec!["C1".to_string()]);
+    assert!(w.ahead.is_empty(), "no look-ahead while a batch is pending");
+    // INSYNC: the zone is read again to confirm; Verify's reads, the lost old region's
+    // included, are only looked ahead at, never waited on for this decision.
+    c.world.changes.insert("C1".into(), Ok(true));
+    c.decide();
+    let w = wants(&c.plan.spec, &c.fo);
+    assert_eq!(w.zones, vec!["Z0SHOPEXAMPLE".to_string()]);
+    assert!(w.workloads.is_empty());
+    assert!(w.ahead.iter().any(|t| t.region == "use1"));
+    assert!(w.ahead.iter().any(|t| t.region == "usw2"));
 }
 
 #[test]
