@@ -126,6 +126,8 @@ pub struct RegionClients {
 struct KeptClient {
     built: Instant,
     client: Client,
+    /// What it was built from (`member::client_for_region`).
+    fingerprint: u64,
     kinds: HashMap<String, ApiResource>,
 }
 
@@ -144,20 +146,32 @@ impl RegionClients {
             .map(|k| k.client.clone())
     }
 
-    fn keep(&self, key: &str, client: &Client) {
-        if let Ok(mut kept) = self.kept.lock() {
-            if kept.len() >= MAX_KEPT_CLIENTS && !kept.contains_key(key) {
-                kept.clear();
-            }
-            kept.insert(
-                key.to_string(),
-                KeptClient {
-                    built: Instant::now(),
-                    client: client.clone(),
-                    kinds: HashMap::new(),
-                },
-            );
+    /// Shares a freshly built client, and returns the one to use: the kept one when it was
+    /// built from the same access (its connections are open, its kinds discovered), else
+    /// this one.
+    fn keep(&self, key: &str, client: &Client, fingerprint: u64) -> Client {
+        let Ok(mut kept) = self.kept.lock() else {
+            return client.clone();
+        };
+        if let Some(k) = kept.get_mut(key)
+            && k.fingerprint == fingerprint
+        {
+            k.built = Instant::now();
+            return k.client.clone();
         }
+        if kept.len() >= MAX_KEPT_CLIENTS && !kept.contains_key(key) {
+            kept.clear();
+        }
+        kept.insert(
+            key.to_string(),
+            KeptClient {
+                built: Instant::now(),
+                client: client.clone(),
+                fingerprint,
+                kinds: HashMap::new(),
+            },
+        );
+        client.clone()
     }
 
     /// Drops a client whose access no longer works (a Secret deleted or made invalid), so
@@ -181,6 +195,9 @@ impl RegionClients {
         }
     }
 }
+
+/// Workloads a plan check reads at once in one region.
+const CHECK_READS: usize = 16;
 
 /// The kube implementation: one client per region, built from the plan's cluster access,
 /// or taken from the shared `RegionClients` while it is recent.
@@ -240,10 +257,7 @@ impl KubeClusters {
                 match member::client_for_region(&self.mgmt, spec, &self.namespace, self.timeout)
                     .await
                 {
-                    Ok(client) => {
-                        self.shared.keep(&key, &client);
-                        client
-                    }
+                    Ok((client, fingerprint)) => self.shared.keep(&key, &client, fingerprint),
                     Err(e) => {
                         self.shared.forget(&key);
                         return Err(ClusterError::Permanent(e));
@@ -266,9 +280,25 @@ impl KubeClusters {
             .apiserver_version()
             .await
             .map_err(|e| format!("cluster unreachable: {e}"))?;
+        // Concurrently (a bounded number at a time), as a failover reads them: the
+        // connections it opens stay open for the failover's first pass.
+        // Owned indexes and region: the futures must be Send for any lifetime.
+        use futures::StreamExt;
+        let owned_region = region.to_string();
+        let found: Vec<_> = futures::stream::iter(0..self.spec.workloads.len())
+            .map(|i| {
+                let region = owned_region.clone();
+                async move { (i, self.workload(&region, &self.spec.workloads[i]).await) }
+            })
+            .buffered(CHECK_READS)
+            .collect()
+            .await;
         let mut problems = Vec::new();
-        for w in &self.spec.workloads {
-            match self.workload(region, w).await {
+        for (w, found) in found
+            .into_iter()
+            .map(|(i, found)| (&self.spec.workloads[i], found))
+        {
+            match found {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     problems.push(format!("{} {}/{} not found", w.kind, w.namespace, w.name))
@@ -473,7 +503,7 @@ mod tests {
         let shared = RegionClients::default();
         let key = RegionClients::key("team-a", &region("use1", "use1-kubeconfig"));
         assert!(shared.client(&key).is_none());
-        shared.keep(&key, &client());
+        shared.keep(&key, &client(), 1);
         assert!(shared.client(&key).is_some());
         // Another namespace resolves a namespace-less Secret reference elsewhere, and
         // another Secret is another cluster: neither may reuse this client.
@@ -491,8 +521,11 @@ mod tests {
             shared.kind(&key, "apps/v1/Deployment").map(|r| r.plural),
             Some("deployments".to_string())
         );
-        // A rebuilt client starts without the kinds discovered through the old one.
-        shared.keep(&key, &client());
+        // Rebuilt from the same access, the kept client (its open connections, its kinds)
+        // goes on; from other access (a rotated kubeconfig), a new one starts over.
+        shared.keep(&key, &client(), 1);
+        assert!(shared.kind(&key, "apps/v1/Deployment").is_some());
+        shared.keep(&key, &client(), 2);
         assert!(shared.kind(&key, "apps/v1/Deployment").is_none());
         // Access that stopped working is not served from the cache any more.
         shared.forget(&key);

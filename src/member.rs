@@ -31,19 +31,25 @@ pub async fn read_secret_key(
         .map_err(|_| format!("Secret {namespace}/{name} key {key:?} is not UTF-8"))
 }
 
-/// Builds a client for a region's cluster.
+/// Builds a client for a region's cluster, with a fingerprint of what it was built from
+/// (the kubeconfig and the timeout): the same fingerprint means the same access. The
+/// fingerprint is a hash, kept in memory only.
 pub async fn client_for_region(
     mgmt: &Client,
     region: &RegionSpec,
     plan_namespace: &str,
     timeout: Duration,
-) -> Result<Client, String> {
+) -> Result<(Client, u64), String> {
+    use std::hash::{Hash, Hasher};
     let Some(secret) = &region.cluster.kubeconfig_secret_ref else {
         // inCluster: the operator's own cluster.
-        return Ok(mgmt.clone());
+        return Ok((mgmt.clone(), 0));
     };
     let namespace = secret.namespace.as_deref().unwrap_or(plan_namespace);
     let text = read_secret_key(mgmt, namespace, &secret.name, secret.key_or_default()).await?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&text, timeout).hash(&mut hasher);
+    let fingerprint = hasher.finish();
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| {
         format!(
             "Secret {namespace}/{} key {:?} is not a valid kubeconfig: {}",
@@ -58,7 +64,9 @@ pub async fn client_for_region(
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
-    Client::try_from(config).map_err(|e| format!("client for region {}: {e}", region.name))
+    let client =
+        Client::try_from(config).map_err(|e| format!("client for region {}: {e}", region.name))?;
+    Ok((client, fingerprint))
 }
 
 /// YAML parse errors can quote the offending input; keep only the first line, which
