@@ -379,8 +379,8 @@ impl Aws for SdkAws {
                 .set_values(Some(chunk.iter().map(|id| id.to_lowercase()).collect()))
                 .build();
             let mut marker: Option<String> = None;
+            let mut markers = std::collections::HashSet::new();
             loop {
-                let sent = marker.clone();
                 let out = self.record(
                     "rds",
                     "DescribeDBInstances",
@@ -400,8 +400,8 @@ impl Aws for SdkAws {
                     found.insert(id.to_lowercase(), rds_observation(d));
                 }
                 match out.marker.filter(|m| !m.is_empty()) {
-                    // A marker handed back unchanged would page forever.
-                    Some(next) if Some(&next) == sent.as_ref() => {
+                    // A marker handed back again would page forever.
+                    Some(next) if !markers.insert(next.clone()) => {
                         return Err(AwsError {
                             kind: AwsErrorKind::Transient,
                             message: "DescribeDBInstances returned the same page marker twice"

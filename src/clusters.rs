@@ -113,6 +113,12 @@ const KEEP_CLIENTS_FOR: Duration = Duration::from_secs(60);
 /// Region clients kept at most (distinct namespace, region and cluster access).
 const MAX_KEPT_CLIENTS: usize = 256;
 
+/// A client rebuilt from an unchanged kubeconfig is kept at most this long, and never
+/// within this margin of its credentials' expiry: certificate files and exec plugins are
+/// read only when a client is built.
+const MAX_CLIENT_AGE: Duration = Duration::from_secs(600);
+const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
+
 /// Region-cluster clients and the kinds discovered through them, shared by the plan
 /// checks, the fencing of a returning region and the Failovers. Building a client reads a
 /// Secret and opens connections, and each kind needs a discovery call: a failover's first
@@ -124,11 +130,22 @@ pub struct RegionClients {
 }
 
 struct KeptClient {
+    /// When it was last confirmed by a plan check (built or rebuilt unchanged).
     built: Instant,
+    /// When this client was built.
+    created: Instant,
     client: Client,
     /// What it was built from (`member::client_for_region`).
     fingerprint: u64,
     kinds: HashMap<String, ApiResource>,
+}
+
+/// Whether a client's credentials (from an exec plugin) are good for a while yet.
+fn still_valid(client: &Client) -> bool {
+    let margin = k8s_openapi::jiff::SignedDuration::try_from(EXPIRY_MARGIN).unwrap_or_default();
+    client
+        .valid_until()
+        .is_none_or(|until| until > k8s_openapi::jiff::Timestamp::now() + margin)
 }
 
 impl RegionClients {
@@ -155,6 +172,8 @@ impl RegionClients {
         };
         if let Some(k) = kept.get_mut(key)
             && k.fingerprint == fingerprint
+            && k.created.elapsed() < MAX_CLIENT_AGE
+            && still_valid(&k.client)
         {
             k.built = Instant::now();
             return k.client.clone();
@@ -166,6 +185,7 @@ impl RegionClients {
             key.to_string(),
             KeptClient {
                 built: Instant::now(),
+                created: Instant::now(),
                 client: client.clone(),
                 fingerprint,
                 kinds: HashMap::new(),
@@ -527,6 +547,21 @@ mod tests {
         assert!(shared.kind(&key, "apps/v1/Deployment").is_some());
         shared.keep(&key, &client(), 2);
         assert!(shared.kind(&key, "apps/v1/Deployment").is_none());
+        // Credentials about to expire (an exec plugin's) are not kept: the plugin runs again.
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let expiring =
+            client().with_valid_until(Some(now + k8s_openapi::jiff::SignedDuration::from_secs(30)));
+        shared.keep(&key, &expiring, 3);
+        shared.keep_kind(&key, "apps/v1/Deployment", &deployment);
+        shared.keep(&key, &client(), 3);
+        assert!(shared.kind(&key, "apps/v1/Deployment").is_none());
+        let lasting = client().with_valid_until(Some(
+            now + k8s_openapi::jiff::SignedDuration::from_secs(3600),
+        ));
+        shared.keep(&key, &lasting, 4);
+        shared.keep_kind(&key, "apps/v1/Deployment", &deployment);
+        shared.keep(&key, &client(), 4);
+        assert!(shared.kind(&key, "apps/v1/Deployment").is_some());
         // Access that stopped working is not served from the cache any more.
         shared.forget(&key);
         assert!(shared.client(&key).is_none());

@@ -69,8 +69,8 @@ async fn lookup_secrets(
 
 async fn check_regions(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> Vec<RegionStatus> {
     let timeout = ctx.config.member_timeout;
-    // Fresh clients each check (a rotated or broken Secret shows here at once), shared
-    // afterwards so that a failover's first pass finds them ready.
+    // The Secrets are read again each check (a rotated or broken one shows here at once);
+    // the clients are shared so that a failover's first pass finds them ready.
     let clusters = ctx.member_clusters(&plan.spec, ns).refreshing();
     let clusters = &clusters;
     let checks = plan.spec.regions.iter().map(|region| async move {
