@@ -278,10 +278,13 @@ impl KubeClusters {
                     .await
                 {
                     Ok((client, fingerprint)) => self.shared.keep(&key, &client, fingerprint),
-                    Err(e) => {
+                    // The access is broken: nothing may keep using the old client.
+                    Err(e @ ClusterError::Permanent(_)) => {
                         self.shared.forget(&key);
-                        return Err(ClusterError::Permanent(e));
+                        return Err(e);
                     }
+                    // The management API server did not answer: ask again next pass.
+                    Err(e) => return Err(e),
                 }
             }
         };

@@ -9,26 +9,42 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::api::RegionSpec;
+use crate::clusters::ClusterError;
 
-/// Reads the key of a Secret; the error says which part is missing, never the value.
+/// Reads the key of a Secret; the error says which part is missing, never the value. A
+/// read the management API server did not answer (unreachable, 429, 5xx) is transient:
+/// a blip must not fail a failover step as a broken Secret would.
 pub async fn read_secret_key(
     client: &Client,
     namespace: &str,
     name: &str,
     key: &str,
-) -> Result<String, String> {
+) -> Result<String, ClusterError> {
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
-        .map_err(|e| format!("reading Secret {namespace}/{name}: {e}"))?
-        .ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
+        .map_err(|e| {
+            let message = format!("reading Secret {namespace}/{name}: {e}");
+            match e {
+                kube::Error::Api(s) if s.code != 429 && s.code < 500 => {
+                    ClusterError::Permanent(message)
+                }
+                _ => ClusterError::Transient(message),
+            }
+        })?
+        .ok_or_else(|| ClusterError::Permanent(format!("Secret {namespace}/{name} not found")))?;
     let bytes = secret
         .data
         .as_ref()
         .and_then(|d| d.get(key))
-        .ok_or_else(|| format!("Secret {namespace}/{name} has no key {key:?}"))?;
-    String::from_utf8(bytes.0.clone())
-        .map_err(|_| format!("Secret {namespace}/{name} key {key:?} is not UTF-8"))
+        .ok_or_else(|| {
+            ClusterError::Permanent(format!("Secret {namespace}/{name} has no key {key:?}"))
+        })?;
+    String::from_utf8(bytes.0.clone()).map_err(|_| {
+        ClusterError::Permanent(format!(
+            "Secret {namespace}/{name} key {key:?} is not UTF-8"
+        ))
+    })
 }
 
 /// Builds a client for a region's cluster, with a fingerprint of what it was built from
@@ -39,7 +55,7 @@ pub async fn client_for_region(
     region: &RegionSpec,
     plan_namespace: &str,
     timeout: Duration,
-) -> Result<(Client, u64), String> {
+) -> Result<(Client, u64), ClusterError> {
     use std::hash::{Hash, Hasher};
     let Some(secret) = &region.cluster.kubeconfig_secret_ref else {
         // inCluster: the operator's own cluster.
@@ -51,21 +67,26 @@ pub async fn client_for_region(
     (&text, timeout).hash(&mut hasher);
     let fingerprint = hasher.finish();
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| {
-        format!(
+        ClusterError::Permanent(format!(
             "Secret {namespace}/{} key {:?} is not a valid kubeconfig: {}",
             secret.name,
             secret.key_or_default(),
             redact_kubeconfig_error(&e.to_string())
-        )
+        ))
     })?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| format!("kubeconfig in Secret {namespace}/{}: {e}", secret.name))?;
+        .map_err(|e| {
+            ClusterError::Permanent(format!(
+                "kubeconfig in Secret {namespace}/{}: {e}",
+                secret.name
+            ))
+        })?;
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
-    let client =
-        Client::try_from(config).map_err(|e| format!("client for region {}: {e}", region.name))?;
+    let client = Client::try_from(config)
+        .map_err(|e| ClusterError::Permanent(format!("client for region {}: {e}", region.name)))?;
     Ok((client, fingerprint))
 }
 
@@ -88,5 +109,54 @@ mod tests {
         let err = Kubeconfig::from_yaml("token: \"s3cret\nclusters: [").expect_err("invalid");
         let redacted = redact_kubeconfig_error(&err.to_string());
         assert!(!redacted.contains("s3cret"), "{redacted}");
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+    use kube::client::Body;
+
+    /// A client whose API server answers every request with `status` and `body`.
+    fn answering(status: u16, body: &'static str) -> Client {
+        let service = tower::service_fn(move |_req: http::Request<Body>| async move {
+            http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(body.as_bytes().to_vec()))
+        });
+        Client::new(service, "default")
+    }
+
+    fn status(code: u16, reason: &str) -> &'static str {
+        Box::leak(
+            format!(
+                r#"{{"kind":"Status","apiVersion":"v1","status":"Failure","message":"{reason}","reason":"{reason}","code":{code}}}"#
+            )
+            .into_boxed_str(),
+        )
+    }
+
+    /// A management API server that does not answer is a blip, retried; a Secret that is
+    /// missing, forbidden or incomplete is a broken access, reported.
+    #[tokio::test]
+    async fn an_unanswered_secret_read_is_transient_and_a_broken_secret_is_not() {
+        for code in [429, 500, 503] {
+            let err = read_secret_key(&answering(code, status(code, "x")), "ns", "s", "k")
+                .await
+                .expect_err("an error");
+            assert!(matches!(err, ClusterError::Transient(_)), "{code}: {err:?}");
+        }
+        for code in [403, 404] {
+            let err = read_secret_key(&answering(code, status(code, "x")), "ns", "s", "k")
+                .await
+                .expect_err("an error");
+            assert!(matches!(err, ClusterError::Permanent(_)), "{code}: {err:?}");
+        }
+        let no_key = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"data":{}}"#;
+        let err = read_secret_key(&answering(200, no_key), "ns", "s", "k")
+            .await
+            .expect_err("no key");
+        assert!(matches!(err, ClusterError::Permanent(ref m) if m.contains("has no key")));
     }
 }
