@@ -73,6 +73,13 @@ pub enum WriterMove {
     FailoverAllowingDataLoss,
 }
 
+/// Single calls made at once, standing for a batch call: the first error fails the batch.
+async fn every<T>(
+    calls: impl IntoIterator<Item = impl std::future::Future<Output = AwsResult<T>>>,
+) -> AwsResult<Vec<T>> {
+    futures::future::join_all(calls).await.into_iter().collect()
+}
+
 /// The AWS calls Drover makes. Regions are AWS region names.
 #[async_trait]
 pub trait Aws: Send + Sync {
@@ -85,10 +92,7 @@ pub trait Aws: Send + Sync {
         region: &str,
         ids: &[String],
     ) -> AwsResult<Vec<Option<RdsObservation>>> {
-        futures::future::join_all(ids.iter().map(|id| self.describe_instance(region, id)))
-            .await
-            .into_iter()
-            .collect()
+        every(ids.iter().map(|id| self.describe_instance(region, id))).await
     }
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()>;
     /// Stops an instance (fencing an old primary): it shows `stopping`, then `stopped`.
@@ -117,10 +121,7 @@ pub trait Aws: Send + Sync {
         region: &str,
         sources: &[LagSource],
     ) -> AwsResult<Vec<Option<LagReading>>> {
-        futures::future::join_all(sources.iter().map(|s| self.replica_lag(region, s)))
-            .await
-            .into_iter()
-            .collect()
+        every(sources.iter().map(|s| self.replica_lag(region, s))).await
     }
     async fn health_check_healthy(&self, id: &str) -> AwsResult<bool>;
     async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>>;

@@ -350,18 +350,30 @@ mod tests {
         Ok(())
     }
 
+    /// `calls` checks asked for at once (as a pass's calls are), each answered Ok: the reads
+    /// made in all.
+    async fn reads_when_asked_together(
+        check: &SharedCheck,
+        reads: &std::sync::atomic::AtomicUsize,
+        calls: usize,
+    ) -> usize {
+        let timeout = std::time::Duration::from_secs(5);
+        let before = reads.load(Ordering::SeqCst);
+        let together = futures::future::join_all(
+            (0..calls).map(|_| check.check(timeout, || counted_read(reads, 5))),
+        )
+        .await;
+        assert!(together.iter().all(|r| r.is_ok()));
+        reads.load(Ordering::SeqCst) - before
+    }
+
     #[tokio::test(start_paused = true)]
     async fn calls_asked_together_share_one_lease_read_but_never_an_older_one() {
         let check = SharedCheck::default();
         let reads = std::sync::atomic::AtomicUsize::new(0);
         let timeout = std::time::Duration::from_secs(5);
         // Three calls asked for at once: one read.
-        let together = futures::future::join_all(
-            (0..3).map(|_| check.check(timeout, || counted_read(&reads, 10))),
-        )
-        .await;
-        assert!(together.iter().all(|r| r.is_ok()));
-        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(reads_when_asked_together(&check, &reads, 3).await, 1);
         // A call asked for while a read is in flight must not take that read, which was
         // sent before it asked: it waits, and reads again.
         let first = check.check(timeout, || counted_read(&reads, 100));
@@ -380,13 +392,7 @@ mod tests {
     async fn the_calls_of_one_pass_share_one_lease_read_on_the_real_clock() {
         let check = SharedCheck::default();
         let reads = std::sync::atomic::AtomicUsize::new(0);
-        let timeout = std::time::Duration::from_secs(5);
-        let together = futures::future::join_all(
-            (0..9).map(|_| check.check(timeout, || counted_read(&reads, 5))),
-        )
-        .await;
-        assert!(together.iter().all(|r| r.is_ok()));
-        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(reads_when_asked_together(&check, &reads, 9).await, 1);
     }
 
     #[tokio::test(start_paused = true)]

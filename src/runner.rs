@@ -642,23 +642,18 @@ impl Runner {
             .iter()
             .filter_map(|(_, s)| s.as_ref().ok().cloned())
             .collect();
-        let mut read = match seen(
-            self.aws
-                .replica_lags(&self.aws_region(self.target()), &readable)
-                .await,
-        ) {
-            Ok(readings) => readings.into_iter().map(Ok).collect(),
-            Err(p) => vec![Err(p); readable.len()],
-        }
-        .into_iter();
+        let mut read = Answers::new(
+            seen(
+                self.aws
+                    .replica_lags(&self.aws_region(self.target()), &readable)
+                    .await,
+            ),
+            "lag reading",
+        );
         sources
             .into_iter()
             .map(|(name, source)| {
-                let reading = source.and_then(|_| {
-                    read.next().unwrap_or_else(|| {
-                        Err(Problem::new(Fault::Transient, "no lag reading came back"))
-                    })
-                });
+                let reading = source.and_then(|_| read.next());
                 if let Ok(Some(r)) = &reading
                     && r.seconds >= 0.0
                 {
@@ -702,6 +697,7 @@ impl Runner {
                 return Ok(Vec::new());
             }
             seen(self.aws.describe_instances(&region, &instances).await)
+                .map(|found| found.into_iter().map(DbSeen::Rds).collect())
         };
         let clusters = join_all(specs.iter().filter_map(|(name, s)| {
             match s {
@@ -713,11 +709,7 @@ impl Runner {
             }
         }));
         let (described, clusters) = tokio::join!(described, clusters);
-        let mut described = match described {
-            Ok(found) => found.into_iter().map(|o| Ok(DbSeen::Rds(o))).collect(),
-            Err(p) => vec![Err(p); instances.len()],
-        }
-        .into_iter();
+        let mut described = Answers::new(described, "instance description");
         let mut clusters: HashMap<String, Seen<DbSeen>> = clusters.into_iter().collect();
         specs
             .into_iter()
@@ -729,9 +721,7 @@ impl Runner {
                             Err(Problem::new(Fault::Transient, "no answer for the cluster"))
                         })
                     }
-                    Ok(_) => described.next().unwrap_or_else(|| {
-                        Err(Problem::new(Fault::Transient, "no answer for the instance"))
-                    }),
+                    Ok(_) => described.next(),
                 };
                 (name.clone(), seen)
             })
@@ -1061,6 +1051,37 @@ impl Runner {
             Err(p) => out.push(p, format!("hosted zone {id}: listing records")),
         }
         out
+    }
+}
+
+/// A batched read's answers, handed out in the order asked: a failed read fails every item
+/// it asked for, and an item the answer left out is unanswered, never "not found".
+struct Answers<T> {
+    items: std::vec::IntoIter<T>,
+    failed: Option<Problem>,
+    what: &'static str,
+}
+
+impl<T> Answers<T> {
+    fn new(answer: Seen<Vec<T>>, what: &'static str) -> Self {
+        let (items, failed) = match answer {
+            Ok(items) => (items, None),
+            Err(p) => (Vec::new(), Some(p)),
+        };
+        Self {
+            items: items.into_iter(),
+            failed,
+            what,
+        }
+    }
+
+    fn next(&mut self) -> Seen<T> {
+        if let Some(p) = &self.failed {
+            return Err(p.clone());
+        }
+        self.items
+            .next()
+            .ok_or_else(|| Problem::new(Fault::Transient, format!("no {} came back", self.what)))
     }
 }
 

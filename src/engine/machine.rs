@@ -511,21 +511,22 @@ fn verify_targets(spec: &DisasterRecoveryPlanSpec, target: &str, source: &str) -
     targets
 }
 
-/// Whether the last batch sent to a zone is INSYNC.
-fn last_change_insync(status: &FailoverStatus, zone: &str) -> bool {
+/// The last batch sent to a zone.
+fn last_change<'a>(status: &'a FailoverStatus, zone: &str) -> Option<&'a DnsChange> {
     status
         .dns_changes
         .iter()
         .rfind(|c| c.hosted_zone_id == zone)
-        .is_some_and(|c| c.status.as_deref() == Some("INSYNC"))
+}
+
+/// Whether the last batch sent to a zone is INSYNC.
+fn last_change_insync(status: &FailoverStatus, zone: &str) -> bool {
+    last_change(status, zone).is_some_and(|c| c.status.as_deref() == Some("INSYNC"))
 }
 
 /// The last batch of a zone that Route 53 accepted but that is not INSYNC yet.
 fn pending_change(status: &FailoverStatus, zone: &str) -> Option<String> {
-    let last = status
-        .dns_changes
-        .iter()
-        .rfind(|c| c.hosted_zone_id == zone)?;
+    let last = last_change(status, zone)?;
     match (&last.change_id, last.status.as_deref()) {
         (Some(id), Some("PENDING")) => Some(id.clone()),
         _ => None,
