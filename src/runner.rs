@@ -291,10 +291,15 @@ impl Runner {
             version
         };
         let recorded = started.elapsed();
+        let mut events = Vec::new();
         for d in decisions.iter().chain(std::iter::once(&decision)) {
-            self.report(d).await;
+            events.extend(self.report(d));
         }
         let results = self.act(&decision.effects).await;
+        // Events go out after the calls: sent alongside them, they took the management
+        // API's open connections, and the Lease check before the calls waited for a new one
+        // (a TLS handshake, ~45 ms on the bed).
+        self.publish(events);
         tracing::debug!(
             failover = %self.fo.name_any(),
             step = ?decision.status.current_step,
@@ -329,24 +334,32 @@ impl Runner {
             .await
     }
 
-    /// Events, logs and metrics for what the decision did.
-    async fn report(&self, d: &Decision) {
-        for note in &d.events {
-            let type_ = if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            };
-            info!(failover = %self.fo.name_any(), reason = %note.reason, message = %note.message);
-            let store = self.store.clone();
-            let fo = self.fo.clone();
-            let note = note.clone();
-            // Best effort, without holding up the pass.
-            tokio::spawn(async move {
+    /// Publishes Events, best effort, without holding up the pass: one after another, so
+    /// they hold at most one of the management API's connections.
+    fn publish(&self, notes: Vec<machine::Note>) {
+        if notes.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let fo = self.fo.clone();
+        tokio::spawn(async move {
+            for note in notes {
+                let type_ = if note.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
                 store
                     .publish(&fo, type_, &note.reason, &note.action, note.message)
-                    .await
-            });
+                    .await;
+            }
+        });
+    }
+
+    /// Logs and metrics for what the decision did; returns its Events, to publish.
+    fn report(&self, d: &Decision) -> Vec<machine::Note> {
+        for note in &d.events {
+            info!(failover = %self.fo.name_any(), reason = %note.reason, message = %note.message);
         }
         for (step, seconds) in &d.finished_steps {
             self.metrics
@@ -366,6 +379,7 @@ impl Runner {
                 self.record_last_failover(f);
             }
         }
+        d.events.clone()
     }
 
     /// The `drover_last_failover_*` gauges and, on success, the RTO histogram. A DryRun

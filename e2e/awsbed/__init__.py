@@ -19,6 +19,7 @@ A WSGI layer in front of moto's own dispatcher:
 The control API lives under /_bed/ on the same port; see CONTROL below.
 """
 
+import functools
 import io
 import itertools
 import json
@@ -122,6 +123,11 @@ class Bed:
     def __init__(self):
         self.state = BedState()
         self.moto = DomainDispatcherApplication(create_backend_app)
+        # moto finds a request's backend from its host on every call: ~180 stat calls and
+        # a regex per service, ~2 ms of the emulator's time per call, served one at a time.
+        # The answer depends on the host alone, so it is remembered.
+        self.moto.get_backend_for_host = functools.lru_cache(maxsize=1024)(
+            self.moto.get_backend_for_host)
         # (access key, signing service, operation) -> calls, for the whole emulator life:
         # resets leave it alone, so the IAM policy test sees every call of the e2e suite.
         self.operations_by_key = Counter()

@@ -1432,7 +1432,30 @@ impl Machine<'_> {
                 waiting.join(", ")
             ));
         }
-        StepOutcome::Wait(self.poll(Step::PromoteDatabases))
+        StepOutcome::Wait(self.promotion_poll())
+    }
+
+    /// Promotions requested together finish close together: once one is seen done, the
+    /// rest are looked at again at the shortest poll, not a poll that has grown with the
+    /// wait (~100 ms after 3 s). Only the pass that sees one finish does so.
+    fn promotion_poll(&self) -> Duration {
+        let promoted_before = |name: &str| {
+            self.input.failover.status.as_ref().is_some_and(|s| {
+                s.databases
+                    .iter()
+                    .any(|d| d.name == name && d.state == DatabaseState::Promoted)
+            })
+        };
+        let one_just_finished = self
+            .status
+            .databases
+            .iter()
+            .any(|d| d.state == DatabaseState::Promoted && !promoted_before(&d.name));
+        if one_just_finished {
+            poll_delay(Duration::ZERO)
+        } else {
+            self.poll(Step::PromoteDatabases)
+        }
     }
 
     fn set_db(&mut self, name: &str, state: DatabaseState) {

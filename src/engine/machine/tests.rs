@@ -315,6 +315,72 @@ fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_out
 }
 
 #[test]
+fn the_pass_that_sees_one_promotion_finish_looks_at_the_others_again_soon() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    let mut payments = c.plan.spec.databases[0].clone();
+    payments.name = "payments".into();
+    c.plan.spec.databases.retain(|d| d.name == "orders");
+    c.plan.spec.databases.push(payments);
+    c.workloads_at("use1", standby);
+    c.decide();
+    c.workloads_at("usw2", active);
+    c.world.lags.insert(
+        "payments".into(),
+        Ok(Some(LagReading {
+            seconds: 1.0,
+            at: t(0),
+        })),
+    );
+    c.lag(1.0, t(0));
+    c.orders_seen("available", Some("orders-use1"));
+    c.world
+        .databases
+        .insert("payments".into(), c.world.databases["orders"].clone());
+    let d = c.decide();
+    let promotions = d
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Promote { .. }))
+        .count();
+    assert_eq!(promotions, 2);
+    // Both promoting, 30 s in: the poll has grown.
+    c.world.results = vec![
+        EffectResult::Promoted {
+            database: "orders".into(),
+            first: true,
+            outcome: Ok(()),
+        },
+        EffectResult::Promoted {
+            database: "payments".into(),
+            first: false,
+            outcome: Ok(()),
+        },
+    ];
+    c.orders_seen("modifying", None);
+    c.world
+        .databases
+        .insert("payments".into(), c.world.databases["orders"].clone());
+    c.now = t(30);
+    let grown = c.decide().requeue.expect("waits");
+    assert_eq!(grown, Duration::from_secs(1));
+    // Orders is done, payments not yet: look again at the shortest poll, once.
+    c.orders_seen("available", None);
+    c.now = t(31);
+    assert_eq!(c.decide().requeue, Some(Duration::from_millis(50)));
+    c.now = t(32);
+    assert!(
+        c.decide()
+            .requeue
+            .is_some_and(|r| r > Duration::from_millis(50))
+    );
+    c.world
+        .databases
+        .insert("payments".into(), c.world.databases["orders"].clone());
+    c.decide();
+    assert_eq!(c.step(Step::PromoteDatabases), Some(StepState::Succeeded));
+}
+
+#[test]
 fn deadlines_count_from_the_recorded_start_so_a_restart_does_not_reset_them() {
     let mut c = Case::admitted(FailoverMode::Unplanned);
     c.workloads_at("use1", standby);
