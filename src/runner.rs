@@ -36,6 +36,9 @@ const HEALTH_CHECK_READS: usize = 4;
 /// several steps without a call).
 const MAX_CHAINED_DECISIONS: usize = 8;
 
+/// Rounds of observe, decide, record, act in one pass at most (see `Runner::pass`).
+const MAX_ROUNDS: u32 = 2;
+
 /// Where "now" comes from: the wall clock, or the simulation's.
 pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
@@ -176,13 +179,19 @@ impl Runner {
 
     /// One pass: observe, decide, record, act. `siblings` are the namespace's Failovers
     /// (used only before admission); `results` what the previous pass's effects returned.
+    ///
+    /// A pass whose calls were all scales the API server accepted, and whose decision asks
+    /// to look again at once, goes on as the next pass (once): the accepted scales stand as
+    /// observations, what else it read stands, and only what the next decision asks for
+    /// beyond that is read. This is the pass after a Verify scale-down, which otherwise
+    /// costs a Failover read and a reread of both regions.
     pub async fn pass(
         &self,
         siblings: Vec<Failover>,
         results: Vec<EffectResult>,
     ) -> Result<Pass, kube::Error> {
-        let before = self.fo.status.clone().unwrap_or_default();
-        let version = self.fo.metadata.resource_version.clone();
+        let mut before = self.fo.status.clone().unwrap_or_default();
+        let mut version = self.fo.metadata.resource_version.clone();
         if before.phase.is_some_and(FailoverPhase::is_terminal) {
             return Ok(Pass {
                 requeue: None,
@@ -190,132 +199,137 @@ impl Runner {
                 resource_version: version,
             });
         }
-        let started = std::time::Instant::now();
-        // Decisions that change status but call nothing (a step done, the next one
-        // started) are chained in memory, each on fresh observations, and written together:
-        // one status write per pass, before its calls.
         let mut fo = self.fo.clone();
-        let mut decisions = Vec::new();
-        let mut observe_ms = 0;
-        let scaled_last_pass: Vec<engine::ScaleTarget> = results
-            .iter()
-            .filter_map(|r| match r {
-                EffectResult::Scaled {
-                    target,
-                    outcome: Ok(()),
-                    ..
-                } => Some(target.clone()),
-                _ => None,
-            })
-            .collect();
         let mut siblings = Some(siblings);
-        let mut results = Some(results);
+        let mut results = results;
         // A chained decision reads only what the earlier ones of this pass did not: they
         // made no calls, so nothing Drover does has changed since.
         let mut observed = Observed::default();
-        let mut marking: Option<PlanMark> = None;
-        let decision = loop {
-            let pass_started = self.clock.now();
-            let observing = std::time::Instant::now();
-            let wants = machine::wants(&self.plan.spec, &fo);
-            // The region being left, as admission recorded it (chained decisions included).
-            let source = fo
-                .status
-                .as_ref()
-                .and_then(|s| s.source_region.clone())
-                .unwrap_or_default();
-            let unseen = observed.missing(&wants);
-            let ahead = observed.ahead(&wants);
-            // The plan mark of the decision before (read-only observing may overlap it;
-            // nothing is written or called before it is done).
-            let needed = async {
-                let mark = async {
-                    match marking.take() {
-                        Some(mark) => self.mark_plan(&mark).await,
-                        None => Ok(()),
+        let mut round = 1;
+        loop {
+            let started = std::time::Instant::now();
+            // Decisions that change status but call nothing (a step done, the next one
+            // started) are chained in memory, each on fresh observations, and written
+            // together: one status write per round, before its calls.
+            let mut decisions = Vec::new();
+            let mut observe_ms = 0;
+            let scaled_last_pass = accepted_scales(&results);
+            let mut results_in = Some(std::mem::take(&mut results));
+            let mut marking: Option<PlanMark> = None;
+            let decision = loop {
+                let pass_started = self.clock.now();
+                let observing = std::time::Instant::now();
+                let wants = machine::wants(&self.plan.spec, &fo);
+                // The region being left, as admission recorded it (chained decisions
+                // included).
+                let source = fo
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.source_region.clone())
+                    .unwrap_or_default();
+                let unseen = observed.missing(&wants);
+                let ahead = observed.ahead(&wants);
+                // The plan mark of the decision before (read-only observing may overlap it;
+                // nothing is written or called before it is done).
+                let needed = async {
+                    let mark = async {
+                        match marking.take() {
+                            Some(mark) => self.mark_plan(&mark).await,
+                            None => Ok(()),
+                        }
+                    };
+                    let (marked, fresh) = tokio::join!(mark, self.observe(&unseen, &source));
+                    marked.map(|()| fresh)
+                };
+                // Look-ahead reads go on while this decision is made, and are used only if
+                // the next decision follows in this pass.
+                let (fresh, mut looking_ahead) = match futures::future::select(
+                    Box::pin(needed),
+                    Box::pin(self.observe(&ahead, &source)),
+                )
+                .await
+                {
+                    Either::Left((fresh, pending)) => (fresh?, Some(pending)),
+                    Either::Right((seen_ahead, needed)) => {
+                        observed.absorb(seen_ahead);
+                        (needed.await?, None)
                     }
                 };
-                let (marked, fresh) = tokio::join!(mark, self.observe(&unseen, &source));
-                marked.map(|()| fresh)
-            };
-            // Look-ahead reads go on while this decision is made, and are used only if the
-            // next decision follows in this pass.
-            let (fresh, mut looking_ahead) = match futures::future::select(
-                Box::pin(needed),
-                Box::pin(self.observe(&ahead, &source)),
-            )
-            .await
-            {
-                Either::Left((fresh, pending)) => (fresh?, Some(pending)),
-                Either::Right((seen_ahead, needed)) => {
-                    observed.absorb(seen_ahead);
-                    (needed.await?, None)
+                observed.absorb(fresh);
+                let mut world = observed.world(&wants);
+                observe_ms += observing.elapsed().as_millis() as u64;
+                world.siblings = siblings.take().unwrap_or_default();
+                world.results = results_in.take().unwrap_or_default();
+                world.scaled_last_pass = scaled_last_pass.clone();
+                let decision = machine::decide(&Input {
+                    plan: &self.plan,
+                    failover: &fo,
+                    world: &world,
+                    now: self.clock.now(),
+                    pass_started,
+                    retry_after: self.retry_after,
+                    jitter: fastrand::f64(),
+                });
+                marking = decision.plan.clone();
+                let chain = decision.effects.is_empty()
+                    && decision.requeue == Some(Duration::ZERO)
+                    && Some(&decision.status) != fo.status.as_ref()
+                    && decisions.len() < MAX_CHAINED_DECISIONS;
+                if !chain {
+                    break decision;
                 }
+                if let Some(pending) = looking_ahead.take() {
+                    observed.absorb(pending.await);
+                }
+                fo.status = Some(decision.status.clone());
+                decisions.push(decision);
             };
-            observed.absorb(fresh);
-            let mut world = observed.world(&wants);
-            observe_ms += observing.elapsed().as_millis() as u64;
-            world.siblings = siblings.take().unwrap_or_default();
-            world.results = results.take().unwrap_or_default();
-            world.scaled_last_pass = scaled_last_pass.clone();
-            let decision = machine::decide(&Input {
-                plan: &self.plan,
-                failover: &fo,
-                world: &world,
-                now: self.clock.now(),
-                pass_started,
-                retry_after: self.retry_after,
-                jitter: fastrand::f64(),
-            });
-            marking = decision.plan.clone();
-            let chain = decision.effects.is_empty()
+            if let Some(mark) = marking.take() {
+                self.mark_plan(&mark).await?;
+            }
+            let recorded_from = started.elapsed();
+            if decision.status != before {
+                version = self.write(&decision.status, version.as_deref()).await?;
+            }
+            let recorded = started.elapsed();
+            let mut events = Vec::new();
+            for d in decisions.iter().chain(std::iter::once(&decision)) {
+                events.extend(self.report(d));
+            }
+            results = self.act(&decision.effects).await;
+            // Events go out after the calls: sent alongside them, they took the management
+            // API's open connections, and the Lease check before the calls waited for a new
+            // one (a TLS handshake, ~45 ms on the bed).
+            self.publish(events);
+            tracing::debug!(
+                failover = %self.fo.name_any(),
+                step = ?decision.status.current_step,
+                round,
+                decisions = decisions.len() + 1,
+                observe_ms,
+                record_ms = (recorded - recorded_from).as_millis() as u64,
+                act_ms = (started.elapsed() - recorded).as_millis() as u64,
+                effects = decision.effects.len(),
+                requeue_ms = ?decision.requeue.map(|r| r.as_millis() as u64),
+                "pass"
+            );
+            let go_on = round < MAX_ROUNDS
                 && decision.requeue == Some(Duration::ZERO)
-                && Some(&decision.status) != fo.status.as_ref()
-                && decisions.len() < MAX_CHAINED_DECISIONS;
-            if !chain {
-                break decision;
+                && !decision.effects.is_empty()
+                && accepted_scales(&results).len() == results.len();
+            if !go_on {
+                return Ok(Pass {
+                    requeue: decision.requeue,
+                    results,
+                    resource_version: version,
+                });
             }
-            if let Some(pending) = looking_ahead.take() {
-                observed.absorb(pending.await);
-            }
-            fo.status = Some(decision.status.clone());
-            decisions.push(decision);
-        };
-        if let Some(mark) = marking.take() {
-            self.mark_plan(&mark).await?;
+            observed.accept_scales(&results);
+            before = decision.status.clone();
+            fo.status = Some(decision.status);
+            fo.metadata.resource_version = version.clone();
+            round += 1;
         }
-        let recorded_from = started.elapsed();
-        let version = if decision.status != before {
-            self.write(&decision.status, version.as_deref()).await?
-        } else {
-            version
-        };
-        let recorded = started.elapsed();
-        let mut events = Vec::new();
-        for d in decisions.iter().chain(std::iter::once(&decision)) {
-            events.extend(self.report(d));
-        }
-        let results = self.act(&decision.effects).await;
-        // Events go out after the calls: sent alongside them, they took the management
-        // API's open connections, and the Lease check before the calls waited for a new one
-        // (a TLS handshake, ~45 ms on the bed).
-        self.publish(events);
-        tracing::debug!(
-            failover = %self.fo.name_any(),
-            step = ?decision.status.current_step,
-            decisions = decisions.len() + 1,
-            observe_ms,
-            record_ms = (recorded - recorded_from).as_millis() as u64,
-            act_ms = (started.elapsed() - recorded).as_millis() as u64,
-            effects = decision.effects.len(),
-            requeue_ms = ?decision.requeue.map(|r| r.as_millis() as u64),
-            "pass"
-        );
-        Ok(Pass {
-            requeue: decision.requeue,
-            results,
-            resource_version: version,
-        })
     }
 
     /// The one status write of a pass, conditional on the resourceVersion read.
@@ -1105,6 +1119,21 @@ fn settled<T>(seen: &Seen<T>) -> bool {
     !matches!(seen, Err(p) if p.fault == Fault::Transient)
 }
 
+/// The scale targets of `results` that the API server accepted.
+fn accepted_scales(results: &[EffectResult]) -> Vec<engine::ScaleTarget> {
+    results
+        .iter()
+        .filter_map(|r| match r {
+            EffectResult::Scaled {
+                target,
+                outcome: Ok(()),
+                ..
+            } => Some(target.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What one pass has observed so far, by what was asked for.
 #[derive(Default)]
 struct Observed {
@@ -1152,6 +1181,29 @@ impl Observed {
                 .cloned()
                 .collect(),
             ..Default::default()
+        }
+    }
+
+    /// Scales the API server accepted, observed as its answer shows them: the new count,
+    /// with the workload's status not caught up yet (its new generation is not observed),
+    /// so only a decision that needs the count alone takes it as reached. What else was
+    /// read of the same workload (at other counts) is dropped, to be read again.
+    fn accept_scales(&mut self, results: &[EffectResult]) {
+        for target in accepted_scales(results) {
+            self.workloads.retain(|t, _| {
+                *t == target || t.region != target.region || t.workload != target.workload
+            });
+            match self.workloads.get_mut(&target) {
+                Some(Ok(WorkloadSeen {
+                    state: Some(state), ..
+                })) => {
+                    state.replicas = target.replicas;
+                    state.observed_current = false;
+                }
+                _ => {
+                    self.workloads.remove(&target);
+                }
+            }
         }
     }
 
@@ -1310,5 +1362,62 @@ mod tests {
             ..Default::default()
         });
         assert!(world.workloads.is_empty());
+    }
+
+    fn at(replicas: i32) -> Seen<WorkloadSeen> {
+        Ok(WorkloadSeen {
+            state: Some(engine::WorkloadState {
+                replicas,
+                current_replicas: replicas,
+                ready_replicas: replicas,
+                observed_current: true,
+                images: Vec::new(),
+                selector: None,
+            }),
+            pods: None,
+        })
+    }
+
+    /// A scale the API server accepted stands as its answer: the new count, status not
+    /// caught up. Other reads of that workload are dropped; a refused scale changes nothing.
+    #[test]
+    fn an_accepted_scale_stands_as_its_answer_and_other_reads_of_it_are_dropped() {
+        let mut observed = Observed::default();
+        observed.absorb(Observed {
+            workloads: HashMap::from([
+                (target(0, "use1", 1), at(3)),
+                (target(0, "use1", 3), at(3)),
+                (target(0, "usw2", 1), at(3)),
+                (target(1, "use1", 0), at(2)),
+            ]),
+            ..Default::default()
+        });
+        observed.accept_scales(&[
+            EffectResult::Scaled {
+                target: target(0, "use1", 1),
+                step: engine::Step::Verify,
+                outcome: Ok(()),
+            },
+            EffectResult::Scaled {
+                target: target(1, "use1", 0),
+                step: engine::Step::Verify,
+                outcome: Err(Problem::new(Fault::Transient, "conflict")),
+            },
+        ]);
+        let Some(Ok(WorkloadSeen {
+            state: Some(state), ..
+        })) = observed.workloads.get(&target(0, "use1", 1))
+        else {
+            panic!("the accepted scale is observed");
+        };
+        assert_eq!(state.replicas, 1);
+        assert!(!state.observed_current);
+        assert_eq!(state.current_replicas, 3, "pods are not assumed gone");
+        assert!(!observed.workloads.contains_key(&target(0, "use1", 3)));
+        assert!(observed.workloads.contains_key(&target(0, "usw2", 1)));
+        assert!(matches!(
+            observed.workloads.get(&target(1, "use1", 0)),
+            Some(Ok(WorkloadSeen { state: Some(s), .. })) if s.replicas == 2 && s.observed_current
+        ));
     }
 }

@@ -235,6 +235,29 @@ fn a_planned_fence_scales_first_and_waits_for_terminating_pods() {
     assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
 }
 
+/// A scale just accepted (the runner's next round sees it so) reaches a target that needs
+/// only its count, never one whose pods must be gone: the fence waits for status.
+#[test]
+fn a_scale_to_zero_just_accepted_does_not_fence_until_status_catches_up() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    c.workloads_at("use1", active);
+    c.decide();
+    c.workloads_at("use1", standby);
+    // As the runner's accepted scale leaves it: the count, status not caught up, the pods
+    // not listed (they are listed only once a workload shows its target count).
+    for w in c.world.workloads.values_mut().flatten() {
+        if let Some(s) = w.state.as_mut() {
+            s.observed_current = false;
+        }
+        w.pods = None;
+    }
+    c.now = t(1);
+    let d = c.decide();
+    assert!(c.status().fenced_at.is_none());
+    assert!(d.effects.is_empty(), "not scaled again: {:?}", d.effects);
+    assert_eq!(c.step(Step::Fence), Some(StepState::Running));
+}
+
 #[test]
 fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
     let mut c = Case::admitted(FailoverMode::Unplanned);
