@@ -63,12 +63,14 @@ pub trait Clusters: Send + Sync {
         region: &str,
         w: &WorkloadSpec,
     ) -> Result<Option<WorkloadState>, ClusterError>;
+    /// Sets the replica count; returns the count the API server kept (a webhook or policy
+    /// may keep another).
     async fn scale(
         &self,
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
-    ) -> Result<(), ClusterError>;
+    ) -> Result<i32, ClusterError>;
     /// How many pods match `selector` in the workload's namespace, Terminating ones
     /// included: `status.replicas` does not count those, but they still run.
     async fn pods(
@@ -93,7 +95,7 @@ impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<i32, ClusterError> {
         (**self).scale(region, w, replicas).await
     }
     async fn pods(
@@ -476,7 +478,7 @@ impl Clusters for KubeClusters {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<i32, ClusterError> {
         let api = self.api(region, w).await?;
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         let params = PatchParams::default();
@@ -487,7 +489,9 @@ impl Clusters for KubeClusters {
                 "region {region}: no answer within {:?}",
                 self.timeout
             ))),
-            Ok(r) => r.map(|_| ()).map_err(|e| classify(region, e)),
+            Ok(r) => r
+                .map(|scale| scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+                .map_err(|e| classify(region, e)),
         }
     }
 }

@@ -141,7 +141,7 @@ impl Fencer<'_> {
                     .await
                 {
                     Err(e) => Err((true, format!("region {}: {e}", entry.region))),
-                    Ok(r) => r.map_err(|e| (e.is_retryable(), e.to_string())),
+                    Ok(r) => r.map(|_| ()).map_err(|e| (e.is_retryable(), e.to_string())),
                 }
             }
             FenceResource::RdsInstance => match self.plan.spec.rds_fence_method() {

@@ -308,7 +308,7 @@ impl<C: Clusters> Clusters for LeaderClusters<C> {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<i32, ClusterError> {
         self.leadership
             .confirm()
             .await

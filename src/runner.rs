@@ -32,12 +32,12 @@ use crate::validate::parse_duration;
 /// Route 53 health checks read at once by a preflight (Route 53 throttles per account).
 const HEALTH_CHECK_READS: usize = 4;
 
+/// How long one Event write may take before the next is sent.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Decisions chained in one pass at most (a DryRun or a resumed failover may finish
 /// several steps without a call).
 const MAX_CHAINED_DECISIONS: usize = 8;
-
-/// Rounds of observe, decide, record, act in one pass at most (see `Runner::pass`).
-const MAX_ROUNDS: u32 = 2;
 
 /// Where "now" comes from: the wall clock, or the simulation's.
 pub trait Clock: Send + Sync {
@@ -180,18 +180,21 @@ impl Runner {
     /// One pass: observe, decide, record, act. `siblings` are the namespace's Failovers
     /// (used only before admission); `results` what the previous pass's effects returned.
     ///
-    /// A pass whose calls were all scales the API server accepted, and whose decision asks
-    /// to look again at once, goes on as the next pass (once): the accepted scales stand as
-    /// observations, what else it read stands, and only what the next decision asks for
-    /// beyond that is read. This is the pass after a Verify scale-down, which otherwise
-    /// costs a Failover read and a reread of both regions.
+    /// A pass whose calls were all scales the API server accepted at the count asked for,
+    /// and whose decision asks to look again at once, goes on as the next pass (once): the
+    /// accepted scales stand as observations, what else it read stands, and only what the
+    /// next decision asks for beyond that is read. Verify's scale-down of the old region
+    /// and Complete so share one reconcile instead of costing a Failover read and a reread
+    /// of both regions. It goes on only when the previous pass's answers were accepted
+    /// scales too, so no hold-off they set (an unconfirmed promotion, a scale just sent)
+    /// is lost to the next decision.
     pub async fn pass(
         &self,
         siblings: Vec<Failover>,
         results: Vec<EffectResult>,
     ) -> Result<Pass, kube::Error> {
-        let mut before = self.fo.status.clone().unwrap_or_default();
-        let mut version = self.fo.metadata.resource_version.clone();
+        let before = self.fo.status.clone().unwrap_or_default();
+        let version = self.fo.metadata.resource_version.clone();
         if before.phase.is_some_and(FailoverPhase::is_terminal) {
             return Ok(Pass {
                 requeue: None,
@@ -200,136 +203,208 @@ impl Runner {
             });
         }
         let mut fo = self.fo.clone();
-        let mut siblings = Some(siblings);
-        let mut results = results;
+        let mut events = Vec::new();
         // A chained decision reads only what the earlier ones of this pass did not: they
-        // made no calls, so nothing Drover does has changed since.
+        // made no calls, so nothing Drover does has changed since (a second round's only
+        // calls were scales, folded in as their answers showed them).
         let mut observed = Observed::default();
-        let mut round = 1;
-        loop {
-            let started = std::time::Instant::now();
-            // Decisions that change status but call nothing (a step done, the next one
-            // started) are chained in memory, each on fresh observations, and written
-            // together: one status write per round, before its calls.
-            let mut decisions = Vec::new();
-            let mut observe_ms = 0;
-            let scaled_last_pass = accepted_scales(&results);
-            let mut results_in = Some(std::mem::take(&mut results));
-            let mut marking: Option<PlanMark> = None;
-            let decision = loop {
-                let pass_started = self.clock.now();
-                let observing = std::time::Instant::now();
-                let wants = machine::wants(&self.plan.spec, &fo);
-                // The region being left, as admission recorded it (chained decisions
-                // included).
-                let source = fo
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.source_region.clone())
-                    .unwrap_or_default();
-                let unseen = observed.missing(&wants);
-                let ahead = observed.ahead(&wants);
-                // The plan mark of the decision before (read-only observing may overlap it;
-                // nothing is written or called before it is done).
-                let needed = async {
-                    let mark = async {
-                        match marking.take() {
-                            Some(mark) => self.mark_plan(&mark).await,
-                            None => Ok(()),
-                        }
-                    };
-                    let (marked, fresh) = tokio::join!(mark, self.observe(&unseen, &source));
-                    marked.map(|()| fresh)
-                };
-                // Look-ahead reads go on while this decision is made, and are used only if
-                // the next decision follows in this pass.
-                let (fresh, mut looking_ahead) = match futures::future::select(
-                    Box::pin(needed),
-                    Box::pin(self.observe(&ahead, &source)),
-                )
-                .await
-                {
-                    Either::Left((fresh, pending)) => (fresh?, Some(pending)),
-                    Either::Right((seen_ahead, needed)) => {
-                        observed.absorb(seen_ahead);
-                        (needed.await?, None)
+        let incoming_all_accepted = accepted_scales(&results).len() == results.len();
+        let mut scaled_before = accepted_scales(&results);
+        let first = self
+            .round(
+                1,
+                &mut fo,
+                &mut observed,
+                Some(siblings),
+                results,
+                &scaled_before,
+                &mut events,
+            )
+            .await;
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                self.publish(events);
+                return Err(e);
+            }
+        };
+        let go_on = incoming_all_accepted
+            && first.requeue == Some(Duration::ZERO)
+            && !first.asked_count.is_empty()
+            && first.asked_count.len() == first.results.len();
+        if !go_on {
+            self.publish(events);
+            return Ok(Pass {
+                requeue: first.requeue,
+                results: first.results,
+                resource_version: fo.metadata.resource_version.clone(),
+            });
+        }
+        observed.accept_scales(&first.asked_count);
+        scaled_before.extend(first.asked_count.iter().cloned());
+        let second = self
+            .round(
+                2,
+                &mut fo,
+                &mut observed,
+                None,
+                first.results.clone(),
+                &scaled_before,
+                &mut events,
+            )
+            .await;
+        self.publish(events);
+        match second {
+            Ok(second) => Ok(Pass {
+                requeue: second.requeue,
+                results: second.results,
+                resource_version: fo.metadata.resource_version.clone(),
+            }),
+            // The first round's calls were made: their answers go to the next pass.
+            Err(e) => {
+                warn!(failover = %self.fo.name_any(), error = %e, "the pass's second round failed; the next pass goes on");
+                Ok(Pass {
+                    requeue: Some(Duration::ZERO),
+                    results: first.results,
+                    resource_version: fo.metadata.resource_version.clone(),
+                })
+            }
+        }
+    }
+
+    /// One round of a pass: observe, decide (chaining decisions that call nothing), write
+    /// the status once, act. `fo` leaves with the status written and its resourceVersion.
+    /// Warning Events are published before the calls; the others are left in `events`.
+    #[allow(clippy::too_many_arguments)]
+    async fn round(
+        &self,
+        round: u32,
+        fo: &mut Failover,
+        observed: &mut Observed,
+        mut siblings: Option<Vec<Failover>>,
+        results: Vec<EffectResult>,
+        scaled_last_pass: &[engine::ScaleTarget],
+        events: &mut Vec<machine::Note>,
+    ) -> Result<Round, kube::Error> {
+        let started = std::time::Instant::now();
+        let before = fo.status.clone().unwrap_or_default();
+        // Decisions that change status but call nothing (a step done, the next one
+        // started) are chained in memory, each on fresh observations, and written together:
+        // one status write per round, before its calls.
+        let mut decisions = Vec::new();
+        let mut observe_ms = 0;
+        let mut results = Some(results);
+        let mut marking: Option<PlanMark> = None;
+        let decision = loop {
+            let pass_started = self.clock.now();
+            let observing = std::time::Instant::now();
+            let wants = machine::wants(&self.plan.spec, fo);
+            // The region being left, as admission recorded it (chained decisions included).
+            let source = fo
+                .status
+                .as_ref()
+                .and_then(|s| s.source_region.clone())
+                .unwrap_or_default();
+            let unseen = observed.missing(&wants);
+            let ahead = observed.ahead(&wants);
+            // The plan mark of the decision before (read-only observing may overlap it;
+            // nothing is written or called before it is done).
+            let needed = async {
+                let mark = async {
+                    match marking.take() {
+                        Some(mark) => self.mark_plan(&mark).await,
+                        None => Ok(()),
                     }
                 };
-                observed.absorb(fresh);
-                let mut world = observed.world(&wants);
-                observe_ms += observing.elapsed().as_millis() as u64;
-                world.siblings = siblings.take().unwrap_or_default();
-                world.results = results_in.take().unwrap_or_default();
-                world.scaled_last_pass = scaled_last_pass.clone();
-                let decision = machine::decide(&Input {
-                    plan: &self.plan,
-                    failover: &fo,
-                    world: &world,
-                    now: self.clock.now(),
-                    pass_started,
-                    retry_after: self.retry_after,
-                    jitter: fastrand::f64(),
-                });
-                marking = decision.plan.clone();
-                let chain = decision.effects.is_empty()
-                    && decision.requeue == Some(Duration::ZERO)
-                    && Some(&decision.status) != fo.status.as_ref()
-                    && decisions.len() < MAX_CHAINED_DECISIONS;
-                if !chain {
-                    break decision;
-                }
-                if let Some(pending) = looking_ahead.take() {
-                    observed.absorb(pending.await);
-                }
-                fo.status = Some(decision.status.clone());
-                decisions.push(decision);
+                let (marked, fresh) = tokio::join!(mark, self.observe(&unseen, &source));
+                marked.map(|()| fresh)
             };
-            if let Some(mark) = marking.take() {
-                self.mark_plan(&mark).await?;
-            }
-            let recorded_from = started.elapsed();
-            if decision.status != before {
-                version = self.write(&decision.status, version.as_deref()).await?;
-            }
-            let recorded = started.elapsed();
-            let mut events = Vec::new();
-            for d in decisions.iter().chain(std::iter::once(&decision)) {
-                events.extend(self.report(d));
-            }
-            results = self.act(&decision.effects).await;
-            // Events go out after the calls: sent alongside them, they took the management
-            // API's open connections, and the Lease check before the calls waited for a new
-            // one (a TLS handshake, ~45 ms on the bed).
-            self.publish(events);
-            tracing::debug!(
-                failover = %self.fo.name_any(),
-                step = ?decision.status.current_step,
-                round,
-                decisions = decisions.len() + 1,
-                observe_ms,
-                record_ms = (recorded - recorded_from).as_millis() as u64,
-                act_ms = (started.elapsed() - recorded).as_millis() as u64,
-                effects = decision.effects.len(),
-                requeue_ms = ?decision.requeue.map(|r| r.as_millis() as u64),
-                "pass"
-            );
-            let go_on = round < MAX_ROUNDS
+            // Look-ahead reads go on while this decision is made, and are used only if the
+            // next decision follows in this round.
+            let (fresh, mut looking_ahead) = match futures::future::select(
+                Box::pin(needed),
+                Box::pin(self.observe(&ahead, &source)),
+            )
+            .await
+            {
+                Either::Left((fresh, pending)) => (fresh?, Some(pending)),
+                Either::Right((seen_ahead, needed)) => {
+                    observed.absorb(seen_ahead);
+                    (needed.await?, None)
+                }
+            };
+            observed.absorb(fresh);
+            let mut world = observed.world(&wants);
+            observe_ms += observing.elapsed().as_millis() as u64;
+            world.siblings = siblings.take().unwrap_or_default();
+            world.results = results.take().unwrap_or_default();
+            world.scaled_last_pass = scaled_last_pass.to_vec();
+            let decision = machine::decide(&Input {
+                plan: &self.plan,
+                failover: fo,
+                world: &world,
+                now: self.clock.now(),
+                pass_started,
+                retry_after: self.retry_after,
+                jitter: fastrand::f64(),
+            });
+            marking = decision.plan.clone();
+            let chain = decision.effects.is_empty()
                 && decision.requeue == Some(Duration::ZERO)
-                && !decision.effects.is_empty()
-                && accepted_scales(&results).len() == results.len();
-            if !go_on {
-                return Ok(Pass {
-                    requeue: decision.requeue,
-                    results,
-                    resource_version: version,
-                });
+                && Some(&decision.status) != fo.status.as_ref()
+                && decisions.len() < MAX_CHAINED_DECISIONS;
+            if !chain {
+                break decision;
             }
-            observed.accept_scales(&results);
-            before = decision.status.clone();
-            fo.status = Some(decision.status);
-            fo.metadata.resource_version = version.clone();
-            round += 1;
+            if let Some(pending) = looking_ahead.take() {
+                observed.absorb(pending.await);
+            }
+            fo.status = Some(decision.status.clone());
+            decisions.push(decision);
+        };
+        if let Some(mark) = marking.take() {
+            self.mark_plan(&mark).await?;
         }
+        let recorded_from = started.elapsed();
+        if decision.status != before {
+            fo.metadata.resource_version = self
+                .write(&decision.status, fo.metadata.resource_version.as_deref())
+                .await?;
+        }
+        fo.status = Some(decision.status.clone());
+        let recorded = started.elapsed();
+        let mut warnings = Vec::new();
+        for d in decisions.iter().chain(std::iter::once(&decision)) {
+            for note in self.report(d) {
+                if note.warning {
+                    warnings.push(note);
+                } else {
+                    events.push(note);
+                }
+            }
+        }
+        // Normal Events go out after the calls: sent alongside them, they took the
+        // management API's open connections, and the Lease check before the calls waited
+        // for a new one (a TLS handshake, ~45 ms on the bed). Warnings go out at once.
+        self.publish(warnings);
+        let (results, asked_count) = self.act(&decision.effects).await;
+        tracing::debug!(
+            failover = %self.fo.name_any(),
+            step = ?decision.status.current_step,
+            round,
+            decisions = decisions.len() + 1,
+            observe_ms,
+            record_ms = (recorded - recorded_from).as_millis() as u64,
+            act_ms = (started.elapsed() - recorded).as_millis() as u64,
+            effects = decision.effects.len(),
+            requeue_ms = ?decision.requeue.map(|r| r.as_millis() as u64),
+            "pass"
+        );
+        Ok(Round {
+            requeue: decision.requeue,
+            results,
+            asked_count,
+        })
     }
 
     /// The one status write of a pass, conditional on the resourceVersion read.
@@ -363,9 +438,9 @@ impl Runner {
                 } else {
                     EventType::Normal
                 };
-                store
-                    .publish(&fo, type_, &note.reason, &note.action, note.message)
-                    .await;
+                // One unanswered Event write does not hold back the others for long.
+                let sent = store.publish(&fo, type_, &note.reason, &note.action, note.message);
+                let _ = tokio::time::timeout(EVENT_TIMEOUT, sent).await;
             }
         });
     }
@@ -502,14 +577,21 @@ impl Runner {
 
     /// Makes each call once, concurrently. An error whose outcome is unknown is not resent
     /// here: the next pass observes first.
-    async fn act(&self, effects: &[Effect]) -> Vec<EffectResult> {
-        join_all(effects.iter().map(|e| self.act_one(e))).await
+    /// Makes the calls; returns their answers, and the scales the API server kept at the
+    /// count asked for (a webhook or policy may keep another).
+    async fn act(&self, effects: &[Effect]) -> (Vec<EffectResult>, Vec<engine::ScaleTarget>) {
+        let answers = join_all(effects.iter().map(|e| self.act_one(e))).await;
+        let asked_count = answers
+            .iter()
+            .filter_map(|(_, kept)| kept.clone())
+            .collect();
+        (answers.into_iter().map(|(r, _)| r).collect(), asked_count)
     }
 
-    async fn act_one(&self, effect: &Effect) -> EffectResult {
-        match effect {
+    async fn act_one(&self, effect: &Effect) -> (EffectResult, Option<engine::ScaleTarget>) {
+        let result = match effect {
             Effect::Scale { target, step } => {
-                let outcome = match self.plan.spec.workloads.get(target.workload) {
+                let kept = match self.plan.spec.workloads.get(target.workload) {
                     Some(w) => seen(
                         self.clusters
                             .scale(&target.region, w, target.replicas)
@@ -520,11 +602,13 @@ impl Runner {
                         "no such workload in the plan",
                     )),
                 };
-                EffectResult::Scaled {
+                let as_asked = matches!(kept, Ok(n) if n == target.replicas);
+                let result = EffectResult::Scaled {
                     target: target.clone(),
                     step: *step,
-                    outcome,
-                }
+                    outcome: kept.map(|_| ()),
+                };
+                return (result, as_asked.then(|| target.clone()));
             }
             Effect::Promote {
                 database,
@@ -547,7 +631,8 @@ impl Runner {
                 batch: *batch,
                 outcome: seen(self.aws.change_records(zone, changes).await),
             },
-        }
+        };
+        (result, None)
     }
 
     async fn promote(&self, database: &str, target_arn: Option<&str>) -> Seen<()> {
@@ -1119,6 +1204,14 @@ fn settled<T>(seen: &Seen<T>) -> bool {
     !matches!(seen, Err(p) if p.fault == Fault::Transient)
 }
 
+/// What one round of a pass did.
+struct Round {
+    requeue: Option<Duration>,
+    results: Vec<EffectResult>,
+    /// The scales the API server accepted at the count asked for.
+    asked_count: Vec<engine::ScaleTarget>,
+}
+
 /// The scale targets of `results` that the API server accepted.
 fn accepted_scales(results: &[EffectResult]) -> Vec<engine::ScaleTarget> {
     results
@@ -1188,8 +1281,8 @@ impl Observed {
     /// with the workload's status not caught up yet (its new generation is not observed),
     /// so only a decision that needs the count alone takes it as reached. What else was
     /// read of the same workload (at other counts) is dropped, to be read again.
-    fn accept_scales(&mut self, results: &[EffectResult]) {
-        for target in accepted_scales(results) {
+    fn accept_scales(&mut self, accepted: &[engine::ScaleTarget]) {
+        for target in accepted.iter().cloned() {
             self.workloads.retain(|t, _| {
                 *t == target || t.region != target.region || t.workload != target.workload
             });
@@ -1379,7 +1472,7 @@ mod tests {
     }
 
     /// A scale the API server accepted stands as its answer: the new count, status not
-    /// caught up. Other reads of that workload are dropped; a refused scale changes nothing.
+    /// caught up. Other reads of that workload are dropped; other workloads are untouched.
     #[test]
     fn an_accepted_scale_stands_as_its_answer_and_other_reads_of_it_are_dropped() {
         let mut observed = Observed::default();
@@ -1392,18 +1485,8 @@ mod tests {
             ]),
             ..Default::default()
         });
-        observed.accept_scales(&[
-            EffectResult::Scaled {
-                target: target(0, "use1", 1),
-                step: engine::Step::Verify,
-                outcome: Ok(()),
-            },
-            EffectResult::Scaled {
-                target: target(1, "use1", 0),
-                step: engine::Step::Verify,
-                outcome: Err(Problem::new(Fault::Transient, "conflict")),
-            },
-        ]);
+        // Only scales kept at the count asked for are passed in (workload 1's was not).
+        observed.accept_scales(&[target(0, "use1", 1)]);
         let Some(Ok(WorkloadSeen {
             state: Some(state), ..
         })) = observed.workloads.get(&target(0, "use1", 1))

@@ -93,6 +93,9 @@ pub struct World {
     pub zones: BTreeMap<String, Vec<RecordSet>>,
     pub changes: BTreeMap<String, Instant>,
     pub replicas: BTreeMap<(String, String), i32>,
+    /// When a workload's status catches up with its last spec change (its
+    /// observedGeneration): until then it reads as not current, as on a real API server.
+    pub status_at: BTreeMap<(String, String), Instant>,
     pub pods: Vec<Pod>,
     pub status: FailoverStatus,
     pub rv: u64,
@@ -242,6 +245,8 @@ impl World {
         let old = self.replicas.get(&key).copied().unwrap_or(0);
         if old != replicas {
             self.record("Scale", format!("{region}/{workload}→{replicas}"), true);
+            let lag = Duration::from_millis(self.rng.u64(0..300));
+            self.status_at.insert(key.clone(), now + lag);
         }
         self.replicas.insert(key, replicas);
         let live: Vec<usize> = (0..self.pods.len())
@@ -655,11 +660,12 @@ impl Clusters for FakeClusters {
                     .iter()
                     .filter(|p| p.region == region && p.workload == w.name && p.gone_at.is_none())
                     .collect();
+                let observed_current = world.status_at.get(&key).is_none_or(|at| *at <= now);
                 Ok(Some(WorkloadState {
                     replicas,
                     current_replicas: live.len() as i32,
                     ready_replicas: live.iter().filter(|p| p.ready_at <= now).count() as i32,
-                    observed_current: true,
+                    observed_current,
                     images: Vec::new(),
                     selector: Some(format!("app={}", w.name)),
                 }))
@@ -671,7 +677,7 @@ impl Clusters for FakeClusters {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<i32, ClusterError> {
         effect!(
             &self.0,
             Some(region),
@@ -679,7 +685,7 @@ impl Clusters for FakeClusters {
             ClusterError::Transient,
             |world| {
                 world.scale(region, &w.name, replicas);
-                Ok(())
+                Ok(replicas)
             }
         )
     }

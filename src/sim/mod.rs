@@ -23,9 +23,10 @@ use crate::api::{
     FailoverSpec, FailoverStatus,
 };
 use crate::engine::dns::{ChangeAction, zone_changes};
+use crate::engine::machine::EffectResult;
 use crate::leadership::{LeaderAws, LeaderClusters};
 use crate::metrics::Metrics;
-use crate::runner::{Clock, Runner};
+use crate::runner::{Clock, Pass, Runner};
 use crate::store::FailoverFields;
 use fake::{
     Aurora, FakeAws, FakeClusters, FakeLease, FakeStore, LagMode, Pod, Rds, Shared, World,
@@ -299,6 +300,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         zones,
         changes: BTreeMap::new(),
         replicas,
+        status_at: BTreeMap::new(),
         pods,
         status: FailoverStatus::default(),
         rv: 1,
@@ -383,6 +385,18 @@ impl Process {
         // Results live in this process's memory only: a crash loses them.
         let mut results = Vec::new();
         loop {
+            let pass = self.reconcile(std::mem::take(&mut results)).await?;
+            let Some(after) = pass.requeue else {
+                return Ok(());
+            };
+            results = pass.results;
+            tokio::time::sleep(after).await;
+        }
+    }
+
+    /// One reconcile: the real runner's pass on what the fakes hold now.
+    async fn reconcile(&self, results: Vec<EffectResult>) -> Result<Pass, kube::Error> {
+        {
             let (status, rv, fields) = {
                 let w = lock(&self.shared);
                 (w.status.clone(), w.rv, w.plan_fields.clone())
@@ -421,14 +435,7 @@ impl Process {
                 RETRY_AFTER,
             );
             lock(&self.shared).passes += 1;
-            let pass = runner
-                .pass(Vec::new(), std::mem::take(&mut results))
-                .await?;
-            let Some(after) = pass.requeue else {
-                return Ok(());
-            };
-            results = pass.results;
-            tokio::time::sleep(after).await;
+            runner.pass(Vec::new(), results).await
         }
     }
 }
@@ -715,4 +722,79 @@ fn simulation() {
         reports.len(),
         failed.first().cloned().unwrap_or_default()
     );
+}
+
+/// A calm Planned failover, reconcile by reconcile, on the fakes: the reconcile that scales
+/// the old region to standby also completes the failover (its second round takes the
+/// accepted scales as observations), and the schedule keeps every invariant.
+#[test]
+fn verify_scale_down_and_complete_share_one_reconcile() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let web = WorkloadDef {
+            name: "web",
+            active: 2,
+            standby: 1,
+            writer: false,
+            singleton: false,
+        };
+        let sc = Scenario {
+            regions: 2,
+            target: 1,
+            aurora: vec![false],
+            workloads: vec![web],
+            mode: FailoverMode::Planned,
+            allow_data_loss: false,
+            max_data_loss: None,
+            fault_rate: 0.0,
+            loss_rate: 0.0,
+        };
+        let plan = sc.plan();
+        let mut calm = world(&sc, &plan, 7);
+        for mode in calm.lag.values_mut() {
+            *mode = LagMode::Fresh(0.0);
+        }
+        let shared: Shared = Arc::new(Mutex::new(calm));
+        let lease = Arc::new(FakeLease {
+            world: shared.clone(),
+            epoch: 0,
+            deposed: AtomicBool::new(false),
+        });
+        let process = Process {
+            shared: shared.clone(),
+            sc: sc.clone(),
+            plan,
+            metrics: METRICS.get_or_init(|| Arc::new(Metrics::default())).clone(),
+            lease,
+        };
+        let mut results = Vec::new();
+        // The step and the call log as the last reconcile found them.
+        let mut last = (None, 0);
+        for _ in 0..2000 {
+            let found = {
+                let w = lock(&shared);
+                (w.status.current_step.clone(), w.log.len())
+            };
+            let pass = process.reconcile(results).await.expect("a calm pass");
+            if pass.requeue.is_none() {
+                last = found;
+                break;
+            }
+            results = pass.results;
+            tokio::time::sleep(pass.requeue.unwrap_or_default()).await;
+        }
+        let w = lock(&shared);
+        assert_eq!(w.status.phase, Some(FailoverPhase::Succeeded));
+        // The reconcile that saw DNS in sync scaled the old region to standby (its first
+        // round) and completed (its second).
+        assert_eq!(last.0.as_deref(), Some("SwitchDns"));
+        let scaled_down = |c: &fake::Call| c.op == "Scale" && c.resource == "r0/web→1";
+        assert_eq!(w.log[last.1..].iter().filter(|c| scaled_down(c)).count(), 1);
+        assert_eq!(w.log.iter().filter(|c| scaled_down(c)).count(), 1);
+        assert_eq!(check(&sc, &w), Vec::<String>::new());
+    });
 }
