@@ -141,7 +141,16 @@ impl Fencer<'_> {
                     .await
                 {
                     Err(e) => Err((true, format!("region {}: {e}", entry.region))),
-                    Ok(r) => r.map(|_| ()).map_err(|e| (e.is_retryable(), e.to_string())),
+                    Ok(Ok(0)) => Ok(()),
+                    // A webhook or policy kept the workload running: not fenced, and said.
+                    Ok(Ok(kept)) => Err((
+                        false,
+                        format!(
+                            "region {}: asked for 0 replicas, the API server kept {kept}",
+                            entry.region
+                        ),
+                    )),
+                    Ok(Err(e)) => Err((e.is_retryable(), e.to_string())),
                 }
             }
             FenceResource::RdsInstance => match self.plan.spec.rds_fence_method() {

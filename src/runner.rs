@@ -25,12 +25,18 @@ use crate::engine::machine::{
 };
 use crate::engine::{self, ScaleTarget};
 use crate::leadership::LeaseCheck;
-use crate::metrics::{FailoverLabels, Metrics, PlanLabels, PlanStepLabels, StepLabels};
+use crate::metrics::{
+    ErrorLabels, FailoverLabels, Metrics, PlanLabels, PlanStepLabels, StepLabels,
+};
 use crate::store::{KubeStatusStore, StatusStore};
 use crate::validate::parse_duration;
 
 /// Route 53 health checks read at once by a preflight (Route 53 throttles per account).
 const HEALTH_CHECK_READS: usize = 4;
+
+/// A second round of a pass reuses the first round's reads only if its calls took less
+/// than this: older reads are read again by the next pass.
+const FRESH_ENOUGH: Duration = Duration::from_secs(1);
 
 /// How long one Event write may take before the next is sent.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -228,11 +234,7 @@ impl Runner {
                 return Err(e);
             }
         };
-        let go_on = incoming_all_accepted
-            && first.requeue == Some(Duration::ZERO)
-            && !first.asked_count.is_empty()
-            && first.asked_count.len() == first.results.len();
-        if !go_on {
+        if !first.goes_on(incoming_all_accepted) {
             self.publish(events);
             return Ok(Pass {
                 requeue: first.requeue,
@@ -263,6 +265,13 @@ impl Runner {
             // The first round's calls were made: their answers go to the next pass.
             Err(e) => {
                 warn!(failover = %self.fo.name_any(), error = %e, "the pass's second round failed; the next pass goes on");
+                self.metrics
+                    .reconcile_errors
+                    .get_or_create(&ErrorLabels {
+                        controller: "failover",
+                        error: "kube",
+                    })
+                    .inc();
                 Ok(Pass {
                     requeue: Some(Duration::ZERO),
                     results: first.results,
@@ -274,7 +283,7 @@ impl Runner {
 
     /// One round of a pass: observe, decide (chaining decisions that call nothing), write
     /// the status once, act. `fo` leaves with the status written and its resourceVersion.
-    /// Warning Events are published before the calls; the others are left in `events`.
+    /// Its Events join `events`, which are published before its calls if one is a warning.
     #[allow(clippy::too_many_arguments)]
     async fn round(
         &self,
@@ -373,20 +382,16 @@ impl Runner {
         }
         fo.status = Some(decision.status.clone());
         let recorded = started.elapsed();
-        let mut warnings = Vec::new();
         for d in decisions.iter().chain(std::iter::once(&decision)) {
-            for note in self.report(d) {
-                if note.warning {
-                    warnings.push(note);
-                } else {
-                    events.push(note);
-                }
-            }
+            events.extend(self.report(d));
         }
-        // Normal Events go out after the calls: sent alongside them, they took the
+        // Events go out after the pass's calls: sent alongside them, they took the
         // management API's open connections, and the Lease check before the calls waited
-        // for a new one (a TLS handshake, ~45 ms on the bed). Warnings go out at once.
-        self.publish(warnings);
+        // for a new one (a TLS handshake, ~45 ms on the bed). A warning goes out at once,
+        // after the Events before it, in order.
+        if events.iter().any(|n| n.warning) {
+            self.publish(std::mem::take(events));
+        }
         let (results, asked_count) = self.act(&decision.effects).await;
         tracing::debug!(
             failover = %self.fo.name_any(),
@@ -404,6 +409,7 @@ impl Runner {
             requeue: decision.requeue,
             results,
             asked_count,
+            acted: started.elapsed() - recorded,
         })
     }
 
@@ -576,9 +582,8 @@ impl Runner {
     // ---- Acting ---------------------------------------------------------------------------
 
     /// Makes each call once, concurrently. An error whose outcome is unknown is not resent
-    /// here: the next pass observes first.
-    /// Makes the calls; returns their answers, and the scales the API server kept at the
-    /// count asked for (a webhook or policy may keep another).
+    /// here: the next pass observes first. Returns the answers, and the scales the API
+    /// server kept at the count asked for (a webhook or policy may keep another).
     async fn act(&self, effects: &[Effect]) -> (Vec<EffectResult>, Vec<engine::ScaleTarget>) {
         let answers = join_all(effects.iter().map(|e| self.act_one(e))).await;
         let asked_count = answers
@@ -1210,6 +1215,21 @@ struct Round {
     results: Vec<EffectResult>,
     /// The scales the API server accepted at the count asked for.
     asked_count: Vec<engine::ScaleTarget>,
+    /// How long its calls took.
+    acted: Duration,
+}
+
+impl Round {
+    /// Whether the pass goes on with a second round: every call of this one was a scale
+    /// kept at the count asked for, made quickly, the decision asks to look again at once,
+    /// and the answers the pass started with (`incoming_all_accepted`) were such scales too.
+    fn goes_on(&self, incoming_all_accepted: bool) -> bool {
+        incoming_all_accepted
+            && self.requeue == Some(Duration::ZERO)
+            && !self.asked_count.is_empty()
+            && self.asked_count.len() == self.results.len()
+            && self.acted < FRESH_ENOUGH
+    }
 }
 
 /// The scale targets of `results` that the API server accepted.
@@ -1455,6 +1475,59 @@ mod tests {
             ..Default::default()
         });
         assert!(world.workloads.is_empty());
+    }
+
+    /// Only a round whose calls were all scales kept as asked, made quickly, after a pass
+    /// whose answers were such scales too, goes on.
+    #[test]
+    fn a_second_round_follows_only_accepted_quick_scales() {
+        let scaled = |t: engine::ScaleTarget| EffectResult::Scaled {
+            target: t,
+            step: engine::Step::Verify,
+            outcome: Ok(()),
+        };
+        let round = |results: Vec<EffectResult>, asked: Vec<engine::ScaleTarget>| Round {
+            requeue: Some(Duration::ZERO),
+            results,
+            asked_count: asked,
+            acted: Duration::from_millis(20),
+        };
+        let ok = round(
+            vec![scaled(target(0, "use1", 1))],
+            vec![target(0, "use1", 1)],
+        );
+        assert!(ok.goes_on(true));
+        assert!(!ok.goes_on(false), "the pass began with other answers");
+        let kept_other = round(vec![scaled(target(0, "use1", 1))], Vec::new());
+        assert!(!kept_other.goes_on(true));
+        let promoted = round(
+            vec![
+                scaled(target(0, "use1", 1)),
+                EffectResult::Promoted {
+                    database: "orders".into(),
+                    first: true,
+                    outcome: Ok(()),
+                },
+            ],
+            vec![target(0, "use1", 1)],
+        );
+        assert!(!promoted.goes_on(true));
+        let slow = Round {
+            acted: FRESH_ENOUGH,
+            ..round(
+                vec![scaled(target(0, "use1", 1))],
+                vec![target(0, "use1", 1)],
+            )
+        };
+        assert!(!slow.goes_on(true));
+        let waits = Round {
+            requeue: Some(Duration::from_millis(50)),
+            ..round(
+                vec![scaled(target(0, "use1", 1))],
+                vec![target(0, "use1", 1)],
+            )
+        };
+        assert!(!waits.goes_on(true));
     }
 
     fn at(replicas: i32) -> Seen<WorkloadSeen> {

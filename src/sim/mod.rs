@@ -389,8 +389,12 @@ impl Process {
             let Some(after) = pass.requeue else {
                 return Ok(());
             };
-            results = pass.results;
             tokio::time::sleep(after).await;
+            // As Context::take_results: the answers belong to the resourceVersion the pass
+            // left, and are dropped if anything wrote since.
+            if pass.resource_version == Some(lock(&self.shared).rv.to_string()) {
+                results = pass.results;
+            }
         }
     }
 
