@@ -186,8 +186,9 @@ impl Runner {
     /// One pass: observe, decide, record, act. `siblings` are the namespace's Failovers
     /// (used only before admission); `results` what the previous pass's effects returned.
     ///
-    /// A pass whose calls were all scales the API server accepted at the count asked for,
-    /// and whose decision asks to look again at once, goes on as the next pass (once): the
+    /// A pass whose calls were all scales the API server kept at the count asked for, made
+    /// within a second, and whose decision asks to look again at once, goes on as the next
+    /// pass (once): the
     /// accepted scales stand as observations, what else it read stands, and only what the
     /// next decision asks for beyond that is read. Verify's scale-down of the old region
     /// and Complete so share one reconcile instead of costing a Failover read and a reread
@@ -264,12 +265,13 @@ impl Runner {
             }),
             // The first round's calls were made: their answers go to the next pass.
             Err(e) => {
+                let e = crate::error::Error::from(e);
                 warn!(failover = %self.fo.name_any(), error = %e, "the pass's second round failed; the next pass goes on");
                 self.metrics
                     .reconcile_errors
                     .get_or_create(&ErrorLabels {
                         controller: "failover",
-                        error: "kube",
+                        error: e.metric_label(),
                     })
                     .inc();
                 Ok(Pass {
