@@ -183,7 +183,11 @@ impl Operator {
             .env("KUBECONFIG", kubeconfig)
             // The emulator records calls per access key; the IAM policy test reads them.
             .env("AWS_ACCESS_KEY_ID", OPERATOR_ACCESS_KEY)
-            .env("RUST_LOG", "info")
+            // E2E_RUST_LOG=drover=debug,kube_client=debug shows each pass and request.
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
