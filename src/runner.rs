@@ -215,8 +215,8 @@ impl Runner {
         // made no calls, so nothing Drover does has changed since (a second round's only
         // calls were scales, folded in as their answers showed them).
         let mut observed = Observed::default();
-        let incoming_all_accepted = accepted_scales(&results).len() == results.len();
         let mut scaled_before = accepted_scales(&results);
+        let incoming_all_accepted = scaled_before.len() == results.len();
         let first = self
             .round(
                 1,
@@ -385,7 +385,8 @@ impl Runner {
         fo.status = Some(decision.status.clone());
         let recorded = started.elapsed();
         for d in decisions.iter().chain(std::iter::once(&decision)) {
-            events.extend(self.report(d));
+            self.report(d);
+            events.extend(d.events.iter().cloned());
         }
         // Events go out after the pass's calls: sent alongside them, they took the
         // management API's open connections, and the Lease check before the calls waited
@@ -453,8 +454,8 @@ impl Runner {
         });
     }
 
-    /// Logs and metrics for what the decision did; returns its Events, to publish.
-    fn report(&self, d: &Decision) -> Vec<machine::Note> {
+    /// Logs and metrics for what the decision did (its Events are published by the pass).
+    fn report(&self, d: &Decision) {
         for note in &d.events {
             info!(failover = %self.fo.name_any(), reason = %note.reason, message = %note.message);
         }
@@ -476,7 +477,6 @@ impl Runner {
                 self.record_last_failover(f);
             }
         }
-        d.events.clone()
     }
 
     /// The `drover_last_failover_*` gauges and, on success, the RTO histogram. A DryRun

@@ -642,15 +642,19 @@ fn check(sc: &Scenario, w: &World) -> Vec<String> {
     out
 }
 
-fn run_one(seed: u64, trace: bool) -> Report {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime on the paused (virtual) clock.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         // Test-only (`#[cfg(test)] mod sim`): no outside data; a runtime that cannot be
         // built means the test machine is broken, and the test should say so.
-        .expect("runtime");
-    rt.block_on(simulate(seed, trace))
+        .expect("runtime")
+}
+
+fn run_one(seed: u64, trace: bool) -> Report {
+    paused_runtime().block_on(simulate(seed, trace))
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -733,12 +737,7 @@ fn simulation() {
 /// accepted scales as observations), and the schedule keeps every invariant.
 #[test]
 fn verify_scale_down_and_complete_share_one_reconcile() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    paused_runtime().block_on(async {
         let web = WorkloadDef {
             name: "web",
             active: 2,
