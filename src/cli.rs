@@ -167,7 +167,7 @@ pub struct Session {
 
 impl Session {
     /// Like `explain`, naming the server when it cannot be reached.
-    fn explain(&self, what: &str, e: kube::Error) -> CliError {
+    pub fn explain(&self, what: &str, e: kube::Error) -> CliError {
         let CliError(message) = explain(what, e);
         match message.strip_prefix("cannot reach the Kubernetes API server") {
             Some(rest) => CliError(format!(

@@ -12,13 +12,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{
-    DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverPhase, FailoverStatus,
-    RegionStatus, ReplicationStatus,
+    DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverApproval, FailoverPhase,
+    FailoverStatus, RegionStatus, ReplicationStatus,
 };
 use crate::conditions::{self, DesiredCondition};
 use crate::context::Context;
@@ -213,10 +214,11 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     let secrets = lookup_secrets(&ctx, &plan, &ns).await?;
     let problems = validate::validate_plan(&plan.spec, &ns, Some(&secrets));
     let valid = problems.is_empty();
-    // activeRegion and lastFailover belong to the failover driver's field manager; this
+    // activeRegion, previousActiveRegion and lastFailover belong to the failover driver's field manager; this
     // apply leaves them out so a stale cache can never overwrite them.
     let mut status = DisasterRecoveryPlanStatus {
         active_region: None,
+        previous_active_region: None,
         regions: previous.regions.clone(),
         conditions: previous.conditions.clone(),
         observed_generation: generation,
@@ -397,7 +399,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         match (status.phase, status.admitted_spec.clone()) {
             // Running: it goes on with the spec it was admitted with; the runner flags the
             // edit in its own (conditional) status write.
-            (Some(FailoverPhase::Running), Some(admitted)) => fo.spec = admitted,
+            (Some(p), Some(admitted)) if p.is_admitted() => fo.spec = admitted,
             (phase, _) => {
                 let message = format!(
                     "spec was edited (generation {}); {}",
@@ -405,7 +407,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
                     crate::api::SPEC_IMMUTABLE_MESSAGE
                 );
                 let phase = match phase {
-                    Some(p) if p.is_terminal() || p == FailoverPhase::Running => p,
+                    Some(p) if p.is_terminal() || p.is_admitted() => p,
                     _ => FailoverPhase::Rejected,
                 };
                 flag_failover(&ctx, &fo, &api, phase, "SpecEdited", message).await?;
@@ -450,7 +452,11 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         return Ok(Action::requeue(ctx.config.plan_resync));
     };
     // Only admission looks at the other Failovers.
-    let running = fo.status.as_ref().and_then(|s| s.phase) == Some(FailoverPhase::Running);
+    let running = fo
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(FailoverPhase::is_admitted);
     let siblings = if running {
         Vec::new()
     } else {
@@ -534,17 +540,20 @@ pub async fn wait_for_crds(client: &Client, namespace: &Option<String>, readines
     loop {
         let plans = scoped_api::<DisasterRecoveryPlan>(client, namespace);
         let failovers = scoped_api::<Failover>(client, namespace);
+        let approvals = scoped_api::<FailoverApproval>(client, namespace);
         let probe = ListParams::default().limit(1);
-        match (
-            plans.list_metadata(&probe).await,
-            failovers.list_metadata(&probe).await,
-        ) {
-            (Ok(_), Ok(_)) => {
+        let (plans, failovers, approvals) = tokio::join!(
+            plans.list_metadata(&probe),
+            failovers.list_metadata(&probe),
+            approvals.list_metadata(&probe)
+        );
+        match (plans, failovers, approvals) {
+            (Ok(_), Ok(_), Ok(_)) => {
                 readiness.crds_present.store(true, Ordering::Release);
                 info!("drover.io CRDs are installed");
                 return;
             }
-            (Err(e), _) | (_, Err(e)) => {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 readiness.crds_present.store(false, Ordering::Release);
                 if !logged {
                     warn!(error = %e, "drover.io CRDs are not served; not ready until they are installed (`drover crds | kubectl create -f -`)");
@@ -615,7 +624,16 @@ pub async fn run_controllers(
     let ns = ctx.config.watch_namespace.clone();
     let plans = controller_for::<DisasterRecoveryPlan>(&ctx.client, &ns, plan_trigger)
         .graceful_shutdown_on(shutdown.clone());
+    // A new FailoverApproval wakes the Failover it names at once.
     let failovers = controller_for::<Failover>(&ctx.client, &ns, predicates::generation)
+        .watches(
+            scoped_api::<FailoverApproval>(&ctx.client, &ns),
+            watcher::Config::default(),
+            |approval| {
+                let ns = approval.namespace()?;
+                Some(ObjectRef::new(&approval.spec.failover_ref).within(&ns))
+            },
+        )
         .graceful_shutdown_on(shutdown);
 
     let plan_store = plans.store();

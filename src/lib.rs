@@ -1,6 +1,7 @@
 //! Drover: multi-region disaster recovery for Kubernetes on AWS.
 
 pub mod api;
+pub mod approve;
 pub mod aws;
 pub mod check;
 pub mod cli;

@@ -6,12 +6,13 @@ use clap::{Parser, Subcommand};
 use futures::FutureExt;
 use tracing::{error, info};
 
+use drover::api::ApprovalChoice;
 use drover::config::{Config, RunArgs};
 use drover::http::{self, Readiness};
 use drover::leader::{self, ShutdownSignal};
 use drover::metrics::Metrics;
 use drover::telemetry::{self, LogFormat};
-use drover::{api, check, cli, controller};
+use drover::{api, approve, check, cli, controller};
 
 /// Drover: multi-region disaster recovery for Kubernetes on AWS.
 #[derive(Parser)]
@@ -42,6 +43,20 @@ enum Command {
         kube: cli::KubeArgs,
         #[command(flatten)]
         args: cli::FailoverArgs,
+    },
+    /// Approve a Failover that awaits approval.
+    Approve {
+        #[command(flatten)]
+        kube: cli::KubeArgs,
+        #[command(flatten)]
+        args: approve::ApproveArgs,
+    },
+    /// Reject a Failover that awaits approval; it ends Rejected, having changed nothing.
+    Reject {
+        #[command(flatten)]
+        kube: cli::KubeArgs,
+        #[command(flatten)]
+        args: approve::RejectArgs,
     },
     /// Show plans: active region, readiness, last failover and replication lag.
     Status {
@@ -82,6 +97,23 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             })
+        }),
+        Command::Approve { kube, args } => run_cli(async move {
+            let done = approve::decide(&kube, &args.failover, ApprovalChoice::Approve, args.reason)
+                .await?;
+            println!("{done}");
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Reject { kube, args } => run_cli(async move {
+            let done = approve::decide(
+                &kube,
+                &args.failover,
+                ApprovalChoice::Reject,
+                Some(args.reason),
+            )
+            .await?;
+            println!("{done}");
+            Ok(ExitCode::SUCCESS)
         }),
         Command::Status { kube, args } => run_cli(async move {
             let text = cli::status(&kube, &args).await?;

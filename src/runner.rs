@@ -19,6 +19,7 @@ use crate::api::{
 use crate::aws::{Aws, AwsError, AwsErrorKind, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
 use crate::context::Context;
+use crate::engine::approval::ApprovalSeen;
 use crate::engine::machine::{
     self, DbSeen, Decision, Effect, EffectResult, Fault, Input, PlanMark, PreflightSeen, Problem,
     Seen, Wants, WorkloadSeen, World,
@@ -532,6 +533,11 @@ impl Runner {
                     f.pending_fences.retain(|e| e.failover != last.name);
                 }
                 if let Some(region) = &mark.active_region {
+                    // A repeated mark (after a crash before the Failover's own write)
+                    // finds the region already active and leaves the previous one alone.
+                    if f.active_region.as_ref() != Some(region) {
+                        f.previous_active_region = f.active_region.clone();
+                    }
                     f.active_region = Some(region.clone());
                 }
                 f.pending_fences = engine::fence::merge(&f.pending_fences, mark.fences.clone());
@@ -699,9 +705,23 @@ impl Runner {
                 .iter()
                 .map(|id| async move { (id.clone(), seen(self.aws.change_insync(id).await)) }),
         );
-        let (preflight, workloads, lags, databases, zones, changes) =
-            tokio::join!(preflight, workloads, lags, databases, zones, changes);
+        let approvals = async {
+            if !wants.approvals {
+                return None;
+            }
+            match self.store.approvals().await {
+                Ok(all) => Some(all.iter().map(ApprovalSeen::from_object).collect()),
+                Err(e) => {
+                    warn!(failover = %self.fo.name_any(), error = %crate::error::Error::from(e), "could not read FailoverApprovals; looking again");
+                    None
+                }
+            }
+        };
+        let (preflight, workloads, lags, databases, zones, changes, approvals) = tokio::join!(
+            preflight, workloads, lags, databases, zones, changes, approvals
+        );
         Observed {
+            approvals,
             preflight,
             workloads: workloads.into_iter().collect(),
             lags: lags.into_iter().collect(),
@@ -1258,6 +1278,8 @@ struct Observed {
     databases: HashMap<String, Seen<DbSeen>>,
     zones: HashMap<String, Seen<Vec<engine::RecordSet>>>,
     changes: HashMap<String, Seen<bool>>,
+    /// None when not read, or when the read failed (the decision waits).
+    approvals: Option<Vec<ApprovalSeen>>,
 }
 
 impl Observed {
@@ -1282,6 +1304,7 @@ impl Observed {
             databases: unseen(&wants.databases, &self.databases),
             zones: unseen(&wants.zones, &self.zones),
             changes: unseen(&wants.changes, &self.changes),
+            approvals: wants.approvals && self.approvals.is_none(),
         }
     }
 
@@ -1331,6 +1354,9 @@ impl Observed {
         self.databases.extend(more.databases);
         self.zones.extend(more.zones);
         self.changes.extend(more.changes);
+        if more.approvals.is_some() {
+            self.approvals = more.approvals;
+        }
     }
 
     /// The world as `wants` asked to see it: exactly what it names.
@@ -1362,6 +1388,7 @@ impl Observed {
             databases: pick(&wants.databases, &self.databases),
             zones: pick(&wants.zones, &self.zones),
             changes: pick(&wants.changes, &self.changes),
+            approvals: self.approvals.clone().filter(|_| wants.approvals),
             ..Default::default()
         }
     }

@@ -11,7 +11,9 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::api::{DisasterRecoveryPlan, Failover, FailoverStatus, LastFailover, PendingFence};
+use crate::api::{
+    DisasterRecoveryPlan, Failover, FailoverApproval, FailoverStatus, LastFailover, PendingFence,
+};
 use crate::context::Context;
 
 /// Field manager of the plan reconciler's status fields.
@@ -68,6 +70,8 @@ pub struct FailoverFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_region: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_active_region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<LastFailover>,
     pub pending_fences: Vec<PendingFence>,
 }
@@ -88,6 +92,7 @@ pub async fn update_failover_fields(
         let status = plan.status.clone().unwrap_or_default();
         let mut fields = FailoverFields {
             active_region: status.active_region,
+            previous_active_region: status.previous_active_region,
             last_failover: status.last_failover,
             pending_fences: status.pending_fences,
         };
@@ -134,12 +139,15 @@ pub trait StatusStore: Send + Sync {
         action: &str,
         note: String,
     );
+    /// The FailoverApprovals in the Failovers' namespace.
+    async fn approvals(&self) -> Result<Vec<FailoverApproval>, kube::Error>;
 }
 
 /// The API server: what `drover run` uses.
 pub struct KubeStatusStore {
     ctx: Arc<Context>,
     failovers: Api<Failover>,
+    approvals: Api<FailoverApproval>,
     plans: Api<DisasterRecoveryPlan>,
 }
 
@@ -147,6 +155,7 @@ impl KubeStatusStore {
     pub fn new(ctx: Arc<Context>, failover_ns: &str, plan_ns: &str) -> Self {
         Self {
             failovers: Api::namespaced(ctx.client.clone(), failover_ns),
+            approvals: Api::namespaced(ctx.client.clone(), failover_ns),
             plans: Api::namespaced(ctx.client.clone(), plan_ns),
             ctx,
         }
@@ -189,5 +198,9 @@ impl StatusStore for KubeStatusStore {
         note: String,
     ) {
         self.ctx.publish(fo, type_, reason, action, note).await
+    }
+
+    async fn approvals(&self) -> Result<Vec<FailoverApproval>, kube::Error> {
+        Ok(self.approvals.list(&Default::default()).await?.items)
     }
 }

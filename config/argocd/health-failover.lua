@@ -1,6 +1,7 @@
 -- Argo CD health for drover.io/Failover, from status.phase and conditions.
 -- Succeeded: Healthy. Pending/Running: Progressing (Degraded while the steps after
 -- promotion keep failing). RolledBack: Suspended (nothing changed; waiting for a person).
+-- AwaitingApproval: Suspended (nothing changed yet; waiting for `drover approve`).
 -- Failed/Rejected: Degraded.
 local hs = {}
 local function condition(type_)
@@ -46,6 +47,14 @@ elseif phase == "Running" then
     hs.status = "Progressing"
     hs.message = "Running step " .. step
   end
+elseif phase == "AwaitingApproval" then
+  hs.status = "Suspended"
+  local why = ""
+  if obj.status.approval ~= nil and obj.status.approval.reason ~= nil then
+    why = " (" .. obj.status.approval.reason .. ")"
+  end
+  hs.message = "Awaiting approval" .. why .. "; nothing has changed yet. Approve with: drover approve "
+    .. obj.metadata.name .. " -n " .. (obj.metadata.namespace or "default")
 elseif phase == "RolledBack" then
   hs.status = "Suspended"
   hs.message = "Rolled back before promotion; the source region is still active" .. detail

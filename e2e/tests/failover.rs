@@ -122,6 +122,44 @@ async fn run_failover(
     wait_terminal(client, ns, &name, Duration::from_secs(timeout_secs)).await
 }
 
+/// Waits until the Failover shows `phase`.
+pub async fn wait_phase(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    phase: FailoverPhase,
+) -> Failover {
+    let api: Api<Failover> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("failover {name} {phase:?}"),
+        Duration::from_secs(60),
+        || async {
+            let fo = api.get(name).await.ok()?;
+            (fo.status.as_ref()?.phase? == phase).then_some(fo)
+        },
+    )
+    .await
+}
+
+/// Approves a failback as the bed's admin would with `drover approve`: a FailoverApproval
+/// naming the Failover and its UID.
+pub async fn approve(client: &kube::Client, ns: &str, name: &str) {
+    let failovers: Api<Failover> = Api::namespaced(client.clone(), ns);
+    let fo = failovers.get(name).await.expect("failover to approve");
+    let approval = drover::approve::approval_object(
+        &fo,
+        drover::api::ApprovalChoice::Approve,
+        Some("e2e-admin".into()),
+        "e2e".into(),
+        None,
+    );
+    let approvals: Api<drover::api::FailoverApproval> = Api::namespaced(client.clone(), ns);
+    approvals
+        .create(&PostParams::default(), &approval)
+        .await
+        .expect("create approval");
+}
+
 pub fn assert_phase(fo: &Failover, phase: FailoverPhase) {
     assert_eq!(
         fo.status.as_ref().and_then(|s| s.phase),
@@ -349,6 +387,8 @@ async fn planned_failover_and_failback() {
     let zone = plan.spec.dns[0].hosted_zone_id.clone();
     assert!(dns_points_at(&zone, "use1").await);
 
+    // Objects for the kube-state-metrics check: each metric must resolve on one of them.
+    let mut observed = Vec::new();
     for (step_name, target, source) in [("go", "usw2", "use1"), ("back", "use1", "usw2")] {
         let name = &format!("{sc}-{step_name}");
         if step_name == "back" {
@@ -364,21 +404,54 @@ async fn planned_failover_and_failback() {
             &failover(name, &sc, target, FailoverMode::Planned, false),
         )
         .await;
+        if step_name == "back" {
+            // A failback waits for approval (the plan's default), changing nothing.
+            let awaiting = wait_phase(&client, &ns, name, FailoverPhase::AwaitingApproval).await;
+            let approval = awaiting
+                .status
+                .as_ref()
+                .and_then(|s| s.approval.clone())
+                .expect("approval status");
+            assert_eq!(
+                approval.reason,
+                "failback to use1 (active before the last failover)"
+            );
+            assert!(approval.deadline.is_some());
+            let message = assert_health("health-failover.lua", &awaiting, "Suspended");
+            assert!(
+                message.contains(&format!("drover approve {name} -n {ns}")),
+                "{message}"
+            );
+            assert_eq!(step(&awaiting, "Preflight").state, StepState::Succeeded);
+            assert_eq!(step(&awaiting, "Fence").state, StepState::Pending);
+            assert_eq!(delta(&before, &mutating_calls()), expected(&[]));
+            approve(&client, &ns, name).await;
+        }
         let fo = wait_terminal(&client, &ns, name, Duration::from_secs(120)).await;
         stop.store(true, Ordering::Release);
         let (both, samples) = sampler.await.expect("sampler");
         let status = fo.status.clone().expect("status");
         assert_phase(&fo, FailoverPhase::Succeeded);
+        if step_name == "back" {
+            let approval = status.approval.clone().expect("approval recorded");
+            assert_eq!(
+                approval.decision,
+                Some(drover::api::ApprovalDecision::Approved)
+            );
+            assert_eq!(approval.decided_by.as_deref(), Some("e2e-admin"));
+            assert!(approval.decided_at.is_some() && approval.seen_at.is_some());
+        } else {
+            assert!(status.approval.is_none(), "{}", describe(&fo));
+        }
         assert!(!both, "singleton ran in both regions ({samples} samples)");
         assert!(samples > 10, "only {samples} samples");
         for st in &status.steps {
-            assert_eq!(
-                st.state,
-                StepState::Succeeded,
-                "{}: {:?}",
-                st.name,
-                st.message
-            );
+            let expected = if st.name == "Approval" && step_name == "go" {
+                StepState::Skipped
+            } else {
+                StepState::Succeeded
+            };
+            assert_eq!(st.state, expected, "{}: {:?}", st.name, st.message);
         }
         let rto = status
             .timings
@@ -398,13 +471,11 @@ async fn planned_failover_and_failback() {
         let plan = plans.get(&sc).await.expect("plan");
         assert_health("health-failover.lua", &fo, "Healthy");
         assert_health("health-plan.lua", &plan, "Healthy");
-        assert_ksm_paths_resolve(&[
-            (
-                "DisasterRecoveryPlan",
-                serde_json::to_value(&plan).expect("json"),
-            ),
-            ("Failover", serde_json::to_value(&fo).expect("json")),
-        ]);
+        observed.push((
+            "DisasterRecoveryPlan",
+            serde_json::to_value(&plan).expect("json"),
+        ));
+        observed.push(("Failover", serde_json::to_value(&fo).expect("json")));
         let plan_status = plan.status.expect("plan status");
         assert_eq!(plan_status.active_region.as_deref(), Some(target));
         assert_eq!(
@@ -425,7 +496,7 @@ async fn planned_failover_and_failback() {
                 .filter(|e| {
                     e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
                 })
-                .filter(|e| e.reason.as_deref() == Some("StepSucceeded"))
+                .filter(|e| matches!(e.reason.as_deref(), Some("StepSucceeded" | "StepSkipped")))
                 .filter_map(|e| e.note.clone())
                 .collect();
             status
@@ -450,6 +521,7 @@ async fn planned_failover_and_failback() {
             counts(false).into_iter().map(|(k, v)| (k, v.0)).collect();
         assert_eq!(old, standby);
     }
+    assert_ksm_paths_resolve(&observed);
     let metric = |name: &str, labels: &str| op.metric_with(name, labels).unwrap_or(0.0);
     assert_eq!(
         metric(
@@ -1378,13 +1450,14 @@ async fn three_regions_there_and_back() {
     );
 
     seed(&[&sc, "use1", "--rebuild-replica", "--source", "euw1"]);
-    let fo = run_failover(
+    create(
         &client,
         &ns,
-        failover("back", &sc, "use1", FailoverMode::Planned, false),
-        120,
+        &failover("back", &sc, "use1", FailoverMode::Planned, false),
     )
     .await;
+    approve(&client, &ns, "back").await;
+    let fo = wait_terminal(&client, &ns, "back", Duration::from_secs(120)).await;
     assert_phase(&fo, FailoverPhase::Succeeded);
     assert_eq!(replicas("use1", &sc).await, counts(true));
     assert_eq!(replicas("euw1", &sc).await, counts(false));
@@ -1678,6 +1751,7 @@ async fn plan_edit_and_deletion_mid_flight() {
         &failover("orphaned", &sc, "use1", FailoverMode::Planned, false),
     )
     .await;
+    approve(&client, &ns, "orphaned").await;
     wait_step(&client, &ns, "orphaned", "PromoteDatabases").await;
     plans
         .delete(&sc, &Default::default())

@@ -289,3 +289,196 @@ async fn cli_drives_and_reports_a_failover() {
     );
     assert!(Path::new(&plugin).exists());
 }
+
+/// Applies the people's roles (`config/rbac/user_roles.yaml`) and binds `user` to `role`
+/// in `ns`.
+async fn bind_user_role(client: &kube::Client, ns: &str, user: &str, role: &str) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+    use kube::api::{Patch, PatchParams};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/rbac/user_roles.yaml"
+    ))
+    .expect("user roles");
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let role: ClusterRole = serde::Deserialize::deserialize(doc).expect("ClusterRole");
+        let name = role.metadata.name.clone().expect("named");
+        roles
+            .patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&role),
+            )
+            .await
+            .expect("apply ClusterRole");
+    }
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": format!("{user}-{role}"), "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .expect("RoleBinding");
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create RoleBinding");
+}
+
+/// Section 1 of the DR lifecycle on the bed: a failback waits for approval; a user who may
+/// request failovers may not approve them; the wait expires to Rejected, a rejection ends
+/// it Rejected, and an approval by the approver role lets it run. Nothing changes before.
+#[tokio::test]
+async fn failback_needs_approval_from_the_approver_role() {
+    let (scenario, _op) = Scenario::start("approval", &[], &[], 15).await;
+    let (client, ns, sc) = scenario.parts();
+    bind_user_role(&client, &ns, "alice-requester", "drover-failover-requester").await;
+    bind_user_role(&client, &ns, "bob-approver", "drover-failover-approver").await;
+    let as_user = |user: &str| {
+        let user = user.to_string();
+        DerivedKubeconfig::write(&unique(&user), move |config| {
+            config["users"][0]["user"]["as"] = user.into();
+        })
+    };
+    let requester = as_user("alice-requester");
+    let approver = as_user("bob-approver");
+    let run = |kubeconfig: &DerivedKubeconfig, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.splice(
+            1..1,
+            ["--kubeconfig", kubeconfig.0.to_str().unwrap_or_default()],
+        );
+        drover(&all)
+    };
+
+    let out = run(
+        &requester,
+        &[
+            "failover", "-n", &ns, "--plan", &sc, "--to", "usw2", "--watch",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    seed(&[&sc, "use1", "--rebuild-replica"]);
+    // A short wait, so that the expiry is seen here.
+    let plans: Api<drover::api::DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
+    plans
+        .patch(
+            &sc,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"approval": {"timeout": "6s"}}})),
+        )
+        .await
+        .expect("plan patched");
+
+    let failback = |name: &str| {
+        let mut fo = failover(name, &sc, "use1", FailoverMode::Planned, false);
+        fo.metadata.namespace = Some(ns.clone());
+        fo
+    };
+    let failovers: Api<drover::api::Failover> = Api::namespaced(client.clone(), &ns);
+    let mut outcomes = Vec::new();
+    for (name, decision) in [
+        ("expires", None),
+        ("rejected", Some("reject")),
+        ("approved", Some("approve")),
+    ] {
+        let before = mutating_calls();
+        failovers
+            .create(&PostParams::default(), &failback(name))
+            .await
+            .expect("failback created");
+        wait_phase(&client, &ns, name, FailoverPhase::AwaitingApproval).await;
+        // The requester may not decide.
+        let out = run(&requester, &["approve", name, "-n", &ns]);
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "error: not allowed to approve or reject failovers in namespace {ns}"
+            )) && stderr.contains("failoverapprovals"),
+            "{stderr}"
+        );
+        match decision {
+            Some("reject") => {
+                let out = run(
+                    &approver,
+                    &["reject", name, "-n", &ns, "--reason", "use1 is not ready"],
+                );
+                assert!(out.status.success(), "{}", text(&out.stderr));
+                assert!(
+                    text(&out.stdout).contains("rejected by bob-approver"),
+                    "{}",
+                    text(&out.stdout)
+                );
+            }
+            Some(_) => {
+                let out = run(&approver, &["approve", name, "-n", &ns]);
+                assert!(out.status.success(), "{}", text(&out.stderr));
+                assert!(
+                    text(&out.stdout).contains("approved by bob-approver"),
+                    "{}",
+                    text(&out.stdout)
+                );
+                // A second decision is refused, naming the first.
+                let again = run(
+                    &approver,
+                    &["reject", name, "-n", &ns, "--reason", "too late"],
+                );
+                assert!(!again.status.success());
+            }
+            None => {}
+        }
+        let fo = wait_terminal(&client, &ns, name, Duration::from_secs(120)).await;
+        let approval = fo
+            .status
+            .as_ref()
+            .and_then(|s| s.approval.clone())
+            .expect("approval");
+        outcomes.push((
+            name,
+            fo.status.as_ref().and_then(|s| s.phase),
+            approval.message.clone(),
+        ));
+        if decision != Some("approve") {
+            assert_eq!(
+                delta(&before, &mutating_calls()),
+                expected(&[]),
+                "{name} changed nothing"
+            );
+        } else {
+            assert_eq!(approval.decided_by.as_deref(), Some("bob-approver"));
+            assert!(
+                approval
+                    .identity
+                    .as_deref()
+                    .is_some_and(|i| i.contains("kubeconfig user name (the client's claim)")),
+                "{approval:?}"
+            );
+        }
+    }
+    assert_eq!(outcomes[0].1, Some(FailoverPhase::Rejected));
+    assert!(
+        outcomes[0]
+            .2
+            .as_deref()
+            .is_some_and(|m| m.starts_with("not approved within 6s")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1].1, Some(FailoverPhase::Rejected));
+    assert_eq!(
+        outcomes[1].2.as_deref(),
+        Some("rejected by bob-approver: use1 is not ready")
+    );
+    assert_eq!(
+        outcomes[2].1,
+        Some(FailoverPhase::Succeeded),
+        "{outcomes:?}"
+    );
+    let plan = plans.get(&sc).await.expect("plan");
+    assert_eq!(
+        plan.status.and_then(|s| s.active_region).as_deref(),
+        Some("use1")
+    );
+}

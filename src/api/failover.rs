@@ -69,6 +69,9 @@ pub enum FailoverPhase {
     Pending,
     /// Steps are running.
     Running,
+    /// Preflight done; waits for `drover approve` (or a FailoverApproval) before it changes
+    /// anything. Rejected when the deadline passes.
+    AwaitingApproval,
     /// The target region is active.
     Succeeded,
     /// A step failed for good; see the steps and conditions.
@@ -80,6 +83,11 @@ pub enum FailoverPhase {
 }
 
 impl FailoverPhase {
+    /// Admitted and not over: the failover holds its plan.
+    pub fn is_admitted(self) -> bool {
+        matches!(self, Self::Running | Self::AwaitingApproval)
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -185,10 +193,64 @@ pub struct FailoverStatus {
     /// What the failover does (DryRun) or did, in order.
     #[serde(default)]
     pub planned_actions: Vec<String>,
+    /// Whether the failover needs approval, and the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalStatus>,
     /// Writers and singletons ("namespace/name") an Unplanned Fence step could not scale
     /// to 0; they become pending fences on the plan when the failover succeeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unfenced_workloads: Vec<String>,
+}
+
+/// The approval a failover needs, and what was decided.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalStatus {
+    /// Why approval is needed, e.g. "failback to use1".
+    pub reason: String,
+    /// When the failover is Rejected unless approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<MicroTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_decision")]
+    pub decision: Option<ApprovalDecision>,
+    /// Who decided, as the FailoverApproval names them (see `identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// How far `decidedBy` can be trusted, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// When the decision was made: the FailoverApproval's creation time, set by the API
+    /// server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<MicroTime>,
+    /// When Drover saw the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_at: Option<MicroTime>,
+    /// The FailoverApproval that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ref: Option<String>,
+    /// The reason given with a rejection, or why the wait ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `Option<ApprovalDecision>` as a nullable string enum: schemars lists `null` among the
+/// enum values, which a structural CRD schema may not.
+fn optional_decision(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Approved or Rejected, once decided.",
+        "type": "string",
+        "enum": ["Approved", "Rejected"],
+        "nullable": true,
+    })
+}
+
+/// Approved or Rejected, once decided.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ApprovalDecision {
+    Approved,
+    Rejected,
 }
 
 /// How far a database's promotion got. Requesting is written before the call, so a

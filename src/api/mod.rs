@@ -1,8 +1,10 @@
 //! The `drover.io/v1alpha1` API.
 
+mod approval;
 mod failover;
 mod plan;
 
+pub use approval::*;
 pub use failover::*;
 pub use plan::*;
 
@@ -14,11 +16,23 @@ use kube::CustomResourceExt;
 /// Message of the CRD rule that keeps a Failover's spec immutable.
 pub const SPEC_IMMUTABLE_MESSAGE: &str = "Failover spec is immutable; create a new Failover";
 
+/// Message of the CRD rule that keeps a FailoverApproval's decision immutable.
+pub const APPROVAL_IMMUTABLE_MESSAGE: &str =
+    "FailoverApproval spec is immutable: the first decision stands";
+
 /// The CRDs of this API, as installed. The Failover spec carries a CEL immutability rule;
 /// servers without CEL (before 1.25) drop it, so the controller checks as well.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut failover = Failover::crd();
-    for version in &mut failover.spec.versions {
+    let mut approval = FailoverApproval::crd();
+    immutable_spec(&mut failover, SPEC_IMMUTABLE_MESSAGE);
+    immutable_spec(&mut approval, APPROVAL_IMMUTABLE_MESSAGE);
+    vec![DisasterRecoveryPlan::crd(), failover, approval]
+}
+
+/// Adds the CEL rule that keeps a kind's spec immutable.
+fn immutable_spec(crd: &mut CustomResourceDefinition, message: &str) {
+    for version in &mut crd.spec.versions {
         let spec_schema = version
             .schema
             .as_mut()
@@ -28,12 +42,11 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         if let Some(spec_schema) = spec_schema {
             spec_schema.x_kubernetes_validations = Some(vec![ValidationRule {
                 rule: "self == oldSelf".into(),
-                message: Some(SPEC_IMMUTABLE_MESSAGE.into()),
+                message: Some(message.into()),
                 ..Default::default()
             }]);
         }
     }
-    vec![DisasterRecoveryPlan::crd(), failover]
 }
 
 /// The CRDs as one multi-document YAML stream, as committed under `crds/`.
@@ -71,6 +84,14 @@ mod tests {
         ] {
             assert!(committed == generated, "{path} is stale; run `make crds`");
         }
+    }
+
+    /// A structural schema may not list `null` among enum values (Kubernetes refuses the
+    /// CRD); schemars does so for an `Option` of an enum it inlines.
+    #[test]
+    fn no_enum_lists_null() {
+        let yaml = crds_yaml().expect("renders");
+        assert!(!yaml.contains("- null"), "an enum lists null");
     }
 
     #[test]

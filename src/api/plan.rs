@@ -48,6 +48,56 @@ pub struct DisasterRecoveryPlanSpec {
     /// when that region answers again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fencing: Option<FencingSpec>,
+    /// Which failovers wait for a person's approval before they change anything. By
+    /// default only a failback does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalPolicy>,
+}
+
+/// Which failovers need approval (`drover approve`) before any side effect.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalPolicy {
+    /// A failover back to the region that was active before the last failover (default
+    /// true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback: Option<bool>,
+    /// Every Planned failover (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<bool>,
+    /// Failovers Drover starts by itself on health signals (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic: Option<bool>,
+    /// How long a failover waits for approval before it is Rejected (default 1h, at most
+    /// 7d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// The default for `approval.timeout`.
+pub const DEFAULT_APPROVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl ApprovalPolicy {
+    pub fn failback(&self) -> bool {
+        self.failback.unwrap_or(true)
+    }
+
+    pub fn planned(&self) -> bool {
+        self.planned.unwrap_or(false)
+    }
+
+    pub fn automatic(&self) -> bool {
+        self.automatic.unwrap_or(false)
+    }
+
+    /// The wait for approval, or its default when unset or invalid (validation reports
+    /// invalid values).
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
+            .as_deref()
+            .and_then(|v| crate::validate::parse_timeout(v).ok())
+            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT)
+    }
 }
 
 /// How a returning region is fenced.
@@ -349,6 +399,10 @@ pub struct DisasterRecoveryPlanStatus {
     /// The region currently serving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_region: Option<String>,
+    /// The region that was active before the last failover: a failover to it is a
+    /// failback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_active_region: Option<String>,
     /// Readiness of each region's cluster.
     #[serde(default)]
     pub regions: Vec<RegionStatus>,

@@ -13,12 +13,14 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::api::{ApprovalDecision, ApprovalStatus};
 use crate::api::{
     DataLossEstimate, DatabaseLag, DatabaseProgress, DatabaseState, DisasterRecoveryPlan,
     DisasterRecoveryPlanSpec, DnsChange, Failover, FailoverMode, FailoverPhase, FailoverStatus,
     FailoverTimings, PendingFence, PlanSnapshot, StepState, StepStatus,
 };
 use crate::conditions::{self, DesiredCondition};
+use crate::engine::approval::{self, ApprovalSeen};
 use crate::engine::dns::{RecordChange, RecordSet};
 use crate::engine::lag::{self, Lag, LagReading};
 use crate::engine::{
@@ -69,7 +71,7 @@ pub struct StepRule {
 
 /// The failover, as data. WarmUp and PromoteDatabases both follow Fence, so they run in
 /// parallel; the first database promotion is the point of no return.
-pub const STEPS: [StepRule; 8] = [
+pub const STEPS: [StepRule; 9] = [
     StepRule {
         step: Step::Admission,
         after: &[],
@@ -85,8 +87,17 @@ pub const STEPS: [StepRule; 8] = [
         old_region_down: OldRegionDown::Wait,
     },
     StepRule {
-        step: Step::Fence,
+        step: Step::Approval,
         after: &[Step::Preflight],
+        dry_run: false,
+        // A rejection or an expired wait ends Rejected; a failed preflight re-check after
+        // approval ends Failed. Either way nothing was changed.
+        on_failure: OnFailure::Fail,
+        old_region_down: OldRegionDown::NotUsed,
+    },
+    StepRule {
+        step: Step::Fence,
+        after: &[Step::Approval],
         dry_run: false,
         on_failure: OnFailure::RollBackOrRetry,
         old_region_down: OldRegionDown::SkipIfUnplanned,
@@ -134,6 +145,16 @@ pub fn rule(step: Step) -> &'static StepRule {
         .iter()
         .find(|r| r.step == step)
         .unwrap_or(&STEPS[STEPS.len() - 1])
+}
+
+/// How often a failover awaiting approval looks for a decision when no watch event wakes it.
+const APPROVAL_POLL: Duration = Duration::from_secs(30);
+
+/// Time left until `deadline`; zero once it passed.
+fn deadline_left(now: SystemTime, deadline: &MicroTime) -> Duration {
+    SystemTime::from(deadline.0)
+        .duration_since(now)
+        .unwrap_or_default()
 }
 
 /// A rollback must finish within this, counted from the failure that started it.
@@ -235,6 +256,8 @@ pub struct World {
     /// Targets the previous pass scaled successfully: every decision of this pass waits a
     /// poll before scaling them again.
     pub scaled_last_pass: Vec<ScaleTarget>,
+    /// The namespace's FailoverApprovals, when read (None: not read, or the read failed).
+    pub approvals: Option<Vec<ApprovalSeen>>,
 }
 
 /// What a pass should observe.
@@ -250,6 +273,7 @@ pub struct Wants {
     pub databases: Vec<String>,
     pub zones: Vec<String>,
     pub changes: Vec<String>,
+    pub approvals: bool,
 }
 
 // ---- Effects --------------------------------------------------------------------------------
@@ -384,6 +408,10 @@ fn step_of(status: &FailoverStatus, step: Step) -> Option<&StepStatus> {
 }
 
 fn state_of(status: &FailoverStatus, step: Step) -> Option<StepState> {
+    // Admitted by a version without the Approval step: it had none to wait for.
+    if step == Step::Approval && !status.steps.is_empty() && step_of(status, step).is_none() {
+        return Some(StepState::Skipped);
+    }
     step_of(status, step).map(|s| s.state)
 }
 
@@ -416,7 +444,7 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
     let mut w = Wants::default();
     match status.phase {
         Some(p) if p.is_terminal() => return w,
-        Some(FailoverPhase::Running) => {}
+        Some(p) if p.is_admitted() => {}
         _ => {
             w.siblings = true;
             return w;
@@ -441,6 +469,17 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                     w.ahead.extend(engine::fence_targets(spec, &source));
                 }
             }
+            Step::Approval => match status.approval.as_ref().map(|a| a.decision) {
+                // Approved: the preflight is made again before anything changes.
+                Some(Some(ApprovalDecision::Approved)) => {
+                    w.preflight = true;
+                    if fo.spec.mode == FailoverMode::Planned {
+                        w.ahead.extend(engine::fence_targets(spec, &source));
+                    }
+                }
+                Some(None) => w.approvals = true,
+                _ => {}
+            },
             Step::Fence => {
                 w.workloads.extend(engine::fence_targets(spec, &source));
                 if fo.spec.mode == FailoverMode::Planned && status.fenced_at.is_some() {
@@ -541,6 +580,8 @@ enum StepOutcome {
     Wait(Duration),
     Done(StepState, String),
     Failed(String),
+    /// The failover is refused before it changed anything: it ends Rejected.
+    Rejected(String),
 }
 
 /// Progress of a set of scale targets in one pass.
@@ -595,7 +636,7 @@ pub fn decide(input: &Input) -> Decision {
     };
     match m.status.phase {
         Some(p) if p.is_terminal() => {}
-        Some(FailoverPhase::Running) => m.run(),
+        Some(p) if p.is_admitted() => m.run(),
         _ => m.admit(),
     }
     let mut requeue = m.requeue;
@@ -772,6 +813,11 @@ impl Machine<'_> {
                     });
                     self.status.source_region = Some(source_region.clone());
                     self.status.admitted_spec = Some(fo.spec.clone());
+                    self.status.approval =
+                        approval::needed(self.input.plan, fo).map(|reason| ApprovalStatus {
+                            reason,
+                            ..Default::default()
+                        });
                     self.status.steps = steps;
                     self.status.planned_actions = engine::planned_actions(
                         self.spec,
@@ -843,6 +889,10 @@ impl Machine<'_> {
             match self.run_step(step) {
                 StepOutcome::Wait(d) => self.wait(d),
                 StepOutcome::Done(state, message) => self.finish_step(step, state, message),
+                StepOutcome::Rejected(message) => {
+                    self.finish_step(step, StepState::Failed, message.clone());
+                    failures.push((OnFailure::Reject, message));
+                }
                 StepOutcome::Failed(message) => {
                     self.finish_step(step, StepState::Failed, message.clone());
                     let policy = match rule.on_failure {
@@ -920,6 +970,8 @@ impl Machine<'_> {
             self.status.rolling_back = Some(message);
             self.status.rollback_started_at = Some(stamp(self.now()));
             self.wait(Duration::ZERO);
+        } else if policy == OnFailure::Reject {
+            self.finish(FailoverPhase::Rejected, message);
         } else {
             self.finish(FailoverPhase::Failed, message);
         }
@@ -1036,6 +1088,7 @@ impl Machine<'_> {
         match step {
             Step::Admission => StepOutcome::Done(StepState::Succeeded, "admitted".into()),
             Step::Preflight => self.preflight(),
+            Step::Approval => self.approval(),
             Step::Fence
                 if self.mode() == FailoverMode::Unplanned
                     && rule(Step::Fence).old_region_down == OldRegionDown::SkipIfUnplanned =>
@@ -1056,22 +1109,174 @@ impl Machine<'_> {
     // ---- Preflight ----------------------------------------------------------------------
 
     fn preflight(&mut self) -> StepOutcome {
+        let waited = self.waited(Step::Preflight);
+        self.judge_preflight(Step::Preflight, waited)
+            .map_or_else(StepOutcome::Wait, |failures| {
+                if failures.is_empty() {
+                    StepOutcome::Done(StepState::Succeeded, "all checks passed".into())
+                } else {
+                    StepOutcome::Failed(format!("preflight failed: {}", failures.join("; ")))
+                }
+            })
+    }
+
+    /// The preflight's failures, or how long to wait when it is not answered yet (checks
+    /// that could not be made are retried until the preflight deadline, counted from
+    /// `waited`).
+    fn judge_preflight(&mut self, step: Step, waited: Duration) -> Result<Vec<String>, Duration> {
         let Some(seen) = self.input.world.preflight.clone() else {
-            return StepOutcome::Wait(Duration::ZERO);
+            return Err(Duration::ZERO);
         };
-        if !seen.unanswered.is_empty() && !self.overdue(Step::Preflight) {
+        let deadline = step_timeout(self.spec, Step::Preflight, self.mode());
+        if !seen.unanswered.is_empty() && waited < deadline {
             for _ in &seen.unanswered {
-                self.transient(Step::Preflight);
+                self.transient(step);
             }
-            return StepOutcome::Wait(self.poll(Step::Preflight));
+            return Err(poll_delay(waited));
         }
         let failures: Vec<String> = seen.problems.into_iter().chain(seen.unanswered).collect();
         self.status.preflight_failures = failures.clone();
-        if failures.is_empty() {
-            StepOutcome::Done(StepState::Succeeded, "all checks passed".into())
-        } else {
-            StepOutcome::Failed(format!("preflight failed: {}", failures.join("; ")))
+        Ok(failures)
+    }
+
+    // ---- Approval -----------------------------------------------------------------------
+
+    /// Waits for a FailoverApproval when admission found one needed. Nothing is changed
+    /// before it: the steps that act all follow this one. Once approved, the preflight is
+    /// made again, because the wait may have been long.
+    fn approval(&mut self) -> StepOutcome {
+        let Some(mut approval) = self.status.approval.clone() else {
+            return StepOutcome::Done(StepState::Skipped, "no approval required".into());
+        };
+        let outcome = match approval.decision {
+            None => self.await_decision(&mut approval),
+            Some(ApprovalDecision::Approved) => {
+                let seen_at = approval.seen_at.as_ref().map(|t| since(self.now(), t));
+                match self.judge_preflight(Step::Approval, seen_at.unwrap_or_default()) {
+                    Err(wait) => StepOutcome::Wait(wait),
+                    Ok(failures) if failures.is_empty() => StepOutcome::Done(
+                        StepState::Succeeded,
+                        format!(
+                            "approved by {}; preflight made again: all checks passed",
+                            approval
+                                .decided_by
+                                .as_deref()
+                                .unwrap_or("an unnamed approver")
+                        ),
+                    ),
+                    Ok(failures) => StepOutcome::Failed(format!(
+                        "approved, but the preflight made again failed: {}",
+                        failures.join("; ")
+                    )),
+                }
+            }
+            Some(ApprovalDecision::Rejected) => StepOutcome::Rejected(
+                approval
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "rejected".into()),
+            ),
+        };
+        self.status.approval = Some(approval);
+        outcome
+    }
+
+    fn await_decision(&mut self, approval: &mut ApprovalStatus) -> StepOutcome {
+        let timeout = step_timeout(self.spec, Step::Approval, self.mode());
+        let deadline = match &approval.deadline {
+            Some(d) => d.clone(),
+            None => {
+                let d = stamp(self.now() + timeout);
+                approval.deadline = Some(d.clone());
+                d
+            }
+        };
+        let fo = self.input.failover;
+        let name = fo.metadata.name.clone().unwrap_or_default();
+        let found = self
+            .input
+            .world
+            .approvals
+            .as_deref()
+            .map(|all| approval::decision(all, fo));
+        if let Some((Some(decided), _)) = found {
+            approval.decided_by = decided.approver.clone();
+            approval.identity = Some(decided.identity());
+            approval.decided_at = decided.created.map(stamp);
+            approval.approval_ref = Some(decided.name.clone());
+            approval.seen_at = Some(stamp(self.now()));
+            let who = decided
+                .approver
+                .clone()
+                .unwrap_or_else(|| "an unnamed approver".into());
+            if decided.choice == crate::api::ApprovalChoice::Approve {
+                approval.decision = Some(ApprovalDecision::Approved);
+                self.status.phase = Some(FailoverPhase::Running);
+                self.mark_admitted(FailoverPhase::Running);
+                self.note(
+                    false,
+                    "Approved",
+                    "Approve",
+                    format!(
+                        "approved by {who} (FailoverApproval {}); {}",
+                        decided.name,
+                        approval.identity.clone().unwrap_or_default()
+                    ),
+                );
+                // The preflight is made again in the next decision.
+                return StepOutcome::Wait(Duration::ZERO);
+            }
+            let message = format!(
+                "rejected by {who}: {}",
+                decided.reason.as_deref().unwrap_or("no reason given")
+            );
+            approval.decision = Some(ApprovalDecision::Rejected);
+            approval.message = Some(message.clone());
+            return StepOutcome::Rejected(message);
         }
+        let left = deadline_left(self.now(), &deadline);
+        if left.is_zero() {
+            let message = format!(
+                "not approved within {} (deadline {})",
+                humantime::format_duration(timeout),
+                deadline.0
+            );
+            approval.message = Some(message.clone());
+            return StepOutcome::Rejected(message);
+        }
+        if self.status.phase != Some(FailoverPhase::AwaitingApproval) {
+            self.status.phase = Some(FailoverPhase::AwaitingApproval);
+            self.mark_admitted(FailoverPhase::AwaitingApproval);
+            let ns = fo.metadata.namespace.clone().unwrap_or_default();
+            self.note(
+                false,
+                "AwaitingApproval",
+                "Approve",
+                format!(
+                    "{}; approve with `drover approve {name} -n {ns}` or reject with \
+                     `drover reject {name} -n {ns} --reason ...` before {}",
+                    approval.reason, deadline.0
+                ),
+            );
+        }
+        if let Some((None, edited)) = found.filter(|(_, edited)| !edited.is_empty()) {
+            approval.message = Some(format!(
+                "ignored FailoverApproval {}: edited after creation",
+                edited.join(", ")
+            ));
+        }
+        // A new FailoverApproval wakes the controller at once; this is the fallback.
+        StepOutcome::Wait(left.min(APPROVAL_POLL))
+    }
+
+    /// Records the admitted failover's phase on the plan, for its `lastFailover`.
+    fn mark_admitted(&mut self, phase: FailoverPhase) {
+        self.plan = Some(PlanMark {
+            phase,
+            active_region: None,
+            fences: Vec::new(),
+            withdraw_own_fences: false,
+        });
     }
 
     // ---- Scaling ------------------------------------------------------------------------
@@ -1919,7 +2124,8 @@ impl Machine<'_> {
     /// terminal phase is written, because a terminal Failover is never run again.
     fn finish(&mut self, phase: FailoverPhase, message: String) {
         let now = self.now();
-        if phase != FailoverPhase::Rejected {
+        // Rejected at admission, the failover never held the plan: its record is not ours.
+        if phase != FailoverPhase::Rejected || self.status.plan_snapshot.is_some() {
             let moved = phase == FailoverPhase::Succeeded && self.mode() != FailoverMode::DryRun;
             let fences = if moved {
                 self.fences_for_plan()

@@ -9,6 +9,7 @@ use crate::api::{
 };
 use crate::validate::{self, parse_timeout};
 
+pub mod approval;
 pub mod dns;
 pub mod fence;
 pub mod lag;
@@ -59,6 +60,8 @@ pub struct WorkloadState {
 pub enum Step {
     Admission,
     Preflight,
+    /// Waits for a person's decision when the plan requires one; skipped otherwise.
+    Approval,
     Fence,
     WarmUp,
     PromoteDatabases,
@@ -68,9 +71,10 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::Admission,
         Step::Preflight,
+        Step::Approval,
         Step::Fence,
         Step::WarmUp,
         Step::PromoteDatabases,
@@ -83,6 +87,7 @@ impl Step {
         match self {
             Step::Admission => "Admission",
             Step::Preflight => "Preflight",
+            Step::Approval => "Approval",
             Step::Fence => "Fence",
             Step::WarmUp => "WarmUp",
             Step::PromoteDatabases => "PromoteDatabases",
@@ -161,17 +166,27 @@ pub fn admit(plan: &DisasterRecoveryPlan, fo: &Failover, siblings: &[Failover]) 
         other.metadata.name != fo.metadata.name
             && other.spec.plan_ref == fo.spec.plan_ref
             && match other.status.as_ref().and_then(|s| s.phase) {
-                Some(FailoverPhase::Running) => true,
+                Some(p) if p.is_admitted() => true,
                 None | Some(FailoverPhase::Pending) => runs_before(other, fo),
                 Some(_) => false,
             }
     });
     if let Some(other) = running {
-        return Admission::Reject(format!(
-            "failover {} is already running for plan {}",
-            other.metadata.name.as_deref().unwrap_or("?"),
-            fo.spec.plan_ref
-        ));
+        let name = other.metadata.name.as_deref().unwrap_or("?");
+        let awaiting =
+            other.status.as_ref().and_then(|s| s.phase) == Some(FailoverPhase::AwaitingApproval);
+        return Admission::Reject(if awaiting {
+            format!(
+                "failover {name} of plan {} awaits approval; reject it first (drover reject \
+                 {name} --reason ...)",
+                fo.spec.plan_ref
+            )
+        } else {
+            format!(
+                "failover {name} is already running for plan {}",
+                fo.spec.plan_ref
+            )
+        });
     }
     let Some(source) = active_region(plan) else {
         return Admission::Reject(format!("plan {} has no active region", fo.spec.plan_ref));
@@ -411,6 +426,9 @@ pub fn step_timeout(spec: &DisasterRecoveryPlanSpec, step: Step, mode: FailoverM
         Step::WarmUp | Step::Verify => (t.warm_up, 600),
         Step::SwitchDns => (t.dns, 300),
         Step::Admission | Step::Complete => (None, 30),
+        Step::Approval => {
+            return spec.approval.clone().unwrap_or_default().timeout();
+        }
     };
     let configured = value
         .and_then(|v| parse_timeout(&v).ok())

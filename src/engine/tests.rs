@@ -56,10 +56,10 @@ fn steps_by_mode() {
         let steps = steps_for(mode);
         assert_eq!(steps.first(), Some(&Step::Admission));
         assert_eq!(steps.last(), Some(&Step::Complete));
-        assert_eq!(steps.len(), 8);
+        assert_eq!(steps.len(), 9);
     }
     let names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
-    assert_eq!(names[4], "PromoteDatabases");
+    assert_eq!(names[5], "PromoteDatabases");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::api::{DatabaseState, Failover, FailoverStatus, WorkloadSpec};
+use crate::api::{DatabaseState, Failover, FailoverApproval, FailoverStatus, WorkloadSpec};
 use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::engine::dns::{ChangeAction, RecordChange};
@@ -109,6 +109,8 @@ pub struct World {
     /// How long RDS describe keeps showing an instance as before its promotion call.
     pub describe_lag: Duration,
     pub db_count: usize,
+    /// FailoverApprovals created so far, with when.
+    pub approvals: Vec<(Instant, FailoverApproval)>,
 }
 
 pub type Shared = Arc<Mutex<World>>;
@@ -749,6 +751,13 @@ impl StatusStore for FakeStore {
     }
 
     async fn publish(&self, _: &Failover, _: EventType, _: &str, _: &str, _: String) {}
+
+    async fn approvals(&self) -> Result<Vec<FailoverApproval>, kube::Error> {
+        let transient = |m: String| api_error(500, m);
+        effect!(&self.0, None, transient, transient, |w| {
+            Ok(w.approvals.iter().map(|(_, a)| a.clone()).collect())
+        })
+    }
 }
 
 /// One leader's view of the lease: valid while the world's epoch is the one it started in.

@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::api::{
-    DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverMode, FailoverPhase,
-    FailoverSpec, FailoverStatus,
+    ApprovalChoice, DisasterRecoveryPlan, DisasterRecoveryPlanStatus, Failover, FailoverApproval,
+    FailoverApprovalSpec, FailoverMode, FailoverPhase, FailoverSpec, FailoverStatus,
 };
 use crate::engine::dns::{ChangeAction, zone_changes};
 use crate::engine::machine::EffectResult;
@@ -60,6 +60,17 @@ struct Scenario {
     max_data_loss: Option<u32>,
     fault_rate: f64,
     loss_rate: f64,
+    /// A failback that needs approval, and what the approver does.
+    approval: Option<ApprovalScript>,
+}
+
+/// What the approver of a failback does, and after how long (virtual ms).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ApprovalScript {
+    Approve(u64),
+    Reject(u64),
+    /// Nobody decides: the wait expires.
+    Never,
 }
 
 impl Scenario {
@@ -107,6 +118,12 @@ impl Scenario {
             max_data_loss,
             fault_rate: [0.0, 0.03, 0.1][rng.usize(0..3)],
             loss_rate: [0.0, 0.1, 0.3][rng.usize(0..3)],
+            approval: match rng.u8(0..8) {
+                0 => Some(ApprovalScript::Approve(rng.u64(0..30_000))),
+                1 => Some(ApprovalScript::Reject(rng.u64(0..30_000))),
+                2 => Some(ApprovalScript::Never),
+                _ => None,
+            },
         }
     }
 
@@ -175,6 +192,7 @@ impl Scenario {
         }
         y += "  objectives: {rto: 5m, rpo: 30s, maxLagAge: 2m}\n";
         y += "  timeouts: {preflight: 10s, fence: 30s, promotion: 60s, warmUp: 30s, dns: 30s}\n";
+        y += "  approval: {timeout: 20s}\n";
         serde_yaml::from_str(&y).unwrap_or_else(|e| panic!("sim plan: {e}\n{y}"))
     }
 
@@ -311,7 +329,41 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         gate_max: sc.gate_max(),
         describe_lag,
         db_count: sc.aurora.len(),
+        approvals: Vec::new(),
     }
+}
+
+/// The approver: decides once, after the scripted delay.
+async fn approver(w: Shared, script: ApprovalScript) {
+    let (choice, after) = match script {
+        ApprovalScript::Approve(ms) => (ApprovalChoice::Approve, ms),
+        ApprovalScript::Reject(ms) => (ApprovalChoice::Reject, ms),
+        ApprovalScript::Never => return,
+    };
+    tokio::time::sleep(Duration::from_millis(after)).await;
+    let mut approval = FailoverApproval::new(
+        "fo",
+        FailoverApprovalSpec {
+            failover_ref: "fo".into(),
+            failover_uid: None,
+            decision: choice,
+            approver: Some("sim-approver".into()),
+            approver_source: Some("simulation".into()),
+            reason: Some("scripted".into()),
+        },
+    );
+    let mut w = lock(&w);
+    // The API server's creation time has whole seconds.
+    let wall = w.wall();
+    let secs = wall
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    approval.metadata.creation_timestamp = Some(Time(
+        Timestamp::from_second(secs as i64).unwrap_or(Timestamp::UNIX_EPOCH),
+    ));
+    approval.metadata.generation = Some(1);
+    w.approvals.push((Instant::now(), approval));
 }
 
 /// Lag changes and regions lost and returning, at random virtual times.
@@ -415,6 +467,7 @@ impl Process {
             }
             p.status = Some(DisasterRecoveryPlanStatus {
                 active_region: fields.active_region.clone(),
+                previous_active_region: fields.previous_active_region.clone(),
                 last_failover: fields.last_failover.clone(),
                 pending_fences: fields.pending_fences.clone(),
                 ..Default::default()
@@ -452,6 +505,11 @@ async fn simulate(seed: u64, trace: bool) -> Report {
     let plan = sc.plan();
     let shared: Shared = Arc::new(Mutex::new(world(&sc, &plan, rng.u64(..))));
     let weather = tokio::spawn(weather(shared.clone(), sc.clone(), rng.u64(..)));
+    if let Some(script) = sc.approval {
+        // The target was active before r0: this failover is a failback.
+        lock(&shared).plan_fields.previous_active_region = Some(sc.target_name());
+        tokio::spawn(approver(shared.clone(), script));
+    }
     let metrics = METRICS.get_or_init(|| Arc::new(Metrics::default())).clone();
     if trace {
         println!("scenario: {sc:?}");
@@ -639,6 +697,36 @@ fn check(sc: &Scenario, w: &World) -> Vec<String> {
     if w.status.phase == Some(FailoverPhase::RolledBack) && promoted {
         out.push("6 (RolledBack after a promotion call)".into());
     }
+    // 7. A failover awaiting approval changes nothing before it is approved; one rejected
+    // or never approved changes nothing at all, and does not succeed.
+    if let Some(script) = sc.approval {
+        let approved_at = w
+            .approvals
+            .iter()
+            .find(|(_, a)| a.spec.decision == ApprovalChoice::Approve)
+            .map(|(at, _)| *at);
+        for c in w.log.iter().filter(|c| c.applied) {
+            if approved_at.is_none_or(|t| c.at < t) {
+                out.push(format!(
+                    "7 (changed before approval): {} {} at {:?}",
+                    c.op,
+                    c.resource,
+                    c.at - w.t0
+                ));
+            }
+        }
+        if !matches!(script, ApprovalScript::Approve(_))
+            && matches!(
+                w.status.phase,
+                Some(FailoverPhase::Succeeded | FailoverPhase::RolledBack)
+            )
+        {
+            out.push(format!(
+                "7 (not approved, yet {:?})",
+                w.status.phase.unwrap_or(FailoverPhase::Pending)
+            ));
+        }
+    }
     out
 }
 
@@ -755,6 +843,7 @@ fn verify_scale_down_and_complete_share_one_reconcile() {
             max_data_loss: None,
             fault_rate: 0.0,
             loss_rate: 0.0,
+            approval: None,
         };
         let plan = sc.plan();
         let mut calm = world(&sc, &plan, 7);

@@ -132,6 +132,8 @@ impl Case {
         c.world.preflight = Some(PreflightSeen::default());
         c.decide();
         assert_eq!(c.step(Step::Preflight), Some(StepState::Succeeded));
+        c.decide();
+        assert_eq!(c.step(Step::Approval), Some(StepState::Skipped));
         c
     }
 }
@@ -720,4 +722,233 @@ fn a_failover_admitted_without_a_recorded_spec_records_it_while_unedited() {
     }
     let d = c.decide();
     assert_eq!(d.status.admitted_spec.as_ref(), Some(&c.fo.spec));
+}
+
+// ---- Approval -----------------------------------------------------------------------------
+
+/// A failback: usw2 was active before the last failover.
+fn failback() -> Case {
+    let mut c = Case::new(FailoverMode::Planned);
+    c.fo.metadata.name = Some("back".into());
+    c.fo.metadata.namespace = Some("shop".into());
+    c.fo.metadata.uid = Some("uid-back".into());
+    c.fo.metadata.creation_timestamp = Some(Time(stamp(t(0)).0));
+    if let Some(s) = c.plan.status.as_mut() {
+        s.previous_active_region = Some("usw2".into());
+    }
+    c
+}
+
+fn decided(choice: crate::api::ApprovalChoice, at: SystemTime) -> ApprovalSeen {
+    ApprovalSeen {
+        name: "back".into(),
+        failover_ref: "back".into(),
+        failover_uid: Some("uid-back".into()),
+        choice,
+        approver: Some("alice".into()),
+        approver_source: Some("kubeconfig user".into()),
+        reason: Some("primary is healthy again".into()),
+        created: Some(at),
+        generation: 1,
+    }
+}
+
+/// Admitted and preflight passed; the decision after shows the approval wait.
+fn awaiting(c: &mut Case) -> Decision {
+    c.decide();
+    c.world.preflight = Some(PreflightSeen::default());
+    c.decide();
+    c.world.approvals = Some(Vec::new());
+    c.decide()
+}
+
+#[test]
+fn a_failback_waits_for_approval_without_touching_anything() {
+    let mut c = failback();
+    let admitted = c.decide();
+    let reason = admitted.status.approval.as_ref().map(|a| a.reason.clone());
+    assert_eq!(
+        reason.as_deref(),
+        Some("failback to usw2 (active before the last failover)")
+    );
+    c.world.preflight = Some(PreflightSeen::default());
+    c.decide();
+    let w = wants(&c.plan.spec, &c.fo);
+    assert!(w.approvals && w.workloads.is_empty() && w.ahead.is_empty());
+    c.world.approvals = Some(Vec::new());
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::AwaitingApproval));
+    assert!(d.effects.is_empty());
+    assert_eq!(
+        d.plan.as_ref().map(|m| m.phase),
+        Some(FailoverPhase::AwaitingApproval)
+    );
+    let note = d.events.iter().find(|n| n.reason == "AwaitingApproval");
+    assert!(
+        note.is_some_and(|n| n.message.contains("drover approve back -n shop")),
+        "{:?}",
+        d.events
+    );
+    assert_eq!(
+        c.status()
+            .approval
+            .as_ref()
+            .and_then(|a| a.deadline.clone()),
+        Some(stamp(t(3600)))
+    );
+    // Nothing arrives: no calls, and it looks again no later than the fallback poll.
+    c.now = t(60);
+    let d = c.decide();
+    assert!(d.effects.is_empty() && d.events.is_empty());
+    assert_eq!(d.requeue, Some(APPROVAL_POLL));
+    assert_eq!(c.step(Step::Fence), Some(StepState::Pending));
+}
+
+#[test]
+fn an_approval_is_recorded_then_the_preflight_is_made_again_before_the_fence() {
+    let mut c = failback();
+    awaiting(&mut c);
+    c.now = t(100);
+    c.world.approvals = Some(vec![decided(crate::api::ApprovalChoice::Approve, t(90))]);
+    c.world.preflight = None;
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::Running));
+    assert!(d.effects.is_empty());
+    let approval = c.status().approval.clone().unwrap_or_default();
+    assert_eq!(approval.decision, Some(ApprovalDecision::Approved));
+    assert_eq!(approval.decided_by.as_deref(), Some("alice"));
+    assert_eq!(approval.decided_at, Some(stamp(t(90))));
+    assert!(d.events.iter().any(|n| n.reason == "Approved"));
+    // The next decision wants the preflight again, and the fence only after it.
+    let w = wants(&c.plan.spec, &c.fo);
+    assert!(w.preflight && !w.approvals);
+    let d = c.decide();
+    assert!(d.effects.is_empty());
+    assert_eq!(c.step(Step::Approval), Some(StepState::Running));
+    c.world.preflight = Some(PreflightSeen::default());
+    c.decide();
+    assert_eq!(c.step(Step::Approval), Some(StepState::Succeeded));
+    c.workloads_at("use1", active);
+    let d = c.decide();
+    assert!(d.effects.iter().any(|e| matches!(
+        e,
+        Effect::Scale {
+            step: Step::Fence,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_failed_preflight_after_approval_fails_the_failover_without_touching_anything() {
+    let mut c = failback();
+    awaiting(&mut c);
+    c.world.approvals = Some(vec![decided(crate::api::ApprovalChoice::Approve, t(10))]);
+    c.now = t(20);
+    c.decide();
+    c.world.preflight = Some(PreflightSeen {
+        problems: vec!["usw2: image shop/web:2 missing".into()],
+        unanswered: Vec::new(),
+    });
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::Failed));
+    assert!(d.effects.is_empty());
+    assert_eq!(c.step(Step::Fence), Some(StepState::Pending));
+}
+
+#[test]
+fn a_rejection_or_an_expired_wait_ends_rejected_and_is_recorded_on_the_plan() {
+    let mut c = failback();
+    awaiting(&mut c);
+    c.world.approvals = Some(vec![decided(crate::api::ApprovalChoice::Reject, t(5))]);
+    c.now = t(6);
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::Rejected));
+    assert!(d.effects.is_empty());
+    assert_eq!(
+        d.plan.as_ref().map(|m| (m.phase, m.active_region.clone())),
+        Some((FailoverPhase::Rejected, None))
+    );
+    let message = c.status().approval.clone().unwrap_or_default().message;
+    assert_eq!(
+        message.as_deref(),
+        Some("rejected by alice: primary is healthy again")
+    );
+
+    let mut c = failback();
+    awaiting(&mut c);
+    c.now = t(3600);
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::Rejected));
+    assert!(d.effects.is_empty());
+    let message = c.status().approval.clone().unwrap_or_default().message;
+    assert!(
+        message.is_some_and(|m| m.starts_with("not approved within 1h")),
+        "{:?}",
+        c.status().approval
+    );
+}
+
+#[test]
+fn decisions_for_another_failover_earlier_ones_or_edited_ones_do_not_count() {
+    use crate::api::ApprovalChoice::Approve;
+    let mut other_uid = decided(Approve, t(10));
+    other_uid.failover_uid = Some("uid-older".into());
+    let before_creation = decided(Approve, t(0) - Duration::from_secs(5));
+    let mut edited = decided(Approve, t(10));
+    edited.generation = 2;
+    edited.name = "edited".into();
+    let mut other_name = decided(Approve, t(10));
+    other_name.failover_ref = "other".into();
+    let mut c = failback();
+    awaiting(&mut c);
+    c.world.approvals = Some(vec![other_uid, before_creation, edited, other_name]);
+    c.now = t(20);
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::AwaitingApproval));
+    assert!(d.effects.is_empty());
+    let message = c.status().approval.clone().unwrap_or_default().message;
+    assert_eq!(
+        message.as_deref(),
+        Some("ignored FailoverApproval edited: edited after creation")
+    );
+}
+
+#[test]
+fn which_failovers_need_approval_follows_the_plan() {
+    // A failover to a region that was not active before the last one: none.
+    let mut c = Case::new(FailoverMode::Planned);
+    assert!(c.decide().status.approval.is_none());
+    // A dry run of a failback: none, it changes nothing.
+    let mut c = failback();
+    c.fo.spec.mode = FailoverMode::DryRun;
+    assert!(c.decide().status.approval.is_none());
+    // Failback approval switched off; Planned failovers switched on.
+    let mut c = failback();
+    c.plan.spec.approval = Some(crate::api::ApprovalPolicy {
+        failback: Some(false),
+        planned: Some(true),
+        ..Default::default()
+    });
+    let reason = c.decide().status.approval.map(|a| a.reason);
+    assert_eq!(
+        reason.as_deref(),
+        Some("the plan requires approval for Planned failovers")
+    );
+    // Automatic failovers, by their label.
+    let mut c = Case::new(FailoverMode::Unplanned);
+    c.plan.spec.approval = Some(crate::api::ApprovalPolicy {
+        automatic: Some(true),
+        ..Default::default()
+    });
+    c.fo.metadata.labels = Some(
+        [(approval::TRIGGER_LABEL.to_string(), "automatic".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let reason = c.decide().status.approval.map(|a| a.reason);
+    assert_eq!(
+        reason.as_deref(),
+        Some("the plan requires approval for automatic failovers")
+    );
 }
