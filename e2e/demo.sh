@@ -87,7 +87,25 @@ stage "planned failover use1 → usw2: drover failover --plan demo --to usw2 --w
 
 stage "failback usw2 → use1 (first the old primaries are rebuilt as replicas, as an SRE would)"
 "$PYTHON" e2e/seed.py demo use1 --rebuild-replica
-./target/debug/drover failover -n drover-system --plan demo --to use1 --mode Planned --watch
+# A failback waits for approval (the plan's default): it runs its preflight, then waits.
+./target/debug/drover failover -n drover-system --plan demo --to use1 --mode Planned --watch \
+  > "$DEMO_DIR/failback.log" 2>&1 &
+watch_pid=$!
+fo=""
+for _ in $(seq 1 300); do
+  fo=$(kubectl -n drover-system get failovers \
+    -o jsonpath='{range .items[?(@.status.phase=="AwaitingApproval")]}{.metadata.name}{end}')
+  [ -n "$fo" ] && break
+  sleep 0.2
+done
+[ -n "$fo" ] || { echo "the failback did not reach AwaitingApproval"; cat "$DEMO_DIR/failback.log"; exit 1; }
+kubectl -n drover-system get failover "$fo" \
+  -o custom-columns=NAME:.metadata.name,PHASE:.status.phase,WHY:.status.approval.reason,DEADLINE:.status.approval.deadline
+
+stage "an approver approves it: drover approve $fo"
+./target/debug/drover approve "$fo" -n drover-system
+wait "$watch_pid"
+cat "$DEMO_DIR/failback.log"
 
 stage "done: drover status -n drover-system"
 kubectl -n drover-system get failovers

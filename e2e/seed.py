@@ -168,6 +168,9 @@ def seed_aws(name, regions, missing_image, lag):
             aws("rds", REGIONS[r]).create_db_instance_read_replica(
                 DBInstanceIdentifier=f"{name}-{db}-{r}", SourceDBInstanceIdentifier=primary["DBInstanceArn"])
             bed("/lag", {"region": REGIONS[r], "identifier": f"{name}-{db}-{r}", "seconds": lag})
+    for db in RDS_DBS:
+        for r in standbys:
+            wait_instance(aws("rds", REGIONS[r]), f"{name}-{db}-{r}", "available")
     gc = f"{name}-catalog"
     primary_rds.create_global_cluster(GlobalClusterIdentifier=gc, Engine="aurora-postgresql",
                                       EngineVersion="15.4")
@@ -289,6 +292,21 @@ def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS):
     }
 
 
+def wait_instance(client, ident, status, timeout=30.0):
+    """Waits until instance `ident` shows `status` (None: until it no longer exists)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            now = client.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]["DBInstanceStatus"]
+        except botocore.exceptions.ClientError:
+            now = None
+        if now == status:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{ident}: still {now} after {timeout}s, wanted {status}")
+        time.sleep(0.1)
+
+
 def rebuild_replica(name, region, source=None):
     """Deletes NAME's RDS instances in REGION and recreates them as replicas of SOURCE (the
     region active now; default the other of use1/usw2)."""
@@ -298,10 +316,15 @@ def rebuild_replica(name, region, source=None):
     here, there = aws("rds", REGIONS[region]), aws("rds", REGIONS[other])
     for db in RDS_DBS:
         here.delete_db_instance(DBInstanceIdentifier=f"{name}-{db}-{region}", SkipFinalSnapshot=True)
+    # The bed, as AWS, takes a while to delete an instance and to create a replica.
+    for db in RDS_DBS:
+        wait_instance(here, f"{name}-{db}-{region}", None)
         source = there.describe_db_instances(DBInstanceIdentifier=f"{name}-{db}-{other}")["DBInstances"][0]
         here.create_db_instance_read_replica(DBInstanceIdentifier=f"{name}-{db}-{region}",
                                              SourceDBInstanceIdentifier=source["DBInstanceArn"])
         bed("/lag", {"region": REGIONS[region], "identifier": f"{name}-{db}-{region}", "seconds": 0})
+    for db in RDS_DBS:
+        wait_instance(here, f"{name}-{db}-{region}", "available")
     bed("/lag", {"region": REGIONS[region], "identifier": f"{name}-catalog-{region}", "seconds": 0, "kind": "aurora"})
 
 

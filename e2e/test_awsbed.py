@@ -218,3 +218,42 @@ def test_a_describe_by_filter_counts_for_each_instance_it_names():
     assert sorted(described_instances(params)) == ["orders-usw2", "payments-usw2"]
     assert described_instances({"DBInstanceIdentifier": "orders-usw2"}) == ["orders-usw2"]
     assert described_instances({"Action": "DescribeDBInstances"}) == []
+
+
+def test_rds_replica_creation_and_deletion_take_time_and_are_strict():
+    bed("POST", "/config", {"replica_create_delay": 0.5, "delete_delay": 0.3})
+    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
+    name = f"rp-{uid()}"
+    primary = east.create_db_instance(DBInstanceIdentifier=f"{name}-east", DBInstanceClass="db.t3.micro",
+                                      Engine="postgres", AllocatedStorage=20, MasterUsername="u",
+                                      MasterUserPassword="password1")["DBInstance"]
+    created = west.create_db_instance_read_replica(DBInstanceIdentifier=f"{name}-west",
+                                                   SourceDBInstanceIdentifier=primary["DBInstanceArn"])
+    assert created["DBInstance"]["DBInstanceStatus"] == "creating"
+    with pytest.raises(botocore.exceptions.ClientError, match="DBInstanceAlreadyExists"):
+        west.create_db_instance_read_replica(DBInstanceIdentifier=f"{name}-west",
+                                             SourceDBInstanceIdentifier=primary["DBInstanceArn"])
+    wait_for("replica available", lambda: west.describe_db_instances(
+        DBInstanceIdentifier=f"{name}-west")["DBInstances"][0]["DBInstanceStatus"] == "available")
+    # Renaming onto an existing identifier is refused; to a free one it moves at once.
+    with pytest.raises(botocore.exceptions.ClientError, match="DBInstanceAlreadyExists"):
+        east.modify_db_instance(DBInstanceIdentifier=f"{name}-east", NewDBInstanceIdentifier=f"{name}-east",
+                                ApplyImmediately=True)
+    # A delete needs a final snapshot or an explicit skip, and then takes time.
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidParameterCombination"):
+        west.delete_db_instance(DBInstanceIdentifier=f"{name}-west")
+    answer = west.delete_db_instance(DBInstanceIdentifier=f"{name}-west",
+                                     FinalDBSnapshotIdentifier=f"{name}-west-final")
+    assert answer["DBInstance"]["DBInstanceStatus"] == "deleting"
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidDBInstanceState"):
+        west.delete_db_instance(DBInstanceIdentifier=f"{name}-west", SkipFinalSnapshot=True)
+
+    def gone():
+        try:
+            west.describe_db_instances(DBInstanceIdentifier=f"{name}-west")
+            return False
+        except botocore.exceptions.ClientError:
+            return True
+    wait_for("instance deleted", gone)
+    snaps = west.describe_db_snapshots(DBSnapshotIdentifier=f"{name}-west-final")["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"] for s in snaps] == [f"{name}-west-final"]

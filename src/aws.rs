@@ -97,6 +97,20 @@ pub trait Aws: Send + Sync {
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()>;
     /// Stops an instance (fencing an old primary): it shows `stopping`, then `stopped`.
     async fn stop_db_instance(&self, region: &str, id: &str) -> AwsResult<()>;
+    /// Renames an instance at once (ModifyDBInstance NewDBInstanceIdentifier), freeing its
+    /// identifier for a new replica.
+    async fn rename_db_instance(&self, region: &str, id: &str, to: &str) -> AwsResult<()>;
+    /// Deletes an instance, keeping a final snapshot.
+    async fn delete_db_instance(
+        &self,
+        region: &str,
+        id: &str,
+        final_snapshot: &str,
+    ) -> AwsResult<()>;
+    /// Creates `id` in `region` as a read replica of `source_arn` (another region's primary).
+    async fn create_read_replica(&self, region: &str, id: &str, source_arn: &str) -> AwsResult<()>;
+    /// An instance's ARN; None when it does not exist.
+    async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
     async fn describe_global_cluster(
         &self,
@@ -447,6 +461,73 @@ impl Aws for SdkAws {
                 .await
                 .map(|_| ()),
         )
+    }
+
+    async fn rename_db_instance(&self, region: &str, id: &str, to: &str) -> AwsResult<()> {
+        self.record(
+            "rds",
+            "ModifyDBInstance",
+            self.region(region)
+                .rds
+                .modify_db_instance()
+                .db_instance_identifier(id)
+                .new_db_instance_identifier(to)
+                .apply_immediately(true)
+                .send()
+                .await
+                .map(|_| ()),
+        )
+    }
+
+    async fn delete_db_instance(
+        &self,
+        region: &str,
+        id: &str,
+        final_snapshot: &str,
+    ) -> AwsResult<()> {
+        self.record(
+            "rds",
+            "DeleteDBInstance",
+            self.region(region)
+                .rds
+                .delete_db_instance()
+                .db_instance_identifier(id)
+                .skip_final_snapshot(false)
+                .final_db_snapshot_identifier(final_snapshot)
+                .send()
+                .await
+                .map(|_| ()),
+        )
+    }
+
+    async fn create_read_replica(&self, region: &str, id: &str, source_arn: &str) -> AwsResult<()> {
+        self.record(
+            "rds",
+            "CreateDBInstanceReadReplica",
+            self.region(region)
+                .rds
+                .create_db_instance_read_replica()
+                .db_instance_identifier(id)
+                .source_db_instance_identifier(source_arn)
+                .send()
+                .await
+                .map(|_| ()),
+        )
+    }
+
+    async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        let out = self.optional(
+            "rds",
+            "DescribeDBInstances",
+            self.region(region)
+                .rds
+                .describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await,
+            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
+        );
+        Ok(out?.and_then(|o| o.db_instances?.into_iter().next()?.db_instance_arn))
     }
 
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {

@@ -97,8 +97,13 @@ async fn check_regions(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> 
 /// Replication of every database into every standby region: the lag (known only when
 /// ≥ 0 and fresh), and whether the standby replicates from the active region's primary at
 /// all. One attempt each, bounded by the member timeout: the next check retries, and errors
-/// are reported verbatim.
-async fn measure_replication(ctx: &Context, plan: &DisasterRecoveryPlan) -> Vec<ReplicationStatus> {
+/// are reported verbatim. Each standby's protection comes from the re-protection check,
+/// which also moves re-protection on (`reprotect`).
+async fn measure_replication(
+    ctx: &Context,
+    plan: &DisasterRecoveryPlan,
+    ns: &str,
+) -> Vec<ReplicationStatus> {
     let Some(active) = crate::engine::active_region(plan) else {
         return Vec::new();
     };
@@ -110,13 +115,10 @@ async fn measure_replication(ctx: &Context, plan: &DisasterRecoveryPlan) -> Vec<
     let max_age = plan.spec.objectives.max_lag_age();
     let measurements = pairs.map(|(db, region, source)| {
         let name = name.clone();
-        let active = active.clone();
         async move {
             let limit = ctx.config.member_timeout;
-            let (lag, protection) = tokio::join!(
-                tokio::time::timeout(limit, ctx.aws.replica_lag(&region.aws_region, &source)),
-                tokio::time::timeout(limit, rds_protection(ctx, plan, db, region, &active)),
-            );
+            let lag =
+                tokio::time::timeout(limit, ctx.aws.replica_lag(&region.aws_region, &source)).await;
             let fresh_after = crate::engine::lag::fresh_after(SystemTime::now(), max_age, None);
             let (lag_seconds, lag_message) = match lag {
                 Ok(Ok(reading)) => match crate::engine::lag::judge(reading.as_ref(), fresh_after) {
@@ -130,73 +132,41 @@ async fn measure_replication(ctx: &Context, plan: &DisasterRecoveryPlan) -> Vec<
                 Ok(Err(e)) => (None, Some(e.message)),
                 Err(_) => (None, Some("timed out reading the lag".into())),
             };
-            let (protected, protection_message) = match protection {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => (None, Some(e)),
-                Err(_) => (None, Some("timed out describing the standby".into())),
-            };
-            let message: Vec<String> = [protection_message, lag_message]
-                .into_iter()
-                .flatten()
-                .collect();
             ReplicationStatus {
                 database: db.name.clone(),
                 region: region.name.clone(),
                 lag_seconds,
-                protected,
-                message: (!message.is_empty()).then(|| message.join("; ")),
+                protected: None,
+                protection: None,
+                message: lag_message,
                 measured_at: Some(Time(now())),
             }
         }
     });
-    join_all(measurements).await
-}
-
-/// Whether an RDS standby replicates from the active region's primary. Replicas of an old
-/// primary do not follow a promotion, so after a failover they protect nothing. `None`
-/// for Aurora, whose secondaries follow the global cluster's writer.
-async fn rds_protection(
-    ctx: &Context,
-    plan: &DisasterRecoveryPlan,
-    db: &crate::api::DatabaseSpec,
-    region: &crate::api::RegionSpec,
-    active: &str,
-) -> Result<(Option<bool>, Option<String>), String> {
-    if db.rds.is_none() {
-        return Ok((None, None));
+    let mut measured = join_all(measurements).await;
+    let lag_known = measured
+        .iter()
+        .map(|m| {
+            (
+                (m.database.clone(), m.region.clone()),
+                m.lag_seconds.is_some(),
+            )
+        })
+        .collect();
+    let protections = crate::reprotect::check(ctx, plan, ns, &active, &lag_known).await;
+    for m in &mut measured {
+        let (protection, why) = match protections.get(&(m.database.clone(), m.region.clone())) {
+            Some((p, why)) => (*p, why.clone()),
+            // Aurora secondaries follow the global writer: protected while they replicate.
+            None if m.lag_seconds.is_some() => ("Protected", None),
+            None => ("Unprotected", None),
+        };
+        m.protected = Some(protection == "Protected");
+        m.protection = Some(protection.to_string());
+        let message: Vec<String> = [why, m.message.take()].into_iter().flatten().collect();
+        m.message = (!message.is_empty()).then(|| message.join("; "));
     }
-    let (Some(member), Some(primary), Some(active_region)) = (
-        crate::engine::member(db, &region.name),
-        crate::engine::member(db, active),
-        plan.spec.regions.iter().find(|r| r.name == active),
-    ) else {
-        return Ok((None, None));
-    };
-    let observed = ctx
-        .aws
-        .describe_instance(&region.aws_region, member)
-        .await
-        .map_err(|e| e.message)?;
-    Ok(match observed.and_then(|o| o.source) {
-        Some(src) if crate::engine::source_is(&src, &active_region.aws_region, primary) => {
-            (Some(true), None)
-        }
-        Some(src) => (
-            Some(false),
-            Some(format!(
-                "unprotected: {member} in {} replicates from {src}, not from the active \
-                 primary {primary} in {active}",
-                region.name
-            )),
-        ),
-        None => (
-            Some(false),
-            Some(format!(
-                "unprotected: {member} in {} is missing or not a read replica of {primary}",
-                region.name
-            )),
-        ),
-    })
+    measured
 }
 
 /// Validates a plan, checks its regions, and writes status.
@@ -225,6 +195,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         last_failover: None,
         replication: previous.replication.clone(),
         pending_fences: Vec::new(),
+        reprotections: Vec::new(),
     };
     let valid_message = if valid {
         "plan is valid".to_string()
@@ -246,7 +217,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     // Pending fences are carried out whether or not the plan is valid: a returning region
     // must be fenced all the same.
     let fencing = crate::fencing::carry_out(&ctx, &plan, &ns);
-    let (ready, ready_message, fences) = if valid {
+    let (ready, ready_reason, ready_message, fences) = if valid {
         if previous.active_region.is_none() {
             let initial = crate::engine::active_region(&plan);
             crate::store::update_failover_fields(&api, &name, |f| {
@@ -256,7 +227,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         }
         let (regions, replication, fences) = tokio::join!(
             check_regions(&ctx, &plan, &ns),
-            measure_replication(&ctx, &plan),
+            measure_replication(&ctx, &plan, &ns),
             fencing
         );
         status.regions = regions;
@@ -273,17 +244,60 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
                 )
             })
             .collect();
-        if not_ready.is_empty() {
+        // A failback needs every standby protected: replicating from the active primary.
+        let unprotected: Vec<&ReplicationStatus> = status
+            .replication
+            .iter()
+            .filter(|r| r.protection.as_deref() != Some("Protected"))
+            .collect();
+        if !not_ready.is_empty() {
+            (false, "RegionsNotReady", not_ready.join("; "), fences)
+        } else if !unprotected.is_empty() {
+            let reprotecting = unprotected
+                .iter()
+                .all(|r| r.protection.as_deref() == Some("Reprotecting"));
+            let what: Vec<String> = unprotected
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} in {} {}{}",
+                        r.database,
+                        r.region,
+                        r.protection.as_deref().unwrap_or("Unprotected"),
+                        r.message
+                            .as_deref()
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
             (
-                true,
-                "every region is reachable and has every workload".to_string(),
+                false,
+                if reprotecting {
+                    "Reprotecting"
+                } else {
+                    "Unprotected"
+                },
+                format!("a failback is not possible now: {}", what.join("; ")),
                 fences,
             )
         } else {
-            (false, not_ready.join("; "), fences)
+            (
+                true,
+                "RegionsReady",
+                "every region is reachable and has every workload, and every standby is \
+                 protected"
+                    .to_string(),
+                fences,
+            )
         }
     } else {
-        (false, "plan is not valid".to_string(), fencing.await)
+        (
+            false,
+            "PlanInvalid",
+            "plan is not valid".to_string(),
+            fencing.await,
+        )
     };
     let (fence_pending, fence_reason, fence_message) = crate::engine::fence::condition(&fences);
     status.conditions = conditions::upsert(
@@ -302,13 +316,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         DesiredCondition {
             type_: "Ready",
             status: ready,
-            reason: if ready {
-                "RegionsReady"
-            } else if valid {
-                "RegionsNotReady"
-            } else {
-                "PlanInvalid"
-            },
+            reason: ready_reason,
             message: ready_message.clone(),
         },
         generation,
@@ -370,7 +378,11 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         let regions = plan.spec.regions.iter().map(|r| r.name.as_str());
         ctx.metrics.set_active_region(&name, regions, &active);
     }
-    let resync = if fences.is_empty() {
+    let reprotecting = status
+        .replication
+        .iter()
+        .any(|r| r.protection.as_deref() == Some("Reprotecting"));
+    let resync = if fences.is_empty() && !reprotecting {
         ctx.config.plan_resync
     } else {
         ctx.config.plan_resync.min(crate::fencing::PENDING_RECHECK)
@@ -604,11 +616,18 @@ where
 }
 
 /// Plans are also reconciled when their pending fences change, so fences recorded by a
-/// failover are acted on without waiting for the next resync.
+/// failover are acted on without waiting for the next resync, and when a failover moves
+/// the active region or changes phase, so readiness and protection are judged against the
+/// region that serves now.
 fn plan_trigger(plan: &DisasterRecoveryPlan) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     plan.metadata.generation.hash(&mut hasher);
+    if let Some(status) = &plan.status {
+        status.active_region.hash(&mut hasher);
+        let last = status.last_failover.as_ref();
+        (last.map(|l| &l.name), last.and_then(|l| l.phase.as_ref())).hash(&mut hasher);
+    }
     for f in plan.status.iter().flat_map(|s| &s.pending_fences) {
         (&f.region, &f.kind, &f.namespace, &f.name, f.state as u8).hash(&mut hasher);
     }

@@ -233,6 +233,21 @@ impl Aws for LeaderAws {
         self.confirm().await?;
         self.inner.stop_db_instance(region, id).await
     }
+    async fn rename_db_instance(&self, region: &str, id: &str, to: &str) -> AwsResult<()> {
+        self.confirm().await?;
+        self.inner.rename_db_instance(region, id, to).await
+    }
+    async fn delete_db_instance(&self, region: &str, id: &str, snap: &str) -> AwsResult<()> {
+        self.confirm().await?;
+        self.inner.delete_db_instance(region, id, snap).await
+    }
+    async fn create_read_replica(&self, region: &str, id: &str, src: &str) -> AwsResult<()> {
+        self.confirm().await?;
+        self.inner.create_read_replica(region, id, src).await
+    }
+    async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        self.inner.instance_arn(region, id).await
+    }
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         self.inner.cluster_arn(region, id).await
     }

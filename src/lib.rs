@@ -18,6 +18,7 @@ pub mod leader;
 pub mod leadership;
 pub mod member;
 pub mod metrics;
+pub mod reprotect;
 pub mod runner;
 #[cfg(test)]
 mod sim;

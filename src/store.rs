@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::api::{
     DisasterRecoveryPlan, Failover, FailoverApproval, FailoverStatus, LastFailover, PendingFence,
+    Reprotection,
 };
 use crate::context::Context;
 
@@ -74,6 +75,7 @@ pub struct FailoverFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<LastFailover>,
     pub pending_fences: Vec<PendingFence>,
+    pub reprotections: Vec<Reprotection>,
 }
 
 /// Reads the plan, applies `change` to its failover fields and writes them with the failover
@@ -95,6 +97,7 @@ pub async fn update_failover_fields(
             previous_active_region: status.previous_active_region,
             last_failover: status.last_failover,
             pending_fences: status.pending_fences,
+            reprotections: status.reprotections,
         };
         change(&mut fields);
         let patch = json!({

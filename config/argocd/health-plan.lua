@@ -1,6 +1,8 @@
 -- Argo CD health for drover.io/DisasterRecoveryPlan, from conditions and lastFailover.
--- Valid=False or Ready=False: Degraded. Status not yet written for this generation, or a
--- failover running: Progressing. Ready=True: Healthy.
+-- Valid=False or Ready=False: Degraded, except while standbys are re-protected
+-- (Ready=False, reason Reprotecting): Progressing. Status not yet written for this
+-- generation, or a failover running: Progressing; one awaiting approval: Suspended.
+-- Ready=True: Healthy.
 local hs = {}
 -- Conditions by type (each Argo CD health script is a standalone chunk).
 local conditions = {}
@@ -25,6 +27,12 @@ if valid ~= nil and valid.status == "False" then
 elseif last ~= nil and (last.phase == "Running" or last.phase == "Pending") then
   hs.status = "Progressing"
   hs.message = "Failing over to " .. last.targetRegion .. " (" .. last.name .. ")"
+elseif last ~= nil and last.phase == "AwaitingApproval" then
+  hs.status = "Suspended"
+  hs.message = "Failover " .. last.name .. " to " .. last.targetRegion .. " awaits approval"
+elseif ready ~= nil and ready.status == "False" and ready.reason == "Reprotecting" then
+  hs.status = "Progressing"
+  hs.message = "Re-protecting standbys: " .. (ready.message or "")
 elseif ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = "Active region " .. (obj.status.activeRegion or "?")

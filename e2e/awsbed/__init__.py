@@ -105,6 +105,9 @@ class BedState:
         self.promotion_delay = 3.0
         self.switchover_delay = 3.0
         self.dns_sync_delay = 1.0
+        # A new read replica shows `creating`, a deleted instance `deleting`, this long.
+        self.replica_create_delay = 2.0
+        self.delete_delay = 1.0
         self.failing_health_checks = set()
         self.changes = {}  # change id -> (submitted, insync_at)
         self.change_ids = itertools.count(1)
@@ -369,6 +372,80 @@ class Bed:
         db.status = "available"
         self.wait_done(("rds", region, db_id))
 
+    # ---- RDS re-protection: replicas take time to create, instances to delete --------
+    def on_rds_CreateDBInstanceReadReplica(self, environ, start_response, region, params):
+        db_id = params.get("DBInstanceIdentifier", "")
+        if self.rds_backend(region).databases.get(db_id) is not None:
+            return self.error(start_response, "rds", "400 Bad Request", "DBInstanceAlreadyExists",
+                              f"DB instance already exists: {db_id}")
+        status, headers, body = self.call_moto(environ)
+        db = self.rds_backend(region).databases.get(db_id)
+        if status.startswith("200") and db is not None:
+            db.status = "creating"
+            body = re.sub(rb"<DBInstanceStatus>[^<]*</DBInstanceStatus>",
+                          b"<DBInstanceStatus>creating</DBInstanceStatus>", body)
+            with self.state.lock:
+                delay = self.state.replica_create_delay
+            threading.Timer(delay, self.finish_creating, args=(db,)).start()
+        return self.pass_through(start_response, status, headers, body)
+
+    @staticmethod
+    def finish_creating(db):
+        if db.status == "creating":
+            db.status = "available"
+
+    def on_rds_DeleteDBInstance(self, environ, start_response, region, params):
+        db_id = params.get("DBInstanceIdentifier", "")
+        backend = self.rds_backend(region)
+        db = backend.databases.get(db_id)
+        skip = params.get("SkipFinalSnapshot", "false").lower() == "true"
+        snapshot = params.get("FinalDBSnapshotIdentifier")
+        if db is None:
+            return self.error(start_response, "rds", "404 Not Found", "DBInstanceNotFound",
+                              f"DBInstance {db_id} not found.")
+        if not skip and not snapshot:
+            return self.error(start_response, "rds", "400 Bad Request", "InvalidParameterCombination",
+                              "FinalDBSnapshotIdentifier is required unless SkipFinalSnapshot is specified.")
+        if db.status not in ("available", "stopped", "failed", "storage-full"):
+            return self.error(start_response, "rds", "400 Bad Request", "InvalidDBInstanceState",
+                              f"Instance {db_id} is in state {db.status}.")
+        if snapshot and snapshot in backend.database_snapshots:
+            return self.error(start_response, "rds", "400 Bad Request", "DBSnapshotAlreadyExists",
+                              f"Cannot create the snapshot because a snapshot with the identifier {snapshot} already exists.")
+        db.status = "deleting"
+        with self.state.lock:
+            delay = self.state.delete_delay
+        threading.Timer(delay, self.finish_deleting, args=(region, db_id, snapshot, skip)).start()
+        body = (f'<DeleteDBInstanceResponse xmlns="{RDS_NS}"><DeleteDBInstanceResult><DBInstance>'
+                f"<DBInstanceIdentifier>{xml_escape(db_id)}</DBInstanceIdentifier>"
+                f"<DBInstanceStatus>deleting</DBInstanceStatus></DBInstance></DeleteDBInstanceResult>"
+                f"<ResponseMetadata><RequestId>bed-{int(time.time() * 1000)}</RequestId></ResponseMetadata>"
+                f"</DeleteDBInstanceResponse>")
+        return self.respond(start_response, "200 OK", body)
+
+    def finish_deleting(self, region, db_id, snapshot, skip):
+        backend = self.rds_backend(region)
+        try:
+            backend.delete_db_instance(db_id, final_db_snapshot_identifier=snapshot,
+                                       skip_final_snapshot=skip)
+        except Exception:
+            pass  # deleted meanwhile: nothing left to do
+
+    def on_rds_ModifyDBInstance(self, environ, start_response, region, params):
+        db_id = params.get("DBInstanceIdentifier", "")
+        to = params.get("NewDBInstanceIdentifier")
+        backend = self.rds_backend(region)
+        db = backend.databases.get(db_id)
+        if to and db is not None:
+            # As AWS: an instance is renamed only when available, and never onto another.
+            if backend.databases.get(to) is not None:
+                return self.error(start_response, "rds", "400 Bad Request", "DBInstanceAlreadyExists",
+                                  f"DB instance already exists: {to}")
+            if db.status != "available":
+                return self.error(start_response, "rds", "400 Bad Request", "InvalidDBInstanceState",
+                                  f"Instance {db_id} is in state {db.status}; it cannot be renamed.")
+        return self.pass_through(start_response, *self.call_moto(environ))
+
     # ---- Aurora global ----------------------------------------------------------------
     def find_global_cluster(self, identifier):
         from moto.rds.models import rds_backends
@@ -567,11 +644,12 @@ class Bed:
         lag = self.replication.configure(p)
         with self.state.lock:
             r53 = route53.configure(self.state, p)  # route53_rate (req/s, 0 = unlimited), route53_burst
-            for key in ("promotion_delay", "switchover_delay", "dns_sync_delay"):
+            keys = ("promotion_delay", "switchover_delay", "dns_sync_delay",
+                    "replica_create_delay", "delete_delay")
+            for key in keys:
                 if key in p:
                     setattr(self.state, key, float(p[key]))
-            return {**{k: getattr(self.state, k) for k in ("promotion_delay", "switchover_delay", "dns_sync_delay")},
-                    **r53, **lag}
+            return {**{k: getattr(self.state, k) for k in keys}, **r53, **lag}
 
     def ctl_health_check(self, p):
         with self.state.lock:

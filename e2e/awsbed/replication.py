@@ -201,7 +201,9 @@ class Replication:
             for db in safe_list(backend.databases.values):
                 source_ref = getattr(db, "source_db_instance_identifier", None)
                 ident = db.db_instance_identifier
-                if not (db.is_replica and source_ref) or (region, ident.lower()) in promoting:
+                # A replica being created does not replicate (or publish) yet.
+                if (not (db.is_replica and source_ref) or (region, ident.lower()) in promoting
+                        or getattr(db, "status", "") == "creating"):
                     continue
                 src_region, src_id = arn_region_id(source_ref, region)
                 src_backend = backends.get(src_region)

@@ -387,14 +387,22 @@ async fn planned_failover_and_failback() {
     let zone = plan.spec.dns[0].hosted_zone_id.clone();
     assert!(dns_points_at(&zone, "use1").await);
 
+    // Standbys are protected again by Drover: no hand-run step before the failback.
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
+    plans
+        .patch(
+            &sc,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"spec": {"reprotection": {"rds": "Recreate"}}}),
+            ),
+        )
+        .await
+        .expect("plan patched");
     // Objects for the kube-state-metrics check: each metric must resolve on one of them.
     let mut observed = Vec::new();
     for (step_name, target, source) in [("go", "usw2", "use1"), ("back", "use1", "usw2")] {
         let name = &format!("{sc}-{step_name}");
-        if step_name == "back" {
-            // As an SRE would before failback: rebuild the old primaries as replicas.
-            seed(&[&sc, "use1", "--rebuild-replica"]);
-        }
         let before = mutating_calls();
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = watch_singleton(sc.clone(), stop.clone());
@@ -459,16 +467,51 @@ async fn planned_failover_and_failback() {
             .and_then(|t| t.total_seconds)
             .expect("RTO");
         println!("{name}: {source} → {target} in {rto:.2}s");
+        // Re-protection: the old primaries are renamed aside and replicas of the new ones
+        // created under their names; the plan is Ready (a failback possible) once they
+        // replicate. Every call once, the failover's included.
+        let plan = wait_for("standbys re-protected", Duration::from_secs(90), || async {
+            let p = plans.get(&sc).await.ok()?;
+            let status = p.status.as_ref()?;
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && status.reprotections.is_empty()).then_some(p)
+        })
+        .await;
         assert_eq!(
             delta(&before, &mutating_calls()),
             expected(&[
                 ("PromoteReadReplica", 2),
                 ("SwitchoverGlobalCluster", 1),
-                ("ChangeResourceRecordSets", 1)
+                ("ChangeResourceRecordSets", 1),
+                ("ModifyDBInstance", 2),
+                ("CreateDBInstanceReadReplica", 2),
             ])
         );
-        let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
-        let plan = plans.get(&sc).await.expect("plan");
+        let replication = &plan.status.as_ref().expect("status").replication;
+        assert_eq!(replication.len(), 3, "{replication:?}");
+        for r in replication {
+            assert_eq!(r.region, source);
+            assert_eq!(r.protection.as_deref(), Some("Protected"), "{r:?}");
+        }
+        let renamed = aws_rds(source)
+            .await
+            .describe_db_instances()
+            .send()
+            .await
+            .expect("describe")
+            .db_instances
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|d| d.db_instance_identifier)
+            .filter(|id| id.starts_with(&format!("{sc}-orders-{source}-old-")))
+            .count();
+        assert_eq!(
+            renamed, 1,
+            "the old orders primary in {source} is kept, renamed"
+        );
         assert_health("health-failover.lua", &fo, "Healthy");
         assert_health("health-plan.lua", &plan, "Healthy");
         observed.push((
@@ -1193,6 +1236,24 @@ async fn route53_client() -> aws_sdk_route53::Client {
         .load()
         .await;
     aws_sdk_route53::Client::new(&config)
+}
+
+/// An RDS client for a sandbox region (use1, usw2, euw1) at the emulator.
+async fn aws_rds(region: &str) -> aws_sdk_rds::Client {
+    let aws_region = match region {
+        "use1" => "us-east-1",
+        "usw2" => "us-west-2",
+        _ => "eu-west-1",
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{}", aws_port()))
+        .region(aws_config::Region::new(aws_region))
+        .credentials_provider(aws_sdk_rds::config::Credentials::new(
+            "testing", "testing", None, None, "e2e",
+        ))
+        .load()
+        .await;
+    aws_sdk_rds::Client::new(&config)
 }
 
 /// Every record set of a zone, paging as Route 53 does.

@@ -164,13 +164,27 @@ async fn cli_drives_and_reports_a_failover() {
     assert!(stdout.contains(" Succeeded\n  measured RTO: "), "{stdout}");
     assert!(stdout.contains("data-loss estimate: 0.0s"), "{stdout}");
 
-    let out = drover(&["status", "-n", &ns, "-o", "json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // The old primaries are not rebuilt (spec.reprotection is Manual): no failback yet. The
+    // plan check that follows the failover says so.
+    let expected = "a failback is not possible now: orders in use1 Unprotected";
+    let plans: serde_json::Value = wait_for(
+        "plan checked after the failover",
+        Duration::from_secs(30),
+        || async {
+            let out = drover(&["status", "-n", &ns, "-o", "json"]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            plans[0]["readyMessage"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(expected))
+                .then_some(plans)
+        },
+    )
+    .await;
     let plan = &plans[0];
     assert_eq!(plan["name"], sc.as_str());
     assert_eq!(plan["activeRegion"], "usw2");
-    assert_eq!(plan["ready"], true);
+    assert_eq!(plan["ready"], false);
     assert_eq!(plan["lastFailover"]["phase"], "Succeeded");
     assert!(
         plan["lastFailover"]["rtoSeconds"]

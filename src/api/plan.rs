@@ -52,6 +52,56 @@ pub struct DisasterRecoveryPlanSpec {
     /// default only a failback does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalPolicy>,
+    /// How standby RDS databases are protected again after a failover (default Manual).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprotection: Option<ReprotectionSpec>,
+}
+
+/// Re-protection of RDS standbys after a failover: each standby becomes a cross-region read
+/// replica of the new primary again. Aurora global secondaries follow the writer by
+/// themselves and need none.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReprotectionSpec {
+    /// Manual (default: report only) or Recreate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds: Option<RdsReprotection>,
+    /// With Recreate: what happens to the old instance in the standby region (default
+    /// Rename, which keeps it and its data under a new identifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_instance: Option<OldInstanceAction>,
+}
+
+impl ReprotectionSpec {
+    pub fn recreate(&self) -> bool {
+        self.rds == Some(RdsReprotection::Recreate)
+    }
+
+    pub fn old_instance(&self) -> OldInstanceAction {
+        self.old_instance.unwrap_or_default()
+    }
+}
+
+/// How an RDS standby is protected again.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RdsReprotection {
+    /// Drover reports the standby Unprotected; a person rebuilds it.
+    #[default]
+    Manual,
+    /// Drover moves the old instance aside and creates a read replica of the new primary
+    /// under its identifier, then waits until it replicates.
+    Recreate,
+}
+
+/// What Recreate does with the old instance.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OldInstanceAction {
+    /// ModifyDBInstance to `<id>-old-<UTC time>`: kept, with its data. AWS cannot rename a
+    /// stopped instance.
+    #[default]
+    Rename,
+    /// DeleteDBInstance with a final snapshot `<id>-final-<UTC time>`.
+    Delete,
 }
 
 /// Which failovers need approval (`drover approve`) before any side effect.
@@ -423,6 +473,51 @@ pub struct DisasterRecoveryPlanStatus {
     /// fences each as soon as its region answers, and removes it once done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_fences: Vec<PendingFence>,
+    /// RDS standbys being protected again (`spec.reprotection.rds: Recreate`), with how far
+    /// each got. Every call is recorded here before it is sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reprotections: Vec<Reprotection>,
+}
+
+/// How far the re-protection of one RDS standby got.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReprotectionState {
+    /// Moving the old instance aside (ModifyDBInstance to `renamedTo`).
+    Renaming,
+    /// Deleting the old instance (final snapshot `finalSnapshot`).
+    Deleting,
+    /// Creating the read replica of the new primary.
+    Creating,
+    /// The replica is available; waiting for a known replication lag.
+    Replicating,
+}
+
+/// One RDS standby being protected again.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reprotection {
+    /// The plan's database name.
+    pub database: String,
+    /// The standby plan region.
+    pub region: String,
+    /// The standby's instance identifier (the plan's).
+    pub instance: String,
+    pub state: ReprotectionState,
+    /// Whether the call of this state was answered. False: recorded as intent, answer
+    /// unknown; the next check observes before sending it again.
+    #[serde(default)]
+    pub requested: bool,
+    /// Where the old instance went (Rename).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_to: Option<String>,
+    /// The old instance's final snapshot (Delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_snapshot: Option<String>,
+    /// When re-protection of this standby began.
+    pub since: Time,
+    /// What the last check saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What a pending fence stops.
@@ -526,6 +621,9 @@ pub struct ReplicationStatus {
     /// failover for replicas that still follow the old primary: they protect nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protected: Option<bool>,
+    /// Protected, Unprotected or Reprotecting; `message` says why or how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<String>,
     /// Why the lag is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

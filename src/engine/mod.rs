@@ -14,6 +14,7 @@ pub mod dns;
 pub mod fence;
 pub mod lag;
 pub mod machine;
+pub mod reprotect;
 pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
 pub use lag::{Lag, LagReading, LagSource};
 

@@ -326,6 +326,27 @@ fn aws_err(kind: AwsErrorKind) -> impl Fn(String) -> AwsError {
 
 pub struct FakeAws(pub Shared);
 
+impl FakeAws {
+    async fn reprotect_call(
+        &self,
+        op: &'static str,
+        region: &str,
+        id: &str,
+        arg: &str,
+    ) -> AwsResult<()> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                w.record(op, format!("{region}/{id}/{arg}"), true);
+                Ok(())
+            }
+        )
+    }
+}
+
 pub fn cluster_arn(region: &str, id: &str) -> String {
     format!("arn:aws:rds:{region}:1:cluster:{id}")
 }
@@ -400,6 +421,23 @@ impl Aws for FakeAws {
                 Ok(())
             }
         )
+    }
+    // Re-protection is not simulated (it runs in the plan check, not in a failover): the
+    // fake only records the calls.
+    async fn rename_db_instance(&self, region: &str, id: &str, to: &str) -> AwsResult<()> {
+        self.reprotect_call("ModifyDBInstance", region, id, to)
+            .await
+    }
+    async fn delete_db_instance(&self, region: &str, id: &str, snap: &str) -> AwsResult<()> {
+        self.reprotect_call("DeleteDBInstance", region, id, snap)
+            .await
+    }
+    async fn create_read_replica(&self, region: &str, id: &str, src: &str) -> AwsResult<()> {
+        self.reprotect_call("CreateDBInstanceReadReplica", region, id, src)
+            .await
+    }
+    async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        Ok(Some(format!("arn:aws:rds:{region}:1:db:{id}")))
     }
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         effect!(

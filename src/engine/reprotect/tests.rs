@@ -1,0 +1,254 @@
+use super::*;
+use k8s_openapi::jiff::Timestamp;
+
+fn standby() -> Standby {
+    Standby {
+        database: "orders".into(),
+        region: "use1".into(),
+        aws_region: "us-east-1".into(),
+        instance: "orders-use1".into(),
+        primary_aws_region: "us-west-2".into(),
+        primary: "orders-usw2".into(),
+    }
+}
+
+fn now() -> Time {
+    Time(Timestamp::from_second(1_800_000_000).expect("valid"))
+}
+
+fn instance(status: &str, source: Option<&str>) -> Seen {
+    Seen::Instance {
+        instance: Some(RdsObservation {
+            status: status.into(),
+            source: source.map(str::to_string),
+        }),
+        lag_known: true,
+    }
+}
+
+const PRIMARY_ARN: &str = "arn:aws:rds:us-west-2:123456789012:db:orders-usw2";
+
+fn decide(record: Option<&Reprotection>, seen: &Seen, old: OldInstanceAction) -> Next {
+    next(&standby(), record, seen, true, old, None, &now())
+}
+
+#[test]
+fn a_replica_of_the_primary_with_known_lag_is_protected_and_nothing_is_sent() {
+    let n = decide(
+        None,
+        &instance("available", Some(PRIMARY_ARN)),
+        OldInstanceAction::Rename,
+    );
+    assert_eq!((n.protection, n.record, n.call), ("Protected", None, None));
+}
+
+#[test]
+fn manual_reports_the_old_primary_unprotected_and_sends_nothing() {
+    let n = next(
+        &standby(),
+        None,
+        &instance("available", None),
+        false,
+        OldInstanceAction::Rename,
+        None,
+        &now(),
+    );
+    assert_eq!(n.protection, "Unprotected");
+    assert!(n.call.is_none() && n.record.is_none());
+    assert!(
+        n.message
+            .is_some_and(|m| m.contains("spec.reprotection.rds is Manual"))
+    );
+}
+
+#[test]
+fn recreate_by_rename_records_each_call_before_it_and_ends_protected() {
+    let old = OldInstanceAction::Rename;
+    // The old primary, standalone: renamed aside first.
+    let n = decide(None, &instance("available", None), old);
+    let to = "orders-use1-old-20270115t080000".to_string();
+    assert_eq!(n.call, Some(Call::Rename { to: to.clone() }));
+    let record = n.record.expect("recorded before the call");
+    assert_eq!(record.state, ReprotectionState::Renaming);
+    assert_eq!(record.renamed_to.as_deref(), Some(to.as_str()));
+    assert!(!record.requested);
+    // The answer was lost and the instance still shows: sent again (renaming twice to
+    // the same name is refused if the first took effect, which the caller takes as done).
+    let n = decide(Some(&record), &instance("available", None), old);
+    assert_eq!(n.call, Some(Call::Rename { to }));
+    // Answered: never sent twice while AWS still shows the old name.
+    let answered = Reprotection {
+        requested: true,
+        ..record.clone()
+    };
+    let n = decide(Some(&answered), &instance("available", None), old);
+    assert!(n.call.is_none());
+    // The identifier is free: the replica is created there, recorded first.
+    let gone = Seen::Instance {
+        instance: None,
+        lag_known: false,
+    };
+    let n = decide(Some(&answered), &gone, old);
+    assert_eq!(n.call, Some(Call::CreateReplica));
+    let creating = n.record.expect("record");
+    assert_eq!(
+        (creating.state, creating.requested),
+        (ReprotectionState::Creating, false)
+    );
+    // Created, not yet available; then available; then its lag is known.
+    let requested = Reprotection {
+        requested: true,
+        ..creating
+    };
+    let n = decide(
+        Some(&requested),
+        &instance("creating", Some(PRIMARY_ARN)),
+        old,
+    );
+    assert_eq!((n.protection, n.call.is_none()), ("Reprotecting", true));
+    let n = decide(
+        Some(&requested),
+        &instance("available", Some(PRIMARY_ARN)),
+        old,
+    );
+    let replicating = n.record.expect("record");
+    assert_eq!(replicating.state, ReprotectionState::Replicating);
+    let no_lag = Seen::Instance {
+        instance: Some(RdsObservation {
+            status: "available".into(),
+            source: Some(PRIMARY_ARN.into()),
+        }),
+        lag_known: false,
+    };
+    assert_eq!(
+        decide(Some(&replicating), &no_lag, old).protection,
+        "Reprotecting"
+    );
+    let n = decide(
+        Some(&replicating),
+        &instance("available", Some(PRIMARY_ARN)),
+        old,
+    );
+    assert_eq!((n.protection, n.record), ("Protected", None));
+}
+
+#[test]
+fn recreate_by_delete_keeps_a_final_snapshot_and_deletes_a_stopped_fenced_instance() {
+    let n = decide(None, &instance("stopped", None), OldInstanceAction::Delete);
+    assert_eq!(
+        n.call,
+        Some(Call::Delete {
+            final_snapshot: "orders-use1-final-20270115t080000".into()
+        })
+    );
+    // Rename cannot move a stopped instance: said, nothing sent.
+    let n = decide(None, &instance("stopped", None), OldInstanceAction::Rename);
+    assert_eq!((n.protection, n.call), ("Unprotected", None));
+    // While it is deleting: wait.
+    let record = decide(
+        None,
+        &instance("available", None),
+        OldInstanceAction::Delete,
+    )
+    .record
+    .expect("record");
+    let n = decide(
+        Some(&record),
+        &instance("deleting", None),
+        OldInstanceAction::Delete,
+    );
+    assert!(n.call.is_none());
+}
+
+#[test]
+fn nothing_is_sent_while_blocked_or_when_the_region_does_not_answer() {
+    let n = next(
+        &standby(),
+        None,
+        &instance("available", None),
+        true,
+        OldInstanceAction::Rename,
+        Some("failover back is running"),
+        &now(),
+    );
+    assert_eq!((n.protection, n.call), ("Unprotected", None));
+    let record = decide(
+        None,
+        &instance("available", None),
+        OldInstanceAction::Rename,
+    )
+    .record
+    .expect("record");
+    let n = decide(
+        Some(&record),
+        &Seen::Unknown("no answer".into()),
+        OldInstanceAction::Rename,
+    );
+    assert_eq!((n.protection, n.call), ("Reprotecting", None));
+    assert_eq!(n.record.map(|r| r.state), Some(ReprotectionState::Renaming));
+}
+
+#[test]
+fn a_replica_of_another_source_where_drover_creates_one_is_reported_not_overwritten() {
+    let record = decide(
+        None,
+        &Seen::Instance {
+            instance: None,
+            lag_known: false,
+        },
+        OldInstanceAction::Rename,
+    )
+    .record
+    .expect("record");
+    let n = decide(
+        Some(&record),
+        &instance(
+            "available",
+            Some("arn:aws:rds:eu-west-1:123456789012:db:orders-euw1"),
+        ),
+        OldInstanceAction::Rename,
+    );
+    assert!(n.call.is_none());
+    assert!(
+        n.message
+            .is_some_and(|m| m.contains("not the replica Drover asked for"))
+    );
+}
+
+#[test]
+fn an_aurora_standby_is_protected_only_as_a_secondary_of_a_writer_in_the_active_region() {
+    use crate::engine::AuroraObservation;
+    let arn = |region: &str, id: &str| format!("arn:aws:rds:{region}:1:cluster:{id}");
+    let after_switchover = AuroraObservation {
+        status: "available".into(),
+        writer_arn: Some(arn("us-west-2", "catalog-usw2")),
+        member_arns: vec![
+            arn("us-west-2", "catalog-usw2"),
+            arn("us-east-1", "catalog-use1"),
+        ],
+    };
+    let protection = |obs: &AuroraObservation, lag| {
+        aurora_protection(
+            Some(obs),
+            "catalog",
+            "catalog-use1",
+            "us-east-1",
+            "us-west-2",
+            lag,
+        )
+        .0
+    };
+    assert_eq!(protection(&after_switchover, true), "Protected");
+    assert_eq!(protection(&after_switchover, false), "Reprotecting");
+    // After an unplanned failover, until AWS adds the old primary back.
+    let detached = AuroraObservation {
+        member_arns: vec![arn("us-west-2", "catalog-usw2")],
+        ..after_switchover.clone()
+    };
+    assert_eq!(protection(&detached, true), "Unprotected");
+    let still_writer = AuroraObservation {
+        writer_arn: Some(arn("us-east-1", "catalog-use1")),
+        ..after_switchover
+    };
+    assert_eq!(protection(&still_writer, true), "Unprotected");
+}
