@@ -113,19 +113,10 @@ fn explain(what: &str, e: kube::Error) -> CliError {
         kube::Error::Api(s) => CliError(format!("{what}: {} ({})", s.message, s.reason)),
         kube::Error::HyperError(_) | kube::Error::Service(_) => CliError(format!(
             "cannot reach the Kubernetes API server: {}",
-            root_cause(&e)
+            crate::error::root_cause(&e)
         )),
-        other => CliError(format!("{what}: {other}")),
+        other => CliError(format!("{what}: {}", crate::error::kube_message(&other))),
     }
-}
-
-/// The innermost error's message, e.g. "Connection refused (os error 111)".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 /// A client and the namespace to use, from kubeconfig, context and `-n`.
@@ -247,7 +238,7 @@ async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
                 Some(Ok(Some(fo))) => latest = Some(fo),
                 Some(Ok(None)) => return Err(CliError(format!("failover {name} was deleted"))),
                 // The watcher re-lists by itself after transient errors.
-                Some(Err(e)) => { if !tty { eprintln!("watch interrupted, resuming: {e}"); } }
+                Some(Err(e)) => { if !tty { eprintln!("watch interrupted, resuming: {}", crate::error::plain(&e)); } }
                 None => return Err(CliError("the watch ended unexpectedly".into())),
             },
             _ = ticker.tick() => frame += 1,
