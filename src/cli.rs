@@ -220,6 +220,22 @@ pub async fn failover(kube: &KubeArgs, args: &FailoverArgs) -> Result<bool, CliE
     watch(&api, &name).await
 }
 
+/// Columns assumed when the terminal does not say.
+const DEFAULT_WIDTH: usize = 80;
+
+/// The width of the terminal on stdout, asked at each redraw: it can be resized.
+fn terminal_width() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes one `winsize` into `size`, which outlives the call.
+    let answered = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (answered && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
 /// Follows one Failover until it is terminal, redrawing a live view on a terminal and
 /// printing one line per step change otherwise.
 async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
@@ -230,7 +246,8 @@ async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
     let mut ticker = tokio::time::interval(Duration::from_millis(150));
     let mut latest: Option<Failover> = None;
     let mut printed = PrintedSteps::default();
-    let mut drawn_lines = 0usize;
+    // The display width of each line of the last frame, to erase it before the next.
+    let mut drawn: Vec<usize> = Vec::new();
     let mut frame = 0usize;
     loop {
         tokio::select! {
@@ -247,15 +264,17 @@ async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
         let now = Timestamp::now();
         let mut out = std::io::stdout().lock();
         if tty {
-            let lines = live_view(fo, frame, now);
-            if drawn_lines > 0 {
+            let width = terminal_width().unwrap_or(DEFAULT_WIDTH);
+            let lines = live_view(fo, frame, now, width);
+            let up = rows_taken(&drawn, width);
+            if up > 0 {
                 // Move up and clear what was drawn before.
-                let _ = write!(out, "\x1b[{drawn_lines}A\x1b[J");
+                let _ = write!(out, "\x1b[{up}A\x1b[J");
             }
             for line in &lines {
                 let _ = writeln!(out, "{line}");
             }
-            drawn_lines = lines.len();
+            drawn = lines.iter().map(|l| display_width(l)).collect();
         } else {
             for line in printed.changes(fo) {
                 let _ = writeln!(out, "{line}");
@@ -270,6 +289,46 @@ async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
             return Ok(phase == Some(FailoverPhase::Succeeded));
         }
     }
+}
+
+/// The rows that lines of these display widths take on a terminal `width` columns wide.
+/// Each was drawn narrower than the terminal then, so one row each unless the terminal has
+/// since been narrowed and rewrapped them (tmux and most terminals do).
+pub fn rows_taken(widths: &[usize], width: usize) -> usize {
+    let width = width.max(1);
+    widths.iter().map(|w| w.div_ceil(width).max(1)).sum()
+}
+
+fn display_width(line: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(line)
+}
+
+/// `line` cut to leave the last of `width` columns free, ending in "…" when cut, with
+/// control characters shown as spaces: a line that wraps takes two rows, and the redraw,
+/// which moves up one row per line, would leave the top of the last frame behind. The free
+/// column is for terminals that wrap as soon as the last one is written.
+pub fn fit(line: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthChar;
+    let room = width.saturating_sub(1).max(1);
+    let clean: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if display_width(&clean) <= room {
+        return clean;
+    }
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in clean.chars() {
+        let w = c.width().unwrap_or(0);
+        // One column for the "…".
+        if used + w >= room {
+            break;
+        }
+        cut.push(c);
+        used += w;
+    }
+    format!("{}…", cut.trim_end())
 }
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -295,8 +354,9 @@ fn since(
     now.duration_since(started.0).as_secs_f64().max(0.0)
 }
 
-/// The live view: a header, one line per step with its state and duration, and the phase.
-pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
+/// The live view: a header, one line per step with its state and duration, and the phase,
+/// each line fitted to a terminal `width` columns wide.
+pub fn live_view(fo: &Failover, frame: usize, now: Timestamp, width: usize) -> Vec<String> {
     let mut lines = vec![format!(
         "Failover {}: plan {} → {} ({:?})",
         fo.name_any(),
@@ -306,7 +366,7 @@ pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
     )];
     let Some(status) = &fo.status else {
         lines.push("  waiting for the operator to pick it up".into());
-        return lines;
+        return fit_all(&lines, width);
     };
     for step in &status.steps {
         let duration = match (step.state, step.duration_seconds, &step.started_at) {
@@ -324,7 +384,7 @@ pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
                 state_mark(step.state, frame),
                 step.name,
                 duration,
-                first_line(message, 80)
+                message.lines().next().unwrap_or("")
             )
             .trim_end()
             .to_string(),
@@ -340,7 +400,12 @@ pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
         (None, None) => String::new(),
     };
     lines.push(format!("  phase {}{elapsed}", phase_name(status)));
-    lines
+    // Lines that say what a phase waits for (e.g. the command that approves) go here.
+    fit_all(&lines, width)
+}
+
+fn fit_all(lines: &[String], width: usize) -> Vec<String> {
+    lines.iter().map(|l| fit(l, width)).collect()
 }
 
 fn first_line(text: &str, max: usize) -> String {
@@ -693,6 +758,7 @@ mod tests {
             &fo(FailoverMode::Planned, Some(running())),
             0,
             ts("2026-11-22T00:00:02.5Z"),
+            80,
         );
         assert_eq!(
             view,
@@ -709,14 +775,97 @@ mod tests {
             &fo(FailoverMode::Planned, Some(running())),
             1,
             ts("2026-11-22T00:00:02.5Z"),
+            80,
         );
         assert!(next[2].starts_with("  ⠙ Fence"));
         let waiting = live_view(
             &fo(FailoverMode::Planned, None),
             0,
             ts("2026-11-22T00:00:00Z"),
+            80,
         );
         assert_eq!(waiting[1], "  waiting for the operator to pick it up");
+    }
+
+    /// A failover whose every text is longer than a terminal line: a long name and plan,
+    /// step messages of several hundred columns, with tabs, escapes and wide characters.
+    fn long_winded() -> Failover {
+        let long = "fenced use1: orders-writer → 0, payments-writer → 0, cron → 0, \
+                    replication lag reached 0; "
+            .repeat(5);
+        let mut status = running();
+        status.steps[0].message = Some(format!("{long}\tand\x1b[2Jmore"));
+        status.steps[1].message = Some(format!("区域切换 {long}"));
+        status.steps.push(step(
+            "AVeryLongStepNameThatGoesOnAndOnAndOn",
+            StepState::Failed,
+            Some(1234.5),
+            &long,
+        ));
+        let mut fo = fo(FailoverMode::Unplanned, Some(status));
+        fo.metadata.name = Some(format!("{}-to-usw2-abcde", "checkout".repeat(8)));
+        fo.spec.plan_ref = "checkout".repeat(8);
+        fo
+    }
+
+    #[test]
+    fn no_line_of_the_live_view_wraps_at_any_width() {
+        let fo = long_winded();
+        let now = ts("2026-11-22T00:00:02.5Z");
+        for width in [1, 2, 10, 40, 79, 80, 81, 110, 200, 1000] {
+            for frame in 0..SPINNER.len() {
+                let view = live_view(&fo, frame, now, width);
+                assert_eq!(view.len(), 6, "{view:?}");
+                for line in &view {
+                    let w = display_width(line);
+                    assert!(
+                        w < width || (width == 1 && w == 1),
+                        "{w} columns at width {width}: {line:?}"
+                    );
+                    assert!(!line.chars().any(char::is_control), "{line:?}");
+                }
+            }
+        }
+        let view = live_view(&fo, 0, now, 80);
+        // Cut lines end in "…" and use the width they have.
+        assert_eq!(display_width(&view[1]), 79, "{:?}", view[1]);
+        assert!(view[1].ends_with('…'), "{:?}", view[1]);
+        assert!(view[1].starts_with("  ✓ Preflight             0.2s  fenced use1: "));
+        // Two columns per CJK character.
+        assert!(view[2].starts_with("  ⠋ Fence                 2.5s  区域切换 fenced"));
+        assert_eq!(display_width(&view[2]), 79, "{:?}", view[2]);
+        assert_eq!(view[5], "  phase Running for 2.5s");
+        // Wide enough, nothing is cut.
+        let wide = live_view(&fo, 0, now, 1000);
+        assert!(wide.iter().all(|l| !l.ends_with('…')), "{wide:?}");
+        assert!(
+            wide[1].ends_with("reached 0;  and [2Jmore"),
+            "{:?}",
+            wide[1]
+        );
+    }
+
+    #[test]
+    fn fit_counts_display_columns() {
+        assert_eq!(fit("  ✓ → ⠋ ok", 80), "  ✓ → ⠋ ok");
+        assert_eq!(fit("abcdef", 6), "abcd…");
+        assert_eq!(fit("abcde", 6), "abcde");
+        assert_eq!(fit("ab   cdef", 7), "ab…", "no spaces before the ellipsis");
+        // A wide character that would straddle the limit is left out whole.
+        assert_eq!(fit("ab区域", 5), "ab…");
+        assert_eq!(fit("ab区域", 6), "ab区…");
+        assert_eq!(fit("anything", 0), "…");
+        assert_eq!(fit("a\tb\x1bc", 80), "a b c");
+    }
+
+    #[test]
+    fn the_rows_to_erase_follow_the_terminal_width() {
+        // Lines drawn narrower than the terminal take one row each, empty ones too.
+        assert_eq!(rows_taken(&[79, 0, 40], 80), 3);
+        // Narrowed to 40 columns, the terminal rewraps a 79-column line into two rows.
+        assert_eq!(rows_taken(&[79, 0, 40], 40), 4);
+        assert_eq!(rows_taken(&[], 80), 0);
+        assert_eq!(rows_taken(&[3], 0), 3);
     }
 
     #[test]
