@@ -113,19 +113,10 @@ fn explain(what: &str, e: kube::Error) -> CliError {
         kube::Error::Api(s) => CliError(format!("{what}: {} ({})", s.message, s.reason)),
         kube::Error::HyperError(_) | kube::Error::Service(_) => CliError(format!(
             "cannot reach the Kubernetes API server: {}",
-            root_cause(&e)
+            crate::error::root_cause(&e)
         )),
-        other => CliError(format!("{what}: {other}")),
+        other => CliError(format!("{what}: {}", crate::error::kube_message(&other))),
     }
-}
-
-/// The innermost error's message, e.g. "Connection refused (os error 111)".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 /// A client and the namespace to use, from kubeconfig, context and `-n`.
@@ -229,6 +220,22 @@ pub async fn failover(kube: &KubeArgs, args: &FailoverArgs) -> Result<bool, CliE
     watch(&api, &name).await
 }
 
+/// Columns assumed when the terminal does not say.
+const DEFAULT_WIDTH: usize = 80;
+
+/// The width of the terminal on stdout, asked at each redraw: it can be resized.
+fn terminal_width() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes one `winsize` into `size`, which outlives the call.
+    let answered = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (answered && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
 /// Follows one Failover until it is terminal, redrawing a live view on a terminal and
 /// printing one line per step change otherwise.
 async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
@@ -239,7 +246,8 @@ async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
     let mut ticker = tokio::time::interval(Duration::from_millis(150));
     let mut latest: Option<Failover> = None;
     let mut printed = PrintedSteps::default();
-    let mut drawn_lines = 0usize;
+    // The display width of each line of the last frame, to erase it before the next.
+    let mut drawn: Vec<usize> = Vec::new();
     let mut frame = 0usize;
     loop {
         tokio::select! {
@@ -247,7 +255,7 @@ async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
                 Some(Ok(Some(fo))) => latest = Some(fo),
                 Some(Ok(None)) => return Err(CliError(format!("failover {name} was deleted"))),
                 // The watcher re-lists by itself after transient errors.
-                Some(Err(e)) => { if !tty { eprintln!("watch interrupted, resuming: {e}"); } }
+                Some(Err(e)) => { if !tty { eprintln!("watch interrupted, resuming: {}", crate::error::plain(&e)); } }
                 None => return Err(CliError("the watch ended unexpectedly".into())),
             },
             _ = ticker.tick() => frame += 1,
@@ -256,15 +264,17 @@ async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
         let now = Timestamp::now();
         let mut out = std::io::stdout().lock();
         if tty {
-            let lines = live_view(fo, frame, now);
-            if drawn_lines > 0 {
+            let width = terminal_width().unwrap_or(DEFAULT_WIDTH);
+            let lines = live_view(fo, frame, now, width);
+            let up = rows_taken(&drawn, width);
+            if up > 0 {
                 // Move up and clear what was drawn before.
-                let _ = write!(out, "\x1b[{drawn_lines}A\x1b[J");
+                let _ = write!(out, "\x1b[{up}A\x1b[J");
             }
             for line in &lines {
                 let _ = writeln!(out, "{line}");
             }
-            drawn_lines = lines.len();
+            drawn = lines.iter().map(|l| display_width(l)).collect();
         } else {
             for line in printed.changes(fo) {
                 let _ = writeln!(out, "{line}");
@@ -279,6 +289,46 @@ async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
             return Ok(phase == Some(FailoverPhase::Succeeded));
         }
     }
+}
+
+/// The rows that lines of these display widths take on a terminal `width` columns wide.
+/// Each was drawn narrower than the terminal then, so one row each unless the terminal has
+/// since been narrowed and rewrapped them (tmux and most terminals do).
+pub fn rows_taken(widths: &[usize], width: usize) -> usize {
+    let width = width.max(1);
+    widths.iter().map(|w| w.div_ceil(width).max(1)).sum()
+}
+
+fn display_width(line: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(line)
+}
+
+/// `line` cut to leave the last of `width` columns free, ending in "…" when cut, with
+/// control characters shown as spaces: a line that wraps takes two rows, and the redraw,
+/// which moves up one row per line, would leave the top of the last frame behind. The free
+/// column is for terminals that wrap as soon as the last one is written.
+pub fn fit(line: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthChar;
+    let room = width.saturating_sub(1).max(1);
+    let clean: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if display_width(&clean) <= room {
+        return clean;
+    }
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in clean.chars() {
+        let w = c.width().unwrap_or(0);
+        // One column for the "…".
+        if used + w >= room {
+            break;
+        }
+        cut.push(c);
+        used += w;
+    }
+    format!("{}…", cut.trim_end())
 }
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -304,8 +354,9 @@ fn since(
     now.duration_since(started.0).as_secs_f64().max(0.0)
 }
 
-/// The live view: a header, one line per step with its state and duration, and the phase.
-pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
+/// The live view: a header, one line per step with its state and duration, and the phase,
+/// each line fitted to a terminal `width` columns wide.
+pub fn live_view(fo: &Failover, frame: usize, now: Timestamp, width: usize) -> Vec<String> {
     let mut lines = vec![format!(
         "Failover {}: plan {} → {} ({:?})",
         fo.name_any(),
@@ -315,7 +366,7 @@ pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
     )];
     let Some(status) = &fo.status else {
         lines.push("  waiting for the operator to pick it up".into());
-        return lines;
+        return fit_all(&lines, width);
     };
     for step in &status.steps {
         let duration = match (step.state, step.duration_seconds, &step.started_at) {
@@ -333,7 +384,7 @@ pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
                 state_mark(step.state, frame),
                 step.name,
                 duration,
-                first_line(message, 80)
+                message.lines().next().unwrap_or("")
             )
             .trim_end()
             .to_string(),
@@ -349,7 +400,12 @@ pub fn live_view(fo: &Failover, frame: usize, now: Timestamp) -> Vec<String> {
         (None, None) => String::new(),
     };
     lines.push(format!("  phase {}{elapsed}", phase_name(status)));
-    lines
+    lines.extend(approval_hint(fo).into_iter().map(|l| format!("  {l}")));
+    fit_all(&lines, width)
+}
+
+fn fit_all(lines: &[String], width: usize) -> Vec<String> {
+    lines.iter().map(|l| fit(l, width)).collect()
 }
 
 fn first_line(text: &str, max: usize) -> String {
@@ -366,6 +422,33 @@ fn first_line(text: &str, max: usize) -> String {
 #[derive(Default)]
 pub struct PrintedSteps {
     seen: BTreeMap<String, StepState>,
+    awaiting_shown: bool,
+}
+
+/// While a failover awaits approval: why, until when, and the commands that decide.
+pub fn approval_hint(fo: &Failover) -> Vec<String> {
+    let Some(status) = fo.status.as_ref() else {
+        return Vec::new();
+    };
+    let Some(approval) = status
+        .approval
+        .as_ref()
+        .filter(|_| status.phase == Some(FailoverPhase::AwaitingApproval))
+    else {
+        return Vec::new();
+    };
+    let name = fo.name_any();
+    let ns = fo.namespace().unwrap_or_default();
+    let deadline = approval
+        .deadline
+        .as_ref()
+        .map(|d| format!(" until {}", d.0.strftime("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_default();
+    vec![
+        format!("awaiting approval{deadline}: {}", approval.reason),
+        format!("approve: drover approve {name} -n {ns}"),
+        format!("reject:  drover reject {name} -n {ns} --reason ..."),
+    ]
 }
 
 impl PrintedSteps {
@@ -390,6 +473,11 @@ impl PrintedSteps {
                 .map(|m| format!(": {}", first_line(m, 200)))
                 .unwrap_or_default();
             lines.push(format!("{} {:?}{duration}{message}", step.name, step.state));
+        }
+        let hint = approval_hint(fo);
+        if !hint.is_empty() && !self.awaiting_shown {
+            self.awaiting_shown = true;
+            lines.extend(hint);
         }
         lines
     }
@@ -476,6 +564,9 @@ pub struct FailoverSummary {
     pub phase: Option<String>,
     pub rto_seconds: Option<f64>,
     pub data_loss_seconds: Option<f64>,
+    /// While it awaits approval: why, and the command that approves it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub awaiting_approval: Vec<String>,
 }
 
 /// Summarizes a plan, with its last Failover when it still exists.
@@ -508,6 +599,7 @@ pub fn summarize(plan: &DisasterRecoveryPlan, last: Option<&Failover>) -> PlanSu
                     .and_then(|s| s.timings.as_ref()?.total_seconds),
                 data_loss_seconds: fo_status
                     .and_then(|s| Some(s.data_loss.as_ref()?.max_lag_seconds)),
+                awaiting_approval: last.map(approval_hint).unwrap_or_default(),
             }
         }),
         max_lag_seconds,
@@ -644,7 +736,7 @@ mod tests {
         DataLossEstimate, DisasterRecoveryPlanStatus, FailoverStatus, FailoverTimings,
         LastFailover, ReplicationStatus, StepStatus,
     };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("timestamp")
@@ -702,6 +794,7 @@ mod tests {
             &fo(FailoverMode::Planned, Some(running())),
             0,
             ts("2026-11-22T00:00:02.5Z"),
+            80,
         );
         assert_eq!(
             view,
@@ -718,14 +811,97 @@ mod tests {
             &fo(FailoverMode::Planned, Some(running())),
             1,
             ts("2026-11-22T00:00:02.5Z"),
+            80,
         );
         assert!(next[2].starts_with("  ⠙ Fence"));
         let waiting = live_view(
             &fo(FailoverMode::Planned, None),
             0,
             ts("2026-11-22T00:00:00Z"),
+            80,
         );
         assert_eq!(waiting[1], "  waiting for the operator to pick it up");
+    }
+
+    /// A failover whose every text is longer than a terminal line: a long name and plan,
+    /// step messages of several hundred columns, with tabs, escapes and wide characters.
+    fn long_winded() -> Failover {
+        let long = "fenced use1: orders-writer → 0, payments-writer → 0, cron → 0, \
+                    replication lag reached 0; "
+            .repeat(5);
+        let mut status = running();
+        status.steps[0].message = Some(format!("{long}\tand\x1b[2Jmore"));
+        status.steps[1].message = Some(format!("区域切换 {long}"));
+        status.steps.push(step(
+            "AVeryLongStepNameThatGoesOnAndOnAndOn",
+            StepState::Failed,
+            Some(1234.5),
+            &long,
+        ));
+        let mut fo = fo(FailoverMode::Unplanned, Some(status));
+        fo.metadata.name = Some(format!("{}-to-usw2-abcde", "checkout".repeat(8)));
+        fo.spec.plan_ref = "checkout".repeat(8);
+        fo
+    }
+
+    #[test]
+    fn no_line_of_the_live_view_wraps_at_any_width() {
+        let fo = long_winded();
+        let now = ts("2026-11-22T00:00:02.5Z");
+        for width in [1, 2, 10, 40, 79, 80, 81, 110, 200, 1000] {
+            for frame in 0..SPINNER.len() {
+                let view = live_view(&fo, frame, now, width);
+                assert_eq!(view.len(), 6, "{view:?}");
+                for line in &view {
+                    let w = display_width(line);
+                    assert!(
+                        w < width || (width == 1 && w == 1),
+                        "{w} columns at width {width}: {line:?}"
+                    );
+                    assert!(!line.chars().any(char::is_control), "{line:?}");
+                }
+            }
+        }
+        let view = live_view(&fo, 0, now, 80);
+        // Cut lines end in "…" and use the width they have.
+        assert_eq!(display_width(&view[1]), 79, "{:?}", view[1]);
+        assert!(view[1].ends_with('…'), "{:?}", view[1]);
+        assert!(view[1].starts_with("  ✓ Preflight             0.2s  fenced use1: "));
+        // Two columns per CJK character.
+        assert!(view[2].starts_with("  ⠋ Fence                 2.5s  区域切换 fenced"));
+        assert_eq!(display_width(&view[2]), 79, "{:?}", view[2]);
+        assert_eq!(view[5], "  phase Running for 2.5s");
+        // Wide enough, nothing is cut.
+        let wide = live_view(&fo, 0, now, 1000);
+        assert!(wide.iter().all(|l| !l.ends_with('…')), "{wide:?}");
+        assert!(
+            wide[1].ends_with("reached 0;  and [2Jmore"),
+            "{:?}",
+            wide[1]
+        );
+    }
+
+    #[test]
+    fn fit_counts_display_columns() {
+        assert_eq!(fit("  ✓ → ⠋ ok", 80), "  ✓ → ⠋ ok");
+        assert_eq!(fit("abcdef", 6), "abcd…");
+        assert_eq!(fit("abcde", 6), "abcde");
+        assert_eq!(fit("ab   cdef", 7), "ab…", "no spaces before the ellipsis");
+        // A wide character that would straddle the limit is left out whole.
+        assert_eq!(fit("ab区域", 5), "ab…");
+        assert_eq!(fit("ab区域", 6), "ab区…");
+        assert_eq!(fit("anything", 0), "…");
+        assert_eq!(fit("a\tb\x1bc", 80), "a b c");
+    }
+
+    #[test]
+    fn the_rows_to_erase_follow_the_terminal_width() {
+        // Lines drawn narrower than the terminal take one row each, empty ones too.
+        assert_eq!(rows_taken(&[79, 0, 40], 80), 3);
+        // Narrowed to 40 columns, the terminal rewraps a 79-column line into two rows.
+        assert_eq!(rows_taken(&[79, 0, 40], 40), 4);
+        assert_eq!(rows_taken(&[], 80), 0);
+        assert_eq!(rows_taken(&[3], 0), 3);
     }
 
     #[test]
@@ -746,6 +922,39 @@ mod tests {
             printed.changes(&fo(FailoverMode::Planned, Some(done))),
             vec!["Fence Failed in 4.0s: lag 60s > 0"]
         );
+    }
+
+    #[test]
+    fn a_failover_awaiting_approval_shows_why_and_the_commands_once() {
+        let mut awaiting = running();
+        awaiting.phase = Some(FailoverPhase::AwaitingApproval);
+        awaiting.approval = Some(crate::api::ApprovalStatus {
+            reason: "failback to use1 (active before the last failover)".into(),
+            deadline: Some(MicroTime(ts("2026-11-22T01:00:00Z"))),
+            ..Default::default()
+        });
+        let mut f = fo(FailoverMode::Planned, Some(awaiting));
+        f.metadata.namespace = Some("shop".into());
+        let view = live_view(&f, 0, ts("2026-11-22T00:00:02.5Z"), 200);
+        assert_eq!(
+            view[view.len() - 3..],
+            [
+                "  awaiting approval until 2026-11-22 01:00:00 UTC: failback to use1 (active \
+                 before the last failover)",
+                "  approve: drover approve shop-to-usw2-abcde -n shop",
+                "  reject:  drover reject shop-to-usw2-abcde -n shop --reason ...",
+            ]
+        );
+        let mut printed = PrintedSteps::default();
+        let lines = printed.changes(&f);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "approve: drover approve shop-to-usw2-abcde -n shop")
+        );
+        assert!(printed.changes(&f).is_empty(), "shown once");
+        // Not awaiting: no hint.
+        assert!(approval_hint(&fo(FailoverMode::Planned, Some(running()))).is_empty());
     }
 
     #[test]

@@ -44,13 +44,71 @@ impl std::fmt::Display for ClusterError {
     }
 }
 
-fn classify(region: &str, e: kube::Error) -> ClusterError {
-    match e {
-        kube::Error::Api(s) if s.code == 429 || s.code >= 500 => {
-            ClusterError::Transient(format!("region {region}: {}", s.message))
+impl ClusterError {
+    /// The same error, its message prefixed with the region it came from.
+    fn in_region(self, region: &str) -> Self {
+        let prefix = |m: String| format!("region {region}: {m}");
+        match self {
+            Self::Unreachable(m) => Self::Unreachable(prefix(m)),
+            Self::Transient(m) => Self::Transient(prefix(m)),
+            Self::Permanent(m) => Self::Permanent(prefix(m)),
         }
-        kube::Error::Api(s) => ClusterError::Permanent(format!("region {region}: {}", s.message)),
-        other => ClusterError::Unreachable(format!("region {region}: {other}")),
+    }
+}
+
+/// Whose credentials a region's cluster sees, as error messages name them.
+pub fn credentials(region: &RegionSpec, plan_namespace: &str) -> String {
+    match &region.cluster.kubeconfig_secret_ref {
+        Some(secret) => format!(
+            "the credentials in Secret {}/{}",
+            secret.namespace.as_deref().unwrap_or(plan_namespace),
+            secret.name
+        ),
+        None => "the operator's own credentials".into(),
+    }
+}
+
+/// A region cluster's answer as one plain sentence, without the region (callers name it).
+/// `credentials` is what `credentials()` says; `action` what was asked, as RBAC words it,
+/// e.g. "patch deployments.apps/scale in namespace shop". The kind of error (unreachable,
+/// transient, permanent) follows the answer, as the failover engine expects.
+pub fn classify(e: kube::Error, credentials: &str, action: &str) -> ClusterError {
+    use crate::error::{kube_message, root_cause, status_message};
+    match &e {
+        kube::Error::Api(s) if s.code == 401 => ClusterError::Permanent(format!(
+            "the cluster rejected {credentials}: {}",
+            status_message(s)
+        )),
+        // The server's message names the user, or the policy that said no.
+        kube::Error::Api(s) if s.code == 403 => ClusterError::Permanent(format!(
+            "{credentials} may not {action}: {}",
+            status_message(s)
+        )),
+        kube::Error::Api(s) if s.code == 429 || s.code >= 500 => ClusterError::Transient(format!(
+            "could not {action}: the API server answered {}: {}",
+            s.code,
+            status_message(s)
+        )),
+        kube::Error::Api(s) => {
+            ClusterError::Permanent(format!("could not {action}: {}", status_message(s)))
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            ClusterError::Unreachable(format!("cannot reach the cluster: {}", root_cause(&e)))
+        }
+        kube::Error::Auth(_) => ClusterError::Unreachable(format!(
+            "cannot authenticate with {credentials}: {}",
+            root_cause(&e)
+        )),
+        _ => ClusterError::Unreachable(format!("could not {action}: {}", kube_message(&e))),
+    }
+}
+
+/// An RBAC resource name, e.g. "deployments.apps" or "pods".
+fn resource_name(r: &ApiResource) -> String {
+    if r.group.is_empty() {
+        r.plural.clone()
+    } else {
+        format!("{}.{}", r.plural, r.group)
     }
 }
 
@@ -259,19 +317,35 @@ impl KubeClusters {
         self
     }
 
-    /// The region's client, and its key in the shared clients.
+    fn region(&self, region: &str) -> Result<&RegionSpec, ClusterError> {
+        self.spec
+            .regions
+            .iter()
+            .find(|r| r.name == region)
+            .ok_or_else(|| ClusterError::Permanent(format!("region {region} is not in the plan")))
+    }
+
+    /// Whose credentials the region's cluster sees, for error messages.
+    fn credentials(&self, region: &str) -> String {
+        self.region(region)
+            .map(|r| credentials(r, &self.namespace))
+            .unwrap_or_else(|_| "the region's credentials".into())
+    }
+
+    fn no_answer(&self) -> ClusterError {
+        ClusterError::Unreachable(format!(
+            "no answer within {}",
+            humantime::format_duration(self.timeout)
+        ))
+    }
+
+    /// The region's client, and its key in the shared clients. Errors here and below do not
+    /// name the region: the `Clusters` methods add it, and the plan check's caller does.
     async fn client(&self, region: &str) -> Result<(String, Client), ClusterError> {
         if let Some(c) = self.clients.lock().await.get(region) {
             return Ok(c.clone());
         }
-        let spec = self
-            .spec
-            .regions
-            .iter()
-            .find(|r| r.name == region)
-            .ok_or_else(|| {
-                ClusterError::Permanent(format!("region {region} is not in the plan"))
-            })?;
+        let spec = self.region(region)?;
         let key = RegionClients::key(&self.namespace, spec);
         let client = match self.shared.client(&key).filter(|_| !self.refresh) {
             Some(client) => client,
@@ -301,10 +375,9 @@ impl KubeClusters {
     /// Returns the server version, or every problem found.
     pub async fn check_region(&self, region: &str) -> Result<String, String> {
         let (_, client) = self.client(region).await.map_err(|e| e.to_string())?;
-        let version = client
-            .apiserver_version()
-            .await
-            .map_err(|e| format!("cluster unreachable: {e}"))?;
+        let version = client.apiserver_version().await.map_err(|e| {
+            classify(e, &self.credentials(region), "read the server version").to_string()
+        })?;
         // Concurrently (a bounded number at a time), as a failover reads them: the
         // connections it opens stay open for the failover's first pass.
         // Owned indexes and region: the futures must be Send for any lifetime.
@@ -313,7 +386,7 @@ impl KubeClusters {
         let found: Vec<_> = futures::stream::iter(0..self.spec.workloads.len())
             .map(|i| {
                 let region = owned_region.clone();
-                async move { (i, self.workload(&region, &self.spec.workloads[i]).await) }
+                async move { (i, self.read(&region, &self.spec.workloads[i]).await) }
             })
             .buffered(CHECK_READS)
             .collect()
@@ -342,7 +415,7 @@ impl KubeClusters {
         &self,
         region: &str,
         w: &WorkloadSpec,
-    ) -> Result<Api<DynamicObject>, ClusterError> {
+    ) -> Result<(Api<DynamicObject>, String), ClusterError> {
         let (key, client) = self.client(region).await?;
         let api_version = w
             .effective_api_version()
@@ -353,14 +426,16 @@ impl KubeClusters {
             None => {
                 let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
                 let gvk = GroupVersionKind::gvk(group, version, &w.kind);
-                let (resource, _) = pinned_kind(&client, &gvk)
-                    .await
-                    .map_err(|e| classify(region, e))?;
+                let (resource, _) = pinned_kind(&client, &gvk).await.map_err(|e| {
+                    let action = format!("read the API discovery of {api_version}");
+                    classify(e, &self.credentials(region), &action)
+                })?;
                 self.shared.keep_kind(&key, &kind, &resource);
                 resource
             }
         };
-        Ok(Api::namespaced_with(client, &w.namespace, &resource))
+        let name = resource_name(&resource);
+        Ok((Api::namespaced_with(client, &w.namespace, &resource), name))
     }
 }
 
@@ -409,22 +484,19 @@ fn images(obj: &DynamicObject) -> Vec<String> {
         .collect()
 }
 
-#[async_trait]
-impl Clusters for KubeClusters {
-    async fn workload(
+impl KubeClusters {
+    async fn read(
         &self,
         region: &str,
         w: &WorkloadSpec,
     ) -> Result<Option<WorkloadState>, ClusterError> {
-        let api = self.api(region, w).await?;
+        let (api, resource) = self.api(region, w).await?;
         let obj = match tokio::time::timeout(self.timeout, api.get_opt(&w.name)).await {
-            Err(_) => {
-                return Err(ClusterError::Unreachable(format!(
-                    "region {region}: no answer within {:?}",
-                    self.timeout
-                )));
-            }
-            Ok(r) => r.map_err(|e| classify(region, e))?,
+            Err(_) => return Err(self.no_answer()),
+            Ok(r) => r.map_err(|e| {
+                let action = format!("get {resource} in namespace {}", w.namespace);
+                classify(e, &self.credentials(region), &action)
+            })?,
         };
         Ok(obj.map(|o| {
             let int = |v: &serde_json::Value| v.as_i64().unwrap_or(0) as i32;
@@ -444,7 +516,7 @@ impl Clusters for KubeClusters {
         }))
     }
 
-    async fn pods(
+    async fn count_pods(
         &self,
         region: &str,
         w: &WorkloadSpec,
@@ -454,10 +526,7 @@ impl Clusters for KubeClusters {
         let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, &w.namespace);
         let params = kube::api::ListParams::default().labels(selector);
         match tokio::time::timeout(self.timeout, api.list(&params)).await {
-            Err(_) => Err(ClusterError::Unreachable(format!(
-                "region {region}: no answer within {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err(self.no_answer()),
             // Succeeded and Failed (e.g. Evicted) pods run nothing: only the others count.
             Ok(r) => r
                 .map(|list| {
@@ -469,8 +538,53 @@ impl Clusters for KubeClusters {
                         })
                         .count()
                 })
-                .map_err(|e| classify(region, e)),
+                .map_err(|e| {
+                    let action = format!("list pods in namespace {}", w.namespace);
+                    classify(e, &self.credentials(region), &action)
+                }),
         }
+    }
+
+    async fn set_scale(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<i32, ClusterError> {
+        let (api, resource) = self.api(region, w).await?;
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        let params = PatchParams::default();
+        let merge = Patch::Merge(&patch);
+        let call = api.patch_scale(&w.name, &params, &merge);
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(self.no_answer()),
+            Ok(r) => r
+                .map(|scale| scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+                .map_err(|e| {
+                    let action = format!("patch {resource}/scale in namespace {}", w.namespace);
+                    classify(e, &self.credentials(region), &action)
+                }),
+        }
+    }
+}
+
+#[async_trait]
+impl Clusters for KubeClusters {
+    async fn workload(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+    ) -> Result<Option<WorkloadState>, ClusterError> {
+        self.read(region, w).await.map_err(|e| e.in_region(region))
+    }
+
+    async fn pods(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        selector: &str,
+    ) -> Result<usize, ClusterError> {
+        (self.count_pods(region, w, selector).await).map_err(|e| e.in_region(region))
     }
 
     async fn scale(
@@ -479,20 +593,7 @@ impl Clusters for KubeClusters {
         w: &WorkloadSpec,
         replicas: i32,
     ) -> Result<i32, ClusterError> {
-        let api = self.api(region, w).await?;
-        let patch = serde_json::json!({"spec": {"replicas": replicas}});
-        let params = PatchParams::default();
-        let merge = Patch::Merge(&patch);
-        let call = api.patch_scale(&w.name, &params, &merge);
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(ClusterError::Unreachable(format!(
-                "region {region}: no answer within {:?}",
-                self.timeout
-            ))),
-            Ok(r) => r
-                .map(|scale| scale.spec.and_then(|s| s.replicas).unwrap_or(0))
-                .map_err(|e| classify(region, e)),
-        }
+        (self.set_scale(region, w, replicas).await).map_err(|e| e.in_region(region))
     }
 }
 
@@ -603,6 +704,216 @@ mod tests {
             selector(&unknown),
             None,
             "never a selector wider than the real one"
+        );
+    }
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    const SECRET: &str = "the credentials in Secret drover-system/usw2-kubeconfig";
+
+    #[test]
+    fn kube_errors_become_sentences_that_name_the_secret() {
+        let action = "patch deployments.apps/scale in namespace shop";
+        let told = |e| classify(e, SECRET, action);
+        assert_eq!(
+            told(api_error(401, "Unauthorized", "Unauthorized")),
+            ClusterError::Permanent(
+                "the cluster rejected the credentials in Secret \
+                 drover-system/usw2-kubeconfig: Unauthorized"
+                    .into()
+            )
+        );
+        let forbidden = "deployments.apps \"web\" is forbidden: User \"m\" cannot patch \
+                         resource \"deployments/scale\" in API group \"apps\" in the namespace \"shop\"";
+        assert_eq!(
+            told(api_error(403, "Forbidden", forbidden)),
+            ClusterError::Permanent(format!(
+                "the credentials in Secret drover-system/usw2-kubeconfig may not patch \
+                 deployments.apps/scale in namespace shop: {forbidden}"
+            ))
+        );
+        assert_eq!(
+            told(api_error(503, "ServiceUnavailable", "etcd is down")),
+            ClusterError::Transient(format!(
+                "could not {action}: the API server answered 503: etcd is down"
+            ))
+        );
+        assert_eq!(
+            told(api_error(404, "NotFound", "")),
+            ClusterError::Permanent(format!("could not {action}: NotFound"))
+        );
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            told(kube::Error::Service(Box::new(refused))),
+            ClusterError::Unreachable("cannot reach the cluster: refused".into())
+        );
+        // Callers outside this module see the region.
+        assert_eq!(
+            told(api_error(401, "Unauthorized", "Unauthorized"))
+                .in_region("usw2")
+                .message(),
+            format!("region usw2: the cluster rejected {SECRET}: Unauthorized")
+        );
+    }
+
+    #[test]
+    fn credentials_name_the_secret_the_plan_points_at() {
+        let mut r = region("usw2", "usw2-kubeconfig");
+        assert_eq!(
+            credentials(&r, "team-a"),
+            "the credentials in Secret team-a/usw2-kubeconfig"
+        );
+        if let Some(secret) = r.cluster.kubeconfig_secret_ref.as_mut() {
+            secret.namespace = Some("drover-system".into());
+        }
+        assert_eq!(credentials(&r, "team-a"), SECRET);
+        r.cluster.kubeconfig_secret_ref = None;
+        assert_eq!(credentials(&r, "team-a"), "the operator's own credentials");
+    }
+
+    /// A member API server on 127.0.0.1 that answers every request with `answer(path)`;
+    /// stopped when the test's runtime ends.
+    async fn member(answer: fn(&str) -> (u16, String)) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let port = listener.local_addr().expect("bound").port();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
+            let (code, body) = answer(uri.path());
+            let code = axum::http::StatusCode::from_u16(code).expect("an HTTP code");
+            (code, [("content-type", "application/json")], body)
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    /// The plan's region clusters, their kubeconfig Secrets in team-a read from a
+    /// management API server that hands out a kubeconfig for `port` with a wrong token.
+    fn clusters(port: u16) -> KubeClusters {
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: m, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
+             users: [{{name: u, user: {{token: wrong}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: m, user: u}}}}]\n"
+        );
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "usw2-kubeconfig", "namespace": "team-a"},
+            "data": {"kubeconfig": k8s_openapi::ByteString(kubeconfig.into_bytes())},
+        })
+        .to_string();
+        let mgmt = tower::service_fn(move |_req: http::Request<kube::client::Body>| {
+            let secret = secret.clone();
+            async move {
+                http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(secret.into_bytes()))
+            }
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let plan: crate::api::DisasterRecoveryPlan =
+            serde_yaml::from_str(include_str!("../config/samples/plan.yaml")).expect("sample");
+        KubeClusters::new(
+            Client::new(mgmt, "team-a"),
+            plan.spec,
+            "team-a".into(),
+            Duration::from_secs(5),
+            Arc::default(),
+        )
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> String {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason, "code": code})
+        .to_string()
+    }
+
+    /// A wrong token, as kube-apiserver rejects it: the plan check says so in a sentence.
+    #[tokio::test]
+    async fn a_rejected_token_is_reported_naming_the_secret() {
+        let port = member(|_| (401, status(401, "Unauthorized", "Unauthorized"))).await;
+        let clusters = clusters(port);
+        assert_eq!(
+            clusters.check_region("usw2").await,
+            Err(
+                "the cluster rejected the credentials in Secret team-a/usw2-kubeconfig: \
+                 Unauthorized"
+                    .into()
+            )
+        );
+    }
+
+    /// Credentials that authenticate but are not granted the workloads: each problem names
+    /// the Secret and what it may not do.
+    #[tokio::test]
+    async fn forbidden_reads_and_scales_name_the_secret_and_the_verb() {
+        let port = member(|path| match path {
+            "/version" => (
+                200,
+                serde_json::json!({"major": "1", "minor": "20", "gitVersion": "v1.20.2",
+                    "gitCommit": "", "gitTreeState": "", "buildDate": "", "goVersion": "",
+                    "compiler": "", "platform": ""})
+                .to_string(),
+            ),
+            "/apis/apps/v1" => (
+                200,
+                serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": "apps/v1", "resources": [
+                        {"name": "deployments", "singularName": "deployment", "namespaced": true,
+                         "kind": "Deployment", "verbs": ["get", "patch"]},
+                        {"name": "deployments/scale", "singularName": "", "namespaced": true,
+                         "group": "autoscaling", "version": "v1", "kind": "Scale",
+                         "verbs": ["get", "patch"]}]})
+                .to_string(),
+            ),
+            _ => (
+                403,
+                status(403, "Forbidden", "deployments.apps is forbidden"),
+            ),
+        })
+        .await;
+        let clusters = clusters(port);
+        let secret = "the credentials in Secret team-a/usw2-kubeconfig";
+        let problems = clusters.check_region("usw2").await.expect_err("forbidden");
+        assert!(
+            problems.starts_with(&format!(
+                "Deployment shop/web: {secret} may not get deployments.apps in namespace shop: \
+                 deployments.apps is forbidden; "
+            )),
+            "{problems}"
+        );
+        let web = &clusters.spec.workloads[0];
+        let scaled = clusters.scale("usw2", web, 0).await.expect_err("forbidden");
+        assert_eq!(
+            scaled,
+            ClusterError::Permanent(format!(
+                "region usw2: {secret} may not patch deployments.apps/scale in namespace shop: \
+                 deployments.apps is forbidden"
+            ))
+        );
+    }
+
+    /// A member API server that does not listen: unreachable, said without a debug dump.
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_said_plainly() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+            listener.local_addr().expect("bound").port()
+        };
+        let problem = clusters(port)
+            .check_region("usw2")
+            .await
+            .expect_err("refused");
+        assert!(
+            problem.starts_with("cannot reach the cluster: ") && problem.contains("refused"),
+            "{problem}"
         );
     }
 }

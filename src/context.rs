@@ -139,7 +139,7 @@ impl Context {
         };
         // Events are best effort: a failure to record one must not fail the reconcile.
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %e, reason, "could not publish event");
+            warn!(error = %crate::error::kube_message(&e), reason, "could not publish event");
         }
     }
 }

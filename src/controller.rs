@@ -568,7 +568,7 @@ pub async fn wait_for_crds(client: &Client, namespace: &Option<String>, readines
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 readiness.crds_present.store(false, Ordering::Release);
                 if !logged {
-                    warn!(error = %e, "drover.io CRDs are not served; not ready until they are installed (`drover crds | kubectl create -f -`)");
+                    warn!(error = %crate::error::kube_message(&e), "drover.io CRDs are not served; not ready until they are installed (`drover crds | kubectl create -f -`)");
                     logged = true;
                 }
             }

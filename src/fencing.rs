@@ -224,7 +224,7 @@ pub async fn carry_out(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> 
     match fence_round(&fencer, &cached).await {
         Ok(left) => left,
         Err(e) => {
-            warn!(plan = %plan.name_any(), error = %e, "could not record fencing progress; retrying at the next check");
+            warn!(plan = %plan.name_any(), error = %crate::error::kube_message(&e), "could not record fencing progress; retrying at the next check");
             cached
         }
     }

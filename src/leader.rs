@@ -109,7 +109,9 @@ pub async fn run_when_leader(
     drop(leading);
     match lease_task.await {
         Ok(Ok(_)) => info!("released the leader Lease"),
-        Ok(Err(e)) => error!(error = %e, "could not release the leader Lease"),
+        Ok(Err(e)) => {
+            error!(error = %crate::error::plain(&e), "could not release the leader Lease")
+        }
         Err(e) => error!(error = %e, "lease task failed"),
     }
     outcome

@@ -80,11 +80,13 @@ impl Leadership {
         if self.deposed() {
             return Err(self.deposed_message());
         }
-        let lease = self
-            .leases
-            .get(&self.name)
-            .await
-            .map_err(|e| format!("cannot confirm the leader Lease {}: {e}", self.name))?;
+        let lease = self.leases.get(&self.name).await.map_err(|e| {
+            format!(
+                "cannot confirm the leader Lease {}: {}",
+                self.name,
+                crate::error::kube_message(&e)
+            )
+        })?;
         if holds(&lease, &self.identity, Timestamp::now()) {
             return Ok(());
         }

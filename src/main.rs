@@ -143,7 +143,7 @@ fn main() -> ExitCode {
             match runtime.block_on(run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    error!(error = %e, "drover stopped");
+                    error!(error = %drover::error::plain(e.as_ref()), "drover stopped");
                     ExitCode::FAILURE
                 }
             }

@@ -24,7 +24,16 @@ pub async fn read_secret_key(
         .get_opt(name)
         .await
         .map_err(|e| {
-            let message = format!("reading Secret {namespace}/{name}: {e}");
+            let message = match &e {
+                kube::Error::Api(s) if s.code == 403 => format!(
+                    "the operator may not read Secret {namespace}/{name}: {}",
+                    crate::error::status_message(s)
+                ),
+                _ => format!(
+                    "cannot read Secret {namespace}/{name}: {}",
+                    crate::error::kube_message(&e)
+                ),
+            };
             match e {
                 kube::Error::Api(s) if s.code != 429 && s.code < 500 => {
                     ClusterError::Permanent(message)
@@ -85,8 +94,13 @@ pub async fn client_for_region(
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
-    let client = Client::try_from(config)
-        .map_err(|e| ClusterError::Permanent(format!("client for region {}: {e}", region.name)))?;
+    let client = Client::try_from(config).map_err(|e| {
+        ClusterError::Permanent(format!(
+            "cannot build a client from the kubeconfig in Secret {namespace}/{}: {}",
+            secret.name,
+            crate::error::kube_message(&e)
+        ))
+    })?;
     Ok((client, fingerprint))
 }
 
@@ -153,6 +167,17 @@ mod answer_tests {
                 .expect_err("an error");
             assert!(matches!(err, ClusterError::Permanent(_)), "{code}: {err:?}");
         }
+        // Told in a sentence, never kube's dump of the API's Status.
+        let forbidden = read_secret_key(&answering(403, status(403, "no")), "ns", "s", "k").await;
+        assert_eq!(
+            forbidden.map_err(|e| e.to_string()),
+            Err("the operator may not read Secret ns/s: no".into())
+        );
+        let failing = read_secret_key(&answering(500, status(500, "etcd")), "ns", "s", "k").await;
+        assert_eq!(
+            failing.map_err(|e| e.to_string()),
+            Err("cannot read Secret ns/s: etcd".into())
+        );
         let no_key = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"data":{}}"#;
         let err = read_secret_key(&answering(200, no_key), "ns", "s", "k")
             .await

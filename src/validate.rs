@@ -410,7 +410,10 @@ fn check_region_keys(
         if !regions.contains(region) {
             problems.push(Problem::new(
                 format!("{entry_path}.region"),
-                format!("unknown region {region:?}; the plan's regions are {regions:?}"),
+                format!(
+                    "unknown region {region:?}; the plan's regions are {}",
+                    regions.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
             ));
         } else if let Some(first) = seen.insert(region, entry_path) {
             problems.push(Problem::new(
@@ -464,8 +467,10 @@ pub fn validate_failover(spec: &FailoverSpec, plan: &DisasterRecoveryPlanSpec) -
         problems.push(Problem::new(
             "spec.targetRegion",
             format!(
-                "unknown region {:?}; plan {:?} has {names:?}",
-                spec.target_region, spec.plan_ref
+                "unknown region {:?}; plan {:?} has regions {}",
+                spec.target_region,
+                spec.plan_ref,
+                names.join(", ")
             ),
         ));
     }

@@ -157,6 +157,149 @@ async fn sample_plan_becomes_valid_and_ready() {
     .await;
 }
 
+/// Copies the bed's usw2 member kubeconfig Secret into `ns` as `name`, its token replaced.
+async fn usw2_kubeconfig_with_token(client: &kube::Client, ns: &str, name: &str, token: &str) {
+    use k8s_openapi::api::core::v1::Secret;
+    let bed: Api<Secret> = Api::namespaced(client.clone(), "drover-system");
+    let original = bed.get("usw2-kubeconfig").await.expect("the bed's Secret");
+    let bytes = original
+        .data
+        .as_ref()
+        .and_then(|d| d.get("kubeconfig"))
+        .expect("kubeconfig key")
+        .0
+        .clone();
+    let mut kubeconfig: serde_json::Value = serde_yaml::from_slice(&bytes).expect("a kubeconfig");
+    kubeconfig["users"][0]["user"] = serde_json::json!({ "token": token });
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {"kubeconfig": kubeconfig.to_string()},
+    }))
+    .expect("Secret object");
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
+}
+
+/// Waits until the plan's Ready condition is False with a message that `accept`s.
+async fn not_ready_with(
+    plans: &Api<DisasterRecoveryPlan>,
+    name: &str,
+    accept: impl Fn(&str) -> bool,
+) -> DisasterRecoveryPlan {
+    wait_for(
+        "plan Ready=False for the broken Secret",
+        Duration::from_secs(60),
+        || async {
+            let plan = plans.get(name).await.ok()?;
+            let ready = condition(&plan, "Ready")?;
+            (ready.status == "False" && accept(&ready.message)).then_some(plan)
+        },
+    )
+    .await
+}
+
+fn assert_no_dump(text: &str) {
+    for dump in ["Status {", "ApiError", "Some(", "code:"] {
+        assert!(!text.contains(dump), "a debug dump in {text:?}");
+    }
+}
+
+/// A member kubeconfig Secret whose token the cluster rejects, then one whose identity has
+/// no role there: the plan's Ready condition, its region status and its Event say so in
+/// one sentence naming the region and the Secret, never kube's dump of the API's answer.
+#[tokio::test]
+async fn member_credential_errors_are_plain_sentences() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let (client, ns, _operator) = plan_with_operator("e2e-creds").await;
+    usw2_kubeconfig_with_token(&client, &ns, "usw2-wrong-token", "not-a-token").await;
+    let mut plan = sample_plan(&ns, "shop");
+    plan.spec.regions[1].cluster.kubeconfig_secret_ref = Some(drover::api::SecretKeyRef {
+        name: "usw2-wrong-token".into(),
+        namespace: None,
+        key: None,
+    });
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
+    plans
+        .create(&PostParams::default(), &plan)
+        .await
+        .expect("create plan");
+    let rejected = format!(
+        "the cluster rejected the credentials in Secret {ns}/usw2-wrong-token: Unauthorized"
+    );
+    let plan = not_ready_with(&plans, "shop", |m| m.contains("usw2")).await;
+    let ready = condition(&plan, "Ready").expect("Ready");
+    assert_eq!(ready.message, format!("usw2: {rejected}"));
+    assert_eq!(ready.reason, "RegionsNotReady");
+    let usw2 = plan
+        .status
+        .as_ref()
+        .and_then(|s| s.regions.iter().find(|r| r.name == "usw2"))
+        .expect("usw2 status");
+    assert_eq!(usw2.message.as_deref(), Some(rejected.as_str()));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    wait_for("PlanNotReady Event", Duration::from_secs(30), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("PlanNotReady")
+                    && e.note.as_deref() == Some(ready.message.as_str())
+            })
+            .then_some(())
+    })
+    .await;
+
+    // A token the cluster accepts, for an identity with no role there (a ServiceAccount
+    // of usw2's default namespace): discovery works, reading the workloads does not.
+    let usw2_client = support::client("usw2").await;
+    let account = unique("drover-no-role");
+    let accounts: Api<ServiceAccount> = Api::namespaced(usw2_client, "default");
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": account}}))
+            .expect("ServiceAccount object");
+    accounts
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("create ServiceAccount");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .expect("token")
+        .status
+        .expect("token status")
+        .token;
+    usw2_kubeconfig_with_token(&client, &ns, "usw2-no-role", &token).await;
+    let patch = serde_json::json!({"spec": {"regions": [
+        plan.spec.regions[0],
+        {"name": "usw2", "awsRegion": "us-west-2", "initialRole": "Standby",
+         "cluster": {"kubeconfigSecretRef": {"name": "usw2-no-role"}}},
+    ]}});
+    plans
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch plan");
+    let forbidden = format!(
+        "usw2: Deployment shop/web: the credentials in Secret {ns}/usw2-no-role may not get \
+         deployments.apps in namespace shop: deployments.apps \"web\" is forbidden: User \
+         \"system:serviceaccount:default:{account}\" cannot get resource \"deployments\""
+    );
+    let plan = not_ready_with(&plans, "shop", |m| m.contains("usw2-no-role")).await;
+    let message = &condition(&plan, "Ready").expect("Ready").message;
+    assert!(message.starts_with(&forbidden), "{message}");
+    assert_no_dump(message);
+}
+
 /// Each malformed plan gets Valid=False naming the field, and a Warning Event.
 #[tokio::test]
 async fn malformed_plans_are_reported_by_field() {

@@ -428,6 +428,15 @@ async fn failback_needs_approval_from_the_approver_role() {
                 );
             }
             Some(_) => {
+                // `drover status` shows what it waits for, and the command that approves.
+                let out = run(&requester, &["status", "-n", &ns, "-o", "json"]);
+                let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+                let hint = plans[0]["lastFailover"]["awaitingApproval"].to_string();
+                assert!(
+                    hint.contains(&format!("drover approve {name} -n {ns}"))
+                        && hint.contains("failback to use1"),
+                    "{plans}"
+                );
                 let out = run(&approver, &["approve", name, "-n", &ns]);
                 assert!(out.status.success(), "{}", text(&out.stderr));
                 assert!(
@@ -495,4 +504,169 @@ async fn failback_needs_approval_from_the_approver_role() {
         plan.status.and_then(|s| s.active_region).as_deref(),
         Some("use1")
     );
+}
+
+/// A tmux server on a private socket, with one session `width` columns wide; the server
+/// (and whatever runs in it) is stopped when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16) -> Self {
+        let tmux = Self {
+            socket: unique("drover-watch"),
+        };
+        // An idle pane that is kept after its command exits, so its screen can be read.
+        let size = [width.to_string(), height.to_string()];
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "w",
+            "-x",
+            &size[0],
+            "-y",
+            &size[1],
+            "cat",
+        ]);
+        tmux.run(&["set-option", "-t", "w", "remain-on-exit", "on"]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs (apt-get install tmux)");
+        assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// How the pane's command ended ("exit 0", "signal 9"), once it has.
+    fn ended(&self) -> Option<String> {
+        let dead = self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            "w",
+            "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}",
+        ]);
+        match dead.split(' ').map(str::trim).collect::<Vec<_>>()[..] {
+            ["1", "", signal] => Some(format!("signal {signal}")),
+            ["1", code, _] => Some(format!("exit {code}")),
+            _ => None,
+        }
+    }
+
+    /// Every line the pane showed, scrollback included, wrapped lines joined back into one.
+    fn screen(&self) -> Vec<String> {
+        self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "w"])
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// `drover failover --watch` on a terminal 80 columns wide (tmux): step messages longer
+/// than the line are cut to fit instead of wrapping, so each redraw erases exactly the
+/// frame before it. Before, every redraw left the header behind in the scrollback.
+#[tokio::test]
+async fn watch_redraws_in_place_at_80_columns() {
+    let (scenario, _op) = Scenario::start("tmux", &[], &[], 15).await;
+    let (client, ns, sc) = scenario.parts();
+    let tmux = Tmux::start(80, 40);
+    let kubeconfig = format!("KUBECONFIG={}", kubeconfig_path("mgmt").display());
+    tmux.run(&[
+        "respawn-pane",
+        "-k",
+        "-t",
+        "w",
+        "-e",
+        &kubeconfig,
+        env!("CARGO_BIN_EXE_drover"),
+        "failover",
+        "-n",
+        &ns,
+        "--plan",
+        &sc,
+        "--to",
+        "usw2",
+        "--watch",
+    ]);
+    // Polled until the watch exits, within a deadline; the screen tells what it waited for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let ended = loop {
+        if let Some(ended) = tmux.ended() {
+            break ended;
+        }
+        if std::time::Instant::now() > deadline {
+            let failovers: Api<drover::api::Failover> = Api::namespaced(client.clone(), &ns);
+            let listed = failovers.list(&Default::default()).await.map(|l| {
+                l.items
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{}: {}",
+                            f.metadata.name.clone().unwrap_or_default(),
+                            describe(f)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            });
+            panic!(
+                "drover failover --watch still running after 120 s:\n{}\nfailovers: {listed:?}",
+                tmux.screen().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let screen = tmux.screen();
+    let shown = screen.join("\n");
+    assert_eq!(ended, "exit 0", "{shown}");
+    let headers = screen
+        .iter()
+        .filter(|l| l.starts_with("Failover ") && l.contains(&format!(": plan {sc} → usw2")))
+        .count();
+    assert_eq!(
+        headers, 1,
+        "the header was left behind by a redraw:\n{shown}"
+    );
+    for line in &screen {
+        let columns = unicode_width::UnicodeWidthStr::width(line.as_str());
+        assert!(columns <= 80, "{columns} columns: {line:?}\n{shown}");
+    }
+    // The case in point: step messages longer than the line, cut to fit.
+    assert!(
+        screen
+            .iter()
+            .any(|l| l.starts_with("  ✓ Fence") && l.ends_with('…')),
+        "{shown}"
+    );
+    assert!(
+        screen
+            .iter()
+            .any(|l| l.starts_with("  phase Succeeded after ")),
+        "{shown}"
+    );
+    // Redrawn every 150 ms for as long as the failover ran: many frames, not a few.
+    let rto: f64 = screen
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("  measured RTO: ")?
+                .strip_suffix('s')?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no measured RTO:\n{shown}"));
+    assert!(rto > 1.5, "only {rto}s of redraws:\n{shown}");
 }
