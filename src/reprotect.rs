@@ -163,32 +163,22 @@ pub async fn check(
         return report;
     }
     for (s, n) in &decided {
-        let started = n.record.is_some()
-            && !records
-                .iter()
-                .any(|r| r.database == s.database && r.region == s.region);
-        if started {
+        let had_record = records
+            .iter()
+            .any(|r| r.database == s.database && r.region == s.region);
+        let event = match (had_record, n.record.is_some(), n.protection) {
+            (false, true, _) => Some(("Reprotecting", "re-protecting")),
+            (true, _, "Protected") => Some(("Reprotected", "protected again")),
+            _ => None,
+        };
+        if let Some((reason, what)) = event {
             let note = format!(
-                "re-protecting {} in {}: {}",
+                "{} in {} {what}: {}",
                 s.database,
                 s.region,
                 n.message.as_deref().unwrap_or_default()
             );
-            ctx.publish(plan, EventType::Normal, "Reprotecting", "Reprotect", note)
-                .await;
-        }
-        let finished = n.protection == "Protected"
-            && records
-                .iter()
-                .any(|r| r.database == s.database && r.region == s.region);
-        if finished {
-            let note = format!(
-                "{} in {} is protected again: {}",
-                s.database,
-                s.region,
-                n.message.as_deref().unwrap_or_default()
-            );
-            ctx.publish(plan, EventType::Normal, "Reprotected", "Reprotect", note)
+            ctx.publish(plan, EventType::Normal, reason, "Reprotect", note)
                 .await;
         }
     }
