@@ -225,6 +225,8 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         last_failover: None,
         replication: previous.replication.clone(),
         pending_fences: Vec::new(),
+        // Owned by crate::automatic's field manager; left out here.
+        automatic_failover: None,
     };
     let valid_message = if valid {
         "plan is valid".to_string()

@@ -52,6 +52,9 @@ pub struct DisasterRecoveryPlanSpec {
     /// default only a failback does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalPolicy>,
+    /// Failovers Drover starts by itself on health signals (off unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_failover: Option<crate::api::AutomaticFailoverSpec>,
 }
 
 /// Which failovers need approval (`drover approve`) before any side effect.
@@ -423,6 +426,10 @@ pub struct DisasterRecoveryPlanStatus {
     /// fences each as soon as its region answers, and removes it once done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_fences: Vec<PendingFence>,
+    /// Automatic failover: each signal's state, and why it did or did not trigger. Written
+    /// by its own field manager (`drover-automatic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_failover: Option<crate::api::AutomaticFailoverStatus>,
 }
 
 /// What a pending fence stops.
