@@ -581,10 +581,10 @@ fn random_schedule(seed: u64) -> usize {
     for _ in 0..rng.usize(20..120) {
         now += interval + rng.u64(0..5);
         // Pause switches flip now and then.
-        if rng.u8(..20) == 0 {
-            if let Some(a) = w.spec.automatic_failover.as_mut() {
-                a.paused = !a.paused;
-            }
+        if rng.u8(..20) == 0
+            && let Some(a) = w.spec.automatic_failover.as_mut()
+        {
+            a.paused = !a.paused;
         }
         if rng.u8(..25) == 0 {
             w.operator_paused = !w.operator_paused;
