@@ -32,6 +32,6 @@ step "e2e: management API server restart (alone, it restarts the shared server)"
 cargo test --test e2e -- --nocapture --ignored --exact failover::survives_a_management_api_server_restart
 
 step "AWS emulator extension tests"
-"$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py e2e/test_awsbed_route53.py \
+"$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py e2e/test_awsbed_route53.py e2e/test_awsbed_health.py \
   e2e/test_awsbed_replication.py e2e/test_nodesim.py e2e/test_chart.py e2e/test_iam.py \
   e2e/test_cel.py

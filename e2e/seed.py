@@ -226,13 +226,15 @@ def records(domain, regions=DEFAULT_REGIONS, extra=0):
 
 def add_health_checks(name, recs, failing_region):
     """A Route 53 health check per region on the api record, as failover records have;
-    the one in `failing_region` reports unhealthy."""
+    the one in `failing_region` reports unhealthy. Each fails from every checker while its
+    region is lost (a bed outage)."""
     r53 = aws("route53", "us-east-1", R53_CONFIG)
     for t in recs[0]["targets"]:
         hc = r53_call(r53.create_health_check, CallerReference=f"{name}-{t['region']}", HealthCheckConfig={
             "IPAddress": t["values"][0], "Port": 443, "Type": "HTTPS", "ResourcePath": "/healthz",
         })["HealthCheck"]["Id"]
         t["healthCheckId"] = hc
+        bed("/health-checks", {"id": hc, "endpoint_region": REGIONS[t["region"]]})
         if t["region"] == failing_region:
             bed("/health-checks", {"id": hc, "healthy": False})
 

@@ -12,6 +12,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 
 use crate::api::AliasTarget;
+use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::{ChangeAction as PlanChangeAction, RecordChange};
 use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
 use crate::metrics::{AwsCallLabels, Metrics};
@@ -149,6 +150,17 @@ pub trait Aws: Send + Sync {
         repository: &str,
         reference: &str,
     ) -> AwsResult<bool>;
+    /// Route 53 GetHealthCheckStatus: each checker's last report, with its region.
+    async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>>;
+    /// CloudWatch DescribeAlarms: the alarm's state (ALARM, OK, INSUFFICIENT_DATA), or None
+    /// when there is no such alarm.
+    async fn alarm_state(&self, region: &str, name: &str) -> AwsResult<Option<String>>;
+    /// CloudWatch GetMetricData: the newest datapoint within `query.lookback`.
+    async fn metric_datapoint(
+        &self,
+        region: &str,
+        query: &MetricQuery,
+    ) -> AwsResult<Option<MetricDatapoint>>;
 }
 
 const THROTTLING_CODES: [&str; 6] = [
@@ -919,6 +931,154 @@ impl Aws for SdkAws {
             &["ImageNotFoundException", "RepositoryNotFoundException"],
         );
         Ok(out?.is_some_and(|o| !o.image_details.unwrap_or_default().is_empty()))
+    }
+
+    async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>> {
+        let out = self.record(
+            "route53",
+            "GetHealthCheckStatus",
+            self.route53
+                .get_health_check_status()
+                .health_check_id(id)
+                .send()
+                .await,
+        )?;
+        Ok(out
+            .health_check_observations
+            .into_iter()
+            .map(|o| {
+                let report = o.status_report.as_ref();
+                let status = report.and_then(|r| r.status.as_deref()).unwrap_or_default();
+                CheckerObservation {
+                    region: o
+                        .region
+                        .as_ref()
+                        .map_or_else(|| "unknown".to_string(), |r| r.as_str().to_string()),
+                    healthy: if status.starts_with("Success") {
+                        Some(true)
+                    } else if status.starts_with("Failure") {
+                        Some(false)
+                    } else {
+                        None
+                    },
+                    checked_at: report
+                        .and_then(|r| r.checked_time)
+                        .and_then(|t| SystemTime::try_from(t).ok()),
+                }
+            })
+            .collect())
+    }
+
+    async fn alarm_state(&self, region: &str, name: &str) -> AwsResult<Option<String>> {
+        use aws_sdk_cloudwatch::types::AlarmType;
+        let out = self.record(
+            "cloudwatch",
+            "DescribeAlarms",
+            self.region(region)
+                .cloudwatch
+                .describe_alarms()
+                .alarm_names(name)
+                .alarm_types(AlarmType::MetricAlarm)
+                .alarm_types(AlarmType::CompositeAlarm)
+                .send()
+                .await,
+        )?;
+        let metric = out
+            .metric_alarms
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.alarm_name.as_deref() == Some(name))
+            .find_map(|a| a.state_value);
+        let composite = || {
+            out.composite_alarms
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| a.alarm_name.as_deref() == Some(name))
+                .find_map(|a| a.state_value)
+        };
+        Ok(metric.or_else(composite).map(|s| s.as_str().to_string()))
+    }
+
+    async fn metric_datapoint(
+        &self,
+        region: &str,
+        query: &MetricQuery,
+    ) -> AwsResult<Option<MetricDatapoint>> {
+        use aws_sdk_cloudwatch::primitives::DateTime;
+        use aws_sdk_cloudwatch::types::{
+            Dimension, Metric, MetricDataQuery, MetricStat, ScanBy, StatusCode,
+        };
+        let metric = Metric::builder()
+            .namespace(&query.namespace)
+            .metric_name(&query.metric_name)
+            .set_dimensions(Some(
+                query
+                    .dimensions
+                    .iter()
+                    .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+                    .collect(),
+            ))
+            .build();
+        let data_query = MetricDataQuery::builder()
+            .id("q0")
+            .metric_stat(
+                MetricStat::builder()
+                    .metric(metric)
+                    .period(query.period_seconds)
+                    .stat(&query.statistic)
+                    .build(),
+            )
+            .build();
+        let now = SystemTime::now();
+        let out = self.record(
+            "cloudwatch",
+            "GetMetricData",
+            self.region(region)
+                .cloudwatch
+                .get_metric_data()
+                .metric_data_queries(data_query)
+                .scan_by(ScanBy::TimestampDescending)
+                .start_time(DateTime::from(now - query.lookback))
+                .end_time(DateTime::from(now))
+                .send()
+                .await,
+        )?;
+        let Some(result) = out
+            .metric_data_results
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r.id.as_deref() == Some("q0"))
+        else {
+            // An unanswered query is an unanswered read, not "no datapoint".
+            return Err(AwsError {
+                kind: AwsErrorKind::Transient,
+                message: format!("GetMetricData returned no result for {}", query.metric_name),
+            });
+        };
+        if matches!(
+            result.status_code,
+            Some(StatusCode::Forbidden | StatusCode::InternalError)
+        ) {
+            return Err(AwsError {
+                kind: AwsErrorKind::Transient,
+                message: format!(
+                    "GetMetricData for {}: {:?}",
+                    query.metric_name, result.status_code
+                ),
+            });
+        }
+        Ok(result
+            .values
+            .unwrap_or_default()
+            .into_iter()
+            .zip(result.timestamps.unwrap_or_default())
+            .filter_map(|(value, at)| {
+                Some(MetricDatapoint {
+                    value,
+                    at: SystemTime::try_from(at).ok()?,
+                })
+            })
+            .max_by(|a, b| a.at.cmp(&b.at)))
     }
 }
 

@@ -40,6 +40,16 @@ pub struct RunArgs {
     /// Pause before retrying the steps left after promotion when one failed, in seconds.
     #[arg(long, env = "DROVER_RETRY_AFTER_PROMOTION_SECONDS")]
     pub retry_after_promotion_seconds: Option<u64>,
+    /// Never start an automatic failover, whatever the plans say (signals are still read
+    /// and shown). DROVER_PAUSE_AUTOMATIC_FAILOVER=true does the same.
+    #[arg(
+        long,
+        env = "DROVER_PAUSE_AUTOMATIC_FAILOVER",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub pause_automatic_failover: Option<bool>,
 }
 
 /// The same settings as they appear in a config file (camelCase keys).
@@ -55,6 +65,7 @@ pub struct FileConfig {
     pub plan_resync_seconds: Option<u64>,
     pub member_timeout_seconds: Option<u64>,
     pub retry_after_promotion_seconds: Option<u64>,
+    pub pause_automatic_failover: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -69,6 +80,8 @@ pub struct Config {
     pub plan_resync: Duration,
     pub member_timeout: Duration,
     pub retry_after_promotion: Duration,
+    /// Automatic failover is paused for every plan.
+    pub pause_automatic_failover: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +163,10 @@ impl Config {
                     .unwrap_or(30)
                     .max(1),
             ),
+            pause_automatic_failover: args
+                .pause_automatic_failover
+                .or(file.pause_automatic_failover)
+                .unwrap_or(false),
         })
     }
 
@@ -209,6 +226,34 @@ mod tests {
         assert_eq!(config.identity, "pod-a");
         assert_eq!(config.lease_namespace, "ops");
         assert_eq!(config.watch_namespace, None);
+    }
+
+    #[test]
+    fn automatic_failover_pause_from_flag_env_or_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("drover").chain(args.iter().copied()))
+                .expect("parses");
+            let file: FileConfig =
+                serde_yaml::from_str("pauseAutomaticFailover: true").expect("file parses");
+            (
+                Config::resolve(&cli.run, FileConfig::default(), None, None)
+                    .expect("resolves")
+                    .pause_automatic_failover,
+                Config::resolve(&cli.run, file, None, None)
+                    .expect("resolves")
+                    .pause_automatic_failover,
+            )
+        };
+        assert_eq!(parse(&[]), (false, true));
+        assert_eq!(parse(&["--pause-automatic-failover"]), (true, true));
+        assert_eq!(parse(&["--pause-automatic-failover=false"]), (false, false));
+        assert_eq!(parse(&["--pause-automatic-failover", "yes"]), (true, true));
     }
 
     #[test]

@@ -196,6 +196,8 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         replication: previous.replication.clone(),
         pending_fences: Vec::new(),
         reprotections: Vec::new(),
+        // Owned by crate::automatic's field manager; left out here.
+        automatic_failover: None,
     };
     let valid_message = if valid {
         "plan is valid".to_string()
@@ -387,7 +389,11 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     } else {
         ctx.config.plan_resync.min(crate::fencing::PENDING_RECHECK)
     };
-    Ok(Action::requeue(resync))
+    // Evaluated after the status above is written; requeued by its interval.
+    let automatic = crate::automatic::reconcile(&ctx, &plan, &ns, valid).await?;
+    Ok(Action::requeue(
+        automatic.map_or(resync, |next| resync.min(next)),
+    ))
 }
 
 /// Drives a Failover: flags edited specs, otherwise runs (or resumes) its steps.

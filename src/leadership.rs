@@ -15,6 +15,7 @@ use kube::Api;
 use crate::api::WorkloadSpec;
 use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
+use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::RecordChange;
 use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
 
@@ -302,6 +303,19 @@ impl Aws for LeaderAws {
         reference: &str,
     ) -> AwsResult<bool> {
         self.inner.image_exists(region, repository, reference).await
+    }
+    async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>> {
+        self.inner.health_check_observations(id).await
+    }
+    async fn alarm_state(&self, region: &str, name: &str) -> AwsResult<Option<String>> {
+        self.inner.alarm_state(region, name).await
+    }
+    async fn metric_datapoint(
+        &self,
+        region: &str,
+        query: &MetricQuery,
+    ) -> AwsResult<Option<MetricDatapoint>> {
+        self.inner.metric_datapoint(region, query).await
     }
 }
 

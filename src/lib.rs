@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod approve;
+pub mod automatic;
 pub mod aws;
 pub mod check;
 pub mod cli;

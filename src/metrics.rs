@@ -57,6 +57,14 @@ pub struct LagLabels {
     pub region: String,
 }
 
+/// A health signal of a plan's automatic failover (names are bounded by validation).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    pub namespace: String,
+    pub plan: String,
+    pub signal: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegionLabels {
     pub plan: String,
@@ -90,6 +98,9 @@ pub struct Metrics {
     pub last_failover_rto: Family<PlanLabels, FloatGauge>,
     pub last_failover_data_loss: Family<PlanLabels, FloatGauge>,
     pub last_failover_step: Family<PlanStepLabels, FloatGauge>,
+    pub automatic_consecutive_bad: Family<SignalLabels, Gauge>,
+    pub automatic_paused: Family<PlanLabels, Gauge>,
+    pub automatic_failovers: Family<PlanLabels, Counter>,
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -199,6 +210,24 @@ impl Default for Metrics {
             "Duration of each step of the plan's last finished failover",
             last_failover_step.clone(),
         );
+        let automatic_consecutive_bad = Family::<SignalLabels, Gauge>::default();
+        let automatic_paused = Family::<PlanLabels, Gauge>::default();
+        let automatic_failovers = Family::<PlanLabels, Counter>::default();
+        registry.register(
+            "automatic_failover_consecutive_bad",
+            "Consecutive bad evaluations of each health signal of the active region",
+            automatic_consecutive_bad.clone(),
+        );
+        registry.register(
+            "automatic_failover_paused",
+            "1 while automatic failover of the plan is paused (plan or operator switch)",
+            automatic_paused.clone(),
+        );
+        registry.register(
+            "automatic_failovers",
+            "Failovers Drover started by itself on health signals",
+            automatic_failovers.clone(),
+        );
         // Zero series for every error category, so rate() works before the first error.
         for controller in ["plan", "failover"] {
             for error in crate::error::Error::METRIC_LABELS {
@@ -207,6 +236,9 @@ impl Default for Metrics {
         }
         Self {
             registry,
+            automatic_consecutive_bad,
+            automatic_paused,
+            automatic_failovers,
             plan_rto,
             plan_rpo,
             last_failover_rto,

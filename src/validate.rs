@@ -1,5 +1,7 @@
 //! Pure validation of plans and failovers. Every problem names its field path.
 
+mod automatic;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
@@ -267,6 +269,9 @@ pub fn validate_plan(
                 ),
             ));
         }
+    }
+    if let Some(auto) = &spec.automatic_failover {
+        automatic::check(auto, &regions, &mut problems);
     }
     if let Some(Err(reason)) = spec.objectives.max_lag_age.as_deref().map(parse_timeout) {
         problems.push(Problem::new("spec.objectives.maxLagAge", reason));

@@ -10,7 +10,8 @@ A WSGI layer in front of moto's own dispatcher:
   * Aurora SwitchoverGlobalCluster / FailoverGlobalCluster change the writer after a
     delay (moto answers 500 for both);
   * Route 53 GetChange reports PENDING for a configurable time after a change batch;
-    health checks can be made to fail;
+    health checks report per checker region as the bed says, and fail from every checker
+    while their endpoint's region is lost (health.py);
   * Route 53 is as strict as AWS (route53.py): exact, atomic batches; PriorRequestNotComplete; 5 req/s;
   * replica lag evolves over bed time with the source's writes and is published to CloudWatch
     on a cadence, -1 when replication is not running (replication.py; AWS/RDS ReplicaLag,
@@ -37,7 +38,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from moto.rds import responses as rds_responses
 from moto.rds.exceptions import RDSClientError
 
-from . import replication, route53
+from . import health, replication, route53
 
 
 def _describe_global_clusters(self):
@@ -108,7 +109,7 @@ class BedState:
         # A new read replica shows `creating`, a deleted instance `deleting`, this long.
         self.replica_create_delay = 2.0
         self.delete_delay = 1.0
-        self.failing_health_checks = set()
+        self.health = health.HealthState()  # per-checker-region health check reports (health.py)
         self.changes = {}  # change id -> (submitted, insync_at)
         self.change_ids = itertools.count(1)
         self.promoting = set()  # (region, db id)
@@ -522,21 +523,8 @@ class Bed:
         return self.respond(start_response, "200 OK", body)
 
     def on_route53_GetHealthCheckStatus(self, environ, start_response, region, params):
-        hc_id = environ.get("PATH_INFO", "").rstrip("/").split("/")[-2]
-        with self.state.lock:
-            failing = hc_id in self.state.failing_health_checks
-        report = "Failure: HTTP Status Code 503, Service Unavailable (injected)" if failing \
-            else "Success: HTTP Status Code 200, OK"
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        observations = "".join(
-            f"<HealthCheckObservation><Region>{r}</Region><IPAddress>127.0.0.{i + 1}</IPAddress>"
-            f"<StatusReport><Status>{report}</Status><CheckedTime>{stamp}</CheckedTime></StatusReport>"
-            f"</HealthCheckObservation>"
-            for i, r in enumerate(["us-east-1", "us-west-2", "eu-west-1"]))
-        body = (f'<?xml version="1.0"?><GetHealthCheckStatusResponse xmlns="{R53_NS}">'
-                f"<HealthCheckObservations>{observations}</HealthCheckObservations>"
-                f"</GetHealthCheckStatusResponse>")
-        return self.respond(start_response, "200 OK", body)
+        # Per checker region, as the bed decides; outages and unknown IDs as AWS (health.py).
+        return health.status(self, environ, start_response, route53.account_of(environ))
 
     # ---- control API --------------------------------------------------------------------
     def control(self, environ, start_response):
@@ -653,11 +641,7 @@ class Bed:
 
     def ctl_health_check(self, p):
         with self.state.lock:
-            if p.get("healthy", True):
-                self.state.failing_health_checks.discard(p["id"])
-            else:
-                self.state.failing_health_checks.add(p["id"])
-            return {"failing": sorted(self.state.failing_health_checks)}
+            return health.control(self.state, p)
 
     def ctl_lag(self, p):
         """Sets a replica's steady lag under load and its lag now (seconds), published at once."""

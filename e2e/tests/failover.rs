@@ -922,10 +922,10 @@ async fn survives_a_management_api_server_restart() {
 
 /// Freezes a sandbox process (SIGSTOP) until dropped, so its clients time out as they would
 /// against a lost region.
-struct Frozen(i32);
+pub struct Frozen(i32);
 
 impl Frozen {
-    fn process(name: &str) -> Self {
+    pub fn process(name: &str) -> Self {
         let pid = sandbox_pid(name);
         signal(pid, "STOP");
         Frozen(pid)
@@ -946,7 +946,7 @@ impl Drop for Frozen {
 }
 
 /// Undoes emulator settings when dropped.
-struct BedReset;
+pub struct BedReset;
 
 impl Drop for BedReset {
     fn drop(&mut self) {

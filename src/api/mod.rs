@@ -1,10 +1,12 @@
 //! The `drover.io/v1alpha1` API.
 
 mod approval;
+mod automatic;
 mod failover;
 mod plan;
 
 pub use approval::*;
+pub use automatic::*;
 pub use failover::*;
 pub use plan::*;
 

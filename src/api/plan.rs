@@ -55,6 +55,9 @@ pub struct DisasterRecoveryPlanSpec {
     /// How standby RDS databases are protected again after a failover (default Manual).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprotection: Option<ReprotectionSpec>,
+    /// Failovers Drover starts by itself on health signals (off unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_failover: Option<crate::api::AutomaticFailoverSpec>,
 }
 
 /// Re-protection of RDS standbys after a failover: each standby becomes a cross-region read
@@ -477,6 +480,10 @@ pub struct DisasterRecoveryPlanStatus {
     /// each got. Every call is recorded here before it is sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reprotections: Vec<Reprotection>,
+    /// Automatic failover: each signal's state, and why it did or did not trigger. Written
+    /// by its own field manager (`drover-automatic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_failover: Option<crate::api::AutomaticFailoverStatus>,
 }
 
 /// How far the re-protection of one RDS standby got.

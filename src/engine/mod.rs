@@ -10,6 +10,7 @@ use crate::api::{
 use crate::validate::{self, parse_timeout};
 
 pub mod approval;
+pub mod automatic;
 pub mod dns;
 pub mod fence;
 pub mod lag;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::api::{DatabaseState, Failover, FailoverApproval, FailoverStatus, WorkloadSpec};
 use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
+use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::{ChangeAction, RecordChange};
 use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
 use crate::leadership::LeaseCheck;
@@ -672,6 +673,33 @@ impl Aws for FakeAws {
         _reference: &str,
     ) -> AwsResult<bool> {
         Ok(true)
+    }
+    /// Healthy from three checker regions, unless the AWS region named by the id (the
+    /// simulation's convention: "hc-<aws region>") is lost. The simulation does not run the
+    /// plan reconciler, so these reads are not effect boundaries.
+    async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>> {
+        let w = lock(&self.0);
+        let lost = id
+            .strip_prefix("hc-")
+            .is_some_and(|region| w.region_lost(region));
+        Ok(["us-east-1", "us-west-2", "eu-west-1"]
+            .iter()
+            .map(|r| CheckerObservation {
+                region: r.to_string(),
+                healthy: Some(!lost),
+                checked_at: Some(w.wall()),
+            })
+            .collect())
+    }
+    async fn alarm_state(&self, _region: &str, _name: &str) -> AwsResult<Option<String>> {
+        Ok(Some("OK".into()))
+    }
+    async fn metric_datapoint(
+        &self,
+        _region: &str,
+        _query: &MetricQuery,
+    ) -> AwsResult<Option<MetricDatapoint>> {
+        Ok(None)
     }
 }
 
