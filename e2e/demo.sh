@@ -82,11 +82,25 @@ for _ in $(seq 1 300); do
 done
 kubectl -n drover-system get drp demo
 
+stage "the plan re-protects its RDS standbys itself (spec.reprotection.rds: Recreate)"
+kubectl -n drover-system patch drp demo --type merge -p '{"spec":{"reprotection":{"rds":"Recreate"}}}'
+
 stage "planned failover use1 → usw2: drover failover --plan demo --to usw2 --watch"
 ./target/debug/drover failover -n drover-system --plan demo --to usw2 --watch
 
-stage "failback usw2 → use1 (first the old primaries are rebuilt as replicas, as an SRE would)"
-"$PYTHON" e2e/seed.py demo use1 --rebuild-replica
+stage "re-protection: the old primaries in use1 are renamed aside, replicas of usw2 created"
+for _ in $(seq 1 600); do
+  ready=$(kubectl -n drover-system get drp demo -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')
+  [ "$ready" = True ] && break
+  sleep 0.2
+done
+kubectl -n drover-system get drp demo \
+  -o jsonpath='{range .status.replication[*]}{.database} in {.region}: {.protection}{"\n"}{end}'
+kubectl -n drover-system get events --field-selector reason=Reprotected \
+  -o custom-columns=REASON:.reason,MESSAGE:.message
+[ "$ready" = True ] || { echo "the standbys were not re-protected"; exit 1; }
+
+stage "failback usw2 → use1: no hand-run step; it waits for approval (the plan's default)"
 # A failback waits for approval (the plan's default): it runs its preflight, then waits.
 ./target/debug/drover failover -n drover-system --plan demo --to use1 --mode Planned --watch \
   > "$DEMO_DIR/failback.log" 2>&1 &

@@ -101,12 +101,13 @@ pub trait Aws: Send + Sync {
     /// Renames an instance at once (ModifyDBInstance NewDBInstanceIdentifier), freeing its
     /// identifier for a new replica.
     async fn rename_db_instance(&self, region: &str, id: &str, to: &str) -> AwsResult<()>;
-    /// Deletes an instance, keeping a final snapshot.
+    /// Deletes an instance, keeping a final snapshot when one is named (AWS refuses one for
+    /// a read replica).
     async fn delete_db_instance(
         &self,
         region: &str,
         id: &str,
-        final_snapshot: &str,
+        final_snapshot: Option<&str>,
     ) -> AwsResult<()>;
     /// Creates `id` in `region` as a read replica of `source_arn` (another region's primary).
     async fn create_read_replica(&self, region: &str, id: &str, source_arn: &str) -> AwsResult<()>;
@@ -495,7 +496,7 @@ impl Aws for SdkAws {
         &self,
         region: &str,
         id: &str,
-        final_snapshot: &str,
+        final_snapshot: Option<&str>,
     ) -> AwsResult<()> {
         self.record(
             "rds",
@@ -504,8 +505,8 @@ impl Aws for SdkAws {
                 .rds
                 .delete_db_instance()
                 .db_instance_identifier(id)
-                .skip_final_snapshot(false)
-                .final_db_snapshot_identifier(final_snapshot)
+                .skip_final_snapshot(final_snapshot.is_none())
+                .set_final_db_snapshot_identifier(final_snapshot.map(str::to_string))
                 .send()
                 .await
                 .map(|_| ()),

@@ -238,7 +238,7 @@ fn terminal_width() -> Option<usize> {
 
 /// Follows one Failover until it is terminal, redrawing a live view on a terminal and
 /// printing one line per step change otherwise.
-async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
+pub(crate) async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
     let tty = std::io::stdout().is_terminal();
     // Stopping the watch must not look like stopping the failover.
     eprintln!("watching {name}; Ctrl-C stops watching, not the failover");

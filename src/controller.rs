@@ -198,6 +198,8 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         reprotections: Vec::new(),
         // Owned by crate::automatic's field manager; left out here.
         automatic_failover: None,
+        // Owned by crate::drill's field manager; left out here.
+        drills: None,
     };
     let valid_message = if valid {
         "plan is valid".to_string()
@@ -365,10 +367,40 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         };
         let reason = if ready { "PlanReady" } else { "PlanNotReady" };
         info!(plan = %name, namespace = %ns, ready, message = %ready_message, "plan checked");
-        ctx.publish(&*plan, type_, reason, "Reconcile", ready_message)
+        ctx.publish(&*plan, type_, reason, "Reconcile", ready_message.clone())
             .await;
     }
 
+    if let Some(drills) = &plan.spec.drills {
+        let overdue = crate::engine::drill::overdue(
+            drills,
+            &plan
+                .status
+                .as_ref()
+                .and_then(|s| s.drills.clone())
+                .unwrap_or_default(),
+            plan.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            now(),
+        );
+        status.conditions = conditions::upsert(
+            &status.conditions,
+            DesiredCondition {
+                type_: "DrillOverdue",
+                status: overdue.is_some(),
+                reason: if overdue.is_some() {
+                    "NoRecentDrill"
+                } else {
+                    "DrillRecent"
+                },
+                message: overdue.unwrap_or_else(|| {
+                    "a drill succeeded within spec.drills.requiredInterval, or none is required"
+                        .into()
+                }),
+            },
+            generation,
+            now(),
+        );
+    }
     let written = apply_status(&api, &name, FIELD_MANAGER, &status).await?;
     // The active region as the API server holds it now: the cached copy this reconcile
     // started from may predate a failover that just moved it.
@@ -391,8 +423,15 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
     };
     // Evaluated after the status above is written; requeued by its interval.
     let automatic = crate::automatic::reconcile(&ctx, &plan, &ns, valid).await?;
+    let ready_now = if ready {
+        Ok(())
+    } else {
+        Err(ready_message.clone())
+    };
+    let drills = crate::drill::reconcile(&ctx, &plan, &ns, ready_now).await;
+    let next = [automatic, drills].into_iter().flatten().min();
     Ok(Action::requeue(
-        automatic.map_or(resync, |next| resync.min(next)),
+        next.map_or(resync, |next| resync.min(next)),
     ))
 }
 

@@ -240,7 +240,12 @@ impl Aws for LeaderAws {
         self.confirm().await?;
         self.inner.rename_db_instance(region, id, to).await
     }
-    async fn delete_db_instance(&self, region: &str, id: &str, snap: &str) -> AwsResult<()> {
+    async fn delete_db_instance(
+        &self,
+        region: &str,
+        id: &str,
+        snap: Option<&str>,
+    ) -> AwsResult<()> {
         self.confirm().await?;
         self.inner.delete_db_instance(region, id, snap).await
     }

@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod fencing;

@@ -58,6 +58,13 @@ enum Command {
         #[command(flatten)]
         args: approve::RejectArgs,
     },
+    /// Run a drill of a plan now (DryRun, or a RoundTrip there and back).
+    Drill {
+        #[command(flatten)]
+        kube: cli::KubeArgs,
+        #[command(flatten)]
+        args: drover::drill::DrillArgs,
+    },
     /// Show plans: active region, readiness, last failover and replication lag.
     Status {
         #[command(flatten)]
@@ -114,6 +121,15 @@ fn main() -> ExitCode {
             .await?;
             println!("{done}");
             Ok(ExitCode::SUCCESS)
+        }),
+        Command::Drill { kube, args } => run_cli(async move {
+            drover::drill::run_now(&kube, &args).await.map(|succeeded| {
+                if succeeded {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
         }),
         Command::Status { kube, args } => run_cli(async move {
             let text = cli::status(&kube, &args).await?;

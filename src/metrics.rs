@@ -101,6 +101,10 @@ pub struct Metrics {
     pub automatic_consecutive_bad: Family<SignalLabels, Gauge>,
     pub automatic_paused: Family<PlanLabels, Gauge>,
     pub automatic_failovers: Family<PlanLabels, Counter>,
+    pub drill_last_success: Family<PlanLabels, FloatGauge>,
+    pub drill_last_succeeded: Family<PlanLabels, Gauge>,
+    pub drill_rto: Family<PlanLabels, FloatGauge>,
+    pub drill_rto_back: Family<PlanLabels, FloatGauge>,
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -228,6 +232,30 @@ impl Default for Metrics {
             "Failovers Drover started by itself on health signals",
             automatic_failovers.clone(),
         );
+        let drill_last_success = Family::<PlanLabels, FloatGauge>::default();
+        let drill_last_succeeded = Family::<PlanLabels, Gauge>::default();
+        let drill_rto = Family::<PlanLabels, FloatGauge>::default();
+        let drill_rto_back = Family::<PlanLabels, FloatGauge>::default();
+        registry.register(
+            "drill_last_success_timestamp_seconds",
+            "When a drill of the plan last succeeded (Unix time)",
+            drill_last_success.clone(),
+        );
+        registry.register(
+            "drill_last_succeeded",
+            "1 when the plan's last drill (not skipped) succeeded, 0 when it failed",
+            drill_last_succeeded.clone(),
+        );
+        registry.register(
+            "drill_rto_seconds",
+            "Measured RTO of the plan's last drill (the way there, or the DryRun's duration)",
+            drill_rto.clone(),
+        );
+        registry.register(
+            "drill_rto_back_seconds",
+            "Measured RTO of the way back of the plan's last round-trip drill",
+            drill_rto_back.clone(),
+        );
         // Zero series for every error category, so rate() works before the first error.
         for controller in ["plan", "failover"] {
             for error in crate::error::Error::METRIC_LABELS {
@@ -236,6 +264,10 @@ impl Default for Metrics {
         }
         Self {
             registry,
+            drill_last_success,
+            drill_last_succeeded,
+            drill_rto,
+            drill_rto_back,
             automatic_consecutive_bad,
             automatic_paused,
             automatic_failovers,

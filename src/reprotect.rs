@@ -95,6 +95,35 @@ pub async fn check(
     lag_known: &HashMap<(String, String), bool>,
 ) -> HashMap<(String, String), (&'static str, Option<String>)> {
     let spec = plan.spec.reprotection.clone().unwrap_or_default();
+    let api: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), ns);
+    // Decide on the plan as the API server holds it now (a failover may have moved the
+    // active region since the cached copy), and record conditionally on that read.
+    let fresh = match api.get_status(&plan.name_any()).await {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            let why = format!(
+                "could not read the plan: {}",
+                crate::error::kube_message(&e)
+            );
+            return standbys(plan, active)
+                .into_iter()
+                .map(|s| ((s.database, s.region), ("Unprotected", Some(why.clone()))))
+                .collect();
+        }
+    };
+    if crate::engine::active_region(&fresh).as_deref() != Some(active) {
+        return standbys(plan, active)
+            .into_iter()
+            .map(|s| {
+                let why = "the active region just changed; checked again next".to_string();
+                ((s.database, s.region), ("Unprotected", Some(why)))
+            })
+            .collect();
+    }
+    let plan = &DisasterRecoveryPlan {
+        status: fresh.status.clone(),
+        ..plan.clone()
+    };
     let records = plan
         .status
         .as_ref()
@@ -156,10 +185,10 @@ pub async fn check(
     if wanted == records {
         return report;
     }
-    let api: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), ns);
-    // The intent is recorded before any call is made.
-    if let Err(e) = write(&api, plan, &wanted).await {
-        warn!(plan = %plan.name_any(), error = %crate::error::Error::from(e), "could not record re-protection progress; nothing sent");
+    // The intent is recorded before any call is made, on the plan as read above: if it
+    // changed since (a failover started, a fence was recorded), nothing is sent.
+    if let Err(e) = record_intent(&api, &fresh, &wanted).await {
+        warn!(plan = %plan.name_any(), error = %crate::error::Error::from(e), "re-protection not recorded; nothing sent, looking again at the next check");
         return report;
     }
     for (s, n) in &decided {
@@ -194,7 +223,24 @@ pub async fn check(
     if calls.is_empty() {
         return report;
     }
-    let answers = join_all(calls.iter().map(|(_, s, call)| send(ctx, s, call))).await;
+    // A resend (the record was there, in the same state, its answer lost) may be refused
+    // because the first send took effect; a first send's refusal is a refusal.
+    let resend = |s: &Standby| {
+        records.iter().any(|r| {
+            r.database == s.database
+                && r.region == s.region
+                && !r.requested
+                && wanted
+                    .iter()
+                    .any(|w| w.database == r.database && w.region == r.region && w.state == r.state)
+        })
+    };
+    let answers = join_all(
+        calls
+            .iter()
+            .map(|(_, s, call)| send(ctx, s, call, resend(s))),
+    )
+    .await;
     for ((i, s, _), answer) in calls.iter().zip(answers) {
         let r = &mut wanted[*i];
         match answer {
@@ -219,7 +265,20 @@ pub async fn check(
             }
         }
     }
-    if let Err(e) = write(&api, plan, &wanted).await {
+    // The answers, onto the records as they are now (matched by standby and state).
+    let answered = update_failover_fields(&api, &plan.name_any(), |f| {
+        for r in &mut f.reprotections {
+            if let Some(w) = wanted
+                .iter()
+                .find(|w| w.database == r.database && w.region == r.region && w.state == r.state)
+            {
+                r.requested |= w.requested;
+                r.message = w.message.clone();
+            }
+        }
+    })
+    .await;
+    if let Err(e) = answered {
         warn!(plan = %plan.name_any(), error = %crate::error::Error::from(e), "could not record re-protection answers; the next check observes");
     }
     report
@@ -284,21 +343,35 @@ async fn aurora(
     join_all(per_db).await.into_iter().flatten().collect()
 }
 
-async fn write(
+/// Writes the re-protection records with the failover field manager (all its fields, as
+/// that manager's applies must), conditional on the plan read at `fresh`.
+async fn record_intent(
     api: &Api<DisasterRecoveryPlan>,
-    plan: &DisasterRecoveryPlan,
+    fresh: &DisasterRecoveryPlan,
     records: &[Reprotection],
 ) -> Result<(), kube::Error> {
-    update_failover_fields(api, &plan.name_any(), |f| {
-        f.reprotections = records.to_vec();
-    })
+    let status = fresh.status.clone().unwrap_or_default();
+    let fields = crate::store::FailoverFields {
+        active_region: status.active_region,
+        previous_active_region: status.previous_active_region,
+        last_failover: status.last_failover,
+        pending_fences: status.pending_fences,
+        reprotections: records.to_vec(),
+    };
+    crate::store::apply_status_at(
+        api,
+        &fresh.name_any(),
+        crate::store::FAILOVER_FIELD_MANAGER,
+        &fields,
+        fresh.resource_version().as_deref(),
+    )
     .await
     .map(|_| ())
 }
 
 /// Makes one call. Ok also when AWS's answer shows an earlier send took effect.
 /// Err((retryable, message)).
-async fn send(ctx: &Context, s: &Standby, call: &Call) -> Result<(), (bool, String)> {
+async fn send(ctx: &Context, s: &Standby, call: &Call, resend: bool) -> Result<(), (bool, String)> {
     // A deposed leader must not move databases: each call confirms the lease first.
     let aws = LeaderAws {
         inner: ctx.aws.clone(),
@@ -308,7 +381,7 @@ async fn send(ctx: &Context, s: &Standby, call: &Call) -> Result<(), (bool, Stri
     let answer = match call {
         Call::Rename { to } => aws.rename_db_instance(region, &s.instance, to).await,
         Call::Delete { final_snapshot } => {
-            aws.delete_db_instance(region, &s.instance, final_snapshot)
+            aws.delete_db_instance(region, &s.instance, final_snapshot.as_deref())
                 .await
         }
         Call::CreateReplica => {
@@ -331,7 +404,7 @@ async fn send(ctx: &Context, s: &Standby, call: &Call) -> Result<(), (bool, Stri
     };
     match answer {
         Ok(()) => Ok(()),
-        Err(e) if already_done(call, &e.message) => Ok(()),
+        Err(e) if resend && already_done(call, &e.message) => Ok(()),
         Err(e) => Err((
             e.is_retryable(),
             format!("{} in {}: {e}", s.instance, s.region),

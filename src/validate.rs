@@ -1,6 +1,7 @@
 //! Pure validation of plans and failovers. Every problem names its field path.
 
 mod automatic;
+mod drills;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -272,6 +273,12 @@ pub fn validate_plan(
     }
     if let Some(auto) = &spec.automatic_failover {
         automatic::check(auto, &regions, &mut problems);
+    }
+    if let Some(drills) = &spec.drills {
+        drills::check(drills, &regions, &mut problems);
+    }
+    if let Some(approval) = &spec.approval {
+        drills::check_approval(approval, &mut problems);
     }
     if let Some(Err(reason)) = spec.objectives.max_lag_age.as_deref().map(parse_timeout) {
         problems.push(Problem::new("spec.objectives.maxLagAge", reason));

@@ -410,6 +410,9 @@ class Bed:
         if db.status not in ("available", "stopped", "failed", "storage-full"):
             return self.error(start_response, "rds", "400 Bad Request", "InvalidDBInstanceState",
                               f"Instance {db_id} is in state {db.status}.")
+        if snapshot and not skip and db.is_replica:
+            return self.error(start_response, "rds", "400 Bad Request", "InvalidParameterCombination",
+                              "FinalDBSnapshotIdentifier can not be specified when deleting a replica instance")
         if snapshot and snapshot in backend.database_snapshots:
             return self.error(start_response, "rds", "400 Bad Request", "DBSnapshotAlreadyExists",
                               f"Cannot create the snapshot because a snapshot with the identifier {snapshot} already exists.")

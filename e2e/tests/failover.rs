@@ -1483,11 +1483,13 @@ async fn three_regions_there_and_back() {
     })
     .await;
     assert!(
-        unprotected.iter().all(|r| r
-            .message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("unprotected")),
+        unprotected
+            .iter()
+            .all(|r| r.protection.as_deref() == Some("Unprotected")
+                && r.message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("not of the active primary")),
         "{unprotected:?}"
     );
     let promotions = delta(&before, &mutating_calls());

@@ -2,6 +2,7 @@
 //! Each test uses its own namespace and its own operator process.
 
 mod automatic;
+mod drills;
 mod failover;
 mod observe;
 mod operate;
@@ -97,18 +98,29 @@ async fn plan_with_operator(ns_name: &str) -> (kube::Client, String, Operator) {
     (client, ns, operator)
 }
 
-/// The operator becomes ready, and the sample plan reaches Valid=True and Ready=True for
-/// its current generation, with both member clusters checked through their kubeconfig
-/// Secrets as the non-admin member user.
+/// The operator becomes ready, and the sample plan reaches Valid=True for its current
+/// generation, with both member clusters checked through their kubeconfig Secrets as the
+/// non-admin member user. Its databases do not exist on the bed, so it is not Ready: no
+/// standby protects it, and Ready says so.
 #[tokio::test]
-async fn sample_plan_becomes_valid_and_ready() {
+async fn sample_plan_becomes_valid_and_its_regions_ready() {
     let (client, ns, operator) = plan_with_operator("e2e-sample").await;
     let plans = create_sample_plan(&client, &ns).await;
-    let plan = wait_for("plan Ready", Duration::from_secs(30), || async {
+    let plan = wait_for("regions checked", Duration::from_secs(30), || async {
         let plan = plans.get("shop").await.ok()?;
-        (condition(&plan, "Ready")?.status == "True").then_some(plan)
+        let ready = condition(&plan, "Ready")?;
+        (ready.reason == "Unprotected").then_some(plan)
     })
     .await;
+    let ready = condition(&plan, "Ready").expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready
+            .message
+            .starts_with("a failback is not possible now: orders in usw2 Unprotected"),
+        "{}",
+        ready.message
+    );
     let valid = condition(&plan, "Valid").expect("Valid condition");
     assert_eq!(valid.status, "True");
     assert_eq!(valid.observed_generation, plan.metadata.generation);
@@ -121,7 +133,7 @@ async fn sample_plan_becomes_valid_and_ready() {
         "{:?}",
         status.regions
     );
-    assert_eq!(operator.metric("drover_plan_ready"), Some(1.0));
+    assert_eq!(operator.metric("drover_plan_ready"), Some(0.0));
 
     // Status writes do not retrigger reconciles: one periodic re-check (every 5 s here)
     // costs one reconcile, not a loop.
@@ -555,6 +567,18 @@ async fn emulator_promotion_and_throttling() {
         .send()
         .await
         .expect("create cross-region replica");
+    // A new replica is `creating` for a while, and AWS promotes only an available one.
+    wait_for("replica available", Duration::from_secs(30), || async {
+        let d = west
+            .describe_db_instances()
+            .db_instance_identifier(replica_id)
+            .send()
+            .await
+            .ok()?;
+        let status = d.db_instances?.into_iter().next()?.db_instance_status?;
+        (status == "available").then_some(())
+    })
+    .await;
     bed(
         "POST",
         "/config",

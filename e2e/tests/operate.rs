@@ -554,6 +554,8 @@ impl Tmux {
             "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}",
         ]);
         match dead.split(' ').map(str::trim).collect::<Vec<_>>()[..] {
+            // Dead, but tmux has not filled in how yet: look again.
+            ["1", "", ""] => None,
             ["1", "", signal] => Some(format!("signal {signal}")),
             ["1", code, _] => Some(format!("exit {code}")),
             _ => None,

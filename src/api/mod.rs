@@ -2,11 +2,13 @@
 
 mod approval;
 mod automatic;
+mod drill;
 mod failover;
 mod plan;
 
 pub use approval::*;
 pub use automatic::*;
+pub use drill::*;
 pub use failover::*;
 pub use plan::*;
 

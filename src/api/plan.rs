@@ -58,6 +58,9 @@ pub struct DisasterRecoveryPlanSpec {
     /// Failovers Drover starts by itself on health signals (off unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automatic_failover: Option<crate::api::AutomaticFailoverSpec>,
+    /// Drills that run by themselves on a schedule, and how many results are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drills: Option<crate::api::DrillsSpec>,
 }
 
 /// Re-protection of RDS standbys after a failover: each standby becomes a cross-region read
@@ -484,6 +487,10 @@ pub struct DisasterRecoveryPlanStatus {
     /// by its own field manager (`drover-automatic`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automatic_failover: Option<crate::api::AutomaticFailoverStatus>,
+    /// Drills: the one running and the last results. Written by its own field manager
+    /// (`drover-drills`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drills: Option<crate::api::DrillsStatus>,
 }
 
 /// How far the re-protection of one RDS standby got.

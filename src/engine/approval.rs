@@ -24,8 +24,27 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
         .as_ref()
         .and_then(|l| l.get(TRIGGER_LABEL))
         .is_some_and(|v| v == "automatic");
+    let label = |key: &str| {
+        fo.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .cloned()
+    };
+    // A round-trip drill's way back skips the failback approval only if the plan says so.
+    let exempt_drill_failback = label(TRIGGER_LABEL).as_deref() == Some("drill")
+        && label(crate::engine::drill::STAGE_LABEL).as_deref() == Some("back")
+        && plan
+            .spec
+            .drills
+            .as_ref()
+            .and_then(|d| d.failback_exempt_from_approval)
+            .unwrap_or(false);
     let mut reasons = Vec::new();
-    if policy.failback() && previous == Some(fo.spec.target_region.as_str()) {
+    if policy.failback()
+        && previous == Some(fo.spec.target_region.as_str())
+        && !exempt_drill_failback
+    {
         reasons.push(format!(
             "failback to {} (active before the last failover)",
             fo.spec.target_region

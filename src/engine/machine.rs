@@ -1199,7 +1199,17 @@ impl Machine<'_> {
             .approvals
             .as_deref()
             .map(|all| approval::decision(all, fo));
-        if let Some((Some(decided), _)) = found {
+        // A decision counts only if it was made by the deadline: an operator that was down
+        // when the deadline passed must not act on a late approval.
+        let in_time = |d: &ApprovalSeen| {
+            d.created
+                .is_none_or(|created| created <= SystemTime::from(deadline.0))
+        };
+        let late = match &found {
+            Some((Some(decided), _)) if !in_time(decided) => Some(decided.name.clone()),
+            _ => None,
+        };
+        if let Some((Some(decided), _)) = found.clone().filter(|(d, _)| d.is_some_and(in_time)) {
             approval.decided_by = decided.approver.clone();
             approval.identity = Some(decided.identity());
             approval.decided_at = decided.created.map(stamp);
@@ -1236,8 +1246,11 @@ impl Machine<'_> {
         }
         let left = deadline_left(self.now(), &deadline);
         if left.is_zero() {
+            let late = late
+                .map(|name| format!("; FailoverApproval {name} came after it"))
+                .unwrap_or_default();
             let message = format!(
-                "not approved within {} (deadline {})",
+                "not approved within {} (deadline {}){late}",
                 humantime::format_duration(timeout),
                 deadline.0
             );

@@ -12,6 +12,7 @@ use crate::validate::{self, parse_timeout};
 pub mod approval;
 pub mod automatic;
 pub mod dns;
+pub mod drill;
 pub mod fence;
 pub mod lag;
 pub mod machine;

@@ -41,8 +41,13 @@ pub enum Seen {
 /// A call to make for a standby.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    Rename { to: String },
-    Delete { final_snapshot: String },
+    Rename {
+        to: String,
+    },
+    /// None for a read replica: AWS refuses a final snapshot of one (its data is a copy).
+    Delete {
+        final_snapshot: Option<String>,
+    },
     CreateReplica,
 }
 
@@ -108,14 +113,36 @@ fn replicates_from_primary(obs: &RdsObservation, s: &Standby) -> bool {
 /// `<id>-old-20261130T101500` / `<id>-final-20261130T101500`: unique per second, within
 /// RDS's 63 characters for the usual identifiers, and sortable.
 pub fn aside_name(instance: &str, kind: &str, now: &Time) -> String {
-    let stamp = now.0.strftime("%Y%m%dT%H%M%S").to_string();
-    format!("{instance}-{kind}-{}", stamp.to_lowercase())
+    let stamp = now.0.strftime("%Y%m%dT%H%M%S").to_string().to_lowercase();
+    // RDS identifiers: at most 63 characters, no trailing or doubled hyphen.
+    let room = 63usize.saturating_sub(kind.len() + stamp.len() + 2);
+    let base: String = instance.chars().take(room).collect();
+    format!("{}-{kind}-{stamp}", base.trim_end_matches('-'))
 }
 
 /// The decision for one standby. `recreate` is the plan's `reprotection.rds: Recreate`;
 /// `blocked` says why nothing may be sent now (a failover runs, the old instance's fence
 /// is pending), None when calls are allowed.
 pub fn next(
+    s: &Standby,
+    record: Option<&Reprotection>,
+    seen: &Seen,
+    recreate: bool,
+    old_instance: OldInstanceAction,
+    blocked: Option<&str>,
+    now: &Time,
+) -> Next {
+    let decided = decide(s, record, seen, recreate, old_instance, blocked, now);
+    // No call at all while blocked, whatever the record says (a failover under way may be
+    // moving the primary this standby would follow).
+    match (blocked, &decided.call, record) {
+        (Some(why), Some(_), Some(r)) => Next::keep(r, format!("waits: {why}")),
+        (Some(why), Some(_), None) => Next::report("Unprotected", format!("waits: {why}")),
+        _ => decided,
+    }
+}
+
+fn decide(
     s: &Standby,
     record: Option<&Reprotection>,
     seen: &Seen,
@@ -139,9 +166,16 @@ pub fn next(
     let id = &s.instance;
     let Some(record) = record else {
         return match instance {
-            // Protected; whether its lag is known is reported with the lag.
+            // Protected only while it replicates: a known lag (-1, or none, is broken).
             Some(obs) if replicates_from_primary(obs, s) && obs.status == "available" => {
-                Next::report("Protected", None)
+                if lag_known {
+                    Next::report("Protected", None)
+                } else {
+                    Next::report(
+                        "Unprotected",
+                        format!("{id} replicates from {}, but its lag is unknown", s.primary),
+                    )
+                }
             }
             Some(obs) if replicates_from_primary(obs, s) => Next::report(
                 "Reprotecting",
@@ -180,6 +214,22 @@ pub fn next(
         return Next::keep(record, format!("waits: {}", blocked.unwrap_or_default()));
     }
     match (record.state, instance) {
+        // The identifier already holds a replica of the primary (the record is behind, or
+        // someone rebuilt it): never move that aside.
+        (ReprotectionState::Renaming | ReprotectionState::Deleting, Some(obs))
+            if replicates_from_primary(obs, s) =>
+        {
+            let mut next = Next::step(
+                record.clone(),
+                ReprotectionState::Creating,
+                None,
+                format!("{id} is already a replica of {}", s.primary),
+            );
+            if let Some(r) = next.record.as_mut() {
+                r.requested = true;
+            }
+            next
+        }
         // The old instance is gone from its identifier: create the replica there.
         (ReprotectionState::Renaming | ReprotectionState::Deleting, None) => Next::step(
             record.clone(),
@@ -202,7 +252,7 @@ pub fn next(
                         to: record.renamed_to.clone().unwrap_or_default(),
                     },
                     _ => Call::Delete {
-                        final_snapshot: record.final_snapshot.clone().unwrap_or_default(),
+                        final_snapshot: record.final_snapshot.clone(),
                     },
                 };
                 let mut next = Next::keep(record, format!("moving {id} aside again"));
@@ -294,21 +344,26 @@ fn start_aside(
             "Unprotected",
             format!(
                 "{id} in {} is stopped (fenced), and AWS cannot rename a stopped instance; set \
-                 spec.reprotection.oldInstance: Delete, or start it",
+                 spec.reprotection.oldInstance: Delete (starting it would lift the fence)",
                 s.region
             ),
         ),
         (OldInstanceAction::Delete, "available" | "stopped") => {
-            let snapshot = aside_name(id, "final", now);
+            // A replica (of an old primary) has no data of its own to keep.
+            let snapshot = (!obs.has_source()).then(|| aside_name(id, "final", now));
             let mut record = fresh(s, now);
-            record.final_snapshot = Some(snapshot.clone());
+            record.final_snapshot = snapshot.clone();
+            let message = match &snapshot {
+                Some(snap) => format!("deleting {id} with final snapshot {snap}"),
+                None => format!("deleting {id}, a replica of an old primary"),
+            };
             Next::step(
                 record,
                 ReprotectionState::Deleting,
                 Some(Call::Delete {
-                    final_snapshot: snapshot.clone(),
+                    final_snapshot: snapshot,
                 }),
-                format!("deleting {id} with final snapshot {snapshot}"),
+                message,
             )
         }
         (_, status) => Next::report(

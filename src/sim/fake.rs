@@ -429,8 +429,13 @@ impl Aws for FakeAws {
         self.reprotect_call("ModifyDBInstance", region, id, to)
             .await
     }
-    async fn delete_db_instance(&self, region: &str, id: &str, snap: &str) -> AwsResult<()> {
-        self.reprotect_call("DeleteDBInstance", region, id, snap)
+    async fn delete_db_instance(
+        &self,
+        region: &str,
+        id: &str,
+        snap: Option<&str>,
+    ) -> AwsResult<()> {
+        self.reprotect_call("DeleteDBInstance", region, id, snap.unwrap_or("-"))
             .await
     }
     async fn create_read_replica(&self, region: &str, id: &str, src: &str) -> AwsResult<()> {

@@ -952,3 +952,21 @@ fn which_failovers_need_approval_follows_the_plan() {
         Some("the plan requires approval for automatic failovers")
     );
 }
+
+#[test]
+fn an_approval_made_after_the_deadline_does_not_count() {
+    let mut c = failback();
+    awaiting(&mut c);
+    // The operator was down across the deadline (t(3600)); an approval came at t(3700).
+    c.now = t(3800);
+    c.world.approvals = Some(vec![decided(crate::api::ApprovalChoice::Approve, t(3700))]);
+    let d = c.decide();
+    assert_eq!(d.status.phase, Some(FailoverPhase::Rejected));
+    assert!(d.effects.is_empty());
+    let message = c.status().approval.clone().unwrap_or_default().message;
+    assert!(
+        message.is_some_and(|m| m.contains("FailoverApproval back came after it")),
+        "{:?}",
+        c.status().approval
+    );
+}

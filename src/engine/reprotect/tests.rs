@@ -138,7 +138,7 @@ fn recreate_by_delete_keeps_a_final_snapshot_and_deletes_a_stopped_fenced_instan
     assert_eq!(
         n.call,
         Some(Call::Delete {
-            final_snapshot: "orders-use1-final-20270115t080000".into()
+            final_snapshot: Some("orders-use1-final-20270115t080000".into())
         })
     );
     // Rename cannot move a stopped instance: said, nothing sent.
@@ -251,4 +251,81 @@ fn an_aurora_standby_is_protected_only_as_a_secondary_of_a_writer_in_the_active_
         ..after_switchover
     };
     assert_eq!(protection(&still_writer, true), "Unprotected");
+}
+
+#[test]
+fn nothing_is_sent_while_blocked_even_for_a_record_under_way() {
+    let answered = Reprotection {
+        requested: true,
+        ..decide(
+            None,
+            &instance("available", None),
+            OldInstanceAction::Rename,
+        )
+        .record
+        .expect("record")
+    };
+    let gone = Seen::Instance {
+        instance: None,
+        lag_known: false,
+    };
+    let n = next(
+        &standby(),
+        Some(&answered),
+        &gone,
+        true,
+        OldInstanceAction::Rename,
+        Some("failover back is under way"),
+        &now(),
+    );
+    assert_eq!(n.call, None);
+    assert_eq!(n.record.map(|r| r.state), Some(ReprotectionState::Renaming));
+}
+
+#[test]
+fn a_replica_of_the_primary_under_the_identifier_is_never_moved_aside() {
+    let record = decide(
+        None,
+        &instance("available", None),
+        OldInstanceAction::Rename,
+    )
+    .record
+    .expect("record");
+    let n = decide(
+        Some(&record),
+        &instance("available", Some(PRIMARY_ARN)),
+        OldInstanceAction::Rename,
+    );
+    assert_eq!(n.call, None);
+    assert_eq!(n.record.map(|r| r.state), Some(ReprotectionState::Creating));
+}
+
+#[test]
+fn a_replica_of_an_old_primary_is_deleted_without_a_final_snapshot() {
+    let old_replica = instance("available", Some("arn:aws:rds:us-east-1:1:db:orders-use1"));
+    let n = decide(None, &old_replica, OldInstanceAction::Delete);
+    assert_eq!(
+        n.call,
+        Some(Call::Delete {
+            final_snapshot: None
+        })
+    );
+}
+
+#[test]
+fn a_replica_with_unknown_lag_is_not_protected_and_aside_names_fit_rds() {
+    let broken = Seen::Instance {
+        instance: Some(RdsObservation {
+            status: "available".into(),
+            source: Some(PRIMARY_ARN.into()),
+        }),
+        lag_known: false,
+    };
+    assert_eq!(
+        decide(None, &broken, OldInstanceAction::Rename).protection,
+        "Unprotected"
+    );
+    let long = format!("{}-x", "a".repeat(60));
+    let name = aside_name(&long, "final", &now());
+    assert!(name.len() <= 63 && !name.contains("--"), "{name}");
 }

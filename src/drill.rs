@@ -1,0 +1,407 @@
+//! Drills (I/O glue), run by the plan check: reads the plan's drill Failovers, decides
+//! (`engine::drill`), records the decision in `status.drills` (conditional on the plan's
+//! resourceVersion) before it creates the next drill Failover, and deletes drill Failovers
+//! beyond the history kept.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use tracing::warn;
+
+use crate::api::{
+    DisasterRecoveryPlan, DrillKind, DrillsStatus, Failover, FailoverSpec, StepState,
+};
+use crate::context::Context;
+use crate::engine::approval::TRIGGER_LABEL;
+use crate::engine::drill::{self, FailoverSeen, Input, NewFailover, SCHEDULE_LABEL, STAGE_LABEL};
+use crate::store::apply_status_at;
+
+/// Field manager of `status.drills`: its own, so the plan reconciler's apply (which leaves
+/// the field out) never deletes it.
+pub const FIELD_MANAGER: &str = "drover-drills";
+/// The annotation `drover drill` sets with the drill's kind.
+pub const KIND_ANNOTATION: &str = "drover.io/drill-kind";
+
+#[derive(Serialize)]
+struct Fields<'a> {
+    drills: &'a DrillsStatus,
+}
+
+fn seen(fo: &Failover) -> FailoverSeen {
+    let status = fo.status.clone().unwrap_or_default();
+    let label = |k: &str| fo.labels().get(k).cloned();
+    FailoverSeen {
+        name: fo.name_any(),
+        phase: status.phase,
+        rto_seconds: status.timings.as_ref().and_then(|t| t.total_seconds),
+        data_loss_seconds: status.data_loss.as_ref().map(|d| d.max_lag_seconds),
+        failed_step: status
+            .steps
+            .iter()
+            .find(|s| s.state == StepState::Failed)
+            .map(|s| (s.name.clone(), s.message.clone().unwrap_or_default())),
+        schedule: label(SCHEDULE_LABEL),
+        kind: fo
+            .annotations()
+            .get(KIND_ANNOTATION)
+            .and_then(|k| serde_json::from_value(serde_json::Value::String(k.clone())).ok()),
+        target: fo.spec.target_region.clone(),
+        created: fo.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    }
+}
+
+/// A drill Failover of `plan`, labelled and owned by it (deleted with it).
+pub fn drill_failover(
+    plan: &DisasterRecoveryPlan,
+    name: &str,
+    target: &str,
+    mode: crate::api::FailoverMode,
+    schedule: &str,
+    stage: &str,
+    kind: DrillKind,
+) -> Failover {
+    let mut fo = Failover::new(name, FailoverSpec::new(&plan.name_any(), target, mode));
+    fo.metadata = ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: plan.namespace(),
+        labels: Some(
+            [
+                (TRIGGER_LABEL.to_string(), "drill".to_string()),
+                (SCHEDULE_LABEL.to_string(), schedule.to_string()),
+                (STAGE_LABEL.to_string(), stage.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        annotations: Some(
+            [(KIND_ANNOTATION.to_string(), format!("{kind:?}"))]
+                .into_iter()
+                .collect(),
+        ),
+        owner_references: plan.controller_owner_ref(&()).map(|r| {
+            vec![OwnerReference {
+                controller: Some(false),
+                block_owner_deletion: Some(false),
+                ..r
+            }]
+        }),
+        ..Default::default()
+    };
+    fo
+}
+
+/// Moves the plan's drills on. `ready` is the plan's Ready condition just written. Returns
+/// when to look again, if sooner than the resync.
+pub async fn reconcile(
+    ctx: &Context,
+    plan: &DisasterRecoveryPlan,
+    ns: &str,
+    ready: Result<(), String>,
+) -> Option<Duration> {
+    let spec = plan.spec.drills.clone().unwrap_or_default();
+    let cached = plan.status.as_ref().and_then(|s| s.drills.clone());
+    if spec.schedules.is_empty() && cached.is_none() {
+        return None;
+    }
+    match round(ctx, plan, ns, &spec, ready).await {
+        Ok(requeue) => requeue,
+        Err(e) => {
+            warn!(plan = %plan.name_any(), error = %crate::error::Error::from(e), "drills: could not read or record; looking again soon");
+            Some(Duration::from_secs(5))
+        }
+    }
+}
+
+async fn round(
+    ctx: &Context,
+    plan: &DisasterRecoveryPlan,
+    ns: &str,
+    spec: &crate::api::DrillsSpec,
+    ready: Result<(), String>,
+) -> Result<Option<Duration>, kube::Error> {
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), ns);
+    let failovers: Api<Failover> = Api::namespaced(ctx.client.clone(), ns);
+    // Decide on what the API server holds now: the cache may predate the last record.
+    let fresh = plans.get_status(&plan.name_any()).await?;
+    let status = fresh
+        .status
+        .as_ref()
+        .and_then(|s| s.drills.clone())
+        .unwrap_or_default();
+    let all = failovers.list(&Default::default()).await?.items;
+    let mine: Vec<&Failover> = all
+        .iter()
+        .filter(|f| f.spec.plan_ref == plan.name_any())
+        .collect();
+    let drills: Vec<FailoverSeen> = mine
+        .iter()
+        .filter(|f| f.labels().get(TRIGGER_LABEL).map(String::as_str) == Some("drill"))
+        .map(|f| seen(f))
+        .collect();
+    let ours: Vec<String> = status
+        .running
+        .iter()
+        .flat_map(|r| r.failovers.clone())
+        .collect();
+    let other_failover = mine
+        .iter()
+        .filter(|f| !ours.contains(&f.name_any()))
+        .filter(|f| f.labels().get(SCHEDULE_LABEL).map(String::as_str) != Some(drill::MANUAL))
+        .find(|f| {
+            !f.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(crate::api::FailoverPhase::is_terminal)
+        })
+        .map(|f| f.name_any());
+    let active = crate::engine::active_region(&fresh).unwrap_or_default();
+    let default_target =
+        crate::engine::automatic::next_region(&plan.spec, &active).map(str::to_string);
+    let out = drill::decide(&Input {
+        plan: &plan.name_any(),
+        spec,
+        status: &status,
+        now: Timestamp::now(),
+        ready,
+        active: &active,
+        default_target,
+        other_failover,
+        failovers: &drills,
+    });
+    if out.status != status {
+        let fields = Fields {
+            drills: &out.status,
+        };
+        let version = fresh.resource_version();
+        match apply_status_at(
+            &plans,
+            &plan.name_any(),
+            FIELD_MANAGER,
+            &fields,
+            version.as_deref(),
+        )
+        .await
+        {
+            Ok(_) => {}
+            // Someone wrote since: decide again on what they wrote.
+            Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Some(Duration::from_secs(1))),
+            Err(e) => return Err(e),
+        }
+    }
+    for (warning, reason, note) in &out.notes {
+        let type_ = if *warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.publish(plan, type_, reason, "Drill", note.clone())
+            .await;
+    }
+    if let Some(new) = &out.create {
+        create(ctx, plan, &failovers, new, &out.status).await?;
+    }
+    prune(&failovers, &drills, &out.status).await;
+    export(ctx, plan, &out.status);
+    Ok(out.requeue)
+}
+
+/// Creates the recorded drill Failover; one that exists already counts as created.
+async fn create(
+    ctx: &Context,
+    plan: &DisasterRecoveryPlan,
+    api: &Api<Failover>,
+    new: &NewFailover,
+    status: &DrillsStatus,
+) -> Result<(), kube::Error> {
+    if ctx.leadership.deposed() {
+        return Err(ctx.leadership.deposed_error());
+    }
+    let kind = status.running.as_ref().map(|r| r.kind).unwrap_or_default();
+    let fo = drill_failover(
+        plan,
+        &new.name,
+        &new.target,
+        new.mode,
+        &new.schedule,
+        new.stage,
+        kind,
+    );
+    match api.create(&PostParams::default(), &fo).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes terminal drill Failovers that no kept result or running drill names.
+async fn prune(api: &Api<Failover>, drills: &[FailoverSeen], status: &DrillsStatus) {
+    let kept: Vec<&String> = status
+        .history
+        .iter()
+        .flat_map(|h| h.failovers.iter())
+        .chain(status.running.iter().flat_map(|r| r.failovers.iter()))
+        .collect();
+    for f in drills {
+        let over = f.phase.is_some_and(crate::api::FailoverPhase::is_terminal);
+        if !over || kept.contains(&&f.name) {
+            continue;
+        }
+        if let Err(e) = api.delete(&f.name, &DeleteParams::default()).await {
+            warn!(failover = %f.name, error = %crate::error::Error::from(e), "could not delete an old drill Failover");
+        }
+    }
+}
+
+/// The drill gauges: the last result and its age, and its RTO each way.
+fn export(ctx: &Context, plan: &DisasterRecoveryPlan, status: &DrillsStatus) {
+    let labels = crate::metrics::PlanLabels {
+        namespace: plan.namespace().unwrap_or_default(),
+        plan: plan.name_any(),
+    };
+    let m = &ctx.metrics;
+    if let Some(t) = &status.last_success {
+        m.drill_last_success
+            .get_or_create(&labels)
+            .set(t.0.as_second() as f64);
+    }
+    if let Some(last) = status
+        .history
+        .iter()
+        .find(|h| h.outcome != crate::api::DrillOutcome::Skipped)
+    {
+        m.drill_last_succeeded.get_or_create(&labels).set(i64::from(
+            last.outcome == crate::api::DrillOutcome::Succeeded,
+        ));
+        if let Some(rto) = last.rto_seconds {
+            m.drill_rto.get_or_create(&labels).set(rto);
+        }
+        if let Some(rto) = last.rto_back_seconds {
+            m.drill_rto_back.get_or_create(&labels).set(rto);
+        }
+    }
+}
+
+// ---- `drover drill` -------------------------------------------------------------------------
+
+/// What `drover drill` runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[value(rename_all = "PascalCase")]
+pub enum KindArg {
+    DryRun,
+    RoundTrip,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DrillArgs {
+    /// The DisasterRecoveryPlan to drill.
+    pub plan: String,
+    /// DryRun (preflight only) or RoundTrip (fail over, hold as the plan's first schedule
+    /// says or 5m, fail back).
+    #[arg(long, value_enum, default_value_t = KindArg::DryRun)]
+    pub kind: KindArg,
+    /// The region to fail over to (default: the next after the active one).
+    #[arg(long = "to")]
+    pub to: Option<String>,
+    /// Follow the drill to its end; exit non-zero unless it succeeded.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+}
+
+/// `drover drill`: starts a drill now (the operator takes it up as a `manual` drill and
+/// records its result); with `--watch`, follows it. Ok(true) when it succeeded (or was
+/// only started).
+pub async fn run_now(
+    kube: &crate::cli::KubeArgs,
+    args: &DrillArgs,
+) -> Result<bool, crate::cli::CliError> {
+    use crate::cli::CliError;
+    let session = crate::cli::connect(kube).await?;
+    let ns = session.namespace.clone();
+    let plans: Api<DisasterRecoveryPlan> = Api::namespaced(session.client.clone(), &ns);
+    let plan = plans
+        .get(&args.plan)
+        .await
+        .map_err(|e| session.explain(&format!("plan {:?} in namespace {ns:?}", args.plan), e))?;
+    let active = crate::engine::active_region(&plan).unwrap_or_default();
+    let target = match &args.to {
+        Some(t) => t.clone(),
+        None => crate::engine::automatic::next_region(&plan.spec, &active)
+            .map(str::to_string)
+            .ok_or_else(|| CliError(format!("plan {} has no region to drill to", args.plan)))?,
+    };
+    if !plan.spec.regions.iter().any(|r| r.name == target) || target == active {
+        return Err(CliError(format!(
+            "plan {:?} cannot drill to {target:?}: it must be one of its regions other than the active {active}",
+            args.plan
+        )));
+    }
+    let kind = match args.kind {
+        KindArg::DryRun => DrillKind::DryRun,
+        KindArg::RoundTrip => DrillKind::RoundTrip,
+    };
+    let mode = match kind {
+        DrillKind::DryRun => crate::api::FailoverMode::DryRun,
+        DrillKind::RoundTrip => crate::api::FailoverMode::Planned,
+    };
+    let name = drill::failover_name(&plan.name_any(), drill::MANUAL, Timestamp::now(), "go");
+    let fo = drill_failover(&plan, &name, &target, mode, drill::MANUAL, "go", kind);
+    let failovers: Api<Failover> = Api::namespaced(session.client.clone(), &ns);
+    failovers
+        .create(&PostParams::default(), &fo)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => CliError(format!(
+                "a drill of plan {} started this minute already exists ({name})",
+                args.plan
+            )),
+            e => session.explain(&format!("a Failover in namespace {ns:?}"), e),
+        })?;
+    println!(
+        "failover.drover.io/{name} created: a {kind:?} drill of plan {} from {active} to {target}",
+        args.plan
+    );
+    if !args.watch {
+        return Ok(true);
+    }
+    let mut succeeded = crate::cli::watch(&failovers, &name).await?;
+    if kind == DrillKind::RoundTrip && succeeded {
+        println!("holding in {target}, then failing back to {active}");
+        // The way back is named after the drill's minute: the way there's name, "-back".
+        let back = wait_for_back(&failovers, &plan.name_any(), &name).await?;
+        succeeded = crate::cli::watch(&failovers, &back).await?;
+    }
+    Ok(succeeded)
+}
+
+/// Waits (up to the hold plus the wait for readiness) for a round trip's way back.
+async fn wait_for_back(
+    api: &Api<Failover>,
+    plan: &str,
+    go: &str,
+) -> Result<String, crate::cli::CliError> {
+    let deadline = std::time::Instant::now()
+        + drill::DEFAULT_HOLD
+        + drill::READY_FOR_FAILBACK
+        + Duration::from_secs(60);
+    let wanted = format!("{go}-back");
+    loop {
+        let found = api
+            .get_opt(&wanted)
+            .await
+            .map_err(|e| crate::cli::CliError(crate::error::kube_message(&e)))?;
+        if found.is_some() {
+            return Ok(wanted);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(crate::cli::CliError(format!(
+                "the way back of drill {go} (plan {plan}) did not start in time; see `kubectl get drp {plan} -o yaml` (status.drills)"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,323 @@
+use super::*;
+use k8s_openapi::jiff::tz::TimeZone;
+
+fn at(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+fn schedule(name: &str, cron: &str, kind: DrillKind) -> DrillSchedule {
+    DrillSchedule {
+        name: name.into(),
+        cron: cron.into(),
+        kind,
+        window: Some("10m".into()),
+        hold: Some("2m".into()),
+        ..Default::default()
+    }
+}
+
+fn spec(schedules: Vec<DrillSchedule>) -> DrillsSpec {
+    DrillsSpec {
+        schedules,
+        history_limit: Some(2),
+        ..Default::default()
+    }
+}
+
+struct World {
+    spec: DrillsSpec,
+    status: DrillsStatus,
+    now: Timestamp,
+    ready: Result<(), String>,
+    other: Option<String>,
+    failovers: Vec<FailoverSeen>,
+}
+
+impl World {
+    fn new(spec: DrillsSpec, now: &str) -> Self {
+        Self {
+            spec,
+            status: DrillsStatus {
+                considered_until: Some(Time(at(now))),
+                ..Default::default()
+            },
+            now: at(now),
+            ready: Ok(()),
+            other: None,
+            failovers: Vec::new(),
+        }
+    }
+
+    fn decide(&mut self) -> Output {
+        let out = decide(&Input {
+            plan: "shop",
+            spec: &self.spec,
+            status: &self.status,
+            now: self.now,
+            ready: self.ready.clone(),
+            active: "use1",
+            default_target: Some("usw2".into()),
+            other_failover: self.other.clone(),
+            failovers: &self.failovers,
+        });
+        self.status = out.status.clone();
+        out
+    }
+
+    fn at(&mut self, now: &str) -> Output {
+        self.now = at(now);
+        self.decide()
+    }
+
+    fn seen(&mut self, name: &str, phase: FailoverPhase, rto: f64) {
+        self.failovers.retain(|f| f.name != name);
+        self.failovers.push(FailoverSeen {
+            name: name.into(),
+            phase: Some(phase),
+            rto_seconds: Some(rto),
+            data_loss_seconds: Some(0.0),
+            ..Default::default()
+        });
+    }
+}
+
+#[test]
+fn cron_fields_ranges_steps_lists_and_time_zones() {
+    let utc = TimeZone::UTC;
+    let every_monday_3am = Cron::parse("0 3 * * 1").expect("parses");
+    // 2026-11-30 is a Monday.
+    assert_eq!(
+        every_monday_3am.latest(&utc, at("2026-11-30T02:00:00Z"), at("2026-11-30T03:00:30Z")),
+        Some(at("2026-11-30T03:00:00Z"))
+    );
+    assert_eq!(
+        every_monday_3am.latest(&utc, at("2026-11-30T03:00:00Z"), at("2026-11-30T04:00:00Z")),
+        None,
+        "the lower bound is exclusive"
+    );
+    let berlin = TimeZone::get("Europe/Berlin").expect("tz");
+    // 03:00 in Berlin is 02:00 UTC in winter.
+    assert_eq!(
+        every_monday_3am.latest(
+            &berlin,
+            at("2026-11-30T01:00:00Z"),
+            at("2026-11-30T02:30:00Z")
+        ),
+        Some(at("2026-11-30T02:00:00Z"))
+    );
+    let quarter =
+        Cron::parse("*/15 9-17 * 1,6 mon-fri".replace("mon-fri", "1-5").as_str()).expect("parses");
+    assert_eq!(
+        quarter.latest(&utc, at("2026-06-01T09:00:00Z"), at("2026-06-01T09:44:00Z")),
+        Some(at("2026-06-01T09:30:00Z"))
+    );
+    for bad in [
+        "* * * *",
+        "60 * * * *",
+        "*/0 * * * *",
+        "5-1 * * * *",
+        "a * * * *",
+    ] {
+        assert!(Cron::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_dry_run_drill_fires_on_its_schedule_once_and_its_result_is_kept() {
+    let mut w = World::new(
+        spec(vec![schedule("hourly", "0 * * * *", DrillKind::DryRun)]),
+        "2026-11-30T09:58:00Z",
+    );
+    let out = w.at("2026-11-30T09:59:00Z");
+    assert!(out.create.is_none());
+    let out = w.at("2026-11-30T10:00:20Z");
+    let created = out.create.expect("drill Failover");
+    assert_eq!(created.name, "shop-drill-hourly-202611301000");
+    assert_eq!(
+        (created.mode, created.target.as_str(), created.stage),
+        (FailoverMode::DryRun, "usw2", "go")
+    );
+    assert!(w.status.running.as_ref().is_some_and(|r| !r.created));
+    // A crash before creating it: the next decision creates the same one.
+    let again = w.at("2026-11-30T10:00:30Z").create.expect("again");
+    assert_eq!(again.name, created.name);
+    w.seen(&created.name, FailoverPhase::Running, 0.0);
+    assert!(w.at("2026-11-30T10:00:40Z").create.is_none());
+    w.seen(&created.name, FailoverPhase::Succeeded, 0.4);
+    let out = w.at("2026-11-30T10:00:50Z");
+    assert!(out.create.is_none());
+    assert!(w.status.running.is_none());
+    assert_eq!(w.status.history[0].outcome, DrillOutcome::Succeeded);
+    assert_eq!(w.status.history[0].rto_seconds, Some(0.4));
+    assert_eq!(
+        w.status.last_success,
+        Some(Time(at("2026-11-30T10:00:50Z")))
+    );
+    // The same scheduled time never fires twice.
+    assert!(w.at("2026-11-30T10:05:00Z").create.is_none());
+}
+
+#[test]
+fn a_drill_is_skipped_while_another_failover_runs_or_the_plan_is_not_ready() {
+    let mut w = World::new(
+        spec(vec![schedule("hourly", "0 * * * *", DrillKind::DryRun)]),
+        "2026-11-30T09:59:00Z",
+    );
+    w.other = Some("shop-to-usw2-x".into());
+    let out = w.at("2026-11-30T10:00:10Z");
+    assert!(out.create.is_none());
+    assert_eq!(w.status.history[0].outcome, DrillOutcome::Skipped);
+    assert!(
+        w.status.history[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("shop-to-usw2-x"))
+    );
+    assert!(
+        out.notes
+            .iter()
+            .any(|(warning, reason, _)| *warning && *reason == "DrillSkipped")
+    );
+    w.other = None;
+    w.ready = Err("orders in use1 Unprotected".into());
+    w.at("2026-11-30T11:00:10Z");
+    assert!(
+        w.status.history[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("not Ready"))
+    );
+    // History keeps the newest two.
+    w.at("2026-11-30T12:00:10Z");
+    assert_eq!(w.status.history.len(), 2);
+    assert_eq!(
+        w.status.history[0].scheduled_for,
+        Time(at("2026-11-30T12:00:00Z"))
+    );
+}
+
+#[test]
+fn a_suspended_schedule_or_one_past_its_window_does_not_fire() {
+    let mut suspended = schedule("hourly", "0 * * * *", DrillKind::DryRun);
+    suspended.suspend = true;
+    let mut w = World::new(spec(vec![suspended]), "2026-11-30T09:59:00Z");
+    assert!(w.at("2026-11-30T10:00:10Z").create.is_none());
+    // The operator was down from 09:59 to 10:20; the 10-minute window has passed.
+    let mut w = World::new(
+        spec(vec![schedule("hourly", "0 * * * *", DrillKind::DryRun)]),
+        "2026-11-30T09:59:00Z",
+    );
+    assert!(w.at("2026-11-30T10:20:00Z").create.is_none());
+}
+
+#[test]
+fn a_round_trip_fails_over_holds_and_fails_back_recording_both_rtos() {
+    let mut w = World::new(
+        spec(vec![schedule("weekly", "0 3 * * 1", DrillKind::RoundTrip)]),
+        "2026-11-30T02:59:00Z",
+    );
+    let go = w.at("2026-11-30T03:00:05Z").create.expect("go");
+    assert_eq!(go.mode, FailoverMode::Planned);
+    w.seen(&go.name, FailoverPhase::Succeeded, 5.2);
+    let out = w.at("2026-11-30T03:00:15Z");
+    assert!(out.create.is_none());
+    assert_eq!(
+        w.status.running.as_ref().map(|r| r.stage),
+        Some(DrillStage::Holding)
+    );
+    // Held 2 minutes; then not Ready (standbys being re-protected): it waits.
+    assert!(w.at("2026-11-30T03:01:00Z").create.is_none());
+    w.ready = Err("orders in use1 Reprotecting".into());
+    assert!(w.at("2026-11-30T03:02:30Z").create.is_none());
+    w.ready = Ok(());
+    let back = w.at("2026-11-30T03:03:00Z").create.expect("back");
+    assert_eq!((back.target.as_str(), back.stage), ("use1", "back"));
+    assert_eq!(back.name, "shop-drill-weekly-202611300300-back");
+    w.seen(&back.name, FailoverPhase::Succeeded, 6.1);
+    w.at("2026-11-30T03:03:10Z");
+    let result = &w.status.history[0];
+    assert_eq!(result.outcome, DrillOutcome::Succeeded);
+    assert_eq!(
+        (result.rto_seconds, result.rto_back_seconds),
+        (Some(5.2), Some(6.1))
+    );
+    assert_eq!(result.failovers, vec![go.name, back.name]);
+}
+
+#[test]
+fn a_failed_drill_names_its_failing_step() {
+    let mut w = World::new(
+        spec(vec![schedule("hourly", "0 * * * *", DrillKind::DryRun)]),
+        "2026-11-30T09:59:00Z",
+    );
+    let go = w.at("2026-11-30T10:00:05Z").create.expect("go");
+    w.failovers.push(FailoverSeen {
+        name: go.name,
+        phase: Some(FailoverPhase::Failed),
+        failed_step: Some(("Preflight".into(), "image missing in usw2".into())),
+        ..Default::default()
+    });
+    let out = w.at("2026-11-30T10:00:15Z");
+    let result = &w.status.history[0];
+    assert_eq!(result.outcome, DrillOutcome::Failed);
+    assert_eq!(result.failing_step.as_deref(), Some("Preflight"));
+    assert!(
+        out.notes
+            .iter()
+            .any(|(warning, reason, _)| *warning && *reason == "DrillFailed")
+    );
+}
+
+#[test]
+fn overdue_counts_from_the_last_success_or_the_plan_creation() {
+    let spec = DrillsSpec {
+        required_interval: Some("7d".into()),
+        ..Default::default()
+    };
+    let mut status = DrillsStatus::default();
+    let created = Some(at("2026-11-01T00:00:00Z"));
+    assert!(overdue(&spec, &status, created, at("2026-11-05T00:00:00Z")).is_none());
+    assert!(overdue(&spec, &status, created, at("2026-11-09T00:00:00Z")).is_some());
+    status.last_success = Some(Time(at("2026-11-08T00:00:00Z")));
+    assert!(overdue(&spec, &status, created, at("2026-11-09T00:00:00Z")).is_none());
+    assert!(
+        overdue(
+            &DrillsSpec::default(),
+            &status,
+            created,
+            at("2027-01-01T00:00:00Z")
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn a_drill_started_by_hand_is_taken_up_and_recorded() {
+    let mut w = World::new(spec(Vec::new()), "2026-11-30T09:59:00Z");
+    w.failovers.push(FailoverSeen {
+        name: "shop-drill-manual-202611301000".into(),
+        phase: Some(FailoverPhase::Running),
+        schedule: Some(MANUAL.into()),
+        kind: Some(DrillKind::DryRun),
+        target: "usw2".into(),
+        ..Default::default()
+    });
+    let out = w.at("2026-11-30T10:00:10Z");
+    assert!(out.create.is_none(), "it exists already");
+    assert_eq!(
+        w.status.running.as_ref().map(|r| r.schedule.as_str()),
+        Some(MANUAL)
+    );
+    w.seen(
+        "shop-drill-manual-202611301000",
+        FailoverPhase::Succeeded,
+        0.3,
+    );
+    w.at("2026-11-30T10:00:20Z");
+    assert_eq!(w.status.history[0].outcome, DrillOutcome::Succeeded);
+    // Recorded: not taken up again, even if it showed as running.
+    w.failovers[0].phase = Some(FailoverPhase::Running);
+    w.failovers[0].schedule = Some(MANUAL.into());
+    w.at("2026-11-30T10:00:30Z");
+    assert!(w.status.running.is_none());
+}
