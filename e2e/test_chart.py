@@ -60,8 +60,10 @@ def test_default_render_is_a_secure_two_replica_operator():
     objects = chart.render()
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted([
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget",
-        "Role", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount",
+        # The operator's ClusterRole, and the requester and approver roles for people.
+        "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+        "Deployment", "PodDisruptionBudget", "Role", "Role", "RoleBinding", "RoleBinding",
+        "Service", "ServiceAccount",
     ]), kinds
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 2
