@@ -554,6 +554,15 @@ pub struct PlanSummary {
     /// Largest replication lag over databases and standby regions; None when unmeasured.
     pub max_lag_seconds: Option<f64>,
     pub replication: Vec<crate::api::ReplicationStatus>,
+    /// The drill under way, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_drill: Option<crate::api::RunningDrill>,
+    /// The newest drill result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<crate::api::DrillResult>,
+    /// Each health signal and why automatic failover did or did not trigger.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automatic_failover: Option<crate::api::AutomaticFailoverStatus>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -604,6 +613,12 @@ pub fn summarize(plan: &DisasterRecoveryPlan, last: Option<&Failover>) -> PlanSu
         }),
         max_lag_seconds,
         replication: status.replication,
+        running_drill: status.drills.as_ref().and_then(|d| d.running.clone()),
+        last_drill: status
+            .drills
+            .as_ref()
+            .and_then(|d| d.history.first().cloned()),
+        automatic_failover: status.automatic_failover,
     }
 }
 

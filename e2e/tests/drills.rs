@@ -73,7 +73,16 @@ async fn a_drill_fires_on_its_schedule_and_its_history_is_kept() {
         })
         .expect("DrillOverdue condition");
     assert_eq!(overdue.status, "False", "{overdue:?}");
+    // What the dashboard's drill panels query (the way back's RTO comes with a round trip).
     assert_eq!(op.metric_with("drover_drill_last_succeeded", ""), Some(1.0));
+    assert!(
+        op.metric_with("drover_drill_last_success_timestamp_seconds", "")
+            .is_some_and(|t| t > 1.7e9)
+    );
+    assert!(
+        op.metric_with("drover_drill_rto_seconds", "")
+            .is_some_and(|s| s > 0.0)
+    );
 
     // The next one replaces it: one result kept, the older drill's Failover deleted.
     wait_for(
@@ -124,6 +133,15 @@ async fn a_drill_fires_on_its_schedule_and_its_history_is_kept() {
         },
     )
     .await;
+    // `drover status` shows it.
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["status", "-n", &ns, "-o", "json"])
+        .env("KUBECONFIG", kubeconfig_path("mgmt"))
+        .output()
+        .expect("drover runs");
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(shown[0]["lastDrill"]["schedule"], "manual", "{shown}");
+    assert_eq!(shown[0]["lastDrill"]["outcome"], "Succeeded", "{shown}");
     let drill_failovers = failovers
         .list(&ListParams::default().labels("drover.io/trigger=drill"))
         .await

@@ -240,8 +240,10 @@ pub fn assert_dashboard_metrics_exported(scrape: &str) {
     }
     let used = dashboard_metric_names();
     assert!(used.len() >= 12, "dashboard uses only {used:?}");
+    // Drill gauges have series only once a plan has drilled: the drill scenario checks them.
     let missing: Vec<&String> = used
         .iter()
+        .filter(|n| !n.starts_with("drover_drill_"))
         .filter(|n| !exported.contains(n.as_str()))
         .collect();
     assert!(

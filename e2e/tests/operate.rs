@@ -544,22 +544,23 @@ impl Tmux {
         text(&out.stdout)
     }
 
-    /// How the pane's command ended ("exit 0", "signal 9"), once it has.
+    /// How the pane's command ended, once it printed "[exit N]" (see the respawn below),
+    /// or "killed" when the pane died without printing it.
     fn ended(&self) -> Option<String> {
-        let dead = self.run(&[
-            "display-message",
-            "-p",
-            "-t",
-            "w",
-            "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}",
-        ]);
-        match dead.split(' ').map(str::trim).collect::<Vec<_>>()[..] {
-            // Dead, but tmux has not filled in how yet: look again.
-            ["1", "", ""] => None,
-            ["1", "", signal] => Some(format!("signal {signal}")),
-            ["1", code, _] => Some(format!("exit {code}")),
-            _ => None,
+        let exit = || {
+            self.screen().iter().find_map(|l| {
+                Some(format!(
+                    "exit {}",
+                    l.strip_prefix("[exit ")?.strip_suffix(']')?
+                ))
+            })
+        };
+        if let Some(exit) = exit() {
+            return Some(exit);
         }
+        // Dead: the screen is final now (the status line is printed before the shell exits).
+        let dead = self.run(&["display-message", "-p", "-t", "w", "#{pane_dead}"]);
+        (dead.trim() == "1").then(|| exit().unwrap_or_else(|| "killed".to_string()))
     }
 
     /// Every line the pane showed, scrollback included, wrapped lines joined back into one.
@@ -595,6 +596,10 @@ async fn watch_redraws_in_place_at_80_columns() {
         "w",
         "-e",
         &kubeconfig,
+        // tmux does not always fill in a dead pane's exit status: the shell prints it.
+        "sh",
+        "-c",
+        "\"$0\" \"$@\"; echo \"[exit $?]\"",
         env!("CARGO_BIN_EXE_drover"),
         "failover",
         "-n",

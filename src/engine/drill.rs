@@ -262,6 +262,8 @@ fn wait(out: &mut Output, d: Duration) {
 
 /// The schedule name of drills `drover drill` starts.
 pub const MANUAL: &str = "manual";
+/// A manual drill that ended within this is still taken up (and recorded).
+const RECENT_MANUAL: Duration = Duration::from_secs(600);
 
 /// A drill Failover `drover drill` created that no drill has taken up yet.
 fn manual_drill<'a>(input: &'a Input) -> Option<&'a FailoverSeen> {
@@ -272,9 +274,15 @@ fn manual_drill<'a>(input: &'a Input) -> Option<&'a FailoverSeen> {
             .iter()
             .any(|h| h.failovers.iter().any(|f| f == name))
     };
+    // A DryRun may end before the next plan check: a recent one is taken up even if over
+    // (older ones that left the history were deleted with it).
+    let recent = |f: &FailoverSeen| {
+        f.created
+            .is_some_and(|c| input.now.as_second() - c.as_second() < RECENT_MANUAL.as_secs() as i64)
+    };
     input.failovers.iter().find(|f| {
         f.schedule.as_deref() == Some(MANUAL)
-            && !f.phase.is_some_and(FailoverPhase::is_terminal)
+            && (!f.phase.is_some_and(FailoverPhase::is_terminal) || recent(f))
             && !known(&f.name)
     })
 }

@@ -321,3 +321,33 @@ fn a_drill_started_by_hand_is_taken_up_and_recorded() {
     w.at("2026-11-30T10:00:30Z");
     assert!(w.status.running.is_none());
 }
+
+#[test]
+fn a_manual_drill_that_ended_before_the_plan_check_is_still_recorded() {
+    let mut w = World::new(spec(Vec::new()), "2026-11-30T09:59:00Z");
+    w.failovers.push(FailoverSeen {
+        name: "shop-drill-manual-202611301000".into(),
+        phase: Some(FailoverPhase::Succeeded),
+        rto_seconds: Some(0.3),
+        schedule: Some(MANUAL.into()),
+        kind: Some(DrillKind::DryRun),
+        target: "usw2".into(),
+        created: Some(at("2026-11-30T10:00:00Z")),
+        ..Default::default()
+    });
+    w.at("2026-11-30T10:00:05Z");
+    w.at("2026-11-30T10:00:10Z");
+    assert_eq!(w.status.history[0].schedule, MANUAL);
+    assert_eq!(w.status.history[0].outcome, DrillOutcome::Succeeded);
+    // An old one, long over and not in the history, is left alone.
+    let mut w = World::new(spec(Vec::new()), "2026-11-30T11:00:00Z");
+    w.failovers.push(FailoverSeen {
+        name: "shop-drill-manual-202611300900".into(),
+        phase: Some(FailoverPhase::Succeeded),
+        schedule: Some(MANUAL.into()),
+        created: Some(at("2026-11-30T09:00:00Z")),
+        ..Default::default()
+    });
+    w.at("2026-11-30T11:00:05Z");
+    assert!(w.status.running.is_none() && w.status.history.is_empty());
+}
