@@ -107,6 +107,10 @@ def primary_with_replicas(replica_regions, primary_region="us-east-1"):
         aws("rds", region).create_db_instance_read_replica(
             DBInstanceIdentifier=rid, SourceDBInstanceIdentifier=primary["DBInstanceArn"])
         replicas.append(rid)
+    # As on AWS, a new replica is `creating` (and replicates nothing) for a while.
+    for region, rid in zip(replica_regions, replicas):
+        wait_for(f"{rid} available", lambda: aws("rds", region).describe_db_instances(
+            DBInstanceIdentifier=rid)["DBInstances"][0]["DBInstanceStatus"] == "available")
     return primary_id, primary["DBInstanceArn"], replicas
 
 

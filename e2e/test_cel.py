@@ -37,6 +37,7 @@ IMMUTABLE = "Failover spec is immutable; create a new Failover"
 # enforcement test here. A rule added to src/api without one fails test_every_rule_is_known.
 KNOWN_RULES = {
     ("failovers.drover.io", "v1alpha1:.spec", "self == oldSelf"),
+    ("failoverapprovals.drover.io", "v1alpha1:.spec", "self == oldSelf"),
 }
 
 # Warnings the server gives when the CRDs are applied, each a known defect to fix in
@@ -328,3 +329,20 @@ def test_unauthenticated_requests_are_refused(server):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, context=server.tls, timeout=10)
     assert e.value.code == 401
+
+
+def test_an_approval_decision_is_immutable(crds_applied):
+    """The first decision stands: a FailoverApproval's spec cannot be changed."""
+    srv = crds_applied
+    name = f"approval-{uuid.uuid4().hex[:6]}"
+    path = f"{GROUP_PATH}/namespaces/{NAMESPACE}/failoverapprovals"
+    status, created = srv.request("POST", path, {
+        "apiVersion": "drover.io/v1alpha1", "kind": "FailoverApproval",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"failoverRef": "shop-to-use1", "decision": "Approve", "approver": "alice"}})
+    assert status == 201, created
+    for change in ({"decision": "Reject"}, {"approver": "mallory"}, {"failoverRef": "other"}):
+        status, body = srv.request("PATCH", f"{path}/{name}", {"spec": change},
+                                   "application/merge-patch+json")
+        assert status == 422, (change, status, body)
+        assert "the first decision stands" in body["message"], body
