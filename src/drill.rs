@@ -344,10 +344,7 @@ pub async fn run_now(
         KindArg::DryRun => DrillKind::DryRun,
         KindArg::RoundTrip => DrillKind::RoundTrip,
     };
-    let mode = match kind {
-        DrillKind::DryRun => crate::api::FailoverMode::DryRun,
-        DrillKind::RoundTrip => crate::api::FailoverMode::Planned,
-    };
+    let mode = drill::mode_of(kind);
     let name = drill::failover_name(&plan.name_any(), drill::MANUAL, Timestamp::now(), "go");
     let fo = drill_failover(&plan, &name, &target, mode, drill::MANUAL, "go", kind);
     let failovers: Api<Failover> = Api::namespaced(session.client.clone(), &ns);

@@ -63,10 +63,9 @@ impl Fencer<'_> {
     fn aws_region(&self, region: &str) -> String {
         self.plan
             .spec
-            .regions
-            .iter()
-            .find(|r| r.name == region)
-            .map_or_else(|| region.to_string(), |r| r.aws_region.clone())
+            .aws_region_of(region)
+            .unwrap_or(region)
+            .to_string()
     }
 
     /// One bounded attempt: a lost region must not hold up the plan check.

@@ -34,13 +34,7 @@ fn already_done(call: &Call, message: &str) -> bool {
 
 /// Each RDS standby of the plan: the plan's instance in every region but the active one.
 fn standbys(plan: &DisasterRecoveryPlan, active: &str) -> Vec<Standby> {
-    let aws = |name: &str| {
-        plan.spec
-            .regions
-            .iter()
-            .find(|r| r.name == name)
-            .map(|r| r.aws_region.clone())
-    };
+    let aws = |name: &str| plan.spec.aws_region_of(name).map(str::to_string);
     let mut out = Vec::new();
     for db in plan.spec.databases.iter().filter(|d| d.rds.is_some()) {
         let (Some(primary), Some(primary_aws_region)) =
@@ -292,14 +286,7 @@ async fn aurora(
     active: &str,
     lag_known: &HashMap<(String, String), bool>,
 ) -> Vec<((String, String), (&'static str, Option<String>))> {
-    let aws_region = |name: &str| {
-        plan.spec
-            .regions
-            .iter()
-            .find(|r| r.name == name)
-            .map(|r| r.aws_region.clone())
-    };
-    let Some(active_aws) = aws_region(active) else {
+    let Some(active_aws) = plan.spec.aws_region_of(active).map(str::to_string) else {
         return Vec::new();
     };
     let limit = ctx.config.member_timeout;

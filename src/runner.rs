@@ -177,11 +177,9 @@ impl Runner {
     fn aws_region(&self, region: &str) -> String {
         self.plan
             .spec
-            .regions
-            .iter()
-            .find(|r| r.name == region)
-            .map(|r| r.aws_region.clone())
-            .unwrap_or_else(|| region.to_string())
+            .aws_region_of(region)
+            .unwrap_or(region)
+            .to_string()
     }
 
     /// One pass: observe, decide, record, act. `siblings` are the namespace's Failovers

@@ -178,6 +178,14 @@ pub enum RdsFenceMethod {
 }
 
 impl DisasterRecoveryPlanSpec {
+    /// The AWS region of the plan region `name`, when the plan has it.
+    pub fn aws_region_of(&self, name: &str) -> Option<&str> {
+        self.regions
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.aws_region.as_str())
+    }
+
     /// `spec.fencing.rdsMethod`, with its default.
     pub fn rds_fence_method(&self) -> RdsFenceMethod {
         self.fencing

@@ -18,12 +18,6 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
         .status
         .as_ref()
         .and_then(|s| s.previous_active_region.as_deref());
-    let automatic = fo
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(TRIGGER_LABEL))
-        .is_some_and(|v| v == "automatic");
     let label = |key: &str| {
         fo.metadata
             .labels
@@ -31,6 +25,7 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
             .and_then(|l| l.get(key))
             .cloned()
     };
+    let automatic = label(TRIGGER_LABEL).as_deref() == Some("automatic");
     // A round-trip drill's way back skips the failback approval only if the plan says so.
     let exempt_drill_failback = label(TRIGGER_LABEL).as_deref() == Some("drill")
         && label(crate::engine::drill::STAGE_LABEL).as_deref() == Some("back")

@@ -144,12 +144,9 @@ pub enum Read {
     },
 }
 
-/// The AWS region of a plan region, by name.
+/// The AWS region of a plan region, by name (the name itself when the plan lacks it).
 fn aws_region_of(plan: &DisasterRecoveryPlanSpec, region: &str) -> String {
-    plan.regions
-        .iter()
-        .find(|r| r.name == region)
-        .map_or_else(|| region.to_string(), |r| r.aws_region.clone())
+    plan.aws_region_of(region).unwrap_or(region).to_string()
 }
 
 /// The statistic of a metric signal, with its default.

@@ -405,7 +405,8 @@ fn start(input: &Input, out: &mut Output) {
     });
 }
 
-fn mode_of(kind: DrillKind) -> FailoverMode {
+/// The Failover mode of a drill's way there.
+pub fn mode_of(kind: DrillKind) -> FailoverMode {
     match kind {
         DrillKind::DryRun => FailoverMode::DryRun,
         DrillKind::RoundTrip => FailoverMode::Planned,
