@@ -68,6 +68,49 @@ def test_aurora_global_writer_moves_after_delay(operation, kwargs, status):
     assert time.monotonic() - started >= 0.9
 
 
+def members_of(client, gc_id):
+    gc = client.describe_global_clusters(GlobalClusterIdentifier=gc_id)["GlobalClusters"][0]
+    return sorted((m["DBClusterArn"], m["IsWriter"]) for m in gc["GlobalClusterMembers"])
+
+
+def failover_snapshots(client, cluster):
+    snaps = client.describe_db_cluster_snapshots(DBClusterIdentifier=cluster,
+                                                 SnapshotType="automated")["DBClusterSnapshots"]
+    return [s["DBClusterSnapshotIdentifier"] for s in snaps
+            if s["DBClusterSnapshotIdentifier"].startswith("rds:unplanned-global-failover-")]
+
+
+def test_switchover_keeps_the_old_writer_as_a_secondary():
+    bed("POST", "/config", {"switchover_delay": 0.2})
+    east, gc_id, arns = global_cluster(uid())
+    east.switchover_global_cluster(GlobalClusterIdentifier=gc_id, TargetDbClusterIdentifier=arns["west"])
+    wait_for("writer change", lambda: writer_of(east, gc_id) == ("available", [arns["west"]]))
+    assert members_of(east, gc_id) == sorted([(arns["east"], False), (arns["west"], True)])
+    assert failover_snapshots(east, arns["east"].split(":")[-1]) == []
+
+
+def test_unplanned_failover_readds_the_old_writer_after_its_region_returns():
+    """As AWS: the old primary leaves the global cluster; when its region recovers, AWS
+    snapshots the old volume (a system snapshot) and re-adds the cluster as a secondary."""
+    bed("POST", "/config", {"switchover_delay": 0.2, "rejoin_delay": 1.0})
+    east, gc_id, arns = global_cluster(uid())
+    west = aws("rds", "us-west-2")
+    east_id = arns["east"].split(":")[-1]
+    bed("POST", "/outage", {"region": "us-east-1", "down": True})
+    try:
+        west.failover_global_cluster(GlobalClusterIdentifier=gc_id, TargetDbClusterIdentifier=arns["west"],
+                                     AllowDataLoss=True)
+        wait_for("writer change", lambda: writer_of(west, gc_id) == ("available", [arns["west"]]))
+        assert members_of(west, gc_id) == [(arns["west"], True)]
+    finally:
+        bed("POST", "/outage", {"region": "us-east-1", "down": False})
+    wait_for("the old volume's snapshot", lambda: failover_snapshots(east, east_id))
+    [name] = failover_snapshots(east, east_id)
+    assert name.startswith(f"rds:unplanned-global-failover-{east_id}-"), name
+    wait_for("the old writer re-added", lambda: len(members_of(west, gc_id)) == 2)
+    assert members_of(west, gc_id) == sorted([(arns["east"], False), (arns["west"], True)])
+
+
 def test_aurora_switchover_to_current_writer_is_refused():
     east, gc_id, arns = global_cluster(uid())
     with pytest.raises(botocore.exceptions.ClientError) as refused:

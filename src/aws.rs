@@ -14,7 +14,7 @@ use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 use crate::api::AliasTarget;
 use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::{ChangeAction as PlanChangeAction, RecordChange};
-use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
+use crate::engine::{AuroraObservation, ClusterSnapshot, LagReading, RdsObservation, RecordSet};
 use crate::metrics::{AwsCallLabels, Metrics};
 
 /// An AWS error, classified for retrying.
@@ -114,6 +114,12 @@ pub trait Aws: Send + Sync {
     /// An instance's ARN; None when it does not exist.
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
+    /// The automated (system) snapshots of a DB cluster: identifier and creation time.
+    async fn automated_cluster_snapshots(
+        &self,
+        region: &str,
+        cluster: &str,
+    ) -> AwsResult<Vec<ClusterSnapshot>>;
     async fn describe_global_cluster(
         &self,
         region: &str,
@@ -559,6 +565,49 @@ impl Aws for SdkAws {
             &["DBClusterNotFoundFault"],
         );
         Ok(out?.and_then(|o| o.db_clusters?.into_iter().next()?.db_cluster_arn))
+    }
+
+    async fn automated_cluster_snapshots(
+        &self,
+        region: &str,
+        cluster: &str,
+    ) -> AwsResult<Vec<ClusterSnapshot>> {
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        // A cluster's automated snapshots are one a day over its retention (≤ 35 days),
+        // plus system ones; the page cap bounds a misbehaving answer.
+        for _ in 0..20 {
+            let out = self.record(
+                "rds",
+                "DescribeDBClusterSnapshots",
+                self.region(region)
+                    .rds
+                    .describe_db_cluster_snapshots()
+                    .db_cluster_identifier(cluster)
+                    .snapshot_type("automated")
+                    .set_marker(marker.clone())
+                    .send()
+                    .await,
+            )?;
+            found.extend(
+                out.db_cluster_snapshots
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|s| {
+                        Some(ClusterSnapshot {
+                            created: s
+                                .snapshot_create_time
+                                .and_then(|t| SystemTime::try_from(t).ok()),
+                            identifier: s.db_cluster_snapshot_identifier?,
+                        })
+                    }),
+            );
+            marker = out.marker.filter(|m| !m.is_empty());
+            if marker.is_none() {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     async fn describe_global_cluster(

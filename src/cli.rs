@@ -1056,6 +1056,7 @@ mod tests {
                     name: "shop-to-usw2-abcde".into(),
                     target_region: "usw2".into(),
                     phase: Some("Running".into()),
+                    ..Default::default()
                 }),
                 replication: vec![lag("orders", Some(0.4)), lag("catalog", Some(1.31))],
                 ..Default::default()

@@ -140,6 +140,7 @@ async fn measure_replication(
                 protection: None,
                 message: lag_message,
                 measured_at: Some(Time(now())),
+                old_volume_snapshot: None,
             }
         }
     });
@@ -153,8 +154,12 @@ async fn measure_replication(
             )
         })
         .collect();
-    let protections = crate::reprotect::check(ctx, plan, ns, &active, &lag_known).await;
+    let (protections, mut old_volumes) = tokio::join!(
+        crate::reprotect::check(ctx, plan, ns, &active, &lag_known),
+        crate::old_volume::snapshots(ctx, plan)
+    );
     for m in &mut measured {
+        m.old_volume_snapshot = old_volumes.remove(&(m.database.clone(), m.region.clone()));
         let (protection, why) = match protections.get(&(m.database.clone(), m.region.clone())) {
             Some((p, why)) => (*p, why.clone()),
             // Aurora secondaries follow the global writer: protected while they replicate.

@@ -17,7 +17,7 @@ use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::RecordChange;
-use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
+use crate::engine::{AuroraObservation, ClusterSnapshot, LagReading, RdsObservation, RecordSet};
 
 /// How long a Lease read may take before the call it was for is refused (and retried).
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -258,6 +258,15 @@ impl Aws for LeaderAws {
     }
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         self.inner.cluster_arn(region, id).await
+    }
+    async fn automated_cluster_snapshots(
+        &self,
+        region: &str,
+        cluster: &str,
+    ) -> AwsResult<Vec<ClusterSnapshot>> {
+        self.inner
+            .automated_cluster_snapshots(region, cluster)
+            .await
     }
     async fn describe_global_cluster(
         &self,

@@ -20,6 +20,7 @@ pub mod leader;
 pub mod leadership;
 pub mod member;
 pub mod metrics;
+pub mod old_volume;
 pub mod reprotect;
 pub mod runner;
 #[cfg(test)]

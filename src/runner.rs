@@ -522,6 +522,9 @@ impl Runner {
             name: self.fo.name_any(),
             target_region: self.target().to_string(),
             phase: Some(format!("{:?}", mark.phase)),
+            mode: Some(format!("{:?}", self.fo.spec.mode)),
+            // When it was created: it cannot have changed anything before.
+            started_at: self.fo.metadata.creation_timestamp.clone(),
         };
         let written = self
             .store

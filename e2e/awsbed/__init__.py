@@ -8,7 +8,10 @@ A WSGI layer in front of moto's own dispatcher:
   * RDS PromoteReadReplica takes a configurable time, shows `modifying`, then
     `available` with the replica link broken; promoting a non-replica is refused;
   * Aurora SwitchoverGlobalCluster / FailoverGlobalCluster change the writer after a
-    delay (moto answers 500 for both);
+    delay (moto answers 500 for both). After a FailoverGlobalCluster the old writer leaves
+    the global cluster; once its region answers, the bed takes the system snapshot AWS
+    takes of the old volume (`rds:unplanned-global-failover-<cluster>-<time>`) and, after
+    `rejoin_delay`, adds the old writer back as a secondary, as AWS does;
   * Route 53 GetChange reports PENDING for a configurable time after a change batch;
     health checks report per checker region as the bed says, and fail from every checker
     while their endpoint's region is lost (health.py);
@@ -114,6 +117,10 @@ class BedState:
         self.change_ids = itertools.count(1)
         self.promoting = set()  # (region, db id)
         self.global_in_progress = set()
+        # Old writers of an unplanned global failover, until AWS re-adds them:
+        # (id of global cluster, id of member) -> {"gc", "old", "region", "snapshot_at"}.
+        self.detached = {}
+        self.rejoin_delay = 3.0
         self.waits = {}  # (kind, id) -> requested/done/noticed times and describes between
         self.rng = random.Random(42)
         self.route53 = route53.Route53State()  # rate limit (5/s), throttled calls, zone per change
@@ -481,7 +488,7 @@ class Bed:
             delay = self.state.switchover_delay
         gc.status = "failing-over" if failing else "switching-over"
         self.wait_started(("aurora", gc.global_cluster_identifier))
-        threading.Timer(delay, self.finish_global_change, args=(gc, gc_id, member)).start()
+        threading.Timer(delay, self.finish_global_change, args=(gc, gc_id, member, failing)).start()
         body = (f'<{action}Response xmlns="{RDS_NS}"><{action}Result><GlobalCluster>'
                 f"<GlobalClusterIdentifier>{xml_escape(gc.global_cluster_identifier)}</GlobalClusterIdentifier>"
                 f"<GlobalClusterArn>{xml_escape(gc.global_cluster_arn)}</GlobalClusterArn>"
@@ -490,13 +497,58 @@ class Bed:
                 f"</ResponseMetadata></{action}Response>")
         return self.respond(start_response, "200 OK", body)
 
-    def finish_global_change(self, gc, gc_id, new_writer):
+    def finish_global_change(self, gc, gc_id, new_writer, failing):
+        old = next((m for m in gc.members if m.is_writer and m is not new_writer), None)
         for m in gc.members:
             m.is_writer = m is new_writer
+        if failing and old is not None:
+            # As AWS: a global failover (AllowDataLoss) leaves the old primary out of the
+            # global cluster; it rejoins as a secondary only after its region recovers.
+            gc.members.remove(old)
+            with self.state.lock:
+                self.state.detached[(id(gc), id(old))] = {
+                    "gc": gc, "old": old, "snapshot_at": None,
+                    "region": replication.arn_region_id(old.db_cluster_arn, "")[0]}
+            threading.Timer(0.2, self.rejoin_detached).start()
         gc.status = "available"
         with self.state.lock:
             self.state.global_in_progress.discard(gc_id)
         self.wait_done(("aurora", gc.global_cluster_identifier))
+
+    def rejoin_detached(self):
+        """Brings back the old writers of unplanned global failovers whose region answers:
+        first the system snapshot of the old volume, then, `rejoin_delay` later, membership
+        as a secondary. Re-arms itself while any is left."""
+        now = time.time()
+        with self.state.lock:
+            if not self.state.detached:
+                return
+            outages = set(self.state.outages)
+            delay = self.state.rejoin_delay
+            entries = list(self.state.detached.items())
+        for key, entry in entries:
+            gc, old = entry["gc"], entry["old"]
+            if entry["region"] in outages:
+                continue
+            if entry["snapshot_at"] is None:
+                stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d-%H-%M")
+                name = f"rds:unplanned-global-failover-{old.db_cluster_identifier}-{stamp}"
+                try:
+                    self.rds_backend(entry["region"]).create_auto_cluster_snapshot(
+                        old.db_cluster_identifier, name)
+                except Exception:
+                    pass  # the cluster was deleted, or reset: AWS only attempts the snapshot
+                entry["snapshot_at"] = now
+            elif now - entry["snapshot_at"] >= delay:
+                if old not in gc.members:
+                    old.is_writer = False
+                    gc.members.append(old)
+                with self.state.lock:
+                    self.state.detached.pop(key, None)
+        with self.state.lock:
+            left = bool(self.state.detached)
+        if left:
+            threading.Timer(0.2, self.rejoin_detached).start()
 
     def on_rds_SwitchoverGlobalCluster(self, environ, start_response, region, params):
         return self.global_change(start_response, params, "SwitchoverGlobalCluster", failing=False)
@@ -636,7 +688,7 @@ class Bed:
         with self.state.lock:
             r53 = route53.configure(self.state, p)  # route53_rate (req/s, 0 = unlimited), route53_burst
             keys = ("promotion_delay", "switchover_delay", "dns_sync_delay",
-                    "replica_create_delay", "delete_delay")
+                    "replica_create_delay", "delete_delay", "rejoin_delay")
             for key in keys:
                 if key in p:
                     setattr(self.state, key, float(p[key]))

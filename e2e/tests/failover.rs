@@ -1646,6 +1646,33 @@ async fn returning_region_is_fenced() {
         .unwrap_or_default();
     assert!(wanted.iter().all(|w| message.contains(w)), "{message}");
 
+    // Aurora: the failover left the old primary out of the global cluster until use1
+    // recovers, so it protects nothing meanwhile.
+    let catalog = |p: &DisasterRecoveryPlan| {
+        p.status
+            .as_ref()?
+            .replication
+            .iter()
+            .find(|r| r.database == "catalog" && r.region == "use1")
+            .cloned()
+    };
+    let lost_catalog = wait_for(
+        "catalog in use1 checked",
+        Duration::from_secs(30),
+        || async { catalog(&plans.get(&sc).await.ok()?).filter(|r| r.protection.is_some()) },
+    )
+    .await;
+    assert_eq!(lost_catalog.protection.as_deref(), Some("Unprotected"));
+    assert!(
+        lost_catalog
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("is not a secondary of"),
+        "{lost_catalog:?}"
+    );
+    assert_eq!(lost_catalog.old_volume_snapshot, None);
+
     // Failback while use1 still has pending fences is refused, naming them.
     let back = run_failover(
         &client,
@@ -1729,6 +1756,60 @@ async fn returning_region_is_fenced() {
     .await;
     let fenced_in = returned.elapsed();
     stop.store(true, Ordering::Release);
+
+    // Once use1 answers, AWS snapshots the old Aurora volume and re-adds the old primary as
+    // a secondary: the plan names the snapshot (with a Warning Event) and keeps naming it
+    // after the member is protected again.
+    let prefix = format!("rds:unplanned-global-failover-{sc}-catalog-use1-");
+    let back = wait_for(
+        "catalog in use1 protected again, its old volume's snapshot named",
+        Duration::from_secs(60),
+        || async {
+            let r = catalog(&plans.get(&sc).await.ok()?)?;
+            (r.protection.as_deref() == Some("Protected") && r.old_volume_snapshot.is_some())
+                .then_some(r)
+        },
+    )
+    .await;
+    let snapshot = back.old_volume_snapshot.clone().expect("snapshot");
+    assert!(snapshot.identifier.starts_with(&prefix), "{snapshot:?}");
+    assert_eq!(
+        (
+            snapshot.aws_region.as_str(),
+            snapshot.cluster.as_str(),
+            snapshot.failover.as_str()
+        ),
+        (
+            "us-east-1",
+            format!("{sc}-catalog-use1").as_str(),
+            kube::ResourceExt::name_any(&fo).as_str()
+        )
+    );
+    let described = rds
+        .describe_db_cluster_snapshots()
+        .db_cluster_snapshot_identifier(&snapshot.identifier)
+        .send()
+        .await
+        .expect("describe the snapshot");
+    assert_eq!(
+        described.db_cluster_snapshots()[0].snapshot_type(),
+        Some("automated")
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let notes: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("OldVolumeSnapshot"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(notes.len(), 1, "one Event, when found: {notes:?}");
+    assert!(
+        notes[0].contains(&snapshot.identifier) && notes[0].contains("copy it"),
+        "{notes:?}"
+    );
     let samples = sampler.await.expect("sampler");
     println!("use1 fenced {fenced_in:.1?} after it returned");
     let reachable = samples.iter().filter(|s| s.east_reachable).count();

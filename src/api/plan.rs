@@ -652,6 +652,30 @@ pub struct ReplicationStatus {
     /// When the lag was measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_at: Option<Time>,
+    /// Aurora, in the region an Unplanned failover left: the snapshot AWS took of the old
+    /// primary's volume when the region recovered. It holds the writes that failover lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_volume_snapshot: Option<OldVolumeSnapshot>,
+}
+
+/// The system snapshot AWS takes of an old Aurora primary's volume before it re-adds the
+/// cluster as a secondary after an unplanned global failover
+/// (`rds:unplanned-global-failover-<cluster>-<time>`). AWS deletes it with the cluster's
+/// backup retention: copy it to a manual snapshot to keep it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OldVolumeSnapshot {
+    /// The DB cluster snapshot identifier.
+    pub identifier: String,
+    /// The AWS region it is in: the old primary's.
+    pub aws_region: String,
+    /// The DB cluster it is a snapshot of.
+    pub cluster: String,
+    /// The Failover after which AWS took it.
+    pub failover: String,
+    /// When AWS took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
 }
 
 /// Readiness of one region.
@@ -681,4 +705,10 @@ pub struct LastFailover {
     /// Its phase when last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// Its mode (Planned, Unplanned or DryRun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
 }

@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
     AutomaticFailoverMode, AutomaticFailoverSpec, AutomaticFailoverStatus, AutomaticTrigger,
@@ -414,7 +413,7 @@ pub struct Outcome {
 }
 
 fn time(t: SystemTime) -> Time {
-    Time(Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH))
+    crate::engine::kube_time(t)
 }
 
 fn system_time(t: &Time) -> SystemTime {

@@ -16,6 +16,7 @@ pub mod drill;
 pub mod fence;
 pub mod lag;
 pub mod machine;
+pub mod old_volume;
 pub mod reprotect;
 pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
 pub use lag::{Lag, LagReading, LagSource};
@@ -364,6 +365,21 @@ pub struct AuroraObservation {
     pub status: String,
     pub writer_arn: Option<String>,
     pub member_arns: Vec<String>,
+}
+
+/// A Kubernetes timestamp of `t` (the epoch for a time before it).
+pub fn kube_time(t: std::time::SystemTime) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::try_from(t)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// A DB cluster snapshot as described.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSnapshot {
+    pub identifier: String,
+    pub created: Option<std::time::SystemTime>,
 }
 
 /// Aurora: switch over (planned) or fail over (unplanned) once, then wait until the target

@@ -17,7 +17,7 @@ use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::{ChangeAction, RecordChange};
-use crate::engine::{AuroraObservation, LagReading, RdsObservation, RecordSet};
+use crate::engine::{AuroraObservation, ClusterSnapshot, LagReading, RdsObservation, RecordSet};
 use crate::leadership::LeaseCheck;
 use crate::store::FailoverFields;
 use crate::store::StatusStore;
@@ -459,6 +459,14 @@ impl Aws for FakeAws {
                     .then_some(arn))
             }
         )
+    }
+    async fn automated_cluster_snapshots(
+        &self,
+        _region: &str,
+        _cluster: &str,
+    ) -> AwsResult<Vec<ClusterSnapshot>> {
+        // Only the plan check reads them; the simulation drives failovers.
+        Ok(Vec::new())
     }
     async fn describe_global_cluster(
         &self,

@@ -1,0 +1,89 @@
+//! Finds the snapshot AWS takes of an old Aurora primary's volume after an Unplanned
+//! failover (I/O glue for `engine::old_volume`), run by the plan check.
+
+use futures::future::join_all;
+use kube::runtime::events::EventType;
+use std::collections::HashMap;
+use tracing::debug;
+
+use crate::api::{DisasterRecoveryPlan, OldVolumeSnapshot};
+use crate::context::Context;
+use crate::engine::old_volume::{Lookup, lookup, pick};
+
+/// The old-volume snapshot of each Aurora standby that has one, per (database, region):
+/// kept from the last check, or found now (with a Warning Event, once). A region that
+/// does not answer is looked at again at the next check.
+pub async fn snapshots(
+    ctx: &Context,
+    plan: &DisasterRecoveryPlan,
+) -> HashMap<(String, String), OldVolumeSnapshot> {
+    let status = plan.status.clone().unwrap_or_default();
+    let limit = ctx.config.member_timeout;
+    let looks = plan.spec.databases.iter().flat_map(|db| {
+        let status = &status;
+        plan.spec.regions.iter().filter_map(move |region| {
+            db.aurora_global.as_ref()?;
+            let cluster = crate::engine::member(db, &region.name)?.to_string();
+            let key = (db.name.clone(), region.name.clone());
+            let aws_region = region.aws_region.clone();
+            Some(async move {
+                match lookup(status, &db.name, &region.name) {
+                    Lookup::Nothing => None,
+                    Lookup::Keep(kept) => Some((key, kept, false)),
+                    Lookup::Look { failover, since } => {
+                        let described = tokio::time::timeout(
+                            limit,
+                            ctx.aws.automated_cluster_snapshots(&aws_region, &cluster),
+                        )
+                        .await;
+                        let snapshots = match described {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                debug!(%cluster, error = %e, "old-volume snapshot not looked up");
+                                return None;
+                            }
+                            Err(_) => return None,
+                        };
+                        let found = pick(&snapshots, &cluster, since)?;
+                        Some((
+                            key,
+                            OldVolumeSnapshot {
+                                identifier: found.identifier.clone(),
+                                aws_region,
+                                cluster,
+                                failover,
+                                created_at: found.created.map(crate::engine::kube_time),
+                            },
+                            true,
+                        ))
+                    }
+                }
+            })
+        })
+    });
+    let mut out = HashMap::new();
+    for (key, snapshot, new) in join_all(looks).await.into_iter().flatten() {
+        if new {
+            let note = format!(
+                "{}: AWS kept the old primary's volume of {} as snapshot {} in {}. It holds \
+                 the writes failover {} lost. It is a system snapshot that AWS deletes with \
+                 the cluster's backup retention: copy it to a manual snapshot to keep it.",
+                key.0,
+                snapshot.cluster,
+                snapshot.identifier,
+                snapshot.aws_region,
+                snapshot.failover
+            );
+            ctx.publish(
+                plan,
+                EventType::Warning,
+                "OldVolumeSnapshot",
+                "Reprotect",
+                note,
+            )
+            .await;
+        }
+        out.insert(key, snapshot);
+    }
+    out
+}
