@@ -110,6 +110,14 @@ fn explain(what: &str, e: kube::Error) -> CliError {
             "not allowed to read or write {what}: {}",
             s.message
         )),
+        kube::Error::Api(s) if s.code == 401 => CliError(format!(
+            "the Kubernetes API server rejected the credentials in your kubeconfig: {}",
+            crate::error::status_message(&s)
+        )),
+        // The reason only when it adds to the message ("Unauthorized (Unauthorized)" does not).
+        kube::Error::Api(s) if s.reason.is_empty() || s.message.contains(&s.reason) => {
+            CliError(format!("{what}: {}", crate::error::status_message(&s)))
+        }
         kube::Error::Api(s) => CliError(format!("{what}: {} ({})", s.message, s.reason)),
         kube::Error::HyperError(_) | kube::Error::Service(_) => CliError(format!(
             "cannot reach the Kubernetes API server: {}",
@@ -917,6 +925,34 @@ mod tests {
         assert_eq!(rows_taken(&[79, 0, 40], 40), 4);
         assert_eq!(rows_taken(&[], 80), 0);
         assert_eq!(rows_taken(&[3], 0), 3);
+    }
+
+    #[test]
+    fn kubernetes_errors_are_one_sentence_without_repeats() {
+        let api = |code, reason: &str, message: &str| {
+            kube::Error::Api(
+                kube::core::Status::failure(message, reason)
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        let said = |e| explain("plan \"shop\"", e).0;
+        assert_eq!(
+            said(api(401, "Unauthorized", "Unauthorized")),
+            "the Kubernetes API server rejected the credentials in your kubeconfig: Unauthorized"
+        );
+        assert_eq!(
+            said(api(409, "AlreadyExists", "failovers \"x\" already exists")),
+            "plan \"shop\": failovers \"x\" already exists (AlreadyExists)"
+        );
+        assert_eq!(
+            said(api(422, "Invalid", "Invalid value: spec is Invalid")),
+            "plan \"shop\": Invalid value: spec is Invalid"
+        );
+        assert_eq!(
+            said(api(500, "", "")),
+            "plan \"shop\": the API server answered 500"
+        );
     }
 
     #[test]
