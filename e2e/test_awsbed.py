@@ -80,6 +80,14 @@ def failover_snapshots(client, cluster):
             if s["DBClusterSnapshotIdentifier"].startswith("rds:unplanned-global-failover-")]
 
 
+def test_failover_global_cluster_refuses_data_loss_with_switchover():
+    east, gc_id, arns = global_cluster(uid())
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        east.failover_global_cluster(GlobalClusterIdentifier=gc_id, TargetDbClusterIdentifier=arns["west"],
+                                     AllowDataLoss=True, Switchover=True)
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterCombination"
+
+
 def test_switchover_keeps_the_old_writer_as_a_secondary():
     bed("POST", "/config", {"switchover_delay": 0.2})
     east, gc_id, arns = global_cluster(uid())

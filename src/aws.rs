@@ -114,8 +114,9 @@ pub trait Aws: Send + Sync {
     /// An instance's ARN; None when it does not exist.
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
-    /// The automated (system) snapshots of a DB cluster: identifier and creation time.
-    async fn automated_cluster_snapshots(
+    /// The snapshots of a DB cluster (`cluster`: its identifier): identifier and creation
+    /// time.
+    async fn cluster_snapshots(
         &self,
         region: &str,
         cluster: &str,
@@ -567,15 +568,17 @@ impl Aws for SdkAws {
         Ok(out?.and_then(|o| o.db_clusters?.into_iter().next()?.db_cluster_arn))
     }
 
-    async fn automated_cluster_snapshots(
+    async fn cluster_snapshots(
         &self,
         region: &str,
         cluster: &str,
     ) -> AwsResult<Vec<ClusterSnapshot>> {
         let mut found = Vec::new();
         let mut marker: Option<String> = None;
-        // A cluster's automated snapshots are one a day over its retention (≤ 35 days),
-        // plus system ones; the page cap bounds a misbehaving answer.
+        // No SnapshotType filter: AWS lists its failover snapshot as a system snapshot, and
+        // the default (automated and manual) costs the same call. A cluster keeps one
+        // automated snapshot a day over its retention (≤ 35 days) plus manual ones; the
+        // page cap bounds a misbehaving answer.
         for _ in 0..20 {
             let out = self.record(
                 "rds",
@@ -584,7 +587,6 @@ impl Aws for SdkAws {
                     .rds
                     .describe_db_cluster_snapshots()
                     .db_cluster_identifier(cluster)
-                    .snapshot_type("automated")
                     .set_marker(marker.clone())
                     .send()
                     .await,

@@ -111,7 +111,8 @@ fn explain(what: &str, e: kube::Error) -> CliError {
             s.message
         )),
         kube::Error::Api(s) if s.code == 401 => CliError(format!(
-            "the Kubernetes API server rejected the credentials in your kubeconfig: {}",
+            "{what}: the Kubernetes API server rejected your credentials (kubeconfig or \
+             service account token): {}",
             crate::error::status_message(&s)
         )),
         // The reason only when it adds to the message ("Unauthorized (Unauthorized)" does not).
@@ -939,7 +940,8 @@ mod tests {
         let said = |e| explain("plan \"shop\"", e).0;
         assert_eq!(
             said(api(401, "Unauthorized", "Unauthorized")),
-            "the Kubernetes API server rejected the credentials in your kubeconfig: Unauthorized"
+            "plan \"shop\": the Kubernetes API server rejected your credentials (kubeconfig or \
+             service account token): Unauthorized"
         );
         assert_eq!(
             said(api(409, "AlreadyExists", "failovers \"x\" already exists")),

@@ -198,6 +198,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         conditions: previous.conditions.clone(),
         observed_generation: generation,
         last_failover: None,
+        last_unplanned_move: None,
         replication: previous.replication.clone(),
         pending_fences: Vec::new(),
         reprotections: Vec::new(),

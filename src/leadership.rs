@@ -259,14 +259,12 @@ impl Aws for LeaderAws {
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         self.inner.cluster_arn(region, id).await
     }
-    async fn automated_cluster_snapshots(
+    async fn cluster_snapshots(
         &self,
         region: &str,
         cluster: &str,
     ) -> AwsResult<Vec<ClusterSnapshot>> {
-        self.inner
-            .automated_cluster_snapshots(region, cluster)
-            .await
+        self.inner.cluster_snapshots(region, cluster).await
     }
     async fn describe_global_cluster(
         &self,

@@ -4,60 +4,68 @@
 use futures::future::join_all;
 use kube::runtime::events::EventType;
 use std::collections::HashMap;
-use tracing::debug;
+use std::time::SystemTime;
+use tracing::{debug, warn};
 
 use crate::api::{DisasterRecoveryPlan, OldVolumeSnapshot};
+use crate::aws::AwsErrorKind;
 use crate::context::Context;
 use crate::engine::old_volume::{Lookup, lookup, pick};
 
 /// The old-volume snapshot of each Aurora standby that has one, per (database, region):
-/// kept from the last check, or found now (with a Warning Event, once). A region that
-/// does not answer is looked at again at the next check.
+/// kept from the last check, or found now (with a Warning Event, once; a restart between
+/// the Event and the status write may repeat it). A region that does not answer is looked
+/// at again at the next check.
 pub async fn snapshots(
     ctx: &Context,
     plan: &DisasterRecoveryPlan,
 ) -> HashMap<(String, String), OldVolumeSnapshot> {
     let status = plan.status.clone().unwrap_or_default();
     let limit = ctx.config.member_timeout;
+    let now = SystemTime::now();
     let looks = plan.spec.databases.iter().flat_map(|db| {
         let status = &status;
         plan.spec.regions.iter().filter_map(move |region| {
             db.aurora_global.as_ref()?;
-            let cluster = crate::engine::member(db, &region.name)?.to_string();
+            let member = crate::engine::member(db, &region.name)?;
+            // DescribeDBClusterSnapshots takes the identifier; the call is regional.
+            let cluster = member.rsplit(':').next().unwrap_or(member).to_string();
             let key = (db.name.clone(), region.name.clone());
             let aws_region = region.aws_region.clone();
+            let Lookup { keep, look } = lookup(status, &db.name, &region.name, now);
             Some(async move {
-                match lookup(status, &db.name, &region.name) {
-                    Lookup::Nothing => None,
-                    Lookup::Keep(kept) => Some((key, kept, false)),
-                    Lookup::Look { failover, since } => {
-                        let described = tokio::time::timeout(
-                            limit,
-                            ctx.aws.automated_cluster_snapshots(&aws_region, &cluster),
-                        )
+                let Some((failover, since)) = look else {
+                    return Some((key, keep?, false));
+                };
+                let described =
+                    tokio::time::timeout(limit, ctx.aws.cluster_snapshots(&aws_region, &cluster))
                         .await;
-                        let snapshots = match described {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                debug!(%cluster, error = %e, "old-volume snapshot not looked up");
-                                return None;
-                            }
-                            Err(_) => return None,
-                        };
-                        let found = pick(&snapshots, &cluster, since)?;
-                        Some((
-                            key,
-                            OldVolumeSnapshot {
-                                identifier: found.identifier.clone(),
-                                aws_region,
-                                cluster,
-                                failover,
-                                created_at: found.created.map(crate::engine::kube_time),
-                            },
-                            true,
-                        ))
+                let snapshots = match described {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        if e.kind == AwsErrorKind::Unreachable {
+                            debug!(%cluster, error = %e, "old-volume snapshot not looked up");
+                        } else {
+                            warn!(%cluster, error = %e, "old-volume snapshot not looked up; looking again at the next check");
+                        }
+                        return Some((key, keep?, false));
                     }
-                }
+                    Err(_) => return Some((key, keep?, false)),
+                };
+                let Some(found) = pick(&snapshots, &cluster, since) else {
+                    return Some((key, keep?, false));
+                };
+                Some((
+                    key,
+                    OldVolumeSnapshot {
+                        identifier: found.identifier.clone(),
+                        aws_region,
+                        cluster,
+                        failover,
+                        created_at: found.created.map(crate::engine::kube_time),
+                    },
+                    true,
+                ))
             })
         })
     });

@@ -342,6 +342,7 @@ async fn record_intent(
         active_region: status.active_region,
         previous_active_region: status.previous_active_region,
         last_failover: status.last_failover,
+        last_unplanned_move: status.last_unplanned_move,
         pending_fences: status.pending_fences,
         reprotections: records.to_vec(),
     };

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::api::{
     DatabaseSpec, DisasterRecoveryPlan, Failover, FailoverMode, FailoverPhase, FailoverStatus,
-    LastFailover,
+    LastFailover, UnplannedMove,
 };
 use crate::aws::{Aws, AwsError, AwsErrorKind, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
@@ -538,6 +538,16 @@ impl Runner {
                     // finds the region already active and leaves the previous one alone.
                     if f.active_region.as_ref() != Some(region) {
                         f.previous_active_region = f.active_region.clone();
+                        if let (FailoverMode::Unplanned, Some(from)) =
+                            (self.fo.spec.mode, &f.active_region)
+                        {
+                            f.last_unplanned_move = Some(UnplannedMove {
+                                name: last.name.clone(),
+                                from_region: from.clone(),
+                                to_region: region.clone(),
+                                started_at: last.started_at.clone(),
+                            });
+                        }
                     }
                     f.active_region = Some(region.clone());
                 }

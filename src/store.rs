@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::api::{
     DisasterRecoveryPlan, Failover, FailoverApproval, FailoverStatus, LastFailover, PendingFence,
-    Reprotection,
+    Reprotection, UnplannedMove,
 };
 use crate::context::Context;
 
@@ -74,6 +74,8 @@ pub struct FailoverFields {
     pub previous_active_region: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<LastFailover>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_unplanned_move: Option<UnplannedMove>,
     pub pending_fences: Vec<PendingFence>,
     pub reprotections: Vec<Reprotection>,
 }
@@ -96,6 +98,7 @@ pub async fn update_failover_fields(
             active_region: status.active_region,
             previous_active_region: status.previous_active_region,
             last_failover: status.last_failover,
+            last_unplanned_move: status.last_unplanned_move,
             pending_fences: status.pending_fences,
             reprotections: status.reprotections,
         };

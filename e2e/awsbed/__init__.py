@@ -540,7 +540,8 @@ class Bed:
                     pass  # the cluster was deleted, or reset: AWS only attempts the snapshot
                 entry["snapshot_at"] = now
             elif now - entry["snapshot_at"] >= delay:
-                if old not in gc.members:
+                cluster_left = self.rds_backend(entry["region"]).clusters.get(old.db_cluster_identifier)
+                if cluster_left is old and old not in gc.members:
                     old.is_writer = False
                     gc.members.append(old)
                 with self.state.lock:
@@ -554,7 +555,14 @@ class Bed:
         return self.global_change(start_response, params, "SwitchoverGlobalCluster", failing=False)
 
     def on_rds_FailoverGlobalCluster(self, environ, start_response, region, params):
-        return self.global_change(start_response, params, "FailoverGlobalCluster", failing=True)
+        # As AWS: AllowDataLoss makes it a global failover; without it (or with Switchover)
+        # it is a switchover; both together are refused.
+        allow = params.get("AllowDataLoss", "false").lower() == "true"
+        switch = params.get("Switchover", "false").lower() == "true"
+        if allow and switch:
+            return self.error(start_response, "rds", "400 Bad Request", "InvalidParameterCombination",
+                              "Cannot specify both AllowDataLoss and Switchover.")
+        return self.global_change(start_response, params, "FailoverGlobalCluster", failing=allow)
 
     # ---- Route 53 ---------------------------------------------------------------------
     def on_route53_ChangeResourceRecordSets(self, environ, start_response, region, params):

@@ -1621,6 +1621,19 @@ async fn returning_region_is_fenced() {
     .await;
     let status = plan.status.clone().expect("status");
     assert_eq!(status.active_region.as_deref(), Some("usw2"));
+    let moved = status
+        .last_unplanned_move
+        .clone()
+        .expect("lastUnplannedMove");
+    assert_eq!(
+        (
+            moved.name.as_str(),
+            moved.from_region.as_str(),
+            moved.to_region.as_str()
+        ),
+        (kube::ResourceExt::name_any(&fo).as_str(), "use1", "usw2")
+    );
+    assert!(moved.started_at.is_some(), "{moved:?}");
     let mut fenced: Vec<String> = status
         .pending_fences
         .iter()

@@ -483,6 +483,10 @@ pub struct DisasterRecoveryPlanStatus {
     /// The most recent Failover of this plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<LastFailover>,
+    /// The last Unplanned failover that moved the active region. Drover looks for the
+    /// snapshots AWS takes of what it left behind (Aurora's old volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_unplanned_move: Option<UnplannedMove>,
     /// Parts of a former active region that an Unplanned failover could not fence. Drover
     /// fences each as soon as its region answers, and removes it once done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -692,6 +696,21 @@ pub struct RegionStatus {
     /// When the region was last checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked: Option<Time>,
+}
+
+/// An Unplanned failover that moved the active region.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnplannedMove {
+    /// The Failover's name.
+    pub name: String,
+    /// The region it left.
+    pub from_region: String,
+    /// The region it made active.
+    pub to_region: String,
+    /// When the Failover was created: nothing it caused happened before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
 }
 
 /// A reference to the last Failover of a plan.

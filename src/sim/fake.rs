@@ -460,7 +460,7 @@ impl Aws for FakeAws {
             }
         )
     }
-    async fn automated_cluster_snapshots(
+    async fn cluster_snapshots(
         &self,
         _region: &str,
         _cluster: &str,
