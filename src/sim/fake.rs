@@ -702,7 +702,14 @@ impl Aws for FakeAws {
             Some(region),
             aws_err(AwsErrorKind::Unreachable),
             aws_err(AwsErrorKind::Transient),
-            |w| w.rename(region, id, to)
+            |w| {
+                let answer = w.rename(region, id, to);
+                if answer.is_err() {
+                    // Refused calls are in the log too (R7: Manual sends nothing).
+                    w.record("ModifyDBInstance", format!("{region}/{id}"), false);
+                }
+                answer
+            }
         )
     }
     async fn delete_db_instance(
@@ -716,7 +723,14 @@ impl Aws for FakeAws {
             Some(region),
             aws_err(AwsErrorKind::Unreachable),
             aws_err(AwsErrorKind::Transient),
-            |w| w.delete(region, id, snap)
+            |w| {
+                let answer = w.delete(region, id, snap);
+                if answer.is_err() {
+                    // Refused calls are in the log too (R7: Manual sends nothing).
+                    w.record("DeleteDBInstance", format!("{region}/{id}"), false);
+                }
+                answer
+            }
         )
     }
     async fn create_read_replica(&self, region: &str, id: &str, src: &str) -> AwsResult<()> {
@@ -725,7 +739,18 @@ impl Aws for FakeAws {
             Some(region),
             aws_err(AwsErrorKind::Unreachable),
             aws_err(AwsErrorKind::Transient),
-            |w| w.create_replica(region, id, src)
+            |w| {
+                let answer = w.create_replica(region, id, src);
+                if answer.is_err() {
+                    // Refused calls are in the log too (R7: Manual sends nothing).
+                    w.record(
+                        "CreateDBInstanceReadReplica",
+                        format!("{region}/{id}"),
+                        false,
+                    );
+                }
+                answer
+            }
         )
     }
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {

@@ -6,6 +6,18 @@
 //! still running. After the faults stop, every standby must end Protected, or Unprotected
 //! for a permanent reason.
 //!
+//! Invariants (R1, R2, R3's snapshot rule and R5 checked at each call, in the fake):
+//! - R1: the active primary, and any replica of it, is never renamed or deleted;
+//! - R2: every mutating call follows its intent record (state, renamedTo, finalSnapshot,
+//!   not yet requested) in the plan's status;
+//! - R3: no standalone instance is deleted without a final snapshot, and the data of
+//!   every standalone instance survives, as an instance (renamed or not) or a snapshot;
+//! - R4: at most one replica created, and one move aside, per standby;
+//! - R5: no call while blocked (the old primary's fence pending, a failover running);
+//! - R6: once calm, every standby ends Protected, or Unprotected for its permanent
+//!   reason (Manual; a stopped old primary with Rename), within an hour of virtual time;
+//! - R7: Manual sends nothing.
+//!
 //! `cargo test --lib sim::reprotect` runs 2,500 schedules (a quarter of
 //! `DROVER_SIM_SCHEDULES` when that is set); `DROVER_SIM_REPROTECT_SCHEDULES=N` runs N, and
 //! `DROVER_SIM_REPROTECT_SEED=N` replays one schedule with its trace.
