@@ -3,7 +3,9 @@
 //! Decisions live in `engine::reprotect`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -11,72 +13,95 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 use tracing::warn;
 
-use crate::api::{DisasterRecoveryPlan, FailoverPhase, FenceResource, Reprotection};
+use crate::api::DisasterRecoveryPlan;
 use crate::aws::Aws;
 use crate::context::Context;
-use crate::engine::reprotect::{Call, Next, Seen, Standby, next};
+use crate::engine::reprotect::{Answer, Call, Request, Seen, Standby, judge, round};
 use crate::leadership::LeaderAws;
-use crate::store::update_failover_fields;
+use crate::store::{FailoverFields, update_failover_fields};
 
-/// Errors that show an earlier send of the call took effect (its answer was lost).
-fn already_done(call: &Call, message: &str) -> bool {
-    let codes: &[&str] = match call {
-        Call::Rename { .. } => &["DBInstanceAlreadyExists", "DBInstanceNotFound"],
-        Call::Delete { .. } => &[
-            "InvalidDBInstanceState",
-            "DBInstanceNotFound",
-            "DBSnapshotAlreadyExists",
-        ],
-        Call::CreateReplica => &["DBInstanceAlreadyExists"],
-    };
-    codes.iter().any(|code| message.contains(code))
+/// Where re-protection reads and records: the plan's status. Behind a trait so the
+/// simulation (`sim`) runs this driver against an in-memory API server.
+#[async_trait]
+pub trait PlanStatus: Send + Sync {
+    /// The plan as the API server holds it now (status and resourceVersion).
+    async fn read(&self) -> Result<DisasterRecoveryPlan, kube::Error>;
+    /// Writes the failover fields, conditional on `resource_version` (409 if the plan
+    /// changed since).
+    async fn record_at(
+        &self,
+        fields: &FailoverFields,
+        resource_version: Option<&str>,
+    ) -> Result<(), kube::Error>;
+    /// Read-modify-write of the failover fields, retried on conflicts.
+    async fn update(
+        &self,
+        change: &mut (dyn for<'a> FnMut(&'a mut FailoverFields) + Send),
+    ) -> Result<(), kube::Error>;
+    /// Publishes an Event about the plan (best effort).
+    async fn publish(&self, type_: EventType, reason: &str, note: String);
 }
 
-/// Each RDS standby of the plan: the plan's instance in every region but the active one.
-fn standbys(plan: &DisasterRecoveryPlan, active: &str) -> Vec<Standby> {
-    let aws = |name: &str| plan.spec.aws_region_of(name).map(str::to_string);
-    let mut out = Vec::new();
-    for db in plan.spec.databases.iter().filter(|d| d.rds.is_some()) {
-        let (Some(primary), Some(primary_aws_region)) =
-            (crate::engine::member(db, active), aws(active))
-        else {
-            continue;
-        };
-        for region in plan.spec.regions.iter().filter(|r| r.name != active) {
-            if let Some(instance) = crate::engine::member(db, &region.name) {
-                out.push(Standby {
-                    database: db.name.clone(),
-                    region: region.name.clone(),
-                    aws_region: region.aws_region.clone(),
-                    instance: instance.to_string(),
-                    primary_aws_region: primary_aws_region.clone(),
-                    primary: primary.to_string(),
-                });
-            }
-        }
+/// The API server.
+struct KubePlanStatus<'a> {
+    ctx: &'a Context,
+    api: Api<DisasterRecoveryPlan>,
+    plan: &'a DisasterRecoveryPlan,
+}
+
+#[async_trait]
+impl PlanStatus for KubePlanStatus<'_> {
+    async fn read(&self) -> Result<DisasterRecoveryPlan, kube::Error> {
+        self.api.get_status(&self.plan.name_any()).await
     }
-    out
-}
 
-/// Why no re-protection call may be made for `s` now.
-fn blocked(plan: &DisasterRecoveryPlan, s: &Standby) -> Option<String> {
-    let status = plan.status.clone().unwrap_or_default();
-    let running = status.last_failover.as_ref().filter(|l| {
-        matches!(
-            l.phase.as_deref(),
-            Some(p) if p == format!("{:?}", FailoverPhase::Running)
-                || p == format!("{:?}", FailoverPhase::AwaitingApproval)
+    async fn record_at(
+        &self,
+        fields: &FailoverFields,
+        resource_version: Option<&str>,
+    ) -> Result<(), kube::Error> {
+        crate::store::apply_status_at(
+            &self.api,
+            &self.plan.name_any(),
+            crate::store::FAILOVER_FIELD_MANAGER,
+            fields,
+            resource_version,
         )
-    });
-    if let Some(l) = running {
-        return Some(format!("failover {} is under way", l.name));
+        .await
+        .map(|_| ())
     }
-    status
-        .pending_fences
-        .iter()
-        .any(|f| f.resource == FenceResource::RdsInstance && f.region == s.region)
-        .then(|| format!("the fence of the old primary in {} is pending", s.region))
+
+    async fn update(
+        &self,
+        change: &mut (dyn for<'a> FnMut(&'a mut FailoverFields) + Send),
+    ) -> Result<(), kube::Error> {
+        update_failover_fields(&self.api, &self.plan.name_any(), change)
+            .await
+            .map(|_| ())
+    }
+
+    async fn publish(&self, type_: EventType, reason: &str, note: String) {
+        self.ctx
+            .publish(self.plan, type_, reason, "Reprotect", note)
+            .await
+    }
 }
+
+/// What re-protection acts through.
+pub struct Effects<'a> {
+    pub store: &'a dyn PlanStatus,
+    /// Reads (describe, ARNs).
+    pub aws: &'a dyn Aws,
+    /// Mutating calls: each confirms the lease first (a deposed leader must not move
+    /// databases).
+    pub leader_aws: &'a dyn Aws,
+    /// How long a describe may take.
+    pub member_timeout: Duration,
+    pub now: &'a (dyn Fn() -> Time + Sync),
+}
+
+/// Per (database, region): protection and why.
+pub type Protections = HashMap<(String, String), (&'static str, Option<String>)>;
 
 /// Checks every RDS standby and moves re-protection on. Returns, per (database, region),
 /// its protection and why. `lag_known` says, per (database, region), whether a fresh lag
@@ -87,47 +112,80 @@ pub async fn check(
     ns: &str,
     active: &str,
     lag_known: &HashMap<(String, String), bool>,
-) -> HashMap<(String, String), (&'static str, Option<String>)> {
+) -> Protections {
+    let store = KubePlanStatus {
+        ctx,
+        api: Api::namespaced(ctx.client.clone(), ns),
+        plan,
+    };
+    let leader_aws = LeaderAws {
+        inner: ctx.aws.clone(),
+        leadership: ctx.leadership.clone(),
+    };
+    let now = || Time(k8s_openapi::jiff::Timestamp::now());
+    let fx = Effects {
+        store: &store,
+        aws: ctx.aws.as_ref(),
+        leader_aws: &leader_aws,
+        member_timeout: ctx.config.member_timeout,
+        now: &now,
+    };
+    let (mut report, decided) = rds(&fx, plan, active, lag_known).await;
+    if decided {
+        report.extend(aurora(ctx, plan, active, lag_known).await);
+    }
+    report
+}
+
+/// The RDS standbys' part of `check`; false when nothing could be decided (the plan could
+/// not be read, or its active region just changed).
+pub async fn rds(
+    fx: &Effects<'_>,
+    plan: &DisasterRecoveryPlan,
+    active: &str,
+    lag_known: &HashMap<(String, String), bool>,
+) -> (Protections, bool) {
+    let standbys = |plan: &DisasterRecoveryPlan| {
+        crate::engine::reprotect::standbys(&plan.spec, active).into_iter()
+    };
     let spec = plan.spec.reprotection.clone().unwrap_or_default();
-    let api: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), ns);
     // Decide on the plan as the API server holds it now (a failover may have moved the
     // active region since the cached copy), and record conditionally on that read.
-    let fresh = match api.get_status(&plan.name_any()).await {
+    let fresh = match fx.store.read().await {
         Ok(fresh) => fresh,
         Err(e) => {
             let why = format!(
                 "could not read the plan: {}",
                 crate::error::kube_message(&e)
             );
-            return standbys(plan, active)
-                .into_iter()
+            let report = standbys(plan)
                 .map(|s| ((s.database, s.region), ("Unprotected", Some(why.clone()))))
                 .collect();
+            return (report, false);
         }
     };
-    if crate::engine::active_region(&fresh).as_deref() != Some(active) {
-        return standbys(plan, active)
-            .into_iter()
+    if crate::engine::active_region(&DisasterRecoveryPlan {
+        status: fresh.status.clone(),
+        ..plan.clone()
+    })
+    .as_deref()
+        != Some(active)
+    {
+        let report = standbys(plan)
             .map(|s| {
                 let why = "the active region just changed; checked again next".to_string();
                 ((s.database, s.region), ("Unprotected", Some(why)))
             })
             .collect();
+        return (report, false);
     }
-    let plan = &DisasterRecoveryPlan {
-        status: fresh.status.clone(),
-        ..plan.clone()
-    };
-    let records = plan
-        .status
-        .as_ref()
-        .map(|s| s.reprotections.clone())
-        .unwrap_or_default();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let all = standbys(plan, active);
-    let limit = ctx.config.member_timeout;
-    let seen = join_all(all.iter().map(|s| async move {
-        match tokio::time::timeout(limit, ctx.aws.describe_instance(&s.aws_region, &s.instance))
+    let status = fresh.status.clone().unwrap_or_default();
+    let records = status.reprotections.clone();
+    let now = (fx.now)();
+    let all: Vec<Standby> = standbys(plan).collect();
+    let limit = fx.member_timeout;
+    let seen: Vec<Seen> = join_all(all.iter().map(|s| async move {
+        match tokio::time::timeout(limit, fx.aws.describe_instance(&s.aws_region, &s.instance))
             .await
         {
             Err(_) => Seen::Unknown(format!("no answer within {}s", limit.as_secs())),
@@ -142,27 +200,9 @@ pub async fn check(
         }
     }))
     .await;
-    let decided: Vec<(Standby, Next)> = all
-        .into_iter()
-        .zip(seen)
-        .map(|(s, seen)| {
-            let record = records
-                .iter()
-                .find(|r| r.database == s.database && r.region == s.region);
-            let why = blocked(plan, &s);
-            let n = next(
-                &s,
-                record,
-                &seen,
-                spec.recreate(),
-                spec.old_instance(),
-                why.as_deref(),
-                &now,
-            );
-            (s, n)
-        })
-        .collect();
-    let mut report: HashMap<(String, String), (&'static str, Option<String>)> = decided
+    let mut decided = round(all, &seen, &spec, &status, &now);
+    let mut report: Protections = decided
+        .decided
         .iter()
         .map(|(s, n)| {
             (
@@ -171,21 +211,28 @@ pub async fn check(
             )
         })
         .collect();
-    report.extend(aurora(ctx, plan, active, lag_known).await);
-    let mut wanted: Vec<Reprotection> = decided
-        .iter()
-        .filter_map(|(_, n)| n.record.clone())
-        .collect();
-    if wanted == records {
-        return report;
+    if !decided.must_record(&records) {
+        return (report, true);
     }
     // The intent is recorded before any call is made, on the plan as read above: if it
     // changed since (a failover started, a fence was recorded), nothing is sent.
-    if let Err(e) = record_intent(&api, &fresh, &wanted).await {
+    let fields = FailoverFields {
+        active_region: status.active_region.clone(),
+        previous_active_region: status.previous_active_region.clone(),
+        last_failover: status.last_failover.clone(),
+        last_unplanned_move: status.last_unplanned_move.clone(),
+        pending_fences: status.pending_fences.clone(),
+        reprotections: decided.wanted.clone(),
+    };
+    if let Err(e) = fx
+        .store
+        .record_at(&fields, fresh.resource_version().as_deref())
+        .await
+    {
         warn!(plan = %plan.name_any(), error = %crate::error::Error::from(e), "re-protection not recorded; nothing sent, looking again at the next check");
-        return report;
+        return (report, true);
     }
-    for (s, n) in &decided {
+    for (s, n) in &decided.decided {
         let had_record = records
             .iter()
             .any(|r| r.database == s.database && r.region == s.region);
@@ -201,81 +248,42 @@ pub async fn check(
                 s.region,
                 n.message.as_deref().unwrap_or_default()
             );
-            ctx.publish(plan, EventType::Normal, reason, "Reprotect", note)
-                .await;
+            fx.store.publish(EventType::Normal, reason, note).await;
         }
     }
-    let calls: Vec<(usize, &Standby, &Call)> = decided
-        .iter()
-        .filter_map(|(s, n)| {
-            let i = wanted
-                .iter()
-                .position(|r| r.database == s.database && r.region == s.region)?;
-            Some((i, s, n.call.as_ref()?))
-        })
-        .collect();
-    if calls.is_empty() {
-        return report;
+    if decided.requests.is_empty() {
+        return (report, true);
     }
-    // A resend (the record was there, in the same state, its answer lost) may be refused
-    // because the first send took effect; a first send's refusal is a refusal.
-    let resend = |s: &Standby| {
-        records.iter().any(|r| {
-            r.database == s.database
-                && r.region == s.region
-                && !r.requested
-                && wanted
-                    .iter()
-                    .any(|w| w.database == r.database && w.region == r.region && w.state == r.state)
-        })
-    };
     let answers = join_all(
-        calls
+        decided
+            .requests
             .iter()
-            .map(|(_, s, call)| send(ctx, s, call, resend(s))),
+            .map(|send| call(fx, &decided.decided[send.standby].0, send)),
     )
     .await;
-    for ((i, s, _), answer) in calls.iter().zip(answers) {
-        let r = &mut wanted[*i];
-        match answer {
-            Ok(()) => r.requested = true,
-            Err((true, message)) => {
-                r.message = Some(format!("{message}; observed again at the next check"))
-            }
-            Err((false, message)) => {
-                r.message = Some(message.clone());
-                report.insert(
-                    (s.database.clone(), s.region.clone()),
-                    ("Unprotected", Some(message.clone())),
-                );
-                ctx.publish(
-                    plan,
-                    EventType::Warning,
-                    "ReprotectRefused",
-                    "Reprotect",
-                    message,
-                )
+    for (i, answer) in answers.into_iter().enumerate() {
+        decided.answer(i, &answer);
+        if let Answer::Refused(message) = answer {
+            let s = &decided.decided[decided.requests[i].standby].0;
+            report.insert(
+                (s.database.clone(), s.region.clone()),
+                ("Unprotected", Some(message.clone())),
+            );
+            fx.store
+                .publish(EventType::Warning, "ReprotectRefused", message)
                 .await;
-            }
         }
     }
     // The answers, onto the records as they are now (matched by standby and state).
-    let answered = update_failover_fields(&api, &plan.name_any(), |f| {
-        for r in &mut f.reprotections {
-            if let Some(w) = wanted
-                .iter()
-                .find(|w| w.database == r.database && w.region == r.region && w.state == r.state)
-            {
-                r.requested |= w.requested;
-                r.message = w.message.clone();
-            }
-        }
-    })
-    .await;
-    if let Err(e) = answered {
+    let decided = &decided;
+    if let Err(e) = fx
+        .store
+        .update(&mut |f: &mut FailoverFields| decided.merge(&mut f.reprotections))
+        .await
+    {
         warn!(plan = %plan.name_any(), error = %crate::error::Error::from(e), "could not record re-protection answers; the next check observes");
     }
-    report
+    (report, true)
 }
 
 /// The protection of every Aurora standby: whether its member is a secondary of a global
@@ -330,72 +338,43 @@ async fn aurora(
     join_all(per_db).await.into_iter().flatten().collect()
 }
 
-/// Writes the re-protection records with the failover field manager (all its fields, as
-/// that manager's applies must), conditional on the plan read at `fresh`.
-async fn record_intent(
-    api: &Api<DisasterRecoveryPlan>,
-    fresh: &DisasterRecoveryPlan,
-    records: &[Reprotection],
-) -> Result<(), kube::Error> {
-    let status = fresh.status.clone().unwrap_or_default();
-    let fields = crate::store::FailoverFields {
-        active_region: status.active_region,
-        previous_active_region: status.previous_active_region,
-        last_failover: status.last_failover,
-        last_unplanned_move: status.last_unplanned_move,
-        pending_fences: status.pending_fences,
-        reprotections: records.to_vec(),
-    };
-    crate::store::apply_status_at(
-        api,
-        &fresh.name_any(),
-        crate::store::FAILOVER_FIELD_MANAGER,
-        &fields,
-        fresh.resource_version().as_deref(),
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Makes one call. Ok also when AWS's answer shows an earlier send took effect.
-/// Err((retryable, message)).
-async fn send(ctx: &Context, s: &Standby, call: &Call, resend: bool) -> Result<(), (bool, String)> {
-    // A deposed leader must not move databases: each call confirms the lease first.
-    let aws = LeaderAws {
-        inner: ctx.aws.clone(),
-        leadership: ctx.leadership.clone(),
-    };
+/// Makes one call and judges its answer (a resend's "already done" counts as done).
+async fn call(fx: &Effects<'_>, s: &Standby, send: &Request) -> Answer {
     let region = &s.aws_region;
-    let answer = match call {
-        Call::Rename { to } => aws.rename_db_instance(region, &s.instance, to).await,
+    let answer = match &send.call {
+        Call::Rename { to } => {
+            fx.leader_aws
+                .rename_db_instance(region, &s.instance, to)
+                .await
+        }
         Call::Delete { final_snapshot } => {
-            aws.delete_db_instance(region, &s.instance, final_snapshot.as_deref())
+            fx.leader_aws
+                .delete_db_instance(region, &s.instance, final_snapshot.as_deref())
                 .await
         }
         Call::CreateReplica => {
-            let arn = ctx
-                .aws
-                .instance_arn(&s.primary_aws_region, &s.primary)
-                .await
-                .map_err(|e| (e.is_retryable(), format!("describing {}: {e}", s.primary)))?;
-            let Some(arn) = arn else {
-                return Err((
-                    false,
-                    format!(
-                        "the primary {} in {} does not exist",
-                        s.primary, s.primary_aws_region
-                    ),
-                ));
+            let arn = match fx.aws.instance_arn(&s.primary_aws_region, &s.primary).await {
+                Ok(Some(arn)) => arn,
+                Ok(None) => {
+                    return Answer::failed(
+                        false,
+                        format!(
+                            "the primary {} in {} does not exist",
+                            s.primary, s.primary_aws_region
+                        ),
+                    );
+                }
+                Err(e) => {
+                    return Answer::failed(
+                        e.is_retryable(),
+                        format!("describing {}: {e}", s.primary),
+                    );
+                }
             };
-            aws.create_read_replica(region, &s.instance, &arn).await
+            fx.leader_aws
+                .create_read_replica(region, &s.instance, &arn)
+                .await
         }
     };
-    match answer {
-        Ok(()) => Ok(()),
-        Err(e) if resend && already_done(call, &e.message) => Ok(()),
-        Err(e) => Err((
-            e.is_retryable(),
-            format!("{} in {}: {e}", s.instance, s.region),
-        )),
-    }
+    judge(s, send, answer.map_err(|e| (e.is_retryable(), e.message)))
 }

@@ -9,7 +9,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{OldInstanceAction, Reprotection, ReprotectionState};
+use crate::api::{
+    DisasterRecoveryPlanSpec, DisasterRecoveryPlanStatus, FailoverPhase, FenceResource,
+    OldInstanceAction, Reprotection, ReprotectionSpec, ReprotectionState,
+};
 use crate::engine::RdsObservation;
 
 /// One RDS standby: the plan's instance in a standby region, and the primary it should
@@ -387,6 +390,240 @@ fn describe(obs: Option<&RdsObservation>, s: &Standby) -> String {
             ),
             None => format!("a standalone instance ({})", o.status),
         },
+    }
+}
+
+/// Each RDS standby of the plan: the plan's instance in every region but the active one.
+pub fn standbys(spec: &DisasterRecoveryPlanSpec, active: &str) -> Vec<Standby> {
+    let aws = |name: &str| spec.aws_region_of(name).map(str::to_string);
+    let mut out = Vec::new();
+    for db in spec.databases.iter().filter(|d| d.rds.is_some()) {
+        let (Some(primary), Some(primary_aws_region)) =
+            (crate::engine::member(db, active), aws(active))
+        else {
+            continue;
+        };
+        for region in spec.regions.iter().filter(|r| r.name != active) {
+            if let Some(instance) = crate::engine::member(db, &region.name) {
+                out.push(Standby {
+                    database: db.name.clone(),
+                    region: region.name.clone(),
+                    aws_region: region.aws_region.clone(),
+                    instance: instance.to_string(),
+                    primary_aws_region: primary_aws_region.clone(),
+                    primary: primary.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Why no re-protection call may be made for `s` now, by the plan's status.
+pub fn blocked(status: &DisasterRecoveryPlanStatus, s: &Standby) -> Option<String> {
+    let running = status.last_failover.as_ref().filter(|l| {
+        matches!(
+            l.phase.as_deref(),
+            Some(p) if p == format!("{:?}", FailoverPhase::Running)
+                || p == format!("{:?}", FailoverPhase::AwaitingApproval)
+        )
+    });
+    if let Some(l) = running {
+        return Some(format!("failover {} is under way", l.name));
+    }
+    status
+        .pending_fences
+        .iter()
+        .any(|f| f.resource == FenceResource::RdsInstance && f.region == s.region)
+        .then(|| format!("the fence of the old primary in {} is pending", s.region))
+}
+
+/// Errors that show an earlier send of the call took effect (its answer was lost). A name
+/// already taken is no proof for a rename or a delete: had the earlier send taken effect,
+/// the instance would no longer be available to move (InvalidDBInstanceState, or gone), so
+/// a taken `renamed_to` or final snapshot name is someone else's and a refusal. A taken
+/// identifier for a create is safe to count: the next check sees what holds it.
+pub fn already_done(call: &Call, message: &str) -> bool {
+    let codes: &[&str] = match call {
+        Call::Rename { .. } => &["DBInstanceNotFound"],
+        Call::Delete { .. } => &["InvalidDBInstanceState", "DBInstanceNotFound"],
+        Call::CreateReplica => &["DBInstanceAlreadyExists"],
+    };
+    codes.iter().any(|code| message.contains(code))
+}
+
+/// A call to send once the records are written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Index of the standby in `Round::decided`.
+    pub standby: usize,
+    /// Index of its record in `Round::wanted`.
+    pub record: usize,
+    pub call: Call,
+    /// The record was there, in the same state, its answer lost: an answer showing that
+    /// the first send took effect counts as done.
+    pub resend: bool,
+}
+
+/// One check's decisions over all standbys of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Round {
+    pub decided: Vec<(Standby, Next)>,
+    /// The records after this check; written (conditionally) before any send.
+    pub wanted: Vec<Reprotection>,
+    pub requests: Vec<Request>,
+    /// Records (indices in `wanted`) whose call was refused: dropped when the answers are
+    /// merged.
+    pub refused: Vec<usize>,
+}
+
+impl Round {
+    /// Whether the records must be written before anything is sent: they changed, or a
+    /// call is due (a resend's record may be unchanged since the send that was lost, and
+    /// the conditional write is what keeps it from racing a change of the plan).
+    pub fn must_record(&self, records: &[Reprotection]) -> bool {
+        self.wanted != records || !self.requests.is_empty()
+    }
+
+    /// Puts the answer to `requests[i]` on its record.
+    pub fn answer(&mut self, i: usize, answer: &Answer) {
+        let Some(record) = self.requests.get(i).map(|r| r.record) else {
+            return;
+        };
+        if let Some(r) = self.wanted.get_mut(record) {
+            apply(r, answer);
+        }
+        if matches!(answer, Answer::Refused(_)) {
+            self.refused.push(record);
+        }
+    }
+
+    /// The answers, onto the records as they are now (`current`): matched by standby and
+    /// state, so a record that moved on since is left alone. A refused call's record is
+    /// dropped: the call did not take effect, and a record left as unanswered intent would
+    /// make the next send a resend, which takes the same refusal (DBSnapshotAlreadyExists,
+    /// DBInstanceAlreadyExists) as proof that the first send took effect.
+    pub fn merge(&self, current: &mut Vec<Reprotection>) {
+        current.retain_mut(|r| {
+            let found = self.wanted.iter().enumerate().find(|(_, w)| {
+                w.database == r.database && w.region == r.region && w.state == r.state
+            });
+            match found {
+                Some((i, _)) if self.refused.contains(&i) => false,
+                Some((_, w)) => {
+                    r.requested |= w.requested;
+                    r.message = w.message.clone();
+                    true
+                }
+                None => true,
+            }
+        });
+    }
+}
+
+/// Decides a check: `seen` is per standby, in the order of `standbys`; `records` and
+/// `status` are the plan's as read fresh for this check.
+pub fn round(
+    standbys: Vec<Standby>,
+    seen: &[Seen],
+    spec: &ReprotectionSpec,
+    status: &DisasterRecoveryPlanStatus,
+    now: &Time,
+) -> Round {
+    let records = &status.reprotections;
+    let decided: Vec<(Standby, Next)> = standbys
+        .into_iter()
+        .zip(seen)
+        .map(|(s, seen)| {
+            let record = records
+                .iter()
+                .find(|r| r.database == s.database && r.region == s.region);
+            let why = blocked(status, &s);
+            let n = next(
+                &s,
+                record,
+                seen,
+                spec.recreate(),
+                spec.old_instance(),
+                why.as_deref(),
+                now,
+            );
+            (s, n)
+        })
+        .collect();
+    let wanted: Vec<Reprotection> = decided
+        .iter()
+        .filter_map(|(_, n)| n.record.clone())
+        .collect();
+    let same = |r: &Reprotection, s: &Standby| r.database == s.database && r.region == s.region;
+    let requests = decided
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (s, n))| {
+            let call = n.call.clone()?;
+            let record = wanted.iter().position(|r| same(r, s))?;
+            // A resend: the record was there, not answered, and stays in the same state.
+            let resend = records
+                .iter()
+                .any(|r| same(r, s) && !r.requested && r.state == wanted[record].state);
+            Some(Request {
+                standby: i,
+                record,
+                call,
+                resend,
+            })
+        })
+        .collect();
+    Round {
+        decided,
+        wanted,
+        requests,
+        refused: Vec::new(),
+    }
+}
+
+/// What the answer to a send means.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// Taken (or, on a resend, shown to have been taken by the first send).
+    Done,
+    /// Failed in a way worth retrying: observed again at the next check.
+    Retry(String),
+    /// Refused: reported Unprotected with AWS's reason.
+    Refused(String),
+}
+
+/// Judges AWS's answer to `send`: Ok, or Err((retryable, message)).
+pub fn judge(s: &Standby, send: &Request, answer: Result<(), (bool, String)>) -> Answer {
+    match answer {
+        Ok(()) => Answer::Done,
+        Err((_, message)) if send.resend && already_done(&send.call, &message) => Answer::Done,
+        Err((retryable, message)) => Answer::failed(
+            retryable,
+            format!("{} in {}: {message}", s.instance, s.region),
+        ),
+    }
+}
+
+impl Answer {
+    /// A failure before or of the call.
+    pub fn failed(retryable: bool, message: String) -> Self {
+        if retryable {
+            Answer::Retry(message)
+        } else {
+            Answer::Refused(message)
+        }
+    }
+}
+
+/// Puts an answer on the record it was sent for.
+fn apply(record: &mut Reprotection, answer: &Answer) {
+    match answer {
+        Answer::Done => record.requested = true,
+        Answer::Retry(message) => {
+            record.message = Some(format!("{message}; observed again at the next check"))
+        }
+        Answer::Refused(message) => record.message = Some(message.clone()),
     }
 }
 

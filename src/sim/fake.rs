@@ -38,9 +38,52 @@ pub struct Rds {
     pub status: String,
     pub source: Option<String>,
     pub promoted_at: Option<Instant>,
-    /// What describe showed before the promotion call, and when the call was made: AWS is
-    /// eventually consistent, so describe may show it for `World::describe_lag` more.
+    /// What describe showed before the promotion (or re-protection) call, and when the
+    /// call was made: AWS is eventually consistent, so describe may show it for
+    /// `World::describe_lag` more.
     pub before_promotion: Option<(RdsObservation, Instant)>,
+    /// The data it holds: 0 for a replica's copy, else a tag that must survive
+    /// re-protection (in an instance or a snapshot).
+    pub data: u64,
+    /// An asynchronous change under way, and when it completes.
+    pub next: Option<(Instant, RdsNext)>,
+    /// When its replication lag becomes known (a replica that finished creating).
+    pub lag_at: Option<Instant>,
+}
+
+impl Rds {
+    pub fn new(status: &str, source: Option<String>, data: u64) -> Self {
+        Self {
+            status: status.into(),
+            source,
+            promoted_at: None,
+            before_promotion: None,
+            data,
+            next: None,
+            lag_at: None,
+        }
+    }
+}
+
+/// What completes an asynchronous RDS change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RdsNext {
+    /// The identifier changes (ModifyDBInstance with NewDBInstanceIdentifier).
+    Rename(String),
+    Delete,
+    /// Creating (a replica) or stopping ends: available, or stopped.
+    Status(&'static str),
+}
+
+/// Re-protection's part of the world (the failover schedules leave it empty).
+#[derive(Debug, Default)]
+pub struct ReprotectWorld {
+    /// DB snapshots by (AWS region, name): the data they hold.
+    pub snapshots: BTreeMap<(String, String), u64>,
+    /// The plan's resourceVersion (status writes of any field manager change it).
+    pub plan_rv: u64,
+    /// The active primaries, by (AWS region, identifier).
+    pub primaries: BTreeSet<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +155,7 @@ pub struct World {
     pub db_count: usize,
     /// FailoverApprovals created so far, with when.
     pub approvals: Vec<(Instant, FailoverApproval)>,
+    pub reprotect: ReprotectWorld,
 }
 
 pub type Shared = Arc<Mutex<World>>;
@@ -189,10 +233,35 @@ impl World {
 
     fn settle(&mut self) {
         let now = Instant::now();
-        for r in self.rds.values_mut() {
+        let mut moves = Vec::new();
+        for (key, r) in self.rds.iter_mut() {
             if r.promoted_at.is_some_and(|t| t <= now) && r.status == "modifying" {
                 r.status = "available".into();
                 r.source = None;
+            }
+            if let Some((at, next)) = r.next.clone()
+                && at <= now
+            {
+                r.next = None;
+                match next {
+                    RdsNext::Status(status) => {
+                        r.status = status.into();
+                        if status == "available" && r.source.is_some() {
+                            r.lag_at = Some(now + Duration::from_millis(self.rng.u64(0..60_000)));
+                        }
+                    }
+                    other => moves.push((key.clone(), other)),
+                }
+            }
+        }
+        for ((region, id), next) in moves {
+            let Some(mut r) = self.rds.remove(&(region.clone(), id.clone())) else {
+                continue;
+            };
+            if let RdsNext::Rename(to) = next {
+                r.status = "available".into();
+                r.before_promotion = None;
+                self.rds.insert((region, to), r);
             }
         }
         for a in self.aurora.values_mut() {
@@ -328,23 +397,227 @@ fn aws_err(kind: AwsErrorKind) -> impl Fn(String) -> AwsError {
 pub struct FakeAws(pub Shared);
 
 impl FakeAws {
-    async fn reprotect_call(
+    /// A call on the management cluster's API server (the plan's status): an effect
+    /// boundary like any other (crashes, 500s), in no region that can be lost.
+    pub async fn api_call<T>(
         &self,
-        op: &'static str,
+        body: impl FnOnce(&mut World) -> Result<T, kube::Error>,
+    ) -> Result<T, kube::Error> {
+        let transient = |m: String| api_error(500, m);
+        effect!(&self.0, None, transient, transient, |w| body(w))
+    }
+}
+
+/// An RDS refusal, as AWS words it.
+fn refused(code: &str, what: &str) -> AwsError {
+    aws_err(AwsErrorKind::Permanent)(format!("{code}: {what}"))
+}
+
+/// The ARN of an instance (the sim's sources of cross-region replicas).
+pub fn instance_arn(region: &str, id: &str) -> String {
+    format!("arn:aws:rds:{region}:1:db:{id}")
+}
+
+impl World {
+    /// The re-protection invariants that hold at each mutating call on `id` in `region`:
+    /// its intent is recorded (`state` with `names`), nothing blocks it, and it does not
+    /// move the active primary or one of its replicas aside.
+    fn check_reprotect_call(
+        &mut self,
+        op: &str,
         region: &str,
         id: &str,
-        arg: &str,
-    ) -> AwsResult<()> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                w.record(op, format!("{region}/{id}/{arg}"), true);
-                Ok(())
-            }
-        )
+        state: crate::api::ReprotectionState,
+        names: (Option<&str>, Option<&str>),
+    ) {
+        let at = self.now();
+        // Sim identifiers: db<d>-r<i> in aws-r<i>, database db<d> in plan region r<i>.
+        let (database, plan_region) = id.split_once('-').unwrap_or((id, ""));
+        let recorded = self
+            .plan_fields
+            .reprotections
+            .iter()
+            .find(|r| r.database == database && r.region == plan_region && r.instance == id);
+        match recorded {
+            // A create names nothing new (the record keeps where the old one went).
+            Some(r)
+                if r.state == state
+                    && !r.requested
+                    && (state == crate::api::ReprotectionState::Creating
+                        || (r.renamed_to.as_deref(), r.final_snapshot.as_deref()) == names) => {}
+            other => self.violations.push(format!(
+                "R2 (call without its intent recorded): {op} {region}/{id} {names:?} at {at:?}, record {other:?}"
+            )),
+        }
+        let fenced = self.plan_fields.pending_fences.iter().any(|f| {
+            f.resource == crate::api::FenceResource::RdsInstance && f.region == plan_region
+        });
+        let running = self
+            .plan_fields
+            .last_failover
+            .as_ref()
+            .is_some_and(|l| l.phase.as_deref() == Some("Running"));
+        if fenced || running {
+            self.violations.push(format!(
+                "R5 (call while blocked): {op} {region}/{id} at {at:?} (fence pending {fenced}, failover running {running})"
+            ));
+        }
+        if state == crate::api::ReprotectionState::Creating {
+            return;
+        }
+        let key = (region.to_string(), id.to_string());
+        let primary_source = |src: &str| {
+            self.reprotect
+                .primaries
+                .iter()
+                .any(|(r, p)| crate::engine::source_is(src, r, p))
+        };
+        if self.reprotect.primaries.contains(&key) {
+            self.violations.push(format!(
+                "R1 (active primary moved aside): {op} {region}/{id} at {at:?}"
+            ));
+        }
+        if let Some(r) = self.rds.get(&key)
+            && r.source.as_deref().is_some_and(primary_source)
+        {
+            self.violations.push(format!(
+                "R1 (replica of the active primary moved aside): {op} {region}/{id} at {at:?}"
+            ));
+        }
+    }
+
+    /// Whether an identifier is taken (by an instance, or as a rename's target).
+    fn identifier_taken(&self, region: &str, id: &str) -> bool {
+        self.rds.contains_key(&(region.to_string(), id.to_string()))
+            || self.rds.iter().any(|((r, _), i)| {
+                r == region && matches!(&i.next, Some((_, RdsNext::Rename(to))) if to == id)
+            })
+    }
+
+    /// Describe may keep showing what it showed before the call, for a while.
+    fn stale_from_now(&mut self, region: &str, id: &str) {
+        if let Some(r) = self.rds.get_mut(&(region.to_string(), id.to_string())) {
+            let before = RdsObservation {
+                status: r.status.clone(),
+                source: r.source.clone(),
+            };
+            r.before_promotion = Some((before, Instant::now()));
+        }
+    }
+
+    fn rename(&mut self, region: &str, id: &str, to: &str) -> AwsResult<()> {
+        let state = crate::api::ReprotectionState::Renaming;
+        self.check_reprotect_call("ModifyDBInstance", region, id, state, (Some(to), None));
+        let key = (region.to_string(), id.to_string());
+        let status = match self.rds.get(&key) {
+            None => return Err(refused("DBInstanceNotFound", id)),
+            Some(r) => r.status.clone(),
+        };
+        // Which AWS checks first is not documented: either order, at random.
+        let taken = self.identifier_taken(region, to);
+        let checks = [
+            (status != "available").then(|| {
+                refused(
+                    "InvalidDBInstanceState",
+                    &format!("{id} is {status}, not available"),
+                )
+            }),
+            taken.then(|| refused("DBInstanceAlreadyExists", to)),
+        ];
+        let first = usize::from(self.rng.bool());
+        if let Some(e) = checks[first].clone().or_else(|| checks[1 - first].clone()) {
+            return Err(e);
+        }
+        let delay = Duration::from_millis(self.rng.u64(5_000..60_000));
+        self.stale_from_now(region, id);
+        if let Some(r) = self.rds.get_mut(&key) {
+            r.status = "renaming".into();
+            r.next = Some((Instant::now() + delay, RdsNext::Rename(to.into())));
+        }
+        self.record("ModifyDBInstance", format!("{region}/{id}"), true);
+        Ok(())
+    }
+
+    fn delete(&mut self, region: &str, id: &str, snap: Option<&str>) -> AwsResult<()> {
+        let state = crate::api::ReprotectionState::Deleting;
+        self.check_reprotect_call("DeleteDBInstance", region, id, state, (None, snap));
+        let key = (region.to_string(), id.to_string());
+        let (status, source, data) = match self.rds.get(&key) {
+            None => return Err(refused("DBInstanceNotFound", id)),
+            Some(r) => (r.status.clone(), r.source.clone(), r.data),
+        };
+        let snap_taken = snap.is_some_and(|snap| {
+            self.reprotect
+                .snapshots
+                .contains_key(&(region.to_string(), snap.to_string()))
+        });
+        // Which AWS checks first is not documented: either order, at random.
+        let checks = [
+            (status != "available" && status != "stopped")
+                .then(|| refused("InvalidDBInstanceState", &format!("{id} is {status}"))),
+            snap_taken.then(|| refused("DBSnapshotAlreadyExists", snap.unwrap_or_default())),
+        ];
+        let first = usize::from(self.rng.bool());
+        if let Some(e) = checks[first].clone().or_else(|| checks[1 - first].clone()) {
+            return Err(e);
+        }
+        if source.is_some() && snap.is_some() {
+            return Err(refused(
+                "InvalidParameterCombination",
+                "FinalDBSnapshotIdentifier can not be specified when deleting a replica",
+            ));
+        }
+        if let Some(snap) = snap {
+            self.reprotect
+                .snapshots
+                .insert((region.to_string(), snap.to_string()), data);
+        } else if source.is_none() {
+            self.violations.push(format!(
+                "R3 (standalone instance deleted without a final snapshot): {region}/{id} at {:?}",
+                self.now()
+            ));
+        }
+        let delay = Duration::from_millis(self.rng.u64(5_000..90_000));
+        self.stale_from_now(region, id);
+        if let Some(r) = self.rds.get_mut(&key) {
+            r.status = "deleting".into();
+            r.next = Some((Instant::now() + delay, RdsNext::Delete));
+        }
+        self.record("DeleteDBInstance", format!("{region}/{id}"), true);
+        Ok(())
+    }
+
+    fn create_replica(&mut self, region: &str, id: &str, source_arn: &str) -> AwsResult<()> {
+        let state = crate::api::ReprotectionState::Creating;
+        self.check_reprotect_call(
+            "CreateDBInstanceReadReplica",
+            region,
+            id,
+            state,
+            (None, None),
+        );
+        if self.identifier_taken(region, id) {
+            return Err(refused("DBInstanceAlreadyExists", id));
+        }
+        let parts: Vec<&str> = source_arn.split(':').collect();
+        let source_ok = parts.len() == 7
+            && self
+                .rds
+                .get(&(parts[3].to_string(), parts[6].to_string()))
+                .is_some_and(|r| r.status == "available");
+        if !source_ok {
+            return Err(refused("DBInstanceNotFound", source_arn));
+        }
+        let mut r = Rds::new("creating", Some(source_arn.to_string()), 0);
+        let delay = Duration::from_millis(self.rng.u64(30_000..300_000));
+        r.next = Some((Instant::now() + delay, RdsNext::Status("available")));
+        self.rds.insert((region.to_string(), id.to_string()), r);
+        self.record(
+            "CreateDBInstanceReadReplica",
+            format!("{region}/{id}"),
+            true,
+        );
+        Ok(())
     }
 }
 
@@ -423,11 +696,21 @@ impl Aws for FakeAws {
             }
         )
     }
-    // Re-protection is not simulated (it runs in the plan check, not in a failover): the
-    // fake only records the calls.
     async fn rename_db_instance(&self, region: &str, id: &str, to: &str) -> AwsResult<()> {
-        self.reprotect_call("ModifyDBInstance", region, id, to)
-            .await
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                let answer = w.rename(region, id, to);
+                if answer.is_err() {
+                    // Refused calls are in the log too (R7: Manual sends nothing).
+                    w.record("ModifyDBInstance", format!("{region}/{id}"), false);
+                }
+                answer
+            }
+        )
     }
     async fn delete_db_instance(
         &self,
@@ -435,15 +718,52 @@ impl Aws for FakeAws {
         id: &str,
         snap: Option<&str>,
     ) -> AwsResult<()> {
-        self.reprotect_call("DeleteDBInstance", region, id, snap.unwrap_or("-"))
-            .await
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                let answer = w.delete(region, id, snap);
+                if answer.is_err() {
+                    // Refused calls are in the log too (R7: Manual sends nothing).
+                    w.record("DeleteDBInstance", format!("{region}/{id}"), false);
+                }
+                answer
+            }
+        )
     }
     async fn create_read_replica(&self, region: &str, id: &str, src: &str) -> AwsResult<()> {
-        self.reprotect_call("CreateDBInstanceReadReplica", region, id, src)
-            .await
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| {
+                let answer = w.create_replica(region, id, src);
+                if answer.is_err() {
+                    // Refused calls are in the log too (R7: Manual sends nothing).
+                    w.record(
+                        "CreateDBInstanceReadReplica",
+                        format!("{region}/{id}"),
+                        false,
+                    );
+                }
+                answer
+            }
+        )
     }
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
-        Ok(Some(format!("arn:aws:rds:{region}:1:db:{id}")))
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| Ok(w
+                .rds
+                .contains_key(&(region.to_string(), id.to_string()))
+                .then(|| instance_arn(region, id)))
+        )
     }
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         effect!(

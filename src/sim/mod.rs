@@ -5,8 +5,11 @@
 //!
 //! `cargo test --lib sim` runs 10,000 schedules; `DROVER_SIM_SCHEDULES=N` runs N, and
 //! `DROVER_SIM_SEED=N` replays one schedule with its trace.
+//!
+//! Re-protection after a failover has its own schedules and invariants in `reprotect`.
 
 mod fake;
+mod reprotect;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -246,12 +249,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
             if !is_aurora {
                 rds.insert(
                     (format!("aws-r{i}"), id),
-                    Rds {
-                        status: "available".into(),
-                        source: (i > 0).then(|| format!("db{d}-r0")),
-                        promoted_at: None,
-                        before_promotion: None,
-                    },
+                    Rds::new("available", (i > 0).then(|| format!("db{d}-r0")), 1),
                 );
             }
         }
@@ -330,6 +328,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         describe_lag,
         db_count: sc.aurora.len(),
         approvals: Vec::new(),
+        reprotect: Default::default(),
     }
 }
 
@@ -469,6 +468,7 @@ impl Process {
                 active_region: fields.active_region.clone(),
                 previous_active_region: fields.previous_active_region.clone(),
                 last_failover: fields.last_failover.clone(),
+                last_unplanned_move: fields.last_unplanned_move.clone(),
                 pending_fences: fields.pending_fences.clone(),
                 ..Default::default()
             });

@@ -329,3 +329,123 @@ fn a_replica_with_unknown_lag_is_not_protected_and_aside_names_fit_rds() {
     let name = aside_name(&long, "final", &now());
     assert!(name.len() <= 63 && !name.contains("--"), "{name}");
 }
+
+fn recreate(old: OldInstanceAction) -> ReprotectionSpec {
+    ReprotectionSpec {
+        rds: Some(crate::api::RdsReprotection::Recreate),
+        old_instance: Some(old),
+    }
+}
+
+fn status_with(records: Vec<Reprotection>) -> DisasterRecoveryPlanStatus {
+    DisasterRecoveryPlanStatus {
+        reprotections: records,
+        ..Default::default()
+    }
+}
+
+/// Found by the re-protection simulation: a final snapshot name taken by someone else
+/// refused the first delete; the record stayed as unanswered intent, so the next check
+/// resent it, took the same DBSnapshotAlreadyExists as proof the first send had worked,
+/// and waited forever for a deletion nobody had started.
+#[test]
+fn a_refused_move_aside_is_dropped_and_its_refusal_never_counts_as_done() {
+    let seen = [instance("available", None)];
+    let spec = recreate(OldInstanceAction::Delete);
+    let mut first = round(vec![standby()], &seen, &spec, &status_with(vec![]), &now());
+    assert_eq!(first.requests.len(), 1);
+    assert!(!first.requests[0].resend);
+    assert!(matches!(
+        first.requests[0].call,
+        Call::Delete {
+            final_snapshot: Some(_)
+        }
+    ));
+    let taken = Err((
+        false,
+        "DBSnapshotAlreadyExists: orders-use1-final-20270115t080000".to_string(),
+    ));
+    let answer = judge(&standby(), &first.requests[0], taken.clone());
+    assert!(matches!(answer, Answer::Refused(_)));
+    // The refusal is recorded by dropping the intent: the next check starts afresh.
+    let intent = first.wanted.clone();
+    first.answer(0, &answer);
+    let mut answered = intent.clone();
+    first.merge(&mut answered);
+    assert_eq!(answered, vec![]);
+    // The answer was lost (a crash, a failed write): the intent stays and the call is
+    // sent again. The same refusal is still a refusal.
+    let again = round(vec![standby()], &seen, &spec, &status_with(intent), &now());
+    assert_eq!(again.requests.len(), 1);
+    assert!(again.requests[0].resend);
+    assert!(matches!(
+        judge(&standby(), &again.requests[0], taken),
+        Answer::Refused(_)
+    ));
+    // A rename onto a taken name is as much a refusal on a resend.
+    let rename = Request {
+        standby: 0,
+        record: 0,
+        call: Call::Rename { to: "x".into() },
+        resend: true,
+    };
+    let exists = Err((false, "DBInstanceAlreadyExists: x".to_string()));
+    assert!(matches!(
+        judge(&standby(), &rename, exists),
+        Answer::Refused(_)
+    ));
+    // What does show the earlier send worked still counts.
+    let gone = Err((false, "DBInstanceNotFound: orders-use1".to_string()));
+    assert_eq!(judge(&standby(), &rename, gone), Answer::Done);
+}
+
+/// Found by the re-protection simulation: a crash between recording "creating again" and
+/// sending it left a record that the next check decides unchanged; the driver wrote and
+/// sent nothing when the records were unchanged, so the replica was never created.
+#[test]
+fn a_resend_whose_record_is_unchanged_is_still_recorded_and_sent() {
+    let spec = recreate(OldInstanceAction::Rename);
+    let missing = [Seen::Instance {
+        instance: None,
+        lag_known: false,
+    }];
+    let first = round(
+        vec![standby()],
+        &missing,
+        &spec,
+        &status_with(vec![]),
+        &now(),
+    );
+    assert_eq!(first.requests.len(), 1);
+    // The send's answer was lost: the check after that resends it, and the one after
+    // that (its answer lost too) decides the very same record.
+    let second = round(
+        vec![standby()],
+        &missing,
+        &spec,
+        &status_with(first.wanted.clone()),
+        &now(),
+    );
+    let third = round(
+        vec![standby()],
+        &missing,
+        &spec,
+        &status_with(second.wanted.clone()),
+        &now(),
+    );
+    assert_eq!(third.wanted, second.wanted);
+    assert_eq!(third.requests.len(), 1);
+    assert_eq!(third.requests[0].call, Call::CreateReplica);
+    assert!(third.requests[0].resend);
+    assert!(third.must_record(&second.wanted));
+    // Nothing to send and nothing changed: nothing to write.
+    let protected = [instance("available", Some(PRIMARY_ARN))];
+    let calm = round(
+        vec![standby()],
+        &protected,
+        &spec,
+        &status_with(vec![]),
+        &now(),
+    );
+    assert!(!calm.must_record(&[]));
+}
