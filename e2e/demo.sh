@@ -94,16 +94,22 @@ stage "planned failover use1 → usw2: drover failover --plan demo --to usw2 --w
 ./target/debug/drover failover -n drover-system --plan demo --to usw2 --watch
 
 stage "re-protection: the old primaries in use1 are renamed aside, replicas of usw2 created"
+# Ready=True from before the failover is stale: wait for use1's standbys to be Protected.
+protected=""
 for _ in $(seq 1 600); do
-  ready=$(kubectl -n drover-system get drp demo -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')
-  [ "$ready" = True ] && break
+  states=$(kubectl -n drover-system get drp demo \
+    -o jsonpath='{range .status.replication[*]}{.region}:{.protection} {end}{.status.conditions[?(@.type=="Ready")].status}')
+  case "$states" in
+    *usw2:*|*Unprotected*|*Reprotecting*) ;;
+    "use1:Protected use1:Protected use1:Protected True") protected=yes; break;;
+  esac
   sleep 0.2
 done
 kubectl -n drover-system get drp demo \
   -o jsonpath='{range .status.replication[*]}{.database} in {.region}: {.protection}{"\n"}{end}'
 kubectl -n drover-system get events --field-selector reason=Reprotected \
   -o custom-columns=REASON:.reason,MESSAGE:.message
-[ "$ready" = True ] || { echo "the standbys were not re-protected"; exit 1; }
+[ "$protected" = yes ] || { echo "the standbys were not re-protected: $states"; exit 1; }
 
 stage "failback usw2 → use1: no hand-run step; it waits for approval (the plan's default)"
 # A failback waits for approval (the plan's default): it runs its preflight, then waits.
