@@ -237,7 +237,7 @@ fn terminal_width() -> Option<usize> {
 }
 
 /// Follows one Failover until it is terminal, redrawing a live view on a terminal and
-/// printing one line per step change otherwise.
+/// printing one line per step change otherwise. One not created yet is waited for.
 pub(crate) async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
     let tty = std::io::stdout().is_terminal();
     // Stopping the watch must not look like stopping the failover.
@@ -253,6 +253,8 @@ pub(crate) async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliEr
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(Some(fo))) => latest = Some(fo),
+                // Not created yet (a drill records its way back just before creating it).
+                Some(Ok(None)) if latest.is_none() => {}
                 Some(Ok(None)) => return Err(CliError(format!("failover {name} was deleted"))),
                 // The watcher re-lists by itself after transient errors.
                 Some(Err(e)) => { if !tty { eprintln!("watch interrupted, resuming: {}", crate::error::plain(&e)); } }
