@@ -468,4 +468,15 @@ async fn a_round_trip_drill_goes_holds_and_comes_back() {
     ] {
         assert!(out.contains(&line), "{line:?} not in:\n{out}");
     }
+    // `drover status` shows the drill below the table.
+    let (shown, out, err) = Drover::spawn(&["status", &sc, "-n", &ns])
+        .finish(Duration::from_secs(30))
+        .await;
+    assert!(shown.success(), "{out}\n{err}");
+    println!("drover status:\n{out}");
+    assert!(
+        out.contains("  Drills:             last: RoundTrip Succeeded")
+            && out.contains("next: none (every schedule is suspended)"),
+        "{out}"
+    );
 }
