@@ -246,7 +246,7 @@ fn terminal_width() -> Option<usize> {
 }
 
 /// Follows one Failover until it is terminal, redrawing a live view on a terminal and
-/// printing one line per step change otherwise.
+/// printing one line per step change otherwise. One not created yet is waited for.
 pub(crate) async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliError> {
     let tty = std::io::stdout().is_terminal();
     // Stopping the watch must not look like stopping the failover.
@@ -262,6 +262,8 @@ pub(crate) async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliEr
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(Some(fo))) => latest = Some(fo),
+                // Not created yet (a drill records its way back just before creating it).
+                Some(Ok(None)) if latest.is_none() => {}
                 Some(Ok(None)) => return Err(CliError(format!("failover {name} was deleted"))),
                 // The watcher re-lists by itself after transient errors.
                 Some(Err(e)) => { if !tty { eprintln!("watch interrupted, resuming: {}", crate::error::plain(&e)); } }
@@ -572,6 +574,44 @@ pub struct PlanSummary {
     /// Each health signal and why automatic failover did or did not trigger.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub automatic_failover: Option<crate::api::AutomaticFailoverStatus>,
+    /// The newest drill that ran, when the newest result is a skip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill_run: Option<crate::api::DrillResult>,
+    /// The next drill a schedule starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_drill: Option<NextDrill>,
+    /// Why no schedule will start a drill, when the plan has schedules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_next_drill: Option<String>,
+    /// Why `DrillOverdue` is True, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill_overdue: Option<String>,
+    /// What the plan asks of automatic failover (with defaults); absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automatic_failover_policy: Option<AutomaticPolicy>,
+}
+
+/// The next drill a plan's schedules start.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NextDrill {
+    pub schedule: String,
+    pub kind: crate::api::DrillKind,
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// The time zone the schedule is read in.
+    pub time_zone: String,
+}
+
+/// `spec.automaticFailover`, as its status is read against.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutomaticPolicy {
+    /// spec.automaticFailover.paused (the operator can pause it too; the status says).
+    pub paused: bool,
+    /// Consecutive bad evaluations that make a signal count.
+    pub consecutive: u32,
+    /// Signals that must count at once.
+    pub quorum: u32,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -587,9 +627,63 @@ pub struct FailoverSummary {
     pub awaiting_approval: Vec<String>,
 }
 
-/// Summarizes a plan, with its last Failover when it still exists.
-pub fn summarize(plan: &DisasterRecoveryPlan, last: Option<&Failover>) -> PlanSummary {
+/// Summarizes a plan at `now`, with its last Failover when it still exists.
+pub fn summarize(
+    plan: &DisasterRecoveryPlan,
+    last: Option<&Failover>,
+    now: Timestamp,
+) -> PlanSummary {
     let status = plan.status.clone().unwrap_or_default();
+    let drills = status.drills.clone().unwrap_or_default();
+    let schedules = plan
+        .spec
+        .drills
+        .as_ref()
+        .map(|d| d.schedules.as_slice())
+        .unwrap_or_default();
+    let next = plan
+        .spec
+        .drills
+        .as_ref()
+        .and_then(|d| crate::engine::drill::next_scheduled(d, now));
+    let no_next_drill = match next {
+        Some(_) => None,
+        None if schedules.is_empty() => None,
+        None if schedules.iter().all(|s| s.suspend) => {
+            Some("every schedule is suspended".to_string())
+        }
+        None => Some("no schedule names a time that comes".to_string()),
+    };
+    let next_drill = next.map(|(s, at)| NextDrill {
+        schedule: s.name.clone(),
+        kind: s.kind,
+        at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at),
+        time_zone: s.time_zone.clone().unwrap_or_else(|| "UTC".into()),
+    });
+    let drill_overdue = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DrillOverdue" && c.status == "True")
+        .map(|c| c.message.clone());
+    let last_drill_run = drills
+        .history
+        .first()
+        .filter(|h| h.outcome == crate::api::DrillOutcome::Skipped)
+        .and_then(|_| {
+            drills
+                .history
+                .iter()
+                .find(|h| h.outcome != crate::api::DrillOutcome::Skipped)
+                .cloned()
+        });
+    let automatic_failover_policy = plan.spec.automatic_failover.as_ref().map(|a| {
+        let settings = crate::engine::automatic::Settings::of(a);
+        AutomaticPolicy {
+            paused: a.paused,
+            consecutive: settings.consecutive,
+            quorum: settings.quorum,
+        }
+    });
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
     let lags: Vec<Option<f64>> = status.replication.iter().map(|r| r.lag_seconds).collect();
     let max_lag_seconds = if lags.is_empty() || lags.iter().any(Option::is_none) {
@@ -628,11 +722,276 @@ pub fn summarize(plan: &DisasterRecoveryPlan, last: Option<&Failover>) -> PlanSu
             .as_ref()
             .and_then(|d| d.history.first().cloned()),
         automatic_failover: status.automatic_failover,
+        last_drill_run,
+        next_drill,
+        no_next_drill,
+        drill_overdue,
+        automatic_failover_policy,
     }
 }
 
-/// The `drover status` table.
-pub fn status_table(plans: &[PlanSummary], with_namespace: bool) -> String {
+/// How long ago (or until), as kubectl prints ages: 45s, 12m, 5h, 3d.
+fn age(from: Timestamp, to: Timestamp) -> String {
+    let s = (to.as_second() - from.as_second()).max(0);
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 120 * 60 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn clock(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// The drill lines of `drover status`: the one running, the last that ran, the last skip,
+/// the next scheduled, DrillOverdue. Empty for a plan without drills.
+pub fn drill_lines(p: &PlanSummary, now: Timestamp) -> Vec<String> {
+    use crate::api::{DrillOutcome, DrillStage};
+    let mut lines = Vec::new();
+    if let Some(r) = &p.running_drill {
+        let what = format!("running: {:?} {}", r.kind, r.schedule);
+        lines.push(match r.stage {
+            DrillStage::Going => format!(
+                "{what}, {} to {} for {}",
+                r.failover,
+                r.target_region,
+                age(r.started_at.0, now)
+            ),
+            DrillStage::Holding => match r.hold_until.as_ref().map(|t| t.0) {
+                Some(until) if until > now => format!(
+                    "{what}, holding in {} until {} (another {}), then back to {}",
+                    r.target_region,
+                    clock(until),
+                    age(now, until),
+                    r.source_region
+                ),
+                _ => format!(
+                    "{what}, held in {}; fails back to {} once the plan is Ready",
+                    r.target_region, r.source_region
+                ),
+            },
+            DrillStage::Returning => {
+                format!(
+                    "{what}, failing back to {}: {}",
+                    r.source_region, r.failover
+                )
+            }
+        });
+    }
+    let ran = p
+        .last_drill_run
+        .as_ref()
+        .or(p.last_drill.as_ref())
+        .filter(|h| h.outcome != DrillOutcome::Skipped);
+    match ran {
+        Some(h) => {
+            let mut line = format!(
+                "last: {:?} {:?} {} ago ({})",
+                h.kind,
+                h.outcome,
+                age(h.finished_at.0, now),
+                h.schedule
+            );
+            match (h.kind, h.rto_seconds, h.rto_back_seconds) {
+                (_, Some(there), Some(back)) => line.push_str(&format!(
+                    ", RTO {} there, {} back",
+                    seconds(there),
+                    seconds(back)
+                )),
+                // A DryRun's "RTO" is how long its preflight took.
+                (crate::api::DrillKind::DryRun, Some(took), None) => {
+                    line.push_str(&format!(", took {}", seconds(took)))
+                }
+                (_, Some(there), None) => line.push_str(&format!(", RTO {} there", seconds(there))),
+                _ => {}
+            }
+            if h.outcome != DrillOutcome::Succeeded {
+                match (&h.failing_step, &h.message) {
+                    (Some(step), _) => line.push_str(&format!(", failed at {step}")),
+                    (None, Some(m)) => line.push_str(&format!(": {m}")),
+                    (None, None) => {}
+                }
+            }
+            lines.push(line);
+        }
+        None if p.last_drill.is_some() || p.next_drill.is_some() => {
+            lines.push("last: none has run".into())
+        }
+        None => {}
+    }
+    if let Some(h) = p
+        .last_drill
+        .as_ref()
+        .filter(|h| h.outcome == DrillOutcome::Skipped)
+    {
+        lines.push(format!(
+            "skipped: {:?} ({}) {} ago: {}",
+            h.kind,
+            h.schedule,
+            age(h.finished_at.0, now),
+            h.message.as_deref().unwrap_or("no reason recorded")
+        ));
+    }
+    match (&p.next_drill, &p.no_next_drill) {
+        (Some(n), _) => {
+            let local = k8s_openapi::jiff::tz::TimeZone::get(&n.time_zone)
+                .map(|tz| n.at.0.to_zoned(tz).strftime("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|_| clock(n.at.0));
+            lines.push(format!(
+                "next: {} ({:?}) at {local} {}, in {}",
+                n.schedule,
+                n.kind,
+                n.time_zone,
+                age(now, n.at.0)
+            ));
+        }
+        (None, Some(why)) => lines.push(format!("next: none ({why})")),
+        (None, None) => {}
+    }
+    if let Some(why) = &p.drill_overdue {
+        lines.push(format!("DrillOverdue: {why}"));
+    }
+    lines
+}
+
+/// The automatic failover lines of `drover status`: enabled or paused, each watched
+/// signal's bad evaluations against those needed, the last evaluation and its verdict.
+pub fn automatic_lines(p: &PlanSummary, now: Timestamp) -> Vec<String> {
+    let Some(policy) = &p.automatic_failover_policy else {
+        return Vec::new();
+    };
+    let status = p.automatic_failover.clone().unwrap_or_default();
+    let paused = policy.paused || status.paused;
+    let region = status
+        .active_region
+        .clone()
+        .or_else(|| p.active_region.clone())
+        .unwrap_or_else(|| "-".into());
+    let watched: Vec<&crate::api::SignalStatus> = status
+        .signals
+        .iter()
+        .filter(|s| s.region == region)
+        .collect();
+    let counting = watched
+        .iter()
+        .filter(|s| s.consecutive_bad >= policy.consecutive)
+        .count();
+    let signals = watched
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {:?} {}/{}",
+                s.name, s.state, s.consecutive_bad, policy.consecutive
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut lines = vec![if watched.is_empty() {
+        format!(
+            "{}; no signal of {region} evaluated",
+            if paused { "paused" } else { "enabled" }
+        )
+    } else {
+        format!(
+            "{}; {region}: {signals}; {counting} of {} signals bad enough, {} needed",
+            if paused { "paused" } else { "enabled" },
+            watched.len(),
+            policy.quorum
+        )
+    }];
+    lines.push(match (&status.last_evaluation_time, &status.message) {
+        (Some(t), Some(m)) => format!("evaluated {} ago: {m}", age(t.0, now)),
+        (Some(t), None) => format!("evaluated {} ago", age(t.0, now)),
+        (None, _) => "not evaluated yet".into(),
+    });
+    if let Some(t) = &status.last_trigger {
+        lines.push(format!(
+            "last trigger: {} ({} → {}) {} ago",
+            t.failover,
+            t.source_region,
+            t.target_region,
+            age(t.at.0, now)
+        ));
+    }
+    lines
+}
+
+/// `text` cut at spaces into lines of at most `width` columns (leaving one free, as `fit`);
+/// the lines after the first start with `indent` spaces. A longer word stays whole.
+fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
+    let room = width.saturating_sub(1).max(indent + 20);
+    let pad = " ".repeat(indent);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    // Nothing but the indent on this line yet.
+    let mut fresh = true;
+    for word in text.split(' ') {
+        if !fresh && display_width(&line) + 1 + display_width(word) > room {
+            lines.push(std::mem::replace(&mut line, pad.clone()));
+            fresh = true;
+        }
+        if !fresh {
+            line.push(' ');
+        }
+        line.push_str(word);
+        fresh = false;
+    }
+    lines.push(line);
+    lines
+}
+
+/// Below the table, for each plan with drills or automatic failover: one block of labelled
+/// lines, wrapped to `width` columns when printing to a terminal.
+fn details(
+    plans: &[PlanSummary],
+    with_namespace: bool,
+    now: Timestamp,
+    width: Option<usize>,
+) -> String {
+    const LABEL: usize = 22;
+    let mut out = String::new();
+    for p in plans {
+        let sections = [
+            ("Drills:", drill_lines(p, now)),
+            ("Automatic failover:", automatic_lines(p, now)),
+        ];
+        if sections.iter().all(|(_, lines)| lines.is_empty()) {
+            continue;
+        }
+        let name = if with_namespace {
+            format!("{}/{}", p.namespace, p.name)
+        } else {
+            p.name.clone()
+        };
+        out.push_str(&format!("\n{name}\n"));
+        for (label, lines) in sections {
+            for (i, line) in lines.iter().enumerate() {
+                let label = if i == 0 { label } else { "" };
+                let text = format!("  {label:<width$}{line}", width = LABEL - 2);
+                let wrapped = match width {
+                    Some(w) => wrap(&text, w, LABEL + 2),
+                    None => vec![text],
+                };
+                for l in wrapped {
+                    out.push_str(l.trim_end());
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `drover status` table, then each plan's drills and automatic failover (see
+/// `details`), as of `now`; `width` is the terminal's, when printing to one.
+pub fn status_table(
+    plans: &[PlanSummary],
+    with_namespace: bool,
+    now: Timestamp,
+    width: Option<usize>,
+) -> String {
     let mut rows = vec![vec![
         "NAME".to_string(),
         "ACTIVE".into(),
@@ -677,7 +1036,8 @@ pub fn status_table(plans: &[PlanSummary], with_namespace: bool) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
-    rows.iter()
+    let table: String = rows
+        .iter()
         .map(|r| {
             r.iter()
                 .enumerate()
@@ -688,7 +1048,8 @@ pub fn status_table(plans: &[PlanSummary], with_namespace: bool) -> String {
                 .to_string()
                 + "\n"
         })
-        .collect()
+        .collect();
+    table + &details(plans, with_namespace, now, width)
 }
 
 /// `drover status`: prints the plans as a table, JSON or YAML.
@@ -728,6 +1089,7 @@ pub async fn status(kube: &KubeArgs, args: &StatusArgs) -> Result<String, CliErr
         .await
         .map_err(|e| session.explain(&format!("failovers in {where_}"), e))?
         .items;
+    let now = Timestamp::now();
     let summaries: Vec<PlanSummary> = plans
         .iter()
         .map(|p| {
@@ -739,12 +1101,17 @@ pub async fn status(kube: &KubeArgs, args: &StatusArgs) -> Result<String, CliErr
             let last = failovers
                 .iter()
                 .find(|f| Some(f.name_any()) == last_name && f.namespace() == p.namespace());
-            summarize(p, last)
+            summarize(p, last, now)
         })
         .collect();
     match args.output {
         Output::Table if summaries.is_empty() => Ok(format!("No plans found in {where_}.\n")),
-        Output::Table => Ok(status_table(&summaries, args.all_namespaces)),
+        Output::Table => {
+            let width = std::io::stdout()
+                .is_terminal()
+                .then(|| terminal_width().unwrap_or(DEFAULT_WIDTH));
+            Ok(status_table(&summaries, args.all_namespaces, now, width))
+        }
         Output::Json => serde_json::to_string_pretty(&summaries)
             .map(|s| s + "\n")
             .map_err(|e| CliError(format!("cannot render JSON: {e}"))),
@@ -1086,6 +1453,7 @@ mod tests {
         done.phase = Some(FailoverPhase::Succeeded);
         done.timings.as_mut().expect("timings").total_seconds = Some(5.68);
         let last = fo(FailoverMode::Planned, Some(done));
+        let now = ts("2026-11-30T10:00:00Z");
         let with_failover = summarize(
             &plan(DisasterRecoveryPlanStatus {
                 active_region: Some("usw2".into()),
@@ -1100,6 +1468,7 @@ mod tests {
                 ..Default::default()
             }),
             Some(&last),
+            now,
         );
         assert_eq!(with_failover.max_lag_seconds, Some(1.31));
         let fo = with_failover.last_failover.as_ref().expect("last");
@@ -1113,15 +1482,204 @@ mod tests {
                 ..Default::default()
             }),
             None,
+            now,
         );
         fresh.name = "billing".into();
         assert_eq!(fresh.max_lag_seconds, None);
-        let table = status_table(&[with_failover, fresh], false);
+        let table = status_table(&[with_failover, fresh], false, now, None);
         assert_eq!(
             table,
             "NAME      ACTIVE   READY   LAST FAILOVER               PHASE       RTO    LAG\n\
              shop      usw2     True    shop-to-usw2-abcde → usw2   Succeeded   5.7s   1.3s\n\
              billing   use1     False   -                           -           -      unknown\n"
+        );
+    }
+
+    /// A plan with a weekly RoundTrip drill (Berlin time) and automatic failover on two
+    /// use1 signals and one usw2 signal: its last drill failed, the next was skipped, it is
+    /// overdue, and one use1 signal has been bad twice of the three needed.
+    fn drilled() -> DisasterRecoveryPlan {
+        let mut p = plan(DisasterRecoveryPlanStatus {
+            active_region: Some("use1".into()),
+            conditions: vec![
+                ready("True"),
+                Condition {
+                    type_: "DrillOverdue".into(),
+                    status: "True".into(),
+                    reason: "NoRecentDrill".into(),
+                    message:
+                        "no drill has succeeded since 2026-11-20T00:00:00Z, more than 8days ago"
+                            .into(),
+                    last_transition_time: Time(ts("2026-11-28T00:00:00Z")),
+                    observed_generation: None,
+                },
+            ],
+            ..Default::default()
+        });
+        p.spec.drills = Some(
+            serde_json::from_value(serde_json::json!({
+                "schedules": [
+                    {"name": "hourly", "cron": "0 * * * *", "kind": "DryRun", "suspend": true},
+                    {"name": "weekly", "cron": "0 3 * * 1", "timeZone": "Europe/Berlin",
+                     "kind": "RoundTrip", "hold": "10m"},
+                ],
+                "requiredInterval": "8d",
+            }))
+            .expect("drills spec"),
+        );
+        p.spec.automatic_failover = Some(
+            serde_json::from_value(serde_json::json!({
+                "consecutive": 3,
+                "signals": [
+                    {"name": "use1-api", "region": "use1", "route53HealthCheck": {"healthCheckId": "hc-1"}},
+                    {"name": "use1-5xx", "region": "use1", "cloudWatchAlarm": {"alarmName": "use1-5xx"}},
+                    {"name": "usw2-api", "region": "usw2", "route53HealthCheck": {"healthCheckId": "hc-2"}},
+                ],
+            }))
+            .expect("automatic spec"),
+        );
+        let status = p.status.as_mut().expect("status");
+        status.drills = Some(
+            serde_json::from_value(serde_json::json!({
+                "history": [
+                    {"schedule": "weekly", "kind": "RoundTrip", "scheduledFor": "2026-11-30T02:00:00Z",
+                     "finishedAt": "2026-11-30T09:55:00Z", "outcome": "Skipped",
+                     "message": "the plan is not Ready: orders in usw2 Reprotecting"},
+                    {"schedule": "manual", "kind": "RoundTrip", "scheduledFor": "2026-11-30T07:50:00Z",
+                     "startedAt": "2026-11-30T07:50:00Z", "finishedAt": "2026-11-30T08:00:00Z",
+                     "outcome": "Failed", "rtoSeconds": 5.2, "failingStep": "PromoteDatabases",
+                     "message": "PromoteDatabases: orders did not promote"},
+                ],
+            }))
+            .expect("drills status"),
+        );
+        status.automatic_failover = Some(
+            serde_json::from_value(serde_json::json!({
+                "activeRegion": "use1",
+                "lastEvaluationTime": "2026-11-30T09:59:48Z",
+                "message": "Not triggered: 0 of 2 signals of use1 have 3 or more bad evaluations in a row, and 1 must.",
+                "signals": [
+                    {"name": "use1-api", "region": "use1", "state": "Bad", "consecutiveBad": 2},
+                    {"name": "use1-5xx", "region": "use1", "state": "Healthy", "consecutiveBad": 0},
+                    {"name": "usw2-api", "region": "usw2", "state": "NotEvaluated", "consecutiveBad": 0},
+                ],
+            }))
+            .expect("automatic status"),
+        );
+        p
+    }
+
+    #[test]
+    fn status_shows_drills_and_automatic_failover_below_the_table() {
+        let now = ts("2026-11-30T10:00:00Z");
+        let shop = summarize(&drilled(), None, now);
+        let mut billing = summarize(
+            &plan(DisasterRecoveryPlanStatus {
+                active_region: Some("use1".into()),
+                conditions: vec![ready("True")],
+                ..Default::default()
+            }),
+            None,
+            now,
+        );
+        billing.name = "billing".into();
+        let table = status_table(&[shop.clone(), billing], false, now, None);
+        assert_eq!(
+            table,
+            "NAME      ACTIVE   READY   LAST FAILOVER   PHASE   RTO   LAG\n\
+             shop      use1     True    -               -       -     -\n\
+             billing   use1     True    -               -       -     -\n\
+             \n\
+             shop\n\
+             \x20 Drills:             last: RoundTrip Failed 2h ago (manual), RTO 5.2s there, failed at PromoteDatabases\n\
+             \x20                     skipped: RoundTrip (weekly) 5m ago: the plan is not Ready: orders in usw2 Reprotecting\n\
+             \x20                     next: weekly (RoundTrip) at 2026-12-07 03:00 Europe/Berlin, in 6d\n\
+             \x20                     DrillOverdue: no drill has succeeded since 2026-11-20T00:00:00Z, more than 8days ago\n\
+             \x20 Automatic failover: enabled; use1: use1-api Bad 2/3, use1-5xx Healthy 0/3; 0 of 2 signals bad enough, 1 needed\n\
+             \x20                     evaluated 12s ago: Not triggered: 0 of 2 signals of use1 have 3 or more bad evaluations in a row, and 1 must.\n"
+        );
+        // JSON and YAML carry the same.
+        let json = serde_json::to_value(&shop).expect("json");
+        assert_eq!(json["nextDrill"]["schedule"], "weekly");
+        assert_eq!(json["nextDrill"]["at"], "2026-12-07T02:00:00Z");
+        assert_eq!(json["lastDrill"]["outcome"], "Skipped");
+        assert_eq!(json["lastDrillRun"]["outcome"], "Failed");
+        assert_eq!(json["automaticFailoverPolicy"]["consecutive"], 3);
+
+        // On an 80-column terminal, long lines wrap under their text, none wider.
+        let narrow = status_table(std::slice::from_ref(&shop), false, now, Some(80));
+        for line in narrow.lines() {
+            assert!(
+                display_width(line) < 80,
+                "{line:?} ({})",
+                display_width(line)
+            );
+        }
+        assert!(
+            narrow.contains(
+                "  Automatic failover: enabled; use1: use1-api Bad 2/3, use1-5xx Healthy 0/3; 0\n\
+                 \x20                       of 2 signals bad enough, 1 needed\n\
+                 \x20                     evaluated 12s ago: Not triggered: 0 of 2 signals of use1\n\
+                 \x20                       have 3 or more bad evaluations in a row, and 1 must.\n"
+            ),
+            "{narrow}"
+        );
+    }
+
+    #[test]
+    fn status_shows_a_running_drill_and_paused_automatic_failover() {
+        let now = ts("2026-11-30T10:00:00Z");
+        let mut p = drilled();
+        if let Some(a) = p.spec.automatic_failover.as_mut() {
+            a.paused = true;
+        }
+        let status = p.status.as_mut().expect("status");
+        let drills = status.drills.as_mut().expect("drills");
+        drills.running = Some(
+            serde_json::from_value(serde_json::json!({
+                "schedule": "manual", "kind": "RoundTrip",
+                "scheduledFor": "2026-11-30T09:58:00Z", "startedAt": "2026-11-30T09:58:00Z",
+                "stage": "Holding", "sourceRegion": "use1", "targetRegion": "usw2",
+                "failover": "shop-drill-manual-202611300958", "created": true,
+                "holdUntil": "2026-11-30T10:05:00Z",
+            }))
+            .expect("running"),
+        );
+        // The newest result ran: no skip line, and that one is the last.
+        drills.history.remove(0);
+        status.conditions.retain(|c| c.type_ != "DrillOverdue");
+        status.automatic_failover = None;
+        let lines = drill_lines(&summarize(&p, None, now), now);
+        assert_eq!(
+            lines,
+            vec![
+                "running: RoundTrip manual, holding in usw2 until 2026-11-30 10:05:00 UTC (another 5m), then back to use1",
+                "last: RoundTrip Failed 2h ago (manual), RTO 5.2s there, failed at PromoteDatabases",
+                "next: weekly (RoundTrip) at 2026-12-07 03:00 Europe/Berlin, in 6d",
+            ]
+        );
+        let held = drill_lines(
+            &summarize(&p, None, ts("2026-11-30T10:06:00Z")),
+            ts("2026-11-30T10:06:00Z"),
+        );
+        assert_eq!(
+            held[0],
+            "running: RoundTrip manual, held in usw2; fails back to use1 once the plan is Ready"
+        );
+        assert_eq!(
+            automatic_lines(&summarize(&p, None, now), now),
+            vec!["paused; no signal of use1 evaluated", "not evaluated yet"]
+        );
+        // Every schedule suspended: no next drill, and why.
+        if let Some(d) = p.spec.drills.as_mut() {
+            for s in &mut d.schedules {
+                s.suspend = true;
+            }
+        }
+        let lines = drill_lines(&summarize(&p, None, now), now);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("next: none (every schedule is suspended)")
         );
     }
 

@@ -50,7 +50,9 @@ fn seen(fo: &Failover) -> FailoverSeen {
             .annotations()
             .get(KIND_ANNOTATION)
             .and_then(|k| serde_json::from_value(serde_json::Value::String(k.clone())).ok()),
+        stage: label(STAGE_LABEL),
         target: fo.spec.target_region.clone(),
+        source: status.source_region.clone(),
         created: fo.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
 }
@@ -300,8 +302,8 @@ pub enum KindArg {
 pub struct DrillArgs {
     /// The DisasterRecoveryPlan to drill.
     pub plan: String,
-    /// DryRun (preflight only) or RoundTrip (fail over, hold as the plan's first schedule
-    /// says or 5m, fail back).
+    /// DryRun (preflight only) or RoundTrip (fail over, hold as the plan's first RoundTrip
+    /// schedule says or 5m, fail back once the plan is Ready).
     #[arg(long, value_enum, default_value_t = KindArg::DryRun)]
     pub kind: KindArg,
     /// The region to fail over to (default: the next after the active one).
@@ -367,38 +369,291 @@ pub async fn run_now(
     }
     let mut succeeded = crate::cli::watch(&failovers, &name).await?;
     if kind == DrillKind::RoundTrip && succeeded {
-        println!("holding in {target}, then failing back to {active}");
-        // The way back is named after the drill's minute: the way there's name, "-back".
-        let back = wait_for_back(&failovers, &plan.name_any(), &name).await?;
+        let back = follow_hold(&plans, &plan, &name, &target, &active).await?;
+        println!("failing back: {back}");
         succeeded = crate::cli::watch(&failovers, &back).await?;
+        match recorded(&plans, &plan.name_any(), &name).await {
+            Some(result) => println!("{}", describe_result(&result)),
+            None => println!(
+                "the operator has not recorded the drill yet; see `drover status {}`",
+                args.plan
+            ),
+        }
     }
     Ok(succeeded)
 }
 
-/// Waits (up to the hold plus the wait for readiness) for a round trip's way back.
-async fn wait_for_back(
-    api: &Api<Failover>,
+/// Where a round trip whose way there is `go` stands, as the plan's `status.drills` shows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// Not taken up by the operator yet, or its way there not yet seen to end.
+    Going,
+    /// In the target region until then.
+    Holding(Option<Timestamp>),
+    /// Held; the way back waits until the plan is Ready.
+    WaitingForReady,
+    /// The way back, by name.
+    Returning(String),
+    /// Over without a way back.
+    Ended(crate::api::DrillResult),
+}
+
+/// The progress of the round trip that went with `go`, at `now`.
+pub fn progress(status: &DrillsStatus, go: &str, now: Timestamp) -> Progress {
+    use crate::api::DrillStage;
+    let ours = |failovers: &[String]| failovers.first().map(String::as_str) == Some(go);
+    if let Some(r) = status.running.as_ref().filter(|r| ours(&r.failovers)) {
+        return match r.stage {
+            DrillStage::Going => Progress::Going,
+            DrillStage::Holding => match r.hold_until.as_ref().map(|t| t.0) {
+                Some(until) if until <= now => Progress::WaitingForReady,
+                until => Progress::Holding(until),
+            },
+            DrillStage::Returning => Progress::Returning(r.failover.clone()),
+        };
+    }
+    match status.history.iter().find(|h| ours(&h.failovers)) {
+        // The way back ran (and ended) before this looked.
+        Some(h) if h.failovers.len() > 1 => Progress::Returning(h.failovers[1].clone()),
+        Some(h) => Progress::Ended(h.clone()),
+        None => Progress::Going,
+    }
+}
+
+/// One line for a recorded drill: outcome, RTO each way, data loss, what failed.
+pub fn describe_result(r: &crate::api::DrillResult) -> String {
+    let secs = |s: f64| format!("{s:.1}s");
+    let mut parts = vec![format!("drill recorded: {:?} {:?}", r.kind, r.outcome)];
+    match (r.rto_seconds, r.rto_back_seconds) {
+        (Some(there), Some(back)) => parts.push(format!(
+            "measured RTO there {}, back {}",
+            secs(there),
+            secs(back)
+        )),
+        (Some(there), None) => parts.push(format!("measured RTO there {}", secs(there))),
+        _ => {}
+    }
+    if let Some(d) = r.data_loss_seconds {
+        parts.push(format!("data-loss estimate {}", secs(d)));
+    }
+    if let Some(step) = &r.failing_step {
+        parts.push(format!("failed at {step}"));
+    }
+    if let Some(m) = &r.message {
+        parts.push(m.clone());
+    }
+    parts.join("; ")
+}
+
+/// Follows a round trip from the end of its way there to the start of its way back, saying
+/// when it holds and when it waits for the plan to be Ready. Returns the way back's name.
+async fn follow_hold(
+    plans: &Api<DisasterRecoveryPlan>,
+    plan: &DisasterRecoveryPlan,
+    go: &str,
+    target: &str,
+    active: &str,
+) -> Result<String, crate::cli::CliError> {
+    use crate::cli::CliError;
+    use futures::StreamExt;
+    let name = plan.name_any();
+    let spec = plan.spec.drills.clone().unwrap_or_default();
+    // Until the operator records the hold: the hold it will use, and the wait for Ready.
+    let slack = drill::READY_FOR_FAILBACK + Duration::from_secs(120);
+    let mut deadline = tokio::time::Instant::now() + drill::hold_of(&spec, drill::MANUAL) + slack;
+    let mut events = kube::runtime::watcher::watch_object(plans.clone(), &name).boxed();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut said = None;
+    let mut latest: Option<DisasterRecoveryPlan> = None;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(Some(p))) => latest = Some(p),
+                Some(Ok(None)) => return Err(CliError(format!("plan {name} was deleted"))),
+                // The watcher re-lists by itself after transient errors.
+                Some(Err(_)) => {}
+                None => return Err(CliError("the watch of the plan ended unexpectedly".into())),
+            },
+            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(CliError(format!(
+                    "the way back of drill {go} (plan {name}) did not start in time; see `kubectl get drp {name} -o yaml` (status.drills)"
+                )));
+            }
+        }
+        let Some(p) = &latest else { continue };
+        let status = p
+            .status
+            .as_ref()
+            .and_then(|s| s.drills.clone())
+            .unwrap_or_default();
+        let now = Timestamp::now();
+        let at = progress(&status, go, now);
+        if said.as_ref() == Some(&at) {
+            continue;
+        }
+        match &at {
+            Progress::Going => {}
+            Progress::Holding(until) => {
+                let until = until.unwrap_or(now);
+                println!(
+                    "holding in {target} until {}, then failing back to {active}",
+                    until.strftime("%Y-%m-%d %H:%M:%S UTC")
+                );
+                let left = Duration::from_secs(
+                    until.as_second().saturating_sub(now.as_second()).max(0) as u64,
+                );
+                deadline = tokio::time::Instant::now() + left + slack;
+            }
+            Progress::WaitingForReady => {
+                let why = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .filter(|c| c.status != "True")
+                    .map(|c| format!(": {}", c.message))
+                    .unwrap_or_default();
+                println!("hold over; failing back to {active} once plan {name} is Ready{why}");
+            }
+            Progress::Returning(back) => return Ok(back.clone()),
+            Progress::Ended(result) => {
+                return Err(CliError(format!(
+                    "drill {go} of plan {name} ended without failing back: {}",
+                    describe_result(result)
+                )));
+            }
+        }
+        said = Some(at);
+    }
+}
+
+/// The drill's result once the operator records it (it does at the plan check the way
+/// back's end triggers); None if not within a minute.
+async fn recorded(
+    plans: &Api<DisasterRecoveryPlan>,
     plan: &str,
     go: &str,
-) -> Result<String, crate::cli::CliError> {
-    let deadline = std::time::Instant::now()
-        + drill::DEFAULT_HOLD
-        + drill::READY_FOR_FAILBACK
-        + Duration::from_secs(60);
-    let wanted = format!("{go}-back");
+) -> Option<crate::api::DrillResult> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let found = api
-            .get_opt(&wanted)
-            .await
-            .map_err(|e| crate::cli::CliError(crate::error::kube_message(&e)))?;
-        if found.is_some() {
-            return Ok(wanted);
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(crate::cli::CliError(format!(
-                "the way back of drill {go} (plan {plan}) did not start in time; see `kubectl get drp {plan} -o yaml` (status.drills)"
-            )));
+        let status = plans.get_status(plan).await.ok()?.status;
+        let found = status.and_then(|s| s.drills).and_then(|d| {
+            d.history
+                .into_iter()
+                .find(|h| h.failovers.first().map(String::as_str) == Some(go))
+        });
+        if found.is_some() || std::time::Instant::now() > deadline {
+            return found;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DrillOutcome, DrillResult, DrillStage, RunningDrill};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    const GO: &str = "shop-drill-manual-202611301000";
+
+    fn running(stage: DrillStage, failover: &str) -> DrillsStatus {
+        DrillsStatus {
+            running: Some(RunningDrill {
+                schedule: drill::MANUAL.into(),
+                kind: DrillKind::RoundTrip,
+                scheduled_for: Time(at("2026-11-30T10:00:00Z")),
+                started_at: Time(at("2026-11-30T10:00:01Z")),
+                stage,
+                source_region: "use1".into(),
+                target_region: "usw2".into(),
+                failover: failover.into(),
+                created: false,
+                failovers: vec![GO.into()],
+                hold_until: Some(Time(at("2026-11-30T10:00:30Z"))),
+                rto_seconds: Some(4.0),
+                data_loss_seconds: Some(0.0),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn result(failovers: &[&str], outcome: DrillOutcome, message: Option<&str>) -> DrillResult {
+        DrillResult {
+            schedule: drill::MANUAL.into(),
+            kind: DrillKind::RoundTrip,
+            scheduled_for: Time(at("2026-11-30T10:00:00Z")),
+            started_at: None,
+            finished_at: Time(at("2026-11-30T10:31:00Z")),
+            outcome,
+            rto_seconds: Some(4.0),
+            rto_back_seconds: None,
+            data_loss_seconds: Some(0.3),
+            failing_step: None,
+            message: message.map(str::to_string),
+            failovers: failovers.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn drover_drill_follows_the_hold_to_the_way_back() {
+        let now = at("2026-11-30T10:00:20Z");
+        assert_eq!(progress(&DrillsStatus::default(), GO, now), Progress::Going);
+        assert_eq!(
+            progress(&running(DrillStage::Going, GO), GO, now),
+            Progress::Going
+        );
+        let holding = running(DrillStage::Holding, GO);
+        assert_eq!(
+            progress(&holding, GO, now),
+            Progress::Holding(Some(at("2026-11-30T10:00:30Z")))
+        );
+        assert_eq!(
+            progress(&holding, GO, at("2026-11-30T10:00:31Z")),
+            Progress::WaitingForReady
+        );
+        // Another drill's hold is not this one's.
+        assert_eq!(
+            progress(&holding, "shop-drill-manual-202611300900", now),
+            Progress::Going
+        );
+        let back = drill::back_name(GO);
+        assert_eq!(
+            progress(&running(DrillStage::Returning, &back), GO, now),
+            Progress::Returning(back.clone())
+        );
+        // Over before this looked: with a way back, follow it; without, say why.
+        let mut over = DrillsStatus {
+            history: vec![result(&[GO, &back], DrillOutcome::Succeeded, None)],
+            ..Default::default()
+        };
+        assert_eq!(progress(&over, GO, now), Progress::Returning(back));
+        let why =
+            "the plan was not Ready to fail back within 1800s after the hold: orders Reprotecting";
+        over.history = vec![result(&[GO], DrillOutcome::Failed, Some(why))];
+        let Progress::Ended(ended) = progress(&over, GO, now) else {
+            panic!("ended");
+        };
+        assert_eq!(
+            describe_result(&ended),
+            format!(
+                "drill recorded: RoundTrip Failed; measured RTO there 4.0s; data-loss estimate 0.3s; {why}"
+            )
+        );
+    }
+
+    #[test]
+    fn a_recorded_round_trip_reads_with_both_rtos() {
+        let mut r = result(&[GO], DrillOutcome::Succeeded, None);
+        r.rto_back_seconds = Some(5.31);
+        r.data_loss_seconds = Some(0.0);
+        assert_eq!(
+            describe_result(&r),
+            "drill recorded: RoundTrip Succeeded; measured RTO there 4.0s, back 5.3s; data-loss estimate 0.0s"
+        );
     }
 }

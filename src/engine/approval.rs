@@ -26,19 +26,25 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
             .cloned()
     };
     let automatic = label(TRIGGER_LABEL).as_deref() == Some("automatic");
+    let drill = label(TRIGGER_LABEL).as_deref() == Some("drill");
+    let stage = label(crate::engine::drill::STAGE_LABEL);
     // A round-trip drill's way back skips the failback approval only if the plan says so.
-    let exempt_drill_failback = label(TRIGGER_LABEL).as_deref() == Some("drill")
-        && label(crate::engine::drill::STAGE_LABEL).as_deref() == Some("back")
+    let exempt_drill_failback = drill
+        && stage.as_deref() == Some("back")
         && plan
             .spec
             .drills
             .as_ref()
             .and_then(|d| d.failback_exempt_from_approval)
             .unwrap_or(false);
+    // After a drill came back, the region "active before the last failover" is the one the
+    // drill visited, not one left in an emergency: the next drill's way there is no failback.
+    let after_a_drill = drill && stage.as_deref() == Some("go") && last_was_a_drill(plan);
     let mut reasons = Vec::new();
     if policy.failback()
         && previous == Some(fo.spec.target_region.as_str())
         && !exempt_drill_failback
+        && !after_a_drill
     {
         reasons.push(format!(
             "failback to {} (active before the last failover)",
@@ -52,6 +58,23 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
         reasons.push("the plan requires approval for automatic failovers".to_string());
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+/// Whether the plan's last failover was a drill's, as the drill history records it.
+fn last_was_a_drill(plan: &DisasterRecoveryPlan) -> bool {
+    let Some(status) = plan.status.as_ref() else {
+        return false;
+    };
+    let Some(last) = status.last_failover.as_ref() else {
+        return false;
+    };
+    status.drills.as_ref().is_some_and(|d| {
+        d.history
+            .iter()
+            .flat_map(|h| h.failovers.iter())
+            .chain(d.running.iter().flat_map(|r| r.failovers.iter()))
+            .any(|f| *f == last.name)
+    })
 }
 
 /// A FailoverApproval as the engine sees it.
@@ -140,4 +163,115 @@ pub fn decision<'a>(
         .collect();
     applicable.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     (applicable.first().copied(), edited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        DisasterRecoveryPlanStatus, DrillKind, DrillOutcome, DrillResult, DrillsSpec, FailoverSpec,
+        LastFailover,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// A plan back in use1 after a round-trip drill to usw2 (or, `drill` false, after an
+    /// ordinary failover back from usw2).
+    fn plan(exempt: bool, drill: bool) -> DisasterRecoveryPlan {
+        let mut plan: DisasterRecoveryPlan =
+            serde_yaml::from_str(include_str!("../../config/samples/plan.yaml")).expect("sample");
+        plan.spec.drills = Some(DrillsSpec {
+            failback_exempt_from_approval: Some(exempt),
+            ..Default::default()
+        });
+        let back = "shop-drill-manual-202611301000-back";
+        let at = Time("2026-11-30T10:01:00Z".parse().expect("time"));
+        plan.status = Some(DisasterRecoveryPlanStatus {
+            active_region: Some("use1".into()),
+            previous_active_region: Some("usw2".into()),
+            last_failover: Some(LastFailover {
+                name: if drill {
+                    back.into()
+                } else {
+                    "shop-to-use1".into()
+                },
+                target_region: "use1".into(),
+                phase: Some("Succeeded".into()),
+            }),
+            drills: Some(crate::api::DrillsStatus {
+                history: vec![DrillResult {
+                    schedule: "manual".into(),
+                    kind: DrillKind::RoundTrip,
+                    scheduled_for: at.clone(),
+                    started_at: Some(at.clone()),
+                    finished_at: at,
+                    outcome: DrillOutcome::Succeeded,
+                    rto_seconds: Some(4.0),
+                    rto_back_seconds: Some(5.0),
+                    data_loss_seconds: Some(0.0),
+                    failing_step: None,
+                    message: None,
+                    failovers: vec!["shop-drill-manual-202611301000".into(), back.into()],
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        plan
+    }
+
+    fn fo(target: &str, labels: &[(&str, &str)]) -> Failover {
+        let mut fo = Failover::new(
+            "fo",
+            FailoverSpec::new("shop", target, FailoverMode::Planned),
+        );
+        fo.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        fo
+    }
+
+    const DRILL_GO: [(&str, &str); 2] = [
+        (TRIGGER_LABEL, "drill"),
+        (crate::engine::drill::STAGE_LABEL, "go"),
+    ];
+    const DRILL_BACK: [(&str, &str); 2] = [
+        (TRIGGER_LABEL, "drill"),
+        (crate::engine::drill::STAGE_LABEL, "back"),
+    ];
+
+    #[test]
+    fn a_drills_way_back_needs_the_failback_approval_unless_the_plan_exempts_it() {
+        let failback = Some("failback to usw2 (active before the last failover)".to_string());
+        // usw2 was active before the last failover: a drill's way back there is a failback.
+        assert_eq!(
+            needed(&plan(false, false), &fo("usw2", &DRILL_BACK)),
+            failback
+        );
+        assert_eq!(needed(&plan(true, false), &fo("usw2", &DRILL_BACK)), None);
+        // Not a drill: exemption or not, a failback needs approval.
+        assert_eq!(needed(&plan(true, true), &fo("usw2", &[])), failback);
+    }
+
+    #[test]
+    fn the_next_drills_way_there_after_a_drill_came_back_is_no_failback() {
+        let failback = Some("failback to usw2 (active before the last failover)".to_string());
+        // The last failover was the way back of a round trip to usw2: the next drill going
+        // to usw2 again is a drill, approved or exempt or not.
+        for exempt in [false, true] {
+            assert_eq!(needed(&plan(exempt, true), &fo("usw2", &DRILL_GO)), None);
+        }
+        // After an ordinary failover from usw2, a drill going there is a failback.
+        assert_eq!(
+            needed(&plan(false, false), &fo("usw2", &DRILL_GO)),
+            failback
+        );
+        assert_eq!(needed(&plan(true, false), &fo("usw2", &DRILL_GO)), failback);
+        // A DryRun never waits.
+        let mut dry = fo("usw2", &DRILL_GO);
+        dry.spec.mode = FailoverMode::DryRun;
+        assert_eq!(needed(&plan(false, false), &dry), None);
+    }
 }

@@ -121,6 +121,47 @@ impl Cron {
         at(&self.minutes, minute) && at(&self.hours, hour) && at(&self.months, month) && day_ok
     }
 
+    /// The earliest scheduled minute after `after`, in time zone `tz`, within 5 years
+    /// (time enough for a 29 February). Skips whole days and hours that cannot match.
+    pub fn next(
+        &self,
+        tz: &k8s_openapi::jiff::tz::TimeZone,
+        after: Timestamp,
+    ) -> Option<Timestamp> {
+        let limit = after.checked_add((5 * 366 * 24).hours()).ok()?;
+        let mut t = Timestamp::from_second(after.as_second() - after.as_second().rem_euclid(60))
+            .ok()?
+            .checked_add(60.seconds())
+            .ok()?;
+        while t <= limit {
+            let z = t.to_zoned(tz.clone());
+            let at = |set: &[bool], v: i8| set.get(v.max(0) as usize).copied().unwrap_or(false);
+            let day = at(&self.days, z.day());
+            let weekday = at(&self.weekdays, z.weekday().to_sunday_zero_offset());
+            let day_ok = if self.either_day {
+                day || weekday
+            } else {
+                day && weekday
+            };
+            t = if !day_ok || !at(&self.months, z.month()) {
+                // The next day's first minute (midnight, or later on a DST gap).
+                z.date()
+                    .tomorrow()
+                    .ok()?
+                    .to_zoned(tz.clone())
+                    .ok()?
+                    .timestamp()
+            } else if !at(&self.hours, z.hour()) {
+                t.checked_add((60 - i64::from(z.minute())).minutes()).ok()?
+            } else if !at(&self.minutes, z.minute()) {
+                t.checked_add(60.seconds()).ok()?
+            } else {
+                return Some(t);
+            };
+        }
+        None
+    }
+
     /// The latest scheduled minute in (after, until], in time zone `tz`. Looks back at most
     /// `MAX_WINDOW`.
     pub fn latest(
@@ -168,7 +209,11 @@ pub struct FailoverSeen {
     pub schedule: Option<String>,
     /// The `drover.io/drill-kind` annotation (`drover drill` sets it).
     pub kind: Option<DrillKind>,
+    /// The `drover.io/drill-stage` label: "go" or "back".
+    pub stage: Option<String>,
     pub target: String,
+    /// The region that was active when it started (its `status.sourceRegion`).
+    pub source: Option<String>,
     pub created: Option<Timestamp>,
 }
 
@@ -229,11 +274,36 @@ fn secs(d: Duration) -> k8s_openapi::jiff::Span {
 /// has one name (`-back` for the way back).
 pub fn failover_name(plan: &str, schedule: &str, at: Timestamp, stage: &str) -> String {
     let stamp = at.strftime("%Y%m%d%H%M").to_string();
-    let suffix = if stage == "back" { "-back" } else { "" };
-    let name = format!("{plan}-drill-{schedule}-{stamp}{suffix}");
-    // Object names are at most 253 characters; plan and schedule names are bounded
-    // far below that by validation.
-    name.chars().take(253).collect()
+    let name = format!("{plan}-drill-{schedule}-{stamp}");
+    if stage == "back" {
+        back_name(&name)
+    } else {
+        // Object names are at most 253 characters; plan and schedule names are bounded
+        // far below that by validation.
+        name.chars().take(253).collect()
+    }
+}
+
+/// The way back's name: the way there's, "-back". Derived from the name and not from a
+/// time, so `drover drill` (which names the way there by its own clock) knows it.
+pub fn back_name(go: &str) -> String {
+    format!("{go}-back").chars().take(253).collect()
+}
+
+/// How long a round trip of `schedule` holds in the target region. A manual drill holds as
+/// the plan's first RoundTrip schedule says (`drover drill` documents this), else 5m.
+pub fn hold_of(spec: &DrillsSpec, schedule: &str) -> Duration {
+    spec.schedules
+        .iter()
+        .find(|s| {
+            if schedule == MANUAL {
+                s.kind == DrillKind::RoundTrip
+            } else {
+                s.name == schedule
+            }
+        })
+        .map(|s| parse(s.hold.as_deref(), DEFAULT_HOLD))
+        .unwrap_or(DEFAULT_HOLD)
 }
 
 pub fn decide(input: &Input) -> Output {
@@ -282,6 +352,8 @@ fn manual_drill<'a>(input: &'a Input) -> Option<&'a FailoverSeen> {
     };
     input.failovers.iter().find(|f| {
         f.schedule.as_deref() == Some(MANUAL)
+            // A way back is part of the drill that went; never a drill of its own.
+            && f.stage.as_deref() != Some("back")
             && (!f.phase.is_some_and(FailoverPhase::is_terminal) || recent(f))
             && !known(&f.name)
     })
@@ -296,7 +368,9 @@ fn start(input: &Input, out: &mut Output) {
             scheduled_for: f.created.map(time).unwrap_or_else(|| now.clone()),
             started_at: now,
             stage: DrillStage::Going,
-            source_region: input.active.to_string(),
+            // Taken up after its way there moved the active region, the drill still
+            // returns to where it started.
+            source_region: f.source.clone().unwrap_or_else(|| input.active.to_string()),
             target_region: f.target.clone(),
             failover: f.name.clone(),
             created: true,
@@ -496,7 +570,8 @@ fn step(input: &Input, mut r: RunningDrill, out: &mut Output) {
                 }
                 return;
             }
-            let name = failover_name(input.plan, &r.schedule, r.scheduled_for.0, "back");
+            let go = r.failovers.first().unwrap_or(&r.failover);
+            let name = back_name(go);
             r.stage = DrillStage::Returning;
             r.failover = name.clone();
             r.created = false;
@@ -540,13 +615,7 @@ fn step(input: &Input, mut r: RunningDrill, out: &mut Output) {
             Some(FailoverPhase::Succeeded)
                 if r.stage == DrillStage::Going && r.kind == DrillKind::RoundTrip =>
             {
-                let hold = input
-                    .spec
-                    .schedules
-                    .iter()
-                    .find(|s| s.name == r.schedule)
-                    .map(|s| parse(s.hold.as_deref(), DEFAULT_HOLD))
-                    .unwrap_or(DEFAULT_HOLD);
+                let hold = hold_of(input.spec, &r.schedule);
                 r.stage = DrillStage::Holding;
                 r.hold_until = Some(time(now.checked_add(secs(hold)).unwrap_or(now)));
                 r.rto_seconds = f.rto_seconds;
@@ -574,6 +643,21 @@ fn step(input: &Input, mut r: RunningDrill, out: &mut Output) {
             }
         },
     }
+}
+
+/// The next drill the schedules start after `now`: (schedule, its time), the earliest of
+/// the schedules not suspended; None when none will.
+pub fn next_scheduled(spec: &DrillsSpec, now: Timestamp) -> Option<(&DrillSchedule, Timestamp)> {
+    spec.schedules
+        .iter()
+        .filter(|s| !s.suspend)
+        .filter_map(|s| {
+            let cron = Cron::parse(&s.cron).ok()?;
+            let tz = k8s_openapi::jiff::tz::TimeZone::get(s.time_zone.as_deref().unwrap_or("UTC"))
+                .ok()?;
+            Some((s, cron.next(&tz, now)?))
+        })
+        .min_by_key(|(_, at)| *at)
 }
 
 /// Whether `DrillOverdue` holds: no drill succeeded within `required` (counted from the

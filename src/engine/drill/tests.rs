@@ -351,3 +351,156 @@ fn a_manual_drill_that_ended_before_the_plan_check_is_still_recorded() {
     w.at("2026-11-30T11:00:05Z");
     assert!(w.status.running.is_none() && w.status.history.is_empty());
 }
+
+#[test]
+fn a_manual_round_trip_holds_as_the_plan_says_and_returns_where_it_started() {
+    // A suspended RoundTrip schedule gives manual round trips their hold.
+    let mut weekly = schedule("weekly", "0 3 * * 1", DrillKind::RoundTrip);
+    weekly.hold = Some("20s".into());
+    weekly.suspend = true;
+    let mut w = World::new(
+        spec(vec![
+            schedule("hourly", "0 * * * *", DrillKind::DryRun),
+            weekly,
+        ]),
+        "2026-11-30T09:59:00Z",
+    );
+    // `drover drill` named it by its clock (09:59); the API server created it at 10:00:00,
+    // and the way there had already moved the active region when the plan check saw it.
+    let go = "shop-drill-manual-202611300959";
+    w.failovers.push(FailoverSeen {
+        name: go.into(),
+        phase: Some(FailoverPhase::Succeeded),
+        rto_seconds: Some(4.0),
+        schedule: Some(MANUAL.into()),
+        kind: Some(DrillKind::RoundTrip),
+        stage: Some("go".into()),
+        target: "usw2".into(),
+        source: Some("use1".into()),
+        created: Some(at("2026-11-30T10:00:00Z")),
+        ..Default::default()
+    });
+    let out = decide(&Input {
+        plan: "shop",
+        spec: &w.spec,
+        status: &w.status,
+        now: at("2026-11-30T10:00:10Z"),
+        ready: Ok(()),
+        active: "usw2",
+        default_target: Some("use1".into()),
+        other_failover: None,
+        failovers: &w.failovers,
+    });
+    w.status = out.status;
+    let running = w.status.running.clone().expect("taken up");
+    assert_eq!(
+        (
+            running.source_region.as_str(),
+            running.target_region.as_str()
+        ),
+        ("use1", "usw2")
+    );
+    let out = w.at("2026-11-30T10:00:15Z");
+    let running = w.status.running.clone().expect("holding");
+    assert_eq!(running.stage, DrillStage::Holding);
+    assert_eq!(
+        running.hold_until,
+        Some(Time(at("2026-11-30T10:00:35Z"))),
+        "the weekly schedule's 20s, not the default 5m"
+    );
+    assert_eq!(out.requeue, Some(Duration::from_secs(20)));
+    assert!(w.at("2026-11-30T10:00:34Z").create.is_none());
+    let back = w.at("2026-11-30T10:00:35Z").create.expect("back");
+    assert_eq!(back.name, format!("{go}-back"), "named after the way there");
+    assert_eq!((back.target.as_str(), back.stage), ("use1", "back"));
+    // The way back is labelled "manual" too; it is never taken up as a drill of its own.
+    w.failovers.push(FailoverSeen {
+        name: back.name.clone(),
+        phase: Some(FailoverPhase::Succeeded),
+        rto_seconds: Some(5.0),
+        schedule: Some(MANUAL.into()),
+        kind: Some(DrillKind::RoundTrip),
+        stage: Some("back".into()),
+        target: "use1".into(),
+        created: Some(at("2026-11-30T10:00:36Z")),
+        ..Default::default()
+    });
+    w.at("2026-11-30T10:00:50Z");
+    let result = w.status.history[0].clone();
+    assert_eq!(
+        (result.outcome, result.rto_seconds, result.rto_back_seconds),
+        (DrillOutcome::Succeeded, Some(4.0), Some(5.0))
+    );
+    w.status.history.clear();
+    w.at("2026-11-30T10:00:55Z");
+    assert!(
+        w.status
+            .running
+            .as_ref()
+            .is_none_or(|r| r.failovers[0] != back.name),
+        "{:?}",
+        w.status.running
+    );
+}
+
+#[test]
+fn a_manual_round_trip_without_a_round_trip_schedule_holds_the_default() {
+    let dry = spec(vec![schedule("hourly", "0 * * * *", DrillKind::DryRun)]);
+    assert_eq!(hold_of(&dry, MANUAL), DEFAULT_HOLD);
+    assert_eq!(hold_of(&dry, "hourly"), Duration::from_secs(120));
+    assert_eq!(hold_of(&dry, "gone"), DEFAULT_HOLD);
+}
+
+#[test]
+fn the_next_scheduled_minute_skips_days_and_hours_and_follows_the_time_zone() {
+    let utc = TimeZone::UTC;
+    let every_monday_3am = Cron::parse("0 3 * * 1").expect("parses");
+    // 2026-11-30 is a Monday: at 03:00 exactly, the next is a week later.
+    assert_eq!(
+        every_monday_3am.next(&utc, at("2026-11-30T02:59:59Z")),
+        Some(at("2026-11-30T03:00:00Z"))
+    );
+    assert_eq!(
+        every_monday_3am.next(&utc, at("2026-11-30T03:00:00Z")),
+        Some(at("2026-12-07T03:00:00Z"))
+    );
+    let berlin = TimeZone::get("Europe/Berlin").expect("tz");
+    assert_eq!(
+        every_monday_3am.next(&berlin, at("2026-11-30T03:00:00Z")),
+        Some(at("2026-12-07T02:00:00Z")),
+        "03:00 in Berlin is 02:00 UTC in winter"
+    );
+    // Summer time: 03:00 in Berlin is 01:00 UTC.
+    assert_eq!(
+        every_monday_3am.next(&berlin, at("2026-06-01T00:00:00Z")),
+        Some(at("2026-06-01T01:00:00Z"))
+    );
+    let quarter = Cron::parse("*/15 9-17 * * 1-5").expect("parses");
+    // Friday 17:50 → Monday 09:00.
+    assert_eq!(
+        quarter.next(&utc, at("2026-12-04T17:50:00Z")),
+        Some(at("2026-12-07T09:00:00Z"))
+    );
+    let leap = Cron::parse("0 0 29 2 *").expect("parses");
+    assert_eq!(
+        leap.next(&utc, at("2026-11-30T00:00:00Z")),
+        Some(at("2028-02-29T00:00:00Z"))
+    );
+    assert_eq!(
+        Cron::parse("0 0 31 2 *")
+            .expect("parses")
+            .next(&utc, at("2026-11-30T00:00:00Z")),
+        None
+    );
+    // The earliest schedule not suspended.
+    let mut hourly = schedule("hourly", "0 * * * *", DrillKind::DryRun);
+    let weekly = schedule("weekly", "0 3 * * 1", DrillKind::RoundTrip);
+    let both = spec(vec![hourly.clone(), weekly.clone()]);
+    let (s, t) = next_scheduled(&both, at("2026-11-30T02:10:00Z")).expect("next");
+    assert_eq!((s.name.as_str(), t), ("hourly", at("2026-11-30T03:00:00Z")));
+    hourly.suspend = true;
+    let weekly_only = spec(vec![hourly.clone(), weekly]);
+    let (s, _) = next_scheduled(&weekly_only, at("2026-11-30T02:10:00Z")).expect("next");
+    assert_eq!(s.name, "weekly");
+    assert!(next_scheduled(&spec(vec![hourly]), at("2026-11-30T02:10:00Z")).is_none());
+}
