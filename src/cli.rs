@@ -942,6 +942,21 @@ fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
     lines
 }
 
+/// Each Aurora snapshot AWS took of an old primary's volume after an Unplanned failover:
+/// the writes that failover lost, deleted with the cluster's backup retention unless copied.
+pub fn old_volume_lines(p: &PlanSummary) -> Vec<String> {
+    p.replication
+        .iter()
+        .filter_map(|r| {
+            let s = r.old_volume_snapshot.as_ref()?;
+            Some(format!(
+                "{} in {}: snapshot {} in {} after {}; copy it to keep it",
+                r.database, r.region, s.identifier, s.aws_region, s.failover
+            ))
+        })
+        .collect()
+}
+
 /// Below the table, for each plan with drills or automatic failover: one block of labelled
 /// lines, wrapped to `width` columns when printing to a terminal.
 fn details(
@@ -956,6 +971,7 @@ fn details(
         let sections = [
             ("Drills:", drill_lines(p, now)),
             ("Automatic failover:", automatic_lines(p, now)),
+            ("Old volumes:", old_volume_lines(p)),
         ];
         if sections.iter().all(|(_, lines)| lines.is_empty()) {
             continue;
@@ -1293,6 +1309,47 @@ mod tests {
         assert_eq!(rows_taken(&[79, 0, 40], 40), 4);
         assert_eq!(rows_taken(&[], 80), 0);
         assert_eq!(rows_taken(&[3], 0), 3);
+    }
+
+    #[test]
+    fn old_volume_snapshots_are_listed_with_what_to_do() {
+        let mut p = PlanSummary {
+            namespace: "ns".into(),
+            name: "shop".into(),
+            active_region: Some("usw2".into()),
+            ready: Some(true),
+            ready_message: None,
+            last_failover: None,
+            max_lag_seconds: None,
+            replication: vec![lag("orders", Some(0.4))],
+            running_drill: None,
+            last_drill: None,
+            automatic_failover: None,
+            last_drill_run: None,
+            next_drill: None,
+            no_next_drill: None,
+            drill_overdue: None,
+            automatic_failover_policy: None,
+        };
+        assert!(old_volume_lines(&p).is_empty());
+        let mut catalog = lag("catalog", Some(1.0));
+        catalog.region = "use1".into();
+        catalog.old_volume_snapshot = Some(crate::api::OldVolumeSnapshot {
+            identifier: "rds:unplanned-global-failover-catalog-use1-2026-11-30-14-00".into(),
+            aws_region: "us-east-1".into(),
+            cluster: "catalog-use1".into(),
+            failover: "lost-use1".into(),
+            created_at: None,
+        });
+        p.replication.push(catalog);
+        assert_eq!(
+            old_volume_lines(&p),
+            vec![
+                "catalog in use1: snapshot rds:unplanned-global-failover-catalog-use1-2026-11-30-14-00 \
+                 in us-east-1 after lost-use1; copy it to keep it"
+                    .to_string()
+            ]
+        );
     }
 
     #[test]

@@ -196,6 +196,7 @@ mod tests {
                 },
                 target_region: "use1".into(),
                 phase: Some("Succeeded".into()),
+                ..Default::default()
             }),
             drills: Some(crate::api::DrillsStatus {
                 history: vec![DrillResult {
