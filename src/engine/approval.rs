@@ -28,18 +28,20 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
     let automatic = label(TRIGGER_LABEL).as_deref() == Some("automatic");
     let drill = label(TRIGGER_LABEL).as_deref() == Some("drill");
     let stage = label(crate::engine::drill::STAGE_LABEL);
-    // A round-trip drill's way back skips the failback approval only if the plan says so.
-    let exempt_drill_failback = drill
-        && stage.as_deref() == Some("back")
+    // Drill legs skip the failback approval only if the plan says so.
+    let drills_exempt = drill
         && plan
             .spec
             .drills
             .as_ref()
             .and_then(|d| d.failback_exempt_from_approval)
             .unwrap_or(false);
-    // After a drill came back, the region "active before the last failover" is the one the
-    // drill visited, not one left in an emergency: the next drill's way there is no failback.
-    let after_a_drill = drill && stage.as_deref() == Some("go") && last_was_a_drill(plan);
+    let exempt_drill_failback = drills_exempt && stage.as_deref() == Some("back");
+    // After a round trip came back, the region "active before the last failover" is the one
+    // the drill visited, not one left in an emergency: the next drill's way there is exempt
+    // too, but only when that round trip succeeded and nothing moved the plan since.
+    let after_a_drill =
+        drills_exempt && stage.as_deref() == Some("go") && last_was_a_round_trip(plan);
     let mut reasons = Vec::new();
     if policy.failback()
         && previous == Some(fo.spec.target_region.as_str())
@@ -60,20 +62,26 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
-/// Whether the plan's last failover was a drill's, as the drill history records it.
-fn last_was_a_drill(plan: &DisasterRecoveryPlan) -> bool {
+/// Whether the plan's last failover was the way back of a round-trip drill that succeeded,
+/// as the drill history records it, and it left the plan where it is now.
+fn last_was_a_round_trip(plan: &DisasterRecoveryPlan) -> bool {
     let Some(status) = plan.status.as_ref() else {
         return false;
     };
     let Some(last) = status.last_failover.as_ref() else {
         return false;
     };
+    if last.phase.as_deref() != Some("Succeeded")
+        || status.active_region.as_deref() != Some(last.target_region.as_str())
+    {
+        return false;
+    }
     status.drills.as_ref().is_some_and(|d| {
-        d.history
-            .iter()
-            .flat_map(|h| h.failovers.iter())
-            .chain(d.running.iter().flat_map(|r| r.failovers.iter()))
-            .any(|f| *f == last.name)
+        d.history.iter().any(|h| {
+            h.kind == crate::api::DrillKind::RoundTrip
+                && h.outcome == crate::api::DrillOutcome::Succeeded
+                && h.failovers.get(1) == Some(&last.name)
+        })
     })
 }
 
@@ -260,10 +268,30 @@ mod tests {
     fn the_next_drills_way_there_after_a_drill_came_back_is_no_failback() {
         let failback = Some("failback to usw2 (active before the last failover)".to_string());
         // The last failover was the way back of a round trip to usw2: the next drill going
-        // to usw2 again is a drill, approved or exempt or not.
-        for exempt in [false, true] {
-            assert_eq!(needed(&plan(exempt, true), &fo("usw2", &DRILL_GO)), None);
+        // to usw2 again is exempt only if the plan exempts drills.
+        assert_eq!(needed(&plan(true, true), &fo("usw2", &DRILL_GO)), None);
+        assert_eq!(needed(&plan(false, true), &fo("usw2", &DRILL_GO)), failback);
+        // Not when that round trip failed, nor when the last failover did not succeed or
+        // another one moved the plan since.
+        let mut failed = plan(true, true);
+        if let Some(d) = failed.status.as_mut().and_then(|s| s.drills.as_mut()) {
+            d.history[0].outcome = DrillOutcome::Failed;
         }
+        assert_eq!(needed(&failed, &fo("usw2", &DRILL_GO)), failback);
+        let mut rejected = plan(true, true);
+        if let Some(l) = rejected
+            .status
+            .as_mut()
+            .and_then(|s| s.last_failover.as_mut())
+        {
+            l.phase = Some("Rejected".into());
+        }
+        assert_eq!(needed(&rejected, &fo("usw2", &DRILL_GO)), failback);
+        let mut moved = plan(true, true);
+        if let Some(s) = moved.status.as_mut() {
+            s.active_region = Some("euw1".into());
+        }
+        assert_eq!(needed(&moved, &fo("usw2", &DRILL_GO)), failback);
         // After an ordinary failover from usw2, a drill going there is a failback.
         assert_eq!(
             needed(&plan(false, false), &fo("usw2", &DRILL_GO)),
