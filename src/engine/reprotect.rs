@@ -331,16 +331,28 @@ fn start_aside(
     now: &Time,
 ) -> Next {
     let id = &s.instance;
+    // A replica of an old primary is renamed aside even when the plan says Delete: after an
+    // Unplanned failover it may hold writes the promoted replica lacks, and AWS keeps no
+    // final snapshot of a replica.
+    let rename = old_instance == OldInstanceAction::Rename || obs.has_source();
     match (old_instance, obs.status.as_str()) {
-        (OldInstanceAction::Rename, "available") => {
+        (_, "available") if rename => {
             let to = aside_name(id, "old", now);
             let mut record = fresh(s, now);
             record.renamed_to = Some(to.clone());
+            let message = if old_instance == OldInstanceAction::Rename {
+                format!("renaming {id} to {to}")
+            } else {
+                format!(
+                    "renaming {id} to {to}: a replica of an old primary is kept, not deleted, \
+                     as it may hold writes the new primary lacks"
+                )
+            };
             Next::step(
                 record,
                 ReprotectionState::Renaming,
                 Some(Call::Rename { to: to.clone() }),
-                format!("renaming {id} to {to}"),
+                message,
             )
         }
         (OldInstanceAction::Rename, "stopped") => Next::report(
@@ -352,7 +364,7 @@ fn start_aside(
             ),
         ),
         (OldInstanceAction::Delete, "available" | "stopped") => {
-            // A replica (of an old primary) has no data of its own to keep.
+            // A replica that is not available is reported below; RDS cannot stop one.
             let snapshot = (!obs.has_source()).then(|| aside_name(id, "final", now));
             let mut record = fresh(s, now);
             record.final_snapshot = snapshot.clone();

@@ -11,7 +11,8 @@
 //! - R2: every mutating call follows its intent record (state, renamedTo, finalSnapshot,
 //!   not yet requested) in the plan's status;
 //! - R3: no standalone instance is deleted without a final snapshot, and the data of
-//!   every standalone instance survives, as an instance (renamed or not) or a snapshot;
+//!   every standalone instance and every replica of an old primary survives, as an
+//!   instance (renamed or not) or a snapshot;
 //! - R4: at most one replica created, and one move aside, per standby;
 //! - R5: no call while blocked (the old primary's fence pending, a failover running);
 //! - R6: once calm, every standby ends Protected, or Unprotected for its permanent
@@ -307,8 +308,10 @@ fn build_world(rsc: &RScenario, plan: &DisasterRecoveryPlan, seed: u64) -> super
                     data += 1;
                     Rds::new(status, None, data)
                 }
+                // It may hold writes the new primary lacks: R3 keeps its data too.
                 Initial::ReplicaOfOld => {
-                    Rds::new("available", Some(instance_arn(&aws(0), &id(d, 0))), 0)
+                    data += 1;
+                    Rds::new("available", Some(instance_arn(&aws(0), &id(d, 0))), data)
                 }
                 Initial::ReplicaOfActive => {
                     let mut r = Rds::new(
@@ -721,8 +724,8 @@ fn check(rsc: &RScenario, w: &super::fake::World, data: &BTreeSet<u64>, out: &mu
             out.push(format!("R4 (repeated {kind}): {resource} ×{n}"));
         }
     }
-    // R3. No data of a standalone instance is lost: each is still an instance (renamed or
-    // not) or a final snapshot.
+    // R3. No data of a standalone instance or of a replica of an old primary is lost: each
+    // is still an instance (renamed or not) or a final snapshot.
     let kept: BTreeSet<u64> = w
         .rds
         .values()

@@ -301,15 +301,19 @@ fn a_replica_of_the_primary_under_the_identifier_is_never_moved_aside() {
 }
 
 #[test]
-fn a_replica_of_an_old_primary_is_deleted_without_a_final_snapshot() {
+fn a_replica_of_an_old_primary_is_renamed_aside_never_deleted() {
+    // It may hold writes the promoted replica lacks, and AWS keeps no final snapshot of a
+    // replica: Delete renames it aside all the same.
     let old_replica = instance("available", Some("arn:aws:rds:us-east-1:1:db:orders-use1"));
-    let n = decide(None, &old_replica, OldInstanceAction::Delete);
-    assert_eq!(
-        n.call,
-        Some(Call::Delete {
-            final_snapshot: None
-        })
-    );
+    for action in [OldInstanceAction::Delete, OldInstanceAction::Rename] {
+        let n = decide(None, &old_replica, action);
+        assert!(
+            matches!(n.call, Some(Call::Rename { .. })),
+            "{action:?}: {:?}",
+            n.call
+        );
+        assert_eq!(n.record.map(|r| r.state), Some(ReprotectionState::Renaming));
+    }
 }
 
 #[test]
