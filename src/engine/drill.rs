@@ -546,6 +546,15 @@ fn step(input: &Input, mut r: RunningDrill, out: &mut Output) {
     let seen = input.failovers.iter().find(|f| f.name == r.failover);
     let now = input.now;
     match (r.stage, seen) {
+        (DrillStage::Holding, _) if input.active != r.target_region => {
+            // Another failover moved the plan during the hold: failing "back" would move
+            // production away from where that failover put it.
+            let message = format!(
+                "the active region changed to {} during the hold; not failing back to {}",
+                input.active, r.source_region
+            );
+            finish(out, &r, DrillOutcome::Failed, None, now, Some(message));
+        }
         (DrillStage::Holding, _) => {
             let until = r.hold_until.as_ref().map(|t| t.0).unwrap_or(now);
             if now < until {

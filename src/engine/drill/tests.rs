@@ -31,6 +31,7 @@ struct World {
     ready: Result<(), String>,
     other: Option<String>,
     failovers: Vec<FailoverSeen>,
+    active: &'static str,
 }
 
 impl World {
@@ -45,6 +46,7 @@ impl World {
             ready: Ok(()),
             other: None,
             failovers: Vec::new(),
+            active: "use1",
         }
     }
 
@@ -55,7 +57,7 @@ impl World {
             status: &self.status,
             now: self.now,
             ready: self.ready.clone(),
-            active: "use1",
+            active: self.active,
             default_target: Some("usw2".into()),
             other_failover: self.other.clone(),
             failovers: &self.failovers,
@@ -211,6 +213,35 @@ fn a_suspended_schedule_or_one_past_its_window_does_not_fire() {
 }
 
 #[test]
+fn a_round_trip_whose_plan_another_failover_moved_during_the_hold_does_not_fail_back() {
+    let mut w = World::new(
+        spec(vec![schedule("weekly", "0 3 * * 1", DrillKind::RoundTrip)]),
+        "2026-11-30T02:59:00Z",
+    );
+    let go = w.at("2026-11-30T03:00:05Z").create.expect("go");
+    w.seen(&go.name, FailoverPhase::Succeeded, 5.2);
+    w.active = "usw2";
+    w.at("2026-11-30T03:00:15Z");
+    assert_eq!(
+        w.status.running.as_ref().map(|r| r.stage),
+        Some(DrillStage::Holding)
+    );
+    // A real failover moved the plan to a third region during the hold.
+    w.active = "euw1";
+    assert!(w.at("2026-11-30T03:03:00Z").create.is_none());
+    assert!(w.status.running.is_none());
+    let result = &w.status.history[0];
+    assert_eq!(result.outcome, DrillOutcome::Failed);
+    assert!(
+        result
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("changed to euw1 during the hold")),
+        "{result:?}"
+    );
+}
+
+#[test]
 fn a_round_trip_fails_over_holds_and_fails_back_recording_both_rtos() {
     let mut w = World::new(
         spec(vec![schedule("weekly", "0 3 * * 1", DrillKind::RoundTrip)]),
@@ -219,6 +250,7 @@ fn a_round_trip_fails_over_holds_and_fails_back_recording_both_rtos() {
     let go = w.at("2026-11-30T03:00:05Z").create.expect("go");
     assert_eq!(go.mode, FailoverMode::Planned);
     w.seen(&go.name, FailoverPhase::Succeeded, 5.2);
+    w.active = "usw2";
     let out = w.at("2026-11-30T03:00:15Z");
     assert!(out.create.is_none());
     assert_eq!(
@@ -234,6 +266,7 @@ fn a_round_trip_fails_over_holds_and_fails_back_recording_both_rtos() {
     assert_eq!((back.target.as_str(), back.stage), ("use1", "back"));
     assert_eq!(back.name, "shop-drill-weekly-202611300300-back");
     w.seen(&back.name, FailoverPhase::Succeeded, 6.1);
+    w.active = "use1";
     w.at("2026-11-30T03:03:10Z");
     let result = &w.status.history[0];
     assert_eq!(result.outcome, DrillOutcome::Succeeded);
@@ -400,6 +433,7 @@ fn a_manual_round_trip_holds_as_the_plan_says_and_returns_where_it_started() {
         ),
         ("use1", "usw2")
     );
+    w.active = "usw2";
     let out = w.at("2026-11-30T10:00:15Z");
     let running = w.status.running.clone().expect("holding");
     assert_eq!(running.stage, DrillStage::Holding);
@@ -425,6 +459,7 @@ fn a_manual_round_trip_holds_as_the_plan_says_and_returns_where_it_started() {
         created: Some(at("2026-11-30T10:00:36Z")),
         ..Default::default()
     });
+    w.active = "use1";
     w.at("2026-11-30T10:00:50Z");
     let result = w.status.history[0].clone();
     assert_eq!(
