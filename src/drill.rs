@@ -355,7 +355,7 @@ pub async fn run_now(
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => CliError(format!(
-                "a drill of plan {} started this minute already exists ({name})",
+                "a drill of plan {} started this second already exists ({name})",
                 args.plan
             )),
             e => session.explain(&format!("a Failover in namespace {ns:?}"), e),

@@ -271,9 +271,15 @@ fn secs(d: Duration) -> k8s_openapi::jiff::Span {
 }
 
 /// A drill Failover's name: the plan, the schedule and the minute, so one scheduled time
-/// has one name (`-back` for the way back).
+/// has one name (`-back` for the way back). A manual drill's has the second: two may be
+/// started by hand within a minute, one after the other.
 pub fn failover_name(plan: &str, schedule: &str, at: Timestamp, stage: &str) -> String {
-    let stamp = at.strftime("%Y%m%d%H%M").to_string();
+    let format = if schedule == MANUAL {
+        "%Y%m%d%H%M%S"
+    } else {
+        "%Y%m%d%H%M"
+    };
+    let stamp = at.strftime(format).to_string();
     let name = format!("{plan}-drill-{schedule}-{stamp}");
     if stage == "back" {
         back_name(&name)

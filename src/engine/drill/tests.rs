@@ -539,3 +539,21 @@ fn the_next_scheduled_minute_skips_days_and_hours_and_follows_the_time_zone() {
     assert_eq!(s.name, "weekly");
     assert!(next_scheduled(&spec(vec![hourly]), at("2026-11-30T02:10:00Z")).is_none());
 }
+
+#[test]
+fn manual_drills_are_named_by_the_second_scheduled_ones_by_the_minute() {
+    let t = at("2026-11-30T14:41:07Z");
+    assert_eq!(
+        failover_name("shop", MANUAL, t, "go"),
+        "shop-drill-manual-20261130144107"
+    );
+    assert_ne!(
+        failover_name("shop", MANUAL, t, "go"),
+        failover_name("shop", MANUAL, at("2026-11-30T14:41:50Z"), "go"),
+        "two manual drills in one minute"
+    );
+    assert_eq!(
+        failover_name("shop", "weekly", t, "back"),
+        "shop-drill-weekly-202611301441-back"
+    );
+}
