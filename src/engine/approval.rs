@@ -2,6 +2,8 @@
 
 use std::time::SystemTime;
 
+use kube::ResourceExt;
+
 use crate::api::{ApprovalChoice, DisasterRecoveryPlan, Failover, FailoverApproval, FailoverMode};
 
 /// The label that says what started a Failover: `automatic` (health signals) or `drill`.
@@ -36,7 +38,11 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
             .as_ref()
             .and_then(|d| d.failback_exempt_from_approval)
             .unwrap_or(false);
-    let exempt_drill_failback = drills_exempt && stage.as_deref() == Some("back");
+    // Anyone who may create a Failover may label it; only the way back that Drover itself
+    // recorded for a running round trip counts as one.
+    let exempt_drill_failback = drills_exempt
+        && stage.as_deref() == Some("back")
+        && records_way_back(plan, &fo.name_any(), &fo.spec.target_region);
     // After a round trip came back, the region "active before the last failover" is the one
     // the drill visited, not one left in an emergency: the next drill's way there is exempt
     // too, but only when that round trip succeeded and nothing moved the plan since.
@@ -60,6 +66,21 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
         reasons.push("the plan requires approval for automatic failovers".to_string());
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+/// Whether the plan's running drill is a round trip whose way back is `name`, returning to
+/// `target`: recorded by Drover before it creates that Failover.
+fn records_way_back(plan: &DisasterRecoveryPlan, name: &str, target: &str) -> bool {
+    plan.status
+        .as_ref()
+        .and_then(|s| s.drills.as_ref())
+        .and_then(|d| d.running.as_ref())
+        .is_some_and(|r| {
+            r.kind == crate::api::DrillKind::RoundTrip
+                && r.stage == crate::api::DrillStage::Returning
+                && r.failover == name
+                && r.source_region == target
+        })
 }
 
 /// Whether the plan's last failover was the way back of a round-trip drill that succeeded,
@@ -177,8 +198,8 @@ pub fn decision<'a>(
 mod tests {
     use super::*;
     use crate::api::{
-        DisasterRecoveryPlanStatus, DrillKind, DrillOutcome, DrillResult, DrillsSpec, FailoverSpec,
-        LastFailover,
+        DisasterRecoveryPlanStatus, DrillKind, DrillOutcome, DrillResult, DrillStage, DrillsSpec,
+        FailoverSpec, LastFailover, RunningDrill,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -259,7 +280,46 @@ mod tests {
             needed(&plan(false, false), &fo("usw2", &DRILL_BACK)),
             failback
         );
-        assert_eq!(needed(&plan(true, false), &fo("usw2", &DRILL_BACK)), None);
+        // Labels alone do not make a way back: Drover must have recorded it for the running
+        // round trip (anyone who may create a Failover may label it).
+        assert_eq!(
+            needed(&plan(true, false), &fo("usw2", &DRILL_BACK)),
+            failback
+        );
+        let returning = |name: &str, source: &str| {
+            let mut p = plan(true, false);
+            if let Some(s) = p.status.as_mut() {
+                let at = Time("2026-11-30T10:00:00Z".parse().expect("time"));
+                s.drills.get_or_insert_with(Default::default).running = Some(RunningDrill {
+                    schedule: "manual".into(),
+                    kind: DrillKind::RoundTrip,
+                    scheduled_for: at.clone(),
+                    started_at: at,
+                    stage: DrillStage::Returning,
+                    source_region: source.into(),
+                    target_region: "use1".into(),
+                    failover: name.into(),
+                    created: true,
+                    failovers: vec!["go".into(), name.into()],
+                    hold_until: None,
+                    rto_seconds: None,
+                    data_loss_seconds: None,
+                });
+            }
+            p
+        };
+        assert_eq!(
+            needed(&returning("fo", "usw2"), &fo("usw2", &DRILL_BACK)),
+            None
+        );
+        assert_eq!(
+            needed(&returning("other", "usw2"), &fo("usw2", &DRILL_BACK)),
+            failback
+        );
+        assert_eq!(
+            needed(&returning("fo", "euw1"), &fo("usw2", &DRILL_BACK)),
+            failback
+        );
         // Not a drill: exemption or not, a failback needs approval.
         assert_eq!(needed(&plan(true, true), &fo("usw2", &[])), failback);
     }
