@@ -188,6 +188,19 @@ def placement(name, region):
             "VpcSecurityGroupIds": [sg], "KmsKeyId": key}
 
 
+def create_standby(name, db, region, source_arn):
+    """NAME's DB in REGION as a cross-Region read replica of SOURCE_ARN, placed with the
+    region's groups and key. AWS takes no parameter group for a cross-Region PostgreSQL
+    replica (it gets the default one): the region's own group is set on it afterwards."""
+    placed = placement(name, region)
+    group = placed.pop("DBParameterGroupName")
+    rds = aws("rds", REGIONS[region])
+    rds.create_db_instance_read_replica(DBInstanceIdentifier=f"{name}-{db}-{region}",
+                                        SourceDBInstanceIdentifier=source_arn, **placed)
+    rds.modify_db_instance(DBInstanceIdentifier=f"{name}-{db}-{region}", DBParameterGroupName=group,
+                           ApplyImmediately=True)
+
+
 def seed_aws(name, regions, missing_image, lag):
     active, standbys = regions[0], regions[1:]
     for r in regions:
@@ -199,9 +212,7 @@ def seed_aws(name, regions, missing_image, lag):
             Engine="postgres", MasterUsername="admin", MasterUserPassword="password123",
             AllocatedStorage=20, StorageEncrypted=True, **placement(name, active))["DBInstance"]
         for r in standbys:
-            aws("rds", REGIONS[r]).create_db_instance_read_replica(
-                DBInstanceIdentifier=f"{name}-{db}-{r}", SourceDBInstanceIdentifier=primary["DBInstanceArn"],
-                **placement(name, r))
+            create_standby(name, db, r, primary["DBInstanceArn"])
             bed("/lag", {"region": REGIONS[r], "identifier": f"{name}-{db}-{r}", "seconds": lag})
     for db in RDS_DBS:
         for r in standbys:
@@ -357,9 +368,7 @@ def rebuild_replica(name, region, source=None):
     for db in RDS_DBS:
         wait_instance(here, f"{name}-{db}-{region}", None)
         source = there.describe_db_instances(DBInstanceIdentifier=f"{name}-{db}-{other}")["DBInstances"][0]
-        here.create_db_instance_read_replica(DBInstanceIdentifier=f"{name}-{db}-{region}",
-                                             SourceDBInstanceIdentifier=source["DBInstanceArn"],
-                                             **placement(name, region))
+        create_standby(name, db, region, source["DBInstanceArn"])
         bed("/lag", {"region": REGIONS[region], "identifier": f"{name}-{db}-{region}", "seconds": 0})
     for db in RDS_DBS:
         wait_instance(here, f"{name}-{db}-{region}", "available")
