@@ -11,8 +11,10 @@ Creates, all named after NAME:
     writers), at active counts in the active region and standby counts elsewhere, with a
     1 s readiness delay and a 0.5 s termination grace (bed.drover.io/termination-grace-ms);
     each writer is annotated bed.drover.io/writes-to with the databases of its own region;
-  * in AWS: 2 RDS primaries in the active region with cross-region replicas in each
-    standby region, an Aurora global database with the writer in the active region and a
+  * in AWS: per region a DB subnet group NAME-db-REGION, parameter group NAME-pg-REGION,
+    security group NAME-db-REGION and KMS key alias/NAME-REGION; 2 RDS primaries
+    (encrypted) in the active region with cross-region replicas in each standby region,
+    each placed with its own region's groups and key, an Aurora global database with the writer in the active region and a
     secondary in each standby region, replica lag metrics, a hosted zone with 4 records
     (2 failover, 1 weighted, 1 simple) pointing at the active region, a health check per
     region on the api record (--failing-health-check makes one fail), and every image in
@@ -156,17 +158,61 @@ def seed_workloads(name, regions):
         kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
+def seed_network(name, region):
+    """NAME's database network in a region, as a real setup has one: a DB subnet group and a
+    security group in the region's default VPC, a parameter group and a KMS key (alias
+    alias/NAME-REGION), all named after the region, so a replica placed with another
+    region's groups (or none) shows."""
+    ec2, rds = aws("ec2", REGIONS[region]), aws("rds", REGIONS[region])
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]][:2]
+    rds.create_db_subnet_group(DBSubnetGroupName=f"{name}-db-{region}", SubnetIds=subnets,
+                               DBSubnetGroupDescription=f"{name} databases in {region}")
+    rds.create_db_parameter_group(DBParameterGroupName=f"{name}-pg-{region}", DBParameterGroupFamily="postgres16",
+                                  Description=f"{name} databases in {region}")
+    ec2.create_security_group(GroupName=f"{name}-db-{region}", Description=f"{name} databases", VpcId=vpc)
+    kms = aws("kms", REGIONS[region])
+    key = kms.create_key(Description=f"{name} databases in {region}")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=f"alias/{name}-{region}", TargetKeyId=key)
+
+
+def placement(name, region):
+    """How NAME's instances in a region are placed (seed_network): CreateDBInstance and
+    CreateDBInstanceReadReplica arguments."""
+    ec2 = aws("ec2", REGIONS[region])
+    sg = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [f"{name}-db-{region}"]}])["SecurityGroups"][0]["GroupId"]
+    key = aws("kms", REGIONS[region]).describe_key(KeyId=f"alias/{name}-{region}")["KeyMetadata"]["Arn"]
+    return {"DBSubnetGroupName": f"{name}-db-{region}", "DBParameterGroupName": f"{name}-pg-{region}",
+            "VpcSecurityGroupIds": [sg], "KmsKeyId": key}
+
+
+def create_standby(name, db, region, source_arn):
+    """NAME's DB in REGION as a cross-Region read replica of SOURCE_ARN, placed with the
+    region's groups and key. AWS takes no parameter group for a cross-Region PostgreSQL
+    replica (it gets the default one): the region's own group is set on it afterwards."""
+    placed = placement(name, region)
+    group = placed.pop("DBParameterGroupName")
+    rds = aws("rds", REGIONS[region])
+    rds.create_db_instance_read_replica(DBInstanceIdentifier=f"{name}-{db}-{region}",
+                                        SourceDBInstanceIdentifier=source_arn, **placed)
+    rds.modify_db_instance(DBInstanceIdentifier=f"{name}-{db}-{region}", DBParameterGroupName=group,
+                           ApplyImmediately=True)
+
+
 def seed_aws(name, regions, missing_image, lag):
     active, standbys = regions[0], regions[1:]
+    for r in regions:
+        seed_network(name, r)
     primary_rds = aws("rds", REGIONS[active])
     for db in RDS_DBS:
         primary = primary_rds.create_db_instance(
             DBInstanceIdentifier=f"{name}-{db}-{active}", DBInstanceClass="db.t3.micro",
             Engine="postgres", MasterUsername="admin", MasterUserPassword="password123",
-            AllocatedStorage=20)["DBInstance"]
+            AllocatedStorage=20, StorageEncrypted=True, **placement(name, active))["DBInstance"]
         for r in standbys:
-            aws("rds", REGIONS[r]).create_db_instance_read_replica(
-                DBInstanceIdentifier=f"{name}-{db}-{r}", SourceDBInstanceIdentifier=primary["DBInstanceArn"])
+            create_standby(name, db, r, primary["DBInstanceArn"])
             bed("/lag", {"region": REGIONS[r], "identifier": f"{name}-{db}-{r}", "seconds": lag})
     for db in RDS_DBS:
         for r in standbys:
@@ -322,8 +368,7 @@ def rebuild_replica(name, region, source=None):
     for db in RDS_DBS:
         wait_instance(here, f"{name}-{db}-{region}", None)
         source = there.describe_db_instances(DBInstanceIdentifier=f"{name}-{db}-{other}")["DBInstances"][0]
-        here.create_db_instance_read_replica(DBInstanceIdentifier=f"{name}-{db}-{region}",
-                                             SourceDBInstanceIdentifier=source["DBInstanceArn"])
+        create_standby(name, db, region, source["DBInstanceArn"])
         bed("/lag", {"region": REGIONS[region], "identifier": f"{name}-{db}-{region}", "seconds": 0})
     for db in RDS_DBS:
         wait_instance(here, f"{name}-{db}-{region}", "available")

@@ -314,3 +314,124 @@ def test_rds_replica_creation_and_deletion_take_time_and_are_strict():
     wait_for("instance deleted", lambda: gone(east, f"{name}-east"))
     snaps = east.describe_db_snapshots(DBSnapshotIdentifier=f"{name}-east-final")["DBSnapshots"]
     assert [s["DBSnapshotIdentifier"] for s in snaps] == [f"{name}-east-final"]
+
+
+def network(region, name, family="postgres16"):
+    """A subnet group, parameter group (of `family`), security group and KMS key of `region`,
+    named after `name`, in the region's default VPC."""
+    ec2, rds = aws("ec2", region), aws("rds", region)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]][:2]
+    rds.create_db_subnet_group(DBSubnetGroupName=f"{name}-db", DBSubnetGroupDescription=name, SubnetIds=subnets)
+    rds.create_db_parameter_group(DBParameterGroupName=f"{name}-pg", DBParameterGroupFamily=family,
+                                  Description=name)
+    sg = ec2.create_security_group(GroupName=f"{name}-db", Description=name, VpcId=vpc)["GroupId"]
+    key = aws("kms", region).create_key()["KeyMetadata"]["Arn"]
+    return {"subnet_group": f"{name}-db", "parameter_group": f"{name}-pg", "sg": sg, "key": key}
+
+
+def test_a_cross_region_replica_is_refused_what_aws_refuses_and_placed_where_it_is_asked():
+    bed("POST", "/config", {"replica_create_delay": 0.3})
+    name = f"rs-{uid()}"
+    east_net, west_net = network("us-east-1", f"{name}-e"), network("us-west-2", f"{name}-w")
+    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
+    primary = east.create_db_instance(
+        DBInstanceIdentifier=f"{name}-east", DBInstanceClass="db.t3.micro", Engine="postgres",
+        AllocatedStorage=20, MasterUsername="u", MasterUserPassword="password1",
+        DBSubnetGroupName=east_net["subnet_group"], DBParameterGroupName=east_net["parameter_group"],
+        VpcSecurityGroupIds=[east_net["sg"]], StorageEncrypted=True, KmsKeyId=east_net["key"])["DBInstance"]
+    # No parameter group: AWS takes none for a cross-Region PostgreSQL replica.
+    placed = {"DBSubnetGroupName": west_net["subnet_group"],
+              "VpcSecurityGroupIds": [west_net["sg"]], "KmsKeyId": west_net["key"]}
+
+    def create(**changes):
+        kwargs = {**placed, **changes}
+        return west.create_db_instance_read_replica(
+            DBInstanceIdentifier=f"{name}-west", SourceDBInstanceIdentifier=primary["DBInstanceArn"],
+            **{k: v for k, v in kwargs.items() if v is not None})
+
+    def refused(code, text, **changes):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            create(**changes)
+        assert e.value.response["Error"]["Code"] == code
+        assert text in e.value.response["Error"]["Message"]
+
+    # Groups of the source's region do not exist in the replica's.
+    refused("DBSubnetGroupNotFoundFault", east_net["subnet_group"], DBSubnetGroupName=east_net["subnet_group"])
+    # A cross-Region PostgreSQL replica takes no parameter group, even of its own region.
+    refused("InvalidParameterCombination", "not supported for a cross-Region read replica of a postgres",
+            DBParameterGroupName=west_net["parameter_group"])
+    refused("InvalidParameterValue", east_net["sg"], VpcSecurityGroupIds=[east_net["sg"]])
+    refused("KMSKeyNotAccessibleFault", east_net["key"], KmsKeyId=east_net["key"])
+    # An encrypted source needs a key of the replica's region, as AWS says it.
+    refused("InvalidParameterCombination",
+            "Cannot create a cross region unencrypted read replica from encrypted source.", KmsKeyId=None)
+    # A security group of another VPC than the subnet group's.
+    ec2 = aws("ec2", "us-west-2")
+    other_vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
+    stray = ec2.create_security_group(GroupName=f"{name}-stray", Description=name, VpcId=other_vpc)["GroupId"]
+    refused("InvalidParameterCombination", "different VPCs", VpcSecurityGroupIds=[stray])
+    assert [d for d in west.describe_db_instances()["DBInstances"]
+            if d["DBInstanceIdentifier"] == f"{name}-west"] == []
+
+    create()
+    wait_for("replica available", lambda: west.describe_db_instances(
+        DBInstanceIdentifier=f"{name}-west")["DBInstances"][0]["DBInstanceStatus"] == "available")
+    d = west.describe_db_instances(DBInstanceIdentifier=f"{name}-west")["DBInstances"][0]
+    assert d["DBSubnetGroup"]["DBSubnetGroupName"] == west_net["subnet_group"]
+    assert d["DBSubnetGroup"]["DBSubnetGroupArn"].split(":")[3] == "us-west-2"
+    assert [g["DBParameterGroupName"].startswith("default.postgres") for g in d["DBParameterGroups"]] == [True]
+    assert [g["VpcSecurityGroupId"] for g in d["VpcSecurityGroups"]] == [west_net["sg"]]
+    assert (d["StorageEncrypted"], d["KmsKeyId"]) == (True, west_net["key"])
+    assert d["ReadReplicaSourceDBInstanceIdentifier"] == primary["DBInstanceArn"]
+
+
+def test_a_cross_region_mysql_replica_takes_a_parameter_group_of_its_region():
+    bed("POST", "/config", {"replica_create_delay": 0.3})
+    name = f"rm-{uid()}"
+    east_net = network("us-east-1", f"{name}-e", family="mysql8.0")
+    west_net = network("us-west-2", f"{name}-w", family="mysql8.0")
+    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
+    primary = east.create_db_instance(
+        DBInstanceIdentifier=f"{name}-east", DBInstanceClass="db.t3.micro", Engine="mysql",
+        AllocatedStorage=20, MasterUsername="u", MasterUserPassword="password1",
+        DBSubnetGroupName=east_net["subnet_group"], DBParameterGroupName=east_net["parameter_group"],
+        VpcSecurityGroupIds=[east_net["sg"]])["DBInstance"]
+
+    def create(group):
+        return west.create_db_instance_read_replica(
+            DBInstanceIdentifier=f"{name}-west", SourceDBInstanceIdentifier=primary["DBInstanceArn"],
+            DBSubnetGroupName=west_net["subnet_group"], VpcSecurityGroupIds=[west_net["sg"]],
+            DBParameterGroupName=group)
+
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        create(east_net["parameter_group"])
+    assert e.value.response["Error"]["Code"] == "DBParameterGroupNotFound"
+    create(west_net["parameter_group"])
+    d = west.describe_db_instances(DBInstanceIdentifier=f"{name}-west")["DBInstances"][0]
+    assert [g["DBParameterGroupName"] for g in d["DBParameterGroups"]] == [west_net["parameter_group"]]
+
+
+def test_a_cross_region_replica_without_groups_gets_the_regions_defaults_not_the_sources():
+    bed("POST", "/config", {"replica_create_delay": 0.3})
+    name = f"rd-{uid()}"
+    east_net = network("us-east-1", f"{name}-e")
+    east, west = aws("rds", "us-east-1"), aws("rds", "us-west-2")
+    primary = east.create_db_instance(
+        DBInstanceIdentifier=f"{name}-east", DBInstanceClass="db.t3.micro", Engine="postgres",
+        AllocatedStorage=20, MasterUsername="u", MasterUserPassword="password1",
+        DBSubnetGroupName=east_net["subnet_group"], DBParameterGroupName=east_net["parameter_group"],
+        VpcSecurityGroupIds=[east_net["sg"]])["DBInstance"]
+    west.create_db_instance_read_replica(DBInstanceIdentifier=f"{name}-west",
+                                         SourceDBInstanceIdentifier=primary["DBInstanceArn"])
+    d = west.describe_db_instances(DBInstanceIdentifier=f"{name}-west")["DBInstances"][0]
+    assert "DBSubnetGroup" not in d
+    # The engine's default group (moto's postgres default is an old version).
+    assert [g["DBParameterGroupName"].startswith("default.postgres") for g in d["DBParameterGroups"]] == [True]
+    default_vpc = aws("ec2", "us-west-2").describe_vpcs(
+        Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    default_sg = aws("ec2", "us-west-2").describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [default_vpc]}, {"Name": "group-name", "Values": ["default"]}]
+    )["SecurityGroups"][0]["GroupId"]
+    assert [g["VpcSecurityGroupId"] for g in d["VpcSecurityGroups"]] == [default_sg]

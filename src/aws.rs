@@ -11,7 +11,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 
-use crate::api::AliasTarget;
+use crate::api::{AliasTarget, ReplicaSettings};
 use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::{ChangeAction as PlanChangeAction, RecordChange};
 use crate::engine::{AuroraObservation, ClusterSnapshot, LagReading, RdsObservation, RecordSet};
@@ -109,8 +109,19 @@ pub trait Aws: Send + Sync {
         id: &str,
         final_snapshot: Option<&str>,
     ) -> AwsResult<()>;
-    /// Creates `id` in `region` as a read replica of `source_arn` (another region's primary).
-    async fn create_read_replica(&self, region: &str, id: &str, source_arn: &str) -> AwsResult<()>;
+    /// Creates `id` in `region` as a read replica of `source_arn` (another region's primary),
+    /// set up as `settings` say.
+    async fn create_read_replica(
+        &self,
+        region: &str,
+        id: &str,
+        source_arn: &str,
+        settings: &ReplicaSettings,
+    ) -> AwsResult<()>;
+    /// How an instance is set up, as a replica in its place would need; None when it does
+    /// not exist.
+    async fn instance_settings(&self, region: &str, id: &str)
+    -> AwsResult<Option<ReplicaSettings>>;
     /// An instance's ARN; None when it does not exist.
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
@@ -256,6 +267,44 @@ fn rds_observation(d: aws_sdk_rds::types::DbInstance) -> RdsObservation {
         source: d
             .read_replica_source_db_instance_identifier
             .filter(|s| !s.is_empty()),
+    }
+}
+
+/// What a replica in an instance's place needs of it. Left out: what the replica inherits
+/// from its source (engine version, allocated storage, backups), what needs more
+/// permissions than re-protection has (tags, enhanced monitoring, Performance Insights),
+/// and gp3 IOPS and throughput (AWS refuses them below 400 GiB; gp3 gets its baseline).
+fn replica_settings(d: aws_sdk_rds::types::DbInstance) -> ReplicaSettings {
+    let storage_type = d.storage_type.clone();
+    let provisioned = matches!(storage_type.as_deref(), Some("io1" | "io2"));
+    ReplicaSettings {
+        engine: d.engine,
+        db_instance_class: d.db_instance_class,
+        db_subnet_group_name: d.db_subnet_group.and_then(|g| g.db_subnet_group_name),
+        vpc_security_group_ids: d
+            .vpc_security_groups
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|g| g.vpc_security_group_id)
+            .collect(),
+        db_parameter_group_name: d
+            .db_parameter_groups
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|g| g.db_parameter_group_name),
+        option_group_name: d
+            .option_group_memberships
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|g| g.option_group_name),
+        storage_encrypted: d.storage_encrypted.unwrap_or(false),
+        kms_key_id: d.kms_key_id.filter(|k| !k.is_empty()),
+        storage_type,
+        iops: d.iops.filter(|_| provisioned),
+        port: d.endpoint.and_then(|e| e.port).or(d.db_instance_port),
+        multi_az: d.multi_az,
+        publicly_accessible: d.publicly_accessible,
+        deletion_protection: d.deletion_protection,
     }
 }
 
@@ -520,7 +569,19 @@ impl Aws for SdkAws {
         )
     }
 
-    async fn create_read_replica(&self, region: &str, id: &str, source_arn: &str) -> AwsResult<()> {
+    async fn create_read_replica(
+        &self,
+        region: &str,
+        id: &str,
+        source_arn: &str,
+        settings: &ReplicaSettings,
+    ) -> AwsResult<()> {
+        let st = settings.clone();
+        // The key only for an encrypted replica: AWS refuses one for an unencrypted source.
+        // No PreSignedUrl: commercial regions ignore it, and the SDK cannot make one.
+        let kms_key_id = st.kms_key_id.filter(|_| st.storage_encrypted);
+        let security_groups =
+            (!st.vpc_security_group_ids.is_empty()).then_some(st.vpc_security_group_ids);
         self.record(
             "rds",
             "CreateDBInstanceReadReplica",
@@ -529,10 +590,43 @@ impl Aws for SdkAws {
                 .create_db_instance_read_replica()
                 .db_instance_identifier(id)
                 .source_db_instance_identifier(source_arn)
+                .set_db_instance_class(st.db_instance_class)
+                .set_db_subnet_group_name(st.db_subnet_group_name)
+                .set_vpc_security_group_ids(security_groups)
+                .set_db_parameter_group_name(st.db_parameter_group_name)
+                .set_option_group_name(st.option_group_name)
+                .set_kms_key_id(kms_key_id)
+                .set_storage_type(st.storage_type)
+                .set_iops(st.iops)
+                .set_port(st.port)
+                .set_multi_az(st.multi_az)
+                .set_publicly_accessible(st.publicly_accessible)
+                .set_deletion_protection(st.deletion_protection)
                 .send()
                 .await
                 .map(|_| ()),
         )
+    }
+
+    async fn instance_settings(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<ReplicaSettings>> {
+        let out = self.optional(
+            "rds",
+            "DescribeDBInstances",
+            self.region(region)
+                .rds
+                .describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await,
+            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
+        );
+        Ok(out?
+            .and_then(|o| o.db_instances?.into_iter().next())
+            .map(replica_settings))
     }
 
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {

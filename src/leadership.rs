@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 
-use crate::api::WorkloadSpec;
+use crate::api::{ReplicaSettings, WorkloadSpec};
 use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
@@ -249,9 +249,24 @@ impl Aws for LeaderAws {
         self.confirm().await?;
         self.inner.delete_db_instance(region, id, snap).await
     }
-    async fn create_read_replica(&self, region: &str, id: &str, src: &str) -> AwsResult<()> {
+    async fn create_read_replica(
+        &self,
+        region: &str,
+        id: &str,
+        src: &str,
+        settings: &ReplicaSettings,
+    ) -> AwsResult<()> {
         self.confirm().await?;
-        self.inner.create_read_replica(region, id, src).await
+        self.inner
+            .create_read_replica(region, id, src, settings)
+            .await
+    }
+    async fn instance_settings(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<ReplicaSettings>> {
+        self.inner.instance_settings(region, id).await
     }
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         self.inner.instance_arn(region, id).await

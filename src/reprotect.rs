@@ -13,10 +13,10 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 use tracing::warn;
 
-use crate::api::DisasterRecoveryPlan;
+use crate::api::{DisasterRecoveryPlan, ReplicaSettings};
 use crate::aws::Aws;
 use crate::context::Context;
-use crate::engine::reprotect::{Answer, Call, Request, Seen, Standby, judge, round};
+use crate::engine::reprotect::{Answer, Call, Request, Seen, Standby, judge, round, settings};
 use crate::leadership::LeaderAws;
 use crate::store::{FailoverFields, update_failover_fields};
 
@@ -200,7 +200,27 @@ pub async fn rds(
         }
     }))
     .await;
-    let mut decided = round(all, &seen, &spec, &status, &now);
+    let decided = round(all, &seen, &spec, &status, &now);
+    // A move aside is recorded with the old instance's settings (read now, before it is
+    // renamed or deleted); a replica is requested only with recorded settings.
+    let read = join_all(
+        settings::reads(&decided, &records)
+            .into_iter()
+            .zip(&decided.decided)
+            .map(|(id, (s, _))| async move {
+                let id = id?;
+                Some(
+                    match tokio::time::timeout(limit, fx.aws.instance_settings(&s.aws_region, &id))
+                        .await
+                    {
+                        Err(_) => Err(format!("no answer within {}s", limit.as_secs())),
+                        Ok(answer) => answer.map_err(|e| e.message),
+                    },
+                )
+            }),
+    )
+    .await;
+    let mut decided = settings::settle(decided, &records, read);
     let mut report: Protections = decided
         .decided
         .iter()
@@ -254,12 +274,10 @@ pub async fn rds(
     if decided.requests.is_empty() {
         return (report, true);
     }
-    let answers = join_all(
-        decided
-            .requests
-            .iter()
-            .map(|send| call(fx, &decided.decided[send.standby].0, send)),
-    )
+    let answers = join_all(decided.requests.iter().map(|send| {
+        let recorded = decided.wanted[send.record].settings.as_ref();
+        call(fx, &decided.decided[send.standby].0, send, recorded)
+    }))
     .await;
     for (i, answer) in answers.into_iter().enumerate() {
         decided.answer(i, &answer);
@@ -338,8 +356,14 @@ async fn aurora(
     join_all(per_db).await.into_iter().flatten().collect()
 }
 
-/// Makes one call and judges its answer (a resend's "already done" counts as done).
-async fn call(fx: &Effects<'_>, s: &Standby, send: &Request) -> Answer {
+/// Makes one call and judges its answer (a resend's "already done" counts as done). A
+/// replica is created with `recorded`, the old standby's settings from the record.
+async fn call(
+    fx: &Effects<'_>,
+    s: &Standby,
+    send: &Request,
+    recorded: Option<&ReplicaSettings>,
+) -> Answer {
     let region = &s.aws_region;
     let answer = match &send.call {
         Call::Rename { to } => {
@@ -353,6 +377,16 @@ async fn call(fx: &Effects<'_>, s: &Standby, send: &Request) -> Answer {
                 .await
         }
         Call::CreateReplica => {
+            // The engine requests a replica only with recorded settings.
+            let Some(recorded) = recorded else {
+                return Answer::failed(
+                    false,
+                    format!(
+                        "{} in {}: no settings recorded for it",
+                        s.instance, s.region
+                    ),
+                );
+            };
             let arn = match fx.aws.instance_arn(&s.primary_aws_region, &s.primary).await {
                 Ok(Some(arn)) => arn,
                 Ok(None) => {
@@ -372,7 +406,7 @@ async fn call(fx: &Effects<'_>, s: &Standby, send: &Request) -> Answer {
                 }
             };
             fx.leader_aws
-                .create_read_replica(region, &s.instance, &arn)
+                .create_read_replica(region, &s.instance, &arn, &settings::to_send(s, recorded))
                 .await
         }
     };

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs
 
 from moto.core.responses import ActionResult
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.rds import models as rds_models
 from moto.rds import responses as rds_responses
 from moto.rds.exceptions import RDSClientError
 
@@ -57,6 +58,43 @@ def _describe_global_clusters(self):
 
 
 rds_responses.RDSResponse.describe_global_clusters = _describe_global_clusters
+
+_create_read_replica = rds_models.RDSBackend.create_db_instance_read_replica
+
+
+def _create_db_instance_read_replica(self, db_kwargs):
+    """A cross-region replica gets its own region's groups, as on AWS: the ones named, else
+    the region's defaults (default VPC and its security group, the engine's default parameter
+    group). moto copies the source's and looks a named subnet group up in the source's region.
+    What AWS refuses is refused before this (Bed.replica_refusal)."""
+    from moto.ec2.models import ec2_backends
+    from moto.kms.models import kms_backends
+    source = db_kwargs.get("source_db_instance_identifier", "")
+    parts = source.split(":")
+    cross_region = len(parts) == 7 and parts[0] == "arn" and parts[3] != self.region_name
+    subnet_group = db_kwargs.pop("db_subnet_group_name", None) if cross_region else None
+    replica = _create_read_replica(self, db_kwargs)
+    if not cross_region:
+        return replica
+    ec2 = ec2_backends[self.account_id][self.region_name]
+    if subnet_group:
+        replica.db_subnet_group_name = subnet_group
+        vpc = replica.db_subnet_group.vpc_id
+    else:
+        replica._db_subnet_group_name = None
+        replica.__dict__.pop("db_subnet_group", None)
+        vpc = ec2.default_vpc.id
+    replica.db_parameter_group_name = db_kwargs.get("db_parameter_group_name")
+    groups = list(db_kwargs.get("vpc_security_group_ids") or [])
+    replica.vpc_security_group_ids = groups or [ec2.get_default_security_group(vpc).id]
+    if replica.storage_encrypted and db_kwargs.get("kms_key_id"):
+        replica.kms_key_id = kms_backends[self.account_id][self.region_name].describe_key(
+            db_kwargs["kms_key_id"]).arn
+    replica.availability_zone = f"{self.region_name}a"
+    return replica
+
+
+rds_models.RDSBackend.create_db_instance_read_replica = _create_db_instance_read_replica
 
 ACCOUNT = "123456789012"
 GLOBAL_SERVICES = {"route53"}
@@ -381,12 +419,102 @@ class Bed:
         self.wait_done(("rds", region, db_id))
 
     # ---- RDS re-protection: replicas take time to create, instances to delete --------
+    def replica_source(self, params):
+        """The source instance of a CreateDBInstanceReadReplica and its region, or (None, None)."""
+        ref = params.get("SourceDBInstanceIdentifier", "")
+        parts = ref.split(":")
+        if len(parts) == 7 and parts[0] == "arn":
+            source_region, source_id = parts[3], parts[6]
+        else:
+            source_region, source_id = None, ref
+        for backend_region, backend in self.rds_backends_by_region():
+            if source_region not in (None, backend_region):
+                continue
+            db = backend.databases.get(source_id) or backend.databases.get(source_id.lower())
+            if db is not None:
+                return db, backend_region
+        return None, None
+
+    @staticmethod
+    def rds_backends_by_region():
+        from moto.rds.models import rds_backends
+        return list(rds_backends[ACCOUNT].items())
+
+    @staticmethod
+    def listed(params, prefix):
+        """The members of a query-protocol list parameter, in order."""
+        keys = [k for k in params if k.startswith(prefix + ".")]
+        return [params[k] for k in sorted(keys, key=lambda k: int(k.rsplit(".", 1)[-1]))]
+
+    @staticmethod
+    def takes_parameter_group(engine):
+        """Whether CreateDBInstanceReadReplica takes DBParameterGroupName for a cross-Region
+        replica of `engine` (AWS: MySQL, Oracle, Db2; not PostgreSQL, MariaDB, SQL Server)."""
+        return engine == "mysql" or engine.startswith(("oracle-", "db2-"))
+
+    def replica_refusal(self, region, params):
+        """Why AWS would refuse this CreateDBInstanceReadReplica: (status, code, message), or
+        None. moto checks none of it, and copies the source's groups across regions."""
+        from moto.ec2.models import ec2_backends
+        from moto.kms.models import kms_backends
+        backend, ec2 = self.rds_backend(region), ec2_backends[ACCOUNT][region]
+        source, source_region = self.replica_source(params)
+        if source is None:
+            return None  # moto answers DBInstanceNotFound
+        subnet_group = params.get("DBSubnetGroupName")
+        if subnet_group and subnet_group not in backend.subnet_groups:
+            return ("404 Not Found", "DBSubnetGroupNotFoundFault", f"DBSubnetGroup {subnet_group} not found.")
+        parameter_group = params.get("DBParameterGroupName")
+        cross_region = source_region != region
+        if parameter_group and cross_region and not self.takes_parameter_group(source.engine):
+            # AWS takes one for a cross-Region replica of MySQL, Oracle and Db2 only; the
+            # others get their engine's default group in the replica's region.
+            return ("400 Bad Request", "InvalidParameterCombination",
+                    f"DBParameterGroupName is not supported for a cross-Region read replica of "
+                    f"a {source.engine} DB instance.")
+        if (parameter_group and not parameter_group.startswith("default.")
+                and parameter_group not in backend.db_parameter_groups):
+            return ("404 Not Found", "DBParameterGroupNotFound", f"DBParameterGroup not found: {parameter_group}")
+        option_group = params.get("OptionGroupName")
+        if option_group and not option_group.startswith("default:") and option_group not in backend.option_groups:
+            return ("404 Not Found", "OptionGroupNotFoundFault",
+                    f"Specified OptionGroupName: {option_group} not found.")
+        vpc = backend.subnet_groups[subnet_group].vpc_id if subnet_group else ec2.default_vpc.id
+        for sg_id in self.listed(params, "VpcSecurityGroupIds.VpcSecurityGroupId"):
+            sg = ec2.get_security_group_from_id(sg_id)
+            if sg is None:
+                return ("400 Bad Request", "InvalidParameterValue",
+                        f"Invalid security group , groupId= {sg_id}, groupName=.")
+            if sg.vpc_id != vpc:
+                return ("400 Bad Request", "InvalidParameterCombination",
+                        f"The DB instance and EC2 security group are in different VPCs. "
+                        f"The DB instance is in {vpc} and the EC2 security group is in {sg.vpc_id}")
+        key = params.get("KmsKeyId")
+        if cross_region and source.storage_encrypted and not key:
+            return ("400 Bad Request", "InvalidParameterCombination",
+                    "Cannot create a cross region unencrypted read replica from encrypted source.")
+        if key:
+            # KMS keys are regional: a key of another region is not found in this one.
+            key_region = key.split(":")[3] if key.startswith("arn:") else region
+            try:
+                found = key_region == region and kms_backends[ACCOUNT][region].describe_key(key)
+            except Exception:
+                found = None
+            if not found:
+                return ("400 Bad Request", "KMSKeyNotAccessibleFault",
+                        f"Specified KMS key [{key}] does not exist, is not enabled or you do not "
+                        "have permissions to access it.")
+        return None
+
     def on_rds_CreateDBInstanceReadReplica(self, environ, start_response, region, params):
         db_id = params.get("DBInstanceIdentifier", "")
         if self.rds_backend(region).databases.get(db_id) is not None:
             return self.error(start_response, "rds", "400 Bad Request", "DBInstanceAlreadyExists",
                               f"DB instance already exists: {db_id}")
-        status, headers, body = self.call_moto(environ)
+        refusal = self.replica_refusal(region, params)
+        if refusal is not None:
+            return self.error(start_response, "rds", *refusal)
+        status, headers, body = self.call_moto(environ)  # placed by _create_db_instance_read_replica
         db = self.rds_backend(region).databases.get(db_id)
         if status.startswith("200") and db is not None:
             db.status = "creating"

@@ -418,6 +418,12 @@ async fn planned_failover_and_failback() {
         } else {
             "ModifyDBInstance"
         };
+        // Where the old instances of the source region are (their subnet, parameter and
+        // security groups, KMS key): the replicas re-protection creates must be there too.
+        let mut old_placement = Vec::new();
+        for db in ["orders", "payments"] {
+            old_placement.push(placement(source, &format!("{sc}-{db}-{source}")).await);
+        }
         let before = mutating_calls();
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = watch_singleton(sc.clone(), stop.clone());
@@ -505,6 +511,33 @@ async fn planned_failover_and_failback() {
                 ("CreateDBInstanceReadReplica", 2),
             ])
         );
+        for (db, old) in ["orders", "payments"].iter().zip(&old_placement) {
+            let id = format!("{sc}-{db}-{source}");
+            let new = placement(source, &id).await;
+            // AWS takes no parameter group for a cross-region PostgreSQL replica: it gets
+            // the engine's default, and Drover says so (the rest is as the old standby).
+            assert!(
+                new.parameter_groups.len() == 1
+                    && new.parameter_groups[0].starts_with("default.postgres"),
+                "{id}: {new:?}"
+            );
+            assert_eq!(old.parameter_groups, vec![format!("{sc}-pg-{source}")]);
+            let as_old = Placement {
+                subnet_group: new.subnet_group.clone(),
+                parameter_groups: old.parameter_groups.clone(),
+                security_groups: new.security_groups.clone(),
+                kms_key: new.kms_key.clone(),
+            };
+            assert_eq!(&as_old, old, "{id}: placed like the old standby");
+            assert_eq!(
+                new.subnet_group.as_deref(),
+                Some(format!("{sc}-db-{source}").as_str()),
+                "{id}: the seeded subnet group of {source}"
+            );
+            assert_eq!(new.security_groups.len(), 1, "{new:?}");
+            let key_region = new.kms_key.as_deref().and_then(|k| k.split(':').nth(3));
+            assert_eq!(key_region, Some(aws_region(source)), "{new:?}");
+        }
         let replication = &plan.status.as_ref().expect("status").replication;
         assert_eq!(replication.len(), 3, "{replication:?}");
         for r in replication {
@@ -1254,13 +1287,55 @@ async fn route53_client() -> aws_sdk_route53::Client {
     aws_sdk_route53::Client::new(&config)
 }
 
-/// An RDS client for a sandbox region (use1, usw2, euw1) at the emulator.
-async fn aws_rds(region: &str) -> aws_sdk_rds::Client {
-    let aws_region = match region {
+fn aws_region(region: &str) -> &'static str {
+    match region {
         "use1" => "us-east-1",
         "usw2" => "us-west-2",
         _ => "eu-west-1",
-    };
+    }
+}
+
+/// Where an RDS instance is placed, as DescribeDBInstances shows it.
+#[derive(Debug, PartialEq)]
+struct Placement {
+    subnet_group: Option<String>,
+    parameter_groups: Vec<String>,
+    security_groups: Vec<String>,
+    kms_key: Option<String>,
+}
+
+async fn placement(region: &str, id: &str) -> Placement {
+    let d = aws_rds(region)
+        .await
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("describe {id}: {e:?}"))
+        .db_instances
+        .and_then(|d| d.into_iter().next())
+        .unwrap_or_else(|| panic!("{id} not described"));
+    Placement {
+        subnet_group: d.db_subnet_group.and_then(|g| g.db_subnet_group_name),
+        parameter_groups: d
+            .db_parameter_groups
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|g| g.db_parameter_group_name)
+            .collect(),
+        security_groups: d
+            .vpc_security_groups
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|g| g.vpc_security_group_id)
+            .collect(),
+        kms_key: d.kms_key_id,
+    }
+}
+
+/// An RDS client for a sandbox region (use1, usw2, euw1) at the emulator.
+async fn aws_rds(region: &str) -> aws_sdk_rds::Client {
+    let aws_region = aws_region(region);
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(format!("http://127.0.0.1:{}", aws_port()))
         .region(aws_config::Region::new(aws_region))

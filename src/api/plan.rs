@@ -539,11 +539,63 @@ pub struct Reprotection {
     /// The old instance's final snapshot (Delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_snapshot: Option<String>,
+    /// How the old instance was set up, read before it was moved aside: the replica is
+    /// created with the same, so it lands where the old standby was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<ReplicaSettings>,
+    /// The call of this state was refused: nothing under way. Kept only for its
+    /// `settings` (the old instance may have moved after all, by an earlier send whose
+    /// answer was lost); the next check starts over with them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// When re-protection of this standby began.
     pub since: Time,
     /// What the last check saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The settings of an RDS standby that a new read replica does not inherit across regions
+/// (network, parameter and option groups, encryption key) or would get a default for
+/// (storage type, Multi-AZ, deletion protection). Read with DescribeDBInstances, passed to
+/// CreateDBInstanceReadReplica. Names and IDs are of the standby's own region.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaSettings {
+    /// The engine (mysql, postgres…): whether a cross-region replica takes a parameter
+    /// group. Not sent (a replica has its source's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_instance_class: Option<String>,
+    /// Its VPC placement; none would put the replica in the region's default VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_subnet_group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpc_security_group_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_parameter_group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option_group_name: Option<String>,
+    #[serde(default)]
+    pub storage_encrypted: bool,
+    /// The KMS key (ARN) of an encrypted instance: a key of the standby's region, which a
+    /// cross-region replica of an encrypted source must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_type: Option<String>,
+    /// Provisioned IOPS (io1, io2 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_az: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publicly_accessible: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_protection: Option<bool>,
 }
 
 /// What a pending fence stops.

@@ -15,6 +15,8 @@ use crate::api::{
 };
 use crate::engine::RdsObservation;
 
+pub mod settings;
+
 /// One RDS standby: the plan's instance in a standby region, and the primary it should
 /// replicate from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,6 +321,8 @@ fn fresh(s: &Standby, now: &Time) -> Reprotection {
         requested: false,
         renamed_to: None,
         final_snapshot: None,
+        settings: None,
+        refused: false,
         since: now.clone(),
         message: None,
     }
@@ -514,14 +518,20 @@ impl Round {
     /// state, so a record that moved on since is left alone. A refused call's record is
     /// dropped: the call did not take effect, and a record left as unanswered intent would
     /// make the next send a resend, which takes the same refusal (DBSnapshotAlreadyExists,
-    /// DBInstanceAlreadyExists) as proof that the first send took effect.
+    /// DBInstanceAlreadyExists) as proof that the first send took effect. A record with the
+    /// old instance's settings is kept, marked refused, for them: a refused resend may
+    /// follow a first send that took effect, and the settings are then all that is left.
     pub fn merge(&self, current: &mut Vec<Reprotection>) {
         current.retain_mut(|r| {
             let found = self.wanted.iter().enumerate().find(|(_, w)| {
                 w.database == r.database && w.region == r.region && w.state == r.state
             });
             match found {
-                Some((i, _)) if self.refused.contains(&i) => false,
+                Some((i, w)) if self.refused.contains(&i) => {
+                    r.refused = true;
+                    r.message = w.message.clone();
+                    r.settings.is_some()
+                }
                 Some((_, w)) => {
                     r.requested |= w.requested;
                     r.message = w.message.clone();
@@ -547,9 +557,10 @@ pub fn round(
         .into_iter()
         .zip(seen)
         .map(|(s, seen)| {
+            // A refused record is no call under way (its settings are used by `settings`).
             let record = records
                 .iter()
-                .find(|r| r.database == s.database && r.region == s.region);
+                .find(|r| r.database == s.database && r.region == s.region && !r.refused);
             let why = blocked(status, &s);
             let n = next(
                 &s,
@@ -563,34 +574,50 @@ pub fn round(
             (s, n)
         })
         .collect();
-    let wanted: Vec<Reprotection> = decided
-        .iter()
-        .filter_map(|(_, n)| n.record.clone())
-        .collect();
-    let same = |r: &Reprotection, s: &Standby| r.database == s.database && r.region == s.region;
-    let requests = decided
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (s, n))| {
-            let call = n.call.clone()?;
-            let record = wanted.iter().position(|r| same(r, s))?;
-            // A resend: the record was there, not answered, and stays in the same state.
-            let resend = records
-                .iter()
-                .any(|r| same(r, s) && !r.requested && r.state == wanted[record].state);
-            Some(Request {
-                standby: i,
-                record,
-                call,
-                resend,
+    Round::assemble(decided, records)
+}
+
+impl Round {
+    /// The round of these decisions: the records to write and the calls to send after.
+    /// `records` are the plan's as read fresh for this check.
+    pub fn assemble(decided: Vec<(Standby, Next)>, records: &[Reprotection]) -> Round {
+        let wanted: Vec<Reprotection> = decided
+            .iter()
+            .filter_map(|(_, n)| n.record.clone())
+            .collect();
+        let requests = Self::requests(&decided, &wanted, records);
+        Round {
+            decided,
+            wanted,
+            requests,
+            refused: Vec::new(),
+        }
+    }
+
+    fn requests(
+        decided: &[(Standby, Next)],
+        wanted: &[Reprotection],
+        records: &[Reprotection],
+    ) -> Vec<Request> {
+        let same = |r: &Reprotection, s: &Standby| r.database == s.database && r.region == s.region;
+        decided
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (s, n))| {
+                let call = n.call.clone()?;
+                let record = wanted.iter().position(|r| same(r, s))?;
+                // A resend: the record was there, not answered, and stays in the same state.
+                let resend = records.iter().any(|r| {
+                    same(r, s) && !r.requested && !r.refused && r.state == wanted[record].state
+                });
+                Some(Request {
+                    standby: i,
+                    record,
+                    call,
+                    resend,
+                })
             })
-        })
-        .collect();
-    Round {
-        decided,
-        wanted,
-        requests,
-        refused: Vec::new(),
+            .collect()
     }
 }
 

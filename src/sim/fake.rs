@@ -12,7 +12,9 @@ use kube::runtime::events::EventType;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::api::{DatabaseState, Failover, FailoverApproval, FailoverStatus, WorkloadSpec};
+use crate::api::{
+    DatabaseState, Failover, FailoverApproval, FailoverStatus, ReplicaSettings, WorkloadSpec,
+};
 use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
 use crate::clusters::{ClusterError, Clusters, WorkloadState};
 use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
@@ -49,6 +51,8 @@ pub struct Rds {
     pub next: Option<(Instant, RdsNext)>,
     /// When its replication lag becomes known (a replica that finished creating).
     pub lag_at: Option<Instant>,
+    /// How it is set up (DescribeDBInstances); a replica's as it was created.
+    pub settings: ReplicaSettings,
 }
 
 impl Rds {
@@ -61,6 +65,7 @@ impl Rds {
             data,
             next: None,
             lag_at: None,
+            settings: ReplicaSettings::default(),
         }
     }
 }
@@ -84,6 +89,10 @@ pub struct ReprotectWorld {
     pub plan_rv: u64,
     /// The active primaries, by (AWS region, identifier).
     pub primaries: BTreeSet<(String, String)>,
+    /// The settings of each standby when re-protection starts, by (AWS region,
+    /// identifier): a replica created there must have them (R8). A standby missing at the
+    /// start has none, and nothing may be created for it.
+    pub standby_settings: BTreeMap<(String, String), ReplicaSettings>,
 }
 
 #[derive(Clone, Debug)]
@@ -587,7 +596,13 @@ impl World {
         Ok(())
     }
 
-    fn create_replica(&mut self, region: &str, id: &str, source_arn: &str) -> AwsResult<()> {
+    fn create_replica(
+        &mut self,
+        region: &str,
+        id: &str,
+        source_arn: &str,
+        sent: &ReplicaSettings,
+    ) -> AwsResult<()> {
         let state = crate::api::ReprotectionState::Creating;
         self.check_reprotect_call(
             "CreateDBInstanceReadReplica",
@@ -608,7 +623,13 @@ impl World {
         if !source_ok {
             return Err(refused("DBInstanceNotFound", source_arn));
         }
+        let source = self.rds[&(parts[3].to_string(), parts[6].to_string())]
+            .settings
+            .clone();
+        let settings = self.replica_settings(region, parts[3], &source, sent)?;
+        self.check_replica_settings(region, id, &settings);
         let mut r = Rds::new("creating", Some(source_arn.to_string()), 0);
+        r.settings = settings;
         let delay = Duration::from_millis(self.rng.u64(30_000..300_000));
         r.next = Some((Instant::now() + delay, RdsNext::Status("available")));
         self.rds.insert((region.to_string(), id.to_string()), r);
@@ -618,6 +639,79 @@ impl World {
             true,
         );
         Ok(())
+    }
+}
+
+impl World {
+    /// The settings of a replica in `region` of a source in `source_region`, created with
+    /// `sent`, as AWS makes them; or AWS's refusal. The engine and encryption come from the
+    /// source; a cross-region replica of an encrypted source needs a key of its region, and
+    /// takes a parameter group only for MySQL (the sim's engines: mysql, postgres), getting
+    /// its engine's default otherwise.
+    fn replica_settings(
+        &self,
+        region: &str,
+        source_region: &str,
+        source: &ReplicaSettings,
+        sent: &ReplicaSettings,
+    ) -> AwsResult<ReplicaSettings> {
+        let cross_region = region != source_region;
+        let engine = source.engine.clone().unwrap_or_default();
+        let mut made = sent.clone();
+        made.engine = source.engine.clone();
+        made.storage_encrypted = source.storage_encrypted;
+        if source.storage_encrypted && cross_region {
+            let key_here = sent
+                .kms_key_id
+                .as_deref()
+                .is_some_and(|k| k.split(':').nth(3) == Some(region));
+            if !key_here {
+                return Err(refused(
+                    "InvalidParameterCombination",
+                    &format!("an encrypted cross-region replica needs a KMS key of {region}"),
+                ));
+            }
+        }
+        if !source.storage_encrypted {
+            made.kms_key_id = None;
+        }
+        if cross_region && engine != "mysql" {
+            if sent.db_parameter_group_name.is_some() {
+                return Err(refused(
+                    "InvalidParameterCombination",
+                    &format!("a cross-region {engine} read replica takes no DBParameterGroupName"),
+                ));
+            }
+            made.db_parameter_group_name = Some(format!("default.{engine}"));
+        }
+        Ok(made)
+    }
+
+    /// R8: a replica created by re-protection has the settings of the standby it
+    /// replaces (its parameter group excepted where AWS gives the engine's default).
+    fn check_replica_settings(&mut self, region: &str, id: &str, made: &ReplicaSettings) {
+        let at = self.now();
+        let key = (region.to_string(), id.to_string());
+        let Some(old) = self.reprotect.standby_settings.get(&key) else {
+            self.violations.push(format!(
+                "R8 (replica created with nothing to copy its settings from): {region}/{id} at {at:?}"
+            ));
+            return;
+        };
+        let mut want = old.clone();
+        if made
+            .db_parameter_group_name
+            .as_deref()
+            .is_some_and(|g| g.starts_with("default."))
+            && old.engine.as_deref() != Some("mysql")
+        {
+            want.db_parameter_group_name = made.db_parameter_group_name.clone();
+        }
+        if *made != want {
+            self.violations.push(format!(
+                "R8 (replica not set up like the standby it replaces): {region}/{id} at {at:?}: made {made:?}, was {old:?}"
+            ));
+        }
     }
 }
 
@@ -733,14 +827,20 @@ impl Aws for FakeAws {
             }
         )
     }
-    async fn create_read_replica(&self, region: &str, id: &str, src: &str) -> AwsResult<()> {
+    async fn create_read_replica(
+        &self,
+        region: &str,
+        id: &str,
+        src: &str,
+        settings: &ReplicaSettings,
+    ) -> AwsResult<()> {
         effect!(
             &self.0,
             Some(region),
             aws_err(AwsErrorKind::Unreachable),
             aws_err(AwsErrorKind::Transient),
             |w| {
-                let answer = w.create_replica(region, id, src);
+                let answer = w.create_replica(region, id, src, settings);
                 if answer.is_err() {
                     // Refused calls are in the log too (R7: Manual sends nothing).
                     w.record(
@@ -751,6 +851,22 @@ impl Aws for FakeAws {
                 }
                 answer
             }
+        )
+    }
+    async fn instance_settings(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<ReplicaSettings>> {
+        effect!(
+            &self.0,
+            Some(region),
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |w| Ok(w
+                .rds
+                .get(&(region.to_string(), id.to_string()))
+                .map(|r| r.settings.clone()))
         )
     }
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {

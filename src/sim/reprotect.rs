@@ -6,7 +6,7 @@
 //! still running. After the faults stop, every standby must end Protected, or Unprotected
 //! for a permanent reason.
 //!
-//! Invariants (R1, R2, R3's snapshot rule and R5 checked at each call, in the fake):
+//! Invariants (R1, R2, R3's snapshot rule, R5 and R8 checked at each call, in the fake):
 //! - R1: the active primary, and any replica of it, is never renamed or deleted;
 //! - R2: every mutating call follows its intent record (state, renamedTo, finalSnapshot,
 //!   not yet requested) in the plan's status;
@@ -17,7 +17,11 @@
 //! - R5: no call while blocked (the old primary's fence pending, a failover running);
 //! - R6: once calm, every standby ends Protected, or Unprotected for its permanent
 //!   reason (Manual; a stopped old primary with Rename), within an hour of virtual time;
-//! - R7: Manual sends nothing.
+//! - R7: Manual sends nothing;
+//! - R8: a replica created by re-protection has the settings of the standby it replaces
+//!   (network, groups, KMS key, class, storage…; the parameter group only where AWS takes
+//!   one for a cross-region replica, MySQL here), or nothing is created (a standby missing
+//!   from the start stays Unprotected). Checked at each create, in the fake.
 //!
 //! `cargo test --lib sim::reprotect` runs 2,500 schedules (a quarter of
 //! `DROVER_SIM_SCHEDULES` when that is set); `DROVER_SIM_REPROTECT_SCHEDULES=N` runs N, and
@@ -39,7 +43,8 @@ use super::fake::{FakeAws, FakeLease, Rds, Shared, instance_arn, lock};
 use super::{Scenario, WorkloadDef, env_u64, paused_runtime, world};
 use crate::api::{
     DisasterRecoveryPlan, DisasterRecoveryPlanStatus, FailoverMode, FenceResource, LastFailover,
-    OldInstanceAction, PendingFence, PendingFenceState, RdsReprotection, ReprotectionSpec,
+    OldInstanceAction, PendingFence, PendingFenceState, RdsReprotection, ReplicaSettings,
+    ReprotectionSpec,
 };
 use crate::engine::reprotect::aside_name;
 use crate::leadership::LeaderAws;
@@ -180,6 +185,11 @@ impl RScenario {
         match self.initial[d][i] {
             Initial::ReplicaOfActive => ("Protected", None),
             _ if !self.recreate => ("Unprotected", Some("spec.reprotection.rds is Manual")),
+            // Nothing to copy the settings from: no replica with default settings.
+            Initial::Missing => (
+                "Unprotected",
+                Some("Drover does not know how it was set up"),
+            ),
             // The fence stops the old primary: AWS cannot rename a stopped instance.
             Initial::OldPrimary(status)
                 if self.old_instance == OldInstanceAction::Rename
@@ -198,6 +208,29 @@ fn id(d: usize, i: usize) -> String {
 
 fn aws(i: usize) -> String {
     format!("aws-r{i}")
+}
+
+/// How database `d`'s instance in region `i` is set up: its own network, groups and
+/// region's KMS key, encrypted. The engine (PostgreSQL or MySQL, by the seed) decides
+/// whether a cross-region replica takes its parameter group.
+fn settings_of(d: usize, i: usize, seed: u64) -> ReplicaSettings {
+    let mysql = (seed >> d) & 1 == 1;
+    ReplicaSettings {
+        engine: Some(if mysql { "mysql" } else { "postgres" }.into()),
+        db_instance_class: Some(format!("db.r6g.{}xlarge", 1 + (d + i) % 4)),
+        db_subnet_group_name: Some(format!("subnets-db{d}-r{i}")),
+        vpc_security_group_ids: vec![format!("sg-db{d}-r{i}")],
+        db_parameter_group_name: Some(format!("pg-db{d}-r{i}")),
+        option_group_name: mysql.then(|| format!("og-db{d}-r{i}")),
+        storage_encrypted: true,
+        kms_key_id: Some(format!("arn:aws:kms:{}:1:key/db{d}", aws(i))),
+        storage_type: Some("gp3".into()),
+        iops: None,
+        port: Some(if mysql { 3306 } else { 5432 }),
+        multi_az: Some(i.is_multiple_of(2)),
+        publicly_accessible: Some(false),
+        deletion_protection: Some(d == 0),
+    }
 }
 
 fn t0_wall() -> Time {
@@ -299,11 +332,12 @@ fn build_world(rsc: &RScenario, plan: &DisasterRecoveryPlan, seed: u64) -> super
     for d in 0..rsc.dbs {
         let primary = (aws(rsc.active), id(d, rsc.active));
         data += 1;
-        w.rds
-            .insert(primary.clone(), Rds::new("available", None, data));
+        let mut r = Rds::new("available", None, data);
+        r.settings = settings_of(d, rsc.active, seed);
+        w.rds.insert(primary.clone(), r);
         w.reprotect.primaries.insert(primary);
         for i in (0..rsc.regions).filter(|&i| i != rsc.active) {
-            let r = match rsc.initial[d][i] {
+            let mut r = match rsc.initial[d][i] {
                 Initial::OldPrimary(status) => {
                     data += 1;
                     Rds::new(status, None, data)
@@ -324,6 +358,10 @@ fn build_world(rsc: &RScenario, plan: &DisasterRecoveryPlan, seed: u64) -> super
                 }
                 Initial::Missing => continue,
             };
+            r.settings = settings_of(d, i, seed);
+            w.reprotect
+                .standby_settings
+                .insert((aws(i), id(d, i)), r.settings.clone());
             w.rds.insert((aws(i), id(d, i)), r);
         }
         // Someone else's instances or snapshots under the names re-protection picks in
