@@ -294,9 +294,10 @@ pub async fn rds(
     }
     // The answers, onto the records as they are now (matched by standby and state).
     let decided = &decided;
+    let answered = (fx.now)();
     if let Err(e) = fx
         .store
-        .update(&mut |f: &mut FailoverFields| decided.merge(&mut f.reprotections))
+        .update(&mut |f: &mut FailoverFields| decided.merge(&mut f.reprotections, &answered))
         .await
     {
         warn!(plan = %plan.name_any(), error = %crate::error::Error::from(e), "could not record re-protection answers; the next check observes");

@@ -548,6 +548,13 @@ pub struct Reprotection {
     /// answer was lost); the next check starts over with them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// How many calls for this standby AWS refused in a row: each waits twice as long
+    /// before the next (a refusal such as a missing KMS grant does not fix itself).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refusals: u32,
+    /// A refused call is not made again before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
     /// When re-protection of this standby began.
     pub since: Time,
     /// What the last check saw.
@@ -782,4 +789,8 @@ pub struct LastFailover {
     /// When it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -323,6 +323,8 @@ fn fresh(s: &Standby, now: &Time) -> Reprotection {
         final_snapshot: None,
         settings: None,
         refused: false,
+        refusals: 0,
+        retry_after: None,
         since: now.clone(),
         message: None,
     }
@@ -456,16 +458,24 @@ pub fn blocked(status: &DisasterRecoveryPlanStatus, s: &Standby) -> Option<Strin
 
 /// Errors that show an earlier send of the call took effect (its answer was lost). A name
 /// already taken is no proof for a rename or a delete: had the earlier send taken effect,
-/// the instance would no longer be available to move (InvalidDBInstanceState, or gone), so
-/// a taken `renamed_to` or final snapshot name is someone else's and a refusal. A taken
-/// identifier for a create is safe to count: the next check sees what holds it.
+/// the instance would no longer be available to move (gone), so a taken `renamed_to` or
+/// final snapshot name is someone else's and a refusal. Nor is InvalidDBInstanceState: a
+/// resend is made only after the instance was seen available, so the state that refuses it
+/// is someone else's change (a modification, a backup), not our delete; counting it as
+/// done would wait for ever on a delete nobody made. A taken identifier for a create is
+/// safe to count: the next check sees what holds it.
 pub fn already_done(call: &Call, message: &str) -> bool {
     let codes: &[&str] = match call {
-        Call::Rename { .. } => &["DBInstanceNotFound"],
-        Call::Delete { .. } => &["InvalidDBInstanceState", "DBInstanceNotFound"],
+        Call::Rename { .. } | Call::Delete { .. } => &["DBInstanceNotFound"],
         Call::CreateReplica => &["DBInstanceAlreadyExists"],
     };
     codes.iter().any(|code| message.contains(code))
+}
+
+/// Errors that say the instance (or the replica's source) is busy now: the call is made
+/// again once a check sees it available, without counting as a refusal.
+fn busy(message: &str) -> bool {
+    message.contains("InvalidDBInstanceState")
 }
 
 /// A call to send once the records are written.
@@ -514,21 +524,34 @@ impl Round {
         }
     }
 
-    /// The answers, onto the records as they are now (`current`): matched by standby and
-    /// state, so a record that moved on since is left alone. A refused call's record is
+    /// The answers, onto the records as they are now (`current`): matched by standby,
+    /// state and record, so a record that moved on since is left alone. A refused call's record is
     /// dropped: the call did not take effect, and a record left as unanswered intent would
     /// make the next send a resend, which takes the same refusal (DBSnapshotAlreadyExists,
     /// DBInstanceAlreadyExists) as proof that the first send took effect. A record with the
     /// old instance's settings is kept, marked refused, for them: a refused resend may
     /// follow a first send that took effect, and the settings are then all that is left.
-    pub fn merge(&self, current: &mut Vec<Reprotection>) {
+    ///
+    /// A refused call is not made again before `retry_after` (from `now`, the time of the
+    /// answers).
+    pub fn merge(&self, current: &mut Vec<Reprotection>, now: &Time) {
         current.retain_mut(|r| {
+            // The same record in the same state: the names it chose too, so an answer never
+            // lands on a record begun since (by another leader, or after a refusal) that
+            // happens to be in the same state. (Not `since`: the API server keeps whole
+            // seconds of it.)
             let found = self.wanted.iter().enumerate().find(|(_, w)| {
-                w.database == r.database && w.region == r.region && w.state == r.state
+                w.database == r.database
+                    && w.region == r.region
+                    && w.state == r.state
+                    && w.renamed_to == r.renamed_to
+                    && w.final_snapshot == r.final_snapshot
             });
             match found {
                 Some((i, w)) if self.refused.contains(&i) => {
                     r.refused = true;
+                    r.refusals = r.refusals.saturating_add(1);
+                    r.retry_after = Some(retry_after(r.refusals, now));
                     r.message = w.message.clone();
                     r.settings.is_some()
                 }
@@ -571,10 +594,45 @@ pub fn round(
                 why.as_deref(),
                 now,
             );
+            let refused = records
+                .iter()
+                .find(|r| r.database == s.database && r.region == s.region && r.refused);
+            let n = match refused {
+                Some(r) if n.call.is_some() => backing_off(r, now).unwrap_or(n),
+                _ => n,
+            };
             (s, n)
         })
         .collect();
     Round::assemble(decided, records)
+}
+
+/// The longest wait after refusals before a call is made again.
+const MAX_RETRY_WAIT_SECS: i64 = 30 * 60;
+
+/// When a call may be made again after `refusals` refusals in a row: a minute after the
+/// first, doubling, at most half an hour.
+pub fn retry_after(refusals: u32, now: &Time) -> Time {
+    let wait = 60i64
+        .saturating_mul(1i64 << refusals.saturating_sub(1).min(16))
+        .min(MAX_RETRY_WAIT_SECS);
+    Time(now.0 + k8s_openapi::jiff::SignedDuration::from_secs(wait))
+}
+
+/// No call while the last refusal's wait runs: the refused record stays as it is (its
+/// message is AWS's reason), and the standby is Unprotected until then.
+fn backing_off(refused: &Reprotection, now: &Time) -> Option<Next> {
+    let until = refused.retry_after.as_ref().filter(|t| t.0 > now.0)?;
+    let reason = refused
+        .message
+        .clone()
+        .unwrap_or_else(|| "AWS refused the last call".into());
+    Some(Next {
+        protection: "Unprotected",
+        message: Some(format!("{reason}; tried again after {}", until.0)),
+        record: Some(refused.clone()),
+        call: None,
+    })
 }
 
 impl Round {
@@ -638,7 +696,7 @@ pub fn judge(s: &Standby, send: &Request, answer: Result<(), (bool, String)>) ->
         Ok(()) => Answer::Done,
         Err((_, message)) if send.resend && already_done(&send.call, &message) => Answer::Done,
         Err((retryable, message)) => Answer::failed(
-            retryable,
+            retryable || busy(&message),
             format!("{} in {}: {message}", s.instance, s.region),
         ),
     }

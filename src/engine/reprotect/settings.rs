@@ -32,15 +32,20 @@ fn inherit(prior: Option<&Reprotection>, mut decided: Next) -> Next {
         return decided;
     };
     match decided.record.as_mut() {
-        Some(record) if matches!(decided.call, Some(Call::CreateReplica)) => {
-            record.settings = refused.settings.clone();
-            record.renamed_to = record.renamed_to.take().or(refused.renamed_to.clone());
-            record.final_snapshot = record
-                .final_snapshot
-                .take()
-                .or(refused.final_snapshot.clone());
+        // Still waiting after the refusal: the refused record itself.
+        Some(record) if record.refused => {}
+        Some(record) => {
+            // The wait after another refusal doubles.
+            record.refusals = refused.refusals;
+            if matches!(decided.call, Some(Call::CreateReplica)) {
+                record.settings = refused.settings.clone();
+                record.renamed_to = record.renamed_to.take().or(refused.renamed_to.clone());
+                record.final_snapshot = record
+                    .final_snapshot
+                    .take()
+                    .or(refused.final_snapshot.clone());
+            }
         }
-        Some(_) => {}
         None if decided.protection != "Protected" => {
             let mut kept = refused.clone();
             kept.message = decided.message.clone();

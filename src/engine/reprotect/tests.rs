@@ -375,7 +375,7 @@ fn a_refused_move_aside_is_dropped_and_its_refusal_never_counts_as_done() {
     let intent = first.wanted.clone();
     first.answer(0, &answer);
     let mut answered = intent.clone();
-    first.merge(&mut answered);
+    first.merge(&mut answered, &now());
     assert_eq!(answered, vec![]);
     // The answer was lost (a crash, a failed write): the intent stays and the call is
     // sent again. The same refusal is still a refusal.
@@ -401,6 +401,48 @@ fn a_refused_move_aside_is_dropped_and_its_refusal_never_counts_as_done() {
     // What does show the earlier send worked still counts.
     let gone = Err((false, "DBInstanceNotFound: orders-use1".to_string()));
     assert_eq!(judge(&standby(), &rename, gone), Answer::Done);
+}
+
+/// Review M5: a delete is resent only after the instance was seen available, so a busy
+/// answer is someone else's change, not our delete. Counted as done, the record waited
+/// for ever on a delete nobody made; it is retried instead, and never a refusal.
+#[test]
+fn a_busy_instance_is_tried_again_never_taken_as_a_delete_done() {
+    let busy = || {
+        Err((
+            false,
+            "InvalidDBInstanceState: orders-use1 is modifying".to_string(),
+        ))
+    };
+    for call in [
+        Call::Delete {
+            final_snapshot: Some("snap".into()),
+        },
+        Call::Rename { to: "x".into() },
+        Call::CreateReplica,
+    ] {
+        for resend in [false, true] {
+            let send = Request {
+                standby: 0,
+                record: 0,
+                call: call.clone(),
+                resend,
+            };
+            assert!(
+                matches!(judge(&standby(), &send, busy()), Answer::Retry(_)),
+                "{call:?} resend {resend}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_wait_after_refusals_doubles_from_a_minute_to_half_an_hour() {
+    let waits: Vec<i64> = [1, 2, 3, 5, 6, 40, u32::MAX]
+        .iter()
+        .map(|n| retry_after(*n, &now()).0.as_second() - now().0.as_second())
+        .collect();
+    assert_eq!(waits, vec![60, 120, 240, 960, 1800, 1800, 1800]);
 }
 
 /// Found by the re-protection simulation: a crash between recording "creating again" and

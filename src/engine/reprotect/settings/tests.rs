@@ -402,7 +402,7 @@ fn the_create_and_the_protected_message_say_that_the_parameter_group_must_be_set
 #[test]
 fn a_refused_resend_keeps_the_settings_for_the_replica_once_the_old_instance_is_gone() {
     use crate::api::{DisasterRecoveryPlanStatus, ReprotectionSpec};
-    use crate::engine::reprotect::{Answer, round};
+    use crate::engine::reprotect::{Answer, retry_after, round};
     let s = cross_region_standby();
     let (n, _) = check(&s, None, &old_primary(), OldInstanceAction::Delete, |_| {
         Ok(Some(settings()))
@@ -422,14 +422,33 @@ fn a_refused_resend_keeps_the_settings_for_the_replica_once_the_old_instance_is_
     assert!(decided.requests[0].resend);
     decided.answer(0, &Answer::Refused("DBSnapshotAlreadyExists".into()));
     let mut current = status.reprotections.clone();
-    decided.merge(&mut current);
+    decided.merge(&mut current, &now());
     assert_eq!(current.len(), 1, "kept for its settings");
     assert!(current[0].refused);
     assert_eq!(current[0].settings, Some(settings()));
+    // The next call waits a minute after the first refusal.
+    assert_eq!(current[0].refusals, 1);
+    assert_eq!(current[0].retry_after, Some(retry_after(1, &now())));
     let status = DisasterRecoveryPlanStatus {
         reprotections: current,
         ..status
     };
+    let waiting = round(vec![s.clone()], &[gone()], &spec, &status, &now());
+    let waiting = settle(waiting, &status.reprotections, vec![None]);
+    assert!(waiting.requests.is_empty());
+    assert_eq!(
+        waiting.wanted, status.reprotections,
+        "the refused record as it is"
+    );
+    let (_, n) = &waiting.decided[0];
+    assert_eq!(n.protection, "Unprotected");
+    assert!(
+        n.message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("DBSnapshotAlreadyExists; tried again after")),
+        "{n:?}"
+    );
+    let now = || Time(now().0 + k8s_openapi::jiff::SignedDuration::from_secs(61));
     // The first send did take effect: the identifier is free, the replica is created with
     // the kept settings (not a resend: a refused record is no call under way).
     let decided = round(vec![s.clone()], &[gone()], &spec, &status, &now());
