@@ -562,6 +562,9 @@ impl Aws for SdkAws {
                 .delete_db_instance()
                 .db_instance_identifier(id)
                 .skip_final_snapshot(final_snapshot.is_none())
+                // Keep the old primary's point-in-time backups for their retention period
+                // too (AWS deletes them with the instance by default).
+                .delete_automated_backups(false)
                 .set_final_db_snapshot_identifier(final_snapshot.map(str::to_string))
                 .send()
                 .await

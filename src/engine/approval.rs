@@ -30,8 +30,13 @@ pub fn needed(plan: &DisasterRecoveryPlan, fo: &Failover) -> Option<String> {
     let automatic = label(TRIGGER_LABEL).as_deref() == Some("automatic");
     let drill = label(TRIGGER_LABEL).as_deref() == Some("drill");
     let stage = label(crate::engine::drill::STAGE_LABEL);
-    // Drill legs skip the failback approval only if the plan says so.
+    // Drill legs skip the failback approval only if the plan says so, and only as a drill
+    // makes them: Planned, no data loss allowed. Anyone who may create a Failover may
+    // label one a drill (`drover drill` does, with the user's rights).
     let drills_exempt = drill
+        && fo.spec.mode == FailoverMode::Planned
+        && !fo.spec.allow_data_loss
+        && fo.spec.max_data_loss.is_none()
         && plan
             .spec
             .drills
@@ -331,6 +336,15 @@ mod tests {
         // to usw2 again is exempt only if the plan exempts drills.
         assert_eq!(needed(&plan(true, true), &fo("usw2", &DRILL_GO)), None);
         assert_eq!(needed(&plan(false, true), &fo("usw2", &DRILL_GO)), failback);
+        // Only as a drill makes it (Planned, no data loss): anyone may put the labels on
+        // an Unplanned failover that allows data loss.
+        let mut unplanned = fo("usw2", &DRILL_GO);
+        unplanned.spec.mode = FailoverMode::Unplanned;
+        unplanned.spec.allow_data_loss = true;
+        assert_eq!(needed(&plan(true, true), &unplanned), failback);
+        let mut lossy = fo("usw2", &DRILL_GO);
+        lossy.spec.max_data_loss = Some("5m".into());
+        assert_eq!(needed(&plan(true, true), &lossy), failback);
         // Not when that round trip failed, nor when the last failover did not succeed or
         // another one moved the plan since.
         let mut failed = plan(true, true);

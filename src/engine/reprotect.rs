@@ -49,7 +49,8 @@ pub enum Call {
     Rename {
         to: String,
     },
-    /// None for a read replica: AWS refuses a final snapshot of one (its data is a copy).
+    /// None for a read replica: AWS refuses a final snapshot of one. Not made today (a
+    /// replica of an old primary is renamed aside, never deleted).
     Delete {
         final_snapshot: Option<String>,
     },
@@ -460,22 +461,17 @@ pub fn blocked(status: &DisasterRecoveryPlanStatus, s: &Standby) -> Option<Strin
 /// already taken is no proof for a rename or a delete: had the earlier send taken effect,
 /// the instance would no longer be available to move (gone), so a taken `renamed_to` or
 /// final snapshot name is someone else's and a refusal. Nor is InvalidDBInstanceState: a
-/// resend is made only after the instance was seen available, so the state that refuses it
-/// is someone else's change (a modification, a backup), not our delete; counting it as
-/// done would wait for ever on a delete nobody made. A taken identifier for a create is
-/// safe to count: the next check sees what holds it.
+/// resend is made only after the instance was seen available or stopped, so the state
+/// that refuses it is someone else's change (a modification, a backup) or one AWS never
+/// allows (renaming a stopped instance), not our delete; counting it as done would wait
+/// for ever on a delete nobody made. It is a refusal, and waits like one. A taken
+/// identifier for a create is safe to count: the next check sees what holds it.
 pub fn already_done(call: &Call, message: &str) -> bool {
     let codes: &[&str] = match call {
         Call::Rename { .. } | Call::Delete { .. } => &["DBInstanceNotFound"],
         Call::CreateReplica => &["DBInstanceAlreadyExists"],
     };
     codes.iter().any(|code| message.contains(code))
-}
-
-/// Errors that say the instance (or the replica's source) is busy now: the call is made
-/// again once a check sees it available, without counting as a refusal.
-fn busy(message: &str) -> bool {
-    message.contains("InvalidDBInstanceState")
 }
 
 /// A call to send once the records are written.
@@ -525,15 +521,14 @@ impl Round {
     }
 
     /// The answers, onto the records as they are now (`current`): matched by standby,
-    /// state and record, so a record that moved on since is left alone. A refused call's record is
-    /// dropped: the call did not take effect, and a record left as unanswered intent would
-    /// make the next send a resend, which takes the same refusal (DBSnapshotAlreadyExists,
-    /// DBInstanceAlreadyExists) as proof that the first send took effect. A record with the
-    /// old instance's settings is kept, marked refused, for them: a refused resend may
-    /// follow a first send that took effect, and the settings are then all that is left.
-    ///
-    /// A refused call is not made again before `retry_after` (from `now`, the time of the
-    /// answers).
+    /// state and the names the record chose, so a record that moved on since is left
+    /// alone. A refused call's record is marked refused, never left as unanswered intent
+    /// (that would make the next send a resend, which takes the same refusal,
+    /// DBSnapshotAlreadyExists or DBInstanceAlreadyExists, as proof that the first send
+    /// took effect). It is kept for the old instance's settings (a refused resend may
+    /// follow a first send that took effect, and the settings are then all that is left),
+    /// and no call is made for the standby before its `retry_after` (from `now`, the time
+    /// of the answers). A record without settings is dropped.
     pub fn merge(&self, current: &mut Vec<Reprotection>, now: &Time) {
         current.retain_mut(|r| {
             // The same record in the same state: the names it chose too, so an answer never
@@ -548,7 +543,8 @@ impl Round {
                     && w.final_snapshot == r.final_snapshot
             });
             match found {
-                Some((i, w)) if self.refused.contains(&i) => {
+                // Answered as taken since (by another leader's send): not refused.
+                Some((i, w)) if self.refused.contains(&i) && !r.requested => {
                     r.refused = true;
                     r.refusals = r.refusals.saturating_add(1);
                     r.retry_after = Some(retry_after(r.refusals, now));
@@ -696,7 +692,7 @@ pub fn judge(s: &Standby, send: &Request, answer: Result<(), (bool, String)>) ->
         Ok(()) => Answer::Done,
         Err((_, message)) if send.resend && already_done(&send.call, &message) => Answer::Done,
         Err((retryable, message)) => Answer::failed(
-            retryable || busy(&message),
+            retryable,
             format!("{} in {}: {message}", s.instance, s.region),
         ),
     }

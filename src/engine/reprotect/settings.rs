@@ -46,12 +46,19 @@ fn inherit(prior: Option<&Reprotection>, mut decided: Next) -> Next {
                     .or(refused.final_snapshot.clone());
             }
         }
-        None if decided.protection != "Protected" => {
-            let mut kept = refused.clone();
-            kept.message = decided.message.clone();
-            decided.record = Some(kept);
-        }
-        None => {}
+        None => decided = keep_refused(refused, decided),
+    }
+    decided
+}
+
+/// `decided` without a record of its own: the refused record is kept while the standby is
+/// not protected, with its settings, where the old instance went, and its refusal count
+/// (a failed settings read must not reset the wait).
+fn keep_refused(refused: &Reprotection, mut decided: Next) -> Next {
+    if decided.record.is_none() && decided.protection != "Protected" {
+        let mut kept = refused.clone();
+        kept.message = decided.message.clone();
+        decided.record = Some(kept);
     }
     decided
 }
@@ -75,6 +82,12 @@ pub fn settle(
             let prior = prior(records, &s);
             let n = inherit(prior, n);
             let n = complete(&s, prior.filter(|r| !r.refused), n, read);
+            // A fresh attempt after a refusal that could not go ahead (its settings could
+            // not be read, AWS would refuse them): the refused record stays.
+            let n = match prior.filter(|r| r.refused && r.settings.is_some()) {
+                Some(refused) => keep_refused(refused, n),
+                None => n,
+            };
             (s, n)
         })
         .collect();

@@ -405,9 +405,9 @@ fn a_refused_move_aside_is_dropped_and_its_refusal_never_counts_as_done() {
 
 /// Review M5: a delete is resent only after the instance was seen available, so a busy
 /// answer is someone else's change, not our delete. Counted as done, the record waited
-/// for ever on a delete nobody made; it is retried instead, and never a refusal.
+/// for ever on a delete nobody made; it is a refusal (and waits like one), never done.
 #[test]
-fn a_busy_instance_is_tried_again_never_taken_as_a_delete_done() {
+fn a_busy_instance_is_refused_never_taken_as_a_delete_done() {
     let busy = || {
         Err((
             false,
@@ -429,7 +429,7 @@ fn a_busy_instance_is_tried_again_never_taken_as_a_delete_done() {
                 resend,
             };
             assert!(
-                matches!(judge(&standby(), &send, busy()), Answer::Retry(_)),
+                matches!(judge(&standby(), &send, busy()), Answer::Refused(_)),
                 "{call:?} resend {resend}"
             );
         }

@@ -459,9 +459,61 @@ fn a_refused_resend_keeps_the_settings_for_the_replica_once_the_old_instance_is_
     assert!(!decided.requests[0].resend);
     let wanted = &decided.wanted[0];
     assert_eq!(
-        (wanted.settings.as_ref(), wanted.refused),
-        (Some(&settings()), false)
+        (wanted.settings.as_ref(), wanted.refused, wanted.refusals),
+        (Some(&settings()), false, 1)
     );
+    // Refused again: the count goes on, and the next wait is two minutes.
+    let mut again = decided.clone();
+    again.answer(0, &Answer::Refused("KMSKeyNotAccessibleFault".into()));
+    let mut current = again.wanted.clone();
+    again.merge(&mut current, &now());
+    assert_eq!(
+        (current[0].refused, current[0].refusals),
+        (true, 2),
+        "{current:?}"
+    );
+    assert_eq!(current[0].retry_after, Some(retry_after(2, &now())));
+    assert_eq!(
+        retry_after(2, &now()).0.as_second() - now().0.as_second(),
+        120
+    );
+    // An answer lands only on the record that chose the same names: not on one begun
+    // since, nor as a refusal on one another send has answered as taken since.
+    let mut other = again.wanted.clone();
+    other[0].renamed_to = Some("orders-use1-old-20270101t000000".into());
+    let before = other.clone();
+    again.merge(&mut other, &now());
+    assert_eq!(other, before);
+    let mut taken = again.wanted.clone();
+    taken[0].requested = true;
+    again.merge(&mut taken, &now());
+    assert!(!taken[0].refused);
+    // After the wait, a fresh move aside whose settings cannot be read keeps the refused
+    // record (its settings, its count), instead of forgetting it.
+    let refused_twice = DisasterRecoveryPlanStatus {
+        reprotections: current,
+        ..status.clone()
+    };
+    let later = || Time(now().0 + k8s_openapi::jiff::SignedDuration::from_secs(180));
+    let decided = round(
+        vec![s.clone()],
+        &[old_primary()],
+        &spec,
+        &refused_twice,
+        &later(),
+    );
+    let decided = settle(
+        decided,
+        &refused_twice.reprotections,
+        vec![Some(Err("Throttling".into()))],
+    );
+    assert!(decided.requests.is_empty());
+    assert_eq!(decided.wanted.len(), 1);
+    assert_eq!(
+        (decided.wanted[0].refused, decided.wanted[0].refusals),
+        (true, 2)
+    );
+    assert_eq!(decided.wanted[0].settings, Some(settings()));
     // While blocked, the refused record stays (nothing else would keep the settings).
     let blocked = DisasterRecoveryPlanStatus {
         last_failover: Some(crate::api::LastFailover {
