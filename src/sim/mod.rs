@@ -749,48 +749,90 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-#[test]
-fn simulation() {
-    if let Some(seed) = env_u64("DROVER_SIM_SEED") {
-        let report = run_one(seed, true);
+/// The schedules a simulation ran: each seed's report, the failures as lines, how long.
+pub(crate) struct Schedules<R> {
+    pub reports: Vec<(u64, R)>,
+    pub failed: Vec<String>,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs a simulation: the one seed in `seed_var` with its trace (None after asserting it
+/// kept every invariant), else seeds 0..`schedules` spread over every CPU.
+pub(crate) fn run_schedules<R: Send + std::fmt::Debug>(
+    seed_var: &str,
+    schedules: u64,
+    run: fn(u64, bool) -> R,
+    violations: fn(&R) -> &[String],
+) -> Option<Schedules<R>> {
+    if let Some(seed) = env_u64(seed_var) {
+        let report = run(seed, true);
         println!("{report:?}");
         assert!(
-            report.violations.is_empty(),
+            violations(&report).is_empty(),
             "SIM FAILED seed={seed}: {}",
-            report.violations.join("; ")
+            violations(&report).join("; ")
         );
-        return;
+        return None;
     }
-    let schedules = env_u64("DROVER_SIM_SCHEDULES").unwrap_or(10_000);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let started = std::time::Instant::now();
-    let reports: Vec<(u64, Report)> = std::thread::scope(|s| {
+    let reports: Vec<(u64, R)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     (0..schedules)
                         .filter(|seed| seed % threads == t)
-                        .map(|seed| (seed, run_one(seed, false)))
+                        .map(|seed| (seed, run(seed, false)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         handles
             .into_iter()
-            // A schedule thread panics only on a failed invariant, which must fail the test.
+            // A schedule thread panics only on a bug in the simulation, which must fail.
             .flat_map(|h| h.join().expect("sim thread"))
             .collect()
     });
-    let mut phases: BTreeMap<String, usize> = BTreeMap::new();
-    let mut failed = Vec::new();
-    for (seed, r) in &reports {
-        *phases.entry(format!("{:?}", r.phase)).or_default() += 1;
-        if !r.violations.is_empty() {
-            failed.push(format!(
-                "SIM FAILED seed={seed}: {}",
-                r.violations.join("; ")
-            ));
+    let failed = reports
+        .iter()
+        .filter(|(_, r)| !violations(r).is_empty())
+        .map(|(seed, r)| format!("SIM FAILED seed={seed}: {}", violations(r).join("; ")))
+        .collect();
+    Some(Schedules {
+        reports,
+        failed,
+        elapsed: started.elapsed(),
+    })
+}
+
+impl<R> Schedules<R> {
+    /// Fails the test if any schedule broke an invariant, saying how to replay one.
+    pub(crate) fn assert_passed(&self, replay: &str) {
+        for f in self.failed.iter().take(20) {
+            println!("{f}");
         }
+        assert!(
+            self.failed.is_empty(),
+            "{} of {} schedules failed; replay one with {replay}\n{}",
+            self.failed.len(),
+            self.reports.len(),
+            self.failed.first().cloned().unwrap_or_default()
+        );
+    }
+}
+
+#[test]
+fn simulation() {
+    let schedules = env_u64("DROVER_SIM_SCHEDULES").unwrap_or(10_000);
+    let Some(done) = run_schedules("DROVER_SIM_SEED", schedules, run_one, |r: &Report| {
+        &r.violations
+    }) else {
+        return;
+    };
+    let reports = &done.reports;
+    let mut phases: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, r) in reports {
+        *phases.entry(format!("{:?}", r.phase)).or_default() += 1;
     }
     let runs: usize = reports.iter().map(|(_, r)| r.runs).sum();
     let effects: u64 = reports.iter().map(|(_, r)| r.effects).sum();
@@ -798,7 +840,7 @@ fn simulation() {
     println!(
         "simulation: {} schedules, {runs} processes, {passes} passes, {effects} effects, in {:?}; end phases {phases:?}",
         reports.len(),
-        started.elapsed()
+        done.elapsed
     );
     // Not an invariant: a schedule may end before its failover does (restarts bounded).
     let unfinished: Vec<u64> = reports
@@ -808,16 +850,7 @@ fn simulation() {
         .take(10)
         .collect();
     println!("unfinished (first 10): {unfinished:?}");
-    for f in failed.iter().take(20) {
-        println!("{f}");
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} schedules failed; replay one with DROVER_SIM_SEED=<seed> cargo test --lib sim -- --nocapture\n{}",
-        failed.len(),
-        reports.len(),
-        failed.first().cloned().unwrap_or_default()
-    );
+    done.assert_passed("DROVER_SIM_SEED=<seed> cargo test --lib sim -- --nocapture");
 }
 
 /// A calm Planned failover, reconcile by reconcile, on the fakes: the reconcile that scales

@@ -40,7 +40,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::fake::{FakeAws, FakeLease, Rds, Shared, instance_arn, lock};
-use super::{Scenario, WorkloadDef, env_u64, paused_runtime, world};
+use super::{Scenario, WorkloadDef, env_u64, paused_runtime, run_schedules, world};
 use crate::api::{
     DisasterRecoveryPlan, DisasterRecoveryPlanStatus, FailoverMode, FenceResource, LastFailover,
     OldInstanceAction, PendingFence, PendingFenceState, RdsReprotection, ReplicaSettings,
@@ -787,49 +787,22 @@ fn run_one(seed: u64, trace: bool) -> Report {
 
 #[test]
 fn reprotection_simulation() {
-    if let Some(seed) = env_u64("DROVER_SIM_REPROTECT_SEED") {
-        let report = run_one(seed, true);
-        println!("{report:?}");
-        assert!(
-            report.violations.is_empty(),
-            "SIM FAILED seed={seed}: {}",
-            report.violations.join("; ")
-        );
-        return;
-    }
     let schedules = env_u64("DROVER_SIM_REPROTECT_SCHEDULES")
         .or_else(|| env_u64("DROVER_SIM_SCHEDULES").map(|n| n / 4))
         .unwrap_or(2_500);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let started = std::time::Instant::now();
-    let reports: Vec<(u64, Report)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    (0..schedules)
-                        .filter(|seed| seed % threads == t)
-                        .map(|seed| (seed, run_one(seed, false)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            // A schedule thread panics only on a bug in the simulation, which must fail.
-            .flat_map(|h| h.join().expect("sim thread"))
-            .collect()
-    });
+    let Some(done) = run_schedules(
+        "DROVER_SIM_REPROTECT_SEED",
+        schedules,
+        run_one,
+        |r: &Report| &r.violations,
+    ) else {
+        return;
+    };
+    let reports = &done.reports;
     let mut ends: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut failed = Vec::new();
-    for (seed, r) in &reports {
+    for (_, r) in reports {
         for (k, n) in &r.ends {
             *ends.entry(k).or_default() += n;
-        }
-        if !r.violations.is_empty() {
-            failed.push(format!(
-                "SIM FAILED seed={seed}: {}",
-                r.violations.join("; ")
-            ));
         }
     }
     let sum = |f: fn(&Report) -> u64| reports.iter().map(|(_, r)| f(r)).sum::<u64>();
@@ -840,16 +813,9 @@ fn reprotection_simulation() {
         sum(|r| r.checks as u64),
         sum(|r| r.effects),
         sum(|r| r.calls as u64),
-        started.elapsed()
+        done.elapsed
     );
-    for f in failed.iter().take(20) {
-        println!("{f}");
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} schedules failed; replay one with DROVER_SIM_REPROTECT_SEED=<seed> cargo test --lib sim::reprotect -- --nocapture\n{}",
-        failed.len(),
-        reports.len(),
-        failed.first().cloned().unwrap_or_default()
+    done.assert_passed(
+        "DROVER_SIM_REPROTECT_SEED=<seed> cargo test --lib sim::reprotect -- --nocapture",
     );
 }
