@@ -240,6 +240,19 @@ impl World {
         });
     }
 
+    /// `answer`, with a refused call in the log too (R7: Manual sends nothing).
+    fn logged_if_refused<T>(
+        &mut self,
+        op: &'static str,
+        resource: String,
+        answer: AwsResult<T>,
+    ) -> AwsResult<T> {
+        if answer.is_err() {
+            self.record(op, resource, false);
+        }
+        answer
+    }
+
     fn settle(&mut self) {
         let now = Instant::now();
         let mut moves = Vec::new();
@@ -397,6 +410,19 @@ macro_rules! effect {
             None => std::future::pending().await,
         }
     }};
+}
+
+/// `effect!` for the AWS fake: its errors as AWS SDK errors.
+macro_rules! aws_effect {
+    ($world:expr, $region:expr, |$w:ident| $body:expr) => {
+        effect!(
+            $world,
+            $region,
+            aws_err(AwsErrorKind::Unreachable),
+            aws_err(AwsErrorKind::Transient),
+            |$w| $body
+        )
+    };
 }
 
 fn aws_err(kind: AwsErrorKind) -> impl Fn(String) -> AwsError {
@@ -722,89 +748,61 @@ pub fn cluster_arn(region: &str, id: &str) -> String {
 #[async_trait]
 impl Aws for FakeAws {
     async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                let lag = w.describe_lag;
-                Ok(w.rds.get(&(region.to_string(), id.to_string())).map(|r| {
-                    match &r.before_promotion {
-                        Some((stale, at)) if Instant::now() < *at + lag => stale.clone(),
-                        _ => RdsObservation {
-                            status: r.status.clone(),
-                            source: r.source.clone(),
-                        },
-                    }
-                }))
-            }
-        )
+        aws_effect!(&self.0, Some(region), |w| {
+            let lag = w.describe_lag;
+            Ok(w.rds.get(&(region.to_string(), id.to_string())).map(|r| {
+                match &r.before_promotion {
+                    Some((stale, at)) if Instant::now() < *at + lag => stale.clone(),
+                    _ => RdsObservation {
+                        status: r.status.clone(),
+                        source: r.source.clone(),
+                    },
+                }
+            }))
+        })
     }
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                w.check_promotion(id, &format!("PromoteReadReplica {id}"));
-                let delay = Duration::from_millis(w.rng.u64(1000..10000));
-                let key = (region.to_string(), id.to_string());
-                let ok = match w.rds.get_mut(&key) {
-                    Some(r) if r.status == "available" && r.source.is_some() => {
-                        let before = RdsObservation {
-                            status: r.status.clone(),
-                            source: r.source.clone(),
-                        };
-                        r.before_promotion = Some((before, Instant::now()));
-                        r.status = "modifying".into();
-                        r.promoted_at = Some(Instant::now() + delay);
-                        true
-                    }
-                    _ => false,
-                };
-                w.record("PromoteReadReplica", format!("{region}/{id}"), ok);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(aws_err(AwsErrorKind::Permanent)(format!(
-                        "InvalidDBInstanceState: {id}"
-                    )))
+        aws_effect!(&self.0, Some(region), |w| {
+            w.check_promotion(id, &format!("PromoteReadReplica {id}"));
+            let delay = Duration::from_millis(w.rng.u64(1000..10000));
+            let key = (region.to_string(), id.to_string());
+            let ok = match w.rds.get_mut(&key) {
+                Some(r) if r.status == "available" && r.source.is_some() => {
+                    let before = RdsObservation {
+                        status: r.status.clone(),
+                        source: r.source.clone(),
+                    };
+                    r.before_promotion = Some((before, Instant::now()));
+                    r.status = "modifying".into();
+                    r.promoted_at = Some(Instant::now() + delay);
+                    true
                 }
+                _ => false,
+            };
+            w.record("PromoteReadReplica", format!("{region}/{id}"), ok);
+            if ok {
+                Ok(())
+            } else {
+                Err(aws_err(AwsErrorKind::Permanent)(format!(
+                    "InvalidDBInstanceState: {id}"
+                )))
             }
-        )
+        })
     }
     async fn stop_db_instance(&self, region: &str, id: &str) -> AwsResult<()> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                w.record("StopDBInstance", format!("{region}/{id}"), true);
-                if let Some(r) = w.rds.get_mut(&(region.to_string(), id.to_string())) {
-                    r.status = "stopped".into();
-                }
-                Ok(())
+        aws_effect!(&self.0, Some(region), |w| {
+            w.record("StopDBInstance", format!("{region}/{id}"), true);
+            if let Some(r) = w.rds.get_mut(&(region.to_string(), id.to_string())) {
+                r.status = "stopped".into();
             }
-        )
+            Ok(())
+        })
     }
     async fn rename_db_instance(&self, region: &str, id: &str, to: &str) -> AwsResult<()> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                let answer = w.rename(region, id, to);
-                if answer.is_err() {
-                    // Refused calls are in the log too (R7: Manual sends nothing).
-                    w.record("ModifyDBInstance", format!("{region}/{id}"), false);
-                }
-                answer
-            }
-        )
+        aws_effect!(&self.0, Some(region), |w| {
+            let answer = w.rename(region, id, to);
+            w.logged_if_refused("ModifyDBInstance", format!("{region}/{id}"), answer)
+        })
     }
     async fn delete_db_instance(
         &self,
@@ -812,20 +810,10 @@ impl Aws for FakeAws {
         id: &str,
         snap: Option<&str>,
     ) -> AwsResult<()> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                let answer = w.delete(region, id, snap);
-                if answer.is_err() {
-                    // Refused calls are in the log too (R7: Manual sends nothing).
-                    w.record("DeleteDBInstance", format!("{region}/{id}"), false);
-                }
-                answer
-            }
-        )
+        aws_effect!(&self.0, Some(region), |w| {
+            let answer = w.delete(region, id, snap);
+            w.logged_if_refused("DeleteDBInstance", format!("{region}/{id}"), answer)
+        })
     }
     async fn create_read_replica(
         &self,
@@ -834,67 +822,39 @@ impl Aws for FakeAws {
         src: &str,
         settings: &ReplicaSettings,
     ) -> AwsResult<()> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                let answer = w.create_replica(region, id, src, settings);
-                if answer.is_err() {
-                    // Refused calls are in the log too (R7: Manual sends nothing).
-                    w.record(
-                        "CreateDBInstanceReadReplica",
-                        format!("{region}/{id}"),
-                        false,
-                    );
-                }
-                answer
-            }
-        )
+        aws_effect!(&self.0, Some(region), |w| {
+            let answer = w.create_replica(region, id, src, settings);
+            w.logged_if_refused(
+                "CreateDBInstanceReadReplica",
+                format!("{region}/{id}"),
+                answer,
+            )
+        })
     }
     async fn instance_settings(
         &self,
         region: &str,
         id: &str,
     ) -> AwsResult<Option<ReplicaSettings>> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| Ok(w
-                .rds
-                .get(&(region.to_string(), id.to_string()))
-                .map(|r| r.settings.clone()))
-        )
+        aws_effect!(&self.0, Some(region), |w| Ok(w
+            .rds
+            .get(&(region.to_string(), id.to_string()))
+            .map(|r| r.settings.clone())))
     }
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| Ok(w
-                .rds
-                .contains_key(&(region.to_string(), id.to_string()))
-                .then(|| instance_arn(region, id)))
-        )
+        aws_effect!(&self.0, Some(region), |w| Ok(w
+            .rds
+            .contains_key(&(region.to_string(), id.to_string()))
+            .then(|| instance_arn(region, id))))
     }
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                let arn = cluster_arn(region, id);
-                Ok(w.aurora
-                    .values()
-                    .any(|a| a.members.contains(&arn))
-                    .then_some(arn))
-            }
-        )
+        aws_effect!(&self.0, Some(region), |w| {
+            let arn = cluster_arn(region, id);
+            Ok(w.aurora
+                .values()
+                .any(|a| a.members.contains(&arn))
+                .then_some(arn))
+        })
     }
     async fn cluster_snapshots(
         &self,
@@ -909,23 +869,17 @@ impl Aws for FakeAws {
         region: &str,
         id: &str,
     ) -> AwsResult<Option<AuroraObservation>> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                Ok(w.aurora.get(id).map(|a| AuroraObservation {
-                    status: if a.moving.is_some() {
-                        "switching-over".into()
-                    } else {
-                        "available".into()
-                    },
-                    writer_arn: Some(a.writer.clone()),
-                    member_arns: a.members.clone(),
-                }))
-            }
-        )
+        aws_effect!(&self.0, Some(region), |w| {
+            Ok(w.aurora.get(id).map(|a| AuroraObservation {
+                status: if a.moving.is_some() {
+                    "switching-over".into()
+                } else {
+                    "available".into()
+                },
+                writer_arn: Some(a.writer.clone()),
+                member_arns: a.members.clone(),
+            }))
+        })
     }
     async fn move_global_writer(
         &self,
@@ -934,186 +888,154 @@ impl Aws for FakeAws {
         target_arn: &str,
         _how: WriterMove,
     ) -> AwsResult<()> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                let member = target_arn
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                w.check_promotion(&member, &format!("move writer of {id} to {member}"));
-                let delay = Duration::from_millis(w.rng.u64(1000..10000));
-                let ok = match w.aurora.get_mut(id) {
-                    Some(a) if a.moving.is_none() && a.writer != target_arn => {
-                        a.moving = Some((target_arn.to_string(), Instant::now() + delay));
-                        true
-                    }
-                    _ => false,
-                };
-                w.record("MoveGlobalWriter", id.to_string(), ok);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(aws_err(AwsErrorKind::Permanent)(format!(
-                        "InvalidGlobalClusterStateFault: {id}"
-                    )))
+        aws_effect!(&self.0, Some(region), |w| {
+            let member = target_arn
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            w.check_promotion(&member, &format!("move writer of {id} to {member}"));
+            let delay = Duration::from_millis(w.rng.u64(1000..10000));
+            let ok = match w.aurora.get_mut(id) {
+                Some(a) if a.moving.is_none() && a.writer != target_arn => {
+                    a.moving = Some((target_arn.to_string(), Instant::now() + delay));
+                    true
                 }
+                _ => false,
+            };
+            w.record("MoveGlobalWriter", id.to_string(), ok);
+            if ok {
+                Ok(())
+            } else {
+                Err(aws_err(AwsErrorKind::Permanent)(format!(
+                    "InvalidGlobalClusterStateFault: {id}"
+                )))
             }
-        )
+        })
     }
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
-        effect!(
-            &self.0,
-            Some(region),
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                let id = match source {
-                    LagSource::RdsReplica { instance } => instance,
-                    LagSource::AuroraSecondary { cluster } => cluster,
-                };
-                // Stamped on the simulation's wall clock, which the runner judges against.
-                let now = w.wall();
-                let (reading, served) = match w.lag.get(id).copied().unwrap_or(LagMode::Missing) {
-                    LagMode::Fresh(s) => (
-                        Some(LagReading {
-                            seconds: s,
-                            at: now,
-                        }),
-                        (true, s),
-                    ),
-                    LagMode::Negative => (
-                        Some(LagReading {
-                            seconds: -1.0,
-                            at: now,
-                        }),
-                        (false, -1.0),
-                    ),
-                    LagMode::Stale(s) => (
-                        Some(LagReading {
-                            seconds: s,
-                            at: now - Duration::from_secs(3600),
-                        }),
-                        (false, s),
-                    ),
-                    LagMode::Missing => (None, (false, f64::NAN)),
-                };
-                w.last_lag.insert(id.clone(), served);
-                Ok(reading)
-            }
-        )
+        aws_effect!(&self.0, Some(region), |w| {
+            let id = match source {
+                LagSource::RdsReplica { instance } => instance,
+                LagSource::AuroraSecondary { cluster } => cluster,
+            };
+            // Stamped on the simulation's wall clock, which the runner judges against.
+            let now = w.wall();
+            let (reading, served) = match w.lag.get(id).copied().unwrap_or(LagMode::Missing) {
+                LagMode::Fresh(s) => (
+                    Some(LagReading {
+                        seconds: s,
+                        at: now,
+                    }),
+                    (true, s),
+                ),
+                LagMode::Negative => (
+                    Some(LagReading {
+                        seconds: -1.0,
+                        at: now,
+                    }),
+                    (false, -1.0),
+                ),
+                LagMode::Stale(s) => (
+                    Some(LagReading {
+                        seconds: s,
+                        at: now - Duration::from_secs(3600),
+                    }),
+                    (false, s),
+                ),
+                LagMode::Missing => (None, (false, f64::NAN)),
+            };
+            w.last_lag.insert(id.clone(), served);
+            Ok(reading)
+        })
     }
     async fn health_check_healthy(&self, _id: &str) -> AwsResult<bool> {
         Ok(true)
     }
     async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>> {
-        effect!(
-            &self.0,
-            None,
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                w.zones.get(zone).cloned().ok_or_else(|| AwsError {
-                    kind: AwsErrorKind::Permanent,
-                    message: format!("NoSuchHostedZone: No hosted zone found with ID: {zone}"),
-                })
-            }
-        )
+        aws_effect!(&self.0, None, |w| {
+            w.zones.get(zone).cloned().ok_or_else(|| AwsError {
+                kind: AwsErrorKind::Permanent,
+                message: format!("NoSuchHostedZone: No hosted zone found with ID: {zone}"),
+            })
+        })
     }
     async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
-        effect!(
-            &self.0,
-            None,
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                let now = Instant::now();
-                if w.changes
-                    .iter()
-                    .any(|(id, at)| id.starts_with(zone) && *at > now)
-                {
-                    return Err(aws_err(AwsErrorKind::Transient)(
-                        "PriorRequestNotComplete".into(),
-                    ));
-                }
-                let mut records = w.zones.get(zone).cloned().unwrap_or_default();
-                let same = |a: &RecordSet, b: &RecordSet| {
-                    a.name == b.name
-                        && a.record_type == b.record_type
-                        && a.set_identifier == b.set_identifier
-                };
-                let mut refused = None;
-                if changes.len() > crate::engine::dns::MAX_BATCH_RECORDS {
-                    refused = Some("batch too large".to_string());
-                }
-                for c in changes {
-                    match c.action {
-                        ChangeAction::Upsert => {
-                            records.retain(|r| !same(r, &c.record));
-                            records.push(c.record.clone());
-                        }
-                        ChangeAction::Delete => {
-                            let before = records.len();
-                            records.retain(|r| r != &c.record);
-                            if records.len() == before {
-                                refused = Some(format!(
-                                    "delete of a record not present: {}",
-                                    c.record.name
-                                ));
-                            }
-                        }
-                    }
-                }
-                // Route 53: one PRIMARY and one SECONDARY per name and type.
-                let mut roles = BTreeSet::new();
-                for r in &records {
-                    if let Some(role) = &r.failover
-                        && !roles.insert((r.name.clone(), r.record_type.clone(), role.clone()))
-                    {
-                        refused = Some(format!("two {role} records for {}", r.name));
-                    }
-                }
-                if let Some(why) = refused {
-                    w.record("ChangeResourceRecordSets", format!("{zone} refused"), false);
-                    return Err(aws_err(AwsErrorKind::Permanent)(format!(
-                        "InvalidChangeBatch: {why}"
-                    )));
-                }
-                for c in changes {
-                    let r = &c.record;
-                    w.record(
-                        "ChangeResourceRecordSets",
-                        format!(
-                            "{zone} {:?} {} {} {:?} {:?}",
-                            c.action, r.name, r.record_type, r.set_identifier, r.values
-                        ),
-                        true,
-                    );
-                }
-                w.zones.insert(zone.to_string(), records);
-                let id = format!("{zone}-C{}", w.changes.len());
-                let insync = now + Duration::from_millis(w.rng.u64(0..5000));
-                w.changes.insert(id.clone(), insync);
-                Ok(id)
+        aws_effect!(&self.0, None, |w| {
+            let now = Instant::now();
+            if w.changes
+                .iter()
+                .any(|(id, at)| id.starts_with(zone) && *at > now)
+            {
+                return Err(aws_err(AwsErrorKind::Transient)(
+                    "PriorRequestNotComplete".into(),
+                ));
             }
-        )
+            let mut records = w.zones.get(zone).cloned().unwrap_or_default();
+            let same = |a: &RecordSet, b: &RecordSet| {
+                a.name == b.name
+                    && a.record_type == b.record_type
+                    && a.set_identifier == b.set_identifier
+            };
+            let mut refused = None;
+            if changes.len() > crate::engine::dns::MAX_BATCH_RECORDS {
+                refused = Some("batch too large".to_string());
+            }
+            for c in changes {
+                match c.action {
+                    ChangeAction::Upsert => {
+                        records.retain(|r| !same(r, &c.record));
+                        records.push(c.record.clone());
+                    }
+                    ChangeAction::Delete => {
+                        let before = records.len();
+                        records.retain(|r| r != &c.record);
+                        if records.len() == before {
+                            refused =
+                                Some(format!("delete of a record not present: {}", c.record.name));
+                        }
+                    }
+                }
+            }
+            // Route 53: one PRIMARY and one SECONDARY per name and type.
+            let mut roles = BTreeSet::new();
+            for r in &records {
+                if let Some(role) = &r.failover
+                    && !roles.insert((r.name.clone(), r.record_type.clone(), role.clone()))
+                {
+                    refused = Some(format!("two {role} records for {}", r.name));
+                }
+            }
+            if let Some(why) = refused {
+                w.record("ChangeResourceRecordSets", format!("{zone} refused"), false);
+                return Err(aws_err(AwsErrorKind::Permanent)(format!(
+                    "InvalidChangeBatch: {why}"
+                )));
+            }
+            for c in changes {
+                let r = &c.record;
+                w.record(
+                    "ChangeResourceRecordSets",
+                    format!(
+                        "{zone} {:?} {} {} {:?} {:?}",
+                        c.action, r.name, r.record_type, r.set_identifier, r.values
+                    ),
+                    true,
+                );
+            }
+            w.zones.insert(zone.to_string(), records);
+            let id = format!("{zone}-C{}", w.changes.len());
+            let insync = now + Duration::from_millis(w.rng.u64(0..5000));
+            w.changes.insert(id.clone(), insync);
+            Ok(id)
+        })
     }
     async fn change_insync(&self, change_id: &str) -> AwsResult<bool> {
-        effect!(
-            &self.0,
-            None,
-            aws_err(AwsErrorKind::Unreachable),
-            aws_err(AwsErrorKind::Transient),
-            |w| {
-                Ok(w.changes
-                    .get(change_id)
-                    .is_some_and(|t| *t <= Instant::now()))
-            }
-        )
+        aws_effect!(&self.0, None, |w| {
+            Ok(w.changes
+                .get(change_id)
+                .is_some_and(|t| *t <= Instant::now()))
+        })
     }
     async fn image_exists(
         &self,
