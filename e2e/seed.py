@@ -2,7 +2,7 @@
 """Seeds the sandbox for one failover scenario and prints its DisasterRecoveryPlan as JSON.
 
     seed.py NAME [--regions use1,usw2[,euw1]] [--plan-namespace NS] [--missing-image WORKLOAD]
-            [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
+            [--missing-secret WORKLOAD] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
             [--records N]
 
 The first of --regions (default use1,usw2) is the active one; the others are standbys.
@@ -11,6 +11,9 @@ Creates, all named after NAME:
     writers), at active counts in the active region and standby counts elsewhere, with a
     1 s readiness delay and a 0.5 s termination grace (bed.drover.io/termination-grace-ms);
     each writer is annotated bed.drover.io/writes-to with the databases of its own region;
+    each takes its environment from a Secret WORKLOAD-creds (envFrom) and mounts the
+    ConfigMap app-config, both in every region (except --missing-secret's Secret in the
+    standby regions);
   * in AWS: per region a DB subnet group NAME-db-REGION, parameter group NAME-pg-REGION,
     security group NAME-db-REGION and KMS key alias/NAME-REGION; 2 RDS primaries
     (encrypted) in the active region with cross-region replicas in each standby region,
@@ -139,10 +142,21 @@ def writes_to(name, region, workload):
     return ",".join(f"{REGIONS[region]}/{name}-{db}-{region}" for db in WRITES.get(workload, []))
 
 
-def seed_workloads(name, regions):
+def secret_value(workload):
+    """A value that must never show in Drover's status, Events or logs."""
+    return f"s3cr3t-{workload}-do-not-print"
+
+
+def seed_workloads(name, regions, missing_secret=None):
     for region in regions:
-        objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}]
+        objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                   {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config", "namespace": name},
+                    "data": {"region": region}}]
         for w, active, standby, singleton, writer in WORKLOADS:
+            if not (missing_secret == w and region != regions[0]):
+                objects.append({"apiVersion": "v1", "kind": "Secret",
+                                "metadata": {"name": f"{w}-creds", "namespace": name},
+                                "stringData": {"PASSWORD": secret_value(w)}})
             replicas = active if region == regions[0] else (0 if singleton else standby)
             annotations = {"bed.drover.io/ready-delay-ms": READY_DELAY_MS,
                            "bed.drover.io/termination-grace-ms": TERMINATION_GRACE_MS}
@@ -153,7 +167,12 @@ def seed_workloads(name, regions):
                 "metadata": {"name": w, "namespace": name, "annotations": annotations},
                 "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": w}},
                          "template": {"metadata": {"labels": {"app": w}},
-                                      "spec": {"containers": [{"name": w, "image": image(name, w)}]}}},
+                                      "spec": {"containers": [{"name": w, "image": image(name, w),
+                                                               "envFrom": [{"secretRef": {"name": f"{w}-creds"}}],
+                                                               "volumeMounts": [{"name": "config",
+                                                                                 "mountPath": "/etc/app"}]}],
+                                               "volumes": [{"name": "config",
+                                                            "configMap": {"name": "app-config"}}]}}},
             })
         kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
@@ -392,6 +411,8 @@ def main():
                         help="member regions, the active one first (default use1,usw2)")
     parser.add_argument("--plan-namespace", default="drover-system")
     parser.add_argument("--missing-image")
+    parser.add_argument("--missing-secret", metavar="WORKLOAD",
+                        help="leave WORKLOAD's Secret out of the standby regions")
     parser.add_argument("--lag", type=float, default=0.0)
     parser.add_argument("--fence-timeout", default="20s")
     parser.add_argument("--rebuild-replica", action="store_true")
@@ -407,7 +428,7 @@ def main():
         rebuild_replica(args.name, args.region, args.source)
         return
     regions = args.regions
-    seed_workloads(args.name, regions)
+    seed_workloads(args.name, regions, args.missing_secret)
     zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag)
     recs = records(domain, regions, args.records)
     add_health_checks(args.name, recs, args.failing_health_check)

@@ -12,6 +12,7 @@ use kube::discovery::{ApiResource, pinned_kind};
 use tokio::sync::Mutex;
 
 use crate::api::{DisasterRecoveryPlanSpec, RegionSpec, WorkloadSpec};
+use crate::engine::pod_refs::RefKind;
 use crate::member;
 
 pub use crate::engine::WorkloadState;
@@ -137,6 +138,15 @@ pub trait Clusters: Send + Sync {
         w: &WorkloadSpec,
         selector: &str,
     ) -> Result<usize, ClusterError>;
+    /// Whether a Secret or ConfigMap exists. Reads its metadata only: a Secret's values
+    /// never reach Drover.
+    async fn object_exists(
+        &self,
+        region: &str,
+        namespace: &str,
+        kind: RefKind,
+        name: &str,
+    ) -> Result<bool, ClusterError>;
 }
 
 #[async_trait]
@@ -163,6 +173,15 @@ impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
         selector: &str,
     ) -> Result<usize, ClusterError> {
         (**self).pods(region, w, selector).await
+    }
+    async fn object_exists(
+        &self,
+        region: &str,
+        namespace: &str,
+        kind: RefKind,
+        name: &str,
+    ) -> Result<bool, ClusterError> {
+        (**self).object_exists(region, namespace, kind, name).await
     }
 }
 
@@ -511,9 +530,42 @@ impl KubeClusters {
                 ready_replicas: int(&status["readyReplicas"]),
                 observed_current: status["observedGeneration"].as_i64().unwrap_or(0) >= generation,
                 images: images(&o),
+                refs: crate::engine::pod_refs::required(&o.data["spec"]["template"]["spec"]),
                 selector: selector(&o),
             }
         }))
+    }
+
+    async fn metadata_exists(
+        &self,
+        region: &str,
+        namespace: &str,
+        kind: RefKind,
+        name: &str,
+    ) -> Result<bool, ClusterError> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let (_, client) = self.client(region).await?;
+        let found = match kind {
+            RefKind::Secret => {
+                let api: Api<Secret> = Api::namespaced(client, namespace);
+                tokio::time::timeout(self.timeout, api.get_metadata_opt(name))
+                    .await
+                    .map(|r| r.map(|o| o.is_some()))
+            }
+            RefKind::ConfigMap => {
+                let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+                tokio::time::timeout(self.timeout, api.get_metadata_opt(name))
+                    .await
+                    .map(|r| r.map(|o| o.is_some()))
+            }
+        };
+        match found {
+            Err(_) => Err(self.no_answer()),
+            Ok(r) => r.map_err(|e| {
+                let action = format!("get {} {namespace}/{name}", kind.name());
+                classify(e, &self.credentials(region), &action)
+            }),
+        }
     }
 
     async fn count_pods(
@@ -594,6 +646,16 @@ impl Clusters for KubeClusters {
         replicas: i32,
     ) -> Result<i32, ClusterError> {
         (self.set_scale(region, w, replicas).await).map_err(|e| e.in_region(region))
+    }
+
+    async fn object_exists(
+        &self,
+        region: &str,
+        namespace: &str,
+        kind: RefKind,
+        name: &str,
+    ) -> Result<bool, ClusterError> {
+        (self.metadata_exists(region, namespace, kind, name).await).map_err(|e| e.in_region(region))
     }
 }
 

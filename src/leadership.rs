@@ -381,6 +381,17 @@ impl<C: Clusters> Clusters for LeaderClusters<C> {
     ) -> Result<usize, ClusterError> {
         self.inner.pods(region, w, selector).await
     }
+    async fn object_exists(
+        &self,
+        region: &str,
+        namespace: &str,
+        kind: crate::engine::pod_refs::RefKind,
+        name: &str,
+    ) -> Result<bool, ClusterError> {
+        self.inner
+            .object_exists(region, namespace, kind, name)
+            .await
+    }
 }
 
 #[cfg(test)]

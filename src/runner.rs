@@ -926,8 +926,9 @@ impl Runner {
         out
     }
 
-    /// Workloads exist in the target cluster, and their images in the target's ECR. Each
-    /// workload's images are checked as soon as it is read, each image once.
+    /// Workloads exist in the target cluster, their images in the target's ECR, and the
+    /// Secrets and ConfigMaps their pod templates need in the target cluster. Each
+    /// workload's images and objects are checked as soon as it is read, each image once.
     async fn check_workloads_and_images(&self) -> PreflightSeen {
         let target = self.target();
         let aws_target = self.aws_region(target);
@@ -937,8 +938,8 @@ impl Runner {
             async move {
                 let mut out = PreflightSeen::default();
                 let name = format!("workload {} {}/{}", w.kind, w.namespace, w.name);
-                let images = match seen(self.clusters.workload(target, w).await) {
-                    Ok(Some(state)) => state.images,
+                let (images, refs) = match seen(self.clusters.workload(target, w).await) {
+                    Ok(Some(state)) => (state.images, state.refs),
                     Ok(None) => {
                         out.problems.push(format!("{name} not found in {target}"));
                         return (out, Vec::new());
@@ -958,14 +959,43 @@ impl Runner {
                         .filter(|i| claimed.insert(i.clone()))
                         .collect()
                 };
-                let found = join_all(mine.iter().filter_map(|image| {
+                let images_found = join_all(mine.iter().filter_map(|image| {
                     let (repo, reference) = parse_ecr_image(image)?;
                     Some(async move {
                         let r = seen(self.aws.image_exists(aws_target, &repo, &reference).await);
                         (image, format!("{repo}:{reference}"), r)
                     })
-                }))
-                .await;
+                }));
+                let refs_found = join_all(refs.iter().map(|r| async move {
+                    let found = self
+                        .clusters
+                        .object_exists(target, &w.namespace, r.kind, &r.name)
+                        .await;
+                    (r, seen(found))
+                }));
+                let (found, refs_found) = futures::join!(images_found, refs_found);
+                let mut refs_missing = Vec::new();
+                for (r, answer) in refs_found {
+                    match answer {
+                        Ok(true) => {}
+                        Ok(false) => refs_missing.push(r.clone()),
+                        Err(p) => out.push(
+                            p,
+                            format!(
+                                "checking {} {}/{} in {target}",
+                                r.kind.name(),
+                                w.namespace,
+                                r.name
+                            ),
+                        ),
+                    }
+                }
+                out.problems.extend(engine::pod_refs::missing_message(
+                    &name,
+                    &w.namespace,
+                    target,
+                    &refs_missing,
+                ));
                 let mut missing = Vec::new();
                 for (image, short, r) in found {
                     match r {
@@ -1578,6 +1608,7 @@ mod tests {
                 ready_replicas: replicas,
                 observed_current: true,
                 images: Vec::new(),
+                refs: Vec::new(),
                 selector: None,
             }),
             pods: None,

@@ -644,15 +644,19 @@ async fn planned_failover_and_failback() {
     assert_dashboard_metrics_exported(&scrape);
 }
 
-/// Scenario 3: DryRun with an image missing from the target region's ECR and a failing
-/// health check there: preflight fails, lists both, and no mutating call reaches AWS.
+/// Scenario 3: DryRun with an image missing from the target region's ECR, a Secret that
+/// the web pods need missing from the target cluster, and a failing health check there:
+/// preflight fails, lists all three, and no mutating call reaches AWS. The Secret's
+/// values never show in the status, the Events or the operator's log.
 #[tokio::test]
 async fn dry_run_reports_missing_image_and_changes_nothing() {
-    let (scenario, _op) = Scenario::start(
+    let (scenario, op) = Scenario::start(
         "sc3",
         &[
             "--missing-image",
             "worker",
+            "--missing-secret",
+            "web",
             "--failing-health-check",
             "usw2",
         ],
@@ -687,6 +691,36 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
         failures.contains("health check") && failures.contains("for usw2 is failing"),
         "{failures}"
     );
+    // The web Secret is named, with where the template uses it; objects that exist
+    // (the other workloads' Secrets, the ConfigMap) are not.
+    assert!(
+        failures.contains(&format!(
+            "workload Deployment {sc}/web needs objects missing from usw2: Secret {sc}/web-creds (envFrom)"
+        )),
+        "{failures}"
+    );
+    assert!(!failures.contains("worker-creds"), "{failures}");
+    assert!(!failures.contains("app-config"), "{failures}");
+    // Values never printed: the primary's copy exists, and Drover reads metadata only.
+    let secret_value = "s3cr3t-web-do-not-print";
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let notes: String = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .iter()
+        .filter_map(|e| e.note.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let log = std::fs::read_to_string(&op.log).expect("operator log");
+    for (what, text) in [
+        ("status", serde_json::to_string(&status).expect("json")),
+        ("events", notes),
+        ("log", log),
+    ] {
+        assert!(!text.contains(secret_value), "a Secret value in the {what}");
+    }
     assert!(!status.planned_actions.is_empty());
     assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
     assert_eq!(spec_counts(replicas("use1", &sc).await), east_before);

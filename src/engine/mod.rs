@@ -17,6 +17,7 @@ pub mod fence;
 pub mod lag;
 pub mod machine;
 pub mod old_volume;
+pub mod pod_refs;
 pub mod reprotect;
 pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
 pub use lag::{Lag, LagReading, LagSource};
@@ -55,6 +56,8 @@ pub struct WorkloadState {
     /// Whether status reflects the latest spec.
     pub observed_current: bool,
     pub images: Vec<String>,
+    /// The Secrets and ConfigMaps its pod template cannot start without.
+    pub refs: Vec<pod_refs::PodRef>,
     /// The label selector of its pods ("k=v,k2=v2"), when it has one.
     pub selector: Option<String>,
 }

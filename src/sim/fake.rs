@@ -1106,6 +1106,7 @@ impl Clusters for FakeClusters {
                     ready_replicas: live.iter().filter(|p| p.ready_at <= now).count() as i32,
                     observed_current,
                     images: Vec::new(),
+                    refs: Vec::new(),
                     selector: Some(format!("app={}", w.name)),
                 }))
             }
@@ -1140,6 +1141,22 @@ impl Clusters for FakeClusters {
             ClusterError::Unreachable,
             ClusterError::Transient,
             |world| { Ok(world.running(region, &w.name, Instant::now()).len()) }
+        )
+    }
+    /// The simulated workloads reference nothing.
+    async fn object_exists(
+        &self,
+        region: &str,
+        _namespace: &str,
+        _kind: crate::engine::pod_refs::RefKind,
+        _name: &str,
+    ) -> Result<bool, ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |_world| { Ok(true) }
         )
     }
 }

@@ -84,6 +84,7 @@ impl Case {
                         ready_replicas: n,
                         observed_current: true,
                         images: Vec::new(),
+                        refs: Vec::new(),
                         selector: Some(format!("app={}", w.name)),
                     }),
                     pods: Some(Ok(n.max(0) as usize)),
