@@ -2,7 +2,7 @@
 """Seeds the sandbox for one failover scenario and prints its DisasterRecoveryPlan as JSON.
 
     seed.py NAME [--regions use1,usw2[,euw1]] [--plan-namespace NS] [--missing-image WORKLOAD]
-            [--missing-secret WORKLOAD] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
+            [--missing-secret WORKLOAD] [--unreplicated-secrets] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
             [--records N]
 
 The first of --regions (default use1,usw2) is the active one; the others are standbys.
@@ -22,6 +22,10 @@ Creates, all named after NAME:
     (2 failover, 1 weighted, 1 simple) pointing at the active region, a health check per
     region on the api record (--failing-health-check makes one fail), and every image in
     ECR in every listed region (except --missing-image in the standby regions);
+  * in Secrets Manager: NAME/db-password in the active region, replicated to each standby
+    region; with --unreplicated-secrets also NAME/api-token (no replica) and
+    NAME/signing-key (replication Failed: a separate secret of that name already exists in
+    the standby regions, as AWS refuses to overwrite); the plan lists them all;
   * --records N: N more Simple A records r{i}.NAME.example. pointing at the active region,
     for large-zone tests, sent in batches of at most 500 changes.
 
@@ -220,6 +224,24 @@ def create_standby(name, db, region, source_arn):
                            ApplyImmediately=True)
 
 
+def secret_names(name, unreplicated):
+    return [f"{name}/db-password"] + ([f"{name}/api-token", f"{name}/signing-key"] if unreplicated else [])
+
+
+def seed_secrets(name, regions, unreplicated):
+    active, standbys = regions[0], regions[1:]
+    primary = aws("secretsmanager", REGIONS[active])
+    replicas = [{"Region": REGIONS[r]} for r in standbys]
+    primary.create_secret(Name=f"{name}/db-password", SecretString=secret_value("db"), AddReplicaRegions=replicas)
+    if unreplicated:
+        primary.create_secret(Name=f"{name}/api-token", SecretString=secret_value("api"))
+        for r in standbys:
+            aws("secretsmanager", REGIONS[r]).create_secret(Name=f"{name}/signing-key",
+                                                           SecretString="an older, separate copy")
+        primary.create_secret(Name=f"{name}/signing-key", SecretString=secret_value("signing"),
+                              AddReplicaRegions=replicas)
+
+
 def seed_aws(name, regions, missing_image, lag):
     active, standbys = regions[0], regions[1:]
     for r in regions:
@@ -332,7 +354,7 @@ def point_records(zone, recs, active_region, wait=False):
     return change_records(zone, changes, wait=wait)
 
 
-def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS):
+def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS, secrets=()):
     return {
         "apiVersion": "drover.io/v1alpha1", "kind": "DisasterRecoveryPlan",
         "metadata": {"name": name, "namespace": namespace},
@@ -353,6 +375,7 @@ def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS):
                 {"kind": "Deployment", "namespace": name, "name": w, "activeReplicas": active,
                  "standbyReplicas": standby, "singleton": singleton, "writer": writer}
                 for w, active, standby, singleton, writer in WORKLOADS],
+            "awsSecrets": [{"name": s} for s in secrets],
             "objectives": {"rto": "5m", "rpo": "30s"},
             "timeouts": {"fence": fence_timeout, "promotion": "60s", "warmUp": "60s", "dns": "60s"},
         },
@@ -411,6 +434,8 @@ def main():
                         help="member regions, the active one first (default use1,usw2)")
     parser.add_argument("--plan-namespace", default="drover-system")
     parser.add_argument("--missing-image")
+    parser.add_argument("--unreplicated-secrets", action="store_true",
+                        help="two more Secrets Manager secrets: one never replicated, one whose replication failed")
     parser.add_argument("--missing-secret", metavar="WORKLOAD",
                         help="leave WORKLOAD's Secret out of the standby regions")
     parser.add_argument("--lag", type=float, default=0.0)
@@ -430,10 +455,12 @@ def main():
     regions = args.regions
     seed_workloads(args.name, regions, args.missing_secret)
     zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag)
+    seed_secrets(args.name, regions, args.unreplicated_secrets)
     recs = records(domain, regions, args.records)
     add_health_checks(args.name, recs, args.failing_health_check)
     point_records(zone, recs, regions[0], wait=args.records > 0)  # as it stands before any failover
-    json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout, regions), sys.stdout, indent=2)
+    json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout, regions,
+                   secret_names(args.name, args.unreplicated_secrets)), sys.stdout, indent=2)
     print()
 
 

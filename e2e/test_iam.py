@@ -68,7 +68,7 @@ def recorded_actions():
 def effector_actions():
     source = (ROOT / "src/aws.rs").read_text()
     return {f"{s}:{o}" for s, o in
-            re.findall(r'"(rds|route53|ecr|cloudwatch)",\s*"([A-Za-z]+)"', source)}
+            re.findall(r'"(rds|route53|ecr|cloudwatch|secretsmanager)",\s*"([A-Za-z]+)"', source)}
 
 
 def test_policy_matches_what_the_e2e_suite_called():

@@ -14,6 +14,7 @@ use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 use crate::api::{AliasTarget, ReplicaSettings};
 use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::{ChangeAction as PlanChangeAction, RecordChange};
+use crate::engine::secrets::SecretSeen;
 use crate::engine::{AuroraObservation, ClusterSnapshot, LagReading, RdsObservation, RecordSet};
 use crate::metrics::{AwsCallLabels, Metrics};
 
@@ -169,6 +170,9 @@ pub trait Aws: Send + Sync {
         repository: &str,
         reference: &str,
     ) -> AwsResult<bool>;
+    /// Secrets Manager DescribeSecret (never its value): whether it is a replica, and of
+    /// which region, or its replicas' status; None when there is no such secret.
+    async fn describe_secret(&self, region: &str, name: &str) -> AwsResult<Option<SecretSeen>>;
     /// Route 53 GetHealthCheckStatus: each checker's last report, with its region.
     async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>>;
     /// CloudWatch DescribeAlarms: the alarm's state (ALARM, OK, INSUFFICIENT_DATA), or None
@@ -258,6 +262,7 @@ fn error_code<E: ProvideErrorMetadata>(
 struct RegionClients {
     rds: aws_sdk_rds::Client,
     ecr: aws_sdk_ecr::Client,
+    secrets: aws_sdk_secretsmanager::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
@@ -360,6 +365,11 @@ impl SdkAws {
                     ),
                     ecr: aws_sdk_ecr::Client::from_conf(
                         aws_sdk_ecr::config::Builder::from(&self.base)
+                            .region(r.clone())
+                            .build(),
+                    ),
+                    secrets: aws_sdk_secretsmanager::Client::from_conf(
+                        aws_sdk_secretsmanager::config::Builder::from(&self.base)
                             .region(r.clone())
                             .build(),
                     ),
@@ -1080,6 +1090,35 @@ impl Aws for SdkAws {
             &["ImageNotFoundException", "RepositoryNotFoundException"],
         );
         Ok(out?.is_some_and(|o| !o.image_details.unwrap_or_default().is_empty()))
+    }
+
+    async fn describe_secret(&self, region: &str, name: &str) -> AwsResult<Option<SecretSeen>> {
+        let out = self.optional(
+            "secretsmanager",
+            "DescribeSecret",
+            self.region(region)
+                .secrets
+                .describe_secret()
+                .secret_id(name)
+                .send()
+                .await,
+            &["ResourceNotFoundException"],
+        )?;
+        Ok(out.map(|d| SecretSeen {
+            primary_region: d.primary_region.filter(|r| !r.is_empty()),
+            replication: d
+                .replication_status
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.region.unwrap_or_default(),
+                        r.status.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        r.status_message,
+                    )
+                })
+                .collect(),
+        }))
     }
 
     async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>> {

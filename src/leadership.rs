@@ -331,6 +331,13 @@ impl Aws for LeaderAws {
     ) -> AwsResult<bool> {
         self.inner.image_exists(region, repository, reference).await
     }
+    async fn describe_secret(
+        &self,
+        region: &str,
+        name: &str,
+    ) -> AwsResult<Option<crate::engine::secrets::SecretSeen>> {
+        self.inner.describe_secret(region, name).await
+    }
     async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>> {
         self.inner.health_check_observations(id).await
     }

@@ -915,6 +915,9 @@ impl Runner {
         checks.push(Box::pin(self.check_workloads_and_images()));
         checks.push(Box::pin(self.check_lags()));
         checks.push(Box::pin(self.check_databases(source)));
+        if !spec.aws_secrets.is_empty() {
+            checks.push(Box::pin(self.check_aws_secrets(source)));
+        }
         for zone in &spec.dns {
             checks.push(Box::pin(self.check_zone(zone)));
         }
@@ -1062,6 +1065,53 @@ impl Runner {
                 Err(p) => out.push(p, format!("database {}", db.name)),
             }
         }
+        out
+    }
+
+    /// Every Secrets Manager secret the plan lists is in the target region, as a replica in
+    /// sync with its primary (or the primary itself). A primary or source region that does
+    /// not answer leaves the target's copy as it is: a lost region is what failovers are for.
+    async fn check_aws_secrets(&self, source: &str) -> PreflightSeen {
+        use engine::secrets::{Verdict, judge};
+        let target = self.aws_region(self.target());
+        let source = self.aws_region(source);
+        let checks = self.plan.spec.aws_secrets.iter().map(|secret| {
+            let (target, source) = (&target, &source);
+            async move {
+                let mut out = PreflightSeen::default();
+                let name = &secret.name;
+                let in_target = match seen(self.aws.describe_secret(target, name).await) {
+                    Ok(found) => found,
+                    Err(p) => {
+                        out.push(p, format!("Secrets Manager secret {name} in {target}"));
+                        return out;
+                    }
+                };
+                let mut verdict = judge(name, target, source, in_target.as_ref(), None);
+                if let Verdict::Ask(region) = &verdict {
+                    verdict = match seen(self.aws.describe_secret(region, name).await) {
+                        Ok(other) => judge(
+                            name,
+                            target,
+                            source,
+                            in_target.as_ref(),
+                            Some(other.as_ref()),
+                        ),
+                        Err(p) if p.fault == Fault::Unreachable => Verdict::Ready,
+                        Err(p) => {
+                            out.push(p, format!("Secrets Manager secret {name} in {region}"));
+                            return out;
+                        }
+                    };
+                }
+                if let Verdict::Problem(problem) = verdict {
+                    out.problems.push(problem);
+                }
+                out
+            }
+        });
+        let mut out = PreflightSeen::default();
+        out.absorb(join_all(checks).await);
         out
     }
 

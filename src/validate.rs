@@ -250,6 +250,8 @@ pub fn validate_plan(
         "workload",
     );
 
+    check_aws_secrets(spec, &mut problems);
+
     for (field, value) in [
         ("spec.objectives.rto", &spec.objectives.rto),
         ("spec.objectives.rpo", &spec.objectives.rpo),
@@ -442,6 +444,49 @@ fn check_region_keys(
             ));
         }
     }
+}
+
+/// At most this many Secrets Manager secrets per plan: each is one or two DescribeSecret
+/// calls in every preflight.
+const MAX_AWS_SECRETS: usize = 100;
+
+/// Secrets Manager names: 1-512 characters of letters, digits and /_+=.@-, and not an
+/// ARN (an ARN names one region; the check reads the secret in several).
+fn check_aws_secrets(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) {
+    if spec.aws_secrets.len() > MAX_AWS_SECRETS {
+        problems.push(Problem::new(
+            "spec.awsSecrets",
+            format!(
+                "at most {MAX_AWS_SECRETS} secrets, got {}",
+                spec.aws_secrets.len()
+            ),
+        ));
+    }
+    for (i, secret) in spec.aws_secrets.iter().enumerate() {
+        let path = format!("spec.awsSecrets[{i}].name");
+        let name = &secret.name;
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c);
+        let reason = if name.starts_with("arn:") {
+            Some("a secret name, not an ARN (an ARN names one region)".to_string())
+        } else if name.is_empty() || name.len() > 512 {
+            Some(format!("1 to 512 characters, got {}", name.len()))
+        } else if !name.chars().all(allowed) {
+            Some("letters, digits and /_+=.@- only".to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            problems.push(Problem::new(path, reason));
+        }
+    }
+    check_unique(
+        problems,
+        spec.aws_secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("spec.awsSecrets[{i}]"), s.name.clone())),
+        "secret",
+    );
 }
 
 fn check_unique(
@@ -670,6 +715,32 @@ mod tests {
             ]
         );
         assert!(problems[1].reason.contains("-3"));
+    }
+
+    #[test]
+    fn aws_secrets_are_names_bounded_and_unique() {
+        let mut spec = sample();
+        let named = |n: &str| crate::api::AwsSecretRef { name: n.into() };
+        spec.aws_secrets = vec![
+            named("shop/db-password"),
+            named("arn:aws:secretsmanager:us-east-1:1:secret:x"),
+            named(""),
+            named("bad name"),
+            named(&"x".repeat(513)),
+            named("shop/db-password"),
+        ];
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.awsSecrets[1].name",
+                "spec.awsSecrets[2].name",
+                "spec.awsSecrets[3].name",
+                "spec.awsSecrets[4].name",
+                "spec.awsSecrets[5]",
+            ]
+        );
+        spec.aws_secrets = (0..101).map(|i| named(&format!("s{i}"))).collect();
+        assert_eq!(fields(&spec), vec!["spec.awsSecrets"]);
     }
 
     #[test]

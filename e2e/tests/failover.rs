@@ -645,9 +645,10 @@ async fn planned_failover_and_failback() {
 }
 
 /// Scenario 3: DryRun with an image missing from the target region's ECR, a Secret that
-/// the web pods need missing from the target cluster, and a failing health check there:
-/// preflight fails, lists all three, and no mutating call reaches AWS. The Secret's
-/// values never show in the status, the Events or the operator's log.
+/// the web pods need missing from the target cluster, two Secrets Manager secrets not
+/// replicated there, and a failing health check there: preflight fails, lists them all,
+/// and no mutating call reaches AWS. Secret values never show in the status, the Events or
+/// the operator's log.
 #[tokio::test]
 async fn dry_run_reports_missing_image_and_changes_nothing() {
     let (scenario, op) = Scenario::start(
@@ -657,6 +658,7 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
             "worker",
             "--missing-secret",
             "web",
+            "--unreplicated-secrets",
             "--failing-health-check",
             "usw2",
         ],
@@ -700,9 +702,25 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
         "{failures}"
     );
     assert!(!failures.contains("worker-creds"), "{failures}");
+    // Secrets Manager: one never replicated, one whose replication failed on a separate
+    // secret of that name in the target; the replicated one passes.
+    assert!(
+        failures.contains(&format!(
+            "Secrets Manager secret {sc}/api-token has no replica in us-west-2"
+        )),
+        "{failures}"
+    );
+    assert!(
+        failures.contains(&format!(
+            "Secrets Manager secret {sc}/signing-key in us-west-2 is a separate secret, not a replica of the one in us-east-1; replication from us-east-1 is Failed"
+        )),
+        "{failures}"
+    );
+    assert!(!failures.contains("db-password"), "{failures}");
     assert!(!failures.contains("app-config"), "{failures}");
-    // Values never printed: the primary's copy exists, and Drover reads metadata only.
-    let secret_value = "s3cr3t-web-do-not-print";
+    // Values never printed: every seeded value (Kubernetes and Secrets Manager) starts so;
+    // Drover reads metadata and DescribeSecret only.
+    let secret_value = "s3cr3t-";
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     let notes: String = events
         .list(&ListParams::default())

@@ -34,6 +34,10 @@ pub struct DisasterRecoveryPlanSpec {
     /// Workloads scaled up in the active region and down in the standby regions.
     #[serde(default)]
     pub workloads: Vec<WorkloadSpec>,
+    /// AWS Secrets Manager secrets the workloads read in their own region: preflight
+    /// checks that the target region holds each, as a replica in sync with its primary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aws_secrets: Vec<AwsSecretRef>,
     /// Recovery time and recovery point objectives.
     pub objectives: Objectives,
     /// The order in which regions take over, e.g. [use1, usw2, euw1]. A failover-routed
@@ -426,6 +430,14 @@ impl WorkloadSpec {
             (None, _) => None,
         }
     }
+}
+
+/// A Secrets Manager secret, by name (the same in every region; not an ARN, which names
+/// one region).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSecretRef {
+    pub name: String,
 }
 
 /// Recovery objectives, as durations such as "5m" or "30s".

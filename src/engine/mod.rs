@@ -19,6 +19,7 @@ pub mod machine;
 pub mod old_volume;
 pub mod pod_refs;
 pub mod reprotect;
+pub mod secrets;
 pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
 pub use lag::{Lag, LagReading, LagSource};
 

@@ -1045,6 +1045,16 @@ impl Aws for FakeAws {
     ) -> AwsResult<bool> {
         Ok(true)
     }
+    /// The simulated plans list no secrets; any asked for is there.
+    async fn describe_secret(
+        &self,
+        region: &str,
+        _name: &str,
+    ) -> AwsResult<Option<crate::engine::secrets::SecretSeen>> {
+        aws_effect!(&self.0, Some(region), |_w| {
+            Ok(Some(crate::engine::secrets::SecretSeen::default()))
+        })
+    }
     /// Healthy from three checker regions, unless the AWS region named by the id (the
     /// simulation's convention: "hc-<aws region>") is lost. The simulation does not run the
     /// plan reconciler, so these reads are not effect boundaries.
