@@ -218,6 +218,7 @@ def seed(member_kubeconfigs):
     kubectl("mgmt", "create", "namespace", "drover-system")
     for member in MEMBERS:
         kubectl(member, "apply", "-f", str(ROOT / "config" / "member-rbac"))
+        kubectl(member, "apply", "-f", str(ROOT / "e2e" / "manifests" / "keda-scaledobject-crd.yaml"))
         kubectl(member, "create", "clusterrolebinding", "drover-member",
                 "--clusterrole=drover-member", f"--user={MEMBER_USER}")
         kubectl(member, "apply", "-f", str(ROOT / "e2e" / "manifests" / "workloads.yaml"))

@@ -2,7 +2,8 @@
 """Seeds the sandbox for one failover scenario and prints its DisasterRecoveryPlan as JSON.
 
     seed.py NAME [--regions use1,usw2[,euw1]] [--plan-namespace NS] [--missing-image WORKLOAD]
-            [--missing-secret WORKLOAD] [--unreplicated-secrets] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
+            [--missing-secret WORKLOAD] [--unreplicated-secrets] [--capped-autoscalers]
+            [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
             [--records N]
 
 The first of --regions (default use1,usw2) is the active one; the others are standbys.
@@ -151,9 +152,17 @@ def secret_value(workload):
     return f"s3cr3t-{workload}-do-not-print"
 
 
-def seed_workloads(name, regions, missing_secret=None):
+def seed_workloads(name, regions, missing_secret=None, capped_autoscalers=False):
     for region in regions:
         objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                   # Drover's preflight reads the referenced objects' metadata in this
+                   # namespace only, as docs/operations.md says to bind it.
+                   {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": "drover-member-preflight", "namespace": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": "drover-member-preflight"},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                  "name": "drover-member"}]},
                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config", "namespace": name},
                     "data": {"region": region}}]
         for w, active, standby, singleton, writer in WORKLOADS:
@@ -178,6 +187,18 @@ def seed_workloads(name, regions, missing_secret=None):
                                                "volumes": [{"name": "config",
                                                             "configMap": {"name": "app-config"}}]}}},
             })
+        if capped_autoscalers and region != regions[0]:
+            # In the standbys: an HPA capping api (active 3) at 2, a ScaledObject capping
+            # worker (active 2) at 1.
+            objects.append({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                            "metadata": {"name": "api", "namespace": name},
+                            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                        "name": "api"},
+                                     "minReplicas": 1, "maxReplicas": 2}})
+            objects.append({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                            "metadata": {"name": "worker", "namespace": name},
+                            "spec": {"scaleTargetRef": {"name": "worker"}, "maxReplicaCount": 1,
+                                     "triggers": [{"type": "cpu", "metadata": {"value": "50"}}]}})
         kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
@@ -434,6 +455,8 @@ def main():
                         help="member regions, the active one first (default use1,usw2)")
     parser.add_argument("--plan-namespace", default="drover-system")
     parser.add_argument("--missing-image")
+    parser.add_argument("--capped-autoscalers", action="store_true",
+                        help="standby autoscalers whose maximum is below the active count")
     parser.add_argument("--unreplicated-secrets", action="store_true",
                         help="two more Secrets Manager secrets: one never replicated, one whose replication failed")
     parser.add_argument("--missing-secret", metavar="WORKLOAD",
@@ -453,7 +476,7 @@ def main():
         rebuild_replica(args.name, args.region, args.source)
         return
     regions = args.regions
-    seed_workloads(args.name, regions, args.missing_secret)
+    seed_workloads(args.name, regions, args.missing_secret, args.capped_autoscalers)
     zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag)
     seed_secrets(args.name, regions, args.unreplicated_secrets)
     recs = records(domain, regions, args.records)

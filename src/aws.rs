@@ -1105,7 +1105,9 @@ impl Aws for SdkAws {
             &["ResourceNotFoundException"],
         )?;
         Ok(out.map(|d| SecretSeen {
-            primary_region: d.primary_region.filter(|r| !r.is_empty()),
+            // AWS names a primary's own region here too: only another region is a source.
+            primary_region: d.primary_region.filter(|r| !r.is_empty() && r != region),
+            deleted: d.deleted_date.is_some(),
             replication: d
                 .replication_status
                 .unwrap_or_default()

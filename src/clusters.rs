@@ -12,6 +12,7 @@ use kube::discovery::{ApiResource, pinned_kind};
 use tokio::sync::Mutex;
 
 use crate::api::{DisasterRecoveryPlanSpec, RegionSpec, WorkloadSpec};
+use crate::engine::autoscalers::AutoscalerSeen;
 use crate::engine::pod_refs::RefKind;
 use crate::member;
 
@@ -147,6 +148,13 @@ pub trait Clusters: Send + Sync {
         kind: RefKind,
         name: &str,
     ) -> Result<bool, ClusterError>;
+    /// The HorizontalPodAutoscalers and KEDA ScaledObjects of a namespace (none of the
+    /// latter where KEDA's CRD is not installed).
+    async fn autoscalers(
+        &self,
+        region: &str,
+        namespace: &str,
+    ) -> Result<Vec<AutoscalerSeen>, ClusterError>;
 }
 
 #[async_trait]
@@ -182,6 +190,13 @@ impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
         name: &str,
     ) -> Result<bool, ClusterError> {
         (**self).object_exists(region, namespace, kind, name).await
+    }
+    async fn autoscalers(
+        &self,
+        region: &str,
+        namespace: &str,
+    ) -> Result<Vec<AutoscalerSeen>, ClusterError> {
+        (**self).autoscalers(region, namespace).await
     }
 }
 
@@ -543,22 +558,17 @@ impl KubeClusters {
         kind: RefKind,
         name: &str,
     ) -> Result<bool, ClusterError> {
-        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
         let (_, client) = self.client(region).await?;
-        let found = match kind {
-            RefKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(client, namespace);
-                tokio::time::timeout(self.timeout, api.get_metadata_opt(name))
-                    .await
-                    .map(|r| r.map(|o| o.is_some()))
-            }
-            RefKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(client, namespace);
-                tokio::time::timeout(self.timeout, api.get_metadata_opt(name))
-                    .await
-                    .map(|r| r.map(|o| o.is_some()))
-            }
+        let resource = match kind {
+            RefKind::Secret => ApiResource::erase::<Secret>(&()),
+            RefKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            RefKind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
         };
+        let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &resource);
+        let found = tokio::time::timeout(self.timeout, api.get_metadata_opt(name))
+            .await
+            .map(|r| r.map(|o| o.is_some()));
         match found {
             Err(_) => Err(self.no_answer()),
             Ok(r) => r.map_err(|e| {
@@ -566,6 +576,56 @@ impl KubeClusters {
                 classify(e, &self.credentials(region), &action)
             }),
         }
+    }
+
+    async fn list_autoscalers(
+        &self,
+        region: &str,
+        namespace: &str,
+    ) -> Result<Vec<AutoscalerSeen>, ClusterError> {
+        use crate::engine::autoscalers::{hpa, scaled_object};
+        type Read = fn(&serde_json::Value) -> Option<AutoscalerSeen>;
+        let (_, client) = self.client(region).await?;
+        let kinds: [(&str, &str, &str, &str, Read); 2] = [
+            (
+                "autoscaling",
+                "v1",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                hpa,
+            ),
+            (
+                "keda.sh",
+                "v1alpha1",
+                "ScaledObject",
+                "scaledobjects",
+                scaled_object,
+            ),
+        ];
+        let mut out = Vec::new();
+        for (group, version, kind, plural, read) in kinds {
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &resource);
+            let listed = tokio::time::timeout(self.timeout, api.list(&Default::default())).await;
+            match listed {
+                Err(_) => return Err(self.no_answer()),
+                Ok(Ok(list)) => out.extend(
+                    list.items
+                        .iter()
+                        .filter_map(|o| serde_json::to_value(o).ok())
+                        .filter_map(|v| read(&v)),
+                ),
+                // KEDA not installed: no ScaledObjects.
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 && group == "keda.sh" => {}
+                Ok(Err(e)) => {
+                    let action = format!("list {plural} in namespace {namespace}");
+                    return Err(classify(e, &self.credentials(region), &action));
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn count_pods(
@@ -656,6 +716,14 @@ impl Clusters for KubeClusters {
         name: &str,
     ) -> Result<bool, ClusterError> {
         (self.metadata_exists(region, namespace, kind, name).await).map_err(|e| e.in_region(region))
+    }
+
+    async fn autoscalers(
+        &self,
+        region: &str,
+        namespace: &str,
+    ) -> Result<Vec<AutoscalerSeen>, ClusterError> {
+        (self.list_autoscalers(region, namespace).await).map_err(|e| e.in_region(region))
     }
 }
 

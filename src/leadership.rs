@@ -399,6 +399,13 @@ impl<C: Clusters> Clusters for LeaderClusters<C> {
             .object_exists(region, namespace, kind, name)
             .await
     }
+    async fn autoscalers(
+        &self,
+        region: &str,
+        namespace: &str,
+    ) -> Result<Vec<crate::engine::autoscalers::AutoscalerSeen>, ClusterError> {
+        self.inner.autoscalers(region, namespace).await
+    }
 }
 
 #[cfg(test)]

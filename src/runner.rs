@@ -911,10 +911,12 @@ impl Runner {
     /// (throttled, unreachable) is reported as unanswered, and asked again next pass.
     async fn preflight(&self, source: &str) -> PreflightSeen {
         let spec = &self.plan.spec;
-        let mut checks: Vec<futures::future::BoxFuture<'_, PreflightSeen>> = Vec::new();
-        checks.push(Box::pin(self.check_workloads_and_images()));
-        checks.push(Box::pin(self.check_lags()));
-        checks.push(Box::pin(self.check_databases(source)));
+        let mut checks: Vec<futures::future::BoxFuture<'_, PreflightSeen>> = vec![
+            Box::pin(self.check_workloads_and_images()),
+            Box::pin(self.check_lags()),
+            Box::pin(self.check_databases(source)),
+            Box::pin(self.check_autoscalers()),
+        ];
         if !spec.aws_secrets.is_empty() {
             checks.push(Box::pin(self.check_aws_secrets(source)));
         }
@@ -952,6 +954,9 @@ impl Runner {
                         return (out, Vec::new());
                     }
                 };
+                // A missing pull secret stops nothing when every image is in ECR: the node
+                // pulls those with its own IAM role.
+                let all_ecr = images.iter().all(|i| parse_ecr_image(i).is_some());
                 let mine: Vec<String> = {
                     let mut claimed = match claimed.lock() {
                         Ok(guard) => guard,
@@ -969,6 +974,10 @@ impl Runner {
                         (image, format!("{repo}:{reference}"), r)
                     })
                 }));
+                let refs: Vec<_> = refs
+                    .into_iter()
+                    .filter(|r| !(all_ecr && r.via == "imagePullSecrets"))
+                    .collect();
                 let refs_found = join_all(refs.iter().map(|r| async move {
                     let found = self
                         .clusters
@@ -1068,6 +1077,35 @@ impl Runner {
         out
     }
 
+    /// No autoscaler in the target caps a workload below its active count (one list per
+    /// namespace).
+    async fn check_autoscalers(&self) -> PreflightSeen {
+        let target = self.target();
+        let workloads = &self.plan.spec.workloads;
+        let mut namespaces: Vec<&str> = workloads.iter().map(|w| w.namespace.as_str()).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        let listed = join_all(
+            namespaces
+                .into_iter()
+                .map(|ns| async move { (ns, seen(self.clusters.autoscalers(target, ns).await)) }),
+        )
+        .await;
+        let mut out = PreflightSeen::default();
+        for (ns, found) in listed {
+            match found {
+                Ok(all) => {
+                    for w in workloads.iter().filter(|w| w.namespace == ns) {
+                        out.problems
+                            .extend(engine::autoscalers::problems(w, target, &all));
+                    }
+                }
+                Err(p) => out.push(p, format!("autoscalers in {target} namespace {ns}")),
+            }
+        }
+        out
+    }
+
     /// Every Secrets Manager secret the plan lists is in the target region, as a replica in
     /// sync with its primary (or the primary itself). A primary or source region that does
     /// not answer leaves the target's copy as it is: a lost region is what failovers are for.
@@ -1075,6 +1113,7 @@ impl Runner {
         use engine::secrets::{Verdict, judge};
         let target = self.aws_region(self.target());
         let source = self.aws_region(source);
+        let unplanned = self.mode() == FailoverMode::Unplanned;
         let checks = self.plan.spec.aws_secrets.iter().map(|secret| {
             let (target, source) = (&target, &source);
             async move {
@@ -1087,16 +1126,21 @@ impl Runner {
                         return out;
                     }
                 };
-                let mut verdict = judge(name, target, source, in_target.as_ref(), None);
+                let mut verdict = judge(name, target, source, unplanned, in_target.as_ref(), None);
                 if let Verdict::Ask(region) = &verdict {
                     verdict = match seen(self.aws.describe_secret(region, name).await) {
                         Ok(other) => judge(
                             name,
                             target,
                             source,
+                            unplanned,
                             in_target.as_ref(),
                             Some(other.as_ref()),
                         ),
+                        // The region left behind may be lost (timeouts, 5xx, throttling
+                        // are how that shows too): an Unplanned failover takes the target's
+                        // copy as it is.
+                        Err(_) if unplanned => Verdict::Ready,
                         Err(p) if p.fault == Fault::Unreachable => Verdict::Ready,
                         Err(p) => {
                             out.push(p, format!("Secrets Manager secret {name} in {region}"));

@@ -646,7 +646,8 @@ async fn planned_failover_and_failback() {
 
 /// Scenario 3: DryRun with an image missing from the target region's ECR, a Secret that
 /// the web pods need missing from the target cluster, two Secrets Manager secrets not
-/// replicated there, and a failing health check there: preflight fails, lists them all,
+/// replicated there, autoscalers there that cap workloads below their active count, and
+/// a failing health check there: preflight fails, lists them all,
 /// and no mutating call reaches AWS. Secret values never show in the status, the Events or
 /// the operator's log.
 #[tokio::test]
@@ -659,6 +660,7 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
             "--missing-secret",
             "web",
             "--unreplicated-secrets",
+            "--capped-autoscalers",
             "--failing-health-check",
             "usw2",
         ],
@@ -717,6 +719,17 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
         "{failures}"
     );
     assert!(!failures.contains("db-password"), "{failures}");
+    // Autoscalers in the target that cap a workload below its active count.
+    for line in [
+        format!(
+            "HorizontalPodAutoscaler {sc}/api in usw2 caps Deployment {sc}/api at 2 replicas, below its active count 3"
+        ),
+        format!(
+            "ScaledObject {sc}/worker in usw2 caps Deployment {sc}/worker at 1 replicas, below its active count 2"
+        ),
+    ] {
+        assert!(failures.contains(&line), "{line}\n{failures}");
+    }
     assert!(!failures.contains("app-config"), "{failures}");
     // Values never printed: every seeded value (Kubernetes and Secrets Manager) starts so;
     // Drover reads metadata and DescribeSecret only.

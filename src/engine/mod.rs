@@ -11,6 +11,7 @@ use crate::validate::{self, parse_timeout};
 
 pub mod approval;
 pub mod automatic;
+pub mod autoscalers;
 pub mod dns;
 pub mod drill;
 pub mod fence;

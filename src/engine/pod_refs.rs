@@ -10,6 +10,8 @@ use serde_json::Value;
 pub enum RefKind {
     Secret,
     ConfigMap,
+    /// Without it the ReplicaSet creates no pods (IRSA ServiceAccounts are per cluster).
+    ServiceAccount,
 }
 
 impl RefKind {
@@ -17,6 +19,7 @@ impl RefKind {
         match self {
             RefKind::Secret => "Secret",
             RefKind::ConfigMap => "ConfigMap",
+            RefKind::ServiceAccount => "ServiceAccount",
         }
     }
 }
@@ -30,10 +33,13 @@ pub struct PodRef {
     pub via: &'static str,
 }
 
-/// Every Secret and ConfigMap `pod_spec` (a pod template's `spec`) needs: those referenced
-/// from containers' and init containers' `env` and `envFrom`, from volumes (projected
-/// sources included) and from `imagePullSecrets`. References marked `optional: true` are
-/// left out (the pod starts without them). Each object once, in the order first seen.
+/// Every Secret, ConfigMap and ServiceAccount `pod_spec` (a pod template's `spec`) needs:
+/// those referenced from containers' and init containers' `env` and `envFrom`, from volumes
+/// (projected sources, CSI `nodePublishSecretRef` and the in-tree plugins' secret
+/// references included), `imagePullSecrets`, and its `serviceAccountName` other than
+/// `default` (which every namespace has). References marked `optional: true` are left out
+/// (the pod starts without them). Each object once, in the order first seen. Keys inside
+/// them are not checked: only metadata is read.
 pub fn required(pod_spec: &Value) -> Vec<PodRef> {
     let mut out: Vec<PodRef> = Vec::new();
     let mut add = |kind: RefKind, r: &Value, key: &str, via: &'static str| {
@@ -78,9 +84,44 @@ pub fn required(pod_spec: &Value) -> Vec<PodRef> {
             add(RefKind::Secret, &source["secret"], "name", "volume");
             add(RefKind::ConfigMap, &source["configMap"], "name", "volume");
         }
+        add(
+            RefKind::Secret,
+            &volume["csi"]["nodePublishSecretRef"],
+            "name",
+            "volume",
+        );
+        add(
+            RefKind::Secret,
+            &volume["azureFile"],
+            "secretName",
+            "volume",
+        );
+        for plugin in [
+            "cephfs",
+            "rbd",
+            "iscsi",
+            "flexVolume",
+            "scaleIO",
+            "storageos",
+        ] {
+            add(
+                RefKind::Secret,
+                &volume[plugin]["secretRef"],
+                "name",
+                "volume",
+            );
+        }
     }
     for pull in list(&pod_spec["imagePullSecrets"]) {
         add(RefKind::Secret, &pull, "name", "imagePullSecrets");
+    }
+    if pod_spec["serviceAccountName"].as_str() != Some("default") {
+        add(
+            RefKind::ServiceAccount,
+            pod_spec,
+            "serviceAccountName",
+            "serviceAccountName",
+        );
     }
     out
 }
@@ -132,9 +173,13 @@ mod tests {
                     {"secret": {"name": "bundle"}}, {"configMap": {"name": "ca"}},
                     {"serviceAccountToken": {"path": "token"}}]}},
                 {"name": "v4", "emptyDir": {}},
-                {"name": "v5", "secret": {"secretName": "opt", "optional": true}}
+                {"name": "v5", "secret": {"secretName": "opt", "optional": true}},
+                {"name": "v6", "csi": {"driver": "secrets-store.csi.k8s.io",
+                                       "nodePublishSecretRef": {"name": "csi-creds"}}},
+                {"name": "v7", "cephfs": {"monitors": ["m"], "secretRef": {"name": "ceph"}}}
             ],
-            "imagePullSecrets": [{"name": "regcred"}]
+            "imagePullSecrets": [{"name": "regcred"}],
+            "serviceAccountName": "app"
         });
         let found: Vec<(RefKind, String, &str)> = required(&spec)
             .into_iter()
@@ -152,7 +197,10 @@ mod tests {
                 (ConfigMap, "nginx-conf", "volume"),
                 (Secret, "bundle", "volume"),
                 (ConfigMap, "ca", "volume"),
+                (Secret, "csi-creds", "volume"),
+                (Secret, "ceph", "volume"),
                 (Secret, "regcred", "imagePullSecrets"),
+                (ServiceAccount, "app", "serviceAccountName"),
             ]
             .map(|(k, n, v)| (k, n.to_string(), v))
         );
@@ -165,6 +213,7 @@ mod tests {
             json!("x"),
             json!({"containers": "x", "volumes": [1, null, {"secret": 3}]}),
             json!({"containers": [{"env": [{"valueFrom": {"secretKeyRef": {"name": ""}}}]}]}),
+            json!({"serviceAccountName": "default"}),
         ] {
             assert_eq!(required(&spec), vec![]);
         }

@@ -1052,7 +1052,11 @@ impl Aws for FakeAws {
         _name: &str,
     ) -> AwsResult<Option<crate::engine::secrets::SecretSeen>> {
         aws_effect!(&self.0, Some(region), |_w| {
-            Ok(Some(crate::engine::secrets::SecretSeen::default()))
+            // A primary replicating in sync.
+            Ok(Some(crate::engine::secrets::SecretSeen {
+                replication: vec![("us-east-1".into(), "InSync".into(), None)],
+                ..Default::default()
+            }))
         })
     }
     /// Healthy from three checker regions, unless the AWS region named by the id (the
@@ -1167,6 +1171,20 @@ impl Clusters for FakeClusters {
             ClusterError::Unreachable,
             ClusterError::Transient,
             |_world| { Ok(true) }
+        )
+    }
+    /// The simulated workloads have no autoscalers.
+    async fn autoscalers(
+        &self,
+        region: &str,
+        _namespace: &str,
+    ) -> Result<Vec<crate::engine::autoscalers::AutoscalerSeen>, ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |_world| { Ok(Vec::new()) }
         )
     }
 }
