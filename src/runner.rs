@@ -32,6 +32,9 @@ use crate::metrics::{
 use crate::store::{KubeStatusStore, StatusStore};
 use crate::validate::parse_duration;
 
+/// Lookups of objects that pod templates reference made at once by a preflight.
+const REF_LOOKUPS_AT_ONCE: usize = 16;
+
 /// Route 53 health checks read at once by a preflight (Route 53 throttles per account).
 const HEALTH_CHECK_READS: usize = 4;
 
@@ -938,8 +941,12 @@ impl Runner {
         let target = self.target();
         let aws_target = self.aws_region(target);
         let claimed = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        // Referenced objects: each looked up once, at most REF_LOOKUPS_AT_ONCE at a time
+        // (hundreds of workloads share a few Secrets).
+        let lookups = tokio::sync::Semaphore::new(REF_LOOKUPS_AT_ONCE);
+        let known = std::sync::Mutex::new(HashMap::new());
         let checks = self.plan.spec.workloads.iter().map(|w| {
-            let (aws_target, claimed) = (&aws_target, &claimed);
+            let (aws_target, claimed, lookups, known) = (&aws_target, &claimed, &lookups, &known);
             async move {
                 let mut out = PreflightSeen::default();
                 let name = format!("workload {} {}/{}", w.kind, w.namespace, w.name);
@@ -979,11 +986,25 @@ impl Runner {
                     .filter(|r| !(all_ecr && r.via == "imagePullSecrets"))
                     .collect();
                 let refs_found = join_all(refs.iter().map(|r| async move {
-                    let found = self
-                        .clusters
-                        .object_exists(target, &w.namespace, r.kind, &r.name)
-                        .await;
-                    (r, seen(found))
+                    let key = (w.namespace.clone(), r.kind, r.name.clone());
+                    let lock = || match known.lock() {
+                        Ok(guard) => guard,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    if let Some(found) = lock().get(&key).copied() {
+                        return (r, Ok(found));
+                    }
+                    // Never closed: a permit is always given.
+                    let _permit = lookups.acquire().await.ok();
+                    let found = seen(
+                        self.clusters
+                            .object_exists(target, &w.namespace, r.kind, &r.name)
+                            .await,
+                    );
+                    if let Ok(f) = &found {
+                        lock().insert(key, *f);
+                    }
+                    (r, found)
                 }));
                 let (found, refs_found) = futures::join!(images_found, refs_found);
                 let mut refs_missing = Vec::new();
