@@ -240,6 +240,34 @@ impl World {
         });
     }
 
+    /// Arms at most one interruption for the next run, within `within` effects: a crash
+    /// (`crashes` in 10 runs) or a leader change (`leader_changes` in 10). Returns the lease
+    /// epoch and the notifications the run is raced against.
+    pub fn arm_interruption(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        within: u64,
+        crashes: u8,
+        leader_changes: u8,
+    ) -> (u64, Arc<Notify>, Arc<Notify>) {
+        let at = self.effects + rng.u64(1..within);
+        self.crash_at = None;
+        self.leader_change_at = None;
+        let draw = rng.u8(0..10);
+        if draw < crashes {
+            self.crash_at = Some((at, rng.bool()));
+        } else if draw < crashes + leader_changes {
+            self.leader_change_at = Some(at);
+        }
+        self.crash = Arc::new(Notify::new());
+        self.leader_change = Arc::new(Notify::new());
+        (
+            self.lease_epoch,
+            self.crash.clone(),
+            self.leader_change.clone(),
+        )
+    }
+
     /// `answer`, with a refused call in the log too (R7: Manual sends nothing).
     fn logged_if_refused<T>(
         &mut self,

@@ -522,18 +522,7 @@ async fn simulate(seed: u64, trace: bool) -> Report {
             if terminal(&w.status) {
                 break;
             }
-            // Arm at most one interruption for this run, some effects ahead.
-            let at = w.effects + rng.u64(1..120);
-            w.crash_at = None;
-            w.leader_change_at = None;
-            match rng.u8(0..10) {
-                0..=3 => w.crash_at = Some((at, rng.bool())),
-                4 | 5 => w.leader_change_at = Some(at),
-                _ => {}
-            }
-            w.crash = Arc::new(Notify::new());
-            w.leader_change = Arc::new(Notify::new());
-            (w.lease_epoch, w.crash.clone(), w.leader_change.clone())
+            w.arm_interruption(&mut rng, 120, 4, 2)
         };
         runs += 1;
         let lease = Arc::new(FakeLease {

@@ -36,7 +36,6 @@ use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::fake::{FakeAws, FakeLease, Rds, Shared, instance_arn, lock};
@@ -607,17 +606,7 @@ async fn simulate(seed: u64, trace: bool) -> Report {
     while runs < MAX_RUNS && Instant::now() < faulty_until {
         let (epoch, crash, leader) = {
             let mut w = lock(&shared);
-            let at = w.effects + rng.u64(1..80);
-            w.crash_at = None;
-            w.leader_change_at = None;
-            match rng.u8(0..10) {
-                0..=4 => w.crash_at = Some((at, rng.bool())),
-                5 | 6 => w.leader_change_at = Some(at),
-                _ => {}
-            }
-            w.crash = Arc::new(Notify::new());
-            w.leader_change = Arc::new(Notify::new());
-            (w.lease_epoch, w.crash.clone(), w.leader_change.clone())
+            w.arm_interruption(&mut rng, 80, 5, 2)
         };
         runs += 1;
         let lease = Arc::new(FakeLease {
