@@ -383,6 +383,26 @@ impl SdkAws {
             .clone()
     }
 
+    /// DescribeDBInstances of one instance; None when there is no such instance.
+    async fn db_instance(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<aws_sdk_rds::types::DbInstance>> {
+        let out = self.optional(
+            "rds",
+            "DescribeDBInstances",
+            self.region(region)
+                .rds
+                .describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await,
+            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
+        );
+        Ok(out?.and_then(|o| o.db_instances?.into_iter().next()))
+    }
+
     /// Classifies an SDK result and counts the call in `drover_aws_calls_total`.
     fn record<T, E>(
         &self,
@@ -441,20 +461,7 @@ impl SdkAws {
 #[async_trait]
 impl Aws for SdkAws {
     async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
-        let out = self.optional(
-            "rds",
-            "DescribeDBInstances",
-            self.region(region)
-                .rds
-                .describe_db_instances()
-                .db_instance_identifier(id)
-                .send()
-                .await,
-            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
-        );
-        Ok(out?
-            .and_then(|o| o.db_instances?.into_iter().next())
-            .map(rds_observation))
+        Ok(self.db_instance(region, id).await?.map(rds_observation))
     }
 
     async fn describe_instances(
@@ -626,35 +633,14 @@ impl Aws for SdkAws {
         region: &str,
         id: &str,
     ) -> AwsResult<Option<ReplicaSettings>> {
-        let out = self.optional(
-            "rds",
-            "DescribeDBInstances",
-            self.region(region)
-                .rds
-                .describe_db_instances()
-                .db_instance_identifier(id)
-                .send()
-                .await,
-            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
-        );
-        Ok(out?
-            .and_then(|o| o.db_instances?.into_iter().next())
-            .map(replica_settings))
+        Ok(self.db_instance(region, id).await?.map(replica_settings))
     }
 
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
-        let out = self.optional(
-            "rds",
-            "DescribeDBInstances",
-            self.region(region)
-                .rds
-                .describe_db_instances()
-                .db_instance_identifier(id)
-                .send()
-                .await,
-            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
-        );
-        Ok(out?.and_then(|o| o.db_instances?.into_iter().next()?.db_instance_arn))
+        Ok(self
+            .db_instance(region, id)
+            .await?
+            .and_then(|d| d.db_instance_arn))
     }
 
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
