@@ -3,7 +3,7 @@
 
     seed.py NAME [--regions use1,usw2[,euw1]] [--plan-namespace NS] [--missing-image WORKLOAD]
             [--missing-secret WORKLOAD] [--unreplicated-secrets] [--capped-autoscalers]
-            [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
+            [--cron-jobs] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
             [--records N]
 
 The first of --regions (default use1,usw2) is the active one; the others are standbys.
@@ -27,6 +27,8 @@ Creates, all named after NAME:
     region; with --unreplicated-secrets also NAME/api-token (no replica) and
     NAME/signing-key (replication Failed: a separate secret of that name already exists in
     the standby regions, as AWS refuses to overwrite); the plan lists them all;
+  * --cron-jobs: in each member cluster CronJobs report (runningJobs: Wait) and sweeper
+    (Stop), resumed in the active region and suspended elsewhere, both in the plan;
   * --records N: N more Simple A records r{i}.NAME.example. pointing at the active region,
     for large-zone tests, sent in batches of at most 500 changes.
 
@@ -65,6 +67,8 @@ WORKLOADS = [
     ("worker", 2, 1, False, False),
     ("cron", 1, 0, True, False),
 ]
+# --cron-jobs: name, runningJobs (what suspending it does with its running Jobs)
+CRON_JOBS = [("report", "Wait"), ("sweeper", "Stop")]
 RDS_DBS = ["orders", "payments"]
 # Writer workload -> the databases it writes to in its own region (RDS instances, then the
 # Aurora cluster "catalog").
@@ -199,6 +203,23 @@ def seed_workloads(name, regions, missing_secret=None, capped_autoscalers=False)
                             "metadata": {"name": "worker", "namespace": name},
                             "spec": {"scaleTargetRef": {"name": "worker"}, "maxReplicaCount": 1,
                                      "triggers": [{"type": "cpu", "metadata": {"value": "50"}}]}})
+        kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+
+
+def seed_cron_jobs(name, regions):
+    """CronJobs resumed in the active region only. batch/v1beta1: the bed is Kubernetes 1.20."""
+    for region in regions:
+        objects = [{
+            "apiVersion": "batch/v1beta1", "kind": "CronJob",
+            "metadata": {"name": cj, "namespace": name},
+            "spec": {"schedule": "*/5 * * * *", "suspend": region != regions[0],
+                     "jobTemplate": {"spec": {"template": {
+                         "metadata": {"labels": {"app": cj}},
+                         "spec": {"restartPolicy": "Never",
+                                  "containers": [{"name": cj, "image": image(name, "worker"),
+                                                  "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}]}],
+                                  "volumes": [{"name": "config", "configMap": {"name": "app-config"}}]}}}}},
+        } for cj, _ in CRON_JOBS]
         kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
@@ -375,7 +396,7 @@ def point_records(zone, recs, active_region, wait=False):
     return change_records(zone, changes, wait=wait)
 
 
-def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS, secrets=()):
+def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS, secrets=(), cron_jobs=False):
     return {
         "apiVersion": "drover.io/v1alpha1", "kind": "DisasterRecoveryPlan",
         "metadata": {"name": name, "namespace": namespace},
@@ -395,7 +416,11 @@ def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS, se
             "workloads": [
                 {"kind": "Deployment", "namespace": name, "name": w, "activeReplicas": active,
                  "standbyReplicas": standby, "singleton": singleton, "writer": writer}
-                for w, active, standby, singleton, writer in WORKLOADS],
+                for w, active, standby, singleton, writer in WORKLOADS] + [
+                # No apiVersion: Drover finds batch/v1beta1 where batch/v1 has no CronJob.
+                {"kind": "CronJob", "namespace": name, "name": cj, "activeReplicas": 1,
+                 "runningJobs": running}
+                for cj, running in (CRON_JOBS if cron_jobs else [])],
             "awsSecrets": [{"name": s} for s in secrets],
             "objectives": {"rto": "5m", "rpo": "30s"},
             "timeouts": {"fence": fence_timeout, "promotion": "60s", "warmUp": "60s", "dns": "60s"},
@@ -461,6 +486,8 @@ def main():
                         help="two more Secrets Manager secrets: one never replicated, one whose replication failed")
     parser.add_argument("--missing-secret", metavar="WORKLOAD",
                         help="leave WORKLOAD's Secret out of the standby regions")
+    parser.add_argument("--cron-jobs", action="store_true",
+                        help="also CronJobs report (runningJobs: Wait) and sweeper (Stop)")
     parser.add_argument("--lag", type=float, default=0.0)
     parser.add_argument("--fence-timeout", default="20s")
     parser.add_argument("--rebuild-replica", action="store_true")
@@ -477,13 +504,16 @@ def main():
         return
     regions = args.regions
     seed_workloads(args.name, regions, args.missing_secret, args.capped_autoscalers)
+    if args.cron_jobs:
+        seed_cron_jobs(args.name, regions)
     zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag)
     seed_secrets(args.name, regions, args.unreplicated_secrets)
     recs = records(domain, regions, args.records)
     add_health_checks(args.name, recs, args.failing_health_check)
     point_records(zone, recs, regions[0], wait=args.records > 0)  # as it stands before any failover
     json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout, regions,
-                   secret_names(args.name, args.unreplicated_secrets)), sys.stdout, indent=2)
+                   secret_names(args.name, args.unreplicated_secrets), args.cron_jobs),
+              sys.stdout, indent=2)
     print()
 
 

@@ -458,11 +458,30 @@ impl KubeClusters {
         let resource = match self.shared.kind(&key, &kind) {
             Some(r) => r,
             None => {
-                let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-                let gvk = GroupVersionKind::gvk(group, version, &w.kind);
-                let (resource, _) = pinned_kind(&client, &gvk).await.map_err(|e| {
+                // CronJob without an apiVersion: batch/v1, or batch/v1beta1 on clusters
+                // before Kubernetes 1.21.
+                let fallback =
+                    (w.api_version.is_none() && w.is_cron_job()).then_some("batch/v1beta1");
+                let mut found = Err(None);
+                for version in std::iter::once(api_version).chain(fallback) {
+                    let (group, v) = version.split_once('/').unwrap_or(("", version));
+                    let gvk = GroupVersionKind::gvk(group, v, &w.kind);
+                    match pinned_kind(&client, &gvk).await {
+                        Ok((resource, _)) => {
+                            found = Ok(resource);
+                            break;
+                        }
+                        // The first version's answer is the one to report.
+                        Err(e) if matches!(found, Err(None)) => found = Err(Some(e)),
+                        Err(_) => {}
+                    }
+                }
+                let resource = found.map_err(|e| {
                     let action = format!("read the API discovery of {api_version}");
-                    classify(e, &self.credentials(region), &action)
+                    match e {
+                        Some(e) => classify(e, &self.credentials(region), &action),
+                        None => ClusterError::Permanent(format!("could not {action}")),
+                    }
                 })?;
                 self.shared.keep_kind(&key, &kind, &resource);
                 resource
@@ -478,12 +497,7 @@ impl KubeClusters {
 fn selector(obj: &DynamicObject) -> Option<String> {
     let spec = &obj.data["spec"]["selector"];
     if spec.is_object() {
-        let mut terms: Vec<String> = spec["matchLabels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-            .collect();
+        let mut terms = label_terms(&spec["matchLabels"]);
         for e in spec["matchExpressions"].as_array().into_iter().flatten() {
             let key = e["key"].as_str()?;
             let values: Vec<&str> = e["values"]
@@ -509,8 +523,24 @@ fn selector(obj: &DynamicObject) -> Option<String> {
         .map(str::to_string)
 }
 
-fn images(obj: &DynamicObject) -> Vec<String> {
-    let pod = &obj.data["spec"]["template"]["spec"];
+/// A pod template's labels as a selector ("k=v,k2=v2"); None when it has none.
+fn labels_selector(labels: &serde_json::Value) -> Option<String> {
+    let terms = label_terms(labels);
+    (!terms.is_empty()).then(|| terms.join(","))
+}
+
+/// A label map as selector terms, "k=v".
+fn label_terms(labels: &serde_json::Value) -> Vec<String> {
+    labels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect()
+}
+
+/// The images of a pod spec's containers and init containers.
+fn images(pod: &serde_json::Value) -> Vec<String> {
     ["initContainers", "containers"]
         .iter()
         .flat_map(|k| pod[k].as_array().cloned().unwrap_or_default())
@@ -532,23 +562,89 @@ impl KubeClusters {
                 classify(e, &self.credentials(region), &action)
             })?,
         };
-        Ok(obj.map(|o| {
-            let int = |v: &serde_json::Value| v.as_i64().unwrap_or(0) as i32;
-            let generation = o.metadata.generation.unwrap_or(0);
-            let status = &o.data["status"];
-            WorkloadState {
-                replicas: o.data["spec"]["replicas"]
-                    .as_i64()
-                    .map(|r| r as i32)
-                    .unwrap_or(1),
-                current_replicas: int(&status["replicas"]),
-                ready_replicas: int(&status["readyReplicas"]),
-                observed_current: status["observedGeneration"].as_i64().unwrap_or(0) >= generation,
-                images: images(&o),
-                refs: crate::engine::pod_refs::required(&o.data["spec"]["template"]["spec"]),
-                selector: selector(&o),
-            }
+        let Some(o) = obj else { return Ok(None) };
+        if w.is_cron_job() {
+            return self.read_cron_job(region, w, &o).await.map(Some);
+        }
+        let int = |v: &serde_json::Value| v.as_i64().unwrap_or(0) as i32;
+        let generation = o.metadata.generation.unwrap_or(0);
+        let status = &o.data["status"];
+        Ok(Some(WorkloadState {
+            replicas: o.data["spec"]["replicas"]
+                .as_i64()
+                .map(|r| r as i32)
+                .unwrap_or(1),
+            current_replicas: int(&status["replicas"]),
+            ready_replicas: int(&status["readyReplicas"]),
+            observed_current: status["observedGeneration"].as_i64().unwrap_or(0) >= generation,
+            images: images(&o.data["spec"]["template"]["spec"]),
+            refs: crate::engine::pod_refs::required(&o.data["spec"]["template"]["spec"]),
+            selector: selector(&o),
         }))
+    }
+
+    /// A CronJob as a workload of 0 (suspended) or 1 replica. While suspended, its
+    /// unfinished Jobs are its current replicas: what the fence waits out (or stops).
+    async fn read_cron_job(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        o: &DynamicObject,
+    ) -> Result<WorkloadState, ClusterError> {
+        let suspended = o.data["spec"]["suspend"].as_bool().unwrap_or(false);
+        let replicas = i32::from(!suspended);
+        let running = if suspended {
+            let uid = o.metadata.uid.as_deref().unwrap_or_default();
+            self.unfinished_jobs(region, w, uid).await?.len()
+        } else {
+            0
+        };
+        let pod = &o.data["spec"]["jobTemplate"]["spec"]["template"];
+        Ok(WorkloadState {
+            replicas,
+            current_replicas: i32::try_from(running).unwrap_or(i32::MAX).max(replicas),
+            ready_replicas: replicas,
+            observed_current: true,
+            images: images(&pod["spec"]),
+            refs: crate::engine::pod_refs::required(&pod["spec"]),
+            selector: labels_selector(&pod["metadata"]["labels"]),
+        })
+    }
+
+    /// The Jobs a CronJob (by uid) started that have neither completed nor failed, those
+    /// being deleted included: their pods may still run.
+    async fn unfinished_jobs(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        cron_uid: &str,
+    ) -> Result<Vec<String>, ClusterError> {
+        use k8s_openapi::api::batch::v1::Job;
+        let (_, client) = self.client(region).await?;
+        let api: Api<Job> = Api::namespaced(client, &w.namespace);
+        let list = match tokio::time::timeout(self.timeout, api.list(&Default::default())).await {
+            Err(_) => return Err(self.no_answer()),
+            Ok(r) => r.map_err(|e| {
+                let action = format!("list jobs.batch in namespace {}", w.namespace);
+                classify(e, &self.credentials(region), &action)
+            })?,
+        };
+        let finished = |job: &Job| {
+            let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions
+                .into_iter()
+                .flatten()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        };
+        Ok(list
+            .items
+            .iter()
+            .filter(|job| {
+                let owners = job.metadata.owner_references.as_deref().unwrap_or_default();
+                owners.iter().any(|r| r.uid == cron_uid) && !finished(job)
+            })
+            .filter_map(|job| job.metadata.name.clone())
+            .collect())
     }
 
     async fn metadata_exists(
@@ -663,6 +759,9 @@ impl KubeClusters {
         w: &WorkloadSpec,
         replicas: i32,
     ) -> Result<i32, ClusterError> {
+        if w.is_cron_job() {
+            return self.suspend_or_resume(region, w, replicas).await;
+        }
         let (api, resource) = self.api(region, w).await?;
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         let params = PatchParams::default();
@@ -676,6 +775,58 @@ impl KubeClusters {
                     let action = format!("patch {resource}/scale in namespace {}", w.namespace);
                     classify(e, &self.credentials(region), &action)
                 }),
+        }
+    }
+
+    /// A CronJob to 0 (suspended) or 1 (resumed). Suspended with `runningJobs: Stop`, its
+    /// unfinished Jobs are deleted, their pods in the background: the fence then waits
+    /// until those pods are gone.
+    async fn suspend_or_resume(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<i32, ClusterError> {
+        let (api, resource) = self.api(region, w).await?;
+        let patch = serde_json::json!({"spec": {"suspend": replicas == 0}});
+        let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
+        let call = api.patch(&w.name, &params, &merge);
+        let cron = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => return Err(self.no_answer()),
+            Ok(r) => r.map_err(|e| {
+                let action = format!("patch {resource} in namespace {}", w.namespace);
+                classify(e, &self.credentials(region), &action)
+            })?,
+        };
+        let suspended = cron.data["spec"]["suspend"].as_bool().unwrap_or(false);
+        if suspended && w.running_jobs == Some(crate::api::RunningJobs::Stop) {
+            let uid = cron.metadata.uid.as_deref().unwrap_or_default();
+            for job in self.unfinished_jobs(region, w, uid).await? {
+                self.delete_job(region, w, &job).await?;
+            }
+        }
+        Ok(i32::from(!suspended))
+    }
+
+    async fn delete_job(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        job: &str,
+    ) -> Result<(), ClusterError> {
+        use k8s_openapi::api::batch::v1::Job;
+        let (_, client) = self.client(region).await?;
+        let api: Api<Job> = Api::namespaced(client, &w.namespace);
+        let params = kube::api::DeleteParams::background();
+        match tokio::time::timeout(self.timeout, api.delete(job, &params)).await {
+            Err(_) => Err(self.no_answer()),
+            Ok(Ok(_)) => Ok(()),
+            // Gone already: what was asked for.
+            Ok(Err(kube::Error::Api(e))) if e.code == 404 => Ok(()),
+            Ok(Err(e)) => {
+                let action = format!("delete jobs.batch {}/{job}", w.namespace);
+                Err(classify(e, &self.credentials(region), &action))
+            }
         }
     }
 }

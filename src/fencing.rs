@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::api::{
     DisasterRecoveryPlan, FenceResource, PendingFence, PendingFenceState, RdsFenceMethod,
-    WorkloadSpec,
+    RunningJobs, WorkloadSpec,
 };
 use crate::clusters::{ClusterError, Clusters, KubeClusters};
 use crate::context::Context;
@@ -21,7 +21,8 @@ use crate::engine::fence::{FenceStep, Observed, next_step};
 use crate::leadership::LeaderClusters;
 use crate::store::update_failover_fields;
 
-/// The workload a pending fence names, as a plan workload that must end at 0.
+/// The workload a pending fence names, as a plan workload that must end at 0. A returning
+/// region's CronJob Jobs ran against a deposed database: they are stopped, not waited for.
 fn workload_of(entry: &PendingFence) -> WorkloadSpec {
     WorkloadSpec {
         kind: entry.kind.clone().unwrap_or_default(),
@@ -32,6 +33,7 @@ fn workload_of(entry: &PendingFence) -> WorkloadSpec {
         standby_replicas: 0,
         singleton: false,
         writer: true,
+        running_jobs: Some(RunningJobs::Stop),
     }
 }
 

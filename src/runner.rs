@@ -757,8 +757,11 @@ impl Runner {
         };
         let state = seen(self.clusters.workload(&t.region, w).await)?;
         let pods = match &state {
-            Some(s) if (w.writer || w.singleton) && s.replicas == t.replicas => match &s.selector {
+            Some(s) if w.fenced() && s.replicas == t.replicas => match &s.selector {
                 Some(selector) => Some(seen(self.clusters.pods(&t.region, w, selector).await)),
+                // A CronJob's running Jobs count as its replicas; its pods, when its Job
+                // template has labels to find them by.
+                None if w.is_cron_job() => None,
                 None => {
                     warn!(workload = %w.name, "no pod selector; cannot confirm its pods are gone");
                     None

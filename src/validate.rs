@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::api::{
     DisasterRecoveryPlanSpec, FailoverMode, FailoverSpec, RdsFenceMethod, RegionRole,
-    RegionalIdentifier, SecretKeyRef,
+    RegionalIdentifier, SecretKeyRef, WorkloadSpec,
 };
 
 /// One thing wrong with an object, at a field path such as `spec.regions[1].name`.
@@ -238,6 +238,7 @@ pub fn validate_plan(
                 ));
             }
         }
+        check_cron_job(w, &path, &mut problems);
     }
     check_unique(
         &mut problems,
@@ -443,6 +444,37 @@ fn check_region_keys(
                 format!("missing an entry for region {region:?}"),
             ));
         }
+    }
+}
+
+/// A CronJob runs (1) or is suspended (0): in the active region only.
+fn check_cron_job(w: &WorkloadSpec, path: &str, problems: &mut Vec<Problem>) {
+    if !w.is_cron_job() {
+        if w.running_jobs.is_some() {
+            problems.push(Problem::new(
+                format!("{path}.runningJobs"),
+                format!("applies to kind CronJob only, not {:?}", w.kind),
+            ));
+        }
+        return;
+    }
+    if w.active_replicas != 1 {
+        problems.push(Problem::new(
+            format!("{path}.activeReplicas"),
+            format!(
+                "a CronJob is resumed (1) in the active region, got {}",
+                w.active_replicas
+            ),
+        ));
+    }
+    if w.standby_replicas != 0 {
+        problems.push(Problem::new(
+            format!("{path}.standbyReplicas"),
+            format!(
+                "a CronJob is suspended (0) in standby regions, got {}",
+                w.standby_replicas
+            ),
+        ));
     }
 }
 
@@ -748,6 +780,28 @@ mod tests {
         let mut spec = sample();
         spec.workloads[2].name = "web".into();
         assert_eq!(fields(&spec), vec!["spec.workloads[2]"]);
+    }
+
+    #[test]
+    fn a_cron_job_runs_in_one_region_and_only_it_has_running_jobs() {
+        let mut spec = sample();
+        spec.workloads[0].kind = "CronJob".into();
+        spec.workloads[0].active_replicas = 2;
+        spec.workloads[0].standby_replicas = 1;
+        spec.workloads[1].running_jobs = Some(crate::api::RunningJobs::Stop);
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.workloads[0].activeReplicas",
+                "spec.workloads[0].standbyReplicas",
+                "spec.workloads[1].runningJobs"
+            ]
+        );
+        spec.workloads[0].active_replicas = 1;
+        spec.workloads[0].standby_replicas = 0;
+        spec.workloads[0].running_jobs = spec.workloads[1].running_jobs.take();
+        assert!(fields(&spec).is_empty());
+        assert_eq!(spec.workloads[0].effective_api_version(), Some("batch/v1"));
     }
 
     #[test]

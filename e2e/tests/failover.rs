@@ -89,7 +89,7 @@ pub fn failover(
     )
 }
 
-async fn create(client: &kube::Client, ns: &str, fo: &Failover) {
+pub async fn create(client: &kube::Client, ns: &str, fo: &Failover) {
     let api: Api<Failover> = Api::namespaced(client.clone(), ns);
     api.create(&PostParams::default(), fo)
         .await
@@ -169,7 +169,7 @@ pub fn assert_phase(fo: &Failover, phase: FailoverPhase) {
     );
 }
 
-fn step<'a>(fo: &'a Failover, name: &str) -> &'a drover::api::StepStatus {
+pub fn step<'a>(fo: &'a Failover, name: &str) -> &'a drover::api::StepStatus {
     fo.status
         .as_ref()
         .and_then(|s| s.steps.iter().find(|st| st.name == name))
@@ -1399,7 +1399,7 @@ async fn placement(region: &str, id: &str) -> Placement {
 }
 
 /// An RDS client for a sandbox region (use1, usw2, euw1) at the emulator.
-async fn aws_rds(region: &str) -> aws_sdk_rds::Client {
+pub async fn aws_rds(region: &str) -> aws_sdk_rds::Client {
     let aws_region = aws_region(region);
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(format!("http://127.0.0.1:{}", aws_port()))

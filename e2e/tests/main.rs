@@ -1,6 +1,7 @@
 //! End-to-end tests against the sandbox: real kube-apiservers and the extended AWS emulator.
 //! Each test uses its own namespace and its own operator process.
 
+mod apps;
 mod automatic;
 mod drills;
 mod failover;

@@ -399,9 +399,12 @@ pub struct AliasTarget {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSpec {
-    /// Kind: Deployment, StatefulSet, or any kind with a `scale` subresource.
+    /// Kind: Deployment, StatefulSet, CronJob, or any kind with a `scale` subresource. A
+    /// CronJob runs in the active region only: suspended everywhere else (`spec.suspend`),
+    /// suspended in the old region before promotion and resumed in the target after it.
     pub kind: String,
-    /// API version; defaults to apps/v1 for Deployment and StatefulSet, required otherwise.
+    /// API version; defaults to apps/v1 for Deployment and StatefulSet and batch/v1 for
+    /// CronJob (batch/v1beta1 before Kubernetes 1.21), required otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Namespace of the workload in each region's cluster.
@@ -419,6 +422,22 @@ pub struct WorkloadSpec {
     /// Writes to the databases: fenced (scaled to 0) in the old region before promotion.
     #[serde(default)]
     pub writer: bool,
+    /// CronJobs only: what happens to the Jobs it is running in the old region when it is
+    /// suspended there. Wait (default): the fence waits until they finish, within the
+    /// fence timeout. Stop: they are deleted, and the fence waits until their pods are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_jobs: Option<RunningJobs>,
+}
+
+/// What suspending a CronJob does with its running Jobs.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RunningJobs {
+    /// Let them finish; the fence waits for them.
+    #[default]
+    Wait,
+    /// Delete them (their pods are deleted in the background); the fence waits until the
+    /// pods are gone.
+    Stop,
 }
 
 impl WorkloadSpec {
@@ -427,8 +446,19 @@ impl WorkloadSpec {
         match (self.api_version.as_deref(), self.kind.as_str()) {
             (Some(v), _) => Some(v),
             (None, "Deployment" | "StatefulSet") => Some("apps/v1"),
+            (None, "CronJob") => Some("batch/v1"),
             (None, _) => None,
         }
+    }
+
+    pub fn is_cron_job(&self) -> bool {
+        self.kind == "CronJob"
+    }
+
+    /// Runs in one region at most: a writer, a singleton or a CronJob. Fenced (to 0, pods
+    /// gone) in the old region before any promotion.
+    pub fn fenced(&self) -> bool {
+        self.singleton || self.writer || self.is_cron_job()
     }
 }
 

@@ -61,15 +61,24 @@ pub fn fences_to_record(
                 Unfenced::Unknown => true,
             };
         let w = &spec.workloads[t.workload];
-        let role = if w.singleton { "singleton" } else { "writer" };
+        let (role, stopped) = match (w.is_cron_job(), w.singleton) {
+            (true, _) => ("CronJob", "suspended"),
+            (false, true) => ("singleton", "scaled to 0"),
+            (false, false) => ("writer", "scaled to 0"),
+        };
         let reason = if missed {
-            format!("{role} not scaled to 0: {source} was unreachable during {failover}")
+            format!("{role} not {stopped}: {source} was unreachable during {failover}")
         } else {
-            format!("{role} scaled to 0 during {failover}, its pods not yet confirmed gone")
+            format!("{role} {stopped} during {failover}, its pods not yet confirmed gone")
         };
         out.push(PendingFence {
             kind: Some(w.kind.clone()),
-            api_version: w.effective_api_version().map(str::to_string),
+            // A CronJob's default is found by discovery (batch/v1 or batch/v1beta1).
+            api_version: if w.is_cron_job() {
+                w.api_version.clone()
+            } else {
+                w.effective_api_version().map(str::to_string)
+            },
             namespace: Some(w.namespace.clone()),
             ..entry(FenceResource::Workload, &w.name, reason)
         });

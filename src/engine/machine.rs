@@ -70,8 +70,9 @@ pub struct StepRule {
 }
 
 /// The failover, as data. WarmUp and PromoteDatabases both follow Fence, so they run in
-/// parallel; the first database promotion is the point of no return.
-pub const STEPS: [StepRule; 9] = [
+/// parallel; the first database promotion is the point of no return. Activate starts what
+/// needs writable databases.
+pub const STEPS: [StepRule; 10] = [
     StepRule {
         step: Step::Admission,
         after: &[],
@@ -117,8 +118,15 @@ pub const STEPS: [StepRule; 9] = [
         old_region_down: OldRegionDown::NotUsed,
     },
     StepRule {
-        step: Step::SwitchDns,
+        step: Step::Activate,
         after: &[Step::WarmUp, Step::PromoteDatabases],
+        dry_run: false,
+        on_failure: OnFailure::Retry,
+        old_region_down: OldRegionDown::NotUsed,
+    },
+    StepRule {
+        step: Step::SwitchDns,
+        after: &[Step::Activate],
         dry_run: false,
         on_failure: OnFailure::Retry,
         old_region_down: OldRegionDown::NotUsed,
@@ -408,8 +416,12 @@ fn step_of(status: &FailoverStatus, step: Step) -> Option<&StepStatus> {
 }
 
 fn state_of(status: &FailoverStatus, step: Step) -> Option<StepState> {
-    // Admitted by a version without the Approval step: it had none to wait for.
-    if step == Step::Approval && !status.steps.is_empty() && step_of(status, step).is_none() {
+    // Admitted by a version without the Approval step: it had none to wait for. Without
+    // the Activate step: Verify resumes the CronJobs, after promotion too.
+    if matches!(step, Step::Approval | Step::Activate)
+        && !status.steps.is_empty()
+        && step_of(status, step).is_none()
+    {
         return Some(StepState::Skipped);
     }
     step_of(status, step).map(|s| s.state)
@@ -525,6 +537,7 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                     w.ahead.extend(verify_targets(spec, target, &source));
                 }
             }
+            Step::Activate => w.workloads.extend(engine::resume_targets(spec, target)),
             Step::Verify => w.workloads.extend(verify_targets(spec, target, &source)),
             Step::Admission | Step::Complete => {}
         }
@@ -545,7 +558,7 @@ fn runnable(status: &FailoverStatus, mode: FailoverMode) -> Vec<Step> {
 /// What Verify observes: the target's workloads at active counts, the old region's at
 /// standby counts.
 fn verify_targets(spec: &DisasterRecoveryPlanSpec, target: &str, source: &str) -> Vec<ScaleTarget> {
-    let mut targets = engine::warmup_targets(spec, target);
+    let mut targets = engine::active_targets(spec, target);
     targets.extend(engine::standby_targets(spec, source));
     targets
 }
@@ -1098,6 +1111,7 @@ impl Machine<'_> {
             Step::Fence => self.fence_planned(),
             Step::WarmUp => self.warm_up(),
             Step::PromoteDatabases => self.promote(),
+            Step::Activate => self.activate(),
             Step::SwitchDns => self.switch_dns(),
             Step::Verify => self.verify(),
             Step::Complete => {
@@ -1361,8 +1375,16 @@ impl Machine<'_> {
                 && s.ready_replicas >= t.replicas
                 && s.current_replicas <= t.replicas)
             {
-                c.waiting
-                    .push(format!("{name} {}/{} ready", s.ready_replicas, t.replicas));
+                let cron = self
+                    .spec
+                    .workloads
+                    .get(t.workload)
+                    .is_some_and(|w| w.is_cron_job());
+                c.waiting.push(if cron && s.current_replicas > t.replicas {
+                    format!("CronJob {name}: {} Jobs still running", s.current_replicas)
+                } else {
+                    format!("{name} {}/{} ready", s.ready_replicas, t.replicas)
+                });
                 continue;
             }
             match &state.pods {
@@ -1503,25 +1525,28 @@ impl Machine<'_> {
 
     fn warm_up(&mut self) -> StepOutcome {
         let targets = engine::warmup_targets(self.spec, self.target());
-        let c = self.converge(Step::WarmUp, &targets, true);
+        let done = format!("{} workloads ready in {}", targets.len(), self.target());
+        self.bring_up(Step::WarmUp, &targets, done)
+    }
+
+    /// Scales `targets` and waits until they are ready, within the step's deadline.
+    fn bring_up(&mut self, step: Step, targets: &[ScaleTarget], done: String) -> StepOutcome {
+        let c = self.converge(step, targets, true);
         if !c.failed.is_empty() {
             return StepOutcome::Failed(c.failed.join(", "));
         }
         let mut waiting = c.waiting;
         waiting.extend(c.unreachable.into_iter().map(|(_, w)| w));
         if waiting.is_empty() {
-            return StepOutcome::Done(
-                StepState::Succeeded,
-                format!("{} workloads ready in {}", targets.len(), self.target()),
-            );
+            return StepOutcome::Done(StepState::Succeeded, done);
         }
-        if self.overdue(Step::WarmUp) {
+        if self.overdue(step) {
             return StepOutcome::Failed(format!(
                 "not ready before the deadline: {}",
                 waiting.join(", ")
             ));
         }
-        StepOutcome::Wait(self.poll(Step::WarmUp))
+        StepOutcome::Wait(self.poll(step))
     }
 
     // ---- Promote ------------------------------------------------------------------------
@@ -1767,6 +1792,19 @@ impl Machine<'_> {
         }
     }
 
+    // ---- Activate -----------------------------------------------------------------------
+
+    /// Every database is writable: the target's CronJobs are resumed.
+    fn activate(&mut self) -> StepOutcome {
+        let targets = engine::resume_targets(self.spec, self.target());
+        let done = if targets.is_empty() {
+            "nothing waits for writable databases".to_string()
+        } else {
+            format!("resumed {}", self.scaled_note(&targets))
+        };
+        self.bring_up(Step::Activate, &targets, done)
+    }
+
     // ---- DNS ----------------------------------------------------------------------------
 
     /// Each zone moves in batches within Route 53's limits, one at a time (Route 53 refuses
@@ -1934,7 +1972,7 @@ impl Machine<'_> {
     /// standby (writers and singletons at 0) while that is confirmed.
     fn verify(&mut self) -> StepOutcome {
         let source = self.source();
-        let active = engine::warmup_targets(self.spec, self.target());
+        let active = engine::active_targets(self.spec, self.target());
         let standby = engine::standby_targets(self.spec, &source);
         let target = self.converge(Step::Verify, &active, true);
         let old = self.converge(Step::Verify, &standby, false);
@@ -2019,7 +2057,7 @@ impl Machine<'_> {
                     self.spec
                         .workloads
                         .get(t.workload)
-                        .is_some_and(|w| w.writer || w.singleton)
+                        .is_some_and(|w| w.fenced())
                 });
             let gone = self.converge(Step::Fence, &exclusive, true);
             let set = self.converge(Step::Fence, &shared, false);

@@ -74,19 +74,22 @@ pub enum Step {
     Fence,
     WarmUp,
     PromoteDatabases,
+    /// Once the databases are writable: what must not start before (CronJobs resumed).
+    Activate,
     SwitchDns,
     Verify,
     Complete,
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::Admission,
         Step::Preflight,
         Step::Approval,
         Step::Fence,
         Step::WarmUp,
         Step::PromoteDatabases,
+        Step::Activate,
         Step::SwitchDns,
         Step::Verify,
         Step::Complete,
@@ -100,6 +103,7 @@ impl Step {
             Step::Fence => "Fence",
             Step::WarmUp => "WarmUp",
             Step::PromoteDatabases => "PromoteDatabases",
+            Step::Activate => "Activate",
             Step::SwitchDns => "SwitchDns",
             Step::Verify => "Verify",
             Step::Complete => "Complete",
@@ -243,32 +247,43 @@ fn targets(
         .collect()
 }
 
-/// Fencing: singletons and writers to 0 in the old region.
+/// Fencing: writers, singletons and CronJobs to 0 in the old region.
 pub fn fence_targets(spec: &DisasterRecoveryPlanSpec, old: &str) -> Vec<ScaleTarget> {
-    targets(spec, old, |w| (w.singleton || w.writer).then_some(0))
+    targets(spec, old, |w| w.fenced().then_some(0))
 }
 
 /// Undoing the fence on rollback: the fenced workloads back to their active counts.
 pub fn unfence_targets(spec: &DisasterRecoveryPlanSpec, old: &str) -> Vec<ScaleTarget> {
-    targets(spec, old, |w| {
-        (w.singleton || w.writer).then_some(w.active_replicas)
+    targets(spec, old, |w| w.fenced().then_some(w.active_replicas))
+}
+
+/// The active region: every workload at its active count.
+pub fn active_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTarget> {
+    targets(spec, region, |w| Some(w.active_replicas))
+}
+
+/// Warm-up, in parallel with promotion: every workload but the CronJobs to its active
+/// count in the target region. A CronJob resumed now could start a Job against a database
+/// that is not writable yet.
+pub fn warmup_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
+    targets(spec, target, |w| {
+        (!w.is_cron_job()).then_some(w.active_replicas)
     })
 }
 
-/// Warm-up: every workload to its active count in the target region.
-pub fn warmup_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
-    targets(spec, target, |w| Some(w.active_replicas))
+/// Once the databases are writable: the CronJobs resumed in the target region.
+pub fn resume_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
+    targets(spec, target, |w| {
+        w.is_cron_job().then_some(w.active_replicas)
+    })
 }
 
-/// A region in standby: standby counts, with singletons and writers at 0. Its database is
-/// a replica at best (or a deposed primary still accepting writes), so nothing writes there.
+/// A region in standby: standby counts, with writers, singletons and CronJobs at 0. Its
+/// database is a replica at best (or a deposed primary still accepting writes), so nothing
+/// writes there.
 pub fn standby_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTarget> {
     targets(spec, region, |w| {
-        Some(if w.singleton || w.writer {
-            0
-        } else {
-            w.standby_replicas
-        })
+        Some(if w.fenced() { 0 } else { w.standby_replicas })
     })
 }
 
@@ -447,7 +462,7 @@ pub fn step_timeout(spec: &DisasterRecoveryPlanSpec, step: Step, mode: FailoverM
         Step::Preflight => (t.preflight, 60),
         Step::Fence => (t.fence, 300),
         Step::PromoteDatabases => (t.promotion, 900),
-        Step::WarmUp | Step::Verify => (t.warm_up, 600),
+        Step::WarmUp | Step::Activate | Step::Verify => (t.warm_up, 600),
         Step::SwitchDns => (t.dns, 300),
         Step::Admission | Step::Complete => (None, 30),
         Step::Approval => {
@@ -475,10 +490,12 @@ pub fn planned_actions(
     let mut out = Vec::new();
     let workload = |t: &ScaleTarget| {
         let w = &spec.workloads[t.workload];
-        format!(
-            "scale {} {}/{} in {} to {}",
-            w.kind, w.namespace, w.name, t.region, t.replicas
-        )
+        let (ns, name, region) = (&w.namespace, &w.name, &t.region);
+        match (w.is_cron_job(), t.replicas) {
+            (true, 0) => format!("suspend CronJob {ns}/{name} in {region}"),
+            (true, _) => format!("resume CronJob {ns}/{name} in {region}"),
+            _ => format!("scale {} {ns}/{name} in {region} to {}", w.kind, t.replicas),
+        }
     };
     out.extend(
         fence_targets(spec, source)
@@ -516,6 +533,11 @@ pub fn planned_actions(
             ));
         }
     }
+    out.extend(
+        resume_targets(spec, target)
+            .iter()
+            .map(|t| format!("Activate: {}", workload(t))),
+    );
     for zone in dns_records(spec, target) {
         out.push(format!(
             "SwitchDns: point {} record sets in {} at {target}, in batches within Route 53's \

@@ -56,10 +56,10 @@ fn steps_by_mode() {
         let steps = steps_for(mode);
         assert_eq!(steps.first(), Some(&Step::Admission));
         assert_eq!(steps.last(), Some(&Step::Complete));
-        assert_eq!(steps.len(), 9);
+        assert_eq!(steps.len(), 10);
     }
     let names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
-    assert_eq!(names[5], "PromoteDatabases");
+    assert_eq!(names[5..7], ["PromoteDatabases", "Activate"]);
 }
 
 #[test]
@@ -204,41 +204,42 @@ fn admission_breaks_creation_ties_by_name() {
 #[test]
 fn scale_targets_by_role() {
     let spec = plan().spec;
-    // Sample workloads: web (4/1), orders-writer (2/0, writer), cron (1, singleton).
+    // Sample workloads: web (4/1), orders-writer (2/0, writer), cron (1, singleton),
+    // nightly-report (CronJob).
+    let fenced = |workload| ScaleTarget {
+        workload,
+        region: "use1".into(),
+        replicas: 0,
+    };
     assert_eq!(
         fence_targets(&spec, "use1"),
-        vec![
-            ScaleTarget {
-                workload: 1,
-                region: "use1".into(),
-                replicas: 0
-            },
-            ScaleTarget {
-                workload: 2,
-                region: "use1".into(),
-                replicas: 0
-            },
-        ]
+        vec![fenced(1), fenced(2), fenced(3)]
     );
     assert_eq!(
         unfence_targets(&spec, "use1")
             .iter()
             .map(|t| t.replicas)
             .collect::<Vec<_>>(),
-        vec![2, 1]
+        vec![2, 1, 1]
     );
+    // The CronJob is resumed after promotion (Activate), not during it; Verify wants all.
+    let replicas = |targets: Vec<ScaleTarget>| -> Vec<(usize, i32)> {
+        targets.iter().map(|t| (t.workload, t.replicas)).collect()
+    };
     assert_eq!(
-        warmup_targets(&spec, "usw2")
-            .iter()
-            .map(|t| t.replicas)
-            .collect::<Vec<_>>(),
-        vec![4, 2, 1]
+        replicas(warmup_targets(&spec, "usw2")),
+        vec![(0, 4), (1, 2), (2, 1)]
+    );
+    assert_eq!(replicas(resume_targets(&spec, "usw2")), vec![(3, 1)]);
+    assert_eq!(
+        replicas(active_targets(&spec, "usw2")),
+        vec![(0, 4), (1, 2), (2, 1), (3, 1)]
     );
     let standby = standby_targets(&spec, "use1");
     assert_eq!(
         standby.iter().map(|t| t.replicas).collect::<Vec<_>>(),
-        vec![1, 0, 0],
-        "singletons stay at 0 in standby"
+        vec![1, 0, 0, 0],
+        "singletons and CronJobs stay at 0 in standby"
     );
     assert!(standby.iter().all(|t| t.region == "use1"));
     // A writer's standby count does not apply: the old region's database may still accept

@@ -281,6 +281,31 @@ impl World {
         answer
     }
 
+    /// Invariant 8: a CronJob is resumed only where every database is writable.
+    fn check_writable(&mut self, region: &str, workload: &str) {
+        let aws = format!("aws-{region}");
+        let replicas = self
+            .rds
+            .iter()
+            .filter(|((r, _), rds)| {
+                *r == aws && (rds.source.is_some() || rds.status != "available")
+            })
+            .map(|((_, id), _)| id.clone());
+        let readers = self
+            .aurora
+            .iter()
+            .filter(|(_, a)| a.moving.is_some() || !a.writer.contains(&format!("{aws}:")))
+            .map(|(id, _)| id.clone());
+        let not_writable: Vec<String> = replicas.chain(readers).collect();
+        if !not_writable.is_empty() {
+            self.violations.push(format!(
+                "8 (CronJob resumed before its databases were writable): {workload} in {region} \
+                 while {} not writable",
+                not_writable.join(", ")
+            ));
+        }
+    }
+
     fn settle(&mut self) {
         let now = Instant::now();
         let mut moves = Vec::new();
@@ -1166,6 +1191,9 @@ impl Clusters for FakeClusters {
             ClusterError::Unreachable,
             ClusterError::Transient,
             |world| {
+                if w.is_cron_job() && replicas > 0 {
+                    world.check_writable(region, &w.name);
+                }
                 world.scale(region, &w.name, replicas);
                 Ok(replicas)
             }

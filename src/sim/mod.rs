@@ -48,6 +48,14 @@ struct WorkloadDef {
     standby: i32,
     writer: bool,
     singleton: bool,
+    /// A CronJob: suspended (0) or resumed (1), in one region at most.
+    cron: bool,
+}
+
+impl WorkloadDef {
+    fn exclusive(&self) -> bool {
+        self.writer || self.singleton || self.cron
+    }
 }
 
 /// A schedule's fixed parameters, drawn from its seed.
@@ -86,6 +94,7 @@ impl Scenario {
                 standby: 1,
                 writer: false,
                 singleton: false,
+                cron: false,
             },
             WorkloadDef {
                 name: "writer",
@@ -93,6 +102,7 @@ impl Scenario {
                 standby: 0,
                 writer: true,
                 singleton: false,
+                cron: false,
             },
             WorkloadDef {
                 name: "cron",
@@ -100,6 +110,15 @@ impl Scenario {
                 standby: 0,
                 writer: false,
                 singleton: true,
+                cron: false,
+            },
+            WorkloadDef {
+                name: "report",
+                active: 1,
+                standby: 0,
+                writer: false,
+                singleton: false,
+                cron: true,
             },
         ];
         let mut workloads: Vec<WorkloadDef> = all.iter().filter(|_| rng.bool()).cloned().collect();
@@ -187,8 +206,9 @@ impl Scenario {
         );
         y += "  workloads:\n";
         for w in &self.workloads {
+            let kind = if w.cron { "CronJob" } else { "Deployment" };
             y += &format!(
-                "    - {{kind: Deployment, namespace: shop, name: {}, activeReplicas: {}, \
+                "    - {{kind: {kind}, namespace: shop, name: {}, activeReplicas: {}, \
                  standbyReplicas: {}, writer: {}, singleton: {}}}\n",
                 w.name, w.active, w.standby, w.writer, w.singleton
             );
@@ -281,7 +301,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         for w in &sc.workloads {
             let n = if i == 0 {
                 w.active
-            } else if w.writer || w.singleton {
+            } else if w.exclusive() {
                 0
             } else {
                 w.standby
@@ -606,11 +626,12 @@ async fn simulate(seed: u64, trace: bool) -> Report {
 /// The invariants over the whole schedule (3 and 4 are checked at each promotion call).
 fn check(sc: &Scenario, w: &World) -> Vec<String> {
     let mut out = w.violations.clone();
-    // 1. No singleton or writer in two regions at once. An Unplanned failover proceeds
-    // without the old region by design (what it cannot fence is recorded as pending), so
-    // only Planned failovers are held to this.
+    // 1. No singleton, writer or CronJob in two regions at once. An Unplanned failover
+    // proceeds without the old region by design (what it cannot fence is recorded as
+    // pending), so only Planned failovers are held to this. (8, a CronJob resumed only
+    // where every database is writable, is checked at each scale call.)
     if sc.mode == FailoverMode::Planned {
-        for wl in sc.workloads.iter().filter(|w| w.writer || w.singleton) {
+        for wl in sc.workloads.iter().filter(|w| w.exclusive()) {
             let pods: Vec<&Pod> = w.pods.iter().filter(|p| p.workload == wl.name).collect();
             for a in &pods {
                 for b in &pods {
@@ -854,6 +875,7 @@ fn verify_scale_down_and_complete_share_one_reconcile() {
             standby: 1,
             writer: false,
             singleton: false,
+            cron: false,
         };
         let sc = Scenario {
             regions: 2,

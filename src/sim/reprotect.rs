@@ -146,6 +146,7 @@ impl RScenario {
                 standby: 0,
                 writer: true,
                 singleton: false,
+                cron: false,
             }],
             mode: FailoverMode::Unplanned,
             allow_data_loss: false,

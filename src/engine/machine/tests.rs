@@ -144,11 +144,7 @@ fn active(w: &crate::api::WorkloadSpec) -> i32 {
 }
 
 fn standby(w: &crate::api::WorkloadSpec) -> i32 {
-    if w.writer || w.singleton {
-        0
-    } else {
-        w.standby_replicas
-    }
+    if w.fenced() { 0 } else { w.standby_replicas }
 }
 
 #[test]
@@ -206,8 +202,8 @@ fn a_planned_fence_scales_first_and_waits_for_terminating_pods() {
         .collect();
     assert_eq!(
         scaled.len(),
-        2,
-        "the writer and the singleton: {:?}",
+        3,
+        "the writer, the singleton and the CronJob: {:?}",
         d.effects
     );
     assert_eq!(c.step(Step::Fence), Some(StepState::Running));
@@ -340,6 +336,104 @@ fn a_promotion_is_recorded_before_it_is_sent_and_not_resent_after_an_unknown_out
     assert_eq!(c.step(Step::PromoteDatabases), Some(StepState::Succeeded));
 }
 
+fn cron_job_scales(d: &Decision, c: &Case) -> Vec<(Step, i32)> {
+    d.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Scale { target, step }
+                if target.region == "usw2"
+                    && c.plan.spec.workloads[target.workload].is_cron_job() =>
+            {
+                Some((*step, target.replicas))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cron_job_is_resumed_by_activate_once_every_database_is_writable() {
+    let (mut c, d) = Case::unplanned_orders_promotion();
+    let cron = |w: &crate::api::WorkloadSpec| {
+        if w.is_cron_job() {
+            0
+        } else {
+            w.active_replicas
+        }
+    };
+    c.workloads_at("usw2", cron);
+    // Warm-up and the promotion call go out; the CronJob stays suspended.
+    assert!(cron_job_scales(&d, &c).is_empty(), "{:?}", d.effects);
+    c.world.results = vec![EffectResult::Promoted {
+        database: "orders".into(),
+        first: true,
+        outcome: Ok(()),
+    }];
+    c.orders_seen("modifying", None);
+    c.now = t(1);
+    let d = c.decide();
+    assert!(
+        cron_job_scales(&d, &c).is_empty(),
+        "promotion under way: {:?}",
+        d.effects
+    );
+    assert_eq!(c.step(Step::Activate), Some(StepState::Pending));
+    // Writable: Activate resumes it, and SwitchDns waits for Activate.
+    c.orders_seen("available", None);
+    c.now = t(2);
+    let d = c.decide();
+    assert_eq!(c.step(Step::PromoteDatabases), Some(StepState::Succeeded));
+    assert_eq!(
+        d.requeue,
+        Some(Duration::ZERO),
+        "the next step starts at once"
+    );
+    let d = c.decide();
+    assert_eq!(cron_job_scales(&d, &c), vec![(Step::Activate, 1)]);
+    assert_eq!(c.step(Step::SwitchDns), Some(StepState::Pending));
+    c.workloads_at("usw2", active);
+    c.now = t(3);
+    c.decide();
+    assert_eq!(c.step(Step::Activate), Some(StepState::Succeeded));
+    c.decide();
+    assert_ne!(c.step(Step::SwitchDns), Some(StepState::Pending));
+}
+
+#[test]
+fn a_suspended_cron_job_with_running_jobs_holds_the_fence() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    c.workloads_at("use1", standby);
+    let i = c
+        .plan
+        .spec
+        .workloads
+        .iter()
+        .position(|w| w.is_cron_job())
+        .expect("a CronJob");
+    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("use1".into(), i))
+        && let Some(s) = seen.state.as_mut()
+    {
+        s.current_replicas = 2;
+    }
+    c.decide();
+    c.now = t(400);
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Failed));
+    let message = &c
+        .status()
+        .steps
+        .iter()
+        .find(|s| s.name == "Fence")
+        .expect("Fence")
+        .message;
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("CronJob shop/nightly-report: 2 Jobs still running")),
+        "{message:?}"
+    );
+}
+
 #[test]
 fn the_pass_that_sees_one_promotion_finish_looks_at_the_others_again_soon() {
     let mut c = Case::admitted(FailoverMode::Unplanned);
@@ -461,7 +555,7 @@ fn a_planned_rollback_scales_the_target_down_before_the_old_region_up() {
 #[test]
 fn dns_batches_are_recorded_before_they_are_sent_and_then_waited_on() {
     let mut c = Case::admitted(FailoverMode::Unplanned);
-    for step in ["Fence", "WarmUp", "PromoteDatabases"] {
+    for step in ["Fence", "WarmUp", "PromoteDatabases", "Activate"] {
         if let Some(s) =
             c.fo.status
                 .as_mut()
@@ -593,7 +687,7 @@ fn an_unplanned_fence_waits_out_one_unanswered_read_before_skipping() {
     c.now = t(11);
     c.decide();
     assert_eq!(c.step(Step::Fence), Some(StepState::Skipped));
-    assert_eq!(c.status().unfenced_workloads.len(), 2);
+    assert_eq!(c.status().unfenced_workloads.len(), 3);
 }
 
 #[test]
@@ -622,7 +716,7 @@ fn a_rollback_does_not_wait_for_standby_readers_to_be_ready() {
         .iter()
         .filter(|e| matches!(e, Effect::Scale { target, .. } if target.region == "use1"))
         .collect();
-    assert_eq!(unfence.len(), 2, "{:?}", d.effects);
+    assert_eq!(unfence.len(), 3, "{:?}", d.effects);
 }
 
 #[test]
@@ -650,8 +744,14 @@ fn an_unplanned_failover_records_its_pending_fences_before_its_first_promotion()
     );
     let mark = d.plan.expect("plan marked before the call");
     assert_eq!(mark.active_region, None);
-    // The two unreached workloads and the old RDS primary.
-    assert_eq!(mark.fences.len(), 3, "{:?}", mark.fences);
+    // The three unreached workloads (writer, singleton, CronJob) and the old RDS primary.
+    assert_eq!(mark.fences.len(), 4, "{:?}", mark.fences);
+    // No apiVersion in the plan: where it returns, the cluster says which it serves.
+    let cron = mark
+        .fences
+        .iter()
+        .find(|f| f.kind.as_deref() == Some("CronJob"));
+    assert_eq!(cron.map(|f| f.api_version.clone()), Some(None));
 }
 
 #[test]

@@ -1,0 +1,253 @@
+//! The application side of a failover on the bed: CronJobs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use drover::api::{FailoverMode, FailoverPhase, StepState};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+
+use crate::failover::{
+    Scenario, assert_phase, aws_rds, create, describe, failover, step, wait_terminal,
+};
+use crate::support::*;
+
+/// The seeded CronJobs (seed.py --cron-jobs): report waits for its running Jobs, sweeper
+/// has them stopped.
+const CRON_JOBS: [&str; 2] = ["report", "sweeper"];
+
+fn cron_jobs(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+    // The bed's API servers are Kubernetes 1.20: CronJob is batch/v1beta1 there.
+    let gvk = GroupVersionKind::gvk("batch", "v1beta1", "CronJob");
+    Api::namespaced_with(client, ns, &ApiResource::from_gvk(&gvk))
+}
+
+fn resumed(cron: &DynamicObject) -> bool {
+    !cron.data["spec"]["suspend"].as_bool().unwrap_or(false)
+}
+
+/// A Job of `cron` that runs until the test says otherwise (the bed has no Job controller).
+async fn start_job(client: &kube::Client, ns: &str, cron: &DynamicObject) -> String {
+    let cron_name = cron.metadata.name.clone().expect("named");
+    let name = format!("{cron_name}-manual");
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns, "ownerReferences": [{
+            "apiVersion": "batch/v1beta1", "kind": "CronJob", "name": cron_name,
+            "uid": cron.metadata.uid, "controller": true}]},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "run", "image": "busybox"}]}}},
+    }))
+    .expect("Job object");
+    Api::<Job>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("create Job");
+    name
+}
+
+/// Whether every RDS database of the scenario in `region` is a writable primary now.
+async fn databases_writable(sc: &str, region: &str) -> bool {
+    let rds = aws_rds(region).await;
+    for db in ["orders", "payments"] {
+        let id = format!("{sc}-{db}-{region}");
+        let Ok(out) = rds
+            .describe_db_instances()
+            .db_instance_identifier(&id)
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let Some(instance) = out.db_instances.and_then(|mut v| v.pop()) else {
+            return false;
+        };
+        if instance
+            .read_replica_source_db_instance_identifier
+            .is_some()
+            || instance.db_instance_status.as_deref() != Some("available")
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// What the sampler saw: a CronJob resumed in both regions at once, a CronJob resumed in
+/// `target` while its databases were not writable, and the samples taken.
+struct Seen {
+    both: Vec<String>,
+    early: Vec<String>,
+    samples: usize,
+}
+
+/// Samples both regions' CronJobs until stopped.
+fn watch_cron_jobs(
+    ns: String,
+    target: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Seen> {
+    tokio::spawn(async move {
+        let east = cron_jobs(client("use1").await, &ns);
+        let west = cron_jobs(client("usw2").await, &ns);
+        let in_target = if target == "usw2" { &west } else { &east };
+        let mut seen = Seen {
+            both: Vec::new(),
+            early: Vec::new(),
+            samples: 0,
+        };
+        let mut was_resumed = [false; CRON_JOBS.len()];
+        for (i, name) in CRON_JOBS.iter().enumerate() {
+            let cron = in_target.get(name).await.expect("CronJob in the target");
+            was_resumed[i] = resumed(&cron);
+        }
+        while !stop.load(Ordering::Acquire) {
+            for (i, name) in CRON_JOBS.iter().enumerate() {
+                let (e, w) = tokio::join!(east.get(name), west.get(name));
+                let (Ok(e), Ok(w)) = (e, w) else { continue };
+                if resumed(&e) && resumed(&w) {
+                    seen.both.push(format!("{name} at sample {}", seen.samples));
+                }
+                let now = resumed(if target == "usw2" { &w } else { &e });
+                if now && !was_resumed[i] && !databases_writable(&ns, target).await {
+                    seen.early.push(name.to_string());
+                }
+                was_resumed[i] = now;
+            }
+            seen.samples += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seen
+    })
+}
+
+/// A Planned failover with CronJobs: both are suspended in use1 before promotion, the
+/// sweeper's running Job is stopped, the report's is waited for, and both are resumed in
+/// usw2 only once its databases are writable; never resumed in both regions.
+#[tokio::test]
+async fn cron_jobs_are_suspended_before_promotion_and_resumed_after() {
+    let (scenario, _op) = Scenario::start("cj", &["--cron-jobs"], &[], 15).await;
+    let (mgmt, ns, sc) = scenario.parts();
+    let east_client = client("use1").await;
+    let east = cron_jobs(east_client.clone(), &sc);
+    let west = cron_jobs(client("usw2").await, &sc);
+    let jobs: Api<Job> = Api::namespaced(east_client.clone(), &sc);
+    let mut running = Vec::new();
+    for name in CRON_JOBS {
+        let cron = east.get(name).await.expect("CronJob in use1");
+        assert!(resumed(&cron), "{name} runs in the active region");
+        assert!(!resumed(&west.get(name).await.expect("CronJob in usw2")));
+        running.push(start_job(&east_client, &sc, &cron).await);
+    }
+    let dry_run = failover(
+        &format!("{sc}-dry"),
+        &sc,
+        "usw2",
+        FailoverMode::DryRun,
+        false,
+    );
+    create(&mgmt, &ns, &dry_run).await;
+    let checked = wait_terminal(&mgmt, &ns, &format!("{sc}-dry"), Duration::from_secs(60)).await;
+    let actions = checked
+        .status
+        .as_ref()
+        .map(|s| s.planned_actions.clone())
+        .unwrap_or_default();
+    for expected in [
+        format!("Fence: suspend CronJob {sc}/report in use1"),
+        format!("Activate: resume CronJob {sc}/sweeper in usw2"),
+    ] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = watch_cron_jobs(sc.clone(), "usw2", stop.clone());
+    let name = format!("{sc}-go");
+    create(
+        &mgmt,
+        &ns,
+        &failover(&name, &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    // runningJobs: Stop: the sweeper's Job is deleted. Wait: the report's is left to
+    // finish, and nothing is promoted while it runs.
+    wait_for(
+        "the sweeper's Job deleted",
+        Duration::from_secs(30),
+        || async {
+            jobs.get_opt(&running[1])
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let failovers: Api<drover::api::Failover> = Api::namespaced(mgmt.clone(), &ns);
+    let during = failovers.get(&name).await.expect("failover");
+    assert_eq!(
+        step(&during, "Fence").state,
+        StepState::Running,
+        "{}",
+        describe(&during)
+    );
+    assert_eq!(step(&during, "PromoteDatabases").state, StepState::Pending);
+    assert!(
+        jobs.get_opt(&running[0]).await.expect("get Job").is_some(),
+        "the report's Job is waited for, not deleted"
+    );
+    for name in CRON_JOBS {
+        assert!(
+            !resumed(&east.get(name).await.expect("CronJob")),
+            "{name} suspended"
+        );
+    }
+    // The report's Job finishes.
+    let complete = serde_json::json!({"status": {"conditions": [
+        {"type": "Complete", "status": "True"}]}});
+    jobs.patch_status(
+        &running[0],
+        &PatchParams::default(),
+        &Patch::Merge(&complete),
+    )
+    .await
+    .expect("complete the Job");
+
+    let fo = wait_terminal(&mgmt, &ns, &name, Duration::from_secs(120)).await;
+    stop.store(true, Ordering::Release);
+    let seen = sampler.await.expect("sampler");
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    assert!(seen.samples > 10, "{} samples", seen.samples);
+    assert!(
+        seen.both.is_empty(),
+        "resumed in both regions: {:?}",
+        seen.both
+    );
+    assert!(
+        seen.early.is_empty(),
+        "resumed before usw2's databases were writable: {:?}",
+        seen.early
+    );
+    let promoted = step(&fo, "PromoteDatabases").finished_at.clone();
+    let activated = step(&fo, "Activate").started_at.clone();
+    assert!(
+        promoted.is_some() && activated >= promoted,
+        "{}",
+        describe(&fo)
+    );
+    for name in CRON_JOBS {
+        assert!(
+            resumed(&west.get(name).await.expect("CronJob")),
+            "{name} resumed in usw2"
+        );
+        assert!(
+            !resumed(&east.get(name).await.expect("CronJob")),
+            "{name} suspended in use1"
+        );
+    }
+    assert_eq!(
+        step(&fo, "Activate").message.as_deref(),
+        Some(format!("resumed {sc}/report → 1, {sc}/sweeper → 1").as_str())
+    );
+}
