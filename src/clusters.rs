@@ -114,6 +114,13 @@ fn resource_name(r: &ApiResource) -> String {
     }
 }
 
+/// A CronJob's Job that has not finished.
+struct RunningJob {
+    name: String,
+    /// Being deleted (in the foreground: until its pods are gone).
+    deleting: bool,
+}
+
 /// Reads and scales the plan's workloads in region clusters.
 #[async_trait]
 pub trait Clusters: Send + Sync {
@@ -471,8 +478,16 @@ impl KubeClusters {
                             found = Ok(resource);
                             break;
                         }
-                        // The first version's answer is the one to report.
-                        Err(e) if matches!(found, Err(None)) => found = Err(Some(e)),
+                        // Only "not served" tries the next version; the first answer is
+                        // the one to report.
+                        Err(e) if matches!(found, Err(None)) => {
+                            let not_served = matches!(&e, kube::Error::Discovery(_))
+                                || matches!(&e, kube::Error::Api(s) if s.code == 404);
+                            found = Err(Some(e));
+                            if !not_served {
+                                break;
+                            }
+                        }
                         Err(_) => {}
                     }
                 }
@@ -521,12 +536,6 @@ fn selector(obj: &DynamicObject) -> Option<String> {
         .as_str()
         .filter(|s| !s.is_empty())
         .map(str::to_string)
-}
-
-/// A pod template's labels as a selector ("k=v,k2=v2"); None when it has none.
-fn labels_selector(labels: &serde_json::Value) -> Option<String> {
-    let terms = label_terms(labels);
-    (!terms.is_empty()).then(|| terms.join(","))
 }
 
 /// A label map as selector terms, "k=v".
@@ -580,11 +589,14 @@ impl KubeClusters {
             images: images(&o.data["spec"]["template"]["spec"]),
             refs: crate::engine::pod_refs::required(&o.data["spec"]["template"]["spec"]),
             selector: selector(&o),
+            jobs_to_stop: 0,
         }))
     }
 
     /// A CronJob as a workload of 0 (suspended) or 1 replica. While suspended, its
-    /// unfinished Jobs are its current replicas: what the fence waits out (or stops).
+    /// unfinished Jobs are its current replicas: what the fence waits out (or stops). A
+    /// stopped Job is deleted in the foreground, so it stays, counted, until its pods are
+    /// gone: no pod selector is needed (a label selector could match other pods).
     async fn read_cron_job(
         &self,
         region: &str,
@@ -594,32 +606,40 @@ impl KubeClusters {
         let suspended = o.data["spec"]["suspend"].as_bool().unwrap_or(false);
         let replicas = i32::from(!suspended);
         let running = if suspended {
-            let uid = o.metadata.uid.as_deref().unwrap_or_default();
-            self.unfinished_jobs(region, w, uid).await?.len()
+            self.unfinished_jobs(region, w, o).await?
         } else {
-            0
+            Vec::new()
         };
-        let pod = &o.data["spec"]["jobTemplate"]["spec"]["template"];
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let pod = &o.data["spec"]["jobTemplate"]["spec"]["template"]["spec"];
         Ok(WorkloadState {
             replicas,
-            current_replicas: i32::try_from(running).unwrap_or(i32::MAX).max(replicas),
+            current_replicas: count(running.len()).max(replicas),
             ready_replicas: replicas,
             observed_current: true,
-            images: images(&pod["spec"]),
-            refs: crate::engine::pod_refs::required(&pod["spec"]),
-            selector: labels_selector(&pod["metadata"]["labels"]),
+            images: images(pod),
+            refs: crate::engine::pod_refs::required(pod),
+            selector: None,
+            jobs_to_stop: count(running.iter().filter(|j| !j.deleting).count()),
         })
     }
 
-    /// The Jobs a CronJob (by uid) started that have neither completed nor failed, those
-    /// being deleted included: their pods may still run.
+    /// The Jobs a CronJob started that have neither completed nor failed, those being
+    /// deleted included: their pods may still run.
     async fn unfinished_jobs(
         &self,
         region: &str,
         w: &WorkloadSpec,
-        cron_uid: &str,
-    ) -> Result<Vec<String>, ClusterError> {
+        cron: &DynamicObject,
+    ) -> Result<Vec<RunningJob>, ClusterError> {
         use k8s_openapi::api::batch::v1::Job;
+        // Without its uid its Jobs cannot be told from others: never "none running".
+        let Some(cron_uid) = cron.metadata.uid.as_deref() else {
+            return Err(ClusterError::Permanent(format!(
+                "CronJob {}/{} has no uid",
+                w.namespace, w.name
+            )));
+        };
         let (_, client) = self.client(region).await?;
         let api: Api<Job> = Api::namespaced(client, &w.namespace);
         let list = match tokio::time::timeout(self.timeout, api.list(&Default::default())).await {
@@ -643,7 +663,12 @@ impl KubeClusters {
                 let owners = job.metadata.owner_references.as_deref().unwrap_or_default();
                 owners.iter().any(|r| r.uid == cron_uid) && !finished(job)
             })
-            .filter_map(|job| job.metadata.name.clone())
+            .filter_map(|job| {
+                Some(RunningJob {
+                    name: job.metadata.name.clone()?,
+                    deleting: job.metadata.deletion_timestamp.is_some(),
+                })
+            })
             .collect())
     }
 
@@ -779,8 +804,8 @@ impl KubeClusters {
     }
 
     /// A CronJob to 0 (suspended) or 1 (resumed). Suspended with `runningJobs: Stop`, its
-    /// unfinished Jobs are deleted, their pods in the background: the fence then waits
-    /// until those pods are gone.
+    /// unfinished Jobs are deleted in the foreground: each stays until its pods are gone,
+    /// and the fence waits for that. Sent again while Jobs are left to stop.
     async fn suspend_or_resume(
         &self,
         region: &str,
@@ -800,9 +825,10 @@ impl KubeClusters {
         };
         let suspended = cron.data["spec"]["suspend"].as_bool().unwrap_or(false);
         if suspended && w.running_jobs == Some(crate::api::RunningJobs::Stop) {
-            let uid = cron.metadata.uid.as_deref().unwrap_or_default();
-            for job in self.unfinished_jobs(region, w, uid).await? {
-                self.delete_job(region, w, &job).await?;
+            for job in self.unfinished_jobs(region, w, &cron).await? {
+                if !job.deleting {
+                    self.delete_job(region, w, &job.name).await?;
+                }
             }
         }
         Ok(i32::from(!suspended))
@@ -817,7 +843,7 @@ impl KubeClusters {
         use k8s_openapi::api::batch::v1::Job;
         let (_, client) = self.client(region).await?;
         let api: Api<Job> = Api::namespaced(client, &w.namespace);
-        let params = kube::api::DeleteParams::background();
+        let params = kube::api::DeleteParams::foreground();
         match tokio::time::timeout(self.timeout, api.delete(job, &params)).await {
             Err(_) => Err(self.no_answer()),
             Ok(Ok(_)) => Ok(()),

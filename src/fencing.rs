@@ -116,6 +116,7 @@ impl Fencer<'_> {
                     replicas: state.replicas,
                     observed_current: state.observed_current,
                     pods,
+                    jobs_to_stop: state.jobs_to_stop,
                 }
             }
             FenceResource::RdsInstance => {

@@ -1728,6 +1728,7 @@ mod tests {
                 images: Vec::new(),
                 refs: Vec::new(),
                 selector: None,
+                jobs_to_stop: 0,
             }),
             pods: None,
         })

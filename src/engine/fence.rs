@@ -162,6 +162,8 @@ pub enum Observed {
         replicas: i32,
         observed_current: bool,
         pods: usize,
+        /// A suspended CronJob's running Jobs not yet being deleted.
+        jobs_to_stop: i32,
     },
     /// The workload does not exist there.
     WorkloadMissing,
@@ -200,9 +202,12 @@ pub fn next_step(state: PendingFenceState, observed: &Observed) -> FenceStep {
             replicas,
             observed_current,
             pods,
+            jobs_to_stop,
         } => match (*replicas, *pods) {
-            // Scaling is idempotent, so a lost answer costs nothing: patch again.
+            // Scaling is idempotent, so a lost answer costs nothing: patch again. The same
+            // for a suspended CronJob's Jobs still to delete.
             (r, _) if r > 0 => FenceStep::Act,
+            _ if *jobs_to_stop > 0 => FenceStep::Act,
             (_, 0) if *observed_current => FenceStep::Done("scaled to 0, no pods left".into()),
             (_, 0) => FenceStep::Wait("scaled to 0; waiting for the controller".into()),
             (_, n) => FenceStep::Wait(format!(
@@ -380,6 +385,7 @@ mod tests {
             replicas,
             observed_current: true,
             pods,
+            jobs_to_stop: 0,
         }
     }
 
@@ -398,8 +404,17 @@ mod tests {
             replicas: 0,
             observed_current: false,
             pods: 0,
+            jobs_to_stop: 0,
         };
         assert!(matches!(next_step(s, &stale), FenceStep::Wait(_)));
+        // A suspended CronJob of a returning region: its Jobs are stopped, not waited for.
+        let cron = Observed::Workload {
+            replicas: 0,
+            observed_current: true,
+            pods: 2,
+            jobs_to_stop: 1,
+        };
+        assert_eq!(next_step(s, &cron), FenceStep::Act);
         assert!(matches!(
             next_step(s, &Observed::WorkloadMissing),
             FenceStep::Done(_)

@@ -17,7 +17,7 @@ use crate::api::{ApprovalDecision, ApprovalStatus};
 use crate::api::{
     DataLossEstimate, DatabaseLag, DatabaseProgress, DatabaseState, DisasterRecoveryPlan,
     DisasterRecoveryPlanSpec, DnsChange, Failover, FailoverMode, FailoverPhase, FailoverStatus,
-    FailoverTimings, PendingFence, PlanSnapshot, StepState, StepStatus,
+    FailoverTimings, PendingFence, PlanSnapshot, RunningJobs, StepState, StepStatus,
 };
 use crate::conditions::{self, DesiredCondition};
 use crate::engine::approval::{self, ApprovalSeen};
@@ -70,8 +70,8 @@ pub struct StepRule {
 }
 
 /// The failover, as data. WarmUp and PromoteDatabases both follow Fence, so they run in
-/// parallel; the first database promotion is the point of no return. Activate starts what
-/// needs writable databases.
+/// parallel; the first database promotion is the point of no return. Activate (what needs
+/// writable databases) runs beside SwitchDns: DNS never waits for a scheduled job.
 pub const STEPS: [StepRule; 10] = [
     StepRule {
         step: Step::Admission,
@@ -126,14 +126,14 @@ pub const STEPS: [StepRule; 10] = [
     },
     StepRule {
         step: Step::SwitchDns,
-        after: &[Step::Activate],
+        after: &[Step::WarmUp, Step::PromoteDatabases],
         dry_run: false,
         on_failure: OnFailure::Retry,
         old_region_down: OldRegionDown::NotUsed,
     },
     StepRule {
         step: Step::Verify,
-        after: &[Step::SwitchDns],
+        after: &[Step::SwitchDns, Step::Activate],
         dry_run: false,
         on_failure: OnFailure::Retry,
         old_region_down: OldRegionDown::SkipIfUnplanned,
@@ -1351,7 +1351,13 @@ impl Machine<'_> {
                 ));
                 continue;
             };
-            if s.replicas != t.replicas {
+            let workload = self.spec.workloads.get(t.workload);
+            // A suspended CronJob whose Jobs are to be stopped: sent again (it is
+            // idempotent) until none is left undeleted, e.g. after a crash mid-way.
+            let stop_jobs = t.replicas == 0
+                && s.jobs_to_stop > 0
+                && workload.is_some_and(|w| w.running_jobs == Some(RunningJobs::Stop));
+            if s.replicas != t.replicas || stop_jobs {
                 let just_scaled = self.input.world.scaled_last_pass.contains(t);
                 if just_scaled {
                     // Sent last pass and not showing (or changed back by someone else): look
@@ -1375,11 +1381,7 @@ impl Machine<'_> {
                 && s.ready_replicas >= t.replicas
                 && s.current_replicas <= t.replicas)
             {
-                let cron = self
-                    .spec
-                    .workloads
-                    .get(t.workload)
-                    .is_some_and(|w| w.is_cron_job());
+                let cron = workload.is_some_and(|w| w.is_cron_job());
                 c.waiting.push(if cron && s.current_replicas > t.replicas {
                     format!("CronJob {name}: {} Jobs still running", s.current_replicas)
                 } else {

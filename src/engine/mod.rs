@@ -62,6 +62,9 @@ pub struct WorkloadState {
     pub refs: Vec<pod_refs::PodRef>,
     /// The label selector of its pods ("k=v,k2=v2"), when it has one.
     pub selector: Option<String>,
+    /// A suspended CronJob: its running Jobs not yet being deleted (what `runningJobs:
+    /// Stop` deletes). 0 for other kinds.
+    pub jobs_to_stop: i32,
 }
 
 /// The steps of a failover, in dependency order.

@@ -1175,6 +1175,7 @@ impl Clusters for FakeClusters {
                     images: Vec::new(),
                     refs: Vec::new(),
                     selector: Some(format!("app={}", w.name)),
+                    jobs_to_stop: 0,
                 }))
             }
         )

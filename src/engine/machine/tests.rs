@@ -86,6 +86,7 @@ impl Case {
                         images: Vec::new(),
                         refs: Vec::new(),
                         selector: Some(format!("app={}", w.name)),
+                        jobs_to_stop: 0,
                     }),
                     pods: Some(Ok(n.max(0) as usize)),
                 }),
@@ -378,7 +379,7 @@ fn a_cron_job_is_resumed_by_activate_once_every_database_is_writable() {
         d.effects
     );
     assert_eq!(c.step(Step::Activate), Some(StepState::Pending));
-    // Writable: Activate resumes it, and SwitchDns waits for Activate.
+    // Writable: Activate resumes it.
     c.orders_seen("available", None);
     c.now = t(2);
     let d = c.decide();
@@ -390,13 +391,52 @@ fn a_cron_job_is_resumed_by_activate_once_every_database_is_writable() {
     );
     let d = c.decide();
     assert_eq!(cron_job_scales(&d, &c), vec![(Step::Activate, 1)]);
-    assert_eq!(c.step(Step::SwitchDns), Some(StepState::Pending));
+    // DNS does not wait for a scheduled job; Verify waits for both.
+    assert_ne!(c.step(Step::SwitchDns), Some(StepState::Pending));
+    assert_eq!(c.step(Step::Verify), Some(StepState::Pending));
     c.workloads_at("usw2", active);
     c.now = t(3);
     c.decide();
     assert_eq!(c.step(Step::Activate), Some(StepState::Succeeded));
-    c.decide();
-    assert_ne!(c.step(Step::SwitchDns), Some(StepState::Pending));
+}
+
+#[test]
+fn a_suspended_cron_job_with_jobs_left_to_stop_is_sent_again_a_poll_apart() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    let i = c
+        .plan
+        .spec
+        .workloads
+        .iter()
+        .position(|w| w.is_cron_job())
+        .expect("a CronJob");
+    assert_eq!(
+        c.plan.spec.workloads[i].running_jobs,
+        Some(RunningJobs::Stop)
+    );
+    c.workloads_at("use1", standby);
+    // Suspended (say by the pass before a crash), one Job deleted, one not yet.
+    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("use1".into(), i))
+        && let Some(s) = seen.state.as_mut()
+    {
+        s.current_replicas = 2;
+        s.jobs_to_stop = 1;
+    }
+    let stops = |d: &Decision| {
+        d.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Scale { target, .. } if target.workload == i))
+            .count()
+    };
+    assert_eq!(stops(&c.decide()), 1);
+    let target = ScaleTarget {
+        workload: i,
+        region: "use1".into(),
+        replicas: 0,
+    };
+    c.world.scaled_last_pass = vec![target];
+    assert_eq!(stops(&c.decide()), 0, "sent last pass: a poll first");
+    assert_eq!(c.step(Step::Fence), Some(StepState::Running));
 }
 
 #[test]
