@@ -38,20 +38,28 @@ fn owned_by_scaled_object(obj: &Value) -> bool {
 }
 
 /// An autoscaling/v1 HorizontalPodAutoscaler (`obj` is the whole object). None for one that
-/// a ScaledObject owns: the ScaledObject is the one to read (and drive).
+/// a ScaledObject owns: the ScaledObject is the one to read (and drive). While Drover holds
+/// it at a standby count, its bounds are the ones saved in `SAVED`: the HPA gets them back
+/// (at least) when its region becomes active.
 pub fn hpa(obj: &Value) -> Option<AutoscalerSeen> {
     if owned_by_scaled_object(obj) {
         return None;
     }
     let spec = &obj["spec"];
+    let saved = obj["metadata"]["annotations"][SAVED]
+        .as_str()
+        .and_then(|s| serde_json::from_str::<HpaBounds>(s).ok());
     Some(AutoscalerSeen {
         kind: "HorizontalPodAutoscaler",
         name: obj["metadata"]["name"].as_str()?.to_string(),
         target_kind: spec["scaleTargetRef"]["kind"].as_str()?.to_string(),
         target_name: spec["scaleTargetRef"]["name"].as_str()?.to_string(),
         // The API server defaults minReplicas to 1.
-        min_replicas: int(&spec["minReplicas"]).or(Some(1)),
-        max_replicas: int(&spec["maxReplicas"]),
+        min_replicas: saved
+            .map(|b| b.min_replicas)
+            .or(int(&spec["minReplicas"]))
+            .or(Some(1)),
+        max_replicas: saved.map(|b| b.max_replicas).or(int(&spec["maxReplicas"])),
     })
 }
 
@@ -439,6 +447,24 @@ mod tests {
             r#"{"minReplicas":1,"maxReplicas":3}"#
         );
         assert_eq!(patch["spec"], json!({"maxReplicas": 1}));
+    }
+
+    #[test]
+    fn preflight_reads_a_standby_hpa_by_its_saved_bounds() {
+        let hpa_seen = |obj: &Value| hpa(obj).expect("an HPA");
+        let roomy = web_hpa(Some(4), 10, json!({}));
+        let standby = applied(&roomy, &hpa_drive(&roomy, 1).expect("ok").expect("patch"));
+        assert_eq!(standby["spec"]["maxReplicas"], 1);
+        let seen = hpa_seen(&standby);
+        assert_eq!((seen.min_replicas, seen.max_replicas), (Some(4), Some(10)));
+        assert!(problems(&web(), "usw2", &[seen]).is_empty());
+        // Capped by its owner: still reported, held at standby or not.
+        let capped = web_hpa(Some(1), 3, json!({}));
+        let standby = applied(&capped, &hpa_drive(&capped, 1).expect("ok").expect("patch"));
+        assert_eq!(problems(&web(), "usw2", &[hpa_seen(&standby)]).len(), 1);
+        // An annotation Drover did not write: the spec is what there is.
+        let garbage = web_hpa(Some(1), 3, json!({SAVED: "{"}));
+        assert_eq!(hpa_seen(&garbage).max_replicas, Some(3));
     }
 
     #[test]
