@@ -14,7 +14,8 @@ Creates, all named after NAME:
     each writer is annotated bed.drover.io/writes-to with the databases of its own region;
     each takes its environment from a Secret WORKLOAD-creds (envFrom) and mounts the
     ConfigMap app-config, both in every region (except --missing-secret's Secret in the
-    standby regions);
+    standby regions); in every region an HPA on web (4..10), a KEDA ScaledObject on
+    orders-writer (not paused) and the HPA KEDA would own for it (1..1);
   * in AWS: per region a DB subnet group NAME-db-REGION, parameter group NAME-pg-REGION,
     security group NAME-db-REGION and KMS key alias/NAME-REGION; 2 RDS primaries
     (encrypted) in the active region with cross-region replicas in each standby region,
@@ -191,6 +192,18 @@ def seed_workloads(name, regions, missing_secret=None, capped_autoscalers=False)
                                                "volumes": [{"name": "config",
                                                             "configMap": {"name": "app-config"}}]}}},
             })
+        # In every region: an HPA on web whose bounds hold its active count (preflight
+        # passes), and a ScaledObject on orders-writer, not paused. Drover drives them when
+        # it scales those workloads; the bed runs no autoscaler, so they hold what it sets.
+        objects.append({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                        "metadata": {"name": "web", "namespace": name},
+                        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                    "name": "web"},
+                                 "minReplicas": 4, "maxReplicas": 10}})
+        objects.append({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                        "metadata": {"name": "orders-writer", "namespace": name},
+                        "spec": {"scaleTargetRef": {"name": "orders-writer"},
+                                 "triggers": [{"type": "cpu", "metadata": {"value": "50"}}]}})
         if capped_autoscalers and region != regions[0]:
             # In the standbys: an HPA capping api (active 3) at 2, a ScaledObject capping
             # worker (active 2) at 1.
@@ -204,6 +217,24 @@ def seed_workloads(name, regions, missing_secret=None, capped_autoscalers=False)
                             "spec": {"scaleTargetRef": {"name": "worker"}, "maxReplicaCount": 1,
                                      "triggers": [{"type": "cpu", "metadata": {"value": "50"}}]}})
         kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        keda_owned_hpa(name, region)
+
+
+def keda_owned_hpa(name, region):
+    """The HPA KEDA would make for orders-writer's ScaledObject, owned by it; its maximum
+    is below the active count, so a reader that did not skip it would report (or drive) it."""
+    uid = subprocess.run(["kubectl", "--kubeconfig", str(STATE / region / "admin.kubeconfig"),
+                          "-n", name, "get", "scaledobject", "orders-writer", "-o",
+                          "jsonpath={.metadata.uid}"],
+                         text=True, check=True, capture_output=True).stdout
+    hpa = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": "keda-hpa-orders-writer", "namespace": name,
+                        "ownerReferences": [{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                                             "name": "orders-writer", "uid": uid, "controller": True}]},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                       "name": "orders-writer"},
+                    "minReplicas": 1, "maxReplicas": 1}}
+    kubectl(region, "apply", "-f", "-", stdin=json.dumps(hpa))
 
 
 def seed_cron_jobs(name, regions):

@@ -12,7 +12,7 @@ use kube::discovery::{ApiResource, pinned_kind};
 use tokio::sync::Mutex;
 
 use crate::api::{DisasterRecoveryPlanSpec, RegionSpec, WorkloadSpec};
-use crate::engine::autoscalers::AutoscalerSeen;
+use crate::engine::autoscalers::{AutoscalerKind, AutoscalerSeen};
 use crate::engine::pod_refs::RefKind;
 use crate::member;
 
@@ -121,6 +121,19 @@ struct RunningJob {
     deleting: bool,
 }
 
+/// The API of an autoscaler kind in `namespace`, and its RBAC resource name.
+fn autoscaler_api(
+    client: Client,
+    namespace: &str,
+    kind: AutoscalerKind,
+) -> (Api<DynamicObject>, String) {
+    let (group, version, kind, plural) = kind.api();
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+    let name = resource_name(&resource);
+    (Api::namespaced_with(client, namespace, &resource), name)
+}
+
 /// Reads and scales the plan's workloads in region clusters.
 #[async_trait]
 pub trait Clusters: Send + Sync {
@@ -130,8 +143,8 @@ pub trait Clusters: Send + Sync {
         region: &str,
         w: &WorkloadSpec,
     ) -> Result<Option<WorkloadState>, ClusterError>;
-    /// Sets the replica count; returns the count the API server kept (a webhook or policy
-    /// may keep another).
+    /// Sets the replica count, the workload's autoscalers first (so that they do not fight
+    /// it); returns the count the API server kept (a webhook or policy may keep another).
     async fn scale(
         &self,
         region: &str,
@@ -704,31 +717,20 @@ impl KubeClusters {
         region: &str,
         namespace: &str,
     ) -> Result<Vec<AutoscalerSeen>, ClusterError> {
-        use crate::engine::autoscalers::{hpa, scaled_object};
-        type Read = fn(&serde_json::Value) -> Option<AutoscalerSeen>;
+        let objects = self.list_autoscaler_objects(region, namespace).await?;
+        Ok(objects.iter().filter_map(|(k, o)| k.read(o)).collect())
+    }
+
+    /// Every HPA and KEDA ScaledObject in `namespace`, whole, as the API server returns them.
+    async fn list_autoscaler_objects(
+        &self,
+        region: &str,
+        namespace: &str,
+    ) -> Result<Vec<(AutoscalerKind, serde_json::Value)>, ClusterError> {
         let (_, client) = self.client(region).await?;
-        let kinds: [(&str, &str, &str, &str, Read); 2] = [
-            (
-                "autoscaling",
-                "v1",
-                "HorizontalPodAutoscaler",
-                "horizontalpodautoscalers",
-                hpa,
-            ),
-            (
-                "keda.sh",
-                "v1alpha1",
-                "ScaledObject",
-                "scaledobjects",
-                scaled_object,
-            ),
-        ];
         let mut out = Vec::new();
-        for (group, version, kind, plural, read) in kinds {
-            let gvk = GroupVersionKind::gvk(group, version, kind);
-            let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), namespace, &resource);
+        for kind in AutoscalerKind::ALL {
+            let (api, resource) = autoscaler_api(client.clone(), namespace, kind);
             let listed = tokio::time::timeout(self.timeout, api.list(&Default::default())).await;
             match listed {
                 Err(_) => return Err(self.no_answer()),
@@ -736,17 +738,61 @@ impl KubeClusters {
                     list.items
                         .iter()
                         .filter_map(|o| serde_json::to_value(o).ok())
-                        .filter_map(|v| read(&v)),
+                        .map(|v| (kind, v)),
                 ),
                 // KEDA not installed: no ScaledObjects.
-                Ok(Err(kube::Error::Api(e))) if e.code == 404 && group == "keda.sh" => {}
+                Ok(Err(kube::Error::Api(e)))
+                    if e.code == 404 && kind == AutoscalerKind::ScaledObject => {}
                 Ok(Err(e)) => {
-                    let action = format!("list {plural} in namespace {namespace}");
+                    let action = format!("list {resource} in namespace {namespace}");
                     return Err(classify(e, &self.credentials(region), &action));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Drives `w`'s autoscalers in `region` for `replicas` (see `autoscalers::drive`), so
+    /// that they do not fight the replica patch that follows.
+    async fn drive_autoscalers(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<(), ClusterError> {
+        let objects = self.list_autoscaler_objects(region, &w.namespace).await?;
+        for (kind, obj) in &objects {
+            let patch = crate::engine::autoscalers::drive(*kind, obj, w, replicas)
+                .map_err(ClusterError::Permanent)?;
+            let (Some(patch), Some(name)) = (patch, obj["metadata"]["name"].as_str()) else {
+                continue;
+            };
+            let (_, client) = self.client(region).await?;
+            let (api, resource) = autoscaler_api(client, &w.namespace, *kind);
+            let params = PatchParams::default();
+            let merge = Patch::Merge(&patch);
+            let call = api.patch(name, &params, &merge);
+            match tokio::time::timeout(self.timeout, call).await {
+                Err(_) => return Err(self.no_answer()),
+                Ok(Ok(_)) => {}
+                // Deleted since the listing: nothing left to drive.
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
+                // Changed since the listing (the patch carries its resourceVersion).
+                Ok(Err(kube::Error::Api(e))) if e.code == 409 => {
+                    return Err(ClusterError::Transient(format!(
+                        "{} {}/{name} changed while Drover was patching it; it is read \
+                         again next pass",
+                        kind.api().2,
+                        w.namespace
+                    )));
+                }
+                Ok(Err(e)) => {
+                    let action = format!("patch {resource} in namespace {}", w.namespace);
+                    return Err(classify(e, &self.credentials(region), &action));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn count_pods(
@@ -787,6 +833,7 @@ impl KubeClusters {
         if w.is_cron_job() {
             return self.suspend_or_resume(region, w, replicas).await;
         }
+        self.drive_autoscalers(region, w, replicas).await?;
         let (api, resource) = self.api(region, w).await?;
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         let params = PatchParams::default();
@@ -1180,6 +1227,9 @@ mod tests {
                          "verbs": ["get", "patch"]}]})
                 .to_string(),
             ),
+            // No autoscalers: the scale itself is what is refused.
+            "/apis/autoscaling/v1/namespaces/shop/horizontalpodautoscalers"
+            | "/apis/keda.sh/v1alpha1/namespaces/shop/scaledobjects" => (200, empty_list()),
             _ => (
                 403,
                 status(403, "Forbidden", "deployments.apps is forbidden"),
@@ -1203,6 +1253,66 @@ mod tests {
             ClusterError::Permanent(format!(
                 "region usw2: {secret} may not patch deployments.apps/scale in namespace shop: \
                  deployments.apps is forbidden"
+            ))
+        );
+    }
+
+    fn empty_list() -> String {
+        serde_json::json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": []})
+            .to_string()
+    }
+
+    /// A list holding one autoscaler of web (HPA or ScaledObject: the same fields do).
+    fn autoscaler_of_web() -> String {
+        serde_json::json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": [
+            {"metadata": {"name": "web", "namespace": "shop", "resourceVersion": "5"},
+             "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"},
+                      "minReplicas": 2, "maxReplicas": 10}}]})
+        .to_string()
+    }
+
+    /// Scaling web first drives its autoscalers: one changed meanwhile is a conflict, tried
+    /// again next pass; a refused patch names the verb and resource, as RBAC words them.
+    #[tokio::test]
+    async fn autoscalers_are_patched_before_the_scale_and_a_conflict_is_retried() {
+        let conflict = member(|path| match path {
+            "/apis/autoscaling/v1/namespaces/shop/horizontalpodautoscalers" => {
+                (200, autoscaler_of_web())
+            }
+            "/apis/autoscaling/v1/namespaces/shop/horizontalpodautoscalers/web" => {
+                (409, status(409, "Conflict", "the object has been modified"))
+            }
+            // KEDA not installed.
+            _ => (404, status(404, "NotFound", "the server could not find it")),
+        })
+        .await;
+        let conflicted = clusters(conflict);
+        let web = &conflicted.spec.workloads[0];
+        assert_eq!(
+            conflicted.scale("usw2", web, 1).await,
+            Err(ClusterError::Transient(
+                "region usw2: HorizontalPodAutoscaler shop/web changed while Drover was \
+                 patching it; it is read again next pass"
+                    .into()
+            ))
+        );
+        let refused = member(|path| match path {
+            "/apis/autoscaling/v1/namespaces/shop/horizontalpodautoscalers" => (200, empty_list()),
+            "/apis/keda.sh/v1alpha1/namespaces/shop/scaledobjects" => (200, autoscaler_of_web()),
+            _ => (
+                403,
+                status(403, "Forbidden", "scaledobjects.keda.sh is forbidden"),
+            ),
+        })
+        .await;
+        let forbidden = clusters(refused);
+        let web = &forbidden.spec.workloads[0];
+        assert_eq!(
+            forbidden.scale("usw2", web, 1).await,
+            Err(ClusterError::Permanent(
+                "region usw2: the credentials in Secret team-a/usw2-kubeconfig may not patch \
+                 scaledobjects.keda.sh in namespace shop: scaledobjects.keda.sh is forbidden"
+                    .into()
             ))
         );
     }

@@ -250,6 +250,81 @@ fn counts(active: bool) -> BTreeMap<String, (i32, i32)> {
     .collect()
 }
 
+/// The seeded autoscalers in `cluster` (e2e/seed.py), as "KIND/NAME" → what Drover sets:
+/// HPA bounds, the KEDA pause annotation, and the originals it saved ("-": none).
+async fn autoscalers(cluster: &str, ns: &str) -> BTreeMap<String, String> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let client = client(cluster).await;
+    let mut out = BTreeMap::new();
+    for (group, version, kind, plural) in [
+        (
+            "autoscaling",
+            "v1",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+        ),
+        ("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
+    ] {
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+        for o in api.list(&Default::default()).await.expect("list").items {
+            let annotation = |k: &str| {
+                let a = o.metadata.annotations.as_ref().and_then(|a| a.get(k));
+                a.cloned().unwrap_or_else(|| "-".into())
+            };
+            let bounds = match kind {
+                "ScaledObject" => String::new(),
+                _ => format!(
+                    "min={} max={} ",
+                    o.data["spec"]["minReplicas"], o.data["spec"]["maxReplicas"]
+                ),
+            };
+            out.insert(
+                format!("{kind}/{}", o.metadata.name.clone().unwrap_or_default()),
+                format!(
+                    "{bounds}paused={} saved={}",
+                    annotation("autoscaling.keda.sh/paused-replicas"),
+                    annotation("drover.io/autoscaler-original")
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// The seeded autoscalers as Drover leaves them: at their own settings in the active
+/// region; in a standby, web's HPA held at its standby count (1) and orders-writer's
+/// ScaledObject paused at 0, each with its originals saved. The HPA KEDA owns is KEDA's.
+async fn assert_autoscalers(active: &str, standby: &str, ns: &str) {
+    let expect = |hpa: &str, so: &str| -> BTreeMap<String, String> {
+        [
+            ("HorizontalPodAutoscaler/web", hpa),
+            ("ScaledObject/orders-writer", so),
+            (
+                "HorizontalPodAutoscaler/keda-hpa-orders-writer",
+                "min=1 max=1 paused=- saved=-",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    assert_eq!(
+        autoscalers(active, ns).await,
+        expect("min=4 max=10 paused=- saved=-", "paused=- saved=-"),
+        "autoscalers in {active} (active)"
+    );
+    assert_eq!(
+        autoscalers(standby, ns).await,
+        expect(
+            r#"min=1 max=1 paused=- saved={"minReplicas":4,"maxReplicas":10}"#,
+            r#"paused=0 saved={"pausedReplicas":null}"#
+        ),
+        "autoscalers in {standby} (standby)"
+    );
+}
+
 async fn dns_points_at(zone: &str, region: &str) -> bool {
     let sets = zone_records(zone).await;
     let prefix = if region == "use1" { "10.1." } else { "10.2." };
@@ -612,6 +687,7 @@ async fn planned_failover_and_failback() {
         let standby: BTreeMap<String, i32> =
             counts(false).into_iter().map(|(k, v)| (k, v.0)).collect();
         assert_eq!(old, standby);
+        assert_autoscalers(target, source, &sc).await;
     }
     assert_ksm_paths_resolve(&observed);
     let metric = |name: &str, labels: &str| op.metric_with(name, labels).unwrap_or(0.0);

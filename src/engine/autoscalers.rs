@@ -1,8 +1,11 @@
 //! Autoscalers of the plan's workloads (HorizontalPodAutoscalers and KEDA ScaledObjects),
 //! as read from a region's cluster: an autoscaler whose maximum is below a workload's
-//! active count caps the standby below what the plan promises once it is active.
+//! active count caps the standby below what the plan promises once it is active. And how
+//! Drover drives them when it scales a workload (`drive`), so that they do not fight the
+//! replica patch.
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
 use crate::api::WorkloadSpec;
 
@@ -23,17 +26,40 @@ fn int(v: &Value) -> Option<i32> {
     v.as_i64().and_then(|n| i32::try_from(n).ok())
 }
 
-/// An autoscaling/v1 HorizontalPodAutoscaler (`obj` is the whole object).
+/// Whether a KEDA ScaledObject owns `obj`: KEDA creates and manages that HPA itself.
+fn owned_by_scaled_object(obj: &Value) -> bool {
+    let owners = obj["metadata"]["ownerReferences"].as_array();
+    owners.into_iter().flatten().any(|o| {
+        o["kind"] == "ScaledObject"
+            && o["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("keda.sh/"))
+    })
+}
+
+/// An autoscaling/v1 HorizontalPodAutoscaler (`obj` is the whole object). None for one that
+/// a ScaledObject owns: the ScaledObject is the one to read (and drive). While Drover holds
+/// it at a standby count, its bounds are the ones saved in `SAVED`: the HPA gets them back
+/// (at least) when its region becomes active.
 pub fn hpa(obj: &Value) -> Option<AutoscalerSeen> {
+    if owned_by_scaled_object(obj) {
+        return None;
+    }
     let spec = &obj["spec"];
+    let saved = obj["metadata"]["annotations"][SAVED]
+        .as_str()
+        .and_then(|s| serde_json::from_str::<HpaBounds>(s).ok());
     Some(AutoscalerSeen {
         kind: "HorizontalPodAutoscaler",
         name: obj["metadata"]["name"].as_str()?.to_string(),
         target_kind: spec["scaleTargetRef"]["kind"].as_str()?.to_string(),
         target_name: spec["scaleTargetRef"]["name"].as_str()?.to_string(),
         // The API server defaults minReplicas to 1.
-        min_replicas: int(&spec["minReplicas"]).or(Some(1)),
-        max_replicas: int(&spec["maxReplicas"]),
+        min_replicas: saved
+            .map(|b| b.min_replicas)
+            .or(int(&spec["minReplicas"]))
+            .or(Some(1)),
+        max_replicas: saved.map(|b| b.max_replicas).or(int(&spec["maxReplicas"])),
     })
 }
 
@@ -52,6 +78,40 @@ pub fn scaled_object(obj: &Value) -> Option<AutoscalerSeen> {
         min_replicas: int(&spec["minReplicaCount"]).or(Some(0)),
         max_replicas: int(&spec["maxReplicaCount"]).or(Some(100)),
     })
+}
+
+/// The kinds of autoscaler Drover reads and drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoscalerKind {
+    /// autoscaling/v1 HorizontalPodAutoscaler.
+    Hpa,
+    /// keda.sh/v1alpha1 ScaledObject.
+    ScaledObject,
+}
+
+impl AutoscalerKind {
+    pub const ALL: [Self; 2] = [Self::Hpa, Self::ScaledObject];
+
+    /// Group, version, kind and plural, as the API server serves it.
+    pub fn api(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Self::Hpa => (
+                "autoscaling",
+                "v1",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+            ),
+            Self::ScaledObject => ("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
+        }
+    }
+
+    /// `obj` (the whole object) as an autoscaler of this kind.
+    pub fn read(self, obj: &Value) -> Option<AutoscalerSeen> {
+        match self {
+            Self::Hpa => hpa(obj),
+            Self::ScaledObject => scaled_object(obj),
+        }
+    }
 }
 
 /// The autoscalers in `all` that scale `w` (same namespace assumed).
@@ -76,6 +136,191 @@ pub fn problems(w: &WorkloadSpec, region: &str, all: &[AutoscalerSeen]) -> Vec<S
             })
         })
         .collect()
+}
+
+/// Where Drover keeps an autoscaler's own settings while a region is standby (JSON).
+pub const SAVED: &str = "drover.io/autoscaler-original";
+/// KEDA's annotation that holds a ScaledObject's target at a fixed count.
+pub const KEDA_PAUSED_REPLICAS: &str = "autoscaling.keda.sh/paused-replicas";
+
+/// Fields to set in a merge patch (null: remove).
+type Fields = Map<String, Value>;
+
+/// An HPA's bounds, as saved in `SAVED`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HpaBounds {
+    min_replicas: i32,
+    max_replicas: i32,
+}
+
+/// A replica count field: None when absent, an error sentence when not an int32.
+fn count(obj: &Value, field: &str, what: &str) -> Result<Option<i32>, String> {
+    match &obj["spec"][field] {
+        Value::Null => Ok(None),
+        v => int(v)
+            .map(Some)
+            .ok_or_else(|| format!("{what} has a {field} that is not a replica count: {v}")),
+    }
+}
+
+fn not_saved_by_drover(what: &str, shape: &str) -> String {
+    format!(
+        "{what} has an annotation {SAVED} that is not what Drover saves there ({shape}); set it \
+         to the autoscaler's own settings in that form, or remove it if they are the current ones"
+    )
+}
+
+/// The HPA's spec and annotation changes for `wanted` replicas (`standby`: below the
+/// active count).
+fn drive_hpa(
+    obj: &Value,
+    what: &str,
+    saved: Option<&str>,
+    standby: bool,
+    wanted: i32,
+) -> Result<(Fields, Fields), String> {
+    let current = HpaBounds {
+        // The API server defaults minReplicas to 1.
+        min_replicas: count(obj, "minReplicas", what)?.unwrap_or(1),
+        max_replicas: count(obj, "maxReplicas", what)?
+            .ok_or_else(|| format!("{what} has no maxReplicas"))?,
+    };
+    let saved: Option<HpaBounds> = saved
+        .map(|s| {
+            serde_json::from_str(s)
+                .map_err(|_| not_saved_by_drover(what, r#"{"minReplicas":N,"maxReplicas":N}"#))
+        })
+        .transpose()?;
+    let (target, originals) = if standby {
+        // An HPA's minimum is at least 1; at 0 replicas the HPA controller stands aside.
+        let n = wanted.max(1);
+        let bounds = HpaBounds {
+            min_replicas: n,
+            max_replicas: n,
+        };
+        (bounds, saved.unwrap_or(current))
+    } else {
+        let originals = saved.unwrap_or(current);
+        let bounds = HpaBounds {
+            min_replicas: originals.min_replicas.max(wanted),
+            max_replicas: originals.max_replicas.max(wanted),
+        };
+        (bounds, originals)
+    };
+    let mut spec = Map::new();
+    if target.min_replicas != current.min_replicas {
+        spec.insert("minReplicas".into(), target.min_replicas.into());
+    }
+    if target.max_replicas != current.max_replicas {
+        spec.insert("maxReplicas".into(), target.max_replicas.into());
+    }
+    // The originals stay saved while the HPA is not at them; never overwritten by Drover's
+    // own values.
+    let mut annotations = Map::new();
+    match (target != originals, saved) {
+        (true, None) => {
+            let text = serde_json::to_string(&originals).map_err(|e| e.to_string())?;
+            annotations.insert(SAVED.into(), text.into());
+        }
+        (false, Some(_)) => {
+            annotations.insert(SAVED.into(), Value::Null);
+        }
+        _ => {}
+    }
+    Ok((spec, annotations))
+}
+
+/// The ScaledObject's annotation changes for `wanted` replicas: paused at the standby
+/// count, and back to its own pause state (saved in `SAVED`) once active.
+fn drive_scaled_object(
+    obj: &Value,
+    what: &str,
+    saved: Option<&str>,
+    standby: bool,
+    wanted: i32,
+) -> Result<Fields, String> {
+    let paused = obj["metadata"]["annotations"][KEDA_PAUSED_REPLICAS].as_str();
+    let saved: Option<Option<String>> = saved
+        .map(|s| {
+            let v: Value = serde_json::from_str(s).unwrap_or(Value::Bool(false));
+            match v.get("pausedReplicas") {
+                Some(Value::Null) => Ok(None),
+                Some(Value::String(p)) => Ok(Some(p.clone())),
+                _ => Err(not_saved_by_drover(
+                    what,
+                    r#"{"pausedReplicas":null} or {"pausedReplicas":"N"}"#,
+                )),
+            }
+        })
+        .transpose()?;
+    let mut annotations = Map::new();
+    if standby {
+        if saved.is_none() {
+            let state = json!({"pausedReplicas": paused}).to_string();
+            annotations.insert(SAVED.into(), state.into());
+        }
+        let want = wanted.max(0).to_string();
+        if paused != Some(want.as_str()) {
+            annotations.insert(KEDA_PAUSED_REPLICAS.into(), want.into());
+        }
+    } else if let Some(original) = saved {
+        // Nothing saved: Drover never paused it, so it is left as it is.
+        if paused != original.as_deref() {
+            let value = original.map_or(Value::Null, Value::String);
+            annotations.insert(KEDA_PAUSED_REPLICAS.into(), value);
+        }
+        annotations.insert(SAVED.into(), Value::Null);
+    }
+    Ok(annotations)
+}
+
+/// The JSON merge patch that makes autoscaler `obj` (of `kind`, the whole object as read)
+/// agree with `w` scaled to `wanted` replicas, before the scale itself is patched. None when
+/// it does not scale `w`, or nothing changes. Below the active count (standby): an HPA is
+/// held at the standby count (at least 1), a ScaledObject paused at it; at or above it
+/// (active): their own settings come back, an HPA's raised to `wanted` where below it.
+/// The patch carries the object's resourceVersion: a change in between is a conflict, and
+/// the next pass reads again. Err: a plain sentence.
+pub fn drive(
+    kind: AutoscalerKind,
+    obj: &Value,
+    w: &WorkloadSpec,
+    wanted: i32,
+) -> Result<Option<Value>, String> {
+    let Some(seen) = kind.read(obj) else {
+        return Ok(None);
+    };
+    if seen.target_kind != w.kind || seen.target_name != w.name {
+        return Ok(None);
+    }
+    let what = format!("{} {}/{}", seen.kind, w.namespace, seen.name);
+    let saved = obj["metadata"]["annotations"][SAVED].as_str();
+    let standby = wanted < w.active_replicas;
+    let (spec, annotations) = match kind {
+        AutoscalerKind::Hpa => drive_hpa(obj, &what, saved, standby, wanted)?,
+        AutoscalerKind::ScaledObject => (
+            Map::new(),
+            drive_scaled_object(obj, &what, saved, standby, wanted)?,
+        ),
+    };
+    if spec.is_empty() && annotations.is_empty() {
+        return Ok(None);
+    }
+    let version = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .ok_or_else(|| format!("{what} has no resourceVersion"))?;
+    let mut metadata = Map::new();
+    metadata.insert("resourceVersion".into(), version.into());
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), Value::Object(annotations));
+    }
+    let mut patch = Map::new();
+    patch.insert("metadata".into(), Value::Object(metadata));
+    if !spec.is_empty() {
+        patch.insert("spec".into(), Value::Object(spec));
+    }
+    Ok(Some(Value::Object(patch)))
 }
 
 #[cfg(test)]
@@ -136,5 +381,271 @@ mod tests {
             ]
         );
         assert!(problems(&web(), "usw2", &[other, roomy]).is_empty());
+    }
+
+    /// An HPA on web as the API server returns it, with `annotations`.
+    fn web_hpa(min: Option<i64>, max: i64, annotations: Value) -> Value {
+        let mut obj = json!({"metadata": {"name": "web", "namespace": "shop",
+            "resourceVersion": "7", "annotations": annotations},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                "name": "web"}, "maxReplicas": max}});
+        if let Some(min) = min {
+            obj["spec"]["minReplicas"] = min.into();
+        }
+        obj
+    }
+
+    /// `obj` with `patch` applied as a JSON merge patch (RFC 7386), as the API server would.
+    fn applied(obj: &Value, patch: &Value) -> Value {
+        let Value::Object(changes) = patch else {
+            return patch.clone();
+        };
+        let mut out = obj.as_object().cloned().unwrap_or_default();
+        for (k, v) in changes {
+            if v.is_null() {
+                out.remove(k);
+            } else {
+                let merged = applied(out.get(k).unwrap_or(&Value::Null), v);
+                out.insert(k.clone(), merged);
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn hpa_drive(obj: &Value, wanted: i32) -> Result<Option<Value>, String> {
+        drive(AutoscalerKind::Hpa, obj, &web(), wanted)
+    }
+
+    #[test]
+    fn standby_saves_the_hpa_bounds_once_and_holds_it_at_the_standby_count() {
+        let hpa = web_hpa(Some(4), 10, json!({"team": "shop"}));
+        let patch = hpa_drive(&hpa, 1).expect("planned").expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "7", "annotations": {
+                    SAVED: r#"{"minReplicas":4,"maxReplicas":10}"#}},
+                "spec": {"minReplicas": 1, "maxReplicas": 1}})
+        );
+        let standby = applied(&hpa, &patch);
+        // Again (a pass after a crash, or another scale to the same count): nothing to send.
+        assert_eq!(hpa_drive(&standby, 1), Ok(None));
+        // To another standby count: the saved originals stay as they were.
+        let patch = hpa_drive(&standby, 2).expect("planned").expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "7"},
+                "spec": {"minReplicas": 2, "maxReplicas": 2}})
+        );
+        // Scaled to 0 (a fenced writer): the HPA's minimum cannot be 0, it stays at 1.
+        let patch = hpa_drive(&standby, 0).expect("planned");
+        assert_eq!(patch, None);
+        // minReplicas absent is the API server's default, 1.
+        let defaulted = web_hpa(None, 3, json!({}));
+        let patch = hpa_drive(&defaulted, 0).expect("planned").expect("a patch");
+        assert_eq!(
+            patch["metadata"]["annotations"][SAVED],
+            r#"{"minReplicas":1,"maxReplicas":3}"#
+        );
+        assert_eq!(patch["spec"], json!({"maxReplicas": 1}));
+    }
+
+    #[test]
+    fn preflight_reads_a_standby_hpa_by_its_saved_bounds() {
+        let hpa_seen = |obj: &Value| hpa(obj).expect("an HPA");
+        let roomy = web_hpa(Some(4), 10, json!({}));
+        let standby = applied(&roomy, &hpa_drive(&roomy, 1).expect("ok").expect("patch"));
+        assert_eq!(standby["spec"]["maxReplicas"], 1);
+        let seen = hpa_seen(&standby);
+        assert_eq!((seen.min_replicas, seen.max_replicas), (Some(4), Some(10)));
+        assert!(problems(&web(), "usw2", &[seen]).is_empty());
+        // Capped by its owner: still reported, held at standby or not.
+        let capped = web_hpa(Some(1), 3, json!({}));
+        let standby = applied(&capped, &hpa_drive(&capped, 1).expect("ok").expect("patch"));
+        assert_eq!(problems(&web(), "usw2", &[hpa_seen(&standby)]).len(), 1);
+        // An annotation Drover did not write: the spec is what there is.
+        let garbage = web_hpa(Some(1), 3, json!({SAVED: "{"}));
+        assert_eq!(hpa_seen(&garbage).max_replicas, Some(3));
+    }
+
+    #[test]
+    fn active_restores_the_saved_hpa_bounds_and_removes_the_annotation() {
+        let hpa = web_hpa(Some(4), 10, json!({}));
+        let standby = applied(&hpa, &hpa_drive(&hpa, 1).expect("planned").expect("patch"));
+        let patch = hpa_drive(&standby, 4).expect("planned").expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "7", "annotations": {SAVED: null}},
+                "spec": {"minReplicas": 4, "maxReplicas": 10}})
+        );
+        let active = applied(&standby, &patch);
+        assert_eq!(active["spec"], hpa["spec"]);
+        assert_eq!(active["metadata"]["annotations"], json!({}));
+        assert_eq!(hpa_drive(&active, 4), Ok(None), "already at its originals");
+        // Never driven before (a region active from the start): nothing to do.
+        assert_eq!(hpa_drive(&hpa, 4), Ok(None));
+    }
+
+    #[test]
+    fn active_keeps_the_annotation_while_the_originals_are_below_the_active_count() {
+        // Originals 2..3, active count 4: raised for now, the originals kept for later.
+        let hpa = web_hpa(Some(2), 3, json!({}));
+        let saved = r#"{"minReplicas":2,"maxReplicas":3}"#;
+        let patch = hpa_drive(&hpa, 4).expect("planned").expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "7", "annotations": {SAVED: saved}},
+                "spec": {"minReplicas": 4, "maxReplicas": 4}})
+        );
+        let active = applied(&hpa, &patch);
+        assert_eq!(hpa_drive(&active, 4), Ok(None));
+        // Then standby: held at 1, the originals still the user's, not Drover's 4..4.
+        let standby = applied(&active, &hpa_drive(&active, 1).expect("ok").expect("patch"));
+        assert_eq!(standby["metadata"]["annotations"][SAVED], saved);
+        assert_eq!(standby["spec"]["minReplicas"], 1);
+        // From standby, the same: originals raised to the active count, annotation kept.
+        let patch = hpa_drive(&standby, 4).expect("planned").expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "7"},
+                "spec": {"minReplicas": 4, "maxReplicas": 4}})
+        );
+    }
+
+    fn web_so(annotations: Value) -> Value {
+        json!({"metadata": {"name": "web-so", "namespace": "shop", "resourceVersion": "9",
+            "annotations": annotations},
+            "spec": {"scaleTargetRef": {"name": "web"}}})
+    }
+
+    fn so_drive(obj: &Value, wanted: i32) -> Result<Option<Value>, String> {
+        drive(AutoscalerKind::ScaledObject, obj, &web(), wanted)
+    }
+
+    #[test]
+    fn a_scaled_object_not_paused_is_paused_at_standby_and_unpaused_when_active() {
+        let so = web_so(json!({}));
+        let patch = so_drive(&so, 1).expect("planned").expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "9", "annotations": {
+                SAVED: r#"{"pausedReplicas":null}"#, KEDA_PAUSED_REPLICAS: "1"}}})
+        );
+        let standby = applied(&so, &patch);
+        assert_eq!(so_drive(&standby, 1), Ok(None));
+        // Another standby count: paused there, the saved state untouched.
+        assert_eq!(
+            so_drive(&standby, 0),
+            Ok(Some(
+                json!({"metadata": {"resourceVersion": "9", "annotations": {
+                KEDA_PAUSED_REPLICAS: "0"}}})
+            ))
+        );
+        let patch = so_drive(&standby, 4).expect("planned").expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "9", "annotations": {
+                SAVED: null, KEDA_PAUSED_REPLICAS: null}}})
+        );
+        let active = applied(&standby, &patch);
+        assert_eq!(active, so);
+        assert_eq!(so_drive(&active, 4), Ok(None));
+    }
+
+    #[test]
+    fn a_scaled_object_paused_by_its_owner_gets_its_own_pause_back() {
+        let so = web_so(json!({KEDA_PAUSED_REPLICAS: "3"}));
+        let patch = so_drive(&so, 1).expect("planned").expect("a patch");
+        assert_eq!(
+            patch["metadata"]["annotations"],
+            json!({SAVED: r#"{"pausedReplicas":"3"}"#, KEDA_PAUSED_REPLICAS: "1"})
+        );
+        let standby = applied(&so, &patch);
+        let patch = so_drive(&standby, 4).expect("planned").expect("a patch");
+        assert_eq!(
+            patch["metadata"]["annotations"],
+            json!({SAVED: null, KEDA_PAUSED_REPLICAS: "3"})
+        );
+        assert_eq!(applied(&standby, &patch), so);
+        // Paused by its owner at the standby count already: only the state is saved.
+        assert_eq!(
+            so_drive(&so, 3).expect("planned").expect("a patch")["metadata"]["annotations"],
+            json!({SAVED: r#"{"pausedReplicas":"3"}"#})
+        );
+        // Never paused by Drover: active leaves the owner's pause alone.
+        assert_eq!(so_drive(&so, 4), Ok(None));
+    }
+
+    #[test]
+    fn only_the_workloads_own_autoscalers_are_driven_and_not_the_hpa_keda_owns() {
+        let mut keda_owned = web_hpa(Some(1), 100, json!({}));
+        keda_owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject", "name": "web-so", "uid": "u", "controller": true}]);
+        assert_eq!(hpa_drive(&keda_owned, 1), Ok(None));
+        assert_eq!(
+            hpa(&keda_owned),
+            None,
+            "preflight reads its ScaledObject instead"
+        );
+        let mut other = web_hpa(Some(1), 2, json!({}));
+        other["spec"]["scaleTargetRef"]["name"] = "api".into();
+        assert_eq!(hpa_drive(&other, 1), Ok(None));
+        let mut stateful = web_so(json!({}));
+        stateful["spec"]["scaleTargetRef"]["kind"] = "StatefulSet".into();
+        assert_eq!(so_drive(&stateful, 1), Ok(None));
+        // Not an autoscaler at all.
+        assert_eq!(hpa_drive(&json!({"spec": []}), 1), Ok(None));
+        assert_eq!(so_drive(&json!(null), 1), Ok(None));
+    }
+
+    #[test]
+    fn odd_objects_are_plain_errors_and_never_a_panic() {
+        let garbage = web_hpa(Some(4), 10, json!({SAVED: "min 4, max 10"}));
+        assert_eq!(
+            hpa_drive(&garbage, 1),
+            Err(format!(
+                "HorizontalPodAutoscaler shop/web has an annotation {SAVED} that is not what \
+                 Drover saves there ({{\"minReplicas\":N,\"maxReplicas\":N}}); set it to the \
+                 autoscaler's own settings in that form, or remove it if they are the current \
+                 ones"
+            ))
+        );
+        let foreign = web_hpa(Some(4), 10, json!({SAVED: r#"{"pausedReplicas":null}"#}));
+        assert!(hpa_drive(&foreign, 4).is_err());
+        let so = web_so(json!({SAVED: "[1]"}));
+        let told = so_drive(&so, 1).expect_err("not Drover's");
+        assert!(
+            told.starts_with(&format!(
+                "ScaledObject shop/web-so has an annotation {SAVED}"
+            )),
+            "{told}"
+        );
+        let huge = web_hpa(Some(99_999_999_999), 10, json!({}));
+        assert_eq!(
+            hpa_drive(&huge, 1),
+            Err(
+                "HorizontalPodAutoscaler shop/web has a minReplicas that is not a replica \
+                 count: 99999999999"
+                    .into()
+            )
+        );
+        let mut no_max = web_hpa(Some(1), 1, json!({}));
+        no_max["spec"]
+            .as_object_mut()
+            .map(|s| s.remove("maxReplicas"));
+        assert_eq!(
+            hpa_drive(&no_max, 1),
+            Err("HorizontalPodAutoscaler shop/web has no maxReplicas".into())
+        );
+        let mut no_version = web_hpa(Some(4), 10, json!({}));
+        no_version["metadata"]["resourceVersion"] = Value::Null;
+        assert_eq!(
+            hpa_drive(&no_version, 1),
+            Err("HorizontalPodAutoscaler shop/web has no resourceVersion".into())
+        );
+        // Annotations that are not a map, an annotation that is not a string: as absent.
+        let mut odd = web_so(json!("x"));
+        assert!(so_drive(&odd, 1).expect("planned").is_some());
+        odd["metadata"]["annotations"] = json!({KEDA_PAUSED_REPLICAS: 3});
+        assert!(so_drive(&odd, 1).expect("planned").is_some());
     }
 }
