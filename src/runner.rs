@@ -954,7 +954,19 @@ impl Runner {
                 let mut out = PreflightSeen::default();
                 let name = format!("workload {} {}/{}", w.kind, w.namespace, w.name);
                 let (images, refs) = match seen(self.clusters.workload(target, w).await) {
-                    Ok(Some(state)) => (state.images, state.refs),
+                    Ok(Some(state)) => {
+                        // Resumed in a standby, it runs against a read-only replica, and
+                        // beside the active region's once that one resumes.
+                        if w.is_cron_job() && state.replicas > 0 {
+                            out.problems.push(format!(
+                                "CronJob {}/{} is not suspended in {target}: set spec.suspend \
+                                 to true there; Drover resumes it once the databases are \
+                                 writable",
+                                w.namespace, w.name
+                            ));
+                        }
+                        (state.images, state.refs)
+                    }
                     Ok(None) => {
                         out.problems.push(format!("{name} not found in {target}"));
                         return (out, Vec::new());

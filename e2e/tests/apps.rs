@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use drover::api::{FailoverMode, FailoverPhase, StepState};
+use drover::api::{Failover, FailoverMode, FailoverPhase, StepState};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -69,6 +69,16 @@ async fn databases_writable(sc: &str, region: &str) -> Option<bool> {
         }
     }
     Some(true)
+}
+
+async fn dry_run(mgmt: &kube::Client, ns: &str, name: &str, plan: &str) -> Failover {
+    create(
+        mgmt,
+        ns,
+        &failover(name, plan, "usw2", FailoverMode::DryRun, false),
+    )
+    .await;
+    wait_terminal(mgmt, ns, name, Duration::from_secs(60)).await
 }
 
 /// What the sampler saw: a CronJob resumed in both regions at once, a CronJob resumed in
@@ -145,15 +155,38 @@ async fn cron_jobs_are_suspended_before_promotion_and_resumed_after() {
         assert!(!resumed(&west.get(name).await.expect("CronJob in usw2")));
         running.push(start_job(&east_client, &sc, &cron).await);
     }
-    let dry_run = failover(
-        &format!("{sc}-dry"),
-        &sc,
-        "usw2",
-        FailoverMode::DryRun,
-        false,
+    // Resumed in the standby, it would run against a read-only replica: preflight says so.
+    let set_suspend = |suspend: bool| serde_json::json!({"spec": {"suspend": suspend}});
+    west.patch(
+        "report",
+        &PatchParams::default(),
+        &Patch::Merge(&set_suspend(false)),
+    )
+    .await
+    .expect("resume report in usw2");
+    let refused = dry_run(&mgmt, &ns, &format!("{sc}-dry1"), &sc).await;
+    assert_phase(&refused, FailoverPhase::Failed);
+    let failures = refused
+        .status
+        .as_ref()
+        .map(|s| s.preflight_failures.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        failures,
+        vec![format!(
+            "CronJob {sc}/report is not suspended in usw2: set spec.suspend to true there; \
+             Drover resumes it once the databases are writable"
+        )]
     );
-    create(&mgmt, &ns, &dry_run).await;
-    let checked = wait_terminal(&mgmt, &ns, &format!("{sc}-dry"), Duration::from_secs(60)).await;
+    west.patch(
+        "report",
+        &PatchParams::default(),
+        &Patch::Merge(&set_suspend(true)),
+    )
+    .await
+    .expect("suspend report in usw2");
+    let checked = dry_run(&mgmt, &ns, &format!("{sc}-dry2"), &sc).await;
+    assert_phase(&checked, FailoverPhase::Succeeded);
     let actions = checked
         .status
         .as_ref()
@@ -161,6 +194,7 @@ async fn cron_jobs_are_suspended_before_promotion_and_resumed_after() {
         .unwrap_or_default();
     for expected in [
         format!("Fence: suspend CronJob {sc}/report in use1"),
+        format!("Fence: suspend CronJob {sc}/sweeper in use1 and stop its running Jobs"),
         format!("Activate: resume CronJob {sc}/sweeper in usw2"),
     ] {
         assert!(actions.contains(&expected), "{expected} in {actions:?}");

@@ -495,6 +495,9 @@ pub fn planned_actions(
         let w = &spec.workloads[t.workload];
         let (ns, name, region) = (&w.namespace, &w.name, &t.region);
         match (w.is_cron_job(), t.replicas) {
+            (true, 0) if w.running_jobs == Some(crate::api::RunningJobs::Stop) => {
+                format!("suspend CronJob {ns}/{name} in {region} and stop its running Jobs")
+            }
             (true, 0) => format!("suspend CronJob {ns}/{name} in {region}"),
             (true, _) => format!("resume CronJob {ns}/{name} in {region}"),
             _ => format!("scale {} {ns}/{name} in {region} to {}", w.kind, t.replicas),
