@@ -12,7 +12,7 @@ use kube::discovery::{ApiResource, pinned_kind};
 use tokio::sync::Mutex;
 
 use crate::api::{DisasterRecoveryPlanSpec, RegionSpec, WorkloadSpec};
-use crate::engine::autoscalers::{AutoscalerKind, AutoscalerSeen};
+use crate::engine::autoscalers::AutoscalerKind;
 use crate::engine::pod_refs::RefKind;
 use crate::member;
 
@@ -168,13 +168,13 @@ pub trait Clusters: Send + Sync {
         kind: RefKind,
         name: &str,
     ) -> Result<bool, ClusterError>;
-    /// The HorizontalPodAutoscalers and KEDA ScaledObjects of a namespace (none of the
-    /// latter where KEDA's CRD is not installed).
+    /// The HorizontalPodAutoscalers and KEDA ScaledObjects of a namespace, whole (none of
+    /// the latter where KEDA's CRD is not installed).
     async fn autoscalers(
         &self,
         region: &str,
         namespace: &str,
-    ) -> Result<Vec<AutoscalerSeen>, ClusterError>;
+    ) -> Result<Vec<(AutoscalerKind, serde_json::Value)>, ClusterError>;
 }
 
 #[async_trait]
@@ -215,7 +215,7 @@ impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
         &self,
         region: &str,
         namespace: &str,
-    ) -> Result<Vec<AutoscalerSeen>, ClusterError> {
+    ) -> Result<Vec<(AutoscalerKind, serde_json::Value)>, ClusterError> {
         (**self).autoscalers(region, namespace).await
     }
 }
@@ -674,7 +674,9 @@ impl KubeClusters {
             .iter()
             .filter(|job| {
                 let owners = job.metadata.owner_references.as_deref().unwrap_or_default();
-                owners.iter().any(|r| r.uid == cron_uid) && !finished(job)
+                // A Job being deleted may be marked Failed while its pods still stop.
+                let deleting = job.metadata.deletion_timestamp.is_some();
+                owners.iter().any(|r| r.uid == cron_uid) && (deleting || !finished(job))
             })
             .filter_map(|job| {
                 Some(RunningJob {
@@ -710,15 +712,6 @@ impl KubeClusters {
                 classify(e, &self.credentials(region), &action)
             }),
         }
-    }
-
-    async fn list_autoscalers(
-        &self,
-        region: &str,
-        namespace: &str,
-    ) -> Result<Vec<AutoscalerSeen>, ClusterError> {
-        let objects = self.list_autoscaler_objects(region, namespace).await?;
-        Ok(objects.iter().filter_map(|(k, o)| k.read(o)).collect())
     }
 
     /// Every HPA and KEDA ScaledObject in `namespace`, whole, as the API server returns them.
@@ -833,7 +826,22 @@ impl KubeClusters {
         if w.is_cron_job() {
             return self.suspend_or_resume(region, w, replicas).await;
         }
-        self.drive_autoscalers(region, w, replicas).await?;
+        // A fence (to 0) does not wait on its autoscalers: at 0 replicas an HPA stands
+        // aside, and what went wrong with a ScaledObject is reported after the patch.
+        let driven = self.drive_autoscalers(region, w, replicas).await;
+        if replicas > 0 {
+            driven.clone()?;
+        }
+        let kept = self.patch_replicas(region, w, replicas).await?;
+        driven.map(|()| kept)
+    }
+
+    async fn patch_replicas(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        replicas: i32,
+    ) -> Result<i32, ClusterError> {
         let (api, resource) = self.api(region, w).await?;
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         let params = PatchParams::default();
@@ -946,8 +954,8 @@ impl Clusters for KubeClusters {
         &self,
         region: &str,
         namespace: &str,
-    ) -> Result<Vec<AutoscalerSeen>, ClusterError> {
-        (self.list_autoscalers(region, namespace).await).map_err(|e| e.in_region(region))
+    ) -> Result<Vec<(AutoscalerKind, serde_json::Value)>, ClusterError> {
+        (self.list_autoscaler_objects(region, namespace).await).map_err(|e| e.in_region(region))
     }
 }
 

@@ -403,7 +403,13 @@ impl<C: Clusters> Clusters for LeaderClusters<C> {
         &self,
         region: &str,
         namespace: &str,
-    ) -> Result<Vec<crate::engine::autoscalers::AutoscalerSeen>, ClusterError> {
+    ) -> Result<
+        Vec<(
+            crate::engine::autoscalers::AutoscalerKind,
+            serde_json::Value,
+        )>,
+        ClusterError,
+    > {
         self.inner.autoscalers(region, namespace).await
     }
 }

@@ -701,12 +701,19 @@ impl Runner {
                 None
             }
         };
-        let workloads = join_all(
-            wants
-                .workloads
-                .iter()
-                .map(|t| async move { (t.clone(), self.workload(t).await) }),
-        );
+        let workloads = async {
+            let seen = join_all(
+                wants
+                    .workloads
+                    .iter()
+                    .map(|t| async move { (t.clone(), self.workload(t).await) }),
+            );
+            let (mut seen, autoscalers) = tokio::join!(seen, self.autoscalers_of(&wants.workloads));
+            for (t, w) in seen.iter_mut() {
+                self.judge_autoscalers(t, w, &autoscalers);
+            }
+            seen
+        };
         let lags = self.lags(&wants.lags);
         let databases = self.databases(&wants.databases);
         let zones =
@@ -745,6 +752,56 @@ impl Runner {
         }
     }
 
+    /// The autoscalers of every (region, namespace) of `targets`, listed once each.
+    async fn autoscalers_of(
+        &self,
+        targets: &[ScaleTarget],
+    ) -> HashMap<(String, String), Seen<Autoscalers>> {
+        let mut places: Vec<(String, String)> = targets
+            .iter()
+            .filter_map(|t| {
+                let w = self.plan.spec.workloads.get(t.workload)?;
+                (!w.is_cron_job()).then(|| (t.region.clone(), w.namespace.clone()))
+            })
+            .collect();
+        places.sort_unstable();
+        places.dedup();
+        join_all(places.into_iter().map(|(region, ns)| async move {
+            let found = seen(self.clusters.autoscalers(&region, &ns).await);
+            ((region, ns), found)
+        }))
+        .await
+        .into_iter()
+        .collect()
+    }
+
+    /// Adds to a workload's observation how its autoscalers stand for its target count; a
+    /// failed listing, or an autoscaler Drover could not drive, is its observation.
+    fn judge_autoscalers(
+        &self,
+        t: &ScaleTarget,
+        seen_workload: &mut Seen<WorkloadSeen>,
+        autoscalers: &HashMap<(String, String), Seen<Autoscalers>>,
+    ) {
+        let (Some(w), Ok(observed)) = (
+            self.plan.spec.workloads.get(t.workload),
+            &mut *seen_workload,
+        ) else {
+            return;
+        };
+        let Some(listed) = autoscalers.get(&(t.region.clone(), w.namespace.clone())) else {
+            return;
+        };
+        let judged = listed.clone().and_then(|all| {
+            engine::autoscalers::scaling(&all, w, t.replicas)
+                .map_err(|e| Problem::new(Fault::Permanent, e))
+        });
+        match judged {
+            Ok(autoscaling) => observed.autoscaling = autoscaling,
+            Err(p) => *seen_workload = Err(p),
+        }
+    }
+
     /// A workload, and for a writer or singleton already at the count it is scaled to, its
     /// pods: `status.replicas` leaves out Terminating pods, which still run. (Not yet at
     /// the count, it is scaled first; its pods are not looked at.)
@@ -759,8 +816,8 @@ impl Runner {
         let pods = match &state {
             Some(s) if w.fenced() && s.replicas == t.replicas => match &s.selector {
                 Some(selector) => Some(seen(self.clusters.pods(&t.region, w, selector).await)),
-                // A CronJob's running Jobs count as its replicas; its pods, when its Job
-                // template has labels to find them by.
+                // A CronJob's unfinished Jobs count as its replicas (a stopped one is
+                // deleted in the foreground, so it stays counted until its pods are gone).
                 None if w.is_cron_job() => None,
                 None => {
                     warn!(workload = %w.name, "no pod selector; cannot confirm its pods are gone");
@@ -769,7 +826,11 @@ impl Runner {
             },
             _ => None,
         };
-        Ok(WorkloadSeen { state, pods })
+        Ok(WorkloadSeen {
+            state,
+            pods,
+            autoscaling: Default::default(),
+        })
     }
 
     fn database_spec(&self, name: &str) -> Seen<&DatabaseSpec> {
@@ -1130,10 +1191,17 @@ impl Runner {
         let mut out = PreflightSeen::default();
         for (ns, found) in listed {
             match found {
-                Ok(all) => {
+                Ok(objects) => {
+                    let all = engine::autoscalers::read_all(&objects);
                     for w in workloads.iter().filter(|w| w.namespace == ns) {
                         out.problems
                             .extend(engine::autoscalers::problems(w, target, &all));
+                        // What the failover would refuse mid-way (an annotation it cannot
+                        // read) is said now.
+                        let judged = engine::autoscalers::scaling(&objects, w, w.active_replicas);
+                        if let Err(e) = judged {
+                            out.problems.push(format!("{e} (in {target})"));
+                        }
                     }
                 }
                 Err(p) => out.push(p, format!("autoscalers in {target} namespace {ns}")),
@@ -1440,6 +1508,9 @@ fn accepted_scales(results: &[EffectResult]) -> Vec<engine::ScaleTarget> {
         .collect()
 }
 
+/// A namespace's autoscalers, whole.
+type Autoscalers = Vec<(engine::autoscalers::AutoscalerKind, serde_json::Value)>;
+
 /// What one pass has observed so far, by what was asked for.
 #[derive(Default)]
 struct Observed {
@@ -1600,6 +1671,7 @@ mod tests {
         Ok(WorkloadSeen {
             state: None,
             pods: None,
+            autoscaling: Default::default(),
         })
     }
 
@@ -1743,6 +1815,7 @@ mod tests {
                 jobs_to_stop: 0,
             }),
             pods: None,
+            autoscaling: Default::default(),
         })
     }
 

@@ -114,6 +114,49 @@ impl AutoscalerKind {
     }
 }
 
+/// Every autoscaler of a namespace as read (objects of other kinds or shapes left out).
+pub fn read_all(all: &[(AutoscalerKind, Value)]) -> Vec<AutoscalerSeen> {
+    all.iter().filter_map(|(k, o)| k.read(o)).collect()
+}
+
+/// How a workload's autoscalers stand for a scale to `wanted`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Autoscaling {
+    /// One of them may change its replica count now: an HPA whose bounds differ, or a
+    /// ScaledObject not paused. Above the count asked for, that is its doing, not a drift.
+    pub live: bool,
+    /// One of them is not yet as `drive` would set it: the scale must be sent (again).
+    pub behind: bool,
+}
+
+/// `w`'s autoscalers among `all` (one namespace), judged for a scale to `wanted`. Err: a
+/// plain sentence, as `drive` gives it.
+pub fn scaling(
+    all: &[(AutoscalerKind, Value)],
+    w: &WorkloadSpec,
+    wanted: i32,
+) -> Result<Autoscaling, String> {
+    let mut out = Autoscaling::default();
+    for (kind, obj) in all {
+        let Some(seen) = kind.read(obj) else { continue };
+        if seen.target_kind != w.kind || seen.target_name != w.name {
+            continue;
+        }
+        let spec = &obj["spec"];
+        out.live |= match kind {
+            AutoscalerKind::Hpa => {
+                let min = spec["minReplicas"].as_i64().unwrap_or(1);
+                spec["maxReplicas"].as_i64().is_some_and(|max| max > min)
+            }
+            AutoscalerKind::ScaledObject => {
+                obj["metadata"]["annotations"][KEDA_PAUSED_REPLICAS].is_null()
+            }
+        };
+        out.behind |= drive(*kind, obj, w, wanted)?.is_some();
+    }
+    Ok(out)
+}
+
 /// The autoscalers in `all` that scale `w` (same namespace assumed).
 pub fn of<'a>(w: &WorkloadSpec, all: &'a [AutoscalerSeen]) -> Vec<&'a AutoscalerSeen> {
     all.iter()
@@ -296,7 +339,9 @@ pub fn drive(
     }
     let what = format!("{} {}/{}", seen.kind, w.namespace, seen.name);
     let saved = obj["metadata"]["annotations"][SAVED].as_str();
-    let standby = wanted < w.active_replicas;
+    // 0 is standby even for a workload whose active count is 0 (a returning region's
+    // pending fence): a ScaledObject must be paused there, never unpaused.
+    let standby = wanted == 0 || wanted < w.active_replicas;
     let (spec, annotations) = match kind {
         AutoscalerKind::Hpa => drive_hpa(obj, &what, saved, standby, wanted)?,
         AutoscalerKind::ScaledObject => (
@@ -549,6 +594,68 @@ mod tests {
         let active = applied(&standby, &patch);
         assert_eq!(active, so);
         assert_eq!(so_drive(&active, 4), Ok(None));
+    }
+
+    #[test]
+    fn a_returning_regions_fence_pauses_a_scaled_object_at_0() {
+        // A pending fence scales a workload whose active count it records as 0.
+        let fenced = WorkloadSpec {
+            active_replicas: 0,
+            ..web()
+        };
+        let so = web_so(json!({}));
+        let patch = drive(AutoscalerKind::ScaledObject, &so, &fenced, 0)
+            .expect("planned")
+            .expect("a patch");
+        assert_eq!(
+            patch["metadata"]["annotations"][KEDA_PAUSED_REPLICAS],
+            json!("0")
+        );
+        let paused = applied(&so, &patch);
+        assert_eq!(
+            drive(AutoscalerKind::ScaledObject, &paused, &fenced, 0),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn scaling_says_whether_an_autoscaler_is_live_and_whether_it_is_behind() {
+        let hpa = web_hpa(Some(4), 10, json!({}));
+        let all = vec![(AutoscalerKind::Hpa, hpa.clone())];
+        // Active, at its own bounds: live (it may scale web above 4), nothing to send.
+        assert_eq!(
+            scaling(&all, &web(), 4),
+            Ok(Autoscaling {
+                live: true,
+                behind: false
+            })
+        );
+        // A standby count it has not been held at yet: the scale must be sent.
+        assert_eq!(scaling(&all, &web(), 1).map(|a| a.behind), Ok(true));
+        let held = applied(
+            &hpa,
+            &hpa_drive(&hpa, 1).expect("planned").expect("a patch"),
+        );
+        assert_eq!(
+            scaling(&[(AutoscalerKind::Hpa, held)], &web(), 1),
+            Ok(Autoscaling {
+                live: false,
+                behind: false
+            })
+        );
+        // A paused ScaledObject is not live; another workload's autoscalers do not count.
+        let paused = web_so(json!({KEDA_PAUSED_REPLICAS: "1",
+            SAVED: r#"{"pausedReplicas":null}"#}));
+        let other = json!({"metadata": {"name": "api", "resourceVersion": "1"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "api"}, "maxReplicas": 9}});
+        let all = vec![
+            (AutoscalerKind::ScaledObject, paused),
+            (AutoscalerKind::Hpa, other),
+        ];
+        assert_eq!(scaling(&all, &web(), 1), Ok(Autoscaling::default()));
+        // What `drive` refuses, `scaling` says (preflight reports it before any change).
+        let garbage = web_hpa(Some(4), 10, json!({SAVED: "not json"}));
+        assert!(scaling(&[(AutoscalerKind::Hpa, garbage)], &web(), 1).is_err());
     }
 
     #[test]

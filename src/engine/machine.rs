@@ -220,6 +220,8 @@ pub struct WorkloadSeen {
     /// For a writer or singleton scaled down: the pods its selector still matches,
     /// Terminating ones included. None when not counted.
     pub pods: Option<Seen<usize>>,
+    /// Its autoscalers, judged for the target count.
+    pub autoscaling: crate::engine::autoscalers::Autoscaling,
 }
 
 /// A database's target member as observed.
@@ -1357,7 +1359,10 @@ impl Machine<'_> {
             let stop_jobs = t.replicas == 0
                 && s.jobs_to_stop > 0
                 && workload.is_some_and(|w| w.running_jobs == Some(RunningJobs::Stop));
-            if s.replicas != t.replicas || stop_jobs {
+            // Scaled above the count by a live autoscaler (an HPA under load): its doing,
+            // not fought. An autoscaler not yet as the count needs it: the scale again.
+            let above = state.autoscaling.live && t.replicas > 0 && s.replicas > t.replicas;
+            if (s.replicas != t.replicas && !above) || stop_jobs || state.autoscaling.behind {
                 let just_scaled = self.input.world.scaled_last_pass.contains(t);
                 if just_scaled {
                     // Sent last pass and not showing (or changed back by someone else): look
@@ -1377,9 +1382,8 @@ impl Machine<'_> {
                 c.reached.push(t.workload);
                 continue;
             }
-            if !(s.observed_current
-                && s.ready_replicas >= t.replicas
-                && s.current_replicas <= t.replicas)
+            let most = if above { s.replicas } else { t.replicas };
+            if !(s.observed_current && s.ready_replicas >= t.replicas && s.current_replicas <= most)
             {
                 let cron = workload.is_some_and(|w| w.is_cron_job());
                 c.waiting.push(if cron && s.current_replicas > t.replicas {

@@ -1235,7 +1235,13 @@ impl Clusters for FakeClusters {
         &self,
         region: &str,
         _namespace: &str,
-    ) -> Result<Vec<crate::engine::autoscalers::AutoscalerSeen>, ClusterError> {
+    ) -> Result<
+        Vec<(
+            crate::engine::autoscalers::AutoscalerKind,
+            serde_json::Value,
+        )>,
+        ClusterError,
+    > {
         effect!(
             &self.0,
             Some(region),

@@ -89,6 +89,7 @@ impl Case {
                         jobs_to_stop: 0,
                     }),
                     pods: Some(Ok(n.max(0) as usize)),
+                    autoscaling: Default::default(),
                 }),
             );
         }
@@ -437,6 +438,61 @@ fn a_suspended_cron_job_with_jobs_left_to_stop_is_sent_again_a_poll_apart() {
     c.world.scaled_last_pass = vec![target];
     assert_eq!(stops(&c.decide()), 0, "sent last pass: a poll first");
     assert_eq!(c.step(Step::Fence), Some(StepState::Running));
+}
+
+#[test]
+fn autoscalers_behind_are_driven_at_the_count_and_a_live_one_above_it_is_not_fought() {
+    use crate::engine::autoscalers::Autoscaling;
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    c.plan.spec.databases.retain(|d| d.name == "orders");
+    c.workloads_at("use1", standby);
+    c.decide();
+    // Fenced; the target warms up. web (index 0) is at its active count already.
+    c.workloads_at("usw2", active);
+    c.lag(1.0, t(0));
+    c.orders_seen("available", Some("orders-use1"));
+    let web = ("usw2".to_string(), 0);
+    let set = |c: &mut Case, replicas: i32, autoscaling: Autoscaling| {
+        if let Some(Ok(seen)) = c.world.workloads.get_mut(&web) {
+            seen.autoscaling = autoscaling;
+            if let Some(s) = seen.state.as_mut() {
+                s.replicas = replicas;
+                s.current_replicas = replicas;
+                s.ready_replicas = replicas;
+            }
+        }
+    };
+    let scales_web = |d: &Decision| {
+        d.effects.iter().any(
+            |e| matches!(e, Effect::Scale { target, step: Step::WarmUp } if target.workload == 0),
+        )
+    };
+    // Its HPA not yet restored (say a crash between its patch and the scale's): sent again
+    // though the count is right.
+    set(
+        &mut c,
+        4,
+        Autoscaling {
+            live: false,
+            behind: true,
+        },
+    );
+    assert!(scales_web(&c.decide()));
+    // Above the count with nothing live to explain it: a drift, scaled back.
+    set(&mut c, 6, Autoscaling::default());
+    assert!(scales_web(&c.decide()));
+    // Restored and live, the HPA took web to 6 under load: reached, not scaled back to 4.
+    set(
+        &mut c,
+        6,
+        Autoscaling {
+            live: true,
+            behind: false,
+        },
+    );
+    let d = c.decide();
+    assert!(!scales_web(&d), "{:?}", d.effects);
+    assert_eq!(c.step(Step::WarmUp), Some(StepState::Succeeded));
 }
 
 #[test]
