@@ -126,6 +126,10 @@ pub trait Aws: Send + Sync {
     /// An instance's ARN; None when it does not exist.
     async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
+    /// An instance's endpoint address; None when it does not exist or has none yet.
+    async fn instance_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
+    /// A DB cluster's writer endpoint; None when it does not exist or has none yet.
+    async fn cluster_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>>;
     /// The snapshots of a DB cluster (`cluster`: its identifier): identifier and creation
     /// time.
     async fn cluster_snapshots(
@@ -403,6 +407,26 @@ impl SdkAws {
         Ok(out?.and_then(|o| o.db_instances?.into_iter().next()))
     }
 
+    /// DescribeDBClusters of one cluster.
+    async fn db_cluster(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<aws_sdk_rds::types::DbCluster>> {
+        let out = self.optional(
+            "rds",
+            "DescribeDBClusters",
+            self.region(region)
+                .rds
+                .describe_db_clusters()
+                .db_cluster_identifier(id)
+                .send()
+                .await,
+            &["DBClusterNotFoundFault"],
+        );
+        Ok(out?.and_then(|o| o.db_clusters?.into_iter().next()))
+    }
+
     /// Classifies an SDK result and counts the call in `drover_aws_calls_total`.
     fn record<T, E>(
         &self,
@@ -647,18 +671,21 @@ impl Aws for SdkAws {
         if id.starts_with("arn:") {
             return Ok(Some(id.to_string()));
         }
-        let out = self.optional(
-            "rds",
-            "DescribeDBClusters",
-            self.region(region)
-                .rds
-                .describe_db_clusters()
-                .db_cluster_identifier(id)
-                .send()
-                .await,
-            &["DBClusterNotFoundFault"],
-        );
-        Ok(out?.and_then(|o| o.db_clusters?.into_iter().next()?.db_cluster_arn))
+        Ok(self
+            .db_cluster(region, id)
+            .await?
+            .and_then(|c| c.db_cluster_arn))
+    }
+
+    async fn instance_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        Ok(self
+            .db_instance(region, id)
+            .await?
+            .and_then(|d| d.endpoint?.address))
+    }
+
+    async fn cluster_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        Ok(self.db_cluster(region, id).await?.and_then(|c| c.endpoint))
     }
 
     async fn cluster_snapshots(

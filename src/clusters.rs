@@ -11,7 +11,9 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, pinned_kind};
 use tokio::sync::Mutex;
 
-use crate::api::{DisasterRecoveryPlanSpec, RegionSpec, WorkloadSpec};
+use std::collections::BTreeMap;
+
+use crate::api::{ConfigKind, ConfigSpec, DisasterRecoveryPlanSpec, RegionSpec, WorkloadSpec};
 use crate::engine::autoscalers::AutoscalerKind;
 use crate::engine::pod_refs::RefKind;
 use crate::member;
@@ -114,6 +116,9 @@ fn resource_name(r: &ApiResource) -> String {
     }
 }
 
+/// The pod template annotation `kubectl rollout restart` sets.
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
 /// A CronJob's Job that has not finished.
 struct RunningJob {
     name: String,
@@ -175,6 +180,24 @@ pub trait Clusters: Send + Sync {
         region: &str,
         namespace: &str,
     ) -> Result<Vec<(AutoscalerKind, serde_json::Value)>, ClusterError>;
+    /// The values of `keys` in a ConfigMap or Secret (a Secret's decoded), absent keys
+    /// left out; None when the object does not exist. Values are compared, never shown.
+    async fn config_values(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        keys: &[String],
+    ) -> Result<Option<BTreeMap<String, String>>, ClusterError>;
+    /// Sets these keys of a ConfigMap or Secret, leaving its other keys alone.
+    async fn write_config(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError>;
+    /// Restarts a workload as `kubectl rollout restart` does: the pod template annotation
+    /// `kubectl.kubernetes.io/restartedAt` set to `at`.
+    async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError>;
 }
 
 #[async_trait]
@@ -210,6 +233,25 @@ impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
         name: &str,
     ) -> Result<bool, ClusterError> {
         (**self).object_exists(region, namespace, kind, name).await
+    }
+    async fn config_values(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        keys: &[String],
+    ) -> Result<Option<BTreeMap<String, String>>, ClusterError> {
+        (**self).config_values(region, cfg, keys).await
+    }
+    async fn write_config(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        (**self).write_config(region, cfg, values).await
+    }
+    async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError> {
+        (**self).restart(region, w, at).await
     }
     async fn autoscalers(
         &self,
@@ -603,6 +645,10 @@ impl KubeClusters {
             refs: crate::engine::pod_refs::required(&o.data["spec"]["template"]["spec"]),
             selector: selector(&o),
             jobs_to_stop: 0,
+            updated_replicas: int(&status["updatedReplicas"]),
+            restarted_at: o.data["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT]
+                .as_str()
+                .map(str::to_string),
         }))
     }
 
@@ -634,6 +680,8 @@ impl KubeClusters {
             refs: crate::engine::pod_refs::required(pod),
             selector: None,
             jobs_to_stop: count(running.iter().filter(|j| !j.deleting).count()),
+            updated_replicas: replicas,
+            restarted_at: None,
         })
     }
 
@@ -910,6 +958,105 @@ impl KubeClusters {
             }
         }
     }
+
+    async fn read_config(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        keys: &[String],
+    ) -> Result<Option<BTreeMap<String, String>>, ClusterError> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let (_, client) = self.client(region).await?;
+        let ns = &cfg.namespace;
+        let read = async {
+            Ok(match cfg.kind {
+                ConfigKind::ConfigMap => Api::<ConfigMap>::namespaced(client, ns)
+                    .get_opt(&cfg.name)
+                    .await?
+                    .map(|c| c.data.unwrap_or_default()),
+                // Bytes that are not UTF-8 are unlike any wanted value: they are written.
+                ConfigKind::Secret => Api::<Secret>::namespaced(client, ns)
+                    .get_opt(&cfg.name)
+                    .await?
+                    .map(|s| {
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
+                            .collect()
+                    }),
+            })
+        };
+        let data: Option<BTreeMap<String, String>> =
+            match tokio::time::timeout(self.timeout, read).await {
+                Err(_) => return Err(self.no_answer()),
+                Ok(r) => r.map_err(|e: kube::Error| {
+                    let action = format!("get {} {ns}/{}", cfg.kind.name(), cfg.name);
+                    classify(e, &self.credentials(region), &action)
+                })?,
+            };
+        Ok(data.map(|mut d| {
+            d.retain(|k, _| keys.contains(k));
+            d
+        }))
+    }
+
+    async fn patch_config(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let (_, client) = self.client(region).await?;
+        let ns = &cfg.namespace;
+        // A Secret takes stringData, which the API server merges into data: no encoding
+        // here, and other keys stay.
+        let field = match cfg.kind {
+            ConfigKind::ConfigMap => "data",
+            ConfigKind::Secret => "stringData",
+        };
+        let patch = serde_json::json!({ field: values });
+        let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
+        let write = async {
+            match cfg.kind {
+                ConfigKind::ConfigMap => Api::<ConfigMap>::namespaced(client, ns)
+                    .patch(&cfg.name, &params, &merge)
+                    .await
+                    .map(|_| ()),
+                ConfigKind::Secret => Api::<Secret>::namespaced(client, ns)
+                    .patch(&cfg.name, &params, &merge)
+                    .await
+                    .map(|_| ()),
+            }
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Err(_) => Err(self.no_answer()),
+            Ok(r) => r.map_err(|e| {
+                let action = format!("patch {} {ns}/{}", cfg.kind.name(), cfg.name);
+                classify(e, &self.credentials(region), &action)
+            }),
+        }
+    }
+
+    async fn restart_workload(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+        at: &str,
+    ) -> Result<(), ClusterError> {
+        let (api, resource) = self.api(region, w).await?;
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            RESTARTED_AT: at}}}}});
+        let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
+        match tokio::time::timeout(self.timeout, api.patch(&w.name, &params, &merge)).await {
+            Err(_) => Err(self.no_answer()),
+            Ok(r) => r.map(|_| ()).map_err(|e| {
+                let action = format!("patch {resource} in namespace {}", w.namespace);
+                classify(e, &self.credentials(region), &action)
+            }),
+        }
+    }
 }
 
 #[async_trait]
@@ -956,6 +1103,28 @@ impl Clusters for KubeClusters {
         namespace: &str,
     ) -> Result<Vec<(AutoscalerKind, serde_json::Value)>, ClusterError> {
         (self.list_autoscaler_objects(region, namespace).await).map_err(|e| e.in_region(region))
+    }
+
+    async fn config_values(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        keys: &[String],
+    ) -> Result<Option<BTreeMap<String, String>>, ClusterError> {
+        (self.read_config(region, cfg, keys).await).map_err(|e| e.in_region(region))
+    }
+
+    async fn write_config(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        (self.patch_config(region, cfg, values).await).map_err(|e| e.in_region(region))
+    }
+
+    async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError> {
+        (self.restart_workload(region, w, at).await).map_err(|e| e.in_region(region))
     }
 }
 

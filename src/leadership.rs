@@ -274,6 +274,12 @@ impl Aws for LeaderAws {
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         self.inner.cluster_arn(region, id).await
     }
+    async fn instance_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        self.inner.instance_endpoint(region, id).await
+    }
+    async fn cluster_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        self.inner.cluster_endpoint(region, id).await
+    }
     async fn cluster_snapshots(
         &self,
         region: &str,
@@ -411,6 +417,33 @@ impl<C: Clusters> Clusters for LeaderClusters<C> {
         ClusterError,
     > {
         self.inner.autoscalers(region, namespace).await
+    }
+    async fn config_values(
+        &self,
+        region: &str,
+        cfg: &crate::api::ConfigSpec,
+        keys: &[String],
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, ClusterError> {
+        self.inner.config_values(region, cfg, keys).await
+    }
+    async fn write_config(
+        &self,
+        region: &str,
+        cfg: &crate::api::ConfigSpec,
+        values: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        self.leadership
+            .confirm()
+            .await
+            .map_err(ClusterError::Transient)?;
+        self.inner.write_config(region, cfg, values).await
+    }
+    async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError> {
+        self.leadership
+            .confirm()
+            .await
+            .map_err(ClusterError::Transient)?;
+        self.inner.restart(region, w, at).await
     }
 }
 

@@ -3,7 +3,7 @@
 //! hand back when to look again. No pass sleeps through a wait; deadlines come from the
 //! start times recorded in status, so they survive restarts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,8 +13,8 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use crate::api::{
-    DatabaseSpec, DisasterRecoveryPlan, Failover, FailoverMode, FailoverPhase, FailoverStatus,
-    LastFailover, UnplannedMove,
+    ConfigSpec, DatabaseSpec, DisasterRecoveryPlan, Failover, FailoverMode, FailoverPhase,
+    FailoverStatus, LastFailover, UnplannedMove,
 };
 use crate::aws::{Aws, AwsError, AwsErrorKind, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
@@ -658,8 +658,101 @@ impl Runner {
                 batch: *batch,
                 outcome: seen(self.aws.change_records(zone, changes).await),
             },
+            Effect::WriteConfig { config, region } => {
+                let Some(cfg) = self.plan.spec.config.get(*config) else {
+                    return (no_such("config entry"), None);
+                };
+                let outcome = match self.wanted_config(cfg).await {
+                    Ok(values) => seen(self.clusters.write_config(region, cfg, &values).await),
+                    Err(p) => Err(p),
+                };
+                EffectResult::Activated {
+                    what: format!("writing {} in {region}", config_name(cfg)),
+                    outcome,
+                }
+            }
+            Effect::Restart {
+                workload,
+                region,
+                at,
+            } => {
+                let Some(w) = self.plan.spec.workloads.get(*workload) else {
+                    return (no_such("workload"), None);
+                };
+                EffectResult::Activated {
+                    what: format!("restarting {}/{} in {region}", w.namespace, w.name),
+                    outcome: seen(self.clusters.restart(region, w, at).await),
+                }
+            }
         };
         (result, None)
+    }
+
+    /// The active (target) region's values of a config entry's keys: literal, or the
+    /// endpoint of a plan database there, read now.
+    async fn wanted_config(&self, cfg: &ConfigSpec) -> Seen<BTreeMap<String, String>> {
+        let target = self.target();
+        let mut values = BTreeMap::new();
+        for key in &cfg.keys {
+            let value = match &key.database_endpoint {
+                Some(db) => self.database_endpoint(db).await?,
+                None => key.values.get(target).cloned().ok_or_else(|| {
+                    Problem::new(
+                        Fault::Permanent,
+                        format!("key {} has no value for region {target}", key.key),
+                    )
+                })?,
+            };
+            values.insert(key.key.clone(), value);
+        }
+        Ok(values)
+    }
+
+    async fn database_endpoint(&self, name: &str) -> Seen<String> {
+        let target = self.target();
+        let Some(db) = self.plan.spec.databases.iter().find(|d| d.name == name) else {
+            return Err(Problem::new(
+                Fault::Permanent,
+                format!("no database {name} in the plan"),
+            ));
+        };
+        let member = engine::member(db, target).unwrap_or_default();
+        let region = self.aws_region(target);
+        let found = if db.rds.is_some() {
+            seen(self.aws.instance_endpoint(&region, member).await)?
+        } else {
+            seen(self.aws.cluster_endpoint(&region, member).await)?
+        };
+        found.ok_or_else(|| {
+            Problem::new(
+                Fault::Transient,
+                format!("database {name} has no endpoint in {target} yet"),
+            )
+        })
+    }
+
+    /// Which keys of a config entry differ from the active region's values in `region`.
+    async fn config_differs(&self, region: &str, index: usize) -> Seen<Vec<String>> {
+        let Some(cfg) = self.plan.spec.config.get(index) else {
+            return Err(Problem::new(
+                Fault::NotFound,
+                "no such config entry in the plan",
+            ));
+        };
+        let wanted = self.wanted_config(cfg).await?;
+        let keys: Vec<String> = wanted.keys().cloned().collect();
+        let current =
+            seen(self.clusters.config_values(region, cfg, &keys).await)?.ok_or_else(|| {
+                Problem::new(
+                    Fault::NotFound,
+                    format!("{} not found in {region}", config_name(cfg)),
+                )
+            })?;
+        Ok(wanted
+            .into_iter()
+            .filter(|(k, v)| current.get(k) != Some(v))
+            .map(|(k, _)| k)
+            .collect())
     }
 
     async fn promote(&self, database: &str, target_arn: Option<&str>) -> Seen<()> {
@@ -738,8 +831,11 @@ impl Runner {
                 }
             }
         };
-        let (preflight, workloads, lags, databases, zones, changes, approvals) = tokio::join!(
-            preflight, workloads, lags, databases, zones, changes, approvals
+        let configs = join_all(wants.configs.iter().map(|(region, i)| async move {
+            ((region.clone(), *i), self.config_differs(region, *i).await)
+        }));
+        let (preflight, workloads, lags, databases, zones, changes, approvals, configs) = tokio::join!(
+            preflight, workloads, lags, databases, zones, changes, approvals, configs
         );
         Observed {
             approvals,
@@ -749,6 +845,7 @@ impl Runner {
             databases: databases.into_iter().collect(),
             zones: zones.into_iter().collect(),
             changes: changes.into_iter().collect(),
+            configs: configs.into_iter().collect(),
         }
     }
 
@@ -1511,6 +1608,20 @@ fn accepted_scales(results: &[EffectResult]) -> Vec<engine::ScaleTarget> {
 /// A namespace's autoscalers, whole.
 type Autoscalers = Vec<(engine::autoscalers::AutoscalerKind, serde_json::Value)>;
 
+fn config_name(cfg: &ConfigSpec) -> String {
+    format!("{} {}/{}", cfg.kind.name(), cfg.namespace, cfg.name)
+}
+
+fn no_such(what: &str) -> EffectResult {
+    EffectResult::Activated {
+        what: what.to_string(),
+        outcome: Err(Problem::new(
+            Fault::NotFound,
+            format!("no such {what} in the plan"),
+        )),
+    }
+}
+
 /// What one pass has observed so far, by what was asked for.
 #[derive(Default)]
 struct Observed {
@@ -1522,6 +1633,7 @@ struct Observed {
     changes: HashMap<String, Seen<bool>>,
     /// None when not read, or when the read failed (the decision waits).
     approvals: Option<Vec<ApprovalSeen>>,
+    configs: HashMap<(String, usize), Seen<Vec<String>>>,
 }
 
 impl Observed {
@@ -1547,6 +1659,7 @@ impl Observed {
             zones: unseen(&wants.zones, &self.zones),
             changes: unseen(&wants.changes, &self.changes),
             approvals: wants.approvals && self.approvals.is_none(),
+            configs: unseen(&wants.configs, &self.configs),
         }
     }
 
@@ -1596,6 +1709,7 @@ impl Observed {
         self.databases.extend(more.databases);
         self.zones.extend(more.zones);
         self.changes.extend(more.changes);
+        self.configs.extend(more.configs);
         if more.approvals.is_some() {
             self.approvals = more.approvals;
         }
@@ -1631,6 +1745,7 @@ impl Observed {
             zones: pick(&wants.zones, &self.zones),
             changes: pick(&wants.changes, &self.changes),
             approvals: self.approvals.clone().filter(|_| wants.approvals),
+            configs: pick(&wants.configs, &self.configs),
             ..Default::default()
         }
     }
@@ -1813,6 +1928,8 @@ mod tests {
                 refs: Vec::new(),
                 selector: None,
                 jobs_to_stop: 0,
+                updated_replicas: replicas,
+                restarted_at: None,
             }),
             pods: None,
             autoscaling: Default::default(),

@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::api::{
-    DisasterRecoveryPlanSpec, FailoverMode, FailoverSpec, RdsFenceMethod, RegionRole,
+    ConfigKind, DisasterRecoveryPlanSpec, FailoverMode, FailoverSpec, RdsFenceMethod, RegionRole,
     RegionalIdentifier, SecretKeyRef, WorkloadSpec,
 };
 
@@ -252,6 +252,7 @@ pub fn validate_plan(
     );
 
     check_aws_secrets(spec, &mut problems);
+    check_config(spec, &mut problems);
 
     for (field, value) in [
         ("spec.objectives.rto", &spec.objectives.rto),
@@ -518,6 +519,122 @@ fn check_aws_secrets(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem
             .enumerate()
             .map(|(i, s)| (format!("spec.awsSecrets[{i}]"), s.name.clone())),
         "secret",
+    );
+}
+
+/// At most this many config entries per plan, keys per entry, and bytes per value: each
+/// entry is read in two regions at every Activate pass.
+const MAX_CONFIG: usize = 50;
+const MAX_CONFIG_KEYS: usize = 100;
+const MAX_CONFIG_VALUE: usize = 4096;
+
+fn check_config(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) {
+    if spec.config.len() > MAX_CONFIG {
+        problems.push(Problem::new(
+            "spec.config",
+            format!("at most {MAX_CONFIG} entries, got {}", spec.config.len()),
+        ));
+    }
+    let regions: BTreeSet<&str> = spec.regions.iter().map(|r| r.name.as_str()).collect();
+    for (i, cfg) in spec.config.iter().enumerate() {
+        let path = format!("spec.config[{i}]");
+        require_non_empty(problems, &format!("{path}.namespace"), &cfg.namespace);
+        require_non_empty(problems, &format!("{path}.name"), &cfg.name);
+        if cfg.keys.is_empty() || cfg.keys.len() > MAX_CONFIG_KEYS {
+            problems.push(Problem::new(
+                format!("{path}.keys"),
+                format!("1 to {MAX_CONFIG_KEYS} keys, got {}", cfg.keys.len()),
+            ));
+        }
+        for (k, key) in cfg.keys.iter().enumerate() {
+            let kpath = format!("{path}.keys[{k}]");
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+            if key.key.is_empty() || key.key.len() > 253 || !key.key.chars().all(allowed) {
+                problems.push(Problem::new(
+                    format!("{kpath}.key"),
+                    "1 to 253 letters, digits and -._ (a ConfigMap or Secret key)",
+                ));
+            }
+            match (&key.database_endpoint, key.values.is_empty()) {
+                (Some(_), false) | (None, true) => problems.push(Problem::new(
+                    kpath.clone(),
+                    "exactly one of values and databaseEndpoint",
+                )),
+                (Some(db), true) => {
+                    if !spec.databases.iter().any(|d| &d.name == db) {
+                        problems.push(Problem::new(
+                            format!("{kpath}.databaseEndpoint"),
+                            format!("no database {db:?} in spec.databases"),
+                        ));
+                    }
+                }
+                // Plans and their snapshots in Failover status are not secret.
+                (None, false) if cfg.kind == ConfigKind::Secret => problems.push(Problem::new(
+                    format!("{kpath}.values"),
+                    "a Secret's values cannot be written in the plan (its snapshot is kept \
+                     in every Failover's status); use databaseEndpoint",
+                )),
+                (None, false) => {
+                    for (region, value) in &key.values {
+                        if !regions.contains(region.as_str()) {
+                            problems.push(Problem::new(
+                                format!("{kpath}.values.{region}"),
+                                "not a region of the plan",
+                            ));
+                        }
+                        if value.len() > MAX_CONFIG_VALUE {
+                            problems.push(Problem::new(
+                                format!("{kpath}.values.{region}"),
+                                format!("at most {MAX_CONFIG_VALUE} bytes, got {}", value.len()),
+                            ));
+                        }
+                    }
+                    for region in &regions {
+                        if !key.values.contains_key(*region) {
+                            problems.push(Problem::new(
+                                format!("{kpath}.values"),
+                                format!("missing a value for region {region:?}"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        check_unique(
+            problems,
+            cfg.keys
+                .iter()
+                .enumerate()
+                .map(|(k, key)| (format!("{path}.keys[{k}]"), key.key.clone())),
+            "key",
+        );
+        for (r, name) in cfg.restart.iter().enumerate() {
+            let restartable = spec.workloads.iter().any(|w| {
+                w.namespace == cfg.namespace
+                    && &w.name == name
+                    && matches!(w.kind.as_str(), "Deployment" | "StatefulSet")
+            });
+            if !restartable {
+                problems.push(Problem::new(
+                    format!("{path}.restart[{r}]"),
+                    format!(
+                        "no Deployment or StatefulSet {name:?} in namespace {:?} among \
+                         spec.workloads",
+                        cfg.namespace
+                    ),
+                ));
+            }
+        }
+    }
+    check_unique(
+        problems,
+        spec.config.iter().enumerate().map(|(i, c)| {
+            (
+                format!("spec.config[{i}]"),
+                format!("{} {}/{}", c.kind.name(), c.namespace, c.name),
+            )
+        }),
+        "config entry",
     );
 }
 

@@ -200,6 +200,36 @@ pub struct FailoverStatus {
     /// to 0; they become pending fences on the plan when the failover succeeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unfenced_workloads: Vec<String>,
+    /// ConfigMaps and Secrets this failover changed: the keys, never the values. Recorded
+    /// before the write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_changes: Vec<ConfigChange>,
+    /// Workloads restarted after a config change, each recorded before it is requested.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<RestartRecord>,
+}
+
+/// The keys of a ConfigMap or Secret written in one region.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigChange {
+    /// ConfigMap or Secret.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub region: String,
+    pub keys: Vec<String>,
+}
+
+/// A workload restarted (pod template annotation `kubectl.kubernetes.io/restartedAt`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartRecord {
+    /// namespace/name.
+    pub workload: String,
+    pub region: String,
+    /// The annotation's value: the same on a resend, so a repeated request is no restart.
+    pub restarted_at: String,
 }
 
 /// The approval a failover needs, and what was decided.

@@ -1,5 +1,7 @@
 //! `DisasterRecoveryPlan`: what fails over, where, and how.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -38,6 +40,10 @@ pub struct DisasterRecoveryPlanSpec {
     /// checks that the target region holds each, as a replica in sync with its primary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aws_secrets: Vec<AwsSecretRef>,
+    /// ConfigMaps and Secrets whose values follow the active region: written once the
+    /// databases are writable (Activate step), then the workloads named restarted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<ConfigSpec>,
     /// Recovery time and recovery point objectives.
     pub objectives: Objectives,
     /// The order in which regions take over, e.g. [use1, usw2, euw1]. A failover-routed
@@ -460,6 +466,51 @@ impl WorkloadSpec {
     pub fn fenced(&self) -> bool {
         self.singleton || self.writer || self.is_cron_job()
     }
+}
+
+/// Where a ConfigMap or Secret is, and the keys that follow the active region.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSpec {
+    pub kind: ConfigKind,
+    /// Namespace in each region's cluster.
+    pub namespace: String,
+    pub name: String,
+    pub keys: Vec<ConfigKey>,
+    /// Plan workloads of this namespace, by name, restarted (as `kubectl rollout restart`
+    /// does) once a value changed, and waited for until rolled out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConfigKind {
+    ConfigMap,
+    Secret,
+}
+
+impl ConfigKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ConfigMap => "ConfigMap",
+            Self::Secret => "Secret",
+        }
+    }
+}
+
+/// One key: a value per region, or the endpoint of a plan database in the active region.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigKey {
+    pub key: String,
+    /// The value when each region is active, by plan region name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
+    /// A plan database's name: its endpoint address in the active region, read from AWS
+    /// once it is writable (RDS: the instance's endpoint; Aurora: its cluster's writer
+    /// endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_endpoint: Option<String>,
 }
 
 /// A Secrets Manager secret, by name (the same in every region; not an ARN, which names

@@ -15,9 +15,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{ApprovalDecision, ApprovalStatus};
 use crate::api::{
-    DataLossEstimate, DatabaseLag, DatabaseProgress, DatabaseState, DisasterRecoveryPlan,
-    DisasterRecoveryPlanSpec, DnsChange, Failover, FailoverMode, FailoverPhase, FailoverStatus,
-    FailoverTimings, PendingFence, PlanSnapshot, RunningJobs, StepState, StepStatus,
+    ConfigChange, DataLossEstimate, DatabaseLag, DatabaseProgress, DatabaseState,
+    DisasterRecoveryPlan, DisasterRecoveryPlanSpec, DnsChange, Failover, FailoverMode,
+    FailoverPhase, FailoverStatus, FailoverTimings, PendingFence, PlanSnapshot, RestartRecord,
+    RunningJobs, StepState, StepStatus,
 };
 use crate::conditions::{self, DesiredCondition};
 use crate::engine::approval::{self, ApprovalSeen};
@@ -268,6 +269,9 @@ pub struct World {
     pub scaled_last_pass: Vec<ScaleTarget>,
     /// The namespace's FailoverApprovals, when read (None: not read, or the read failed).
     pub approvals: Option<Vec<ApprovalSeen>>,
+    /// By (region, index into `spec.config`): the keys whose value differs from the
+    /// active region's. Values never reach the engine.
+    pub configs: HashMap<(String, usize), Seen<Vec<String>>>,
 }
 
 /// What a pass should observe.
@@ -284,6 +288,8 @@ pub struct Wants {
     pub zones: Vec<String>,
     pub changes: Vec<String>,
     pub approvals: bool,
+    /// (region, index into `spec.config`).
+    pub configs: Vec<(String, usize)>,
 }
 
 // ---- Effects --------------------------------------------------------------------------------
@@ -310,6 +316,17 @@ pub enum Effect {
         batch: u32,
         changes: Vec<RecordChange>,
     },
+    /// Writes the active region's values of `spec.config[config]` where they differ.
+    WriteConfig {
+        config: usize,
+        region: String,
+    },
+    /// Sets the pod template's restartedAt annotation to `at`.
+    Restart {
+        workload: usize,
+        region: String,
+        at: String,
+    },
 }
 
 /// The answer to an effect.
@@ -331,6 +348,8 @@ pub enum EffectResult {
         batch: u32,
         outcome: Seen<String>,
     },
+    /// A config write or a restart (named in `what`).
+    Activated { what: String, outcome: Seen<()> },
 }
 
 // ---- Decisions ------------------------------------------------------------------------------
@@ -539,7 +558,14 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                     w.ahead.extend(verify_targets(spec, target, &source));
                 }
             }
-            Step::Activate => w.workloads.extend(engine::resume_targets(spec, target)),
+            Step::Activate => {
+                w.workloads.extend(engine::resume_targets(spec, target));
+                w.workloads.extend(restart_targets(spec, target));
+                for i in 0..spec.config.len() {
+                    w.configs.push((target.to_string(), i));
+                    w.configs.push((source.clone(), i));
+                }
+            }
             Step::Verify => w.workloads.extend(verify_targets(spec, target, &source)),
             Step::Admission | Step::Complete => {}
         }
@@ -555,6 +581,27 @@ fn runnable(status: &FailoverStatus, mode: FailoverMode) -> Vec<Step> {
         .filter(|r| r.after.iter().all(|a| done(state_of(status, *a))))
         .map(|r| r.step)
         .collect()
+}
+
+/// The workloads some `spec.config` entry restarts, at their active counts in `region`.
+fn restart_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTarget> {
+    let mut out: Vec<ScaleTarget> = Vec::new();
+    for cfg in &spec.config {
+        for name in &cfg.restart {
+            let found = spec
+                .workloads
+                .iter()
+                .position(|w| w.namespace == cfg.namespace && &w.name == name);
+            if let Some(i) = found.filter(|i| !out.iter().any(|t| t.workload == *i)) {
+                out.push(ScaleTarget {
+                    workload: i,
+                    region: region.to_string(),
+                    replicas: spec.workloads[i].active_replicas,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// What Verify observes: the target's workloads at active counts, the old region's at
@@ -1057,6 +1104,15 @@ impl Machine<'_> {
                         }
                     }
                 }
+                EffectResult::Activated { what, outcome } => match outcome {
+                    Ok(()) => {}
+                    Err(p) if p.passes() => self.transient(Step::Activate),
+                    Err(p) => self
+                        .refused
+                        .entry(Step::Activate)
+                        .or_default()
+                        .push(format!("{what}: {}", p.message)),
+                },
                 EffectResult::ChangedRecords {
                     zone,
                     batch,
@@ -1803,12 +1859,213 @@ impl Machine<'_> {
     /// Every database is writable: the target's CronJobs are resumed.
     fn activate(&mut self) -> StepOutcome {
         let targets = engine::resume_targets(self.spec, self.target());
-        let done = if targets.is_empty() {
-            "nothing waits for writable databases".to_string()
-        } else {
-            format!("resumed {}", self.scaled_note(&targets))
+        let c = self.converge(Step::Activate, &targets, true);
+        if !c.failed.is_empty() {
+            return StepOutcome::Failed(c.failed.join(", "));
+        }
+        let mut waiting = c.waiting;
+        waiting.extend(c.unreachable.into_iter().map(|(_, w)| w));
+        let mut notes = Vec::new();
+        if !targets.is_empty() {
+            notes.push(format!("resumed {}", self.scaled_note(&targets)));
+        }
+        match self.write_config() {
+            Err(failed) => return StepOutcome::Failed(failed),
+            Ok(config_waits) if !config_waits.is_empty() => waiting.extend(config_waits),
+            Ok(_) => match self.restart() {
+                Err(failed) => return StepOutcome::Failed(failed),
+                Ok(restart_waits) => waiting.extend(restart_waits),
+            },
+        }
+        if waiting.is_empty() {
+            let changed: Vec<String> = self
+                .status
+                .config_changes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {}/{} in {} ({})",
+                        c.kind,
+                        c.namespace,
+                        c.name,
+                        c.region,
+                        c.keys.join(", ")
+                    )
+                })
+                .collect();
+            if !changed.is_empty() {
+                notes.push(format!("wrote {}", changed.join("; ")));
+            }
+            if !self.status.restarts.is_empty() {
+                let restarted: Vec<&str> = self
+                    .status
+                    .restarts
+                    .iter()
+                    .map(|r| r.workload.as_str())
+                    .collect();
+                notes.push(format!("restarted {}", restarted.join(", ")));
+            }
+            if notes.is_empty() {
+                notes.push("nothing waits for writable databases".into());
+            }
+            return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
+        }
+        if self.overdue(Step::Activate) {
+            return StepOutcome::Failed(format!(
+                "not ready before the deadline: {}",
+                waiting.join(", ")
+            ));
+        }
+        StepOutcome::Wait(self.poll(Step::Activate))
+    }
+
+    /// Writes the active region's config values where they differ: in the target (what
+    /// it waits for) and in the old region when it answers. Each change is recorded, by
+    /// its keys, before the write. Returns what the target still waits for.
+    fn write_config(&mut self) -> Result<Vec<String>, String> {
+        let target = self.target().to_string();
+        let source = self.source();
+        let mut waiting = Vec::new();
+        for (i, cfg) in self.spec.config.iter().enumerate() {
+            let what = format!("{} {}/{}", cfg.kind.name(), cfg.namespace, cfg.name);
+            for region in [&target, &source] {
+                let seen = self.input.world.configs.get(&(region.clone(), i));
+                let differing = match seen {
+                    Some(Ok(keys)) => keys.clone(),
+                    // The old region is written when it answers; nothing waits for it.
+                    _ if *region == source => continue,
+                    None => {
+                        waiting.push(format!("{what} not read yet"));
+                        continue;
+                    }
+                    Some(Err(p)) if p.passes() => {
+                        self.transient(Step::Activate);
+                        waiting.push(format!("{what}: {}", p.message));
+                        continue;
+                    }
+                    Some(Err(p)) => return Err(format!("{what} in {target}: {}", p.message)),
+                };
+                if differing.is_empty() {
+                    continue;
+                }
+                self.record_config_change(cfg, region, &differing);
+                self.effects.push(Effect::WriteConfig {
+                    config: i,
+                    region: region.clone(),
+                });
+                if *region == target {
+                    waiting.push(format!("writing {what}"));
+                }
+            }
+        }
+        Ok(waiting)
+    }
+
+    fn record_config_change(
+        &mut self,
+        cfg: &crate::api::ConfigSpec,
+        region: &str,
+        keys: &[String],
+    ) {
+        let kind = cfg.kind.name();
+        let existing = self.status.config_changes.iter_mut().find(|c| {
+            c.kind == kind
+                && c.namespace == cfg.namespace
+                && c.name == cfg.name
+                && c.region == region
+        });
+        match existing {
+            Some(c) => {
+                for k in keys {
+                    if !c.keys.contains(k) {
+                        c.keys.push(k.clone());
+                    }
+                }
+            }
+            None => self.status.config_changes.push(ConfigChange {
+                kind: kind.into(),
+                namespace: cfg.namespace.clone(),
+                name: cfg.name.clone(),
+                region: region.into(),
+                keys: keys.to_vec(),
+            }),
+        }
+    }
+
+    /// Once the target's config is written: each workload named by a config this failover
+    /// changed there is restarted (recorded first, the same annotation value on a resend)
+    /// and waited for until rolled out. Returns what it waits for.
+    fn restart(&mut self) -> Result<Vec<String>, String> {
+        let target = self.target().to_string();
+        let changed = |cfg: &crate::api::ConfigSpec| {
+            self.status.config_changes.iter().any(|c| {
+                c.region == target
+                    && c.kind == cfg.kind.name()
+                    && c.namespace == cfg.namespace
+                    && c.name == cfg.name
+            })
         };
-        self.bring_up(Step::Activate, &targets, done)
+        let restart: Vec<ScaleTarget> = {
+            let mut spec = self.spec.clone();
+            spec.config.retain(|c| changed(c));
+            restart_targets(&spec, &target)
+        };
+        let mut waiting = Vec::new();
+        for t in restart {
+            let name = workload_name(self.spec, &t);
+            let recorded = self
+                .status
+                .restarts
+                .iter()
+                .find(|r| r.workload == name && r.region == target)
+                .map(|r| r.restarted_at.clone());
+            let at = match recorded {
+                Some(at) => at,
+                None => {
+                    let at = stamp(self.now()).0.to_string();
+                    self.status.restarts.push(RestartRecord {
+                        workload: name.clone(),
+                        region: target.clone(),
+                        restarted_at: at.clone(),
+                    });
+                    at
+                }
+            };
+            let seen = self
+                .input
+                .world
+                .workloads
+                .get(&(target.clone(), t.workload));
+            let state = match seen {
+                Some(Ok(WorkloadSeen { state: Some(s), .. })) => s,
+                Some(Ok(_)) => return Err(format!("{name} not found in {target}")),
+                Some(Err(p)) if !p.passes() => return Err(format!("{name}: {}", p.message)),
+                _ => {
+                    waiting.push(format!("{name} not observed yet"));
+                    continue;
+                }
+            };
+            if state.restarted_at.as_deref() != Some(at.as_str()) {
+                self.effects.push(Effect::Restart {
+                    workload: t.workload,
+                    region: target.clone(),
+                    at,
+                });
+                waiting.push(format!("restarting {name}"));
+                continue;
+            }
+            let rolled_out = state.observed_current
+                && state.updated_replicas >= state.replicas
+                && state.ready_replicas >= state.replicas
+                && state.current_replicas <= state.replicas;
+            if !rolled_out {
+                waiting.push(format!(
+                    "{name} rolling out: {}/{} updated, {} ready",
+                    state.updated_replicas, state.replicas, state.ready_replicas
+                ));
+            }
+        }
+        Ok(waiting)
     }
 
     // ---- DNS ----------------------------------------------------------------------------

@@ -65,6 +65,10 @@ pub struct WorkloadState {
     /// A suspended CronJob: its running Jobs not yet being deleted (what `runningJobs:
     /// Stop` deletes). 0 for other kinds.
     pub jobs_to_stop: i32,
+    /// Pods of the current pod template (status.updatedReplicas).
+    pub updated_replicas: i32,
+    /// The pod template's `kubectl.kubernetes.io/restartedAt` annotation.
+    pub restarted_at: Option<String>,
 }
 
 /// The steps of a failover, in dependency order.

@@ -146,6 +146,10 @@ pub struct World {
     pub zones: BTreeMap<String, Vec<RecordSet>>,
     pub changes: BTreeMap<String, Instant>,
     pub replicas: BTreeMap<(String, String), i32>,
+    /// ConfigMap/Secret values by (region, name).
+    pub config: BTreeMap<(String, String), BTreeMap<String, String>>,
+    /// The restartedAt annotation of each workload, by (region, name).
+    pub restarted: BTreeMap<(String, String), String>,
     /// When a workload's status catches up with its last spec change (its
     /// observedGeneration): until then it reads as not current, as on a real API server.
     pub status_at: BTreeMap<(String, String), Instant>,
@@ -281,8 +285,9 @@ impl World {
         answer
     }
 
-    /// Invariant 8: a CronJob is resumed only where every database is writable.
-    fn check_writable(&mut self, region: &str, workload: &str) {
+    /// Invariants 8 and 9: a CronJob is resumed, and a workload restarted for new config,
+    /// only where every database is writable.
+    pub fn check_writable(&mut self, region: &str, workload: &str) {
         let aws = format!("aws-{region}");
         let replicas = self
             .rds
@@ -299,8 +304,8 @@ impl World {
         let not_writable: Vec<String> = replicas.chain(readers).collect();
         if !not_writable.is_empty() {
             self.violations.push(format!(
-                "8 (CronJob resumed before its databases were writable): {workload} in {region} \
-                 while {} not writable",
+                "8/9 (resumed or restarted before its databases were writable): {workload} in \
+                 {region} while {} not writable",
                 not_writable.join(", ")
             ));
         }
@@ -900,6 +905,17 @@ impl Aws for FakeAws {
             .contains_key(&(region.to_string(), id.to_string()))
             .then(|| instance_arn(region, id))))
     }
+    async fn instance_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        aws_effect!(&self.0, Some(region), |w| Ok(w
+            .rds
+            .contains_key(&(region.to_string(), id.to_string()))
+            .then(|| format!("{id}.{region}.rds.sim"))))
+    }
+    async fn cluster_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        aws_effect!(&self.0, Some(region), |_w| Ok(Some(format!(
+            "{id}.cluster.{region}.rds.sim"
+        ))))
+    }
     async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
         aws_effect!(&self.0, Some(region), |w| {
             let arn = cluster_arn(region, id);
@@ -1176,6 +1192,8 @@ impl Clusters for FakeClusters {
                     refs: Vec::new(),
                     selector: Some(format!("app={}", w.name)),
                     jobs_to_stop: 0,
+                    updated_replicas: live.len() as i32,
+                    restarted_at: world.restarted.get(&key).cloned(),
                 }))
             }
         )
@@ -1248,6 +1266,64 @@ impl Clusters for FakeClusters {
             ClusterError::Unreachable,
             ClusterError::Transient,
             |_world| { Ok(Vec::new()) }
+        )
+    }
+    async fn config_values(
+        &self,
+        region: &str,
+        cfg: &crate::api::ConfigSpec,
+        keys: &[String],
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |world| {
+                let key = (region.to_string(), cfg.name.clone());
+                let mut values = world.config.get(&key).cloned().unwrap_or_default();
+                values.retain(|k, _| keys.contains(k));
+                Ok(Some(values))
+            }
+        )
+    }
+    async fn write_config(
+        &self,
+        region: &str,
+        cfg: &crate::api::ConfigSpec,
+        values: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |world| {
+                let key = (region.to_string(), cfg.name.clone());
+                world.config.entry(key).or_default().extend(values.clone());
+                Ok(())
+            }
+        )
+    }
+    async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |world| {
+                // Invariant 9: a restart is requested only where every database is
+                // writable, and (the same annotation) at most once per workload.
+                world.check_writable(region, &w.name);
+                let key = (region.to_string(), w.name.clone());
+                if world.restarted.get(&key).is_some_and(|a| a != at) {
+                    world
+                        .violations
+                        .push(format!("9 (restarted twice): {} in {region}", w.name));
+                }
+                world.restarted.insert(key, at.to_string());
+                Ok(())
+            }
         )
     }
 }

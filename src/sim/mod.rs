@@ -336,6 +336,8 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         zones,
         changes: BTreeMap::new(),
         replicas,
+        config: BTreeMap::new(),
+        restarted: BTreeMap::new(),
         status_at: BTreeMap::new(),
         pods,
         status: FailoverStatus::default(),

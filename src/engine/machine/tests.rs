@@ -87,6 +87,8 @@ impl Case {
                         refs: Vec::new(),
                         selector: Some(format!("app={}", w.name)),
                         jobs_to_stop: 0,
+                        updated_replicas: n,
+                        restarted_at: None,
                     }),
                     pods: Some(Ok(n.max(0) as usize)),
                     autoscaling: Default::default(),
