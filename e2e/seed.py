@@ -3,7 +3,7 @@
 
     seed.py NAME [--regions use1,usw2[,euw1]] [--plan-namespace NS] [--missing-image WORKLOAD]
             [--missing-secret WORKLOAD] [--unreplicated-secrets] [--capped-autoscalers]
-            [--cron-jobs] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
+            [--cron-jobs] [--config] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
             [--records N]
 
 The first of --regions (default use1,usw2) is the active one; the others are standbys.
@@ -30,6 +30,9 @@ Creates, all named after NAME:
     the standby regions, as AWS refuses to overwrite); the plan lists them all;
   * --cron-jobs: in each member cluster CronJobs report (runningJobs: Wait) and sweeper
     (Stop), resumed in the active region and suspended elsewhere, both in the plan;
+  * --config: spec.config with ConfigMap app-config key ACTIVE_REGION (per region; restarts
+    web) and Secret db key ORDERS_HOST (the orders database's endpoint; restarts
+    orders-writer; its key PASSWORD must never be printed), bound for Drover to write;
   * --records N: N more Simple A records r{i}.NAME.example. pointing at the active region,
     for large-zone tests, sent in batches of at most 500 changes.
 
@@ -254,6 +257,35 @@ def seed_cron_jobs(name, regions):
         kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
+def seed_config(name, regions):
+    """--config: what spec.config lists, bound for Drover to write (RoleBinding per namespace)."""
+    for region in regions:
+        objects = [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": "drover-member-config", "namespace": name},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "drover-member-config"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                           "name": "drover-member"}]},
+            # The active region's values at first, as a real setup would hold them.
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": name},
+             "stringData": {"PASSWORD": secret_value("db"), "ORDERS_HOST": "set-by-hand"}},
+        ]
+        kubectl(region, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        # app-config exists already (seed_workloads): its region key says where it is.
+        kubectl(region, "patch", "configmap", "app-config", "-n", name, "--type", "merge",
+                "-p", json.dumps({"data": {"ACTIVE_REGION": regions[0]}}))
+
+
+def config_spec(name, regions):
+    return [
+        {"kind": "ConfigMap", "namespace": name, "name": "app-config", "restart": ["web"],
+         "keys": [{"key": "ACTIVE_REGION", "values": {r: r for r in regions}}]},
+        {"kind": "Secret", "namespace": name, "name": "db", "restart": ["orders-writer"],
+         "keys": [{"key": "ORDERS_HOST", "databaseEndpoint": "orders"}]},
+    ]
+
+
 def seed_network(name, region):
     """NAME's database network in a region, as a real setup has one: a DB subnet group and a
     security group in the region's default VPC, a parameter group and a KMS key (alias
@@ -427,7 +459,8 @@ def point_records(zone, recs, active_region, wait=False):
     return change_records(zone, changes, wait=wait)
 
 
-def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS, secrets=(), cron_jobs=False):
+def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS, secrets=(), cron_jobs=False,
+         config=False):
     return {
         "apiVersion": "drover.io/v1alpha1", "kind": "DisasterRecoveryPlan",
         "metadata": {"name": name, "namespace": namespace},
@@ -453,6 +486,7 @@ def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS, se
                  "runningJobs": running}
                 for cj, running in (CRON_JOBS if cron_jobs else [])],
             "awsSecrets": [{"name": s} for s in secrets],
+            "config": config_spec(name, regions) if config else [],
             "objectives": {"rto": "5m", "rpo": "30s"},
             "timeouts": {"fence": fence_timeout, "promotion": "60s", "warmUp": "60s", "dns": "60s"},
         },
@@ -519,6 +553,8 @@ def main():
                         help="leave WORKLOAD's Secret out of the standby regions")
     parser.add_argument("--cron-jobs", action="store_true",
                         help="also CronJobs report (runningJobs: Wait) and sweeper (Stop)")
+    parser.add_argument("--config", action="store_true",
+                        help="also spec.config: app-config ACTIVE_REGION, Secret db ORDERS_HOST")
     parser.add_argument("--lag", type=float, default=0.0)
     parser.add_argument("--fence-timeout", default="20s")
     parser.add_argument("--rebuild-replica", action="store_true")
@@ -537,13 +573,15 @@ def main():
     seed_workloads(args.name, regions, args.missing_secret, args.capped_autoscalers)
     if args.cron_jobs:
         seed_cron_jobs(args.name, regions)
+    if args.config:
+        seed_config(args.name, regions)
     zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag)
     seed_secrets(args.name, regions, args.unreplicated_secrets)
     recs = records(domain, regions, args.records)
     add_health_checks(args.name, recs, args.failing_health_check)
     point_records(zone, recs, regions[0], wait=args.records > 0)  # as it stands before any failover
     json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout, regions,
-                   secret_names(args.name, args.unreplicated_secrets), args.cron_jobs),
+                   secret_names(args.name, args.unreplicated_secrets), args.cron_jobs, args.config),
               sys.stdout, indent=2)
     print()
 

@@ -1084,6 +1084,9 @@ impl Runner {
         if !spec.aws_secrets.is_empty() {
             checks.push(Box::pin(self.check_aws_secrets(source)));
         }
+        if !spec.config.is_empty() {
+            checks.push(Box::pin(self.check_config()));
+        }
         for zone in &spec.dns {
             checks.push(Box::pin(self.check_zone(zone)));
         }
@@ -1302,6 +1305,35 @@ impl Runner {
                     }
                 }
                 Err(p) => out.push(p, format!("autoscalers in {target} namespace {ns}")),
+            }
+        }
+        out
+    }
+
+    /// Every ConfigMap and Secret of `spec.config` exists in the target (metadata only).
+    async fn check_config(&self) -> PreflightSeen {
+        use engine::pod_refs::RefKind;
+        let target = self.target();
+        let found = join_all(self.plan.spec.config.iter().map(|cfg| async move {
+            let kind = match cfg.kind {
+                crate::api::ConfigKind::ConfigMap => RefKind::ConfigMap,
+                crate::api::ConfigKind::Secret => RefKind::Secret,
+            };
+            let exists = self
+                .clusters
+                .object_exists(target, &cfg.namespace, kind, &cfg.name)
+                .await;
+            (cfg, seen(exists))
+        }))
+        .await;
+        let mut out = PreflightSeen::default();
+        for (cfg, exists) in found {
+            match exists {
+                Ok(true) => {}
+                Ok(false) => out
+                    .problems
+                    .push(format!("{} not found in {target}", config_name(cfg))),
+                Err(p) => out.push(p, format!("{} in {target}", config_name(cfg))),
             }
         }
         out

@@ -902,6 +902,8 @@ mod tests {
     #[test]
     fn a_cron_job_runs_in_one_region_and_only_it_has_running_jobs() {
         let mut spec = sample();
+        // web is restarted by spec.config, which a CronJob cannot be.
+        spec.config.clear();
         spec.workloads[0].kind = "CronJob".into();
         spec.workloads[0].active_replicas = 2;
         spec.workloads[0].standby_replicas = 1;
@@ -922,8 +924,41 @@ mod tests {
     }
 
     #[test]
+    fn config_entries_are_checked_by_field() {
+        let mut spec = sample();
+        let cfg =
+            |yaml: &str| -> crate::api::ConfigSpec { serde_yaml::from_str(yaml).expect("entry") };
+        spec.config = vec![
+            cfg(
+                "{kind: ConfigMap, namespace: shop, name: a, restart: [cron, nope], keys: [\
+                 {key: R, values: {use1: x}}, {key: R, databaseEndpoint: orders}, \
+                 {key: 'bad key', databaseEndpoint: nope}, {key: E}]}",
+            ),
+            cfg(
+                "{kind: Secret, namespace: shop, name: s, keys: [{key: P, values: {use1: a, usw2: b}}]}",
+            ),
+            cfg("{kind: ConfigMap, namespace: shop, name: a, keys: []}"),
+        ];
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.config[0].keys[0].values",
+                "spec.config[0].keys[2].key",
+                "spec.config[0].keys[2].databaseEndpoint",
+                "spec.config[0].keys[3]",
+                "spec.config[0].keys[1]",
+                "spec.config[0].restart[1]",
+                "spec.config[1].keys[0].values",
+                "spec.config[2].keys",
+                "spec.config[2]",
+            ]
+        );
+    }
+
+    #[test]
     fn custom_kind_needs_api_version() {
         let mut spec = sample();
+        spec.config.clear();
         spec.workloads[0].kind = "Rollout".into();
         assert_eq!(fields(&spec), vec!["spec.workloads[0].apiVersion"]);
         spec.workloads[0].api_version = Some("argoproj.io/v1alpha1".into());

@@ -1,4 +1,5 @@
-//! The application side of a failover on the bed: CronJobs.
+//! The application side of a failover on the bed: CronJobs, and config that follows the
+//! active region.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +11,8 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
 use crate::failover::{
-    Scenario, assert_phase, aws_rds, create, describe, failover, step, wait_terminal,
+    Scenario, assert_never_printed, assert_phase, aws_rds, create, describe, failover, step,
+    wait_terminal,
 };
 use crate::support::*;
 
@@ -309,4 +311,148 @@ async fn cron_jobs_are_suspended_before_promotion_and_resumed_after() {
         step(&fo, "Activate").message.as_deref(),
         Some(format!("resumed {sc}/report → 1, {sc}/sweeper → 1").as_str())
     );
+}
+
+/// The restartedAt annotation of a Deployment's pod template in `cluster`.
+async fn restarted_at(cluster: &str, ns: &str, name: &str) -> Option<String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let d = Api::<Deployment>::namespaced(client(cluster).await, ns)
+        .get(name)
+        .await
+        .expect("Deployment");
+    d.spec?
+        .template
+        .metadata?
+        .annotations?
+        .get("kubectl.kubernetes.io/restartedAt")
+        .cloned()
+}
+
+/// A Planned failover with spec.config (seed.py --config): the ConfigMap's ACTIVE_REGION
+/// and the Secret's ORDERS_HOST (the orders database's endpoint, read after promotion)
+/// switch in usw2 and in use1, each change recorded by key only; web and orders-writer are
+/// restarted in usw2 after the promotion and rolled out; the Secret's other value is never
+/// printed.
+#[tokio::test]
+async fn config_follows_the_active_region_and_restarts_come_after_promotion() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let (scenario, op) = Scenario::start("cfg", &["--config"], &[], 15).await;
+    let (mgmt, ns, sc) = scenario.parts();
+    let name = format!("{sc}-go");
+    create(
+        &mgmt,
+        &ns,
+        &failover(&name, &sc, "usw2", FailoverMode::Planned, false),
+    )
+    .await;
+    let fo = wait_terminal(&mgmt, &ns, &name, Duration::from_secs(120)).await;
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    let status = fo.status.clone().expect("status");
+
+    let endpoint = aws_rds("usw2")
+        .await
+        .describe_db_instances()
+        .db_instance_identifier(format!("{sc}-orders-usw2"))
+        .send()
+        .await
+        .expect("describe")
+        .db_instances
+        .and_then(|mut v| v.pop())
+        .and_then(|d| d.endpoint?.address)
+        .expect("an endpoint");
+    for region in ["usw2", "use1"] {
+        let cm = Api::<ConfigMap>::namespaced(client(region).await, &sc)
+            .get("app-config")
+            .await
+            .expect("app-config");
+        let data = cm.data.unwrap_or_default();
+        assert_eq!(
+            data.get("ACTIVE_REGION").map(String::as_str),
+            Some("usw2"),
+            "{region}"
+        );
+        assert_eq!(
+            data.get("region").map(String::as_str),
+            Some(region),
+            "other keys stay"
+        );
+        let secret = Api::<Secret>::namespaced(client(region).await, &sc)
+            .get("db")
+            .await
+            .expect("Secret db");
+        let value = |k: &str| {
+            let bytes = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| b.0.clone());
+            bytes.and_then(|b| String::from_utf8(b).ok())
+        };
+        assert_eq!(value("ORDERS_HOST"), Some(endpoint.clone()), "{region}");
+        assert_eq!(value("PASSWORD").as_deref(), Some("s3cr3t-db-do-not-print"));
+    }
+    let mut changes: Vec<(String, String, String, Vec<String>)> = status
+        .config_changes
+        .iter()
+        .map(|c| {
+            (
+                c.kind.clone(),
+                c.name.clone(),
+                c.region.clone(),
+                c.keys.clone(),
+            )
+        })
+        .collect();
+    changes.sort();
+    let change = |kind: &str, name: &str, region: &str, key: &str| {
+        (
+            kind.to_string(),
+            name.to_string(),
+            region.to_string(),
+            vec![key.to_string()],
+        )
+    };
+    assert_eq!(
+        changes,
+        vec![
+            change("ConfigMap", "app-config", "use1", "ACTIVE_REGION"),
+            change("ConfigMap", "app-config", "usw2", "ACTIVE_REGION"),
+            change("Secret", "db", "use1", "ORDERS_HOST"),
+            change("Secret", "db", "usw2", "ORDERS_HOST"),
+        ]
+    );
+
+    // Restarted in usw2 only, once, after every database was promoted.
+    let promoted = step(&fo, "PromoteDatabases")
+        .finished_at
+        .clone()
+        .expect("promotion finished");
+    let mut restarted: Vec<&str> = status
+        .restarts
+        .iter()
+        .map(|r| r.workload.as_str())
+        .collect();
+    restarted.sort();
+    assert_eq!(
+        restarted,
+        vec![format!("{sc}/orders-writer"), format!("{sc}/web")]
+    );
+    for r in &status.restarts {
+        assert_eq!(r.region, "usw2");
+        let at: k8s_openapi::jiff::Timestamp = r.restarted_at.parse().expect("a timestamp");
+        assert!(
+            at >= promoted.0,
+            "{} restarted before the promotion finished",
+            r.workload
+        );
+        let workload = r.workload.rsplit('/').next().unwrap_or_default();
+        assert_eq!(
+            restarted_at("usw2", &sc, workload).await.as_deref(),
+            Some(r.restarted_at.as_str())
+        );
+        assert_eq!(restarted_at("use1", &sc, workload).await, None);
+    }
+    let activate = step(&fo, "Activate");
+    assert_eq!(activate.state, StepState::Succeeded, "{}", describe(&fo));
+    assert_never_printed(&mgmt, &ns, &status, &op.log).await;
 }

@@ -809,8 +809,22 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
     assert!(!failures.contains("app-config"), "{failures}");
     // Values never printed: every seeded value (Kubernetes and Secrets Manager) starts so;
     // Drover reads metadata and DescribeSecret only.
+    assert_never_printed(&client, &ns, &status, &op.log).await;
+    assert!(!status.planned_actions.is_empty());
+    assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
+    assert_eq!(spec_counts(replicas("use1", &sc).await), east_before);
+}
+
+/// No seeded secret value (each starts "s3cr3t-") in a failover's status, the namespace's
+/// Events or the operator's log.
+pub async fn assert_never_printed(
+    client: &kube::Client,
+    ns: &str,
+    status: &drover::api::FailoverStatus,
+    log: &std::path::Path,
+) {
     let secret_value = "s3cr3t-";
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let notes: String = events
         .list(&ListParams::default())
         .await
@@ -820,17 +834,14 @@ async fn dry_run_reports_missing_image_and_changes_nothing() {
         .filter_map(|e| e.note.clone())
         .collect::<Vec<_>>()
         .join("\n");
-    let log = std::fs::read_to_string(&op.log).expect("operator log");
+    let log = std::fs::read_to_string(log).expect("operator log");
     for (what, text) in [
-        ("status", serde_json::to_string(&status).expect("json")),
+        ("status", serde_json::to_string(status).expect("json")),
         ("events", notes),
         ("log", log),
     ] {
         assert!(!text.contains(secret_value), "a Secret value in the {what}");
     }
-    assert!(!status.planned_actions.is_empty());
-    assert_eq!(delta(&before, &mutating_calls()), BTreeMap::new());
-    assert_eq!(spec_counts(replicas("use1", &sc).await), east_before);
 }
 
 /// Scenario 4: lag above the RPO. Planned waits and fails at the fence deadline (and rolls

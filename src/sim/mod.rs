@@ -213,6 +213,15 @@ impl Scenario {
                 w.name, w.active, w.standby, w.writer, w.singleton
             );
         }
+        // Config follows the active region; web restarts for it (invariant 9).
+        if self.workloads.iter().any(|w| w.name == "web") {
+            let values: Vec<String> = (0..self.regions).map(|i| format!("r{i}: v{i}")).collect();
+            y += &format!(
+                "  config:\n    - {{kind: ConfigMap, namespace: shop, name: app, restart: [web], \
+                 keys: [{{key: REGION, values: {{{}}}}}]}}\n",
+                values.join(", ")
+            );
+        }
         y += "  objectives: {rto: 5m, rpo: 30s, maxLagAge: 2m}\n";
         y += "  timeouts: {preflight: 10s, fence: 30s, promotion: 60s, warmUp: 30s, dns: 30s}\n";
         y += "  approval: {timeout: 20s}\n";

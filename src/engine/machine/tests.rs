@@ -358,6 +358,10 @@ fn cron_job_scales(d: &Decision, c: &Case) -> Vec<(Step, i32)> {
 #[test]
 fn a_cron_job_is_resumed_by_activate_once_every_database_is_writable() {
     let (mut c, d) = Case::unplanned_orders_promotion();
+    // The sample's config already holds the target's values.
+    for region in ["use1", "usw2"] {
+        c.world.configs.insert((region.into(), 0), Ok(Vec::new()));
+    }
     let cron = |w: &crate::api::WorkloadSpec| {
         if w.is_cron_job() {
             0
@@ -495,6 +499,126 @@ fn autoscalers_behind_are_driven_at_the_count_and_a_live_one_above_it_is_not_fou
     let d = c.decide();
     assert!(!scales_web(&d), "{:?}", d.effects);
     assert_eq!(c.step(Step::WarmUp), Some(StepState::Succeeded));
+}
+
+/// Promoted, warmed up and DNS switching: the pass that starts Activate is next.
+fn promoted_with_config() -> Case {
+    let (mut c, _) = Case::unplanned_orders_promotion();
+    c.plan.spec.config = vec![
+        serde_yaml::from_str(
+            "{kind: ConfigMap, namespace: shop, name: app, restart: [web], keys: \
+             [{key: REGION, values: {use1: use1, usw2: usw2}}]}",
+        )
+        .expect("config entry"),
+    ];
+    c.workloads_at("usw2", active);
+    c.world.results = vec![EffectResult::Promoted {
+        database: "orders".into(),
+        first: true,
+        outcome: Ok(()),
+    }];
+    c.orders_seen("available", None);
+    c.now = t(1);
+    c.decide();
+    assert_eq!(c.step(Step::PromoteDatabases), Some(StepState::Succeeded));
+    c
+}
+
+fn config_effects(d: &Decision) -> Vec<Effect> {
+    d.effects
+        .iter()
+        .filter(|e| matches!(e, Effect::WriteConfig { .. } | Effect::Restart { .. }))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn config_is_recorded_then_written_and_its_workloads_restarted_once_written() {
+    let mut c = promoted_with_config();
+    let target = ("usw2".to_string(), 0);
+    // The old region does not answer: nothing waits for it.
+    c.world.configs.insert(
+        ("use1".into(), 0),
+        Err(Problem::new(Fault::Unreachable, "no route to host")),
+    );
+    c.world
+        .configs
+        .insert(target.clone(), Ok(vec!["REGION".into()]));
+    let d = c.decide();
+    assert_eq!(
+        config_effects(&d),
+        vec![Effect::WriteConfig {
+            config: 0,
+            region: "usw2".into()
+        }],
+        "written before any restart"
+    );
+    // Recorded, by key, in the status written before the call.
+    assert_eq!(d.status.config_changes.len(), 1);
+    assert_eq!(d.status.config_changes[0].keys, vec!["REGION".to_string()]);
+    assert_eq!(d.status.config_changes[0].region, "usw2");
+    // Written: web is restarted, its annotation value recorded first.
+    c.world.configs.insert(target, Ok(Vec::new()));
+    c.now = t(2);
+    let d = c.decide();
+    let at = d
+        .status
+        .restarts
+        .first()
+        .expect("restart recorded")
+        .restarted_at
+        .clone();
+    assert_eq!(
+        config_effects(&d),
+        vec![Effect::Restart {
+            workload: 0,
+            region: "usw2".into(),
+            at: at.clone()
+        }]
+    );
+    // Not showing yet (the answer was lost): asked again with the same value, so a
+    // second request is no second restart.
+    c.now = t(3);
+    let d = c.decide();
+    assert_eq!(d.status.restarts.len(), 1);
+    assert!(matches!(&config_effects(&d)[..], [Effect::Restart { at: again, .. }] if *again == at));
+    // Showing, rolling out: waited for.
+    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("usw2".into(), 0))
+        && let Some(s) = seen.state.as_mut()
+    {
+        s.restarted_at = Some(at.clone());
+        s.updated_replicas = 1;
+    }
+    c.now = t(4);
+    let d = c.decide();
+    assert!(config_effects(&d).is_empty());
+    assert_eq!(c.step(Step::Activate), Some(StepState::Running));
+    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("usw2".into(), 0))
+        && let Some(s) = seen.state.as_mut()
+    {
+        s.updated_replicas = s.replicas;
+    }
+    c.now = t(5);
+    c.decide();
+    assert_eq!(c.step(Step::Activate), Some(StepState::Succeeded));
+    let message = step_of(c.status(), Step::Activate).and_then(|s| s.message.clone());
+    assert_eq!(
+        message.as_deref(),
+        Some(
+            "resumed shop/nightly-report → 1; wrote ConfigMap shop/app in usw2 (REGION); \
+             restarted shop/web"
+        )
+    );
+}
+
+#[test]
+fn config_already_right_is_not_written_and_restarts_nothing() {
+    let mut c = promoted_with_config();
+    c.world.configs.insert(("usw2".into(), 0), Ok(Vec::new()));
+    c.world.configs.insert(("use1".into(), 0), Ok(Vec::new()));
+    let d = c.decide();
+    assert!(config_effects(&d).is_empty(), "{:?}", d.effects);
+    assert!(d.status.config_changes.is_empty() && d.status.restarts.is_empty());
 }
 
 #[test]
