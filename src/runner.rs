@@ -668,6 +668,7 @@ impl Runner {
                 };
                 EffectResult::Activated {
                     what: format!("writing {} in {region}", config_name(cfg)),
+                    blocking: region == self.target(),
                     outcome,
                 }
             }
@@ -681,6 +682,7 @@ impl Runner {
                 };
                 EffectResult::Activated {
                     what: format!("restarting {}/{} in {region}", w.namespace, w.name),
+                    blocking: true,
                     outcome: seen(self.clusters.restart(region, w, at).await),
                 }
             }
@@ -716,7 +718,12 @@ impl Runner {
                 format!("no database {name} in the plan"),
             ));
         };
-        let member = engine::member(db, target).unwrap_or_default();
+        let Some(member) = engine::member(db, target) else {
+            return Err(Problem::new(
+                Fault::Permanent,
+                format!("database {name} has no member in {target}"),
+            ));
+        };
         let region = self.aws_region(target);
         let found = if db.rds.is_some() {
             seen(self.aws.instance_endpoint(&region, member).await)?
@@ -1647,6 +1654,7 @@ fn config_name(cfg: &ConfigSpec) -> String {
 fn no_such(what: &str) -> EffectResult {
     EffectResult::Activated {
         what: what.to_string(),
+        blocking: true,
         outcome: Err(Problem::new(
             Fault::NotFound,
             format!("no such {what} in the plan"),

@@ -330,9 +330,9 @@ async fn restarted_at(cluster: &str, ns: &str, name: &str) -> Option<String> {
 
 /// A Planned failover with spec.config (seed.py --config): the ConfigMap's ACTIVE_REGION
 /// and the Secret's ORDERS_HOST (the orders database's endpoint, read after promotion)
-/// switch in usw2 and in use1, each change recorded by key only; web and orders-writer are
-/// restarted in usw2 after the promotion and rolled out; the Secret's other value is never
-/// printed.
+/// switch in usw2 and in use1, each change recorded by key only; web is restarted in usw2
+/// after the promotion and rolled out, the writer orders-writer started only after the
+/// write, DNS moved after both; the Secret's other value is never printed.
 #[tokio::test]
 async fn config_follows_the_active_region_and_restarts_come_after_promotion() {
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -389,7 +389,9 @@ async fn config_follows_the_active_region_and_restarts_come_after_promotion() {
             bytes.and_then(|b| String::from_utf8(b).ok())
         };
         assert_eq!(value("ORDERS_HOST"), Some(endpoint.clone()), "{region}");
-        assert_eq!(value("PASSWORD").as_deref(), Some("s3cr3t-db-do-not-print"));
+        // Compared without printing it.
+        let kept = value("PASSWORD").as_deref() == Some("s3cr3t-db-do-not-print");
+        assert!(kept, "the Secret's other key changed in {region}");
     }
     let mut changes: Vec<(String, String, String, Vec<String>)> = status
         .config_changes
@@ -422,36 +424,44 @@ async fn config_follows_the_active_region_and_restarts_come_after_promotion() {
         ]
     );
 
-    // Restarted in usw2 only, once, after every database was promoted.
+    // web restarted in usw2 only, once, after every database was promoted; the writer
+    // orders-writer was not warmed up with the old values but started after the write.
     let promoted = step(&fo, "PromoteDatabases")
         .finished_at
         .clone()
         .expect("promotion finished");
-    let mut restarted: Vec<&str> = status
+    let restarted: Vec<&str> = status
         .restarts
         .iter()
         .map(|r| r.workload.as_str())
         .collect();
-    restarted.sort();
-    assert_eq!(
-        restarted,
-        vec![format!("{sc}/orders-writer"), format!("{sc}/web")]
+    assert_eq!(restarted, vec![format!("{sc}/web")]);
+    let r = &status.restarts[0];
+    assert_eq!(r.region, "usw2");
+    let at: k8s_openapi::jiff::Timestamp = r.restarted_at.parse().expect("a timestamp");
+    assert!(
+        at >= promoted.0,
+        "web restarted before the promotion finished"
     );
-    for r in &status.restarts {
-        assert_eq!(r.region, "usw2");
-        let at: k8s_openapi::jiff::Timestamp = r.restarted_at.parse().expect("a timestamp");
-        assert!(
-            at >= promoted.0,
-            "{} restarted before the promotion finished",
-            r.workload
-        );
-        let workload = r.workload.rsplit('/').next().unwrap_or_default();
-        assert_eq!(
-            restarted_at("usw2", &sc, workload).await.as_deref(),
-            Some(r.restarted_at.as_str())
-        );
-        assert_eq!(restarted_at("use1", &sc, workload).await, None);
-    }
+    assert_eq!(
+        restarted_at("usw2", &sc, "web").await.as_deref(),
+        Some(r.restarted_at.as_str())
+    );
+    assert_eq!(restarted_at("use1", &sc, "web").await, None);
+    assert_eq!(restarted_at("usw2", &sc, "orders-writer").await, None);
+    let reconfigure = step(&fo, "Reconfigure");
+    assert_eq!(reconfigure.state, StepState::Succeeded, "{}", describe(&fo));
+    let message = reconfigure.message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&format!("started {sc}/orders-writer → 2")),
+        "{message}"
+    );
+    let dns = step(&fo, "SwitchDns").started_at.clone();
+    assert!(
+        dns.is_some() && dns >= reconfigure.finished_at,
+        "DNS moved before the config: {}",
+        describe(&fo)
+    );
     let activate = step(&fo, "Activate");
     assert_eq!(activate.state, StepState::Succeeded, "{}", describe(&fo));
     assert_never_printed(&mgmt, &ns, &status, &op.log).await;

@@ -71,9 +71,10 @@ pub struct StepRule {
 }
 
 /// The failover, as data. WarmUp and PromoteDatabases both follow Fence, so they run in
-/// parallel; the first database promotion is the point of no return. Activate (what needs
-/// writable databases) runs beside SwitchDns: DNS never waits for a scheduled job.
-pub const STEPS: [StepRule; 10] = [
+/// parallel; the first database promotion is the point of no return. Reconfigure (config
+/// for the new region) comes before SwitchDns: traffic reaches pods that have it. Activate
+/// (CronJobs) runs beside SwitchDns: DNS never waits for a scheduled job.
+pub const STEPS: [StepRule; 11] = [
     StepRule {
         step: Step::Admission,
         after: &[],
@@ -126,8 +127,15 @@ pub const STEPS: [StepRule; 10] = [
         old_region_down: OldRegionDown::NotUsed,
     },
     StepRule {
-        step: Step::SwitchDns,
+        step: Step::Reconfigure,
         after: &[Step::WarmUp, Step::PromoteDatabases],
+        dry_run: false,
+        on_failure: OnFailure::Retry,
+        old_region_down: OldRegionDown::NotUsed,
+    },
+    StepRule {
+        step: Step::SwitchDns,
+        after: &[Step::WarmUp, Step::PromoteDatabases, Step::Reconfigure],
         dry_run: false,
         on_failure: OnFailure::Retry,
         old_region_down: OldRegionDown::NotUsed,
@@ -348,8 +356,13 @@ pub enum EffectResult {
         batch: u32,
         outcome: Seen<String>,
     },
-    /// A config write or a restart (named in `what`).
-    Activated { what: String, outcome: Seen<()> },
+    /// A config write or a restart (named in `what`). Not `blocking`: a write to the old
+    /// region, which nothing waits for; a refusal there is reported, not failed on.
+    Activated {
+        what: String,
+        blocking: bool,
+        outcome: Seen<()>,
+    },
 }
 
 // ---- Decisions ------------------------------------------------------------------------------
@@ -438,8 +451,9 @@ fn step_of(status: &FailoverStatus, step: Step) -> Option<&StepStatus> {
 
 fn state_of(status: &FailoverStatus, step: Step) -> Option<StepState> {
     // Admitted by a version without the Approval step: it had none to wait for. Without
-    // the Activate step: Verify resumes the CronJobs, after promotion too.
-    if matches!(step, Step::Approval | Step::Activate)
+    // the Activate step: Verify resumes the CronJobs, after promotion too. Without
+    // Reconfigure: its snapshot has no config.
+    if matches!(step, Step::Approval | Step::Activate | Step::Reconfigure)
         && !status.steps.is_empty()
         && step_of(status, step).is_none()
     {
@@ -558,8 +572,9 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                     w.ahead.extend(verify_targets(spec, target, &source));
                 }
             }
-            Step::Activate => {
-                w.workloads.extend(engine::resume_targets(spec, target));
+            Step::Activate => w.workloads.extend(engine::resume_targets(spec, target)),
+            Step::Reconfigure => {
+                w.workloads.extend(engine::configured_targets(spec, target));
                 w.workloads.extend(restart_targets(spec, target));
                 for i in 0..spec.config.len() {
                     w.configs.push((target.to_string(), i));
@@ -583,7 +598,8 @@ fn runnable(status: &FailoverStatus, mode: FailoverMode) -> Vec<Step> {
         .collect()
 }
 
-/// The workloads some `spec.config` entry restarts, at their active counts in `region`.
+/// The workloads some `spec.config` entry restarts, at their active counts in `region`
+/// (writers among them are started after the write instead: `configured_targets`).
 fn restart_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTarget> {
     let mut out: Vec<ScaleTarget> = Vec::new();
     for cfg in &spec.config {
@@ -592,7 +608,9 @@ fn restart_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTa
                 .workloads
                 .iter()
                 .position(|w| w.namespace == cfg.namespace && &w.name == name);
-            if let Some(i) = found.filter(|i| !out.iter().any(|t| t.workload == *i)) {
+            let started = |i: &usize| engine::waits_for_config(spec, &spec.workloads[*i]);
+            if let Some(i) = found.filter(|i| !started(i) && !out.iter().any(|t| t.workload == *i))
+            {
                 out.push(ScaleTarget {
                     workload: i,
                     region: region.to_string(),
@@ -1104,12 +1122,22 @@ impl Machine<'_> {
                         }
                     }
                 }
-                EffectResult::Activated { what, outcome } => match outcome {
+                EffectResult::Activated {
+                    what,
+                    blocking: false,
+                    outcome: Err(p),
+                } => self.note(
+                    true,
+                    "ConfigNotWritten",
+                    "Write",
+                    format!("{what}: {}", p.message),
+                ),
+                EffectResult::Activated { what, outcome, .. } => match outcome {
                     Ok(()) => {}
-                    Err(p) if p.passes() => self.transient(Step::Activate),
+                    Err(p) if p.passes() => self.transient(Step::Reconfigure),
                     Err(p) => self
                         .refused
-                        .entry(Step::Activate)
+                        .entry(Step::Reconfigure)
                         .or_default()
                         .push(format!("{what}: {}", p.message)),
                 },
@@ -1170,6 +1198,7 @@ impl Machine<'_> {
             Step::WarmUp => self.warm_up(),
             Step::PromoteDatabases => self.promote(),
             Step::Activate => self.activate(),
+            Step::Reconfigure => self.reconfigure(),
             Step::SwitchDns => self.switch_dns(),
             Step::Verify => self.verify(),
             Step::Complete => {
@@ -1859,42 +1888,53 @@ impl Machine<'_> {
     /// Every database is writable: the target's CronJobs are resumed.
     fn activate(&mut self) -> StepOutcome {
         let targets = engine::resume_targets(self.spec, self.target());
-        let c = self.converge(Step::Activate, &targets, true);
-        if !c.failed.is_empty() {
-            return StepOutcome::Failed(c.failed.join(", "));
-        }
-        let mut waiting = c.waiting;
-        waiting.extend(c.unreachable.into_iter().map(|(_, w)| w));
-        let mut notes = Vec::new();
-        if !targets.is_empty() {
-            notes.push(format!("resumed {}", self.scaled_note(&targets)));
-        }
-        match self.write_config() {
+        let done = if targets.is_empty() {
+            "no CronJob to resume".to_string()
+        } else {
+            format!("resumed {}", self.scaled_note(&targets))
+        };
+        self.bring_up(Step::Activate, &targets, done)
+    }
+
+    /// The target's config written, then the writers that waited for it started and the
+    /// other workloads that read it restarted, all ready before DNS moves.
+    fn reconfigure(&mut self) -> StepOutcome {
+        let mut waiting = match self.write_config() {
             Err(failed) => return StepOutcome::Failed(failed),
-            Ok(config_waits) if !config_waits.is_empty() => waiting.extend(config_waits),
-            Ok(_) => match self.restart() {
+            Ok(waits) => waits,
+        };
+        let started = engine::configured_targets(self.spec, self.target());
+        if waiting.is_empty() {
+            let c = self.converge(Step::Reconfigure, &started, true);
+            if !c.failed.is_empty() {
+                return StepOutcome::Failed(c.failed.join(", "));
+            }
+            waiting.extend(c.waiting);
+            waiting.extend(c.unreachable.into_iter().map(|(_, w)| w));
+            match self.restart() {
                 Err(failed) => return StepOutcome::Failed(failed),
                 Ok(restart_waits) => waiting.extend(restart_waits),
-            },
+            }
         }
         if waiting.is_empty() {
+            let mut notes = Vec::new();
             let changed: Vec<String> = self
                 .status
                 .config_changes
                 .iter()
                 .map(|c| {
+                    let keys = c.keys.join(", ");
                     format!(
-                        "{} {}/{} in {} ({})",
-                        c.kind,
-                        c.namespace,
-                        c.name,
-                        c.region,
-                        c.keys.join(", ")
+                        "{} {}/{} in {} ({keys})",
+                        c.kind, c.namespace, c.name, c.region
                     )
                 })
                 .collect();
             if !changed.is_empty() {
                 notes.push(format!("wrote {}", changed.join("; ")));
+            }
+            if !started.is_empty() {
+                notes.push(format!("started {}", self.scaled_note(&started)));
             }
             if !self.status.restarts.is_empty() {
                 let restarted: Vec<&str> = self
@@ -1906,17 +1946,17 @@ impl Machine<'_> {
                 notes.push(format!("restarted {}", restarted.join(", ")));
             }
             if notes.is_empty() {
-                notes.push("nothing waits for writable databases".into());
+                notes.push("no config to change".into());
             }
             return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
         }
-        if self.overdue(Step::Activate) {
+        if self.overdue(Step::Reconfigure) {
             return StepOutcome::Failed(format!(
                 "not ready before the deadline: {}",
                 waiting.join(", ")
             ));
         }
-        StepOutcome::Wait(self.poll(Step::Activate))
+        StepOutcome::Wait(self.poll(Step::Reconfigure))
     }
 
     /// Writes the active region's config values where they differ: in the target (what
@@ -1939,7 +1979,7 @@ impl Machine<'_> {
                         continue;
                     }
                     Some(Err(p)) if p.passes() => {
-                        self.transient(Step::Activate);
+                        self.transient(Step::Reconfigure);
                         waiting.push(format!("{what}: {}", p.message));
                         continue;
                     }

@@ -81,15 +81,18 @@ pub enum Step {
     Fence,
     WarmUp,
     PromoteDatabases,
-    /// Once the databases are writable: what must not start before (CronJobs resumed).
+    /// Once the databases are writable: CronJobs resumed.
     Activate,
+    /// Once the databases are writable, before DNS: config values written, then the
+    /// workloads that read them restarted (or, for writers, started).
+    Reconfigure,
     SwitchDns,
     Verify,
     Complete,
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 11] = [
         Step::Admission,
         Step::Preflight,
         Step::Approval,
@@ -97,6 +100,7 @@ impl Step {
         Step::WarmUp,
         Step::PromoteDatabases,
         Step::Activate,
+        Step::Reconfigure,
         Step::SwitchDns,
         Step::Verify,
         Step::Complete,
@@ -111,6 +115,7 @@ impl Step {
             Step::WarmUp => "WarmUp",
             Step::PromoteDatabases => "PromoteDatabases",
             Step::Activate => "Activate",
+            Step::Reconfigure => "Reconfigure",
             Step::SwitchDns => "SwitchDns",
             Step::Verify => "Verify",
             Step::Complete => "Complete",
@@ -269,12 +274,29 @@ pub fn active_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<Scal
     targets(spec, region, |w| Some(w.active_replicas))
 }
 
-/// Warm-up, in parallel with promotion: every workload but the CronJobs to its active
-/// count in the target region. A CronJob resumed now could start a Job against a database
-/// that is not writable yet.
+/// Warm-up, in parallel with promotion: every workload to its active count in the target
+/// region, but CronJobs (one resumed now could start a Job against a database that is not
+/// writable yet) and writers whose config `spec.config` switches (started now, they would
+/// write with the old region's values, e.g. to the old primary, which still takes writes).
 pub fn warmup_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
     targets(spec, target, |w| {
-        (!w.is_cron_job()).then_some(w.active_replicas)
+        (!w.is_cron_job() && !waits_for_config(spec, w)).then_some(w.active_replicas)
+    })
+}
+
+/// A writer restarted by a `spec.config` entry: started only once that config is written.
+pub fn waits_for_config(spec: &DisasterRecoveryPlanSpec, w: &crate::api::WorkloadSpec) -> bool {
+    w.writer
+        && spec
+            .config
+            .iter()
+            .any(|c| c.namespace == w.namespace && c.restart.contains(&w.name))
+}
+
+/// Once the config is written: the writers that waited for it, to their active counts.
+pub fn configured_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
+    targets(spec, target, |w| {
+        waits_for_config(spec, w).then_some(w.active_replicas)
     })
 }
 
@@ -469,7 +491,7 @@ pub fn step_timeout(spec: &DisasterRecoveryPlanSpec, step: Step, mode: FailoverM
         Step::Preflight => (t.preflight, 60),
         Step::Fence => (t.fence, 300),
         Step::PromoteDatabases => (t.promotion, 900),
-        Step::WarmUp | Step::Activate | Step::Verify => (t.warm_up, 600),
+        Step::WarmUp | Step::Activate | Step::Reconfigure | Step::Verify => (t.warm_up, 600),
         Step::SwitchDns => (t.dns, 300),
         Step::Admission | Step::Complete => (None, 30),
         Step::Approval => {
@@ -547,6 +569,22 @@ pub fn planned_actions(
         resume_targets(spec, target)
             .iter()
             .map(|t| format!("Activate: {}", workload(t))),
+    );
+    for cfg in &spec.config {
+        let keys: Vec<&str> = cfg.keys.iter().map(|k| k.key.as_str()).collect();
+        out.push(format!(
+            "Reconfigure: write {} {}/{} in {target} (and {source} if it answers) where it \
+             differs: {}",
+            cfg.kind.name(),
+            cfg.namespace,
+            cfg.name,
+            keys.join(", ")
+        ));
+    }
+    out.extend(
+        configured_targets(spec, target)
+            .iter()
+            .map(|t| format!("Reconfigure, once written: {}", workload(t))),
     );
     for zone in dns_records(spec, target) {
         out.push(format!(

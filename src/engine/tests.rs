@@ -56,10 +56,10 @@ fn steps_by_mode() {
         let steps = steps_for(mode);
         assert_eq!(steps.first(), Some(&Step::Admission));
         assert_eq!(steps.last(), Some(&Step::Complete));
-        assert_eq!(steps.len(), 10);
+        assert_eq!(steps.len(), 11);
     }
     let names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
-    assert_eq!(names[5..7], ["PromoteDatabases", "Activate"]);
+    assert_eq!(names[5..8], ["PromoteDatabases", "Activate", "Reconfigure"]);
 }
 
 #[test]
@@ -247,6 +247,19 @@ fn scale_targets_by_role() {
     let mut spec = spec;
     spec.workloads[1].standby_replicas = 1;
     assert_eq!(standby_targets(&spec, "use1")[1].replicas, 0);
+}
+
+#[test]
+fn a_writer_whose_config_switches_is_started_after_it_not_warmed_up() {
+    let mut spec = plan().spec;
+    // orders-writer (index 1) reads a config entry that switches with the region.
+    spec.config[0].restart.push("orders-writer".into());
+    let workloads =
+        |targets: Vec<ScaleTarget>| -> Vec<usize> { targets.iter().map(|t| t.workload).collect() };
+    assert_eq!(workloads(warmup_targets(&spec, "usw2")), vec![0, 2]);
+    assert_eq!(workloads(configured_targets(&spec, "usw2")), vec![1]);
+    // web is no writer: warmed up, then restarted once the config is written.
+    assert!(!waits_for_config(&spec, &spec.workloads[0]));
 }
 
 #[test]

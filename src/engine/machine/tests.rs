@@ -398,8 +398,12 @@ fn a_cron_job_is_resumed_by_activate_once_every_database_is_writable() {
     );
     let d = c.decide();
     assert_eq!(cron_job_scales(&d, &c), vec![(Step::Activate, 1)]);
-    // DNS does not wait for a scheduled job; Verify waits for both.
+    // DNS waits for the config (already right here), not for a scheduled job; Verify
+    // waits for both.
+    assert_eq!(c.step(Step::Reconfigure), Some(StepState::Succeeded));
+    c.decide();
     assert_ne!(c.step(Step::SwitchDns), Some(StepState::Pending));
+    assert_eq!(c.step(Step::Activate), Some(StepState::Running));
     assert_eq!(c.step(Step::Verify), Some(StepState::Pending));
     c.workloads_at("usw2", active);
     c.now = t(3);
@@ -592,7 +596,12 @@ fn config_is_recorded_then_written_and_its_workloads_restarted_once_written() {
     c.now = t(4);
     let d = c.decide();
     assert!(config_effects(&d).is_empty());
-    assert_eq!(c.step(Step::Activate), Some(StepState::Running));
+    assert_eq!(c.step(Step::Reconfigure), Some(StepState::Running));
+    assert_eq!(
+        c.step(Step::SwitchDns),
+        Some(StepState::Pending),
+        "DNS waits for the config"
+    );
     if let Some(Ok(seen)) = c.world.workloads.get_mut(&("usw2".into(), 0))
         && let Some(s) = seen.state.as_mut()
     {
@@ -600,14 +609,11 @@ fn config_is_recorded_then_written_and_its_workloads_restarted_once_written() {
     }
     c.now = t(5);
     c.decide();
-    assert_eq!(c.step(Step::Activate), Some(StepState::Succeeded));
-    let message = step_of(c.status(), Step::Activate).and_then(|s| s.message.clone());
+    assert_eq!(c.step(Step::Reconfigure), Some(StepState::Succeeded));
+    let message = step_of(c.status(), Step::Reconfigure).and_then(|s| s.message.clone());
     assert_eq!(
         message.as_deref(),
-        Some(
-            "resumed shop/nightly-report → 1; wrote ConfigMap shop/app in usw2 (REGION); \
-             restarted shop/web"
-        )
+        Some("wrote ConfigMap shop/app in usw2 (REGION); restarted shop/web")
     );
 }
 
@@ -777,7 +783,13 @@ fn a_planned_rollback_scales_the_target_down_before_the_old_region_up() {
 #[test]
 fn dns_batches_are_recorded_before_they_are_sent_and_then_waited_on() {
     let mut c = Case::admitted(FailoverMode::Unplanned);
-    for step in ["Fence", "WarmUp", "PromoteDatabases", "Activate"] {
+    for step in [
+        "Fence",
+        "WarmUp",
+        "PromoteDatabases",
+        "Activate",
+        "Reconfigure",
+    ] {
         if let Some(s) =
             c.fo.status
                 .as_mut()
