@@ -613,19 +613,31 @@ fn images(pod: &serde_json::Value) -> Vec<String> {
 }
 
 impl KubeClusters {
+    /// A call to `region`'s API server, within the member timeout; its error as a sentence
+    /// naming `action` (as RBAC words it).
+    async fn answer<T>(
+        &self,
+        region: &str,
+        call: impl std::future::Future<Output = Result<T, kube::Error>>,
+        action: impl FnOnce() -> String,
+    ) -> Result<T, ClusterError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(self.no_answer()),
+            Ok(r) => r.map_err(|e| classify(e, &self.credentials(region), &action())),
+        }
+    }
+
     async fn read(
         &self,
         region: &str,
         w: &WorkloadSpec,
     ) -> Result<Option<WorkloadState>, ClusterError> {
         let (api, resource) = self.api(region, w).await?;
-        let obj = match tokio::time::timeout(self.timeout, api.get_opt(&w.name)).await {
-            Err(_) => return Err(self.no_answer()),
-            Ok(r) => r.map_err(|e| {
-                let action = format!("get {resource} in namespace {}", w.namespace);
-                classify(e, &self.credentials(region), &action)
-            })?,
-        };
+        let obj = self
+            .answer(region, api.get_opt(&w.name), || {
+                format!("get {resource} in namespace {}", w.namespace)
+            })
+            .await?;
         let Some(o) = obj else { return Ok(None) };
         if w.is_cron_job() {
             return self.read_cron_job(region, w, &o).await.map(Some);
@@ -703,13 +715,11 @@ impl KubeClusters {
         };
         let (_, client) = self.client(region).await?;
         let api: Api<Job> = Api::namespaced(client, &w.namespace);
-        let list = match tokio::time::timeout(self.timeout, api.list(&Default::default())).await {
-            Err(_) => return Err(self.no_answer()),
-            Ok(r) => r.map_err(|e| {
-                let action = format!("list jobs.batch in namespace {}", w.namespace);
-                classify(e, &self.credentials(region), &action)
-            })?,
-        };
+        let list = self
+            .answer(region, api.list(&Default::default()), || {
+                format!("list jobs.batch in namespace {}", w.namespace)
+            })
+            .await?;
         let finished = |job: &Job| {
             let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
             conditions
@@ -750,16 +760,12 @@ impl KubeClusters {
             RefKind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
         };
         let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &resource);
-        let found = tokio::time::timeout(self.timeout, api.get_metadata_opt(name))
-            .await
-            .map(|r| r.map(|o| o.is_some()));
-        match found {
-            Err(_) => Err(self.no_answer()),
-            Ok(r) => r.map_err(|e| {
-                let action = format!("get {} {namespace}/{name}", kind.name());
-                classify(e, &self.credentials(region), &action)
-            }),
-        }
+        let found = self
+            .answer(region, api.get_metadata_opt(name), || {
+                format!("get {} {namespace}/{name}", kind.name())
+            })
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Every HPA and KEDA ScaledObject in `namespace`, whole, as the API server returns them.
@@ -845,24 +851,20 @@ impl KubeClusters {
         let (_, client) = self.client(region).await?;
         let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, &w.namespace);
         let params = kube::api::ListParams::default().labels(selector);
-        match tokio::time::timeout(self.timeout, api.list(&params)).await {
-            Err(_) => Err(self.no_answer()),
-            // Succeeded and Failed (e.g. Evicted) pods run nothing: only the others count.
-            Ok(r) => r
-                .map(|list| {
-                    list.items
-                        .iter()
-                        .filter(|p| {
-                            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                            !matches!(phase, Some("Succeeded") | Some("Failed"))
-                        })
-                        .count()
-                })
-                .map_err(|e| {
-                    let action = format!("list pods in namespace {}", w.namespace);
-                    classify(e, &self.credentials(region), &action)
-                }),
-        }
+        let list = self
+            .answer(region, api.list(&params), || {
+                format!("list pods in namespace {}", w.namespace)
+            })
+            .await?;
+        // Succeeded and Failed (e.g. Evicted) pods run nothing: only the others count.
+        Ok(list
+            .items
+            .iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded") | Some("Failed"))
+            })
+            .count())
     }
 
     async fn set_scale(
@@ -894,16 +896,12 @@ impl KubeClusters {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         let params = PatchParams::default();
         let merge = Patch::Merge(&patch);
-        let call = api.patch_scale(&w.name, &params, &merge);
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(self.no_answer()),
-            Ok(r) => r
-                .map(|scale| scale.spec.and_then(|s| s.replicas).unwrap_or(0))
-                .map_err(|e| {
-                    let action = format!("patch {resource}/scale in namespace {}", w.namespace);
-                    classify(e, &self.credentials(region), &action)
-                }),
-        }
+        let scale = self
+            .answer(region, api.patch_scale(&w.name, &params, &merge), || {
+                format!("patch {resource}/scale in namespace {}", w.namespace)
+            })
+            .await?;
+        Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
     /// A CronJob to 0 (suspended) or 1 (resumed). Suspended with `runningJobs: Stop`, its
@@ -918,14 +916,11 @@ impl KubeClusters {
         let (api, resource) = self.api(region, w).await?;
         let patch = serde_json::json!({"spec": {"suspend": replicas == 0}});
         let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
-        let call = api.patch(&w.name, &params, &merge);
-        let cron = match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => return Err(self.no_answer()),
-            Ok(r) => r.map_err(|e| {
-                let action = format!("patch {resource} in namespace {}", w.namespace);
-                classify(e, &self.credentials(region), &action)
-            })?,
-        };
+        let cron = self
+            .answer(region, api.patch(&w.name, &params, &merge), || {
+                format!("patch {resource} in namespace {}", w.namespace)
+            })
+            .await?;
         let suspended = cron.data["spec"]["suspend"].as_bool().unwrap_or(false);
         if suspended && w.running_jobs == Some(crate::api::RunningJobs::Stop) {
             for job in self.unfinished_jobs(region, w, &cron).await? {
@@ -987,14 +982,11 @@ impl KubeClusters {
                     }),
             })
         };
-        let data: Option<BTreeMap<String, String>> =
-            match tokio::time::timeout(self.timeout, read).await {
-                Err(_) => return Err(self.no_answer()),
-                Ok(r) => r.map_err(|e: kube::Error| {
-                    let action = format!("get {} {ns}/{}", cfg.kind.name(), cfg.name);
-                    classify(e, &self.credentials(region), &action)
-                })?,
-            };
+        let data: Option<BTreeMap<String, String>> = self
+            .answer(region, read, || {
+                format!("get {} {ns}/{}", cfg.kind.name(), cfg.name)
+            })
+            .await?;
         Ok(data.map(|mut d| {
             d.retain(|k, _| keys.contains(k));
             d
@@ -1030,13 +1022,10 @@ impl KubeClusters {
                     .map(|_| ()),
             }
         };
-        match tokio::time::timeout(self.timeout, write).await {
-            Err(_) => Err(self.no_answer()),
-            Ok(r) => r.map_err(|e| {
-                let action = format!("patch {} {ns}/{}", cfg.kind.name(), cfg.name);
-                classify(e, &self.credentials(region), &action)
-            }),
-        }
+        self.answer(region, write, || {
+            format!("patch {} {ns}/{}", cfg.kind.name(), cfg.name)
+        })
+        .await
     }
 
     async fn restart_workload(
@@ -1049,13 +1038,11 @@ impl KubeClusters {
         let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
             RESTARTED_AT: at}}}}});
         let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
-        match tokio::time::timeout(self.timeout, api.patch(&w.name, &params, &merge)).await {
-            Err(_) => Err(self.no_answer()),
-            Ok(r) => r.map(|_| ()).map_err(|e| {
-                let action = format!("patch {resource} in namespace {}", w.namespace);
-                classify(e, &self.credentials(region), &action)
-            }),
-        }
+        self.answer(region, api.patch(&w.name, &params, &merge), || {
+            format!("patch {resource} in namespace {}", w.namespace)
+        })
+        .await
+        .map(|_| ())
     }
 }
 
