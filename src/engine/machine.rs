@@ -1631,6 +1631,11 @@ impl Machine<'_> {
         if waiting.is_empty() {
             return StepOutcome::Done(StepState::Succeeded, done);
         }
+        self.keep_waiting(step, &waiting)
+    }
+
+    /// A step still waiting for `waiting`: another poll, or failed once past its deadline.
+    fn keep_waiting(&self, step: Step, waiting: &[String]) -> StepOutcome {
         if self.overdue(step) {
             return StepOutcome::Failed(format!(
                 "not ready before the deadline: {}",
@@ -1950,13 +1955,7 @@ impl Machine<'_> {
             }
             return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
         }
-        if self.overdue(Step::Reconfigure) {
-            return StepOutcome::Failed(format!(
-                "not ready before the deadline: {}",
-                waiting.join(", ")
-            ));
-        }
-        StepOutcome::Wait(self.poll(Step::Reconfigure))
+        self.keep_waiting(Step::Reconfigure, &waiting)
     }
 
     /// Writes the active region's config values where they differ: in the target (what
@@ -2308,13 +2307,7 @@ impl Machine<'_> {
             waiting.extend(old.unreachable.into_iter().map(|(_, w)| w));
         }
         if !waiting.is_empty() {
-            if self.overdue(Step::Verify) {
-                return StepOutcome::Failed(format!(
-                    "not ready before the deadline: {}",
-                    waiting.join(", ")
-                ));
-            }
-            return StepOutcome::Wait(self.poll(Step::Verify));
+            return self.keep_waiting(Step::Verify, &waiting);
         }
         if old_problems.is_empty() {
             StepOutcome::Done(
