@@ -1100,6 +1100,9 @@ impl Runner {
         if self.mode() == FailoverMode::Planned {
             checks.push(Box::pin(self.check_fence_targets(source)));
         }
+        if spec.workloads.iter().any(|w| w.is_cron_job()) {
+            checks.push(Box::pin(self.check_other_regions_cron_jobs(source)));
+        }
         let mut out = PreflightSeen::default();
         out.absorb(join_all(checks).await);
         out
@@ -1126,12 +1129,16 @@ impl Runner {
                         // Resumed in a standby, it runs against a read-only replica, and
                         // beside the active region's once that one resumes.
                         if w.is_cron_job() && state.replicas > 0 {
-                            out.problems.push(format!(
-                                "CronJob {}/{} is not suspended in {target}: set spec.suspend \
-                                 to true there; Drover resumes it once the databases are \
-                                 writable",
-                                w.namespace, w.name
-                            ));
+                            out.planned_problem(
+                                self.mode(),
+                                format!(
+                                    "CronJob {}/{} is not suspended in {target}: set \
+                                     spec.suspend to true there; Drover resumes it once the \
+                                     databases are writable",
+                                    w.namespace, w.name
+                                ),
+                                "WarmUp suspends it before the databases are promoted",
+                            );
                         }
                         (state.images, state.refs)
                     }
@@ -1241,6 +1248,47 @@ impl Runner {
         out
     }
 
+    /// CronJobs are suspended in the regions that neither leave nor become active (a
+    /// third region of a plan): resumed there, they run against a read-only replica while
+    /// the active region's run too. Such a region not answering refuses nothing.
+    async fn check_other_regions_cron_jobs(&self, source: &str) -> PreflightSeen {
+        let target = self.target();
+        let spec = &self.plan.spec;
+        let reads = spec
+            .regions
+            .iter()
+            .filter(|r| r.name != source && r.name != target)
+            .flat_map(|r| {
+                spec.workloads
+                    .iter()
+                    .filter(|w| w.is_cron_job())
+                    .map(move |w| async move {
+                        (r, w, seen(self.clusters.workload(&r.name, w).await))
+                    })
+            });
+        let mut out = PreflightSeen::default();
+        for (region, w, found) in join_all(reads).await {
+            let name = format!("CronJob {}/{}", w.namespace, w.name);
+            match found {
+                Ok(Some(state)) if state.replicas > 0 => out.planned_problem(
+                    self.mode(),
+                    format!(
+                        "{name} is not suspended in {}: set spec.suspend to true there; only \
+                         the active region runs it",
+                        region.name
+                    ),
+                    "it keeps running there",
+                ),
+                Ok(_) => {}
+                Err(p) => out.notes.push(format!(
+                    "{name} not checked in {}: {}",
+                    region.name, p.message
+                )),
+            }
+        }
+        out
+    }
+
     /// Planned: the old region's cluster answers and has the workloads to fence.
     async fn check_fence_targets(&self, source: &str) -> PreflightSeen {
         let targets = engine::fence_targets(&self.plan.spec, source);
@@ -1301,8 +1349,13 @@ impl Runner {
                 Ok(objects) => {
                     let all = engine::autoscalers::read_all(&objects);
                     for w in workloads.iter().filter(|w| w.namespace == ns) {
-                        out.problems
-                            .extend(engine::autoscalers::problems(w, target, &all));
+                        for capped in engine::autoscalers::problems(w, target, &all) {
+                            out.planned_problem(
+                                self.mode(),
+                                capped,
+                                "Drover raises its maximum to the active count",
+                            );
+                        }
                         // What the failover would refuse mid-way (an annotation it cannot
                         // read) is said now.
                         let judged = engine::autoscalers::scaling(&objects, w, w.active_replicas);
@@ -1796,6 +1849,17 @@ impl PreflightSeen {
         for c in others {
             self.problems.extend(c.problems);
             self.unanswered.extend(c.unanswered);
+            self.notes.extend(c.notes);
+        }
+    }
+
+    /// What refuses a Planned failover (and a DryRun), but not an Unplanned one: that goes
+    /// ahead, `despite` saying how (a lost region does not wait for a tidy standby).
+    fn planned_problem(&mut self, mode: FailoverMode, problem: String, despite: &str) {
+        if mode == FailoverMode::Unplanned {
+            self.notes.push(format!("{problem} ({despite})"));
+        } else {
+            self.problems.push(problem);
         }
     }
 

@@ -18,15 +18,15 @@ use crate::support::*;
 
 /// The seeded CronJobs (seed.py --cron-jobs): report waits for its running Jobs, sweeper
 /// has them stopped.
-const CRON_JOBS: [&str; 2] = ["report", "sweeper"];
+pub const CRON_JOBS: [&str; 2] = ["report", "sweeper"];
 
-fn cron_jobs(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+pub fn cron_jobs(client: kube::Client, ns: &str) -> Api<DynamicObject> {
     // The bed's API servers are Kubernetes 1.20: CronJob is batch/v1beta1 there.
     let gvk = GroupVersionKind::gvk("batch", "v1beta1", "CronJob");
     Api::namespaced_with(client, ns, &ApiResource::from_gvk(&gvk))
 }
 
-fn resumed(cron: &DynamicObject) -> bool {
+pub fn resumed(cron: &DynamicObject) -> bool {
     !cron.data["spec"]["suspend"].as_bool().unwrap_or(false)
 }
 

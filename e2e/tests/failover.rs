@@ -14,7 +14,7 @@ use drover::api::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 use crate::observe::{assert_dashboard_metrics_exported, assert_health, assert_ksm_paths_resolve};
 use crate::support::*;
@@ -318,7 +318,7 @@ async fn assert_autoscalers(active: &str, standby: &str, ns: &str) {
     assert_eq!(
         autoscalers(standby, ns).await,
         expect(
-            r#"min=1 max=1 paused=- saved={"minReplicas":4,"maxReplicas":10}"#,
+            r#"min=1 max=1 paused=- saved={"minReplicas":4,"maxReplicas":10,"set":{"minReplicas":1,"maxReplicas":1}}"#,
             r#"paused=0 saved={"pausedReplicas":null}"#
         ),
         "autoscalers in {standby} (standby)"
@@ -1184,15 +1184,63 @@ async fn lose_use1_and_fail_over(client: &kube::Client, ns: &str, sc: &str) -> (
 /// failover completes, and the steps that need the lost region are Skipped.
 #[tokio::test]
 async fn unplanned_with_source_region_lost() {
-    let (scenario, _op) = Scenario::start("sc2", &[], &["--member-timeout-seconds", "2"], 15).await;
+    let (scenario, _op) = Scenario::start(
+        "sc2",
+        &["--cron-jobs"],
+        &["--member-timeout-seconds", "2"],
+        15,
+    )
+    .await;
     let (client, ns, sc) = scenario.parts();
     let plan = &scenario.plan;
     let _reset = BedReset;
+    // Someone resumed the report CronJob in the standby: a Planned failover would refuse,
+    // this one goes ahead and suspends it until the databases are writable.
+    let west = crate::apps::cron_jobs(crate::support::client("usw2").await, &sc);
+    let resume = serde_json::json!({"spec": {"suspend": false}});
+    west.patch("report", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .expect("resume report in usw2");
+    let stop = Arc::new(AtomicBool::new(false));
+    let suspended_meanwhile = {
+        let (west, stop) = (west.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let now = west.get("report").await.map(|c| crate::apps::resumed(&c));
+                if matches!(now, Ok(false)) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        })
+    };
     let before = mutating_calls();
 
     let (_frozen, fo) = lose_use1_and_fail_over(&client, &ns, &sc).await;
+    stop.store(true, Ordering::Release);
     let status = fo.status.clone().expect("status");
     assert_phase(&fo, FailoverPhase::Succeeded);
+    let preflight = step(&fo, "Preflight").message.clone().unwrap_or_default();
+    assert!(
+        preflight.contains(&format!(
+            "going ahead despite: CronJob {sc}/report is not suspended in usw2"
+        )),
+        "{preflight}"
+    );
+    assert!(
+        suspended_meanwhile.await.expect("sampler"),
+        "WarmUp suspended report in usw2"
+    );
+    for name in crate::apps::CRON_JOBS {
+        let cron = west.get(name).await.expect("CronJob in usw2");
+        assert!(
+            crate::apps::resumed(&cron),
+            "{name} resumed in usw2 by Activate"
+        );
+    }
+    let promoted = step(&fo, "PromoteDatabases").finished_at.clone();
+    assert!(promoted.is_some() && step(&fo, "Activate").started_at >= promoted);
     for name in ["Fence", "Verify"] {
         let st = step(&fo, name);
         assert_eq!(st.state, StepState::Skipped, "{name}: {st:?}");

@@ -15,11 +15,37 @@ pub struct AutoscalerSeen {
     /// HorizontalPodAutoscaler or ScaledObject.
     pub kind: &'static str,
     pub name: String,
-    /// The kind and name of the workload it scales.
+    /// The kind and name of the workload it scales, and its API group when the reference
+    /// names one ("" is the core group).
     pub target_kind: String,
     pub target_name: String,
+    pub target_group: Option<String>,
     pub min_replicas: Option<i32>,
     pub max_replicas: Option<i32>,
+}
+
+/// The group of an apiVersion ("apps/v1" → "apps", "v1" → "").
+fn group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+impl AutoscalerSeen {
+    /// Whether it scales `w` (same namespace assumed): same kind and name, and the same API
+    /// group where both say one (a custom resource may also be called "Deployment").
+    pub fn scales(&self, w: &WorkloadSpec) -> bool {
+        let groups_differ = match (self.target_group.as_deref(), w.effective_api_version()) {
+            (Some(theirs), Some(ours)) => theirs != group(ours),
+            _ => false,
+        };
+        self.target_kind == w.kind && self.target_name == w.name && !groups_differ
+    }
+}
+
+/// The target's API group, from `scaleTargetRef.apiVersion` when it is there.
+fn target_group(spec: &Value) -> Option<String> {
+    spec["scaleTargetRef"]["apiVersion"]
+        .as_str()
+        .map(|v| group(v).to_string())
 }
 
 fn int(v: &Value) -> Option<i32> {
@@ -48,18 +74,23 @@ pub fn hpa(obj: &Value) -> Option<AutoscalerSeen> {
     let spec = &obj["spec"];
     let saved = obj["metadata"]["annotations"][SAVED]
         .as_str()
-        .and_then(|s| serde_json::from_str::<HpaBounds>(s).ok());
+        .and_then(|s| serde_json::from_str::<HpaSaved>(s).ok());
+    // The API server defaults minReplicas to 1.
+    let min = int(&spec["minReplicas"]).unwrap_or(1);
+    let max = int(&spec["maxReplicas"]);
+    let current = max.map(|max| HpaBounds {
+        min_replicas: min,
+        max_replicas: max,
+    });
+    let owners = current.map(|c| HpaSaved::owners(saved, c));
     Some(AutoscalerSeen {
         kind: "HorizontalPodAutoscaler",
         name: obj["metadata"]["name"].as_str()?.to_string(),
         target_kind: spec["scaleTargetRef"]["kind"].as_str()?.to_string(),
         target_name: spec["scaleTargetRef"]["name"].as_str()?.to_string(),
-        // The API server defaults minReplicas to 1.
-        min_replicas: saved
-            .map(|b| b.min_replicas)
-            .or(int(&spec["minReplicas"]))
-            .or(Some(1)),
-        max_replicas: saved.map(|b| b.max_replicas).or(int(&spec["maxReplicas"])),
+        target_group: target_group(spec),
+        min_replicas: Some(owners.map_or(min, |b| b.min_replicas)),
+        max_replicas: owners.map(|b| b.max_replicas),
     })
 }
 
@@ -75,6 +106,7 @@ pub fn scaled_object(obj: &Value) -> Option<AutoscalerSeen> {
             .unwrap_or("Deployment")
             .to_string(),
         target_name: spec["scaleTargetRef"]["name"].as_str()?.to_string(),
+        target_group: target_group(spec),
         min_replicas: int(&spec["minReplicaCount"]).or(Some(0)),
         max_replicas: int(&spec["maxReplicaCount"]).or(Some(100)),
     })
@@ -122,9 +154,10 @@ pub fn read_all(all: &[(AutoscalerKind, Value)]) -> Vec<AutoscalerSeen> {
 /// How a workload's autoscalers stand for a scale to `wanted`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Autoscaling {
-    /// One of them may change its replica count now: an HPA whose bounds differ, or a
-    /// ScaledObject not paused. Above the count asked for, that is its doing, not a drift.
-    pub live: bool,
+    /// One of them may change its replica count now (an HPA whose bounds differ, or a
+    /// ScaledObject not paused): the lowest count it may set. A count that one set, at or
+    /// above that, is its doing, not a drift (an HPA under load, KEDA scaling to zero).
+    pub live: Option<i32>,
     /// One of them is not yet as `drive` would set it: the scale must be sent (again).
     pub behind: bool,
 }
@@ -139,18 +172,24 @@ pub fn scaling(
     let mut out = Autoscaling::default();
     for (kind, obj) in all {
         let Some(seen) = kind.read(obj) else { continue };
-        if seen.target_kind != w.kind || seen.target_name != w.name {
+        if !seen.scales(w) {
             continue;
         }
         let spec = &obj["spec"];
-        out.live |= match kind {
+        let live = match kind {
             AutoscalerKind::Hpa => {
-                let min = spec["minReplicas"].as_i64().unwrap_or(1);
-                spec["maxReplicas"].as_i64().is_some_and(|max| max > min)
+                let min = int(&spec["minReplicas"]).unwrap_or(1);
+                int(&spec["maxReplicas"])
+                    .is_some_and(|max| max > min)
+                    .then_some(min)
             }
             AutoscalerKind::ScaledObject => {
-                obj["metadata"]["annotations"][KEDA_PAUSED_REPLICAS].is_null()
+                (!keda_paused(obj)).then_some(int(&spec["minReplicaCount"]).unwrap_or(0))
             }
+        };
+        out.live = match (out.live, live) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         out.behind |= drive(*kind, obj, w, wanted)?.is_some();
     }
@@ -159,9 +198,15 @@ pub fn scaling(
 
 /// The autoscalers in `all` that scale `w` (same namespace assumed).
 pub fn of<'a>(w: &WorkloadSpec, all: &'a [AutoscalerSeen]) -> Vec<&'a AutoscalerSeen> {
-    all.iter()
-        .filter(|a| a.target_kind == w.kind && a.target_name == w.name)
-        .collect()
+    all.iter().filter(|a| a.scales(w)).collect()
+}
+
+/// Whether a ScaledObject is paused, by either of KEDA's annotations (`paused: "true"`
+/// holds it at its current count).
+fn keda_paused(obj: &Value) -> bool {
+    let annotations = &obj["metadata"]["annotations"];
+    !annotations[KEDA_PAUSED_REPLICAS].is_null()
+        || annotations[KEDA_PAUSED].as_str() == Some("true")
 }
 
 /// Problems with `w`'s autoscalers in `region`: a maximum below the active count.
@@ -185,16 +230,43 @@ pub fn problems(w: &WorkloadSpec, region: &str, all: &[AutoscalerSeen]) -> Vec<S
 pub const SAVED: &str = "drover.io/autoscaler-original";
 /// KEDA's annotation that holds a ScaledObject's target at a fixed count.
 pub const KEDA_PAUSED_REPLICAS: &str = "autoscaling.keda.sh/paused-replicas";
+/// KEDA's annotation that holds a ScaledObject at its current count.
+pub const KEDA_PAUSED: &str = "autoscaling.keda.sh/paused";
 
 /// Fields to set in a merge patch (null: remove).
 type Fields = Map<String, Value>;
 
-/// An HPA's bounds, as saved in `SAVED`.
+/// An HPA's bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct HpaBounds {
     min_replicas: i32,
     max_replicas: i32,
+}
+
+/// What Drover saves in `SAVED` on an HPA: its owner's bounds, and the bounds Drover set
+/// (absent from annotations written before Drover recorded them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HpaSaved {
+    min_replicas: i32,
+    max_replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    set: Option<HpaBounds>,
+}
+
+impl HpaSaved {
+    /// The owner's bounds, for an HPA now at `current`: the saved ones while it is as Drover
+    /// set it; once someone changed it since (its owner, a GitOps sync), theirs are newer.
+    fn owners(saved: Option<Self>, current: HpaBounds) -> HpaBounds {
+        match saved {
+            Some(s) if s.set.is_none_or(|set| set == current) => HpaBounds {
+                min_replicas: s.min_replicas,
+                max_replicas: s.max_replicas,
+            },
+            _ => current,
+        }
+    }
 }
 
 /// A replica count field: None when absent, an error sentence when not an int32.
@@ -229,27 +301,25 @@ fn drive_hpa(
         max_replicas: count(obj, "maxReplicas", what)?
             .ok_or_else(|| format!("{what} has no maxReplicas"))?,
     };
-    let saved: Option<HpaBounds> = saved
+    let saved: Option<HpaSaved> = saved
         .map(|s| {
             serde_json::from_str(s)
                 .map_err(|_| not_saved_by_drover(what, r#"{"minReplicas":N,"maxReplicas":N}"#))
         })
         .transpose()?;
-    let (target, originals) = if standby {
+    let originals = HpaSaved::owners(saved, current);
+    let target = if standby {
         // An HPA's minimum is at least 1; at 0 replicas the HPA controller stands aside.
         let n = wanted.max(1);
-        let bounds = HpaBounds {
+        HpaBounds {
             min_replicas: n,
             max_replicas: n,
-        };
-        (bounds, saved.unwrap_or(current))
+        }
     } else {
-        let originals = saved.unwrap_or(current);
-        let bounds = HpaBounds {
+        HpaBounds {
             min_replicas: originals.min_replicas.max(wanted),
             max_replicas: originals.max_replicas.max(wanted),
-        };
-        (bounds, originals)
+        }
     };
     let mut spec = Map::new();
     if target.min_replicas != current.min_replicas {
@@ -258,15 +328,20 @@ fn drive_hpa(
     if target.max_replicas != current.max_replicas {
         spec.insert("maxReplicas".into(), target.max_replicas.into());
     }
-    // The originals stay saved while the HPA is not at them; never overwritten by Drover's
-    // own values.
+    // The originals stay saved while the HPA is not at them, with what Drover set: never
+    // overwritten by Drover's own values, but by its owner's newer ones.
+    let keep = (target != originals).then_some(HpaSaved {
+        min_replicas: originals.min_replicas,
+        max_replicas: originals.max_replicas,
+        set: Some(target),
+    });
     let mut annotations = Map::new();
-    match (target != originals, saved) {
-        (true, None) => {
-            let text = serde_json::to_string(&originals).map_err(|e| e.to_string())?;
+    match (keep, saved) {
+        (Some(keep), saved) if saved != Some(keep) => {
+            let text = serde_json::to_string(&keep).map_err(|e| e.to_string())?;
             annotations.insert(SAVED.into(), text.into());
         }
-        (false, Some(_)) => {
+        (None, Some(_)) => {
             annotations.insert(SAVED.into(), Value::Null);
         }
         _ => {}
@@ -334,7 +409,7 @@ pub fn drive(
     let Some(seen) = kind.read(obj) else {
         return Ok(None);
     };
-    if seen.target_kind != w.kind || seen.target_name != w.name {
+    if !seen.scales(w) {
         return Ok(None);
     }
     let what = format!("{} {}/{}", seen.kind, w.namespace, seen.name);
@@ -468,7 +543,7 @@ mod tests {
         assert_eq!(
             patch,
             json!({"metadata": {"resourceVersion": "7", "annotations": {
-                    SAVED: r#"{"minReplicas":4,"maxReplicas":10}"#}},
+                    SAVED: r#"{"minReplicas":4,"maxReplicas":10,"set":{"minReplicas":1,"maxReplicas":1}}"#}},
                 "spec": {"minReplicas": 1, "maxReplicas": 1}})
         );
         let standby = applied(&hpa, &patch);
@@ -478,7 +553,8 @@ mod tests {
         let patch = hpa_drive(&standby, 2).expect("planned").expect("a patch");
         assert_eq!(
             patch,
-            json!({"metadata": {"resourceVersion": "7"},
+            json!({"metadata": {"resourceVersion": "7", "annotations": {
+                    SAVED: r#"{"minReplicas":4,"maxReplicas":10,"set":{"minReplicas":2,"maxReplicas":2}}"#}},
                 "spec": {"minReplicas": 2, "maxReplicas": 2}})
         );
         // Scaled to 0 (a fenced writer): the HPA's minimum cannot be 0, it stays at 1.
@@ -489,7 +565,7 @@ mod tests {
         let patch = hpa_drive(&defaulted, 0).expect("planned").expect("a patch");
         assert_eq!(
             patch["metadata"]["annotations"][SAVED],
-            r#"{"minReplicas":1,"maxReplicas":3}"#
+            r#"{"minReplicas":1,"maxReplicas":3,"set":{"minReplicas":1,"maxReplicas":1}}"#
         );
         assert_eq!(patch["spec"], json!({"maxReplicas": 1}));
     }
@@ -534,26 +610,84 @@ mod tests {
     fn active_keeps_the_annotation_while_the_originals_are_below_the_active_count() {
         // Originals 2..3, active count 4: raised for now, the originals kept for later.
         let hpa = web_hpa(Some(2), 3, json!({}));
-        let saved = r#"{"minReplicas":2,"maxReplicas":3}"#;
+        let saved = |set: i32| {
+            format!(
+                r#"{{"minReplicas":2,"maxReplicas":3,"set":{{"minReplicas":{set},"maxReplicas":{set}}}}}"#
+            )
+        };
         let patch = hpa_drive(&hpa, 4).expect("planned").expect("a patch");
         assert_eq!(
             patch,
-            json!({"metadata": {"resourceVersion": "7", "annotations": {SAVED: saved}},
+            json!({"metadata": {"resourceVersion": "7", "annotations": {SAVED: saved(4)}},
                 "spec": {"minReplicas": 4, "maxReplicas": 4}})
         );
         let active = applied(&hpa, &patch);
         assert_eq!(hpa_drive(&active, 4), Ok(None));
         // Then standby: held at 1, the originals still the user's, not Drover's 4..4.
         let standby = applied(&active, &hpa_drive(&active, 1).expect("ok").expect("patch"));
-        assert_eq!(standby["metadata"]["annotations"][SAVED], saved);
+        assert_eq!(standby["metadata"]["annotations"][SAVED], saved(1));
         assert_eq!(standby["spec"]["minReplicas"], 1);
         // From standby, the same: originals raised to the active count, annotation kept.
         let patch = hpa_drive(&standby, 4).expect("planned").expect("a patch");
         assert_eq!(
             patch,
-            json!({"metadata": {"resourceVersion": "7"},
+            json!({"metadata": {"resourceVersion": "7", "annotations": {SAVED: saved(4)}},
                 "spec": {"minReplicas": 4, "maxReplicas": 4}})
         );
+    }
+
+    #[test]
+    fn bounds_its_owner_changed_while_drover_held_the_hpa_are_the_ones_restored() {
+        let original = web_hpa(Some(4), 10, json!({}));
+        let standby = applied(
+            &original,
+            &hpa_drive(&original, 1).expect("ok").expect("patch"),
+        );
+        // Its owner (or a GitOps sync) sets new bounds while the region is standby.
+        let mut edited = standby.clone();
+        edited["spec"]["minReplicas"] = 6.into();
+        edited["spec"]["maxReplicas"] = 20.into();
+        assert_eq!(hpa(&edited).and_then(|h| h.max_replicas), Some(20));
+        // Held at standby again, with the owner's newest bounds saved...
+        let held = applied(&edited, &hpa_drive(&edited, 1).expect("ok").expect("patch"));
+        assert_eq!(
+            held["metadata"]["annotations"][SAVED],
+            r#"{"minReplicas":6,"maxReplicas":20,"set":{"minReplicas":1,"maxReplicas":1}}"#
+        );
+        // ...and restored when active: theirs, not the ones saved before.
+        let active = applied(&held, &hpa_drive(&held, 4).expect("ok").expect("patch"));
+        assert_eq!(
+            (
+                &active["spec"]["minReplicas"],
+                &active["spec"]["maxReplicas"]
+            ),
+            (&json!(6), &json!(20))
+        );
+        assert_eq!(active["metadata"]["annotations"], json!({}));
+        // An annotation from before Drover recorded what it set: the saved bounds count.
+        let older = web_hpa(
+            Some(1),
+            1,
+            json!({SAVED: r#"{"minReplicas":4,"maxReplicas":10}"#}),
+        );
+        let patch = hpa_drive(&older, 4).expect("ok").expect("patch");
+        assert_eq!(patch["spec"], json!({"minReplicas": 4, "maxReplicas": 10}));
+        assert_eq!(patch["metadata"]["annotations"][SAVED], Value::Null);
+    }
+
+    #[test]
+    fn an_autoscaler_of_another_api_group_with_the_same_kind_and_name_is_not_the_workloads() {
+        let mut foreign = web_hpa(Some(4), 10, json!({}));
+        foreign["spec"]["scaleTargetRef"]["apiVersion"] = "example.com/v1".into();
+        assert_eq!(hpa_drive(&foreign, 1), Ok(None));
+        let seen = hpa(&foreign).expect("an HPA");
+        assert!(!seen.scales(&web()));
+        // No apiVersion in the reference: kind and name decide.
+        let mut bare = web_hpa(Some(4), 10, json!({}));
+        bare["spec"]["scaleTargetRef"]
+            .as_object_mut()
+            .map(|r| r.remove("apiVersion"));
+        assert!(hpa(&bare).expect("an HPA").scales(&web()));
     }
 
     fn web_so(annotations: Value) -> Value {
@@ -626,7 +760,7 @@ mod tests {
         assert_eq!(
             scaling(&all, &web(), 4),
             Ok(Autoscaling {
-                live: true,
+                live: Some(4),
                 behind: false
             })
         );
@@ -639,10 +773,27 @@ mod tests {
         assert_eq!(
             scaling(&[(AutoscalerKind::Hpa, held)], &web(), 1),
             Ok(Autoscaling {
-                live: false,
+                live: None,
                 behind: false
             })
         );
+        // A ScaledObject is live at its minReplicaCount (KEDA's default 0) unless paused by
+        // either annotation.
+        let so = |annotations: Value| vec![(AutoscalerKind::ScaledObject, web_so(annotations))];
+        assert_eq!(
+            scaling(&so(json!({})), &web(), 4).map(|a| a.live),
+            Ok(Some(0))
+        );
+        assert_eq!(
+            scaling(&so(json!({KEDA_PAUSED: "true"})), &web(), 4).map(|a| a.live),
+            Ok(None)
+        );
+        // The lowest count of the live ones.
+        let both = vec![
+            (AutoscalerKind::Hpa, hpa.clone()),
+            (AutoscalerKind::ScaledObject, web_so(json!({}))),
+        ];
+        assert_eq!(scaling(&both, &web(), 4).map(|a| a.live), Ok(Some(0)));
         // A paused ScaledObject is not live; another workload's autoscalers do not count.
         let paused = web_so(json!({KEDA_PAUSED_REPLICAS: "1",
             SAVED: r#"{"pausedReplicas":null}"#}));

@@ -251,6 +251,9 @@ pub struct PreflightSeen {
     pub problems: Vec<String>,
     /// Checks that could not be made this time (throttled, unreachable).
     pub unanswered: Vec<String>,
+    /// What an Unplanned failover goes ahead despite (it fixes it, or it cannot wait):
+    /// said in the step's message, refusing nothing.
+    pub notes: Vec<String>,
 }
 
 /// Everything one pass observed, plus the outcome of the previous pass's effects.
@@ -1211,10 +1214,20 @@ impl Machine<'_> {
 
     fn preflight(&mut self) -> StepOutcome {
         let waited = self.waited(Step::Preflight);
+        let notes = self
+            .input
+            .world
+            .preflight
+            .as_ref()
+            .map(|p| p.notes.join("; "))
+            .unwrap_or_default();
         self.judge_preflight(Step::Preflight, waited)
             .map_or_else(StepOutcome::Wait, |failures| {
-                if failures.is_empty() {
+                if failures.is_empty() && notes.is_empty() {
                     StepOutcome::Done(StepState::Succeeded, "all checks passed".into())
+                } else if failures.is_empty() {
+                    let passed = format!("all checks passed; going ahead despite: {notes}");
+                    StepOutcome::Done(StepState::Succeeded, passed)
                 } else {
                     StepOutcome::Failed(format!("preflight failed: {}", failures.join("; ")))
                 }
@@ -1444,10 +1457,16 @@ impl Machine<'_> {
             let stop_jobs = t.replicas == 0
                 && s.jobs_to_stop > 0
                 && workload.is_some_and(|w| w.running_jobs == Some(RunningJobs::Stop));
-            // Scaled above the count by a live autoscaler (an HPA under load): its doing,
-            // not fought. An autoscaler not yet as the count needs it: the scale again.
-            let above = state.autoscaling.live && t.replicas > 0 && s.replicas > t.replicas;
-            if (s.replicas != t.replicas && !above) || stop_jobs || state.autoscaling.behind {
+            // A count a live autoscaler set (an HPA under load above it, KEDA down to its
+            // minimum below it): its doing, not fought. An autoscaler not yet as the count
+            // needs it: the scale again.
+            let autoscaled = t.replicas > 0
+                && s.replicas != t.replicas
+                && state
+                    .autoscaling
+                    .live
+                    .is_some_and(|lowest| s.replicas > t.replicas || s.replicas >= lowest);
+            if (s.replicas != t.replicas && !autoscaled) || stop_jobs || state.autoscaling.behind {
                 let just_scaled = self.input.world.scaled_last_pass.contains(t);
                 if just_scaled {
                     // Sent last pass and not showing (or changed back by someone else): look
@@ -1467,14 +1486,17 @@ impl Machine<'_> {
                 c.reached.push(t.workload);
                 continue;
             }
-            let most = if above { s.replicas } else { t.replicas };
-            if !(s.observed_current && s.ready_replicas >= t.replicas && s.current_replicas <= most)
-            {
+            let (need, most) = if autoscaled {
+                (s.replicas.min(t.replicas), s.replicas.max(t.replicas))
+            } else {
+                (t.replicas, t.replicas)
+            };
+            if !(s.observed_current && s.ready_replicas >= need && s.current_replicas <= most) {
                 let cron = workload.is_some_and(|w| w.is_cron_job());
                 c.waiting.push(if cron && s.current_replicas > t.replicas {
                     format!("CronJob {name}: {} Jobs still running", s.current_replicas)
                 } else {
-                    format!("{name} {}/{} ready", s.ready_replicas, t.replicas)
+                    format!("{name} {}/{need} ready", s.ready_replicas)
                 });
                 continue;
             }

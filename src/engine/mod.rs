@@ -275,12 +275,17 @@ pub fn active_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<Scal
 }
 
 /// Warm-up, in parallel with promotion: every workload to its active count in the target
-/// region, but CronJobs (one resumed now could start a Job against a database that is not
-/// writable yet) and writers whose config `spec.config` switches (started now, they would
+/// region, but CronJobs, kept suspended (one resumed now could start a Job against a
+/// database that is not writable yet; one found resumed by an Unplanned failover is
+/// suspended), and writers whose config `spec.config` switches (started now, they would
 /// write with the old region's values, e.g. to the old primary, which still takes writes).
 pub fn warmup_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
     targets(spec, target, |w| {
-        (!w.is_cron_job() && !waits_for_config(spec, w)).then_some(w.active_replicas)
+        if w.is_cron_job() {
+            Some(0)
+        } else {
+            (!waits_for_config(spec, w)).then_some(w.active_replicas)
+        }
     })
 }
 
@@ -537,11 +542,17 @@ pub fn planned_actions(
     if mode == FailoverMode::Planned && !spec.databases.is_empty() {
         out.push("Fence: wait for zero replication lag".into());
     }
-    out.extend(
-        warmup_targets(spec, target)
-            .iter()
-            .map(|t| format!("WarmUp: {}", workload(t))),
-    );
+    out.extend(warmup_targets(spec, target).iter().map(|t| {
+        let w = &spec.workloads[t.workload];
+        if w.is_cron_job() {
+            format!(
+                "WarmUp: keep CronJob {}/{} suspended in {target} (suspended if found resumed)",
+                w.namespace, w.name
+            )
+        } else {
+            format!("WarmUp: {}", workload(t))
+        }
+    }));
     for db in &spec.databases {
         if let Some(rds) = &db.rds
             && let Some(m) = rds.instances.iter().find(|m| m.region == target)

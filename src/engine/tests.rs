@@ -222,13 +222,14 @@ fn scale_targets_by_role() {
             .collect::<Vec<_>>(),
         vec![2, 1, 1]
     );
-    // The CronJob is resumed after promotion (Activate), not during it; Verify wants all.
+    // The CronJob is kept suspended during promotion and resumed after it (Activate);
+    // Verify wants all.
     let replicas = |targets: Vec<ScaleTarget>| -> Vec<(usize, i32)> {
         targets.iter().map(|t| (t.workload, t.replicas)).collect()
     };
     assert_eq!(
         replicas(warmup_targets(&spec, "usw2")),
-        vec![(0, 4), (1, 2), (2, 1)]
+        vec![(0, 4), (1, 2), (2, 1), (3, 0)]
     );
     assert_eq!(replicas(resume_targets(&spec, "usw2")), vec![(3, 1)]);
     assert_eq!(
@@ -256,7 +257,8 @@ fn a_writer_whose_config_switches_is_started_after_it_not_warmed_up() {
     spec.config[0].restart.push("orders-writer".into());
     let workloads =
         |targets: Vec<ScaleTarget>| -> Vec<usize> { targets.iter().map(|t| t.workload).collect() };
-    assert_eq!(workloads(warmup_targets(&spec, "usw2")), vec![0, 2]);
+    // (3 is the CronJob, kept suspended.)
+    assert_eq!(workloads(warmup_targets(&spec, "usw2")), vec![0, 2, 3]);
     assert_eq!(workloads(configured_targets(&spec, "usw2")), vec![1]);
     // web is no writer: warmed up, then restarted once the config is written.
     assert!(!waits_for_config(&spec, &spec.workloads[0]));

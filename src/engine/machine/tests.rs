@@ -104,7 +104,7 @@ impl Case {
         c.plan.spec.databases.retain(|d| d.name == "orders");
         c.workloads_at("use1", standby);
         c.decide();
-        c.workloads_at("usw2", active);
+        c.workloads_at("usw2", warm);
         c.lag(1.0, t(0));
         c.orders_seen("available", Some("orders-use1"));
         let d = c.decide();
@@ -145,6 +145,15 @@ impl Case {
 
 fn active(w: &crate::api::WorkloadSpec) -> i32 {
     w.active_replicas
+}
+
+/// Warmed up: at active counts, but CronJobs, suspended until Activate.
+fn warm(w: &crate::api::WorkloadSpec) -> i32 {
+    if w.is_cron_job() {
+        0
+    } else {
+        w.active_replicas
+    }
 }
 
 fn standby(w: &crate::api::WorkloadSpec) -> i32 {
@@ -268,7 +277,7 @@ fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
     c.workloads_at("use1", standby);
     c.decide();
     assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
-    c.workloads_at("usw2", active);
+    c.workloads_at("usw2", warm);
     c.world.lags.insert(
         "orders".into(),
         Ok(Some(LagReading {
@@ -362,14 +371,7 @@ fn a_cron_job_is_resumed_by_activate_once_every_database_is_writable() {
     for region in ["use1", "usw2"] {
         c.world.configs.insert((region.into(), 0), Ok(Vec::new()));
     }
-    let cron = |w: &crate::api::WorkloadSpec| {
-        if w.is_cron_job() {
-            0
-        } else {
-            w.active_replicas
-        }
-    };
-    c.workloads_at("usw2", cron);
+    c.workloads_at("usw2", warm);
     // Warm-up and the promotion call go out; the CronJob stays suspended.
     assert!(cron_job_scales(&d, &c).is_empty(), "{:?}", d.effects);
     c.world.results = vec![EffectResult::Promoted {
@@ -412,6 +414,22 @@ fn a_cron_job_is_resumed_by_activate_once_every_database_is_writable() {
 }
 
 #[test]
+fn a_cron_job_found_resumed_in_the_target_is_suspended_by_warm_up() {
+    // An Unplanned failover goes ahead despite it (preflight notes it); WarmUp suspends it
+    // while the databases are promoted, and Activate resumes it after.
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    c.plan.spec.databases.retain(|d| d.name == "orders");
+    c.workloads_at("use1", standby);
+    c.decide();
+    c.workloads_at("usw2", active);
+    c.lag(1.0, t(0));
+    c.orders_seen("available", Some("orders-use1"));
+    let d = c.decide();
+    assert_eq!(cron_job_scales(&d, &c), vec![(Step::WarmUp, 0)]);
+    assert_eq!(c.step(Step::WarmUp), Some(StepState::Running));
+}
+
+#[test]
 fn a_suspended_cron_job_with_jobs_left_to_stop_is_sent_again_a_poll_apart() {
     let mut c = Case::admitted(FailoverMode::Planned);
     let i = c
@@ -450,59 +468,57 @@ fn a_suspended_cron_job_with_jobs_left_to_stop_is_sent_again_a_poll_apart() {
     assert_eq!(c.step(Step::Fence), Some(StepState::Running));
 }
 
-#[test]
-fn autoscalers_behind_are_driven_at_the_count_and_a_live_one_above_it_is_not_fought() {
+/// An Unplanned failover warming up usw2, with web (index 0) seen at `replicas` and
+/// `autoscaling`; whether the next decision scales web, and then the WarmUp's state.
+fn warm_up_web(replicas: i32, live: Option<i32>, behind: bool) -> (bool, Option<StepState>) {
     use crate::engine::autoscalers::Autoscaling;
     let mut c = Case::admitted(FailoverMode::Unplanned);
     c.plan.spec.databases.retain(|d| d.name == "orders");
     c.workloads_at("use1", standby);
     c.decide();
-    // Fenced; the target warms up. web (index 0) is at its active count already.
-    c.workloads_at("usw2", active);
+    c.workloads_at("usw2", warm);
     c.lag(1.0, t(0));
     c.orders_seen("available", Some("orders-use1"));
-    let web = ("usw2".to_string(), 0);
-    let set = |c: &mut Case, replicas: i32, autoscaling: Autoscaling| {
-        if let Some(Ok(seen)) = c.world.workloads.get_mut(&web) {
-            seen.autoscaling = autoscaling;
-            if let Some(s) = seen.state.as_mut() {
-                s.replicas = replicas;
-                s.current_replicas = replicas;
-                s.ready_replicas = replicas;
-            }
+    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("usw2".to_string(), 0)) {
+        seen.autoscaling = Autoscaling { live, behind };
+        if let Some(s) = seen.state.as_mut() {
+            s.replicas = replicas;
+            s.current_replicas = replicas;
+            s.ready_replicas = replicas;
         }
-    };
-    let scales_web = |d: &Decision| {
-        d.effects.iter().any(
-            |e| matches!(e, Effect::Scale { target, step: Step::WarmUp } if target.workload == 0),
-        )
-    };
-    // Its HPA not yet restored (say a crash between its patch and the scale's): sent again
-    // though the count is right.
-    set(
-        &mut c,
-        4,
-        Autoscaling {
-            live: false,
-            behind: true,
-        },
-    );
-    assert!(scales_web(&c.decide()));
-    // Above the count with nothing live to explain it: a drift, scaled back.
-    set(&mut c, 6, Autoscaling::default());
-    assert!(scales_web(&c.decide()));
-    // Restored and live, the HPA took web to 6 under load: reached, not scaled back to 4.
-    set(
-        &mut c,
-        6,
-        Autoscaling {
-            live: true,
-            behind: false,
-        },
-    );
+    }
     let d = c.decide();
-    assert!(!scales_web(&d), "{:?}", d.effects);
-    assert_eq!(c.step(Step::WarmUp), Some(StepState::Succeeded));
+    let scaled = d
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Scale { target, step: Step::WarmUp } if target.workload == 0));
+    (scaled, c.step(Step::WarmUp))
+}
+
+#[test]
+fn autoscalers_behind_are_driven_at_the_count_and_a_count_a_live_one_set_is_not_fought() {
+    // web's active count is 4. Its HPA not yet restored (say a crash between its patch and
+    // the scale's): sent again though the count is right.
+    assert!(warm_up_web(4, None, true).0);
+    // Above or below the count with nothing live to explain it: a drift, scaled back.
+    assert!(warm_up_web(6, None, false).0);
+    assert!(warm_up_web(2, None, false).0);
+    // Live, an HPA took web to 6 under load: reached, not scaled back to 4.
+    assert_eq!(
+        warm_up_web(6, Some(4), false),
+        (false, Some(StepState::Succeeded))
+    );
+    // Live, a ScaledObject with minReplicaCount 0 took it down to 2 (or 0): its call.
+    assert_eq!(
+        warm_up_web(2, Some(0), false),
+        (false, Some(StepState::Succeeded))
+    );
+    assert_eq!(
+        warm_up_web(0, Some(0), false),
+        (false, Some(StepState::Succeeded))
+    );
+    // Below the lowest count any live autoscaler may set: not theirs, scaled.
+    assert!(warm_up_web(2, Some(3), false).0);
 }
 
 /// Promoted, warmed up and DNS switching: the pass that starts Activate is next.
@@ -515,7 +531,7 @@ fn promoted_with_config() -> Case {
         )
         .expect("config entry"),
     ];
-    c.workloads_at("usw2", active);
+    c.workloads_at("usw2", warm);
     c.world.results = vec![EffectResult::Promoted {
         database: "orders".into(),
         first: true,
@@ -671,7 +687,7 @@ fn the_pass_that_sees_one_promotion_finish_looks_at_the_others_again_soon() {
     c.plan.spec.databases.push(payments);
     c.workloads_at("use1", standby);
     c.decide();
-    c.workloads_at("usw2", active);
+    c.workloads_at("usw2", warm);
     c.world.lags.insert(
         "payments".into(),
         Ok(Some(LagReading {
@@ -756,7 +772,7 @@ fn a_planned_rollback_scales_the_target_down_before_the_old_region_up() {
         }
     }
     c.workloads_at("use1", standby);
-    c.workloads_at("usw2", active);
+    c.workloads_at("usw2", warm);
     let d = c.decide();
     let regions: Vec<&str> = d
         .effects
@@ -841,13 +857,34 @@ fn a_failed_preflight_ends_the_failover_without_touching_anything() {
     c.decide();
     c.world.preflight = Some(PreflightSeen {
         problems: vec!["database orders: instance is stopped".into()],
-        unanswered: Vec::new(),
+        ..Default::default()
     });
     let d = c.decide();
     assert_eq!(d.status.phase, Some(FailoverPhase::Failed));
     assert!(d.status.rolling_back.is_none());
     assert!(d.effects.is_empty());
     assert_eq!(d.requeue, None);
+}
+
+#[test]
+fn preflight_notes_refuse_nothing_and_are_said_in_the_steps_message() {
+    let mut c = Case::new(FailoverMode::Unplanned);
+    c.decide();
+    c.world.preflight = Some(PreflightSeen {
+        notes: vec!["CronJob shop/report is not suspended in usw2 (WarmUp suspends it)".into()],
+        ..Default::default()
+    });
+    let d = c.decide();
+    assert_ne!(d.status.phase, Some(FailoverPhase::Failed));
+    assert_eq!(c.step(Step::Preflight), Some(StepState::Succeeded));
+    let message = step_of(c.status(), Step::Preflight)
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        message,
+        "all checks passed; going ahead despite: CronJob shop/report is not suspended in \
+         usw2 (WarmUp suspends it)"
+    );
 }
 
 // From a cold review: each of these failed before its fix.
@@ -869,7 +906,7 @@ fn a_refused_resend_after_a_lost_answer_never_rolls_back_a_promotion() {
     c.now = t(2);
     c.decide();
     assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
-    c.workloads_at("usw2", active);
+    c.workloads_at("usw2", warm);
     c.orders_seen("available", Some("orders-use1"));
     c.now = t(3);
     assert!(
@@ -967,7 +1004,7 @@ fn an_unplanned_failover_records_its_pending_fences_before_its_first_promotion()
     c.now = t(11);
     c.decide();
     assert_eq!(c.step(Step::Fence), Some(StepState::Skipped));
-    c.workloads_at("usw2", active);
+    c.workloads_at("usw2", warm);
     c.lag(1.0, t(11));
     c.orders_seen("available", Some("orders-use1"));
     let d = c.decide();
@@ -1183,7 +1220,7 @@ fn a_failed_preflight_after_approval_fails_the_failover_without_touching_anythin
     c.decide();
     c.world.preflight = Some(PreflightSeen {
         problems: vec!["usw2: image shop/web:2 missing".into()],
-        unanswered: Vec::new(),
+        ..Default::default()
     });
     let d = c.decide();
     assert_eq!(d.status.phase, Some(FailoverPhase::Failed));
