@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, pinned_kind};
 use tokio::sync::Mutex;
@@ -118,6 +118,11 @@ fn resource_name(r: &ApiResource) -> String {
 
 /// The pod template annotation `kubectl rollout restart` sets.
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// Jobs listed per request when looking for a CronJob's running ones, and the most pages
+/// read (50,000 Jobs) before saying so rather than reading on.
+const JOBS_PAGE: u32 = 500;
+const JOB_PAGES_AT_MOST: u32 = 100;
 
 /// A CronJob's Job that has not finished.
 struct RunningJob {
@@ -715,11 +720,6 @@ impl KubeClusters {
         };
         let (_, client) = self.client(region).await?;
         let api: Api<Job> = Api::namespaced(client, &w.namespace);
-        let list = self
-            .answer(region, api.list(&Default::default()), || {
-                format!("list jobs.batch in namespace {}", w.namespace)
-            })
-            .await?;
         let finished = |job: &Job| {
             let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
             conditions
@@ -727,22 +727,43 @@ impl KubeClusters {
                 .flatten()
                 .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
         };
-        Ok(list
-            .items
-            .iter()
-            .filter(|job| {
-                let owners = job.metadata.owner_references.as_deref().unwrap_or_default();
-                // A Job being deleted may be marked Failed while its pods still stop.
-                let deleting = job.metadata.deletion_timestamp.is_some();
-                owners.iter().any(|r| r.uid == cron_uid) && (deleting || !finished(job))
-            })
-            .filter_map(|job| {
-                Some(RunningJob {
-                    name: job.metadata.name.clone()?,
-                    deleting: job.metadata.deletion_timestamp.is_some(),
+        let mut running = Vec::new();
+        // In pages, as a namespace may keep thousands of finished Jobs; bounded.
+        let mut params = ListParams::default().limit(JOBS_PAGE);
+        for _ in 0..JOB_PAGES_AT_MOST {
+            let page = self
+                .answer(region, api.list(&params), || {
+                    format!("list jobs.batch in namespace {}", w.namespace)
                 })
-            })
-            .collect())
+                .await?;
+            running.extend(
+                page.items
+                    .iter()
+                    .filter(|job| {
+                        let owners = job.metadata.owner_references.as_deref().unwrap_or_default();
+                        // A Job being deleted may be marked Failed while its pods still stop.
+                        let deleting = job.metadata.deletion_timestamp.is_some();
+                        owners.iter().any(|r| r.uid == cron_uid) && (deleting || !finished(job))
+                    })
+                    .filter_map(|job| {
+                        Some(RunningJob {
+                            name: job.metadata.name.clone()?,
+                            deleting: job.metadata.deletion_timestamp.is_some(),
+                        })
+                    }),
+            );
+            match page.metadata.continue_.filter(|token| !token.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(running),
+            }
+        }
+        Err(ClusterError::Permanent(format!(
+            "namespace {} has more than {} Jobs; Drover reads at most that many to find the \
+             running Jobs of CronJob {}: set the CronJob's history limits, or delete old Jobs",
+            w.namespace,
+            JOBS_PAGE * JOB_PAGES_AT_MOST,
+            w.name
+        )))
     }
 
     async fn metadata_exists(
@@ -1297,13 +1318,13 @@ mod tests {
 
     /// A member API server on 127.0.0.1 that answers every request with `answer(path)`;
     /// stopped when the test's runtime ends.
-    async fn member(answer: fn(&str) -> (u16, String)) -> u16 {
+    async fn member(answer: fn(&str, Option<&str>) -> (u16, String)) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
         let port = listener.local_addr().expect("bound").port();
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
-            let (code, body) = answer(uri.path());
+            let (code, body) = answer(uri.path(), uri.query());
             let code = axum::http::StatusCode::from_u16(code).expect("an HTTP code");
             (code, [("content-type", "application/json")], body)
         });
@@ -1356,7 +1377,7 @@ mod tests {
     /// A wrong token, as kube-apiserver rejects it: the plan check says so in a sentence.
     #[tokio::test]
     async fn a_rejected_token_is_reported_naming_the_secret() {
-        let port = member(|_| (401, status(401, "Unauthorized", "Unauthorized"))).await;
+        let port = member(|_, _| (401, status(401, "Unauthorized", "Unauthorized"))).await;
         let clusters = clusters(port);
         assert_eq!(
             clusters.check_region("usw2").await,
@@ -1372,7 +1393,7 @@ mod tests {
     /// the Secret and what it may not do.
     #[tokio::test]
     async fn forbidden_reads_and_scales_name_the_secret_and_the_verb() {
-        let port = member(|path| match path {
+        let port = member(|path, _| match path {
             "/version" => (
                 200,
                 serde_json::json!({"major": "1", "minor": "20", "gitVersion": "v1.20.2",
@@ -1439,7 +1460,7 @@ mod tests {
     /// again next pass; a refused patch names the verb and resource, as RBAC words them.
     #[tokio::test]
     async fn autoscalers_are_patched_before_the_scale_and_a_conflict_is_retried() {
-        let conflict = member(|path| match path {
+        let conflict = member(|path, _| match path {
             "/apis/autoscaling/v1/namespaces/shop/horizontalpodautoscalers" => {
                 (200, autoscaler_of_web())
             }
@@ -1460,7 +1481,7 @@ mod tests {
                     .into()
             ))
         );
-        let refused = member(|path| match path {
+        let refused = member(|path, _| match path {
             "/apis/autoscaling/v1/namespaces/shop/horizontalpodautoscalers" => (200, empty_list()),
             "/apis/keda.sh/v1alpha1/namespaces/shop/scaledobjects" => (200, autoscaler_of_web()),
             _ => (
@@ -1476,6 +1497,80 @@ mod tests {
             Err(ClusterError::Permanent(
                 "region usw2: the credentials in Secret team-a/usw2-kubeconfig may not patch \
                  scaledobjects.keda.sh in namespace shop: scaledobjects.keda.sh is forbidden"
+                    .into()
+            ))
+        );
+    }
+
+    /// A Job of CronJob uid "cron-uid" (`owned`), `complete` or not, as a list item.
+    fn job(name: &str, owned: bool, complete: bool) -> serde_json::Value {
+        let owner = if owned { "cron-uid" } else { "other" };
+        let status = if complete {
+            serde_json::json!({"conditions": [{"type": "Complete", "status": "True"}]})
+        } else {
+            serde_json::json!({"active": 1})
+        };
+        serde_json::json!({"metadata": {"name": name, "namespace": "shop",
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+                "name": "nightly-report", "uid": owner}]}, "status": status})
+    }
+
+    fn job_page(items: Vec<serde_json::Value>, next: Option<&str>) -> String {
+        serde_json::json!({"apiVersion": "batch/v1", "kind": "JobList",
+            "metadata": {"continue": next.unwrap_or_default()}, "items": items})
+        .to_string()
+    }
+
+    /// A CronJob's running Jobs are found on every page of the namespace's Jobs; a listing
+    /// that never ends is cut short with a sentence, not read forever.
+    #[tokio::test]
+    async fn running_jobs_are_read_across_pages_and_the_pages_are_bounded() {
+        let paged = member(|path, query| {
+            if path != "/apis/batch/v1/namespaces/shop/jobs" {
+                return (404, status(404, "NotFound", "not found"));
+            }
+            let query = query.unwrap_or_default();
+            assert!(query.contains("limit=500"), "{query}");
+            if query.contains("continue=second") {
+                let items = vec![job("b", true, true), job("c", true, false)];
+                (200, job_page(items, None))
+            } else {
+                let items = vec![job("a", true, false), job("x", false, false)];
+                (200, job_page(items, Some("second")))
+            }
+        })
+        .await;
+        let paged = clusters(paged);
+        let report = paged
+            .spec
+            .workloads
+            .iter()
+            .find(|w| w.is_cron_job())
+            .expect("the sample's CronJob");
+        let mut cron = DynamicObject::new(
+            "nightly-report",
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("batch", "v1", "CronJob")),
+        );
+        cron.metadata.uid = Some("cron-uid".into());
+        let running = paged
+            .unfinished_jobs("usw2", report, &cron)
+            .await
+            .expect("listed");
+        let names: Vec<&str> = running.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "c"]);
+
+        let endless =
+            member(|_, _| (200, job_page(vec![job("a", true, false)], Some("more")))).await;
+        let endless = clusters(endless);
+        assert_eq!(
+            endless
+                .unfinished_jobs("usw2", report, &cron)
+                .await
+                .map(|jobs| jobs.len()),
+            Err(ClusterError::Permanent(
+                "namespace shop has more than 50000 Jobs; Drover reads at most that many to \
+                 find the running Jobs of CronJob nightly-report: set the CronJob's history \
+                 limits, or delete old Jobs"
                     .into()
             ))
         );

@@ -662,7 +662,8 @@ impl Runner {
                 let Some(cfg) = self.plan.spec.config.get(*config) else {
                     return (no_such("config entry"), None);
                 };
-                let outcome = match self.wanted_config(cfg).await {
+                let endpoints = self.endpoints_of([cfg]).await;
+                let outcome = match Self::wanted_config(self.target(), cfg, &endpoints) {
                     Ok(values) => seen(self.clusters.write_config(region, cfg, &values).await),
                     Err(p) => Err(p),
                 };
@@ -692,12 +693,20 @@ impl Runner {
 
     /// The active (target) region's values of a config entry's keys: literal, or the
     /// endpoint of a plan database there, read now.
-    async fn wanted_config(&self, cfg: &ConfigSpec) -> Seen<BTreeMap<String, String>> {
-        let target = self.target();
+    fn wanted_config(
+        target: &str,
+        cfg: &ConfigSpec,
+        endpoints: &HashMap<String, Seen<String>>,
+    ) -> Seen<BTreeMap<String, String>> {
         let mut values = BTreeMap::new();
         for key in &cfg.keys {
             let value = match &key.database_endpoint {
-                Some(db) => self.database_endpoint(db).await?,
+                Some(db) => endpoints.get(db).cloned().unwrap_or_else(|| {
+                    Err(Problem::new(
+                        Fault::Transient,
+                        format!("the endpoint of database {db} was not read"),
+                    ))
+                })?,
                 None => key.values.get(target).cloned().ok_or_else(|| {
                     Problem::new(
                         Fault::Permanent,
@@ -708,6 +717,28 @@ impl Runner {
             values.insert(key.key.clone(), value);
         }
         Ok(values)
+    }
+
+    /// The target endpoints of the databases that `configs` name, each read once.
+    async fn endpoints_of<'a>(
+        &self,
+        configs: impl IntoIterator<Item = &'a ConfigSpec>,
+    ) -> HashMap<String, Seen<String>> {
+        let mut names: Vec<&str> = configs
+            .into_iter()
+            .flat_map(|c| c.keys.iter())
+            .filter_map(|k| k.database_endpoint.as_deref())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        join_all(
+            names
+                .into_iter()
+                .map(|name| async move { (name.to_string(), self.database_endpoint(name).await) }),
+        )
+        .await
+        .into_iter()
+        .collect()
     }
 
     async fn database_endpoint(&self, name: &str) -> Seen<String> {
@@ -739,14 +770,19 @@ impl Runner {
     }
 
     /// Which keys of a config entry differ from the active region's values in `region`.
-    async fn config_differs(&self, region: &str, index: usize) -> Seen<Vec<String>> {
+    async fn config_differs(
+        &self,
+        region: &str,
+        index: usize,
+        endpoints: &HashMap<String, Seen<String>>,
+    ) -> Seen<Vec<String>> {
         let Some(cfg) = self.plan.spec.config.get(index) else {
             return Err(Problem::new(
                 Fault::NotFound,
                 "no such config entry in the plan",
             ));
         };
-        let wanted = self.wanted_config(cfg).await?;
+        let wanted = Self::wanted_config(self.target(), cfg, endpoints)?;
         let keys: Vec<String> = wanted.keys().cloned().collect();
         let current =
             seen(self.clusters.config_values(region, cfg, &keys).await)?.ok_or_else(|| {
@@ -838,9 +874,19 @@ impl Runner {
                 }
             }
         };
-        let configs = join_all(wants.configs.iter().map(|(region, i)| async move {
-            ((region.clone(), *i), self.config_differs(region, *i).await)
-        }));
+        let configs = async {
+            // Each database endpoint once per pass, however many keys and regions use it.
+            let wanted = wants.configs.iter().map(|(_, i)| *i);
+            let endpoints = self
+                .endpoints_of(wanted.filter_map(|i| self.plan.spec.config.get(i)))
+                .await;
+            let endpoints = &endpoints;
+            join_all(wants.configs.iter().map(|(region, i)| async move {
+                let differs = self.config_differs(region, *i, endpoints).await;
+                ((region.clone(), *i), differs)
+            }))
+            .await
+        };
         let (preflight, workloads, lags, databases, zones, changes, approvals, configs) = tokio::join!(
             preflight, workloads, lags, databases, zones, changes, approvals, configs
         );

@@ -527,12 +527,28 @@ fn check_aws_secrets(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem
 const MAX_CONFIG: usize = 50;
 const MAX_CONFIG_KEYS: usize = 100;
 const MAX_CONFIG_VALUE: usize = 4096;
+/// All of `spec.config`'s values together: the plan, and its snapshot in every Failover's
+/// status, stay far below etcd's object limit (1.5 MiB).
+const MAX_CONFIG_TOTAL: usize = 256 * 1024;
 
 fn check_config(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) {
     if spec.config.len() > MAX_CONFIG {
         problems.push(Problem::new(
             "spec.config",
             format!("at most {MAX_CONFIG} entries, got {}", spec.config.len()),
+        ));
+    }
+    let total: usize = spec
+        .config
+        .iter()
+        .flat_map(|c| c.keys.iter())
+        .flat_map(|k| k.values.values())
+        .map(String::len)
+        .sum();
+    if total > MAX_CONFIG_TOTAL {
+        problems.push(Problem::new(
+            "spec.config",
+            format!("values of at most {MAX_CONFIG_TOTAL} bytes in all, got {total}"),
         ));
     }
     let regions: BTreeSet<&str> = spec.regions.iter().map(|r| r.name.as_str()).collect();
@@ -953,6 +969,24 @@ mod tests {
                 "spec.config[2]",
             ]
         );
+    }
+
+    #[test]
+    fn config_values_are_bounded_in_all() {
+        let mut spec = sample();
+        let value = "x".repeat(MAX_CONFIG_VALUE);
+        let entry = |i: usize| -> crate::api::ConfigSpec {
+            serde_yaml::from_str(&format!(
+                "{{kind: ConfigMap, namespace: shop, name: c{i}, keys: [{{key: K, values: \
+                 {{use1: {value}, usw2: {value}}}}}]}}"
+            ))
+            .expect("entry")
+        };
+        // 32 entries × 2 regions × 4 KiB = 256 KiB: at the bound; one more is over it.
+        spec.config = (0..32).map(entry).collect();
+        assert!(fields(&spec).is_empty(), "{:?}", fields(&spec));
+        spec.config.push(entry(32));
+        assert_eq!(fields(&spec), vec!["spec.config"]);
     }
 
     #[test]

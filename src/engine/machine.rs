@@ -1457,15 +1457,17 @@ impl Machine<'_> {
             let stop_jobs = t.replicas == 0
                 && s.jobs_to_stop > 0
                 && workload.is_some_and(|w| w.running_jobs == Some(RunningJobs::Stop));
-            // A count a live autoscaler set (an HPA under load above it, KEDA down to its
-            // minimum below it): its doing, not fought. An autoscaler not yet as the count
-            // needs it: the scale again.
+            // A count a live autoscaler set is its doing, not fought: above the count (an
+            // HPA under load); below it down to its minimum (KEDA scaling to zero) only in
+            // Verify, once the steps before have scaled it up: a warm-up brings the standby
+            // to full capacity whatever an idle autoscaler would keep. An autoscaler not
+            // yet as the count needs it: the scale again.
+            let below_is_theirs = step == Step::Verify;
             let autoscaled = t.replicas > 0
                 && s.replicas != t.replicas
-                && state
-                    .autoscaling
-                    .live
-                    .is_some_and(|lowest| s.replicas > t.replicas || s.replicas >= lowest);
+                && state.autoscaling.live.is_some_and(|lowest| {
+                    s.replicas > t.replicas || (below_is_theirs && s.replicas >= lowest)
+                });
             if (s.replicas != t.replicas && !autoscaled) || stop_jobs || state.autoscaling.behind {
                 let just_scaled = self.input.world.scaled_last_pass.contains(t);
                 if just_scaled {
