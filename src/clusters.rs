@@ -200,6 +200,15 @@ pub trait Clusters: Send + Sync {
         cfg: &ConfigSpec,
         values: &BTreeMap<String, String>,
     ) -> Result<(), ClusterError>;
+    /// Whether `write_config` with these values would be accepted, by a server-side dry run
+    /// that changes nothing: the permission to patch, an `immutable` object, a key also in
+    /// `binaryData`, admission webhooks.
+    async fn config_writable(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError>;
     /// Restarts a workload as `kubectl rollout restart` does: the pod template annotation
     /// `kubectl.kubernetes.io/restartedAt` set to `at`.
     async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError>;
@@ -254,6 +263,14 @@ impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
         values: &BTreeMap<String, String>,
     ) -> Result<(), ClusterError> {
         (**self).write_config(region, cfg, values).await
+    }
+    async fn config_writable(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        (**self).config_writable(region, cfg, values).await
     }
     async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError> {
         (**self).restart(region, w, at).await
@@ -1019,6 +1036,7 @@ impl KubeClusters {
         region: &str,
         cfg: &ConfigSpec,
         values: &BTreeMap<String, String>,
+        dry_run: bool,
     ) -> Result<(), ClusterError> {
         use k8s_openapi::api::core::v1::{ConfigMap, Secret};
         let (_, client) = self.client(region).await?;
@@ -1030,7 +1048,12 @@ impl KubeClusters {
             ConfigKind::Secret => "stringData",
         };
         let patch = serde_json::json!({ field: values });
-        let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
+        let params = if dry_run {
+            PatchParams::default().dry_run()
+        } else {
+            PatchParams::default()
+        };
+        let merge = Patch::Merge(&patch);
         let write = async {
             match cfg.kind {
                 ConfigKind::ConfigMap => Api::<ConfigMap>::namespaced(client, ns)
@@ -1128,7 +1151,16 @@ impl Clusters for KubeClusters {
         cfg: &ConfigSpec,
         values: &BTreeMap<String, String>,
     ) -> Result<(), ClusterError> {
-        (self.patch_config(region, cfg, values).await).map_err(|e| e.in_region(region))
+        (self.patch_config(region, cfg, values, false).await).map_err(|e| e.in_region(region))
+    }
+
+    async fn config_writable(
+        &self,
+        region: &str,
+        cfg: &ConfigSpec,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        (self.patch_config(region, cfg, values, true).await).map_err(|e| e.in_region(region))
     }
 
     async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError> {

@@ -438,6 +438,15 @@ impl<C: Clusters> Clusters for LeaderClusters<C> {
             .map_err(ClusterError::Transient)?;
         self.inner.write_config(region, cfg, values).await
     }
+    async fn config_writable(
+        &self,
+        region: &str,
+        cfg: &crate::api::ConfigSpec,
+        values: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        // A dry run changes nothing: no leadership to confirm.
+        self.inner.config_writable(region, cfg, values).await
+    }
     async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError> {
         self.leadership
             .confirm()

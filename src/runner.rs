@@ -1416,10 +1416,14 @@ impl Runner {
         out
     }
 
-    /// Every ConfigMap and Secret of `spec.config` exists in the target (metadata only).
+    /// Every ConfigMap and Secret of `spec.config` exists in the target (metadata only),
+    /// and the write Reconfigure will make is accepted there (a server-side dry run with
+    /// the values it would write: permission, `immutable`, admission).
     async fn check_config(&self) -> PreflightSeen {
         use engine::pod_refs::RefKind;
         let target = self.target();
+        let endpoints = self.endpoints_of(&self.plan.spec.config).await;
+        let endpoints = &endpoints;
         let found = join_all(self.plan.spec.config.iter().map(|cfg| async move {
             let kind = match cfg.kind {
                 crate::api::ConfigKind::ConfigMap => RefKind::ConfigMap,
@@ -1429,12 +1433,19 @@ impl Runner {
                 .clusters
                 .object_exists(target, &cfg.namespace, kind, &cfg.name)
                 .await;
-            (cfg, seen(exists))
+            let writable = match (seen(exists), Self::wanted_config(target, cfg, endpoints)) {
+                (Ok(true), Ok(values)) => {
+                    seen(self.clusters.config_writable(target, cfg, &values).await).map(|_| true)
+                }
+                (Ok(true), Err(p)) | (Err(p), _) => Err(p),
+                (Ok(false), _) => Ok(false),
+            };
+            (cfg, writable)
         }))
         .await;
         let mut out = PreflightSeen::default();
-        for (cfg, exists) in found {
-            match exists {
+        for (cfg, writable) in found {
+            match writable {
                 Ok(true) => {}
                 Ok(false) => out
                     .problems

@@ -336,8 +336,48 @@ async fn restarted_at(cluster: &str, ns: &str, name: &str) -> Option<String> {
 #[tokio::test]
 async fn config_follows_the_active_region_and_restarts_come_after_promotion() {
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use k8s_openapi::api::rbac::v1::RoleBinding;
     let (scenario, op) = Scenario::start("cfg", &["--config"], &[], 15).await;
     let (mgmt, ns, sc) = scenario.parts();
+    // Without the config role bound in usw2, the write Reconfigure would make is refused:
+    // preflight says so (a server-side dry run of that write), before anything changes.
+    let bindings: Api<RoleBinding> = Api::namespaced(client("usw2").await, &sc);
+    let binding = bindings
+        .get("drover-member-config")
+        .await
+        .expect("the config RoleBinding");
+    bindings
+        .delete("drover-member-config", &Default::default())
+        .await
+        .expect("unbind");
+    let refused = dry_run(&mgmt, &ns, &format!("{sc}-dry1"), &sc).await;
+    assert_phase(&refused, FailoverPhase::Failed);
+    let failures = refused
+        .status
+        .as_ref()
+        .map(|s| s.preflight_failures.clone())
+        .unwrap_or_default();
+    for (kind, object) in [("ConfigMap", "app-config"), ("Secret", "db")] {
+        let said = format!("{kind} {sc}/{object} in usw2: region usw2: the credentials");
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.starts_with(&said) && f.contains("may not patch")),
+            "{said} … may not patch, in {failures:?}"
+        );
+    }
+    let mut rebound = binding.clone();
+    rebound.metadata = kube::api::ObjectMeta {
+        name: binding.metadata.name.clone(),
+        ..Default::default()
+    };
+    bindings
+        .create(&PostParams::default(), &rebound)
+        .await
+        .expect("bind again");
+    let checked = dry_run(&mgmt, &ns, &format!("{sc}-dry2"), &sc).await;
+    assert_phase(&checked, FailoverPhase::Succeeded);
+
     let name = format!("{sc}-go");
     create(
         &mgmt,

@@ -580,8 +580,8 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                 w.workloads.extend(engine::configured_targets(spec, target));
                 w.workloads.extend(restart_targets(spec, target));
                 for i in 0..spec.config.len() {
-                    w.configs.push((target.to_string(), i));
-                    w.configs.push((source.clone(), i));
+                    w.configs
+                        .extend(config_regions(spec, target).map(|r| (r.to_string(), i)));
                 }
             }
             Step::Verify => w.workloads.extend(verify_targets(spec, target, &source)),
@@ -623,6 +623,17 @@ fn restart_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTa
         }
     }
     out
+}
+
+/// Where Reconfigure writes the active region's config: the target first (the step waits
+/// for it), then every other region of the plan where it answers (their standby
+/// workloads read it too).
+fn config_regions<'a>(
+    spec: &'a DisasterRecoveryPlanSpec,
+    target: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    let others = spec.regions.iter().map(|r| r.name.as_str());
+    std::iter::once(target).chain(others.filter(move |r| *r != target))
 }
 
 /// What Verify observes: the target's workloads at active counts, the old region's at
@@ -1987,16 +1998,19 @@ impl Machine<'_> {
     /// its keys, before the write. Returns what the target still waits for.
     fn write_config(&mut self) -> Result<Vec<String>, String> {
         let target = self.target().to_string();
-        let source = self.source();
+        let regions: Vec<String> = config_regions(self.spec, &target)
+            .map(str::to_string)
+            .collect();
         let mut waiting = Vec::new();
         for (i, cfg) in self.spec.config.iter().enumerate() {
             let what = format!("{} {}/{}", cfg.kind.name(), cfg.namespace, cfg.name);
-            for region in [&target, &source] {
+            for region in &regions {
                 let seen = self.input.world.configs.get(&(region.clone(), i));
                 let differing = match seen {
                     Some(Ok(keys)) => keys.clone(),
-                    // The old region is written when it answers; nothing waits for it.
-                    _ if *region == source => continue,
+                    // The other regions (the old one, a third) are written when they
+                    // answer; nothing waits for them.
+                    _ if *region != target => continue,
                     None => {
                         waiting.push(format!("{what} not read yet"));
                         continue;

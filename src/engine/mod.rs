@@ -584,7 +584,7 @@ pub fn planned_actions(
     for cfg in &spec.config {
         let keys: Vec<&str> = cfg.keys.iter().map(|k| k.key.as_str()).collect();
         out.push(format!(
-            "Reconfigure: write {} {}/{} in {target} (and {source} if it answers) where it \
+            "Reconfigure: write {} {}/{} in {target} (and the other regions that answer) where it \
              differs: {}",
             cfg.kind.name(),
             cfg.namespace,

@@ -1305,6 +1305,20 @@ impl Clusters for FakeClusters {
             }
         )
     }
+    async fn config_writable(
+        &self,
+        region: &str,
+        _cfg: &crate::api::ConfigSpec,
+        _values: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        effect!(
+            &self.0,
+            Some(region),
+            ClusterError::Unreachable,
+            ClusterError::Transient,
+            |_world| { Ok(()) }
+        )
+    }
     async fn restart(&self, region: &str, w: &WorkloadSpec, at: &str) -> Result<(), ClusterError> {
         effect!(
             &self.0,

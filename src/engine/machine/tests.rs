@@ -546,6 +546,53 @@ fn config_effects(d: &Decision) -> Vec<Effect> {
 }
 
 #[test]
+fn config_is_written_in_every_region_that_answers_and_waited_for_in_the_target_only() {
+    let mut c = promoted_with_config();
+    let mut third = c.plan.spec.regions[1].clone();
+    third.name = "euw1".into();
+    c.plan.spec.regions.push(third);
+    for region in ["usw2", "use1", "euw1"] {
+        c.world
+            .configs
+            .insert((region.into(), 0), Ok(vec!["REGION".into()]));
+    }
+    let d = c.decide();
+    let written: Vec<Effect> = ["usw2", "use1", "euw1"]
+        .iter()
+        .map(|r| Effect::WriteConfig {
+            config: 0,
+            region: r.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        config_effects(&d),
+        written,
+        "the target first, then the others"
+    );
+    let regions: Vec<&str> = d
+        .status
+        .config_changes
+        .iter()
+        .map(|c| c.region.as_str())
+        .collect();
+    assert_eq!(regions, vec!["usw2", "use1", "euw1"]);
+    // Written in the target; the third region lost meanwhile: the step goes on.
+    c.world.configs.insert(("usw2".into(), 0), Ok(Vec::new()));
+    c.world.configs.insert(("use1".into(), 0), Ok(Vec::new()));
+    c.world.configs.insert(
+        ("euw1".into(), 0),
+        Err(Problem::new(Fault::Unreachable, "no route to host")),
+    );
+    c.now = t(2);
+    let d = c.decide();
+    assert!(
+        matches!(&config_effects(&d)[..], [Effect::Restart { region, .. }] if region == "usw2"),
+        "{:?}",
+        d.effects
+    );
+}
+
+#[test]
 fn config_is_recorded_then_written_and_its_workloads_restarted_once_written() {
     let mut c = promoted_with_config();
     let target = ("usw2".to_string(), 0);
