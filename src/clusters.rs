@@ -160,6 +160,7 @@ pub trait Clusters: Send + Sync {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
+        hold: bool,
     ) -> Result<i32, ClusterError>;
     /// How many pods match `selector` in the workload's namespace, Terminating ones
     /// included: `status.replicas` does not count those, but they still run.
@@ -228,8 +229,9 @@ impl<T: Clusters + ?Sized> Clusters for std::sync::Arc<T> {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
+        hold: bool,
     ) -> Result<i32, ClusterError> {
-        (**self).scale(region, w, replicas).await
+        (**self).scale(region, w, replicas, hold).await
     }
     async fn pods(
         &self,
@@ -844,10 +846,11 @@ impl KubeClusters {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
+        hold: bool,
     ) -> Result<(), ClusterError> {
         let objects = self.list_autoscaler_objects(region, &w.namespace).await?;
         for (kind, obj) in &objects {
-            let patch = crate::engine::autoscalers::drive(*kind, obj, w, replicas)
+            let patch = crate::engine::autoscalers::drive(*kind, obj, w, replicas, hold)
                 .map_err(ClusterError::Permanent)?;
             let (Some(patch), Some(name)) = (patch, obj["metadata"]["name"].as_str()) else {
                 continue;
@@ -910,13 +913,14 @@ impl KubeClusters {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
+        hold: bool,
     ) -> Result<i32, ClusterError> {
         if w.is_cron_job() {
             return self.suspend_or_resume(region, w, replicas).await;
         }
         // A fence (to 0) does not wait on its autoscalers: at 0 replicas an HPA stands
         // aside, and what went wrong with a ScaledObject is reported after the patch.
-        let driven = self.drive_autoscalers(region, w, replicas).await;
+        let driven = self.drive_autoscalers(region, w, replicas, hold).await;
         if replicas > 0 {
             driven.clone()?;
         }
@@ -1114,8 +1118,9 @@ impl Clusters for KubeClusters {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
+        hold: bool,
     ) -> Result<i32, ClusterError> {
-        (self.set_scale(region, w, replicas).await).map_err(|e| e.in_region(region))
+        (self.set_scale(region, w, replicas, hold).await).map_err(|e| e.in_region(region))
     }
 
     async fn object_exists(
@@ -1464,7 +1469,10 @@ mod tests {
             "{problems}"
         );
         let web = &clusters.spec.workloads[0];
-        let scaled = clusters.scale("usw2", web, 0).await.expect_err("forbidden");
+        let scaled = clusters
+            .scale("usw2", web, 0, false)
+            .await
+            .expect_err("forbidden");
         assert_eq!(
             scaled,
             ClusterError::Permanent(format!(
@@ -1506,7 +1514,7 @@ mod tests {
         let conflicted = clusters(conflict);
         let web = &conflicted.spec.workloads[0];
         assert_eq!(
-            conflicted.scale("usw2", web, 1).await,
+            conflicted.scale("usw2", web, 1, false).await,
             Err(ClusterError::Transient(
                 "region usw2: HorizontalPodAutoscaler shop/web changed while Drover was \
                  patching it; it is read again next pass"
@@ -1525,7 +1533,7 @@ mod tests {
         let forbidden = clusters(refused);
         let web = &forbidden.spec.workloads[0];
         assert_eq!(
-            forbidden.scale("usw2", web, 1).await,
+            forbidden.scale("usw2", web, 1, false).await,
             Err(ClusterError::Permanent(
                 "region usw2: the credentials in Secret team-a/usw2-kubeconfig may not patch \
                  scaledobjects.keda.sh in namespace shop: scaledobjects.keda.sh is forbidden"

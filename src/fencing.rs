@@ -139,7 +139,7 @@ impl Fencer<'_> {
             FenceResource::Workload => {
                 let w = workload_of(entry);
                 match self
-                    .bounded(self.clusters.scale(&entry.region, &w, 0))
+                    .bounded(self.clusters.scale(&entry.region, &w, 0, false))
                     .await
                 {
                     Err(e) => Err((true, format!("region {}: {e}", entry.region))),

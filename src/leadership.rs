@@ -379,12 +379,13 @@ impl<C: Clusters> Clusters for LeaderClusters<C> {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
+        hold: bool,
     ) -> Result<i32, ClusterError> {
         self.leadership
             .confirm()
             .await
             .map_err(ClusterError::Transient)?;
-        self.inner.scale(region, w, replicas).await
+        self.inner.scale(region, w, replicas, hold).await
     }
     async fn pods(
         &self,

@@ -621,7 +621,7 @@ impl Runner {
                 let kept = match self.plan.spec.workloads.get(target.workload) {
                     Some(w) => seen(
                         self.clusters
-                            .scale(&target.region, w, target.replicas)
+                            .scale(&target.region, w, target.replicas, target.hold)
                             .await,
                     ),
                     None => Err(Problem::new(
@@ -664,7 +664,8 @@ impl Runner {
                 };
                 let endpoints = self.endpoints_of([cfg]).await;
                 let outcome = match Self::wanted_config(self.target(), cfg, &endpoints) {
-                    Ok(values) => seen(self.clusters.write_config(region, cfg, &values).await),
+                    Ok(values) => seen(self.clusters.write_config(region, cfg, &values).await)
+                        .map_err(|p| redacted(p, &values)),
                     Err(p) => Err(p),
                 };
                 EffectResult::Activated {
@@ -943,7 +944,7 @@ impl Runner {
             return;
         };
         let judged = listed.clone().and_then(|all| {
-            engine::autoscalers::scaling(&all, w, t.replicas)
+            engine::autoscalers::scaling(&all, w, t.replicas, t.hold)
                 .map_err(|e| Problem::new(Fault::Permanent, e))
         });
         match judged {
@@ -1183,7 +1184,8 @@ impl Runner {
                                      databases are writable",
                                     w.namespace, w.name
                                 ),
-                                "WarmUp suspends it before the databases are promoted",
+                                "WarmUp suspends it while the databases are promoted; Jobs it \
+                                 started run on",
                             );
                         }
                         (state.images, state.refs)
@@ -1316,15 +1318,13 @@ impl Runner {
         for (region, w, found) in join_all(reads).await {
             let name = format!("CronJob {}/{}", w.namespace, w.name);
             match found {
-                Ok(Some(state)) if state.replicas > 0 => out.planned_problem(
-                    self.mode(),
-                    format!(
-                        "{name} is not suspended in {}: set spec.suspend to true there; only \
-                         the active region runs it",
-                        region.name
-                    ),
-                    "it keeps running there",
-                ),
+                // Refused even when Unplanned: that region answers, so this is a one-line
+                // fix, and Reconfigure would point its Jobs at the new primary.
+                Ok(Some(state)) if state.replicas > 0 => out.problems.push(format!(
+                    "{name} is not suspended in {}: set spec.suspend to true there; only the \
+                     active region runs it",
+                    region.name
+                )),
                 Ok(_) => {}
                 Err(p) => out.notes.push(format!(
                     "{name} not checked in {}: {}",
@@ -1399,12 +1399,14 @@ impl Runner {
                             out.planned_problem(
                                 self.mode(),
                                 capped,
-                                "Drover raises its maximum to the active count",
+                                "Drover raises its maximum to the active count; a GitOps \
+                                 sync that reverts that keeps WarmUp waiting",
                             );
                         }
                         // What the failover would refuse mid-way (an annotation it cannot
                         // read) is said now.
-                        let judged = engine::autoscalers::scaling(&objects, w, w.active_replicas);
+                        let judged =
+                            engine::autoscalers::scaling(&objects, w, w.active_replicas, true);
                         if let Err(e) = judged {
                             out.problems.push(format!("{e} (in {target})"));
                         }
@@ -1435,7 +1437,9 @@ impl Runner {
                 .await;
             let writable = match (seen(exists), Self::wanted_config(target, cfg, endpoints)) {
                 (Ok(true), Ok(values)) => {
-                    seen(self.clusters.config_writable(target, cfg, &values).await).map(|_| true)
+                    seen(self.clusters.config_writable(target, cfg, &values).await)
+                        .map(|_| true)
+                        .map_err(|p| redacted(p, &values))
                 }
                 (Ok(true), Err(p)) | (Err(p), _) => Err(p),
                 (Ok(false), _) => Ok(false),
@@ -1901,6 +1905,26 @@ impl Observed {
     }
 }
 
+/// Longest answer from a member cluster kept from a config write.
+const MAX_WRITE_ANSWER: usize = 1024;
+
+/// `p` without any value Drover sent (a Secret's among them), and bounded: an admission
+/// webhook's refusal may quote what it refused.
+fn redacted(mut p: Problem, values: &BTreeMap<String, String>) -> Problem {
+    for value in values.values().filter(|v| !v.is_empty()) {
+        p.message = p.message.replace(value.as_str(), "[value withheld]");
+    }
+    if p.message.len() > MAX_WRITE_ANSWER {
+        let mut end = MAX_WRITE_ANSWER;
+        while !p.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        p.message.truncate(end);
+        p.message.push_str(" […]");
+    }
+    p
+}
+
 impl PreflightSeen {
     fn absorb(&mut self, others: Vec<PreflightSeen>) {
         for c in others {
@@ -1940,6 +1964,7 @@ mod tests {
             workload,
             region: region.into(),
             replicas,
+            hold: false,
         }
     }
 
@@ -1953,6 +1978,24 @@ mod tests {
 
     /// A decision chained in the same pass reads only what the ones before it did not,
     /// and sees exactly what it asked for.
+    /// A refusal quoting a value Drover sent (a webhook's echo of a Secret) keeps none of
+    /// it, and a long one is cut.
+    #[test]
+    fn a_config_write_refusal_never_quotes_the_values_sent() {
+        let values = BTreeMap::from([("ORDERS_HOST".to_string(), "db-1.example".to_string())]);
+        let refused = Problem::new(
+            Fault::Permanent,
+            "admission webhook denied: ORDERS_HOST=db-1.example is not allowed",
+        );
+        assert_eq!(
+            redacted(refused, &values).message,
+            "admission webhook denied: ORDERS_HOST=[value withheld] is not allowed"
+        );
+        let long = Problem::new(Fault::Permanent, "é".repeat(MAX_WRITE_ANSWER));
+        let cut = redacted(long, &values).message;
+        assert!(cut.len() <= MAX_WRITE_ANSWER + " […]".len() && cut.ends_with(" […]"));
+    }
+
     #[test]
     fn a_chained_decision_reads_only_what_was_not_read_in_its_pass() {
         let mut observed = Observed::default();

@@ -168,6 +168,7 @@ pub fn scaling(
     all: &[(AutoscalerKind, Value)],
     w: &WorkloadSpec,
     wanted: i32,
+    hold: bool,
 ) -> Result<Autoscaling, String> {
     let mut out = Autoscaling::default();
     for (kind, obj) in all {
@@ -191,7 +192,7 @@ pub fn scaling(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        out.behind |= drive(*kind, obj, w, wanted)?.is_some();
+        out.behind |= drive(*kind, obj, w, wanted, hold)?.is_some();
     }
     Ok(out)
 }
@@ -398,6 +399,8 @@ fn drive_scaled_object(
 /// it does not scale `w`, or nothing changes. Below the active count (standby): an HPA is
 /// held at the standby count (at least 1), a ScaledObject paused at it; at or above it
 /// (active): their own settings come back, an HPA's raised to `wanted` where below it.
+/// `hold` (a region being brought up): a ScaledObject stays paused at `wanted` even at
+/// the active count, its own state saved for later; an HPA's minimum is `wanted` anyway.
 /// The patch carries the object's resourceVersion: a change in between is a conflict, and
 /// the next pass reads again. Err: a plain sentence.
 pub fn drive(
@@ -405,6 +408,7 @@ pub fn drive(
     obj: &Value,
     w: &WorkloadSpec,
     wanted: i32,
+    hold: bool,
 ) -> Result<Option<Value>, String> {
     let Some(seen) = kind.read(obj) else {
         return Ok(None);
@@ -421,7 +425,7 @@ pub fn drive(
         AutoscalerKind::Hpa => drive_hpa(obj, &what, saved, standby, wanted)?,
         AutoscalerKind::ScaledObject => (
             Map::new(),
-            drive_scaled_object(obj, &what, saved, standby, wanted)?,
+            drive_scaled_object(obj, &what, saved, standby || hold, wanted)?,
         ),
     };
     if spec.is_empty() && annotations.is_empty() {
@@ -533,7 +537,7 @@ mod tests {
     }
 
     fn hpa_drive(obj: &Value, wanted: i32) -> Result<Option<Value>, String> {
-        drive(AutoscalerKind::Hpa, obj, &web(), wanted)
+        drive(AutoscalerKind::Hpa, obj, &web(), wanted, false)
     }
 
     #[test]
@@ -697,7 +701,7 @@ mod tests {
     }
 
     fn so_drive(obj: &Value, wanted: i32) -> Result<Option<Value>, String> {
-        drive(AutoscalerKind::ScaledObject, obj, &web(), wanted)
+        drive(AutoscalerKind::ScaledObject, obj, &web(), wanted, false)
     }
 
     #[test]
@@ -731,6 +735,46 @@ mod tests {
     }
 
     #[test]
+    fn a_held_scaled_object_stays_paused_at_the_active_count_until_let_go() {
+        // Standby, paused at 1 by Drover.
+        let so = web_so(json!({}));
+        let standby = applied(&so, &so_drive(&so, 1).expect("ok").expect("patch"));
+        // Warming up (held): paused at the active count, the owner's state still saved,
+        // so an idle KEDA cannot take it to 0 before DNS moves.
+        let held = drive(AutoscalerKind::ScaledObject, &standby, &web(), 4, true)
+            .expect("ok")
+            .expect("patch");
+        assert_eq!(
+            held["metadata"]["annotations"],
+            json!({KEDA_PAUSED_REPLICAS: "4"})
+        );
+        let warm = applied(&standby, &held);
+        let judged = scaling(
+            &[(AutoscalerKind::ScaledObject, warm.clone())],
+            &web(),
+            4,
+            true,
+        );
+        assert_eq!(judged, Ok(Autoscaling::default()), "not live, not behind");
+        // Verify lets it go: the owner's state back.
+        let judged = scaling(
+            &[(AutoscalerKind::ScaledObject, warm.clone())],
+            &web(),
+            4,
+            false,
+        );
+        assert_eq!(judged.map(|a| a.behind), Ok(true));
+        let active = applied(&warm, &so_drive(&warm, 4).expect("ok").expect("patch"));
+        assert_eq!(active, so);
+        // An HPA needs no hold: at the active count its minimum is that count already.
+        let hpa = web_hpa(Some(2), 10, json!({}));
+        assert_eq!(
+            drive(AutoscalerKind::Hpa, &hpa, &web(), 4, true),
+            drive(AutoscalerKind::Hpa, &hpa, &web(), 4, false)
+        );
+    }
+
+    #[test]
     fn a_returning_regions_fence_pauses_a_scaled_object_at_0() {
         // A pending fence scales a workload whose active count it records as 0.
         let fenced = WorkloadSpec {
@@ -738,7 +782,7 @@ mod tests {
             ..web()
         };
         let so = web_so(json!({}));
-        let patch = drive(AutoscalerKind::ScaledObject, &so, &fenced, 0)
+        let patch = drive(AutoscalerKind::ScaledObject, &so, &fenced, 0, false)
             .expect("planned")
             .expect("a patch");
         assert_eq!(
@@ -747,7 +791,7 @@ mod tests {
         );
         let paused = applied(&so, &patch);
         assert_eq!(
-            drive(AutoscalerKind::ScaledObject, &paused, &fenced, 0),
+            drive(AutoscalerKind::ScaledObject, &paused, &fenced, 0, false),
             Ok(None)
         );
     }
@@ -758,20 +802,20 @@ mod tests {
         let all = vec![(AutoscalerKind::Hpa, hpa.clone())];
         // Active, at its own bounds: live (it may scale web above 4), nothing to send.
         assert_eq!(
-            scaling(&all, &web(), 4),
+            scaling(&all, &web(), 4, false),
             Ok(Autoscaling {
                 live: Some(4),
                 behind: false
             })
         );
         // A standby count it has not been held at yet: the scale must be sent.
-        assert_eq!(scaling(&all, &web(), 1).map(|a| a.behind), Ok(true));
+        assert_eq!(scaling(&all, &web(), 1, false).map(|a| a.behind), Ok(true));
         let held = applied(
             &hpa,
             &hpa_drive(&hpa, 1).expect("planned").expect("a patch"),
         );
         assert_eq!(
-            scaling(&[(AutoscalerKind::Hpa, held)], &web(), 1),
+            scaling(&[(AutoscalerKind::Hpa, held)], &web(), 1, false),
             Ok(Autoscaling {
                 live: None,
                 behind: false
@@ -781,11 +825,11 @@ mod tests {
         // either annotation.
         let so = |annotations: Value| vec![(AutoscalerKind::ScaledObject, web_so(annotations))];
         assert_eq!(
-            scaling(&so(json!({})), &web(), 4).map(|a| a.live),
+            scaling(&so(json!({})), &web(), 4, false).map(|a| a.live),
             Ok(Some(0))
         );
         assert_eq!(
-            scaling(&so(json!({KEDA_PAUSED: "true"})), &web(), 4).map(|a| a.live),
+            scaling(&so(json!({KEDA_PAUSED: "true"})), &web(), 4, false).map(|a| a.live),
             Ok(None)
         );
         // The lowest count of the live ones.
@@ -793,7 +837,10 @@ mod tests {
             (AutoscalerKind::Hpa, hpa.clone()),
             (AutoscalerKind::ScaledObject, web_so(json!({}))),
         ];
-        assert_eq!(scaling(&both, &web(), 4).map(|a| a.live), Ok(Some(0)));
+        assert_eq!(
+            scaling(&both, &web(), 4, false).map(|a| a.live),
+            Ok(Some(0))
+        );
         // A paused ScaledObject is not live; another workload's autoscalers do not count.
         let paused = web_so(json!({KEDA_PAUSED_REPLICAS: "1",
             SAVED: r#"{"pausedReplicas":null}"#}));
@@ -803,10 +850,10 @@ mod tests {
             (AutoscalerKind::ScaledObject, paused),
             (AutoscalerKind::Hpa, other),
         ];
-        assert_eq!(scaling(&all, &web(), 1), Ok(Autoscaling::default()));
+        assert_eq!(scaling(&all, &web(), 1, false), Ok(Autoscaling::default()));
         // What `drive` refuses, `scaling` says (preflight reports it before any change).
         let garbage = web_hpa(Some(4), 10, json!({SAVED: "not json"}));
-        assert!(scaling(&[(AutoscalerKind::Hpa, garbage)], &web(), 1).is_err());
+        assert!(scaling(&[(AutoscalerKind::Hpa, garbage)], &web(), 1, false).is_err());
     }
 
     #[test]

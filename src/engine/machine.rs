@@ -618,6 +618,7 @@ fn restart_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTa
                     workload: i,
                     region: region.to_string(),
                     replicas: spec.workloads[i].active_replicas,
+                    hold: true,
                 });
             }
         }
@@ -1463,9 +1464,15 @@ impl Machine<'_> {
                 continue;
             };
             let workload = self.spec.workloads.get(t.workload);
+            let cron = workload.is_some_and(|w| w.is_cron_job());
+            // WarmUp keeps the target's CronJobs suspended, and no more: their Jobs (a
+            // stray resume's, a hand-made one) are not waited for nor stopped there, since
+            // DNS never waits for a scheduled job.
+            let jobs_matter = !(cron && step == Step::WarmUp);
             // A suspended CronJob whose Jobs are to be stopped: sent again (it is
             // idempotent) until none is left undeleted, e.g. after a crash mid-way.
-            let stop_jobs = t.replicas == 0
+            let stop_jobs = jobs_matter
+                && t.replicas == 0
                 && s.jobs_to_stop > 0
                 && workload.is_some_and(|w| w.running_jobs == Some(RunningJobs::Stop));
             // A count a live autoscaler set is its doing, not fought: above the count (an
@@ -1495,7 +1502,7 @@ impl Machine<'_> {
                 c.waiting.push(format!("{name} scaling to {}", t.replicas));
                 continue;
             }
-            if !ready {
+            if !ready || !jobs_matter {
                 c.reached.push(t.workload);
                 continue;
             }
@@ -1505,7 +1512,6 @@ impl Machine<'_> {
                 (t.replicas, t.replicas)
             };
             if !(s.observed_current && s.ready_replicas >= need && s.current_replicas <= most) {
-                let cron = workload.is_some_and(|w| w.is_cron_job());
                 c.waiting.push(if cron && s.current_replicas > t.replicas {
                     format!("CronJob {name}: {} Jobs still running", s.current_replicas)
                 } else {

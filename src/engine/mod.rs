@@ -239,6 +239,10 @@ pub struct ScaleTarget {
     pub workload: usize,
     pub region: String,
     pub replicas: i32,
+    /// Keep its ScaledObjects paused at this count even at the active count: set while a
+    /// failover brings the region up (an idle KEDA would scale it to its minimum before
+    /// DNS moves); Verify hands them back.
+    pub hold: bool,
 }
 
 fn targets(
@@ -254,6 +258,7 @@ fn targets(
                 workload: i,
                 region: region.to_string(),
                 replicas,
+                hold: false,
             })
         })
         .collect()
@@ -280,13 +285,21 @@ pub fn active_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<Scal
 /// suspended), and writers whose config `spec.config` switches (started now, they would
 /// write with the old region's values, e.g. to the old primary, which still takes writes).
 pub fn warmup_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
-    targets(spec, target, |w| {
+    held(targets(spec, target, |w| {
         if w.is_cron_job() {
             Some(0)
         } else {
             (!waits_for_config(spec, w)).then_some(w.active_replicas)
         }
-    })
+    }))
+}
+
+/// `targets` with their autoscalers held at the count (see `ScaleTarget::hold`).
+pub fn held(targets: Vec<ScaleTarget>) -> Vec<ScaleTarget> {
+    targets
+        .into_iter()
+        .map(|t| ScaleTarget { hold: true, ..t })
+        .collect()
 }
 
 /// A writer restarted by a `spec.config` entry: started only once that config is written.
@@ -300,9 +313,9 @@ pub fn waits_for_config(spec: &DisasterRecoveryPlanSpec, w: &crate::api::Workloa
 
 /// Once the config is written: the writers that waited for it, to their active counts.
 pub fn configured_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
-    targets(spec, target, |w| {
+    held(targets(spec, target, |w| {
         waits_for_config(spec, w).then_some(w.active_replicas)
-    })
+    }))
 }
 
 /// Once the databases are writable: the CronJobs resumed in the target region.

@@ -210,6 +210,7 @@ fn scale_targets_by_role() {
         workload,
         region: "use1".into(),
         replicas: 0,
+        hold: false,
     };
     assert_eq!(
         fence_targets(&spec, "use1"),

@@ -1203,6 +1203,7 @@ impl Clusters for FakeClusters {
         region: &str,
         w: &WorkloadSpec,
         replicas: i32,
+        _hold: bool,
     ) -> Result<i32, ClusterError> {
         effect!(
             &self.0,

@@ -427,6 +427,27 @@ fn a_cron_job_found_resumed_in_the_target_is_suspended_by_warm_up() {
     let d = c.decide();
     assert_eq!(cron_job_scales(&d, &c), vec![(Step::WarmUp, 0)]);
     assert_eq!(c.step(Step::WarmUp), Some(StepState::Running));
+    // Suspended, with Jobs of its own still running (and more to stop): WarmUp is done
+    // with it. DNS never waits for a scheduled job; its Jobs are not WarmUp's to wait for.
+    let cron = c
+        .plan
+        .spec
+        .workloads
+        .iter()
+        .position(|w| w.is_cron_job())
+        .expect("a CronJob");
+    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("usw2".to_string(), cron))
+        && let Some(s) = seen.state.as_mut()
+    {
+        s.replicas = 0;
+        s.current_replicas = 2;
+        s.ready_replicas = 0;
+        s.jobs_to_stop = 2;
+    }
+    c.now = t(1);
+    let d = c.decide();
+    assert!(cron_job_scales(&d, &c).is_empty(), "{:?}", d.effects);
+    assert_eq!(c.step(Step::WarmUp), Some(StepState::Succeeded));
 }
 
 #[test]
@@ -462,6 +483,7 @@ fn a_suspended_cron_job_with_jobs_left_to_stop_is_sent_again_a_poll_apart() {
         workload: i,
         region: "use1".into(),
         replicas: 0,
+        hold: false,
     };
     c.world.scaled_last_pass = vec![target];
     assert_eq!(stops(&c.decide()), 0, "sent last pass: a poll first");
