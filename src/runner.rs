@@ -665,7 +665,7 @@ impl Runner {
                 let endpoints = self.endpoints_of([cfg]).await;
                 let outcome = match Self::wanted_config(self.target(), cfg, &endpoints) {
                     Ok(values) => seen(self.clusters.write_config(region, cfg, &values).await)
-                        .map_err(|p| redacted(p, &values)),
+                        .map_err(|p| redacted(p, cfg, &values)),
                     Err(p) => Err(p),
                 };
                 EffectResult::Activated {
@@ -1439,7 +1439,7 @@ impl Runner {
                 (Ok(true), Ok(values)) => {
                     seen(self.clusters.config_writable(target, cfg, &values).await)
                         .map(|_| true)
-                        .map_err(|p| redacted(p, &values))
+                        .map_err(|p| redacted(p, cfg, &values))
                 }
                 (Ok(true), Err(p)) | (Err(p), _) => Err(p),
                 (Ok(false), _) => Ok(false),
@@ -1908,11 +1908,25 @@ impl Observed {
 /// Longest answer from a member cluster kept from a config write.
 const MAX_WRITE_ANSWER: usize = 1024;
 
-/// `p` without any value Drover sent (a Secret's among them), and bounded: an admission
-/// webhook's refusal may quote what it refused.
-fn redacted(mut p: Problem, values: &BTreeMap<String, String>) -> Problem {
-    for value in values.values().filter(|v| !v.is_empty()) {
-        p.message = p.message.replace(value.as_str(), "[value withheld]");
+/// `p` bounded, and for a Secret without any value Drover sent (as text or base64): an
+/// admission webhook's refusal may quote what it refused. A ConfigMap's values are in the
+/// plan already.
+fn redacted(mut p: Problem, cfg: &ConfigSpec, values: &BTreeMap<String, String>) -> Problem {
+    if cfg.kind == crate::api::ConfigKind::Secret {
+        for value in values.values().filter(|v| !v.is_empty()) {
+            // As a Secret's data carries it (ByteString serialises to base64).
+            let bytes = k8s_openapi::ByteString(value.clone().into_bytes());
+            let encoded = serde_json::to_value(bytes)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            for form in [value.as_str(), encoded.as_str()]
+                .into_iter()
+                .filter(|f| !f.is_empty())
+            {
+                p.message = p.message.replace(form, "[value withheld]");
+            }
+        }
     }
     if p.message.len() > MAX_WRITE_ANSWER {
         let mut end = MAX_WRITE_ANSWER;
@@ -1983,16 +1997,28 @@ mod tests {
     #[test]
     fn a_config_write_refusal_never_quotes_the_values_sent() {
         let values = BTreeMap::from([("ORDERS_HOST".to_string(), "db-1.example".to_string())]);
+        let secret: ConfigSpec = serde_yaml::from_str(
+            "{kind: Secret, namespace: shop, name: db, keys: [{key: ORDERS_HOST, \
+             databaseEndpoint: orders}]}",
+        )
+        .expect("entry");
         let refused = Problem::new(
             Fault::Permanent,
-            "admission webhook denied: ORDERS_HOST=db-1.example is not allowed",
+            "admission webhook denied: ORDERS_HOST=db-1.example (ZGItMS5leGFtcGxl) is not allowed",
         );
         assert_eq!(
-            redacted(refused, &values).message,
-            "admission webhook denied: ORDERS_HOST=[value withheld] is not allowed"
+            redacted(refused.clone(), &secret, &values).message,
+            "admission webhook denied: ORDERS_HOST=[value withheld] ([value withheld]) is not \
+             allowed"
         );
+        // A ConfigMap's values are the plan's: left as they are (one may be "usw2").
+        let config_map = ConfigSpec {
+            kind: crate::api::ConfigKind::ConfigMap,
+            ..secret.clone()
+        };
+        assert_eq!(redacted(refused.clone(), &config_map, &values), refused);
         let long = Problem::new(Fault::Permanent, "é".repeat(MAX_WRITE_ANSWER));
-        let cut = redacted(long, &values).message;
+        let cut = redacted(long, &secret, &values).message;
         assert!(cut.len() <= MAX_WRITE_ANSWER + " […]".len() && cut.ends_with(" […]"));
     }
 

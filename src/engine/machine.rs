@@ -568,9 +568,13 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                         }
                     }
                 }
-                // Look ahead: every zone's last batch is INSYNC, so this read usually ends
-                // the step (not when a zone needs another batch), and Verify, decided next
-                // in the same pass, needs these.
+                // Every zone's last batch is INSYNC: the step ends by handing the target's
+                // autoscalers back. Look ahead: this read usually ends the step (not when
+                // a zone needs another batch), and Verify, decided next in the same pass,
+                // needs these.
+                if confirming {
+                    w.workloads.extend(released_targets(spec, target));
+                }
                 if confirming && !spec.dns.is_empty() {
                     w.ahead.extend(verify_targets(spec, target, &source));
                 }
@@ -623,6 +627,18 @@ fn restart_targets(spec: &DisasterRecoveryPlanSpec, region: &str) -> Vec<ScaleTa
             }
         }
     }
+    out
+}
+
+/// Once DNS points at the target: its workloads at their active counts with their
+/// autoscalers no longer held (CronJobs are Activate's).
+fn released_targets(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ScaleTarget> {
+    let mut out = engine::active_targets(spec, target);
+    out.retain(|t| {
+        spec.workloads
+            .get(t.workload)
+            .is_some_and(|w| !w.is_cron_job())
+    });
     out
 }
 
@@ -1471,8 +1487,7 @@ impl Machine<'_> {
             let jobs_matter = !(cron && step == Step::WarmUp);
             // A suspended CronJob whose Jobs are to be stopped: sent again (it is
             // idempotent) until none is left undeleted, e.g. after a crash mid-way.
-            let stop_jobs = jobs_matter
-                && t.replicas == 0
+            let stop_jobs = t.replicas == 0
                 && s.jobs_to_stop > 0
                 && workload.is_some_and(|w| w.running_jobs == Some(RunningJobs::Stop));
             // A count a live autoscaler set is its doing, not fought: above the count (an
@@ -1480,7 +1495,7 @@ impl Machine<'_> {
             // Verify, once the steps before have scaled it up: a warm-up brings the standby
             // to full capacity whatever an idle autoscaler would keep. An autoscaler not
             // yet as the count needs it: the scale again.
-            let below_is_theirs = step == Step::Verify;
+            let below_is_theirs = matches!(step, Step::SwitchDns | Step::Verify);
             let autoscaled = t.replicas > 0
                 && s.replicas != t.replicas
                 && state.autoscaling.live.is_some_and(|lowest| {
@@ -1499,7 +1514,12 @@ impl Machine<'_> {
                     });
                     self.attempt(step);
                 }
-                c.waiting.push(format!("{name} scaling to {}", t.replicas));
+                if jobs_matter || s.replicas != t.replicas {
+                    c.waiting.push(format!("{name} scaling to {}", t.replicas));
+                } else {
+                    // WarmUp: suspended; the stop of its Jobs is resent, not waited on.
+                    c.reached.push(t.workload);
+                }
                 continue;
             }
             if !ready || !jobs_matter {
@@ -2263,7 +2283,25 @@ impl Machine<'_> {
             waiting.push(format!("{id}: batch {number} sent"));
         }
         if waiting.is_empty() {
-            return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
+            // DNS points at the target: the ScaledObjects held paused through the warm-up
+            // are handed back now, for live traffic to scale, not only at Verify (which
+            // also waits for Activate).
+            let released = released_targets(self.spec, self.target());
+            let c = self.converge(Step::SwitchDns, &released, false);
+            let mut left = c.waiting;
+            left.extend(c.failed);
+            left.extend(c.unreachable.into_iter().map(|(_, w)| w));
+            if left.is_empty() {
+                return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
+            }
+            if self.overdue(Step::SwitchDns) {
+                notes.push(format!(
+                    "autoscalers not handed back yet ({}); Verify hands them back",
+                    left.join(", ")
+                ));
+                return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
+            }
+            return StepOutcome::Wait(self.poll(Step::SwitchDns));
         }
         if self.overdue(Step::SwitchDns) {
             return StepOutcome::Failed(format!(

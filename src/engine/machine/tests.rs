@@ -446,7 +446,8 @@ fn a_cron_job_found_resumed_in_the_target_is_suspended_by_warm_up() {
     }
     c.now = t(1);
     let d = c.decide();
-    assert!(cron_job_scales(&d, &c).is_empty(), "{:?}", d.effects);
+    // (Its runningJobs is Stop: the stop is sent again, not waited on.)
+    assert_eq!(cron_job_scales(&d, &c), vec![(Step::WarmUp, 0)]);
     assert_eq!(c.step(Step::WarmUp), Some(StepState::Succeeded));
 }
 
@@ -902,13 +903,15 @@ fn dns_batches_are_recorded_before_they_are_sent_and_then_waited_on() {
     let w = wants(&c.plan.spec, &c.fo);
     assert_eq!(w.changes, vec!["C1".to_string()]);
     assert!(w.ahead.is_empty(), "no look-ahead while a batch is pending");
-    // INSYNC: the zone is read again to confirm; Verify's reads, the lost old region's
-    // included, are only looked ahead at, never waited on for this decision.
+    // INSYNC: the zone is read again to confirm, and the target's workloads, whose
+    // autoscalers the step hands back; Verify's reads, the lost old region's included, are
+    // only looked ahead at, never waited on for this decision.
     c.world.changes.insert("C1".into(), Ok(true));
     c.decide();
     let w = wants(&c.plan.spec, &c.fo);
     assert_eq!(w.zones, vec!["Z0SHOPEXAMPLE".to_string()]);
-    assert!(w.workloads.is_empty());
+    assert!(!w.workloads.is_empty());
+    assert!(w.workloads.iter().all(|t| t.region == "usw2" && !t.hold));
     assert!(w.ahead.iter().any(|t| t.region == "use1"));
     assert!(w.ahead.iter().any(|t| t.region == "usw2"));
 }
