@@ -83,6 +83,16 @@ async fn dry_run(mgmt: &kube::Client, ns: &str, name: &str, plan: &str) -> Failo
     wait_terminal(mgmt, ns, name, Duration::from_secs(60)).await
 }
 
+/// A DryRun that preflight refuses: its failures.
+async fn refused_dry_run(mgmt: &kube::Client, ns: &str, name: &str, plan: &str) -> Vec<String> {
+    let refused = dry_run(mgmt, ns, name, plan).await;
+    assert_phase(&refused, FailoverPhase::Failed);
+    refused
+        .status
+        .map(|s| s.preflight_failures)
+        .unwrap_or_default()
+}
+
 /// What the sampler saw: a CronJob resumed in both regions at once, a CronJob resumed in
 /// `target` while its databases were not writable, and the samples taken.
 struct Seen {
@@ -166,13 +176,7 @@ async fn cron_jobs_are_suspended_before_promotion_and_resumed_after() {
     )
     .await
     .expect("resume report in usw2");
-    let refused = dry_run(&mgmt, &ns, &format!("{sc}-dry1"), &sc).await;
-    assert_phase(&refused, FailoverPhase::Failed);
-    let failures = refused
-        .status
-        .as_ref()
-        .map(|s| s.preflight_failures.clone())
-        .unwrap_or_default();
+    let failures = refused_dry_run(&mgmt, &ns, &format!("{sc}-dry1"), &sc).await;
     assert_eq!(
         failures,
         vec![format!(
@@ -350,13 +354,7 @@ async fn config_follows_the_active_region_and_restarts_come_after_promotion() {
         .delete("drover-member-config", &Default::default())
         .await
         .expect("unbind");
-    let refused = dry_run(&mgmt, &ns, &format!("{sc}-dry1"), &sc).await;
-    assert_phase(&refused, FailoverPhase::Failed);
-    let failures = refused
-        .status
-        .as_ref()
-        .map(|s| s.preflight_failures.clone())
-        .unwrap_or_default();
+    let failures = refused_dry_run(&mgmt, &ns, &format!("{sc}-dry1"), &sc).await;
     for (kind, object) in [("ConfigMap", "app-config"), ("Secret", "db")] {
         let said = format!("{kind} {sc}/{object} in usw2: region usw2: the credentials");
         assert!(
