@@ -324,11 +324,26 @@ pub struct SdkAws {
     route53: aws_sdk_route53::Client,
     regions: Mutex<HashMap<String, RegionClients>>,
     metrics: Arc<Metrics>,
+    limiter: Arc<crate::ratelimit::Limiter>,
 }
 
 impl SdkAws {
-    pub async fn from_env(metrics: Arc<Metrics>) -> Self {
+    /// `limits`: client-side rate limits by service signing name (see `ratelimit`).
+    pub async fn from_env(
+        metrics: Arc<Metrics>,
+        limits: HashMap<String, crate::ratelimit::RateLimit>,
+    ) -> Self {
+        use aws_smithy_http_client::tls;
+        let limiter = Arc::new(crate::ratelimit::Limiter::new(limits, metrics.clone()));
+        // The SDK's default HTTPS client, every request through the limiter first.
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_https();
+        let limited = crate::ratelimit::LimitedClient::new(https, limiter.clone());
         let base = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(limited)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -349,6 +364,7 @@ impl SdkAws {
             route53,
             regions: Mutex::new(HashMap::new()),
             metrics,
+            limiter,
         }
     }
 
@@ -437,9 +453,32 @@ impl SdkAws {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        self.answered(service, &result);
         let out = result.map_err(classify);
         self.count(service, operation, &out);
         out
+    }
+
+    /// Tells the rate limiter how `service` answered: a throttling answer slows its
+    /// buckets down, any other lets them speed back up.
+    fn answered<T, E>(
+        &self,
+        service: &'static str,
+        result: &Result<T, SdkError<E, aws_sdk_rds::config::http::HttpResponse>>,
+    ) where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let throttled = match result {
+            Err(e) => error_code(e).is_some_and(|c| THROTTLING_CODES.contains(&c.as_str())),
+            Ok(_) => false,
+        };
+        // Metric label → signing name.
+        let signing = if service == "cloudwatch" {
+            "monitoring"
+        } else {
+            service
+        };
+        self.limiter.answered(signing, throttled);
     }
 
     /// Like `record`, with the given "not found" error codes mapped to Ok(None).
@@ -453,6 +492,7 @@ impl SdkAws {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        self.answered(service, &result);
         let out = match result {
             Ok(v) => Ok(Some(v)),
             Err(e) if error_code(&e).is_some_and(|c| not_found.contains(&c.as_str())) => Ok(None),

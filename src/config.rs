@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::ratelimit::RateLimit;
+
 /// `drover run` flags. Each flag also reads a `DROVER_*` environment variable.
 #[derive(Args, Debug, Default, Clone)]
 pub struct RunArgs {
@@ -66,7 +68,13 @@ pub struct FileConfig {
     pub member_timeout_seconds: Option<u64>,
     pub retry_after_promotion_seconds: Option<u64>,
     pub pause_automatic_failover: Option<bool>,
+    /// Client-side limits of AWS calls, by service signing name (file only).
+    pub aws_rate_limits: Option<std::collections::BTreeMap<String, RateLimit>>,
 }
+
+/// The services whose rate `awsRateLimits` may set, by signing name.
+pub const RATE_LIMITED_SERVICES: [&str; 5] =
+    ["route53", "rds", "monitoring", "secretsmanager", "ecr"];
 
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +90,8 @@ pub struct Config {
     pub retry_after_promotion: Duration,
     /// Automatic failover is paused for every plan.
     pub pause_automatic_failover: bool,
+    /// Client-side AWS rate limits set in the file; other services keep their defaults.
+    pub aws_rate_limits: std::collections::HashMap<String, RateLimit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +136,20 @@ impl Config {
                 let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
                 format!("{host}-{}", std::process::id())
             });
+        let aws_rate_limits = file.aws_rate_limits.unwrap_or_default();
+        for (service, limit) in &aws_rate_limits {
+            if !RATE_LIMITED_SERVICES.contains(&service.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "awsRateLimits.{service}: not one of {}",
+                    RATE_LIMITED_SERVICES.join(", ")
+                )));
+            }
+            if let Some(problem) = limit.problem() {
+                return Err(ConfigError::Invalid(format!(
+                    "awsRateLimits.{service}: {problem}"
+                )));
+            }
+        }
         Ok(Self {
             watch_namespace: args.watch_namespace.clone().or(file.watch_namespace),
             http_addr: args
@@ -167,6 +191,7 @@ impl Config {
                 .pause_automatic_failover
                 .or(file.pause_automatic_failover)
                 .unwrap_or(false),
+            aws_rate_limits: aws_rate_limits.into_iter().collect(),
         })
     }
 
@@ -206,6 +231,38 @@ mod tests {
         let config = Config::resolve(&RunArgs::default(), file, None, None).expect("resolves");
         assert_eq!(config.lease_name, "drover-leader");
         assert_eq!(config.lease_duration, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn aws_rate_limits_are_checked_by_service_and_bound() {
+        let file: FileConfig = serde_yaml::from_str(EXAMPLE).expect("example parses");
+        let config = Config::resolve(&RunArgs::default(), file, None, None).expect("resolves");
+        assert_eq!(
+            config.aws_rate_limits.get("route53"),
+            Some(&RateLimit {
+                per_second: 4.0,
+                burst: 5.0
+            })
+        );
+        for (yaml, said) in [
+            (
+                "awsRateLimits: {dynamodb: {perSecond: 1, burst: 1}}",
+                "awsRateLimits.dynamodb: not one of route53, rds, monitoring, secretsmanager, ecr",
+            ),
+            (
+                "awsRateLimits: {rds: {perSecond: 0, burst: 1}}",
+                "awsRateLimits.rds: perSecond must be between 0.01 and 10000, got 0",
+            ),
+        ] {
+            let file: FileConfig = serde_yaml::from_str(yaml).expect("parses");
+            let refused = Config::resolve(&RunArgs::default(), file, None, None)
+                .expect_err("refused")
+                .to_string();
+            assert_eq!(refused, said);
+        }
+        let unknown: Result<FileConfig, _> =
+            serde_yaml::from_str("awsRateLimits: {rds: {perSecond: 1, burst: 1, extra: 2}}");
+        assert!(unknown.is_err());
     }
 
     #[test]

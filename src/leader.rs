@@ -72,8 +72,9 @@ pub async fn run_when_leader(
             info!(identity = %config.identity, "acquired leadership");
             readiness.leader.store(true, Ordering::Release);
             metrics.leader.set(1);
-            let aws: Arc<dyn crate::aws::Aws> =
-                Arc::new(crate::aws::SdkAws::from_env(metrics.clone()).await);
+            let aws: Arc<dyn crate::aws::Aws> = Arc::new(
+                crate::aws::SdkAws::from_env(metrics.clone(), config.aws_rate_limits.clone()).await,
+            );
             let ctx = Arc::new(Context::new(
                 client.clone(),
                 aws,

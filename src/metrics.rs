@@ -32,6 +32,11 @@ pub struct AwsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsWaitLabels {
+    pub service: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
     pub mode: String,
     pub result: String,
@@ -88,6 +93,7 @@ pub struct Metrics {
     pub plan_ready: Family<PlanLabels, Gauge>,
     pub leader: Gauge,
     pub aws_calls: Family<AwsCallLabels, Counter>,
+    pub aws_rate_limit_wait: Family<AwsWaitLabels, FloatCounter>,
     pub failovers: Family<FailoverLabels, Counter>,
     pub failover_duration: Histogram,
     pub step_duration: Family<StepLabels, Histogram>,
@@ -108,6 +114,7 @@ pub struct Metrics {
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -158,6 +165,12 @@ impl Default for Metrics {
             "aws_calls",
             "AWS API calls by service, operation and result",
             aws_calls.clone(),
+        );
+        let aws_rate_limit_wait = Family::<AwsWaitLabels, FloatCounter>::default();
+        registry.register(
+            "aws_rate_limit_wait_seconds",
+            "Time AWS calls waited for Drover's own rate limit, by service",
+            aws_rate_limit_wait.clone(),
         );
         registry.register(
             "failovers",
@@ -277,6 +290,7 @@ impl Default for Metrics {
             last_failover_data_loss,
             last_failover_step,
             aws_calls,
+            aws_rate_limit_wait,
             failovers,
             failover_duration,
             step_duration,

@@ -46,7 +46,7 @@ pub fn seed(args: &[&str]) -> String {
 }
 
 /// Seeds a scenario and creates its plan in `ns`; waits until the plan is Ready.
-async fn seeded_plan(
+pub async fn seeded_plan(
     client: &kube::Client,
     ns: &str,
     name: &str,

@@ -7,6 +7,7 @@ mod drills;
 mod failover;
 mod observe;
 mod operate;
+mod scale;
 mod support;
 
 use std::time::{Duration, Instant};
