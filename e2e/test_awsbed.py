@@ -218,6 +218,38 @@ def test_throttle_rate_applies_to_a_share_of_calls():
     assert 15 <= throttled <= 45, throttled
 
 
+def test_rds_account_limit_is_a_token_bucket_per_region():
+    # AWS's default is 12/s with bursts of 300; a small bucket shows it within a test.
+    assert bed("POST", "/config", {"rds_rate": 0.2, "rds_burst": 3})["rds_rate"] == 0.2
+    try:
+        east = aws("rds", "ca-central-1")
+        outcomes = []
+        for _ in range(5):
+            try:
+                east.describe_db_instances()
+                outcomes.append("ok")
+            except botocore.exceptions.ClientError as e:
+                assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+                assert e.response["Error"]["Code"] == "Throttling"
+                outcomes.append("throttled")
+        assert outcomes == ["ok"] * 3 + ["throttled"] * 2
+        view = bed("GET", "/throttled")
+        assert {"service": "rds", "region": "ca-central-1", "operation": "DescribeDBInstances",
+                "count": 2} in view["throttled"]
+        # Another region has a bucket of its own.
+        aws("rds", "sa-east-1").describe_db_instances()
+    finally:
+        bed("POST", "/config", {"rds_rate": 12, "rds_burst": 300})
+    assert (view["rds_rate"], view["rds_burst"]) == (0.2, 3)
+
+
+def test_bad_rds_rate_is_a_control_error():
+    import urllib.error
+    with pytest.raises(urllib.error.HTTPError) as e:
+        bed("POST", "/config", {"rds_rate": -1})
+    assert e.value.code == 400
+
+
 def test_region_outage_drops_regional_services_only():
     bed("POST", "/outage", {"region": "ap-south-1", "down": True})
     with pytest.raises((botocore.exceptions.EndpointConnectionError,

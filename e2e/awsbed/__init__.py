@@ -97,6 +97,8 @@ def _create_db_instance_read_replica(self, db_kwargs):
 rds_models.RDSBackend.create_db_instance_read_replica = _create_db_instance_read_replica
 
 ACCOUNT = "123456789012"
+# RDS throttles each account in each region: 12 requests/s sustained, bursts of 300.
+RDS_RATE, RDS_BURST = 12.0, 300.0
 GLOBAL_SERVICES = {"route53"}
 R53_NS = "https://route53.amazonaws.com/doc/2013-04-01/"
 RDS_NS = "http://rds.amazonaws.com/doc/2014-10-31/"
@@ -162,6 +164,10 @@ class BedState:
         self.waits = {}  # (kind, id) -> requested/done/noticed times and describes between
         self.rng = random.Random(42)
         self.route53 = route53.Route53State()  # rate limit (5/s), throttled calls, zone per change
+        # RDS's account limit, per region (AWS: 12 requests/s sustained, bursts of 300).
+        self.rds_limit = (RDS_RATE, RDS_BURST)
+        self.rds_buckets = {}  # region -> route53.TokenBucket
+        self.rds_throttled = Counter()  # (region, operation) -> throttled calls
 
 
 def xml_escape(s):
@@ -190,6 +196,28 @@ class Bed:
         if not m:
             return None, None
         return m.group(2), m.group(1)
+
+    def admit_rds(self, region, operation):
+        """Takes a token of the region's RDS bucket; False (and counted) when throttled."""
+        with self.state.lock:
+            bucket = self.state.rds_buckets.get(region)
+            if bucket is None:
+                bucket = self.state.rds_buckets[region] = route53.TokenBucket(*self.state.rds_limit)
+            if bucket.take():
+                return True
+            self.state.rds_throttled[(region, operation)] += 1
+            return False
+
+    def throttled_view(self):
+        """Route 53's throttled calls (route53.throttled_view) and RDS's, by region."""
+        view = route53.throttled_view(self.state)
+        with self.state.lock:
+            rds = sorted(self.state.rds_throttled.items())
+            view["rds_rate"], view["rds_burst"] = self.state.rds_limit
+        view["throttled"] += [{"service": "rds", "region": r, "operation": op, "count": n}
+                              for (r, op), n in rds]
+        view["total"] += sum(n for _, n in rds)
+        return view
 
     @staticmethod
     def access_key(environ):
@@ -306,6 +334,8 @@ class Bed:
         # Over the account's Route 53 rate the call never reaches the service: it is counted
         # in /_bed/throttled, not in /_bed/calls, so "sent exactly once" counts effects.
         if service == "route53" and not route53.admit(self.state, operation):
+            return self.error(start_response, service, "400 Bad Request", "Throttling", "Rate exceeded")
+        if service == "rds" and not self.admit_rds(region, operation):
             return self.error(start_response, service, "400 Bad Request", "Throttling", "Rate exceeded")
         with self.state.lock:
             self.state.calls[(service, region, operation)] += 1
@@ -823,6 +853,14 @@ class Bed:
         lag = self.replication.configure(p)
         with self.state.lock:
             r53 = route53.configure(self.state, p)  # route53_rate (req/s, 0 = unlimited), route53_burst
+            if "rds_rate" in p or "rds_burst" in p:
+                rate = float(p.get("rds_rate", self.state.rds_limit[0]))
+                burst = float(p.get("rds_burst", self.state.rds_limit[1]))
+                if rate < 0 or burst < 1:
+                    raise ValueError("rds_rate must be >= 0 and rds_burst >= 1")
+                self.state.rds_limit = (rate, burst)
+                self.state.rds_buckets = {}  # full again, at the new rate
+            r53["rds_rate"], r53["rds_burst"] = self.state.rds_limit
             keys = ("promotion_delay", "switchover_delay", "dns_sync_delay",
                     "replica_create_delay", "delete_delay", "rejoin_delay")
             for key in keys:
@@ -847,7 +885,7 @@ CONTROL = {
     ("POST", "/reset"): Bed.ctl_reset,
     ("GET", "/calls"): Bed.ctl_calls,
     ("POST", "/calls/reset"): Bed.ctl_calls_reset,
-    ("GET", "/throttled"): lambda bed, _: route53.throttled_view(bed.state),  # Route 53 rate limit
+    ("GET", "/throttled"): lambda bed, _: bed.throttled_view(),  # Route 53 and RDS rate limits
     ("GET", "/operations"): Bed.ctl_operations,
     ("GET", "/waits"): Bed.ctl_waits,
     ("POST", "/waits/reset"): Bed.ctl_waits_reset,
