@@ -26,7 +26,7 @@ async fn ten_plans_fail_over_at_once_within_the_route53_limit() {
     let (client, ns, first) = scenario.parts();
     let mut plans = vec![first];
     while plans.len() < PLANS {
-        let name = unique("mass");
+        let name = unique(&format!("mass{}", plans.len()));
         seeded_plan(&client, &ns, &name, &[]).await;
         plans.push(name);
     }
