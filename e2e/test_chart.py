@@ -115,6 +115,7 @@ def test_full_values_render_every_option():
     assert env["AWS_REGION"] == "us-east-1"
     assert env["AWS_STS_REGIONAL_ENDPOINTS"] == "regional"
     assert env["DROVER_LOG_FORMAT"] == "text"
+    assert json.loads(env["DROVER_AWS_RATE_LIMITS"]) == {"route53": {"perSecond": 3, "burst": 4}}
     monitor = one(objects, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"][0]["interval"] == "15s"
@@ -141,6 +142,8 @@ def test_full_values_render_every_option():
      "/operator/secretNamespaces/0': 'Kube_System' does not match pattern"),
     ({"metrics": {"port": "8080"}}, "/metrics/port': got string, want integer"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy': value must be one of"),
+    ({"operator": {"awsRateLimits": {"route53": {"perSecond": 0, "burst": 5}}}},
+     "/operator/awsRateLimits/route53/perSecond': minimum: got 0, want 0.01"),
 ])
 def test_schema_rejects_bad_values_naming_the_key(values, message):
     with pytest.raises(helm_python.HelmValuesError) as err:

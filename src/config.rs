@@ -52,6 +52,10 @@ pub struct RunArgs {
         default_missing_value = "true"
     )]
     pub pause_automatic_failover: Option<bool>,
+    /// Client-side AWS rate limits by service, as JSON, e.g.
+    /// `{"route53": {"perSecond": 4, "burst": 5}}`; replaces the file's `awsRateLimits`.
+    #[arg(long, env = "DROVER_AWS_RATE_LIMITS")]
+    pub aws_rate_limits: Option<String>,
 }
 
 /// The same settings as they appear in a config file (camelCase keys).
@@ -136,7 +140,11 @@ impl Config {
                 let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
                 format!("{host}-{}", std::process::id())
             });
-        let aws_rate_limits = file.aws_rate_limits.unwrap_or_default();
+        let aws_rate_limits = match &args.aws_rate_limits {
+            Some(text) => serde_yaml::from_str(text)
+                .map_err(|e| ConfigError::Invalid(format!("awsRateLimits: {e}")))?,
+            None => file.aws_rate_limits.unwrap_or_default(),
+        };
         for (service, limit) in &aws_rate_limits {
             if !RATE_LIMITED_SERVICES.contains(&service.as_str()) {
                 return Err(ConfigError::Invalid(format!(
@@ -260,6 +268,22 @@ mod tests {
                 .to_string();
             assert_eq!(refused, said);
         }
+        // From the flag or DROVER_AWS_RATE_LIMITS (the chart's way), as JSON.
+        let args = RunArgs {
+            aws_rate_limits: Some(r#"{"rds": {"perSecond": 5, "burst": 8}}"#.into()),
+            ..Default::default()
+        };
+        let config = Config::resolve(&args, FileConfig::default(), None, None).expect("ok");
+        assert_eq!(
+            config.aws_rate_limits.get("rds").map(|l| l.burst),
+            Some(8.0)
+        );
+        let args = RunArgs {
+            aws_rate_limits: Some("[1]".into()),
+            ..Default::default()
+        };
+        let refused = Config::resolve(&args, FileConfig::default(), None, None);
+        assert!(refused.is_err_and(|e| e.to_string().starts_with("awsRateLimits: ")));
         let unknown: Result<FileConfig, _> =
             serde_yaml::from_str("awsRateLimits: {rds: {perSecond: 1, burst: 1, extra: 2}}");
         assert!(unknown.is_err());
