@@ -99,6 +99,25 @@ impl Case {
 
     /// An Unplanned failover of the orders database alone, fenced and warmed, with known
     /// lag and the target a healthy replica: the decision that asks for its promotion.
+    /// The sample's CronJob (index into spec.workloads).
+    fn cron_job(&self) -> usize {
+        self.plan
+            .spec
+            .workloads
+            .iter()
+            .position(|w| w.is_cron_job())
+            .expect("a CronJob")
+    }
+
+    /// Changes workload `i` as observed in `region` (observed before).
+    fn edit_seen(&mut self, region: &str, i: usize, edit: impl FnOnce(&mut WorkloadState)) {
+        if let Some(Ok(seen)) = self.world.workloads.get_mut(&(region.to_string(), i))
+            && let Some(s) = seen.state.as_mut()
+        {
+            edit(s);
+        }
+    }
+
     fn unplanned_orders_promotion() -> (Self, Decision) {
         let mut c = Case::admitted(FailoverMode::Unplanned);
         c.plan.spec.databases.retain(|d| d.name == "orders");
@@ -429,21 +448,13 @@ fn a_cron_job_found_resumed_in_the_target_is_suspended_by_warm_up() {
     assert_eq!(c.step(Step::WarmUp), Some(StepState::Running));
     // Suspended, with Jobs of its own still running (and more to stop): WarmUp is done
     // with it. DNS never waits for a scheduled job; its Jobs are not WarmUp's to wait for.
-    let cron = c
-        .plan
-        .spec
-        .workloads
-        .iter()
-        .position(|w| w.is_cron_job())
-        .expect("a CronJob");
-    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("usw2".to_string(), cron))
-        && let Some(s) = seen.state.as_mut()
-    {
+    let cron = c.cron_job();
+    c.edit_seen("usw2", cron, |s| {
         s.replicas = 0;
         s.current_replicas = 2;
         s.ready_replicas = 0;
         s.jobs_to_stop = 2;
-    }
+    });
     c.now = t(1);
     let d = c.decide();
     // (Its runningJobs is Stop: the stop is sent again, not waited on.)
@@ -454,25 +465,17 @@ fn a_cron_job_found_resumed_in_the_target_is_suspended_by_warm_up() {
 #[test]
 fn a_suspended_cron_job_with_jobs_left_to_stop_is_sent_again_a_poll_apart() {
     let mut c = Case::admitted(FailoverMode::Planned);
-    let i = c
-        .plan
-        .spec
-        .workloads
-        .iter()
-        .position(|w| w.is_cron_job())
-        .expect("a CronJob");
+    let i = c.cron_job();
     assert_eq!(
         c.plan.spec.workloads[i].running_jobs,
         Some(RunningJobs::Stop)
     );
     c.workloads_at("use1", standby);
     // Suspended (say by the pass before a crash), one Job deleted, one not yet.
-    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("use1".into(), i))
-        && let Some(s) = seen.state.as_mut()
-    {
+    c.edit_seen("use1", i, |s| {
         s.current_replicas = 2;
         s.jobs_to_stop = 1;
-    }
+    });
     let stops = |d: &Decision| {
         d.effects
             .iter()
@@ -710,18 +713,8 @@ fn config_already_right_is_not_written_and_restarts_nothing() {
 fn a_suspended_cron_job_with_running_jobs_holds_the_fence() {
     let mut c = Case::admitted(FailoverMode::Planned);
     c.workloads_at("use1", standby);
-    let i = c
-        .plan
-        .spec
-        .workloads
-        .iter()
-        .position(|w| w.is_cron_job())
-        .expect("a CronJob");
-    if let Some(Ok(seen)) = c.world.workloads.get_mut(&("use1".into(), i))
-        && let Some(s) = seen.state.as_mut()
-    {
-        s.current_replicas = 2;
-    }
+    let i = c.cron_job();
+    c.edit_seen("use1", i, |s| s.current_replicas = 2);
     c.decide();
     c.now = t(400);
     c.decide();
