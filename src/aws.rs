@@ -206,6 +206,12 @@ where
 {
     let message = error_chain(&err);
     let kind = match &err {
+        // Drover's own rate limit refusing a backed-up call (ratelimit::Backlogged).
+        SdkError::DispatchFailure(d)
+            if d.as_other() == Some(aws_smithy_types::retry::ErrorKind::TransientError) =>
+        {
+            AwsErrorKind::Transient
+        }
         SdkError::DispatchFailure(_) => AwsErrorKind::Unreachable,
         SdkError::TimeoutError(_) => AwsErrorKind::Transient,
         SdkError::ResponseError(r) => {
@@ -468,9 +474,14 @@ impl SdkAws {
     ) where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        // Only the service's answers count: a timeout or a connection failure says nothing
+        // of its rate.
         let throttled = match result {
-            Err(e) => error_code(e).is_some_and(|c| THROTTLING_CODES.contains(&c.as_str())),
             Ok(_) => false,
+            Err(e @ SdkError::ServiceError(_)) => {
+                error_code(e).is_some_and(|c| THROTTLING_CODES.contains(&c.as_str()))
+            }
+            Err(_) => return,
         };
         // Metric label → signing name.
         let signing = if service == "cloudwatch" {

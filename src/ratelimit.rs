@@ -14,10 +14,20 @@ use aws_smithy_runtime_api::client::http::{
     SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::retry::ErrorKind;
 use serde::Deserialize;
 
 use crate::metrics::{AwsWaitLabels, Metrics};
+
+/// The longest a request waits for its token. The wait runs inside the SDK's 10 s attempt
+/// timeout: a request that would wait longer is refused at once, its token handed back, and
+/// tried again at a later pass, rather than booking a slot it would time out in.
+pub const MAX_WAIT: Duration = Duration::from_secs(8);
+
+/// Buckets unused this long are dropped (temporary credentials bring new access keys).
+const IDLE_BUCKET: Duration = Duration::from_secs(600);
 
 /// A sustained rate and the burst a bucket holds.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -113,13 +123,18 @@ impl Bucket {
     fn take(&mut self, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.limit.burst);
-        self.at = now;
+        self.at = self.at.max(now);
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
             Duration::from_secs_f64(-self.tokens / self.rate)
         }
+    }
+
+    /// A reserved token not used after all (the request gave up, or was refused).
+    fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.limit.burst);
     }
 
     /// A throttling answer: half the rate, down to a sixteenth of the limit.
@@ -172,19 +187,42 @@ impl Limiter {
         }
     }
 
-    /// How long a request for `key` waits at `now` (its token reserved).
-    fn reserve(&self, key: &BucketKey, now: Instant) -> Duration {
+    /// How long a request for `key` waits at `now`, its token reserved; Err (nothing
+    /// reserved) when that would be longer than `MAX_WAIT`.
+    fn reserve(&self, key: &BucketKey, now: Instant) -> Result<Duration, Duration> {
         let limit = self.limit(&key.service);
         let mut buckets = self.buckets();
+        if !buckets.contains_key(key) {
+            buckets.retain(|_, b| now.saturating_duration_since(b.at) < IDLE_BUCKET);
+        }
         let bucket = buckets
             .entry(key.clone())
             .or_insert_with(|| Bucket::new(limit, now));
-        bucket.take(now)
+        let wait = bucket.take(now);
+        if wait > MAX_WAIT {
+            bucket.refund();
+            return Err(wait);
+        }
+        Ok(wait)
     }
 
-    /// Waits for a token of `key`'s bucket; counts the wait in the metrics.
-    pub async fn acquire(&self, key: &BucketKey) {
-        let wait = self.reserve(key, Instant::now());
+    fn refund(&self, key: &BucketKey) {
+        if let Some(bucket) = self.buckets().get_mut(key) {
+            bucket.refund();
+        }
+    }
+
+    /// Waits for a token of `key`'s bucket, counting the wait in the metrics; Err when the
+    /// bucket is backed up beyond `MAX_WAIT`. A request dropped while it waits (its attempt
+    /// timed out) hands its token back.
+    pub async fn acquire(&self, key: &BucketKey) -> Result<(), Backlogged> {
+        let wait = self
+            .reserve(key, Instant::now())
+            .map_err(|wait| Backlogged {
+                service: key.service.clone(),
+                region: key.region.clone(),
+                wait,
+            })?;
         let labels = AwsWaitLabels {
             service: metric_service(&key.service),
         };
@@ -193,8 +231,15 @@ impl Limiter {
             .get_or_create(&labels)
             .inc_by(wait.as_secs_f64());
         if !wait.is_zero() {
+            let mut unused = Refund {
+                limiter: self,
+                key,
+                armed: true,
+            };
             tokio::time::sleep(wait).await;
+            unused.armed = false;
         }
+        Ok(())
     }
 
     /// An answer from `service` (any region and key): throttled or not.
@@ -215,6 +260,44 @@ impl Limiter {
         self.buckets().get(key).map(|b| b.rate)
     }
 }
+
+/// Hands a reserved token back unless disarmed: the waiting request was dropped.
+struct Refund<'a> {
+    limiter: &'a Limiter,
+    key: &'a BucketKey,
+    armed: bool,
+}
+
+impl Drop for Refund<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.limiter.refund(self.key);
+        }
+    }
+}
+
+/// A request refused by Drover's own limit, its bucket backed up beyond `MAX_WAIT`.
+#[derive(Debug)]
+pub struct Backlogged {
+    service: String,
+    region: String,
+    wait: Duration,
+}
+
+impl std::fmt::Display for Backlogged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Drover's own rate limit for {} in {} is backed up ({:.0} s of calls ahead); \
+             the call is made again at a later pass",
+            self.service,
+            self.region,
+            self.wait.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for Backlogged {}
 
 /// A fixed label value per service (metric labels never carry outside text).
 fn metric_service(service: &str) -> &'static str {
@@ -270,7 +353,10 @@ impl HttpConnector for LimitedConnector {
         HttpConnectorFuture::new(async move {
             // An unsigned request (none of Drover's) is not limited.
             if let Some(key) = key {
-                limiter.acquire(&key).await;
+                // Transient: the SDK error says so, and it is not a lost region.
+                limiter.acquire(&key).await.map_err(|backlogged| {
+                    ConnectorError::other(Box::new(backlogged), Some(ErrorKind::TransientError))
+                })?;
             }
             inner.call(request).await
         })
@@ -311,23 +397,27 @@ mod tests {
         let now = Instant::now();
         // Route 53: 5 at once, then one every 250 ms (4 per second).
         let waits: Vec<Duration> = (0..8)
-            .map(|_| limiter.reserve(&key("route53"), now))
+            .map(|_| {
+                limiter
+                    .reserve(&key("route53"), now)
+                    .expect("within MAX_WAIT")
+            })
             .collect();
         assert!(waits[..5].iter().all(|w| w.is_zero()), "{waits:?}");
         let ms: Vec<u128> = waits[5..].iter().map(Duration::as_millis).collect();
         assert_eq!(ms, vec![250, 500, 750]);
         // Another service, region or account has its own bucket.
-        assert!(limiter.reserve(&key("rds"), now).is_zero());
+        assert_eq!(limiter.reserve(&key("rds"), now), Ok(Duration::ZERO));
         let other = BucketKey {
             region: "us-west-2".into(),
             ..key("route53")
         };
-        assert!(limiter.reserve(&other, now).is_zero());
+        assert_eq!(limiter.reserve(&other, now), Ok(Duration::ZERO));
         // Over 8 s of calls, never more than burst + 4/s went out.
         let later = now + Duration::from_secs(8);
         let mut sent_by_then = 0;
         for _ in 0..100 {
-            if limiter.reserve(&key("route53"), later) <= Duration::ZERO {
+            if limiter.reserve(&key("route53"), later) == Ok(Duration::ZERO) {
                 sent_by_then += 1;
             }
         }
@@ -350,7 +440,7 @@ mod tests {
             Arc::default(),
         );
         let now = Instant::now();
-        limiter.reserve(&key("rds"), now);
+        let _ = limiter.reserve(&key("rds"), now);
         limiter.answered("rds", true);
         assert_eq!(limiter.rate(&key("rds")), Some(8.0));
         for _ in 0..10 {
@@ -370,8 +460,57 @@ mod tests {
         );
         // At the lowered rate the next token is further away.
         limiter.answered("rds", true);
-        let wait = limiter.reserve(&key("rds"), now);
+        let wait = limiter.reserve(&key("rds"), now).expect("short");
         assert_eq!(wait.as_millis(), 125, "1 token owed at 8 per second");
+    }
+
+    #[test]
+    fn a_backlog_beyond_the_longest_wait_is_refused_without_booking_a_slot() {
+        let limiter = Limiter::new(HashMap::new(), Arc::default());
+        let now = Instant::now();
+        // Route 53 at 4/s, burst 5: the 37th call at once would wait 8 s, the 38th longer.
+        let booked = (0..37)
+            .filter(|_| limiter.reserve(&key("route53"), now).is_ok())
+            .count();
+        assert_eq!(booked, 37);
+        let refused = limiter.reserve(&key("route53"), now);
+        assert!(refused.is_err_and(|wait| wait > MAX_WAIT));
+        // Refused calls leave the queue as it was: the next is refused the same way, and
+        // a call given up hands its slot back.
+        assert!(limiter.reserve(&key("route53"), now).is_err());
+        limiter.refund(&key("route53"));
+        assert!(limiter.reserve(&key("route53"), now).is_ok());
+        let said = Backlogged {
+            service: "route53".into(),
+            region: "us-east-1".into(),
+            wait: Duration::from_secs(9),
+        }
+        .to_string();
+        assert_eq!(
+            said,
+            "Drover's own rate limit for route53 in us-east-1 is backed up (9 s of calls \
+             ahead); the call is made again at a later pass"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_it_waits_hands_its_token_back() {
+        let limiter = Limiter::new(HashMap::new(), Arc::default());
+        let now = Instant::now();
+        for _ in 0..5 {
+            let _ = limiter.reserve(&key("route53"), now);
+        }
+        let tokens = |l: &Limiter| l.buckets().get(&key("route53")).map(|b| b.tokens);
+        let before = tokens(&limiter).expect("a bucket");
+        {
+            // Waits 250 ms for its token; dropped (its attempt timed out) after 10 ms.
+            let route53 = key("route53");
+            let waiting = limiter.acquire(&route53);
+            let cut = tokio::time::timeout(Duration::from_millis(10), waiting).await;
+            assert!(cut.is_err(), "still waiting");
+        }
+        let after = tokens(&limiter).expect("a bucket");
+        assert!(after >= before, "{after} tokens after, {before} before");
     }
 
     #[test]

@@ -797,6 +797,7 @@ class Bed:
         with self.state.lock:
             self.state.calls.clear()
             self.state.route53.throttled.clear()
+            self.state.rds_throttled.clear()
         return {"reset": True}
 
     def ctl_waits(self, _):

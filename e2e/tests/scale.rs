@@ -12,9 +12,13 @@ const PLANS: usize = 10;
 
 /// Route 53 calls the bed refused over its per-account limit (5 per second) so far.
 fn route53_throttled() -> u64 {
-    bed("GET", "/throttled", serde_json::json!({}))["total"]
-        .as_u64()
-        .unwrap_or_default()
+    let view = bed("GET", "/throttled", serde_json::json!({}));
+    let entries = view["throttled"].as_array().cloned().unwrap_or_default();
+    entries
+        .iter()
+        .filter(|t| t["service"] == "route53")
+        .filter_map(|t| t["count"].as_u64())
+        .sum()
 }
 
 /// Ten plans, one account, Planned failovers to usw2 all created at once: every one
