@@ -206,12 +206,9 @@ where
 {
     let message = error_chain(&err);
     let kind = match &err {
-        // Drover's own rate limit refusing a backed-up call (ratelimit::Backlogged).
-        SdkError::DispatchFailure(d)
-            if d.as_other() == Some(aws_smithy_types::retry::ErrorKind::TransientError) =>
-        {
-            AwsErrorKind::Transient
-        }
+        // Drover's own rate limit refusing a backed-up call. Found by type: the HTTP client
+        // also marks a dropped connection TransientError, and that is a lost region.
+        SdkError::DispatchFailure(_) if is_backlogged(&err) => AwsErrorKind::Transient,
         SdkError::DispatchFailure(_) => AwsErrorKind::Unreachable,
         SdkError::TimeoutError(_) => AwsErrorKind::Transient,
         SdkError::ResponseError(r) => {
@@ -243,6 +240,17 @@ where
         _ => message,
     };
     AwsError { kind, message }
+}
+
+fn is_backlogged(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.is::<crate::ratelimit::Backlogged>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The error and its sources, by Display only (the SDK's Debug output is unreadable).
@@ -1379,5 +1387,37 @@ mod tests {
         );
         assert_eq!(parse_ecr_image("docker.io/library/nginx:1.27"), None);
         assert_eq!(parse_ecr_image("nginx"), None);
+    }
+
+    fn dispatch_failure(source: Box<dyn std::error::Error + Send + Sync>) -> AwsErrorKind {
+        use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let connector = ConnectorError::other(
+            source,
+            Some(aws_smithy_types::retry::ErrorKind::TransientError),
+        );
+        classify(SdkError::<DescribeDBInstancesError, _>::dispatch_failure(
+            connector,
+        ))
+        .kind
+    }
+
+    #[test]
+    fn a_dropped_connection_is_unreachable_and_drovers_own_limit_is_transient() {
+        // The HTTP client marks a connection closed mid-request TransientError too.
+        let dropped = std::io::Error::other("connection closed before message completed");
+        assert_eq!(
+            dispatch_failure(Box::new(dropped)),
+            AwsErrorKind::Unreachable
+        );
+        let backlogged = crate::ratelimit::Backlogged {
+            service: "rds".into(),
+            region: "us-east-1".into(),
+            wait: std::time::Duration::from_secs(9),
+        };
+        assert_eq!(
+            dispatch_failure(Box::new(backlogged)),
+            AwsErrorKind::Transient
+        );
     }
 }

@@ -279,9 +279,9 @@ impl Drop for Refund<'_> {
 /// A request refused by Drover's own limit, its bucket backed up beyond `MAX_WAIT`.
 #[derive(Debug)]
 pub struct Backlogged {
-    service: String,
-    region: String,
-    wait: Duration,
+    pub(crate) service: String,
+    pub(crate) region: String,
+    pub(crate) wait: Duration,
 }
 
 impl std::fmt::Display for Backlogged {
