@@ -24,6 +24,7 @@ pub mod old_volume;
 pub mod ratelimit;
 pub mod reprotect;
 pub mod runner;
+pub mod shared_aws;
 #[cfg(test)]
 mod sim;
 pub mod store;

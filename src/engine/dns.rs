@@ -151,7 +151,7 @@ pub fn dns_records(spec: &DisasterRecoveryPlanSpec, target: &str) -> Vec<ZoneRec
 
 /// A record name as Route 53 compares it: case-insensitive, trailing dot optional, and
 /// Route 53's octal escapes (`\052` for `*` in a wildcard) decoded, as it lists names so.
-fn normalize_name(name: &str) -> String {
+pub fn normalize_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut rest = name.trim_end_matches('.');
     while let Some(at) = rest.find('\\') {
@@ -238,7 +238,7 @@ pub fn zone_changes(
 }
 
 /// What a change costs against the batch limits: (records, value characters).
-fn cost(change: &RecordChange) -> (usize, usize) {
+pub fn cost(change: &RecordChange) -> (usize, usize) {
     let factor = match change.action {
         ChangeAction::Upsert => 2,
         ChangeAction::Delete => 1,

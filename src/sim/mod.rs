@@ -460,9 +460,30 @@ struct Process {
     plan: DisasterRecoveryPlan,
     metrics: Arc<Metrics>,
     lease: Arc<FakeLease>,
+    /// The process's shared AWS layer, as the operator builds it once per leadership.
+    aws: Arc<dyn crate::aws::Aws>,
 }
 
 impl Process {
+    fn new(
+        shared: &Shared,
+        sc: &Scenario,
+        plan: DisasterRecoveryPlan,
+        metrics: Arc<Metrics>,
+        lease: Arc<FakeLease>,
+    ) -> Self {
+        Self {
+            shared: shared.clone(),
+            sc: sc.clone(),
+            plan,
+            metrics,
+            lease,
+            aws: Arc::new(crate::shared_aws::SharedAws::new(Arc::new(FakeAws(
+                shared.clone(),
+            )))),
+        }
+    }
+
     async fn run(self) -> Result<(), kube::Error> {
         // Results live in this process's memory only: a crash loses them.
         let mut results = Vec::new();
@@ -504,7 +525,7 @@ impl Process {
                 ..Default::default()
             });
             let aws = Arc::new(LeaderAws {
-                inner: Arc::new(FakeAws(self.shared.clone())),
+                inner: self.aws.clone(),
                 leadership: self.lease.clone(),
             });
             let clusters = Arc::new(LeaderClusters {
@@ -561,13 +582,7 @@ async fn simulate(seed: u64, trace: bool) -> Report {
             epoch,
             deposed: AtomicBool::new(false),
         });
-        let process = Process {
-            shared: shared.clone(),
-            sc: sc.clone(),
-            plan: plan.clone(),
-            metrics: metrics.clone(),
-            lease,
-        };
+        let process = Process::new(&shared, &sc, plan.clone(), metrics.clone(), lease);
         let mut run = tokio::spawn(async move { process.run().await });
         let result = tokio::select! {
             r = &mut run => match r {
@@ -911,13 +926,8 @@ fn verify_scale_down_and_complete_share_one_reconcile() {
             epoch: 0,
             deposed: AtomicBool::new(false),
         });
-        let process = Process {
-            shared: shared.clone(),
-            sc: sc.clone(),
-            plan,
-            metrics: METRICS.get_or_init(|| Arc::new(Metrics::default())).clone(),
-            lease,
-        };
+        let metrics = METRICS.get_or_init(|| Arc::new(Metrics::default())).clone();
+        let process = Process::new(&shared, &sc, plan, metrics, lease);
         let mut results = Vec::new();
         // The step and the call log as the last reconcile found them.
         let mut last = (None, 0);

@@ -526,9 +526,12 @@ async fn check_once(
     lease: &Arc<FakeLease>,
 ) -> Protections {
     let known = lag_known(shared, rsc);
-    let fake = FakeAws(shared.clone());
+    // Through the shared layer, as the operator reads and writes.
+    let fake = Arc::new(crate::shared_aws::SharedAws::new(Arc::new(FakeAws(
+        shared.clone(),
+    ))));
     let leader = LeaderAws {
-        inner: Arc::new(FakeAws(shared.clone())),
+        inner: fake.clone(),
         leadership: lease.clone(),
     };
     let store = FakePlanStatus {
@@ -542,7 +545,7 @@ async fn check_once(
     };
     let fx = Effects {
         store: &store,
-        aws: &fake,
+        aws: &*fake,
         leader_aws: &leader,
         member_timeout: Duration::from_secs(10),
         now: &now,

@@ -1,0 +1,871 @@
+//! AWS reads and Route 53 changes shared by every plan of the process.
+//!
+//! When a region is lost, every plan fails over at once and polls the same services under
+//! one account's rate limits. Requests of one kind and key (an RDS region, a hosted zone, a
+//! change ID) go out one call at a time; whatever queued while a call was in flight goes
+//! out together as the next call. A caller alone waits for nothing, and under load one
+//! call answers many plans:
+//! - RDS instance descriptions and lag readings of a region, for all plans, in one
+//!   `DescribeDBInstances` and one `GetMetricData` (each chunked by the client);
+//! - one `GetChange` per change ID, one `ListResourceRecordSets` per zone, one health-check
+//!   read per health check, one `DescribeGlobalClusters` per global cluster;
+//! - Route 53 change batches of several plans to one zone merged into one batch while they
+//!   touch different names and stay within Route 53's limits, so plans do not race each
+//!   other into `PriorRequestNotComplete`.
+//!
+//! A queued request is only answered by a call sent after it queued, so a plan always sees
+//! its own earlier writes.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+
+use crate::api::ReplicaSettings;
+use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
+use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
+use crate::engine::dns::{
+    MAX_BATCH_RECORDS, MAX_BATCH_VALUE_CHARS, RecordChange, cost, normalize_name,
+};
+use crate::engine::{AuroraObservation, ClusterSnapshot, LagReading, RdsObservation, RecordSet};
+
+/// Change IDs remembered as INSYNC (INSYNC never reverts); the set is emptied when full.
+const MAX_INSYNC_REMEMBERED: usize = 4096;
+
+type Waiting<Req, Resp> = Vec<(Req, oneshot::Sender<AwsResult<Resp>>)>;
+
+/// One key's queue, and the turn to send it.
+struct Lane<Req, Resp> {
+    queue: Mutex<Waiting<Req, Resp>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// Queues by key: one call in flight per key, the queue sent together as the next call.
+struct Lanes<K, Req, Resp> {
+    lanes: Mutex<HashMap<K, Arc<Lane<Req, Resp>>>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere leaves plain data behind; the queue is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn dropped() -> AwsError {
+    AwsError {
+        kind: AwsErrorKind::Transient,
+        message: "the shared AWS call carrying this request was cancelled".into(),
+    }
+}
+
+impl<K: Eq + Hash + Clone, Req, Resp> Lanes<K, Req, Resp> {
+    fn new() -> Self {
+        Self {
+            lanes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Queues `request` under `key` and answers it: from a call another caller sends, or
+    /// by sending the queue itself with `send`, which answers each request in order.
+    async fn submit<F, Fut>(&self, key: K, request: Req, send: F) -> AwsResult<Resp>
+    where
+        F: FnOnce(Vec<Req>) -> Fut,
+        Fut: Future<Output = Vec<AwsResult<Resp>>>,
+    {
+        let lane = locked(&self.lanes)
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    queue: Mutex::new(Vec::new()),
+                    turn: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone();
+        let (tx, mut rx) = oneshot::channel();
+        locked(&lane.queue).push((request, tx));
+        let answer = {
+            let _turn = lane.turn.lock().await;
+            match rx.try_recv() {
+                Ok(answer) => answer,
+                // Taken by a caller cancelled mid-call: retried at the next pass.
+                Err(oneshot::error::TryRecvError::Closed) => Err(dropped()),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    let batch = std::mem::take(&mut *locked(&lane.queue));
+                    let (requests, senders): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
+                    let answers = send(requests).await;
+                    for (sender, answer) in senders.into_iter().zip(answers) {
+                        let _ = sender.send(answer);
+                    }
+                    rx.await.unwrap_or_else(|_| Err(dropped()))
+                }
+            }
+        };
+        let mut lanes = locked(&self.lanes);
+        // Only the map and this caller hold it, and nothing is queued: forget the key.
+        if Arc::strong_count(&lane) == 2 && locked(&lane.queue).is_empty() {
+            lanes.remove(&key);
+        }
+        answer
+    }
+}
+
+/// `answer` for every request of a batch that one call answers alike.
+fn to_all<T: Clone>(n: usize, answer: AwsResult<T>) -> Vec<AwsResult<T>> {
+    vec![answer; n]
+}
+
+/// Splits the answer to concatenated requests back into one answer per request.
+fn split<T: Clone>(lengths: &[usize], answer: AwsResult<Vec<T>>) -> Vec<AwsResult<Vec<T>>> {
+    match answer {
+        Err(e) => to_all(lengths.len(), Err(e)),
+        Ok(all) if all.len() != lengths.iter().sum::<usize>() => to_all(
+            lengths.len(),
+            Err(AwsError {
+                kind: AwsErrorKind::Transient,
+                message: format!(
+                    "a shared AWS read answered {} of {} items",
+                    all.len(),
+                    lengths.iter().sum::<usize>()
+                ),
+            }),
+        ),
+        Ok(all) => {
+            let mut rest = all.into_iter();
+            lengths
+                .iter()
+                .map(|&n| Ok(rest.by_ref().take(n).collect()))
+                .collect()
+        }
+    }
+}
+
+/// Groups change batches into merged batches: each group's batches touch disjoint names
+/// and types, and together stay within Route 53's limits. Returns indexes into `batches`.
+pub fn merge_groups(batches: &[Vec<RecordChange>]) -> Vec<Vec<usize>> {
+    struct Group {
+        members: Vec<usize>,
+        names: HashSet<(String, String)>,
+        records: usize,
+        chars: usize,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let names: HashSet<(String, String)> = batch
+            .iter()
+            .map(|c| (normalize_name(&c.record.name), c.record.record_type.clone()))
+            .collect();
+        let (records, chars) = batch
+            .iter()
+            .map(cost)
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let fits = groups.iter_mut().find(|g| {
+            g.names.is_disjoint(&names)
+                && g.records + records <= MAX_BATCH_RECORDS
+                && g.chars + chars <= MAX_BATCH_VALUE_CHARS
+        });
+        match fits {
+            Some(g) => {
+                g.members.push(i);
+                g.names.extend(names);
+                g.records += records;
+                g.chars += chars;
+            }
+            None => groups.push(Group {
+                members: vec![i],
+                names,
+                records,
+                chars,
+            }),
+        }
+    }
+    groups.into_iter().map(|g| g.members).collect()
+}
+
+/// The process's AWS effector with reads and Route 53 changes shared across plans.
+pub struct SharedAws {
+    inner: Arc<dyn Aws>,
+    instances: Lanes<String, Vec<String>, Vec<Option<RdsObservation>>>,
+    lags: Lanes<String, Vec<LagSource>, Vec<Option<LagReading>>>,
+    globals: Lanes<(String, String), (), Option<AuroraObservation>>,
+    zones: Lanes<String, (), Vec<RecordSet>>,
+    changes_out: Lanes<String, Vec<RecordChange>, String>,
+    changes: Lanes<String, (), bool>,
+    insync: Mutex<HashSet<String>>,
+    health: Lanes<String, (), Vec<CheckerObservation>>,
+    healthy: Lanes<String, (), bool>,
+}
+
+impl SharedAws {
+    pub fn new(inner: Arc<dyn Aws>) -> Self {
+        Self {
+            inner,
+            instances: Lanes::new(),
+            lags: Lanes::new(),
+            globals: Lanes::new(),
+            zones: Lanes::new(),
+            changes_out: Lanes::new(),
+            changes: Lanes::new(),
+            insync: Mutex::new(HashSet::new()),
+            health: Lanes::new(),
+            healthy: Lanes::new(),
+        }
+    }
+
+    /// Sends queued change batches for one zone: merged where they can be, one call per
+    /// merged batch in turn. A merged batch Route 53 refuses is sent again batch by batch,
+    /// so one plan's refused change never fails another plan's.
+    async fn send_changes(
+        &self,
+        zone: &str,
+        batches: Vec<Vec<RecordChange>>,
+    ) -> Vec<AwsResult<String>> {
+        let mut answers: Vec<Option<AwsResult<String>>> = vec![None; batches.len()];
+        for group in merge_groups(&batches) {
+            let merged: Vec<RecordChange> = group
+                .iter()
+                .flat_map(|&i| batches[i].iter().cloned())
+                .collect();
+            match self.inner.change_records(zone, &merged).await {
+                Err(e) if group.len() > 1 && e.kind == AwsErrorKind::Permanent => {
+                    for &i in &group {
+                        answers[i] = Some(self.inner.change_records(zone, &batches[i]).await);
+                    }
+                }
+                answer => {
+                    for &i in &group {
+                        answers[i] = Some(answer.clone());
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(dropped())))
+            .collect()
+    }
+}
+
+/// The length of each request, and the requests end to end.
+fn concatenated<T: Clone>(requests: &[Vec<T>]) -> (Vec<usize>, Vec<T>) {
+    (
+        requests.iter().map(Vec::len).collect(),
+        requests.iter().flatten().cloned().collect(),
+    )
+}
+
+#[async_trait]
+impl Aws for SharedAws {
+    async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
+        let mut one = self.describe_instances(region, &[id.to_string()]).await?;
+        Ok(one.pop().flatten())
+    }
+    async fn describe_instances(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> AwsResult<Vec<Option<RdsObservation>>> {
+        self.instances
+            .submit(region.to_string(), ids.to_vec(), |requests| async move {
+                let (lengths, all) = concatenated(&requests);
+                split(&lengths, self.inner.describe_instances(region, &all).await)
+            })
+            .await
+    }
+    async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
+        self.inner.promote_read_replica(region, id).await
+    }
+    async fn stop_db_instance(&self, region: &str, id: &str) -> AwsResult<()> {
+        self.inner.stop_db_instance(region, id).await
+    }
+    async fn rename_db_instance(&self, region: &str, id: &str, to: &str) -> AwsResult<()> {
+        self.inner.rename_db_instance(region, id, to).await
+    }
+    async fn delete_db_instance(
+        &self,
+        region: &str,
+        id: &str,
+        final_snapshot: Option<&str>,
+    ) -> AwsResult<()> {
+        self.inner
+            .delete_db_instance(region, id, final_snapshot)
+            .await
+    }
+    async fn create_read_replica(
+        &self,
+        region: &str,
+        id: &str,
+        source_arn: &str,
+        settings: &ReplicaSettings,
+    ) -> AwsResult<()> {
+        self.inner
+            .create_read_replica(region, id, source_arn, settings)
+            .await
+    }
+    async fn instance_settings(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<ReplicaSettings>> {
+        self.inner.instance_settings(region, id).await
+    }
+    async fn instance_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        self.inner.instance_arn(region, id).await
+    }
+    async fn cluster_arn(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        self.inner.cluster_arn(region, id).await
+    }
+    async fn instance_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        self.inner.instance_endpoint(region, id).await
+    }
+    async fn cluster_endpoint(&self, region: &str, id: &str) -> AwsResult<Option<String>> {
+        self.inner.cluster_endpoint(region, id).await
+    }
+    async fn cluster_snapshots(
+        &self,
+        region: &str,
+        cluster: &str,
+    ) -> AwsResult<Vec<ClusterSnapshot>> {
+        self.inner.cluster_snapshots(region, cluster).await
+    }
+    async fn describe_global_cluster(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> AwsResult<Option<AuroraObservation>> {
+        let key = (region.to_string(), id.to_string());
+        self.globals
+            .submit(key, (), |requests| async move {
+                to_all(
+                    requests.len(),
+                    self.inner.describe_global_cluster(region, id).await,
+                )
+            })
+            .await
+    }
+    async fn move_global_writer(
+        &self,
+        region: &str,
+        id: &str,
+        target_arn: &str,
+        how: WriterMove,
+    ) -> AwsResult<()> {
+        self.inner
+            .move_global_writer(region, id, target_arn, how)
+            .await
+    }
+    async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
+        let mut one = self
+            .replica_lags(region, std::slice::from_ref(source))
+            .await?;
+        Ok(one.pop().flatten())
+    }
+    async fn replica_lags(
+        &self,
+        region: &str,
+        sources: &[LagSource],
+    ) -> AwsResult<Vec<Option<LagReading>>> {
+        self.lags
+            .submit(
+                region.to_string(),
+                sources.to_vec(),
+                |requests| async move {
+                    let (lengths, all) = concatenated(&requests);
+                    split(&lengths, self.inner.replica_lags(region, &all).await)
+                },
+            )
+            .await
+    }
+    async fn health_check_healthy(&self, id: &str) -> AwsResult<bool> {
+        self.healthy
+            .submit(id.to_string(), (), |requests| async move {
+                to_all(requests.len(), self.inner.health_check_healthy(id).await)
+            })
+            .await
+    }
+    async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>> {
+        self.zones
+            .submit(zone.to_string(), (), |requests| async move {
+                to_all(requests.len(), self.inner.list_records(zone).await)
+            })
+            .await
+    }
+    async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
+        self.changes_out
+            .submit(zone.to_string(), changes.to_vec(), |batches| {
+                self.send_changes(zone, batches)
+            })
+            .await
+    }
+    async fn change_insync(&self, change_id: &str) -> AwsResult<bool> {
+        if locked(&self.insync).contains(change_id) {
+            return Ok(true);
+        }
+        let insync = self
+            .changes
+            .submit(change_id.to_string(), (), |requests| async move {
+                to_all(requests.len(), self.inner.change_insync(change_id).await)
+            })
+            .await?;
+        if insync {
+            let mut remembered = locked(&self.insync);
+            if remembered.len() >= MAX_INSYNC_REMEMBERED {
+                remembered.clear();
+            }
+            remembered.insert(change_id.to_string());
+        }
+        Ok(insync)
+    }
+    async fn image_exists(
+        &self,
+        region: &str,
+        repository: &str,
+        reference: &str,
+    ) -> AwsResult<bool> {
+        self.inner.image_exists(region, repository, reference).await
+    }
+    async fn describe_secret(
+        &self,
+        region: &str,
+        name: &str,
+    ) -> AwsResult<Option<crate::engine::secrets::SecretSeen>> {
+        self.inner.describe_secret(region, name).await
+    }
+    async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>> {
+        self.health
+            .submit(id.to_string(), (), |requests| async move {
+                to_all(
+                    requests.len(),
+                    self.inner.health_check_observations(id).await,
+                )
+            })
+            .await
+    }
+    async fn alarm_state(&self, region: &str, name: &str) -> AwsResult<Option<String>> {
+        self.inner.alarm_state(region, name).await
+    }
+    async fn metric_datapoint(
+        &self,
+        region: &str,
+        query: &MetricQuery,
+    ) -> AwsResult<Option<MetricDatapoint>> {
+        self.inner.metric_datapoint(region, query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::dns::ChangeAction;
+    use tokio::sync::Semaphore;
+
+    /// Records each call the shared layer makes; calls wait for a permit of `gate`.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+        gate: Option<Semaphore>,
+        /// Change batches containing this name are refused as Route 53 refuses them.
+        refuse_name: Option<String>,
+    }
+
+    impl Recorder {
+        fn gated() -> Self {
+            Self {
+                gate: Some(Semaphore::new(0)),
+                ..Default::default()
+            }
+        }
+        async fn call(&self, what: String) {
+            locked(&self.calls).push(what);
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("gate open").forget();
+            }
+        }
+        fn calls(&self) -> Vec<String> {
+            locked(&self.calls).clone()
+        }
+    }
+
+    #[async_trait]
+    impl Aws for Recorder {
+        async fn describe_instance(&self, _: &str, _: &str) -> AwsResult<Option<RdsObservation>> {
+            panic!("the shared layer describes in batches")
+        }
+        async fn describe_instances(
+            &self,
+            region: &str,
+            ids: &[String],
+        ) -> AwsResult<Vec<Option<RdsObservation>>> {
+            self.call(format!("describe {region} {}", ids.join(",")))
+                .await;
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    Some(RdsObservation {
+                        status: format!("status of {id}"),
+                        source: None,
+                    })
+                })
+                .collect())
+        }
+        async fn promote_read_replica(&self, _: &str, _: &str) -> AwsResult<()> {
+            Ok(())
+        }
+        async fn stop_db_instance(&self, _: &str, _: &str) -> AwsResult<()> {
+            Ok(())
+        }
+        async fn rename_db_instance(&self, _: &str, _: &str, _: &str) -> AwsResult<()> {
+            Ok(())
+        }
+        async fn delete_db_instance(&self, _: &str, _: &str, _: Option<&str>) -> AwsResult<()> {
+            Ok(())
+        }
+        async fn create_read_replica(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &ReplicaSettings,
+        ) -> AwsResult<()> {
+            Ok(())
+        }
+        async fn instance_settings(&self, _: &str, _: &str) -> AwsResult<Option<ReplicaSettings>> {
+            Ok(None)
+        }
+        async fn instance_arn(&self, _: &str, _: &str) -> AwsResult<Option<String>> {
+            Ok(None)
+        }
+        async fn cluster_arn(&self, _: &str, _: &str) -> AwsResult<Option<String>> {
+            Ok(None)
+        }
+        async fn instance_endpoint(&self, _: &str, _: &str) -> AwsResult<Option<String>> {
+            Ok(None)
+        }
+        async fn cluster_endpoint(&self, _: &str, _: &str) -> AwsResult<Option<String>> {
+            Ok(None)
+        }
+        async fn cluster_snapshots(&self, _: &str, _: &str) -> AwsResult<Vec<ClusterSnapshot>> {
+            Ok(Vec::new())
+        }
+        async fn describe_global_cluster(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> AwsResult<Option<AuroraObservation>> {
+            Ok(None)
+        }
+        async fn move_global_writer(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: WriterMove,
+        ) -> AwsResult<()> {
+            Ok(())
+        }
+        async fn replica_lag(&self, _: &str, _: &LagSource) -> AwsResult<Option<LagReading>> {
+            panic!("the shared layer reads lag in batches")
+        }
+        async fn replica_lags(
+            &self,
+            region: &str,
+            sources: &[LagSource],
+        ) -> AwsResult<Vec<Option<LagReading>>> {
+            self.call(format!("lags {region} {}", sources.len())).await;
+            Ok(vec![None; sources.len()])
+        }
+        async fn health_check_healthy(&self, id: &str) -> AwsResult<bool> {
+            self.call(format!("healthy {id}")).await;
+            Ok(true)
+        }
+        async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>> {
+            self.call(format!("list {zone}")).await;
+            Ok(Vec::new())
+        }
+        async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
+            let names: Vec<&str> = changes.iter().map(|c| c.record.name.as_str()).collect();
+            self.call(format!("change {zone} {}", names.join(",")))
+                .await;
+            if let Some(bad) = &self.refuse_name
+                && names.contains(&bad.as_str())
+            {
+                return Err(AwsError {
+                    kind: AwsErrorKind::Permanent,
+                    message: format!("InvalidChangeBatch: {bad} is refused"),
+                });
+            }
+            Ok(format!("C-{}", names.join("+")))
+        }
+        async fn change_insync(&self, id: &str) -> AwsResult<bool> {
+            self.call(format!("insync {id}")).await;
+            Ok(true)
+        }
+        async fn image_exists(&self, _: &str, _: &str, _: &str) -> AwsResult<bool> {
+            Ok(true)
+        }
+        async fn describe_secret(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> AwsResult<Option<crate::engine::secrets::SecretSeen>> {
+            Ok(None)
+        }
+        async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>> {
+            self.call(format!("observations {id}")).await;
+            Ok(Vec::new())
+        }
+        async fn alarm_state(&self, _: &str, _: &str) -> AwsResult<Option<String>> {
+            Ok(None)
+        }
+        async fn metric_datapoint(
+            &self,
+            _: &str,
+            _: &MetricQuery,
+        ) -> AwsResult<Option<MetricDatapoint>> {
+            Ok(None)
+        }
+    }
+
+    fn shared(recorder: Recorder) -> (Arc<Recorder>, Arc<SharedAws>) {
+        let recorder = Arc::new(recorder);
+        (recorder.clone(), Arc::new(SharedAws::new(recorder)))
+    }
+
+    /// Lets spawned tasks run until `done` holds (they are all ready, never sleeping).
+    async fn settle(done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("tasks did not reach the expected point");
+    }
+
+    fn queued<K: Eq + Hash, Q, R>(lanes: &Lanes<K, Q, R>, key: &K) -> usize {
+        locked(&lanes.lanes)
+            .get(key)
+            .map_or(0, |lane| locked(&lane.queue).len())
+    }
+
+    fn upsert(name: &str, values: usize) -> RecordChange {
+        RecordChange {
+            action: ChangeAction::Upsert,
+            record: RecordSet {
+                name: name.into(),
+                record_type: "A".into(),
+                set_identifier: None,
+                failover: None,
+                weight: None,
+                ttl: Some(60),
+                values: (0..values)
+                    .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+                    .collect(),
+                alias: None,
+                health_check_id: None,
+            },
+        }
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn describes_queued_behind_a_call_in_flight_go_out_as_one_call() {
+        let (recorder, aws) = shared(Recorder::gated());
+        let first = tokio::spawn({
+            let aws = aws.clone();
+            async move { aws.describe_instances("us-west-2", &ids(&["a"])).await }
+        });
+        settle(|| recorder.calls().len() == 1).await;
+        let second = tokio::spawn({
+            let aws = aws.clone();
+            async move { aws.describe_instances("us-west-2", &ids(&["b"])).await }
+        });
+        let third = tokio::spawn({
+            let aws = aws.clone();
+            async move { aws.describe_instances("us-west-2", &ids(&["c", "d"])).await }
+        });
+        let other_region = tokio::spawn({
+            let aws = aws.clone();
+            async move { aws.describe_instance("us-east-1", "e").await }
+        });
+        let key = "us-west-2".to_string();
+        settle(|| queued(&aws.instances, &key) == 2 && recorder.calls().len() == 2).await;
+        recorder.gate.as_ref().expect("gated").add_permits(3);
+        let status = |answer: AwsResult<Vec<Option<RdsObservation>>>| -> Vec<String> {
+            answer
+                .expect("answered")
+                .into_iter()
+                .map(|o| o.expect("found").status)
+                .collect()
+        };
+        assert_eq!(status(first.await.expect("task")), ["status of a"]);
+        assert_eq!(status(second.await.expect("task")), ["status of b"]);
+        assert_eq!(
+            status(third.await.expect("task")),
+            ["status of c", "status of d"]
+        );
+        let east = other_region.await.expect("task").expect("answered");
+        assert_eq!(east.map(|o| o.status).as_deref(), Some("status of e"));
+        // The queued requests went out after the first call, never joining it: each plan
+        // sees a state read after it asked.
+        assert_eq!(
+            recorder.calls(),
+            [
+                "describe us-west-2 a",
+                "describe us-east-1 e",
+                "describe us-west-2 b,c,d"
+            ]
+        );
+        assert!(
+            locked(&aws.instances.lanes).is_empty(),
+            "idle keys are dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_alone_is_sent_at_once_every_time() {
+        let (recorder, aws) = shared(Recorder::default());
+        for _ in 0..3 {
+            aws.list_records("Z1").await.expect("listed");
+        }
+        assert_eq!(recorder.calls(), ["list Z1", "list Z1", "list Z1"]);
+    }
+
+    #[tokio::test]
+    async fn change_batches_of_several_plans_merge_unless_they_share_a_name() {
+        let (recorder, aws) = shared(Recorder::gated());
+        let submit = |names: &'static [&'static str]| {
+            let aws = aws.clone();
+            tokio::spawn(async move {
+                let changes: Vec<RecordChange> = names.iter().map(|n| upsert(n, 1)).collect();
+                aws.change_records("Z1", &changes).await
+            })
+        };
+        let first = submit(&["a.example.com."]);
+        settle(|| recorder.calls().len() == 1).await;
+        let b = submit(&["b.example.com."]);
+        let c = submit(&["c.example.com.", "d.example.com."]);
+        let b_again = submit(&["B.example.com"]);
+        settle(|| queued(&aws.changes_out, &"Z1".to_string()) == 3).await;
+        recorder.gate.as_ref().expect("gated").add_permits(3);
+        assert_eq!(
+            first.await.expect("task").expect("sent"),
+            "C-a.example.com."
+        );
+        let merged = "C-b.example.com.+c.example.com.+d.example.com.";
+        assert_eq!(b.await.expect("task").expect("sent"), merged);
+        assert_eq!(c.await.expect("task").expect("sent"), merged);
+        // The same name in another batch goes out on its own, after the merged one.
+        assert_eq!(
+            b_again.await.expect("task").expect("sent"),
+            "C-B.example.com"
+        );
+        assert_eq!(
+            recorder.calls(),
+            [
+                "change Z1 a.example.com.",
+                "change Z1 b.example.com.,c.example.com.,d.example.com.",
+                "change Z1 B.example.com"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_merged_batch_is_sent_again_plan_by_plan() {
+        let (recorder, aws) = shared(Recorder {
+            gate: Some(Semaphore::new(0)),
+            refuse_name: Some("bad.example.com.".into()),
+            ..Default::default()
+        });
+        let submit = |name: &'static str| {
+            let aws = aws.clone();
+            tokio::spawn(async move { aws.change_records("Z1", &[upsert(name, 1)]).await })
+        };
+        let first = submit("a.example.com.");
+        settle(|| recorder.calls().len() == 1).await;
+        let bad = submit("bad.example.com.");
+        let good = submit("good.example.com.");
+        settle(|| queued(&aws.changes_out, &"Z1".to_string()) == 2).await;
+        recorder.gate.as_ref().expect("gated").add_permits(4);
+        first.await.expect("task").expect("sent");
+        let refused = bad.await.expect("task").expect_err("refused");
+        assert_eq!(refused.kind, AwsErrorKind::Permanent);
+        assert_eq!(
+            good.await.expect("task").expect("sent"),
+            "C-good.example.com."
+        );
+        assert_eq!(
+            recorder.calls(),
+            [
+                "change Z1 a.example.com.",
+                "change Z1 bad.example.com.,good.example.com.",
+                "change Z1 bad.example.com.",
+                "change Z1 good.example.com."
+            ]
+        );
+    }
+
+    #[test]
+    fn merged_batches_stay_within_route53_limits() {
+        // 300 values upserted count 600 records: two fit no batch together.
+        let batches = vec![
+            vec![upsert("a.example.com.", 300)],
+            vec![upsert("b.example.com.", 300)],
+            vec![upsert("c.example.com.", 100)],
+            vec![upsert("a.example.com.", 1)],
+        ];
+        assert_eq!(merge_groups(&batches), [vec![0, 2], vec![1, 3]]);
+        for group in merge_groups(&batches) {
+            let records: usize = group
+                .iter()
+                .flat_map(|&i| &batches[i])
+                .map(|c| cost(c).0)
+                .sum();
+            assert!(records <= MAX_BATCH_RECORDS, "{records}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_insync_change_is_not_asked_again() {
+        let (recorder, aws) = shared(Recorder::default());
+        assert!(aws.change_insync("C1").await.expect("read"));
+        assert!(aws.change_insync("C1").await.expect("read"));
+        assert_eq!(recorder.calls(), ["insync C1"]);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_sender_fails_its_queue_as_transient_and_the_key_keeps_working() {
+        let (recorder, aws) = shared(Recorder::gated());
+        let first = tokio::spawn({
+            let aws = aws.clone();
+            async move { aws.list_records("Z1").await }
+        });
+        settle(|| recorder.calls().len() == 1).await;
+        let second = tokio::spawn({
+            let aws = aws.clone();
+            async move { aws.list_records("Z1").await }
+        });
+        let third = tokio::spawn({
+            let aws = aws.clone();
+            async move { aws.list_records("Z1").await }
+        });
+        settle(|| queued(&aws.zones, &"Z1".to_string()) == 2).await;
+        recorder.gate.as_ref().expect("gated").add_permits(1);
+        first.await.expect("task").expect("listed");
+        // The second takes the turn and sends both queued requests; it is cancelled mid-call.
+        settle(|| recorder.calls().len() == 2).await;
+        second.abort();
+        let third = third
+            .await
+            .expect("task")
+            .expect_err("its call was cancelled");
+        assert_eq!(third.kind, AwsErrorKind::Transient);
+        recorder.gate.as_ref().expect("gated").add_permits(1);
+        aws.list_records("Z1").await.expect("listed again");
+        assert_eq!(recorder.calls().len(), 3);
+    }
+}
