@@ -6,7 +6,7 @@ CACHE ?= $(or $(DROVER_CACHE),$(HOME)/.cache/drover)
 PYTHON := $(CACHE)/venv/bin/python
 export DROVER_CACHE := $(CACHE)
 
-.PHONY: deps build demo test bench unit e2e sandbox-up sandbox-down crds argocd fmt lint
+.PHONY: deps build demo test bench bench-scale unit e2e sandbox-up sandbox-down crds argocd fmt lint
 
 deps:
 	bash e2e/install-deps.sh
@@ -27,6 +27,13 @@ bench: deps build
 	$(PYTHON) e2e/sandbox.py down >/dev/null
 	$(PYTHON) e2e/sandbox.py up
 	$(PYTHON) e2e/bench.py --runs $(or $(RUNS),3) --binary target/release/drover; status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
+
+# Mass failover (issue 11): one plan alone, then PLANS plans at once (default 50), on a
+# fresh sandbox; prints wall times and AWS calls per service for BENCHMARKS.md.
+bench-scale: deps build
+	$(PYTHON) e2e/sandbox.py down >/dev/null
+	$(PYTHON) e2e/sandbox.py up
+	source target/sandbox/env.sh && DROVER_MASS_PLANS=$(or $(PLANS),50) cargo test --test e2e -- --nocapture ten_plans_fail_over_at_once; status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
 
 unit:
 	cargo test --lib --bins

@@ -467,3 +467,16 @@ def test_a_cross_region_replica_without_groups_gets_the_regions_defaults_not_the
         Filters=[{"Name": "vpc-id", "Values": [default_vpc]}, {"Name": "group-name", "Values": ["default"]}]
     )["SecurityGroups"][0]["GroupId"]
     assert [g["VpcSecurityGroupId"] for g in d["VpcSecurityGroups"]] == [default_sg]
+
+
+def test_calls_report_the_peak_admitted_per_second_per_service():
+    bed("POST", "/calls/reset", {})
+    rds = aws("rds", "ap-south-1")
+    for _ in range(4):
+        rds.describe_db_instances()
+    view = bed("GET", "/calls", {})
+    # Four calls fall into one or two whole seconds of the bed's clock.
+    assert 2 <= view["peak_per_second"]["rds"] <= 4, view["peak_per_second"]
+    assert "route53" not in view["peak_per_second"]
+    bed("POST", "/calls/reset", {})
+    assert bed("GET", "/calls", {})["peak_per_second"] == {}

@@ -143,6 +143,8 @@ class BedState:
 
     def reset(self):
         self.calls = Counter()
+        # Calls admitted per (service, whole second of the clock): the peak rate per service.
+        self.calls_per_second = Counter()
         self.faults = []
         self.fault_ids = itertools.count(1)
         self.outages = set()
@@ -339,6 +341,7 @@ class Bed:
             return self.error(start_response, service, "400 Bad Request", "Throttling", "Rate exceeded")
         with self.state.lock:
             self.state.calls[(service, region, operation)] += 1
+            self.state.calls_per_second[(service, int(time.monotonic()))] += 1
             self.operations_by_key[(self.access_key(environ), service, operation)] += 1
 
         fault = self.pick_fault(service, region, operation)
@@ -783,8 +786,12 @@ class Bed:
     def ctl_calls(self, _):
         with self.state.lock:
             items = sorted(self.state.calls.items())
+            peaks = {}
+            for (service, _), n in self.state.calls_per_second.items():
+                peaks[service] = max(peaks.get(service, 0), n)
         return {"calls": [{"service": s, "region": r, "operation": o, "count": n,
-                           "mutating": is_mutating(o)} for (s, r, o), n in items]}
+                           "mutating": is_mutating(o)} for (s, r, o), n in items],
+                "peak_per_second": peaks}
 
     def ctl_operations(self, _):
         """Every operation each access key called since the emulator started."""
@@ -796,6 +803,7 @@ class Bed:
     def ctl_calls_reset(self, _):
         with self.state.lock:
             self.state.calls.clear()
+            self.state.calls_per_second.clear()
             self.state.route53.throttled.clear()
             self.state.rds_throttled.clear()
         return {"reset": True}

@@ -1,5 +1,6 @@
 //! Many plans failing over at once, as when a region is lost for all of them.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use drover::api::{FailoverMode, FailoverPhase};
@@ -7,72 +8,108 @@ use drover::api::{FailoverMode, FailoverPhase};
 use crate::failover::{Scenario, assert_phase, create, failover, seeded_plan, wait_terminal};
 use crate::support::*;
 
-/// Plans failed over together.
-const PLANS: usize = 10;
-
-/// Route 53 calls the bed refused over its per-account limit (5 per second) so far.
-fn route53_throttled() -> u64 {
-    let view = bed("GET", "/throttled", serde_json::json!({}));
-    let entries = view["throttled"].as_array().cloned().unwrap_or_default();
-    entries
-        .iter()
-        .filter(|t| t["service"] == "route53")
-        .filter_map(|t| t["count"].as_u64())
-        .sum()
+/// Plans failed over together: `DROVER_MASS_PLANS` (2 to 200), else 10.
+fn mass_plans() -> usize {
+    std::env::var("DROVER_MASS_PLANS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10usize)
+        .clamp(2, 200)
 }
 
-/// Ten plans, one account, Planned failovers to usw2 all created at once: every one
-/// succeeds, and the operator's own limit keeps Route 53 under the account's 5 calls per
-/// second: the bed refuses none of them.
+/// Calls the bed refused over an account limit so far, by service.
+fn throttled() -> BTreeMap<String, u64> {
+    let view = bed("GET", "/throttled", serde_json::json!({}));
+    let mut out = BTreeMap::new();
+    for t in view["throttled"].as_array().cloned().unwrap_or_default() {
+        let service = t["service"].as_str().unwrap_or_default().to_string();
+        *out.entry(service).or_default() += t["count"].as_u64().unwrap_or(0);
+    }
+    out
+}
+
+/// Fails the named plans over to usw2 together; the time until all have Succeeded.
+async fn fail_over_together(client: &kube::Client, ns: &str, plans: &[String]) -> Duration {
+    let started = Instant::now();
+    for plan in plans {
+        let fo = failover(
+            &format!("{plan}-go"),
+            plan,
+            "usw2",
+            FailoverMode::Planned,
+            false,
+        );
+        create(client, ns, &fo).await;
+    }
+    for plan in plans {
+        let fo = wait_terminal(client, ns, &format!("{plan}-go"), Duration::from_secs(600)).await;
+        assert_phase(&fo, FailoverPhase::Succeeded);
+    }
+    started.elapsed()
+}
+
+/// One plan alone, then many plans of one account (2 RDS, 1 Aurora, 1 zone, 6 workloads
+/// each) failing over to usw2 at once: every one succeeds, the bed (holding Route 53's
+/// 5 calls a second per account and RDS's per-region bucket) refuses no Route 53 call.
+/// Prints the calls per service (mean and peak per second) for BENCHMARKS.md.
 #[tokio::test]
 async fn ten_plans_fail_over_at_once_within_the_route53_limit() {
+    let count = mass_plans();
     let (scenario, op) = Scenario::start("mass", &[], &[], 15).await;
-    let (client, ns, first) = scenario.parts();
-    let mut plans = vec![first];
-    while plans.len() < PLANS {
+    let (client, ns, solo) = scenario.parts();
+    let mut plans = Vec::new();
+    while plans.len() < count {
         let name = unique(&format!("mass{}", plans.len()));
         seeded_plan(&client, &ns, &name, &[]).await;
         plans.push(name);
     }
-    let throttled_before = route53_throttled();
-    let started = Instant::now();
-    for plan in &plans {
-        create(
-            &client,
-            &ns,
-            &failover(
-                &format!("{plan}-go"),
-                plan,
-                "usw2",
-                FailoverMode::Planned,
-                false,
-            ),
-        )
-        .await;
+    let alone = fail_over_together(&client, &ns, &[solo]).await;
+
+    bed("POST", "/calls/reset", serde_json::json!({}));
+    let throttled_before = throttled();
+    let all = fail_over_together(&client, &ns, &plans).await;
+    let refused: BTreeMap<String, u64> = throttled()
+        .into_iter()
+        .map(|(s, n)| {
+            (
+                s.clone(),
+                n - throttled_before.get(&s).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    let calls = bed("GET", "/calls", serde_json::json!({}));
+    let mut per_service: BTreeMap<String, u64> = BTreeMap::new();
+    for c in calls["calls"].as_array().cloned().unwrap_or_default() {
+        let service = c["service"].as_str().unwrap_or_default().to_string();
+        *per_service.entry(service).or_default() += c["count"].as_u64().unwrap_or(0);
     }
-    for plan in &plans {
-        let fo = wait_terminal(
-            &client,
-            &ns,
-            &format!("{plan}-go"),
-            Duration::from_secs(300),
-        )
-        .await;
-        assert_phase(&fo, FailoverPhase::Succeeded);
-    }
-    let all = started.elapsed();
-    let refused = route53_throttled() - throttled_before;
-    let waited = op
-        .metric_with(
+    let peak = |service: &str| calls["peak_per_second"][service].as_u64().unwrap_or(0);
+    let waited = |service: &str| {
+        op.metric_with(
             "drover_aws_rate_limit_wait_seconds_total",
-            "service=\"route53\"",
+            &format!("service=\"{service}\""),
         )
-        .unwrap_or_default();
+        .unwrap_or_default()
+    };
     println!(
-        "{PLANS} plans at once: all Succeeded in {:.1}s; Route 53 calls refused by the bed: \
-         {refused}; waited for Drover's Route 53 limit: {waited:.2}s in all",
-        all.as_secs_f64()
+        "one plan alone: {:.1}s; {count} plans at once: all Succeeded in {:.1}s ({:.2}x)",
+        alone.as_secs_f64(),
+        all.as_secs_f64(),
+        all.as_secs_f64() / alone.as_secs_f64()
     );
-    assert_eq!(refused, 0, "Route 53 calls over the account's rate");
-    assert!(waited > 0.0, "the limit held some calls back");
+    for (service, n) in &per_service {
+        println!(
+            "  {service}: {n} calls, mean {:.1}/s, peak {}/s, refused by the bed {}, \
+             waited for Drover's limit {:.2}s in all",
+            *n as f64 / all.as_secs_f64(),
+            peak(service),
+            refused.get(service).copied().unwrap_or(0),
+            waited(service)
+        );
+    }
+    assert_eq!(
+        refused.get("route53").copied().unwrap_or(0),
+        0,
+        "Route 53 calls over the account's rate"
+    );
 }
