@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::engine::machine::EffectResult;
 use crate::leadership::{LeaderAws, Leadership};
 use crate::metrics::Metrics;
+use crate::shared_aws::SharedAws;
 
 /// Running Failovers whose call results are kept at most.
 const MAX_KEPT_FAILOVERS: usize = 256;
@@ -25,7 +26,8 @@ pub type KeptResults = (Option<String>, Vec<EffectResult>);
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
-    /// AWS, refusing mutating calls unless `leadership` is confirmed first.
+    /// AWS, shared by every plan, refusing mutating calls unless `leadership` is
+    /// confirmed first.
     pub aws: Arc<dyn Aws>,
     pub leadership: Arc<Leadership>,
     pub config: Config,
@@ -51,10 +53,13 @@ impl Context {
             &config.lease_name,
             &config.identity,
         ));
-        let aws = Arc::new(LeaderAws {
+        // Shared across plans outside the leader check: each real mutating call (a merged
+        // Route 53 batch too) confirms the Lease just before it is sent, not before it
+        // waits its turn behind other plans' calls.
+        let aws = Arc::new(SharedAws::new(Arc::new(LeaderAws {
             inner: aws,
             leadership: leadership.clone(),
-        });
+        })));
         Self {
             client,
             aws,

@@ -202,6 +202,7 @@ pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) 
         replication: previous.replication.clone(),
         pending_fences: Vec::new(),
         reprotections: Vec::new(),
+        step_durations: Vec::new(),
         // Owned by crate::automatic's field manager; left out here.
         automatic_failover: None,
         // Owned by crate::drill's field manager; left out here.

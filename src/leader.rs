@@ -72,11 +72,10 @@ pub async fn run_when_leader(
             info!(identity = %config.identity, "acquired leadership");
             readiness.leader.store(true, Ordering::Release);
             metrics.leader.set(1);
-            let sdk =
-                crate::aws::SdkAws::from_env(metrics.clone(), config.aws_rate_limits.clone()).await;
-            // Every plan's reads and Route 53 changes go through one shared layer.
-            let aws: Arc<dyn crate::aws::Aws> =
-                Arc::new(crate::shared_aws::SharedAws::new(Arc::new(sdk)));
+            // Context shares it across plans (crate::shared_aws).
+            let aws: Arc<dyn crate::aws::Aws> = Arc::new(
+                crate::aws::SdkAws::from_env(metrics.clone(), config.aws_rate_limits.clone()).await,
+            );
             let ctx = Arc::new(Context::new(
                 client.clone(),
                 aws,

@@ -243,6 +243,8 @@ pub async fn rds(
         last_unplanned_move: status.last_unplanned_move.clone(),
         pending_fences: status.pending_fences.clone(),
         reprotections: decided.wanted.clone(),
+        // Every apply of the failover field manager carries every field it owns.
+        step_durations: status.step_durations.clone(),
     };
     if let Err(e) = fx
         .store

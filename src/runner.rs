@@ -533,6 +533,14 @@ impl Runner {
             .store
             .update_plan_fields(&self.plan.name_any(), &mut |f| {
                 f.last_failover = Some(last.clone());
+                for (step, seconds) in &mark.learned {
+                    engine::learn_duration(
+                        &mut f.step_durations,
+                        *step,
+                        self.fo.spec.mode,
+                        *seconds,
+                    );
+                }
                 if mark.withdraw_own_fences {
                     f.pending_fences.retain(|e| e.failover != last.name);
                 }

@@ -37,16 +37,19 @@ const MAX_INSYNC_REMEMBERED: usize = 4096;
 
 type Waiting<Req, Resp> = Vec<(Req, oneshot::Sender<AwsResult<Resp>>)>;
 
-/// One key's queue, and the turn to send it.
+/// One key's queue, and the turn to send it (held by the call in flight).
 struct Lane<Req, Resp> {
     queue: Mutex<Waiting<Req, Resp>>,
-    turn: tokio::sync::Mutex<()>,
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Queues by key: one call in flight per key, the queue sent together as the next call.
 struct Lanes<K, Req, Resp> {
     lanes: Mutex<HashMap<K, Arc<Lane<Req, Resp>>>>,
 }
+
+/// Past this many keys, idle ones are dropped (change IDs are never asked for again).
+const MAX_IDLE_LANES: usize = 1024;
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere leaves plain data behind; the queue is still usable.
@@ -56,55 +59,90 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn dropped() -> AwsError {
     AwsError {
         kind: AwsErrorKind::Transient,
-        message: "the shared AWS call carrying this request was cancelled".into(),
+        message: "the shared AWS call carrying this request ended without an answer".into(),
     }
 }
 
-impl<K: Eq + Hash + Clone, Req, Resp> Lanes<K, Req, Resp> {
+impl<Req, Resp> Lane<Req, Resp> {
+    /// The queued requests whose callers still wait; the others are dropped unsent.
+    fn take_waiting(&self) -> Waiting<Req, Resp> {
+        let mut queue = locked(&self.queue);
+        queue.retain(|(_, tx)| !tx.is_closed());
+        std::mem::take(&mut *queue)
+    }
+
+    fn idle(self: &Arc<Self>) -> bool {
+        // Only the map holds it; nothing waits and nothing is in flight.
+        Arc::strong_count(self) == 1
+            && locked(&self.queue).iter().all(|(_, tx)| tx.is_closed())
+            && self.turn.try_lock().is_ok()
+    }
+}
+
+impl<K, Req, Resp> Lanes<K, Req, Resp>
+where
+    K: Eq + Hash + Clone,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
     fn new() -> Self {
         Self {
             lanes: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Queues `request` under `key` and answers it: from a call another caller sends, or
-    /// by sending the queue itself with `send`, which answers each request in order.
+    /// Queues `request` under `key` and answers it: from a call another caller sent, or
+    /// by sending the queue with `send`, which answers each request in order. The call
+    /// runs as its own task holding the key's turn, so a caller cancelled meanwhile takes
+    /// no one else's answer with it, and a request cancelled while queued is never sent.
     async fn submit<F, Fut>(&self, key: K, request: Req, send: F) -> AwsResult<Resp>
     where
         F: FnOnce(Vec<Req>) -> Fut,
-        Fut: Future<Output = Vec<AwsResult<Resp>>>,
+        Fut: Future<Output = Vec<AwsResult<Resp>>> + Send + 'static,
     {
-        let lane = locked(&self.lanes)
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Lane {
-                    queue: Mutex::new(Vec::new()),
-                    turn: tokio::sync::Mutex::new(()),
+        let lane = {
+            let mut lanes = locked(&self.lanes);
+            if lanes.len() > MAX_IDLE_LANES {
+                lanes.retain(|_, lane| !lane.idle());
+            }
+            lanes
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Lane {
+                        queue: Mutex::new(Vec::new()),
+                        turn: Arc::new(tokio::sync::Mutex::new(())),
+                    })
                 })
-            })
-            .clone();
+                .clone()
+        };
         let (tx, mut rx) = oneshot::channel();
         locked(&lane.queue).push((request, tx));
-        let answer = {
-            let _turn = lane.turn.lock().await;
-            match rx.try_recv() {
-                Ok(answer) => answer,
-                // Taken by a caller cancelled mid-call: retried at the next pass.
-                Err(oneshot::error::TryRecvError::Closed) => Err(dropped()),
-                Err(oneshot::error::TryRecvError::Empty) => {
-                    let batch = std::mem::take(&mut *locked(&lane.queue));
+        let answer = tokio::select! {
+            biased;
+            answer = &mut rx => answer.unwrap_or_else(|_| Err(dropped())),
+            turn = lane.turn.clone().lock_owned() => {
+                let batch = lane.take_waiting();
+                if batch.is_empty() {
+                    drop(turn);
+                } else {
                     let (requests, senders): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
-                    let answers = send(requests).await;
-                    for (sender, answer) in senders.into_iter().zip(answers) {
-                        let _ = sender.send(answer);
-                    }
-                    rx.await.unwrap_or_else(|_| Err(dropped()))
+                    let call = send(requests);
+                    tokio::spawn(async move {
+                        let answers = call.await;
+                        // Free before answering: an answered caller finds the key idle.
+                        drop(turn);
+                        for (sender, answer) in senders.into_iter().zip(answers) {
+                            let _ = sender.send(answer);
+                        }
+                    });
                 }
+                // Ours went out in this call, or in one that already answered it.
+                rx.await.unwrap_or_else(|_| Err(dropped()))
             }
         };
         let mut lanes = locked(&self.lanes);
-        // Only the map and this caller hold it, and nothing is queued: forget the key.
-        if Arc::strong_count(&lane) == 2 && locked(&lane.queue).is_empty() {
+        drop(lane);
+        if lanes.get(&key).is_some_and(Lane::idle) {
             lanes.remove(&key);
         }
         answer
@@ -141,8 +179,9 @@ fn split<T: Clone>(lengths: &[usize], answer: AwsResult<Vec<T>>) -> Vec<AwsResul
     }
 }
 
-/// Groups change batches into merged batches: each group's batches touch disjoint names
-/// and types, and together stay within Route 53's limits. Returns indexes into `batches`.
+/// Groups change batches into merged batches, sent in group order: each group's batches
+/// touch disjoint names and types, and together stay within Route 53's limits; two batches
+/// touching one name go out in their own order. Returns indexes into `batches`.
 pub fn merge_groups(batches: &[Vec<RecordChange>]) -> Vec<Vec<usize>> {
     struct Group {
         members: Vec<usize>,
@@ -160,10 +199,14 @@ pub fn merge_groups(batches: &[Vec<RecordChange>]) -> Vec<Vec<usize>> {
             .iter()
             .map(cost)
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let fits = groups.iter_mut().find(|g| {
-            g.names.is_disjoint(&names)
-                && g.records + records <= MAX_BATCH_RECORDS
-                && g.chars + chars <= MAX_BATCH_VALUE_CHARS
+        // Only after the last group it shares a name with: batches touching one name go
+        // out in the order they were asked for.
+        let after = groups
+            .iter()
+            .rposition(|g| !g.names.is_disjoint(&names))
+            .map_or(0, |last| last + 1);
+        let fits = groups[after..].iter_mut().find(|g| {
+            g.records + records <= MAX_BATCH_RECORDS && g.chars + chars <= MAX_BATCH_VALUE_CHARS
         });
         match fits {
             Some(g) => {
@@ -212,38 +255,61 @@ impl SharedAws {
             healthy: Lanes::new(),
         }
     }
+}
 
-    /// Sends queued change batches for one zone: merged where they can be, one call per
-    /// merged batch in turn. A merged batch Route 53 refuses is sent again batch by batch,
-    /// so one plan's refused change never fails another plan's.
-    async fn send_changes(
-        &self,
-        zone: &str,
-        batches: Vec<Vec<RecordChange>>,
-    ) -> Vec<AwsResult<String>> {
-        let mut answers: Vec<Option<AwsResult<String>>> = vec![None; batches.len()];
-        for group in merge_groups(&batches) {
-            let merged: Vec<RecordChange> = group
-                .iter()
-                .flat_map(|&i| batches[i].iter().cloned())
-                .collect();
-            match self.inner.change_records(zone, &merged).await {
-                Err(e) if group.len() > 1 && e.kind == AwsErrorKind::Permanent => {
-                    for &i in &group {
-                        answers[i] = Some(self.inner.change_records(zone, &batches[i]).await);
-                    }
+/// Sends queued change batches for one zone: merged where they can be, one call per merged
+/// batch in turn. A merged batch Route 53 refuses is sent again batch by batch, so one
+/// plan's refused change never fails another plan's.
+async fn send_changes(
+    inner: Arc<dyn Aws>,
+    zone: String,
+    batches: Vec<Vec<RecordChange>>,
+) -> Vec<AwsResult<String>> {
+    let mut answers: Vec<Option<AwsResult<String>>> = vec![None; batches.len()];
+    for group in merge_groups(&batches) {
+        let merged: Vec<RecordChange> = group
+            .iter()
+            .flat_map(|&i| batches[i].iter().cloned())
+            .collect();
+        match inner.change_records(&zone, &merged).await {
+            Err(e) if group.len() > 1 && e.kind == AwsErrorKind::Permanent => {
+                for &i in &group {
+                    answers[i] = Some(inner.change_records(&zone, &batches[i]).await);
                 }
-                answer => {
-                    for &i in &group {
-                        answers[i] = Some(answer.clone());
-                    }
+            }
+            answer => {
+                for &i in &group {
+                    answers[i] = Some(answer.clone());
                 }
             }
         }
-        answers
-            .into_iter()
-            .map(|a| a.unwrap_or_else(|| Err(dropped())))
-            .collect()
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(dropped())))
+        .collect()
+}
+
+/// Reads several requests' items in one call; when that call is refused outright and it
+/// carried more than one request, each is read again alone, so one plan's refused item
+/// (a missing metric, a denied instance) never fails another plan's read.
+async fn read_together<T, R, F, Fut>(requests: Vec<Vec<T>>, read: F) -> Vec<AwsResult<Vec<R>>>
+where
+    T: Clone,
+    R: Clone,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = AwsResult<Vec<R>>>,
+{
+    let (lengths, all) = concatenated(&requests);
+    match read(all).await {
+        Err(e) if requests.len() > 1 && e.kind == AwsErrorKind::Permanent => {
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in requests {
+                answers.push(read(request).await);
+            }
+            answers
+        }
+        answer => split(&lengths, answer),
     }
 }
 
@@ -266,10 +332,13 @@ impl Aws for SharedAws {
         region: &str,
         ids: &[String],
     ) -> AwsResult<Vec<Option<RdsObservation>>> {
+        let (inner, owned) = (self.inner.clone(), region.to_string());
         self.instances
-            .submit(region.to_string(), ids.to_vec(), |requests| async move {
-                let (lengths, all) = concatenated(&requests);
-                split(&lengths, self.inner.describe_instances(region, &all).await)
+            .submit(region.to_string(), ids.to_vec(), |requests| {
+                read_together(requests, move |ids| {
+                    let (inner, region) = (inner.clone(), owned.clone());
+                    async move { inner.describe_instances(&region, &ids).await }
+                })
             })
             .await
     }
@@ -335,12 +404,11 @@ impl Aws for SharedAws {
         id: &str,
     ) -> AwsResult<Option<AuroraObservation>> {
         let key = (region.to_string(), id.to_string());
+        let (inner, (region, id)) = (self.inner.clone(), key.clone());
         self.globals
             .submit(key, (), |requests| async move {
-                to_all(
-                    requests.len(),
-                    self.inner.describe_global_cluster(region, id).await,
-                )
+                let answer = inner.describe_global_cluster(&region, &id).await;
+                to_all(requests.len(), answer)
             })
             .await
     }
@@ -366,35 +434,37 @@ impl Aws for SharedAws {
         region: &str,
         sources: &[LagSource],
     ) -> AwsResult<Vec<Option<LagReading>>> {
+        let (inner, owned) = (self.inner.clone(), region.to_string());
         self.lags
-            .submit(
-                region.to_string(),
-                sources.to_vec(),
-                |requests| async move {
-                    let (lengths, all) = concatenated(&requests);
-                    split(&lengths, self.inner.replica_lags(region, &all).await)
-                },
-            )
+            .submit(region.to_string(), sources.to_vec(), |requests| {
+                read_together(requests, move |sources| {
+                    let (inner, region) = (inner.clone(), owned.clone());
+                    async move { inner.replica_lags(&region, &sources).await }
+                })
+            })
             .await
     }
     async fn health_check_healthy(&self, id: &str) -> AwsResult<bool> {
+        let (inner, owned) = (self.inner.clone(), id.to_string());
         self.healthy
             .submit(id.to_string(), (), |requests| async move {
-                to_all(requests.len(), self.inner.health_check_healthy(id).await)
+                to_all(requests.len(), inner.health_check_healthy(&owned).await)
             })
             .await
     }
     async fn list_records(&self, zone: &str) -> AwsResult<Vec<RecordSet>> {
+        let (inner, owned) = (self.inner.clone(), zone.to_string());
         self.zones
             .submit(zone.to_string(), (), |requests| async move {
-                to_all(requests.len(), self.inner.list_records(zone).await)
+                to_all(requests.len(), inner.list_records(&owned).await)
             })
             .await
     }
     async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
+        let (inner, owned) = (self.inner.clone(), zone.to_string());
         self.changes_out
             .submit(zone.to_string(), changes.to_vec(), |batches| {
-                self.send_changes(zone, batches)
+                send_changes(inner, owned, batches)
             })
             .await
     }
@@ -402,10 +472,11 @@ impl Aws for SharedAws {
         if locked(&self.insync).contains(change_id) {
             return Ok(true);
         }
+        let (inner, owned) = (self.inner.clone(), change_id.to_string());
         let insync = self
             .changes
             .submit(change_id.to_string(), (), |requests| async move {
-                to_all(requests.len(), self.inner.change_insync(change_id).await)
+                to_all(requests.len(), inner.change_insync(&owned).await)
             })
             .await?;
         if insync {
@@ -433,11 +504,12 @@ impl Aws for SharedAws {
         self.inner.describe_secret(region, name).await
     }
     async fn health_check_observations(&self, id: &str) -> AwsResult<Vec<CheckerObservation>> {
+        let (inner, owned) = (self.inner.clone(), id.to_string());
         self.health
             .submit(id.to_string(), (), |requests| async move {
                 to_all(
                     requests.len(),
-                    self.inner.health_check_observations(id).await,
+                    inner.health_check_observations(&owned).await,
                 )
             })
             .await
@@ -499,6 +571,14 @@ mod tests {
         ) -> AwsResult<Vec<Option<RdsObservation>>> {
             self.call(format!("describe {region} {}", ids.join(",")))
                 .await;
+            if let Some(bad) = &self.refuse_name
+                && ids.contains(bad)
+            {
+                return Err(AwsError {
+                    kind: AwsErrorKind::Permanent,
+                    message: format!("AccessDenied: not allowed to describe {bad}"),
+                });
+            }
             Ok(ids
                 .iter()
                 .map(|id| {
@@ -838,7 +918,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_sender_fails_its_queue_as_transient_and_the_key_keeps_working() {
+    async fn a_cancelled_sender_still_answers_the_others_and_the_key_keeps_working() {
         let (recorder, aws) = shared(Recorder::gated());
         let first = tokio::spawn({
             let aws = aws.clone();
@@ -859,13 +939,170 @@ mod tests {
         // The second takes the turn and sends both queued requests; it is cancelled mid-call.
         settle(|| recorder.calls().len() == 2).await;
         second.abort();
-        let third = third
+        recorder.gate.as_ref().expect("gated").add_permits(1);
+        third
             .await
             .expect("task")
-            .expect_err("its call was cancelled");
-        assert_eq!(third.kind, AwsErrorKind::Transient);
+            .expect("answered by the call in flight");
         recorder.gate.as_ref().expect("gated").add_permits(1);
         aws.list_records("Z1").await.expect("listed again");
         assert_eq!(recorder.calls().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_cancelled_while_queued_is_never_sent() {
+        let (recorder, aws) = shared(Recorder::gated());
+        let submit = |name: &'static str| {
+            let aws = aws.clone();
+            tokio::spawn(async move { aws.change_records("Z1", &[upsert(name, 1)]).await })
+        };
+        let first = submit("a.example.com.");
+        settle(|| recorder.calls().len() == 1).await;
+        let stale = submit("stale.example.com.");
+        settle(|| queued(&aws.changes_out, &"Z1".to_string()) == 1).await;
+        stale.abort();
+        assert!(stale.await.is_err(), "cancelled");
+        recorder.gate.as_ref().expect("gated").add_permits(2);
+        first.await.expect("task").expect("sent");
+        submit("later.example.com.")
+            .await
+            .expect("task")
+            .expect("sent");
+        assert_eq!(
+            recorder.calls(),
+            ["change Z1 a.example.com.", "change Z1 later.example.com."]
+        );
+        assert!(
+            locked(&aws.changes_out.lanes).is_empty(),
+            "idle keys are dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_merged_read_is_read_again_plan_by_plan() {
+        let (recorder, aws) = shared(Recorder {
+            gate: Some(Semaphore::new(0)),
+            refuse_name: Some("denied".into()),
+            ..Default::default()
+        });
+        let describe = |id: &'static str| {
+            let aws = aws.clone();
+            tokio::spawn(async move { aws.describe_instance("us-west-2", id).await })
+        };
+        let first = describe("a");
+        settle(|| recorder.calls().len() == 1).await;
+        let denied = describe("denied");
+        let fine = describe("b");
+        settle(|| queued(&aws.instances, &"us-west-2".to_string()) == 2).await;
+        recorder.gate.as_ref().expect("gated").add_permits(4);
+        first.await.expect("task").expect("described");
+        let refused = denied.await.expect("task").expect_err("refused");
+        assert_eq!(refused.kind, AwsErrorKind::Permanent);
+        let b = fine.await.expect("task").expect("described");
+        assert_eq!(b.map(|o| o.status).as_deref(), Some("status of b"));
+        assert_eq!(
+            recorder.calls(),
+            [
+                "describe us-west-2 a",
+                "describe us-west-2 denied,b",
+                "describe us-west-2 denied",
+                "describe us-west-2 b"
+            ]
+        );
+    }
+
+    #[test]
+    fn batches_sharing_a_name_go_out_in_their_order() {
+        let p = vec![upsert("x.example.com.", 1)];
+        let q = vec![upsert("x.example.com.", 1), upsert("y.example.com.", 1)];
+        let r = vec![upsert("y.example.com.", 1)];
+        let s = vec![upsert("z.example.com.", 1)];
+        // R may not join P's group: it would overtake Q's change to y. S joins the first.
+        assert_eq!(merge_groups(&[p, q, r, s]), [vec![0, 3], vec![1], vec![2]]);
+    }
+
+    /// A leader check that passes until `lost` is set.
+    #[derive(Default)]
+    struct Lease {
+        lost: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl crate::leadership::LeaseCheck for Lease {
+        async fn confirm(&self) -> Result<(), String> {
+            if self.deposed() {
+                Err(self.deposed_message())
+            } else {
+                Ok(())
+            }
+        }
+        fn deposed(&self) -> bool {
+            self.lost.load(std::sync::atomic::Ordering::Acquire)
+        }
+        fn deposed_message(&self) -> String {
+            "another process holds the leader Lease".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_queued_when_leadership_is_lost_is_not_sent() {
+        let recorder = Arc::new(Recorder::gated());
+        let lease = Arc::new(Lease::default());
+        // As Context builds it: the leader check inside the shared layer.
+        let aws = Arc::new(SharedAws::new(Arc::new(crate::leadership::LeaderAws {
+            inner: recorder.clone(),
+            leadership: lease.clone(),
+        })));
+        let submit = |name: &'static str| {
+            let aws = aws.clone();
+            tokio::spawn(async move { aws.change_records("Z1", &[upsert(name, 1)]).await })
+        };
+        let first = submit("a.example.com.");
+        settle(|| recorder.calls().len() == 1).await;
+        let queued_change = submit("b.example.com.");
+        settle(|| queued(&aws.changes_out, &"Z1".to_string()) == 1).await;
+        lease.lost.store(true, std::sync::atomic::Ordering::Release);
+        recorder.gate.as_ref().expect("gated").add_permits(2);
+        first.await.expect("task").expect("sent while leading");
+        let refused = queued_change
+            .await
+            .expect("task")
+            .expect_err("not sent by a deposed leader");
+        assert_eq!(refused.kind, AwsErrorKind::Transient);
+        assert_eq!(recorder.calls(), ["change Z1 a.example.com."]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_many_threads_every_caller_gets_its_own_answer() {
+        let (recorder, aws) = shared(Recorder::default());
+        let callers: Vec<_> = (0..8)
+            .map(|t| {
+                let aws = aws.clone();
+                tokio::spawn(async move {
+                    for n in 0..200 {
+                        let ids = vec![format!("db{t}-{n}"), format!("db{t}-{n}-b")];
+                        let answer = aws.describe_instances("us-west-2", &ids).await?;
+                        let statuses: Vec<String> =
+                            answer.into_iter().flatten().map(|o| o.status).collect();
+                        assert_eq!(
+                            statuses,
+                            [
+                                format!("status of {}", ids[0]),
+                                format!("status of {}", ids[1])
+                            ]
+                        );
+                    }
+                    Ok::<(), AwsError>(())
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.expect("task").expect("answered");
+        }
+        assert!(recorder.calls().len() <= 1600);
+        assert!(
+            locked(&aws.instances.lanes).is_empty(),
+            "idle keys are dropped"
+        );
     }
 }

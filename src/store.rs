@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::api::{
     DisasterRecoveryPlan, Failover, FailoverApproval, FailoverStatus, LastFailover, PendingFence,
-    Reprotection, UnplannedMove,
+    Reprotection, StepDurations, UnplannedMove,
 };
 use crate::context::Context;
 
@@ -78,6 +78,8 @@ pub struct FailoverFields {
     pub last_unplanned_move: Option<UnplannedMove>,
     pub pending_fences: Vec<PendingFence>,
     pub reprotections: Vec<Reprotection>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub step_durations: Vec<StepDurations>,
 }
 
 /// Reads the plan, applies `change` to its failover fields and writes them with the failover
@@ -101,6 +103,7 @@ pub async fn update_failover_fields(
             last_unplanned_move: status.last_unplanned_move,
             pending_fences: status.pending_fences,
             reprotections: status.reprotections,
+            step_durations: status.step_durations,
         };
         change(&mut fields);
         let patch = json!({

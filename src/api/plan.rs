@@ -588,6 +588,11 @@ pub struct DisasterRecoveryPlanStatus {
     /// each got. Every call is recorded here before it is sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reprotections: Vec<Reprotection>,
+    /// How long the waiting steps of this plan's recent successful failovers and drills
+    /// took, by step and mode. A failover polls sparsely until the quickest of them would
+    /// have ended, and densely from there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_durations: Vec<StepDurations>,
     /// Automatic failover: each signal's state, and why it did or did not trigger. Written
     /// by its own field manager (`drover-automatic`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -719,6 +724,18 @@ pub enum PendingFenceState {
     Fencing,
     /// The call was answered; waiting for its effect (pods gone, instance stopping).
     Requested,
+}
+
+/// Recent durations of one step in one mode, newest last.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepDurations {
+    /// The step (PromoteDatabases or SwitchDns).
+    pub step: String,
+    /// The failover mode (Planned or Unplanned).
+    pub mode: String,
+    /// Seconds each of the last few successful runs of the step took, newest last.
+    pub recent_seconds: Vec<f64>,
 }
 
 /// A part of a former active region still to be fenced.

@@ -390,6 +390,8 @@ pub struct PlanMark {
     /// Remove the entries this failover recorded: it ended without promoting anything, so
     /// the region it meant to leave is still the active one.
     pub withdraw_own_fences: bool,
+    /// Durations of the waiting steps of a successful failover, to learn from.
+    pub learned: Vec<(Step, f64)>,
 }
 
 /// A failover that reached a terminal phase in this pass, for the metrics.
@@ -887,6 +889,23 @@ impl Machine<'_> {
         poll_delay(self.waited(step))
     }
 
+    /// `poll`, sparse until the quickest recent run of `step` on this plan would have
+    /// ended: for waits on AWS, where each poll is a call under the account's limits.
+    fn poll_expecting(&self, step: Step) -> Duration {
+        let learned = self
+            .input
+            .plan
+            .status
+            .as_ref()
+            .map(|s| s.step_durations.as_slice())
+            .unwrap_or_default();
+        let expected = engine::expected_duration(learned, step, self.mode());
+        let waited = self.waited(step);
+        // Never sleeping past the deadline: a wait done early is not failed as overdue.
+        let to_deadline = step_timeout(self.spec, step, self.mode()).saturating_sub(waited);
+        engine::poll_delay_expecting(waited, expected).min(to_deadline.max(poll_delay(waited)))
+    }
+
     // ---- Admission --------------------------------------------------------------------
 
     fn admit(&mut self) {
@@ -951,6 +970,7 @@ impl Machine<'_> {
                         active_region: None,
                         fences: Vec::new(),
                         withdraw_own_fences: false,
+                        learned: Vec::new(),
                     });
                     self.start_step(Step::Admission);
                     self.finish_step(
@@ -1431,6 +1451,7 @@ impl Machine<'_> {
             active_region: None,
             fences: Vec::new(),
             withdraw_own_fences: false,
+            learned: Vec::new(),
         });
     }
 
@@ -1813,6 +1834,7 @@ impl Machine<'_> {
                     active_region: None,
                     fences,
                     withdraw_own_fences: false,
+                    learned: Vec::new(),
                 });
             }
         }
@@ -1854,7 +1876,7 @@ impl Machine<'_> {
         if one_just_finished {
             poll_delay(Duration::ZERO)
         } else {
-            self.poll(Step::PromoteDatabases)
+            self.poll_expecting(Step::PromoteDatabases)
         }
     }
 
@@ -2315,7 +2337,8 @@ impl Machine<'_> {
     /// Route 53's rate limit is per account: the zones share it.
     fn dns_poll(&self) -> Duration {
         let zones = u32::try_from(self.spec.dns.len().max(1)).unwrap_or(u32::MAX);
-        self.poll(Step::SwitchDns).max(DNS_POLL_MIN * zones)
+        self.poll_expecting(Step::SwitchDns)
+            .max(DNS_POLL_MIN * zones)
     }
 
     /// Records the intent to send a zone's next batch; returns its number (from 1). A batch
@@ -2564,11 +2587,23 @@ impl Machine<'_> {
             // Pending fences recorded at the first promotion call are withdrawn when the
             // failover ends without any promotion having been made.
             let withdraw_own_fences = !moved && !any_promoted(&self.status);
+            let learned = if moved {
+                [Step::PromoteDatabases, Step::SwitchDns]
+                    .into_iter()
+                    .filter_map(|step| {
+                        let st = step_of(&self.status, step)?;
+                        (st.state == StepState::Succeeded).then_some((step, st.duration_seconds?))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             self.plan = Some(PlanMark {
                 phase,
                 active_region: moved.then(|| self.target().to_string()),
                 fences,
                 withdraw_own_fences,
+                learned,
             });
         }
         self.status.phase = Some(phase);

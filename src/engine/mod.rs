@@ -495,6 +495,90 @@ pub fn poll_delay(waited: Duration) -> Duration {
     (waited / 30).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
+/// The longest pause between polls before a wait's expected end: a wait that fails early
+/// (a promotion AWS refuses after accepting it) is still seen within a minute.
+const SPARSE_POLL_MAX: Duration = Duration::from_secs(60);
+
+/// Poll interval for a wait expected to take at least `expected` (the quickest recent run
+/// of its kind, see `expected_duration`): before that, halving the time left (never below
+/// a tenth of the expected time, never past its end, at most a minute); from there on as
+/// `poll_delay`. A wait that runs as long as before costs a few polls and is noticed within
+/// 2 s of being ready; without an expectation this is `poll_delay`.
+pub fn poll_delay_expecting(waited: Duration, expected: Option<Duration>) -> Duration {
+    let dense = poll_delay(waited);
+    let Some(left) = expected.and_then(|e| e.checked_sub(waited)) else {
+        return dense;
+    };
+    if left <= dense {
+        return dense;
+    }
+    let tenth = expected.unwrap_or_default() / 10;
+    (left / 2)
+        .max(tenth)
+        .min(left)
+        .min(SPARSE_POLL_MAX)
+        .max(dense)
+}
+
+/// Successful runs of a step remembered per mode, for `expected_duration`.
+pub const STEP_DURATIONS_KEPT: usize = 5;
+
+/// Durations beyond this are not learned from (a wait that long is not typical).
+const STEP_DURATION_MAX: f64 = 86_400.0;
+
+/// The quickest of the recent durations of `step` in `mode` on the plan, if any.
+pub fn expected_duration(
+    durations: &[crate::api::StepDurations],
+    step: Step,
+    mode: FailoverMode,
+) -> Option<Duration> {
+    let mode = format!("{mode:?}");
+    durations
+        .iter()
+        .find(|d| d.step == step.name() && d.mode == mode)?
+        .recent_seconds
+        .iter()
+        .copied()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= STEP_DURATION_MAX)
+        .min_by(f64::total_cmp)
+        .map(Duration::from_secs_f64)
+}
+
+/// Adds one successful run of `step` in `mode` to the plan's durations, keeping the last
+/// `STEP_DURATIONS_KEPT`. Durations that could not be typical are not kept.
+pub fn learn_duration(
+    durations: &mut Vec<crate::api::StepDurations>,
+    step: Step,
+    mode: FailoverMode,
+    seconds: f64,
+) {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= STEP_DURATION_MAX) {
+        return;
+    }
+    let mode = format!("{mode:?}");
+    let entry = match durations
+        .iter_mut()
+        .position(|d| d.step == step.name() && d.mode == mode)
+    {
+        Some(i) => &mut durations[i],
+        None => {
+            durations.push(crate::api::StepDurations {
+                step: step.name().into(),
+                mode,
+                recent_seconds: Vec::new(),
+            });
+            let last = durations.len() - 1;
+            &mut durations[last]
+        }
+    };
+    entry.recent_seconds.push(seconds);
+    let extra = entry
+        .recent_seconds
+        .len()
+        .saturating_sub(STEP_DURATIONS_KEPT);
+    entry.recent_seconds.drain(..extra);
+}
+
 /// Backoff before retry `attempt` (1-based) of a transient error, with `jitter` in [0, 1).
 pub fn retry_delay(attempt: u32, jitter: f64) -> Duration {
     let base = 250.0 * 2f64.powi(attempt.saturating_sub(1).min(10) as i32);

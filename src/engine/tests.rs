@@ -486,6 +486,89 @@ fn polling_is_adaptive_and_bounded() {
     assert!(calls < 300, "{calls} calls");
 }
 
+/// Polls of a wait that ends at `ready`: how many, and how late the first one after it.
+fn polls_until(ready: Duration, expected: Option<Duration>) -> (u32, Duration) {
+    let (mut waited, mut calls) = (Duration::ZERO, 0);
+    loop {
+        waited += poll_delay_expecting(waited, expected);
+        calls += 1;
+        if waited >= ready {
+            return (calls, waited - ready);
+        }
+    }
+}
+
+#[test]
+fn a_wait_as_long_as_before_costs_a_few_polls_and_is_noticed_within_two_seconds() {
+    let three_minutes = Duration::from_secs(180);
+    let (unlearned, _) = polls_until(three_minutes + Duration::from_secs(5), None);
+    let (calls, slack) = polls_until(three_minutes + Duration::from_secs(5), Some(three_minutes));
+    // At most one describe per 10 s on average, against 1 per ~2 s without learning.
+    assert!(calls <= 185 / 10, "{calls} polls (unlearned: {unlearned})");
+    assert!(unlearned > 3 * calls, "{unlearned} vs {calls}");
+    assert!(slack <= Duration::from_secs(2), "{slack:?}");
+    // The bed's 3 s promotion, learned: a handful of polls instead of dozens.
+    let (calls, slack) = polls_until(Duration::from_secs(3), Some(Duration::from_secs(3)));
+    assert!(calls <= 8, "{calls}");
+    assert!(slack <= Duration::from_millis(100), "{slack:?}");
+    // Without an expectation, or past it, polling is as before.
+    for waited in [
+        Duration::ZERO,
+        Duration::from_secs(3),
+        Duration::from_secs(600),
+    ] {
+        assert_eq!(poll_delay_expecting(waited, None), poll_delay(waited));
+        assert_eq!(
+            poll_delay_expecting(waited + Duration::from_secs(1), Some(waited)),
+            poll_delay(waited + Duration::from_secs(1))
+        );
+    }
+    // A long expectation still looks at least once a minute.
+    assert_eq!(
+        poll_delay_expecting(Duration::ZERO, Some(Duration::from_secs(3600))),
+        Duration::from_secs(60)
+    );
+}
+
+#[test]
+fn learned_durations_keep_the_last_five_per_step_and_mode_and_expect_the_quickest() {
+    let mut learned = Vec::new();
+    for s in [40.0, 30.0, 50.0, 60.0, 70.0, 80.0] {
+        learn_duration(
+            &mut learned,
+            Step::PromoteDatabases,
+            FailoverMode::Planned,
+            s,
+        );
+    }
+    // Nonsense is not learned.
+    for s in [f64::NAN, -1.0, 0.0, 1e9] {
+        learn_duration(
+            &mut learned,
+            Step::PromoteDatabases,
+            FailoverMode::Planned,
+            s,
+        );
+    }
+    learn_duration(&mut learned, Step::SwitchDns, FailoverMode::Planned, 20.0);
+    assert_eq!(learned.len(), 2);
+    assert_eq!(learned[0].recent_seconds, [30.0, 50.0, 60.0, 70.0, 80.0]);
+    assert_eq!(
+        expected_duration(&learned, Step::PromoteDatabases, FailoverMode::Planned),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        expected_duration(&learned, Step::PromoteDatabases, FailoverMode::Unplanned),
+        None
+    );
+    // Status edited by hand to hold garbage expects nothing from it.
+    learned[1].recent_seconds = vec![f64::INFINITY, -3.0];
+    assert_eq!(
+        expected_duration(&learned, Step::SwitchDns, FailoverMode::Planned),
+        None
+    );
+}
+
 #[test]
 fn retry_backoff_grows_with_jitter_and_a_cap() {
     assert_eq!(retry_delay(1, 0.0), Duration::from_millis(125));

@@ -258,6 +258,27 @@ fn draw_lag(rng: &mut fastrand::Rng) -> LagMode {
     }
 }
 
+/// What earlier failovers taught the plan: often nothing; else durations from far
+/// shorter to far longer than this world's waits, so sparse polling meets every timing.
+fn draw_step_durations(rng: &mut fastrand::Rng) -> Vec<crate::api::StepDurations> {
+    let mut durations = Vec::new();
+    if rng.bool() {
+        return durations;
+    }
+    for step in [
+        crate::engine::Step::PromoteDatabases,
+        crate::engine::Step::SwitchDns,
+    ] {
+        for mode in [FailoverMode::Planned, FailoverMode::Unplanned] {
+            for _ in 0..rng.usize(1..=3) {
+                let seconds = [0.2, 2.0, 10.0, 120.0, 900.0][rng.usize(0..5)];
+                crate::engine::learn_duration(&mut durations, step, mode, seconds);
+            }
+        }
+    }
+    durations
+}
+
 fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
     let mut rng = fastrand::Rng::with_seed(seed);
     let t0 = Instant::now();
@@ -304,6 +325,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
             .collect();
         zones.insert(zone.hosted_zone_id.clone(), records);
     }
+    let step_durations = draw_step_durations(&mut rng);
     let mut replicas = BTreeMap::new();
     let mut pods = Vec::new();
     for i in 0..sc.regions {
@@ -351,7 +373,10 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         pods,
         status: FailoverStatus::default(),
         rv: 1,
-        plan_fields: FailoverFields::default(),
+        plan_fields: FailoverFields {
+            step_durations,
+            ..Default::default()
+        },
         log: Vec::new(),
         last_lag: BTreeMap::new(),
         violations: Vec::new(),
@@ -477,10 +502,12 @@ impl Process {
             sc: sc.clone(),
             plan,
             metrics,
+            // As Context builds it: shared outside the leader check.
+            aws: Arc::new(crate::shared_aws::SharedAws::new(Arc::new(LeaderAws {
+                inner: Arc::new(FakeAws(shared.clone())),
+                leadership: lease.clone(),
+            }))),
             lease,
-            aws: Arc::new(crate::shared_aws::SharedAws::new(Arc::new(FakeAws(
-                shared.clone(),
-            )))),
         }
     }
 
@@ -522,12 +549,10 @@ impl Process {
                 last_failover: fields.last_failover.clone(),
                 last_unplanned_move: fields.last_unplanned_move.clone(),
                 pending_fences: fields.pending_fences.clone(),
+                step_durations: fields.step_durations.clone(),
                 ..Default::default()
             });
-            let aws = Arc::new(LeaderAws {
-                inner: self.aws.clone(),
-                leadership: self.lease.clone(),
-            });
+            let aws = self.aws.clone();
             let clusters = Arc::new(LeaderClusters {
                 inner: FakeClusters(self.shared.clone()),
                 leadership: self.lease.clone(),
@@ -760,6 +785,29 @@ fn check(sc: &Scenario, w: &World) -> Vec<String> {
             out.push(format!(
                 "7 (not approved, yet {:?})",
                 w.status.phase.unwrap_or(FailoverPhase::Pending)
+            ));
+        }
+    }
+    // 9. A successful failover teaches the plan how long its promotion took: the newest
+    // learned duration is the one in its status.
+    if w.status.phase == Some(FailoverPhase::Succeeded) && sc.mode != FailoverMode::DryRun {
+        let step = crate::engine::Step::PromoteDatabases;
+        let took = w
+            .status
+            .steps
+            .iter()
+            .find(|s| s.name == step.name() && s.state == crate::api::StepState::Succeeded)
+            .and_then(|s| s.duration_seconds)
+            .filter(|d| *d > 0.0);
+        let learned = w
+            .plan_fields
+            .step_durations
+            .iter()
+            .find(|d| d.step == step.name() && d.mode == format!("{:?}", sc.mode))
+            .and_then(|d| d.recent_seconds.last().copied());
+        if took.is_some() && learned != took {
+            out.push(format!(
+                "9 (promotion took {took:?}, plan learned {learned:?})"
             ));
         }
     }

@@ -420,6 +420,7 @@ fn build_world(rsc: &RScenario, plan: &DisasterRecoveryPlan, seed: u64) -> super
             Vec::new()
         },
         reprotections: Vec::new(),
+        step_durations: Vec::new(),
     };
     if rsc.fence_at.is_some() {
         w.lost.extend(["r0".to_string(), aws(0)]);
@@ -527,13 +528,11 @@ async fn check_once(
 ) -> Protections {
     let known = lag_known(shared, rsc);
     // Through the shared layer, as the operator reads and writes.
-    let fake = Arc::new(crate::shared_aws::SharedAws::new(Arc::new(FakeAws(
-        shared.clone(),
-    ))));
-    let leader = LeaderAws {
-        inner: fake.clone(),
+    let fake = crate::shared_aws::SharedAws::new(Arc::new(FakeAws(shared.clone())));
+    let leader = crate::shared_aws::SharedAws::new(Arc::new(LeaderAws {
+        inner: Arc::new(FakeAws(shared.clone())),
         leadership: lease.clone(),
-    };
+    }));
     let store = FakePlanStatus {
         shared: shared.clone(),
         plan: plan.clone(),
@@ -545,7 +544,7 @@ async fn check_once(
     };
     let fx = Effects {
         store: &store,
-        aws: &*fake,
+        aws: &fake,
         leader_aws: &leader,
         member_timeout: Duration::from_secs(10),
         now: &now,
