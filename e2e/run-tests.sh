@@ -31,6 +31,9 @@ cargo test --test e2e -- --nocapture
 step "e2e: management API server restart (alone, it restarts the shared server)"
 cargo test --test e2e -- --nocapture --ignored --exact failover::survives_a_management_api_server_restart
 
+step "e2e: many plans failing over at once (alone, it needs the account's Route 53 limit to itself)"
+cargo test --test e2e -- --nocapture --ignored --exact scale::many_plans_fail_over_at_once_within_the_route53_limit
+
 step "AWS emulator extension tests"
 "$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py e2e/test_awsbed_route53.py e2e/test_awsbed_health.py \
   e2e/test_awsbed_replication.py e2e/test_nodesim.py e2e/test_chart.py e2e/test_iam.py \

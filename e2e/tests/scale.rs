@@ -52,8 +52,12 @@ async fn fail_over_together(client: &kube::Client, ns: &str, plans: &[String]) -
 /// each) failing over to usw2 at once: every one succeeds, the bed (holding Route 53's
 /// 5 calls a second per account and RDS's per-region bucket) refuses no Route 53 call.
 /// Prints the calls per service (mean and peak per second) for BENCHMARKS.md.
+///
+/// Run alone: Route 53's limit is the account's, and another test's operator calling it
+/// meanwhile would take this one's share.
 #[tokio::test]
-async fn ten_plans_fail_over_at_once_within_the_route53_limit() {
+#[ignore = "shares the account's Route 53 limit with no other test; run alone by e2e/run-tests.sh"]
+async fn many_plans_fail_over_at_once_within_the_route53_limit() {
     let count = mass_plans();
     let (scenario, op) = Scenario::start("mass", &[], &[], 15).await;
     let (client, ns, solo) = scenario.parts();
