@@ -347,7 +347,7 @@ def seed_secrets(name, regions, unreplicated):
                               AddReplicaRegions=replicas)
 
 
-def seed_aws(name, regions, missing_image, lag):
+def seed_aws(name, regions, missing_image, lag, shared_zone=None):
     active, standbys = regions[0], regions[1:]
     for r in regions:
         seed_network(name, r)
@@ -390,6 +390,16 @@ def seed_aws(name, regions, missing_image, lag):
                             "size": 3, "digest": "sha256:" + (w.encode().hex() * 64)[:64]}]}))
 
     r53 = aws("route53", "us-east-1", R53_CONFIG)
+    if shared_zone:
+        # Plans of one company sharing a zone: NAME's records under NAME.SHARED.
+        shared = shared_zone.rstrip(".") + "."
+        found = r53_call(r53.list_hosted_zones_by_name, DNSName=shared, MaxItems="1")["HostedZones"]
+        if found and found[0]["Name"] == shared:
+            zone = found[0]["Id"].split("/")[-1]
+        else:
+            zone = r53_call(r53.create_hosted_zone, Name=shared,
+                            CallerReference=shared)["HostedZone"]["Id"].split("/")[-1]
+        return zone, f"{name}.{shared}"
     domain = f"{name}.example."
     zone = r53_call(r53.create_hosted_zone, Name=domain,
                     CallerReference=name)["HostedZone"]["Id"].split("/")[-1]
@@ -561,6 +571,8 @@ def main():
     parser.add_argument("--source", choices=list(REGIONS),
                         help="with --rebuild-replica: the region active now")
     parser.add_argument("--failing-health-check", metavar="REGION")
+    parser.add_argument("--shared-zone", metavar="DOMAIN",
+                        help="put the records in DOMAIN's zone (created once), under NAME.DOMAIN")
     parser.add_argument("--records", type=int, default=0, metavar="N",
                         help="N extra Simple A records r{i}.NAME.example. (large-zone tests)")
     args = parser.parse_args()
@@ -575,7 +587,7 @@ def main():
         seed_cron_jobs(args.name, regions)
     if args.config:
         seed_config(args.name, regions)
-    zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag)
+    zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag, args.shared_zone)
     seed_secrets(args.name, regions, args.unreplicated_secrets)
     recs = records(domain, regions, args.records)
     add_health_checks(args.name, recs, args.failing_health_check)
