@@ -142,6 +142,19 @@ pub trait Aws: Send + Sync {
         region: &str,
         id: &str,
     ) -> AwsResult<Option<AuroraObservation>>;
+    /// `describe_global_cluster` of several global clusters, in their order. The real
+    /// client lists the account's global clusters once (100 a page) for more than one.
+    async fn describe_global_clusters(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> AwsResult<Vec<Option<AuroraObservation>>> {
+        every(
+            ids.iter()
+                .map(|id| self.describe_global_cluster(region, id)),
+        )
+        .await
+    }
     /// Makes `target_arn` the writer of a global cluster.
     async fn move_global_writer(
         &self,
@@ -297,6 +310,21 @@ fn rds_observation(d: aws_sdk_rds::types::DbInstance) -> RdsObservation {
 /// from its source (engine version, allocated storage, backups), what needs more
 /// permissions than re-protection has (tags, enhanced monitoring, Performance Insights),
 /// and gp3 IOPS and throughput (AWS refuses them below 400 GiB; gp3 gets its baseline).
+fn aurora_observation(g: aws_sdk_rds::types::GlobalCluster) -> AuroraObservation {
+    let members = g.global_cluster_members.unwrap_or_default();
+    AuroraObservation {
+        status: g.status.unwrap_or_default(),
+        writer_arn: members
+            .iter()
+            .find(|m| m.is_writer == Some(true))
+            .and_then(|m| m.db_cluster_arn.clone()),
+        member_arns: members
+            .into_iter()
+            .filter_map(|m| m.db_cluster_arn)
+            .collect(),
+    }
+}
+
 fn replica_settings(d: aws_sdk_rds::types::DbInstance) -> ReplicaSettings {
     let storage_type = d.storage_type.clone();
     let provisioned = matches!(storage_type.as_deref(), Some("io1" | "io2"));
@@ -809,20 +837,58 @@ impl Aws for SdkAws {
         );
         Ok(out?
             .and_then(|o| o.global_clusters?.into_iter().next())
-            .map(|g| {
-                let members = g.global_cluster_members.unwrap_or_default();
-                AuroraObservation {
-                    status: g.status.unwrap_or_default(),
-                    writer_arn: members
-                        .iter()
-                        .find(|m| m.is_writer == Some(true))
-                        .and_then(|m| m.db_cluster_arn.clone()),
-                    member_arns: members
-                        .into_iter()
-                        .filter_map(|m| m.db_cluster_arn)
-                        .collect(),
+            .map(aurora_observation))
+    }
+
+    async fn describe_global_clusters(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> AwsResult<Vec<Option<AuroraObservation>>> {
+        if ids.len() < 2 {
+            return every(
+                ids.iter()
+                    .map(|id| self.describe_global_cluster(region, id)),
+            )
+            .await;
+        }
+        // Global clusters have no filter by identifier: one listing of all, paged.
+        let mut found: HashMap<String, AuroraObservation> = HashMap::new();
+        let mut marker: Option<String> = None;
+        let mut markers = std::collections::HashSet::new();
+        loop {
+            let out = self.record(
+                "rds",
+                "DescribeGlobalClusters",
+                self.region(region)
+                    .rds
+                    .describe_global_clusters()
+                    .max_records(100)
+                    .set_marker(marker.take())
+                    .send()
+                    .await,
+            )?;
+            for g in out.global_clusters.unwrap_or_default() {
+                if let Some(id) = g.global_cluster_identifier.clone() {
+                    found.insert(id.to_lowercase(), aurora_observation(g));
                 }
-            }))
+            }
+            match out.marker.filter(|m| !m.is_empty()) {
+                Some(next) if !markers.insert(next.clone()) => {
+                    return Err(AwsError {
+                        kind: AwsErrorKind::Transient,
+                        message: "DescribeGlobalClusters returned the same page marker twice"
+                            .into(),
+                    });
+                }
+                Some(next) => marker = Some(next),
+                None => break,
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| found.get(&id.to_lowercase()).cloned())
+            .collect())
     }
 
     async fn move_global_writer(

@@ -294,6 +294,13 @@ impl Aws for LeaderAws {
     ) -> AwsResult<Option<AuroraObservation>> {
         self.inner.describe_global_cluster(region, id).await
     }
+    async fn describe_global_clusters(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> AwsResult<Vec<Option<AuroraObservation>>> {
+        self.inner.describe_global_clusters(region, ids).await
+    }
     async fn move_global_writer(
         &self,
         region: &str,

@@ -44,7 +44,8 @@ impl RateLimit {
     pub fn default_for(service: &str) -> Self {
         let (per_second, burst) = match service {
             "route53" => (4.0, 5.0),
-            "rds" => (10.0, 20.0),
+            // RDS: 12 a second sustained, bursts of 300; a third of the burst here.
+            "rds" => (10.0, 100.0),
             "monitoring" => (20.0, 40.0),
             "secretsmanager" => (20.0, 40.0),
             _ => (10.0, 20.0),

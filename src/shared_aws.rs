@@ -7,8 +7,9 @@
 //! call answers many plans:
 //! - RDS instance descriptions and lag readings of a region, for all plans, in one
 //!   `DescribeDBInstances` and one `GetMetricData` (each chunked by the client);
+//! - Aurora global clusters of a region in one `DescribeGlobalClusters` listing;
 //! - one `GetChange` per change ID, one `ListResourceRecordSets` per zone, one health-check
-//!   read per health check, one `DescribeGlobalClusters` per global cluster;
+//!   read per health check;
 //! - Route 53 change batches of several plans to one zone merged into one batch while they
 //!   touch different names and stay within Route 53's limits, so plans do not race each
 //!   other into `PriorRequestNotComplete`.
@@ -231,7 +232,7 @@ pub struct SharedAws {
     inner: Arc<dyn Aws>,
     instances: Lanes<String, Vec<String>, Vec<Option<RdsObservation>>>,
     lags: Lanes<String, Vec<LagSource>, Vec<Option<LagReading>>>,
-    globals: Lanes<(String, String), (), Option<AuroraObservation>>,
+    globals: Lanes<String, Vec<String>, Vec<Option<AuroraObservation>>>,
     zones: Lanes<String, (), Vec<RecordSet>>,
     changes_out: Lanes<String, Vec<RecordChange>, String>,
     changes: Lanes<String, (), bool>,
@@ -403,12 +404,23 @@ impl Aws for SharedAws {
         region: &str,
         id: &str,
     ) -> AwsResult<Option<AuroraObservation>> {
-        let key = (region.to_string(), id.to_string());
-        let (inner, (region, id)) = (self.inner.clone(), key.clone());
+        let mut one = self
+            .describe_global_clusters(region, &[id.to_string()])
+            .await?;
+        Ok(one.pop().flatten())
+    }
+    async fn describe_global_clusters(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> AwsResult<Vec<Option<AuroraObservation>>> {
+        let (inner, owned) = (self.inner.clone(), region.to_string());
         self.globals
-            .submit(key, (), |requests| async move {
-                let answer = inner.describe_global_cluster(&region, &id).await;
-                to_all(requests.len(), answer)
+            .submit(region.to_string(), ids.to_vec(), |requests| {
+                read_together(requests, move |ids| {
+                    let (inner, region) = (inner.clone(), owned.clone());
+                    async move { inner.describe_global_clusters(&region, &ids).await }
+                })
             })
             .await
     }
