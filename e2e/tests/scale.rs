@@ -28,7 +28,8 @@ fn throttled() -> BTreeMap<String, u64> {
     out
 }
 
-/// Fails the named plans over to usw2 together; the time until all have Succeeded.
+/// Fails the named plans over to usw2 together; the time until all have Succeeded. Prints
+/// each step's mean and longest duration across them.
 async fn fail_over_together(client: &kube::Client, ns: &str, plans: &[String]) -> Duration {
     let started = Instant::now();
     for plan in plans {
@@ -41,11 +42,31 @@ async fn fail_over_together(client: &kube::Client, ns: &str, plans: &[String]) -
         );
         create(client, ns, &fo).await;
     }
+    let mut steps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for plan in plans {
         let fo = wait_terminal(client, ns, &format!("{plan}-go"), Duration::from_secs(600)).await;
         assert_phase(&fo, FailoverPhase::Succeeded);
+        for step in fo.status.map(|s| s.steps).unwrap_or_default() {
+            if let Some(d) = step.duration_seconds {
+                steps.entry(step.name).or_default().push(d);
+            }
+        }
     }
-    started.elapsed()
+    let took = started.elapsed();
+    let summary: Vec<String> = steps
+        .iter()
+        .map(|(name, d)| {
+            let mean = d.iter().sum::<f64>() / d.len() as f64;
+            let max = d.iter().copied().fold(0.0, f64::max);
+            format!("{name} {mean:.2}/{max:.2}")
+        })
+        .collect();
+    println!(
+        "  {} plan(s), steps mean/max seconds: {}",
+        plans.len(),
+        summary.join(", ")
+    );
+    took
 }
 
 /// One plan alone, then many plans of one account (2 RDS, 1 Aurora, 6 workloads each, and
