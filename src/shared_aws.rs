@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
@@ -236,7 +237,7 @@ pub struct SharedAws {
     zones: Lanes<String, (), Vec<RecordSet>>,
     changes_out: Lanes<String, Vec<RecordChange>, String>,
     changes: Lanes<String, (), bool>,
-    insync: Mutex<HashSet<String>>,
+    insync: Arc<Mutex<HashSet<String>>>,
     health: Lanes<String, (), Vec<CheckerObservation>>,
     healthy: Lanes<String, (), bool>,
 }
@@ -251,7 +252,7 @@ impl SharedAws {
             zones: Lanes::new(),
             changes_out: Lanes::new(),
             changes: Lanes::new(),
-            insync: Mutex::new(HashSet::new()),
+            insync: Arc::new(Mutex::new(HashSet::new())),
             health: Lanes::new(),
             healthy: Lanes::new(),
         }
@@ -289,6 +290,39 @@ async fn send_changes(
         .into_iter()
         .map(|a| a.unwrap_or_else(|| Err(dropped())))
         .collect()
+}
+
+/// How long a zone's turn is kept waiting for its changes to be INSYNC, at most.
+const INSYNC_HOLD: Duration = Duration::from_secs(10);
+
+fn remember_insync(remembered: &Mutex<HashSet<String>>, change_id: &str) {
+    let mut remembered = locked(remembered);
+    if remembered.len() >= MAX_INSYNC_REMEMBERED {
+        remembered.clear();
+    }
+    remembered.insert(change_id.to_string());
+}
+
+/// Waits (at most `INSYNC_HOLD`) until every change in `ids` is INSYNC, polling from
+/// 200 ms apart up to 1 s. Errors end the wait early: the plans poll their changes anyway.
+async fn wait_insync(inner: &dyn Aws, remembered: &Mutex<HashSet<String>>, mut ids: Vec<String>) {
+    ids.sort();
+    ids.dedup();
+    let deadline = tokio::time::Instant::now() + INSYNC_HOLD;
+    let mut pause = Duration::from_millis(200);
+    while !ids.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(Duration::from_secs(1));
+        let mut pending = Vec::new();
+        for id in ids {
+            match inner.change_insync(&id).await {
+                Ok(true) => remember_insync(remembered, &id),
+                Ok(false) => pending.push(id),
+                Err(_) => return,
+            }
+        }
+        ids = pending;
+    }
 }
 
 /// Reads several requests' items in one call; when that call is refused outright and it
@@ -473,10 +507,16 @@ impl Aws for SharedAws {
             .await
     }
     async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
-        let (inner, owned) = (self.inner.clone(), zone.to_string());
+        let (inner, owned, insync) = (self.inner.clone(), zone.to_string(), self.insync.clone());
         self.changes_out
-            .submit(zone.to_string(), changes.to_vec(), |batches| {
-                send_changes(inner, owned, batches)
+            .submit(zone.to_string(), changes.to_vec(), |batches| async move {
+                let answers = send_changes(inner.clone(), owned, batches).await;
+                // The zone's turn is kept until its changes are INSYNC: Route 53 refuses
+                // another change to the zone meanwhile (PriorRequestNotComplete), and the
+                // plans that ask in the meantime go out together as one batch after.
+                let sent: Vec<String> = answers.iter().filter_map(|a| a.clone().ok()).collect();
+                wait_insync(inner.as_ref(), &insync, sent).await;
+                answers
             })
             .await
     }
@@ -492,11 +532,7 @@ impl Aws for SharedAws {
             })
             .await?;
         if insync {
-            let mut remembered = locked(&self.insync);
-            if remembered.len() >= MAX_INSYNC_REMEMBERED {
-                remembered.clear();
-            }
-            remembered.insert(change_id.to_string());
+            remember_insync(&self.insync, change_id);
         }
         Ok(insync)
     }
@@ -551,6 +587,7 @@ mod tests {
         gate: Option<Semaphore>,
         /// Change batches containing this name are refused as Route 53 refuses them.
         refuse_name: Option<String>,
+        pending_polls: std::sync::atomic::AtomicUsize,
     }
 
     impl Recorder {
@@ -561,13 +598,24 @@ mod tests {
             }
         }
         async fn call(&self, what: String) {
+            let ungated = what.starts_with("insync");
             locked(&self.calls).push(what);
-            if let Some(gate) = &self.gate {
+            if let Some(gate) = &self.gate
+                && !ungated
+            {
                 gate.acquire().await.expect("gate open").forget();
             }
         }
         fn calls(&self) -> Vec<String> {
             locked(&self.calls).clone()
+        }
+        /// The change batches sent, without the GetChange polls.
+        fn changes(&self) -> Vec<String> {
+            let calls = self.calls();
+            calls
+                .into_iter()
+                .filter(|c| c.starts_with("change"))
+                .collect()
         }
     }
 
@@ -691,7 +739,16 @@ mod tests {
         }
         async fn change_insync(&self, id: &str) -> AwsResult<bool> {
             self.call(format!("insync {id}")).await;
-            Ok(true)
+            // PENDING for the first `pending_polls` polls.
+            let pending = self
+                .pending_polls
+                .fetch_update(
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            Ok(!pending)
         }
         async fn image_exists(&self, _: &str, _: &str, _: &str) -> AwsResult<bool> {
             Ok(true)
@@ -857,7 +914,7 @@ mod tests {
             "C-B.example.com"
         );
         assert_eq!(
-            recorder.calls(),
+            recorder.changes(),
             [
                 "change Z1 a.example.com.",
                 "change Z1 b.example.com.,c.example.com.,d.example.com.",
@@ -891,7 +948,7 @@ mod tests {
             "C-good.example.com."
         );
         assert_eq!(
-            recorder.calls(),
+            recorder.changes(),
             [
                 "change Z1 a.example.com.",
                 "change Z1 bad.example.com.,good.example.com.",
@@ -981,7 +1038,7 @@ mod tests {
             .expect("task")
             .expect("sent");
         assert_eq!(
-            recorder.calls(),
+            recorder.changes(),
             ["change Z1 a.example.com.", "change Z1 later.example.com."]
         );
         assert!(
@@ -1081,7 +1138,7 @@ mod tests {
             .expect("task")
             .expect_err("not sent by a deposed leader");
         assert_eq!(refused.kind, AwsErrorKind::Transient);
-        assert_eq!(recorder.calls(), ["change Z1 a.example.com."]);
+        assert_eq!(recorder.changes(), ["change Z1 a.example.com."]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1116,5 +1173,45 @@ mod tests {
             locked(&aws.instances.lanes).is_empty(),
             "idle keys are dropped"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_asked_while_the_zone_is_pending_go_out_together_once_it_is_insync() {
+        let recorder = Recorder::gated();
+        recorder
+            .pending_polls
+            .store(2, std::sync::atomic::Ordering::Release);
+        let (recorder, aws) = shared(recorder);
+        let submit = |name: &'static str| {
+            let aws = aws.clone();
+            tokio::spawn(async move { aws.change_records("Z1", &[upsert(name, 1)]).await })
+        };
+        let first = submit("a.example.com.");
+        settle(|| recorder.calls().len() == 1).await;
+        recorder.gate.as_ref().expect("gated").add_permits(10);
+        // Answered only once INSYNC: the zone's turn is kept meanwhile.
+        let b = submit("b.example.com.");
+        let c = submit("c.example.com.");
+        assert_eq!(
+            first.await.expect("task").expect("sent"),
+            "C-a.example.com."
+        );
+        let merged = "C-b.example.com.+c.example.com.";
+        assert_eq!(b.await.expect("task").expect("sent"), merged);
+        assert_eq!(c.await.expect("task").expect("sent"), merged);
+        assert_eq!(
+            recorder.calls(),
+            [
+                "change Z1 a.example.com.",
+                "insync C-a.example.com.",
+                "insync C-a.example.com.",
+                "insync C-a.example.com.",
+                "change Z1 b.example.com.,c.example.com.",
+                "insync C-b.example.com.+c.example.com."
+            ]
+        );
+        // Both remembered INSYNC: the plans polling them cost no call.
+        assert!(aws.change_insync("C-a.example.com.").await.expect("read"));
+        assert_eq!(recorder.calls().len(), 6);
     }
 }
