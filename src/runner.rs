@@ -532,8 +532,11 @@ impl Runner {
         let written = self
             .store
             .update_plan_fields(&self.plan.name_any(), &mut |f| {
+                // A mark repeated after a crash (before the Failover's own write) has
+                // taught the plan already.
+                let marked_before = f.last_failover.as_ref() == Some(&last);
                 f.last_failover = Some(last.clone());
-                for (step, seconds) in &mark.learned {
+                for (step, seconds) in mark.learned.iter().filter(|_| !marked_before) {
                     engine::learn_duration(
                         &mut f.step_durations,
                         *step,

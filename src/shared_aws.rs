@@ -102,6 +102,20 @@ where
         F: FnOnce(Vec<Req>) -> Fut,
         Fut: Future<Output = Vec<AwsResult<Resp>>> + Send + 'static,
     {
+        self.submit_holding(key, request, |requests| {
+            let call = send(requests);
+            async move { (call.await, None) }
+        })
+        .await
+    }
+
+    /// `submit`, where the call may also return a wait that keeps the key's turn after
+    /// its answers are given (the next call for the key waits for it).
+    async fn submit_holding<F, Fut>(&self, key: K, request: Req, send: F) -> AwsResult<Resp>
+    where
+        F: FnOnce(Vec<Req>) -> Fut,
+        Fut: Future<Output = (Vec<AwsResult<Resp>>, Option<Hold>)> + Send + 'static,
+    {
         let lane = {
             let mut lanes = locked(&self.lanes);
             if lanes.len() > MAX_IDLE_LANES {
@@ -130,12 +144,17 @@ where
                     let (requests, senders): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
                     let call = send(requests);
                     tokio::spawn(async move {
-                        let answers = call.await;
-                        // Free before answering: an answered caller finds the key idle.
-                        drop(turn);
+                        let (answers, hold) = call.await;
+                        // Free before answering when nothing holds it: an answered caller
+                        // then finds the key idle.
+                        let turn = if hold.is_some() { Some(turn) } else { drop(turn); None };
                         for (sender, answer) in senders.into_iter().zip(answers) {
                             let _ = sender.send(answer);
                         }
+                        if let Some(hold) = hold {
+                            hold.await;
+                        }
+                        drop(turn);
                     });
                 }
                 // Ours went out in this call, or in one that already answered it.
@@ -150,6 +169,9 @@ where
         answer
     }
 }
+
+/// A wait that keeps a key's turn after a call was answered.
+type Hold = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// `answer` for every request of a batch that one call answers alike.
 fn to_all<T: Clone>(n: usize, answer: AwsResult<T>) -> Vec<AwsResult<T>> {
@@ -236,8 +258,7 @@ pub struct SharedAws {
     globals: Lanes<String, Vec<String>, Vec<Option<AuroraObservation>>>,
     zones: Lanes<String, (), Vec<RecordSet>>,
     changes_out: Lanes<String, Vec<RecordChange>, String>,
-    changes: Lanes<String, (), bool>,
-    insync: Arc<Mutex<HashSet<String>>>,
+    changes: Arc<ChangeStatus>,
     health: Lanes<String, (), Vec<CheckerObservation>>,
     healthy: Lanes<String, (), bool>,
 }
@@ -245,14 +266,17 @@ pub struct SharedAws {
 impl SharedAws {
     pub fn new(inner: Arc<dyn Aws>) -> Self {
         Self {
-            inner,
+            inner: inner.clone(),
             instances: Lanes::new(),
             lags: Lanes::new(),
             globals: Lanes::new(),
             zones: Lanes::new(),
             changes_out: Lanes::new(),
-            changes: Lanes::new(),
-            insync: Arc::new(Mutex::new(HashSet::new())),
+            changes: Arc::new(ChangeStatus {
+                inner: inner.clone(),
+                lanes: Lanes::new(),
+                insync: Mutex::new(HashSet::new()),
+            }),
             health: Lanes::new(),
             healthy: Lanes::new(),
         }
@@ -266,9 +290,19 @@ async fn send_changes(
     inner: Arc<dyn Aws>,
     zone: String,
     batches: Vec<Vec<RecordChange>>,
+    status: Arc<ChangeStatus>,
 ) -> Vec<AwsResult<String>> {
     let mut answers: Vec<Option<AwsResult<String>>> = vec![None; batches.len()];
-    for group in merge_groups(&batches) {
+    for (n, group) in merge_groups(&batches).into_iter().enumerate() {
+        if n > 0 {
+            // One change to a zone at a time, as Route 53 takes them.
+            let sent: Vec<String> = answers
+                .iter()
+                .flatten()
+                .filter_map(|a| a.clone().ok())
+                .collect();
+            status.wait_insync(sent).await;
+        }
         let merged: Vec<RecordChange> = group
             .iter()
             .flat_map(|&i| batches[i].iter().cloned())
@@ -295,33 +329,60 @@ async fn send_changes(
 /// How long a zone's turn is kept waiting for its changes to be INSYNC, at most.
 const INSYNC_HOLD: Duration = Duration::from_secs(10);
 
-fn remember_insync(remembered: &Mutex<HashSet<String>>, change_id: &str) {
-    let mut remembered = locked(remembered);
-    if remembered.len() >= MAX_INSYNC_REMEMBERED {
-        remembered.clear();
-    }
-    remembered.insert(change_id.to_string());
+/// Route 53 change status, shared: one GetChange per change ID at a time, INSYNC answers
+/// remembered (INSYNC never reverts).
+struct ChangeStatus {
+    inner: Arc<dyn Aws>,
+    lanes: Lanes<String, (), bool>,
+    insync: Mutex<HashSet<String>>,
 }
 
-/// Waits (at most `INSYNC_HOLD`) until every change in `ids` is INSYNC, polling from
-/// 200 ms apart up to 1 s. Errors end the wait early: the plans poll their changes anyway.
-async fn wait_insync(inner: &dyn Aws, remembered: &Mutex<HashSet<String>>, mut ids: Vec<String>) {
-    ids.sort();
-    ids.dedup();
-    let deadline = tokio::time::Instant::now() + INSYNC_HOLD;
-    let mut pause = Duration::from_millis(200);
-    while !ids.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 3 / 2).min(Duration::from_secs(1));
-        let mut pending = Vec::new();
-        for id in ids {
-            match inner.change_insync(&id).await {
-                Ok(true) => remember_insync(remembered, &id),
-                Ok(false) => pending.push(id),
-                Err(_) => return,
-            }
+impl ChangeStatus {
+    async fn insync(&self, change_id: &str) -> AwsResult<bool> {
+        if locked(&self.insync).contains(change_id) {
+            return Ok(true);
         }
-        ids = pending;
+        let (inner, owned) = (self.inner.clone(), change_id.to_string());
+        let insync = self
+            .lanes
+            .submit(change_id.to_string(), (), |requests| async move {
+                to_all(requests.len(), inner.change_insync(&owned).await)
+            })
+            .await?;
+        if insync {
+            let mut remembered = locked(&self.insync);
+            if remembered.len() >= MAX_INSYNC_REMEMBERED {
+                remembered.clear();
+            }
+            remembered.insert(change_id.to_string());
+        }
+        Ok(insync)
+    }
+
+    /// Waits (at most `INSYNC_HOLD`) until every change in `ids` is INSYNC, polling from
+    /// 250 ms apart, half again longer each time, up to 2 s (about 8 GetChange calls in the
+    /// 10 s, shared with the plans polling the same change). Errors end the wait early:
+    /// the plans poll their changes anyway.
+    async fn wait_insync(&self, mut ids: Vec<String>) {
+        ids.sort();
+        ids.dedup();
+        let deadline = tokio::time::Instant::now() + INSYNC_HOLD;
+        let mut pause = Duration::from_millis(250);
+        ids.retain(|id| !locked(&self.insync).contains(id));
+        while !ids.is_empty() && tokio::time::Instant::now() < deadline {
+            // A change just made is PENDING: no call before the first pause.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).min(Duration::from_secs(2));
+            let mut pending = Vec::new();
+            for id in ids {
+                match self.insync(&id).await {
+                    Ok(true) => {}
+                    Ok(false) => pending.push(id),
+                    Err(_) => return,
+                }
+            }
+            ids = pending;
+        }
     }
 }
 
@@ -507,34 +568,22 @@ impl Aws for SharedAws {
             .await
     }
     async fn change_records(&self, zone: &str, changes: &[RecordChange]) -> AwsResult<String> {
-        let (inner, owned, insync) = (self.inner.clone(), zone.to_string(), self.insync.clone());
+        let (inner, owned, status) = (self.inner.clone(), zone.to_string(), self.changes.clone());
         self.changes_out
-            .submit(zone.to_string(), changes.to_vec(), |batches| async move {
-                let answers = send_changes(inner.clone(), owned, batches).await;
-                // The zone's turn is kept until its changes are INSYNC: Route 53 refuses
+            .submit_holding(zone.to_string(), changes.to_vec(), |batches| async move {
+                let answers = send_changes(inner, owned, batches, status.clone()).await;
+                // The change IDs are answered at once (each plan records its own), but
+                // the zone's turn is kept until the changes are INSYNC: Route 53 refuses
                 // another change to the zone meanwhile (PriorRequestNotComplete), and the
                 // plans that ask in the meantime go out together as one batch after.
                 let sent: Vec<String> = answers.iter().filter_map(|a| a.clone().ok()).collect();
-                wait_insync(inner.as_ref(), &insync, sent).await;
-                answers
+                let hold: Hold = Box::pin(async move { status.wait_insync(sent).await });
+                (answers, Some(hold))
             })
             .await
     }
     async fn change_insync(&self, change_id: &str) -> AwsResult<bool> {
-        if locked(&self.insync).contains(change_id) {
-            return Ok(true);
-        }
-        let (inner, owned) = (self.inner.clone(), change_id.to_string());
-        let insync = self
-            .changes
-            .submit(change_id.to_string(), (), |requests| async move {
-                to_all(requests.len(), inner.change_insync(&owned).await)
-            })
-            .await?;
-        if insync {
-            remember_insync(&self.insync, change_id);
-        }
-        Ok(insync)
+        self.changes.insync(change_id).await
     }
     async fn image_exists(
         &self,
@@ -1041,10 +1090,6 @@ mod tests {
             recorder.changes(),
             ["change Z1 a.example.com.", "change Z1 later.example.com."]
         );
-        assert!(
-            locked(&aws.changes_out.lanes).is_empty(),
-            "idle keys are dropped"
-        );
     }
 
     #[tokio::test]
@@ -1189,7 +1234,7 @@ mod tests {
         let first = submit("a.example.com.");
         settle(|| recorder.calls().len() == 1).await;
         recorder.gate.as_ref().expect("gated").add_permits(10);
-        // Answered only once INSYNC: the zone's turn is kept meanwhile.
+        // Answered at once, but the zone's turn is kept until INSYNC.
         let b = submit("b.example.com.");
         let c = submit("c.example.com.");
         assert_eq!(
@@ -1206,12 +1251,11 @@ mod tests {
                 "insync C-a.example.com.",
                 "insync C-a.example.com.",
                 "insync C-a.example.com.",
-                "change Z1 b.example.com.,c.example.com.",
-                "insync C-b.example.com.+c.example.com."
+                "change Z1 b.example.com.,c.example.com."
             ]
         );
-        // Both remembered INSYNC: the plans polling them cost no call.
+        // Remembered INSYNC: the plans polling it cost no call.
         assert!(aws.change_insync("C-a.example.com.").await.expect("read"));
-        assert_eq!(recorder.calls().len(), 6);
+        assert_eq!(recorder.calls().len(), 5);
     }
 }

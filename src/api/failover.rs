@@ -380,4 +380,8 @@ pub struct PlanSnapshot {
     pub generation: Option<i64>,
     /// The plan's spec when copied.
     pub spec: crate::api::DisasterRecoveryPlanSpec,
+    /// The plan's learned step durations when copied (`status.stepDurations`): how this
+    /// failover paces its polls of the waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_durations: Vec<crate::api::StepDurations>,
 }

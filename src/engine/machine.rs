@@ -437,6 +437,32 @@ pub struct Input<'a> {
     pub jitter: f64,
 }
 
+/// The plan's learned durations of the steps that learn, at most `STEP_DURATIONS_KEPT`
+/// each; anything else in that status (it is outside data) is left behind.
+fn learned_durations(plan: &DisasterRecoveryPlan) -> Vec<crate::api::StepDurations> {
+    let mut kept = Vec::new();
+    let recorded = plan.status.iter().flat_map(|s| &s.step_durations);
+    for step in engine::LEARNED_STEPS {
+        for mode in [FailoverMode::Planned, FailoverMode::Unplanned] {
+            let mode_name = format!("{mode:?}");
+            let Some(d) = recorded
+                .clone()
+                .find(|d| d.step == step.name() && d.mode == mode_name)
+            else {
+                continue;
+            };
+            let newest = d
+                .recent_seconds
+                .len()
+                .saturating_sub(engine::STEP_DURATIONS_KEPT);
+            for s in &d.recent_seconds[newest..] {
+                engine::learn_duration(&mut kept, step, mode, *s);
+            }
+        }
+    }
+    kept
+}
+
 fn stamp(t: SystemTime) -> MicroTime {
     MicroTime(Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH))
 }
@@ -892,10 +918,10 @@ impl Machine<'_> {
     /// `poll`, sparse until the quickest recent run of `step` on this plan would have
     /// ended: for waits on AWS, where each poll is a call under the account's limits.
     fn poll_expecting(&self, step: Step) -> Duration {
+        // As learned when the failover was admitted (the run sees the plan of then).
         let learned = self
-            .input
-            .plan
             .status
+            .plan_snapshot
             .as_ref()
             .map(|s| s.step_durations.as_slice())
             .unwrap_or_default();
@@ -940,6 +966,7 @@ impl Machine<'_> {
                     self.status.plan_snapshot = Some(PlanSnapshot {
                         generation: self.input.plan.metadata.generation,
                         spec: self.spec.clone(),
+                        step_durations: learned_durations(self.input.plan),
                     });
                     self.status.source_region = Some(source_region.clone());
                     self.status.admitted_spec = Some(fo.spec.clone());
@@ -2588,7 +2615,7 @@ impl Machine<'_> {
             // failover ends without any promotion having been made.
             let withdraw_own_fences = !moved && !any_promoted(&self.status);
             let learned = if moved {
-                [Step::PromoteDatabases, Step::SwitchDns]
+                engine::LEARNED_STEPS
                     .into_iter()
                     .filter_map(|step| {
                         let st = step_of(&self.status, step)?;

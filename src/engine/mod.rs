@@ -496,12 +496,12 @@ pub fn poll_delay(waited: Duration) -> Duration {
 }
 
 /// The longest pause between polls before a wait's expected end: a wait that fails early
-/// (a promotion AWS refuses after accepting it) is still seen within a minute.
-const SPARSE_POLL_MAX: Duration = Duration::from_secs(60);
+/// (a promotion AWS refuses after accepting it) is still seen within 15 s.
+const SPARSE_POLL_MAX: Duration = Duration::from_secs(15);
 
 /// Poll interval for a wait expected to take at least `expected` (the quickest recent run
 /// of its kind, see `expected_duration`): before that, halving the time left (never below
-/// a tenth of the expected time, never past its end, at most a minute); from there on as
+/// a tenth of the expected time, never past its end, at most 15 s); from there on as
 /// `poll_delay`. A wait that runs as long as before costs a few polls and is noticed within
 /// 2 s of being ready; without an expectation this is `poll_delay`.
 pub fn poll_delay_expecting(waited: Duration, expected: Option<Duration>) -> Duration {
@@ -519,6 +519,9 @@ pub fn poll_delay_expecting(waited: Duration, expected: Option<Duration>) -> Dur
         .min(SPARSE_POLL_MAX)
         .max(dense)
 }
+
+/// The steps whose durations a plan learns: the waits on AWS.
+pub const LEARNED_STEPS: [Step; 2] = [Step::PromoteDatabases, Step::SwitchDns];
 
 /// Successful runs of a step remembered per mode, for `expected_duration`.
 pub const STEP_DURATIONS_KEPT: usize = 5;
