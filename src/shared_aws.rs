@@ -34,6 +34,16 @@ use crate::engine::dns::{
 };
 use crate::engine::{AuroraObservation, ClusterSnapshot, LagReading, RdsObservation, RecordSet};
 
+/// How long an image found in ECR counts as there without asking again. Every plan check
+/// and preflight asks about every workload's image; with hundreds of plans that alone
+/// exceeds ECR's rate. An image deleted within this time is only found missing by the
+/// failover's warm-up (its pods do not start), not by preflight. Missing images are
+/// asked about every time.
+const IMAGE_FOUND_FOR: Duration = Duration::from_secs(60);
+
+/// Found images remembered at most; the memory is emptied when full.
+const MAX_IMAGES_REMEMBERED: usize = 16_384;
+
 /// Change IDs remembered as INSYNC (INSYNC never reverts); the set is emptied when full.
 const MAX_INSYNC_REMEMBERED: usize = 4096;
 
@@ -259,6 +269,8 @@ pub struct SharedAws {
     zones: Lanes<String, (), Vec<RecordSet>>,
     changes_out: Lanes<String, Vec<RecordChange>, String>,
     changes: Arc<ChangeStatus>,
+    /// Images found, by region, repository and reference, with when.
+    images: Mutex<HashMap<(String, String, String), tokio::time::Instant>>,
     health: Lanes<String, (), Vec<CheckerObservation>>,
     healthy: Lanes<String, (), bool>,
 }
@@ -279,6 +291,7 @@ impl SharedAws {
             }),
             health: Lanes::new(),
             healthy: Lanes::new(),
+            images: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -591,7 +604,30 @@ impl Aws for SharedAws {
         repository: &str,
         reference: &str,
     ) -> AwsResult<bool> {
-        self.inner.image_exists(region, repository, reference).await
+        let key = (
+            region.to_string(),
+            repository.to_string(),
+            reference.to_string(),
+        );
+        let now = tokio::time::Instant::now();
+        let found_lately = locked(&self.images)
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < IMAGE_FOUND_FOR);
+        if found_lately {
+            return Ok(true);
+        }
+        let exists = self
+            .inner
+            .image_exists(region, repository, reference)
+            .await?;
+        if exists {
+            let mut found = locked(&self.images);
+            if found.len() >= MAX_IMAGES_REMEMBERED {
+                found.clear();
+            }
+            found.insert(key, now);
+        }
+        Ok(exists)
     }
     async fn describe_secret(
         &self,
@@ -799,8 +835,9 @@ mod tests {
                 .is_ok();
             Ok(!pending)
         }
-        async fn image_exists(&self, _: &str, _: &str, _: &str) -> AwsResult<bool> {
-            Ok(true)
+        async fn image_exists(&self, _: &str, repository: &str, _: &str) -> AwsResult<bool> {
+            self.call(format!("image {repository}")).await;
+            Ok(repository != "missing")
         }
         async fn describe_secret(
             &self,
@@ -1256,6 +1293,39 @@ mod tests {
         );
         // Remembered INSYNC: the plans polling it cost no call.
         assert!(aws.change_insync("C-a.example.com.").await.expect("read"));
+        assert_eq!(recorder.calls().len(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_found_image_is_not_asked_about_again_for_a_minute_a_missing_one_always() {
+        let (recorder, aws) = shared(Recorder::default());
+        for _ in 0..3 {
+            assert!(
+                aws.image_exists("us-west-2", "web", "1.0")
+                    .await
+                    .expect("read")
+            );
+            assert!(
+                !aws.image_exists("us-west-2", "missing", "1.0")
+                    .await
+                    .expect("read")
+            );
+        }
+        assert_eq!(
+            recorder.calls(),
+            [
+                "image web",
+                "image missing",
+                "image missing",
+                "image missing"
+            ]
+        );
+        tokio::time::advance(IMAGE_FOUND_FOR).await;
+        assert!(
+            aws.image_exists("us-west-2", "web", "1.0")
+                .await
+                .expect("read")
+        );
         assert_eq!(recorder.calls().len(), 5);
     }
 }
