@@ -310,6 +310,30 @@ fn rds_observation(d: aws_sdk_rds::types::DbInstance) -> RdsObservation {
 /// from its source (engine version, allocated storage, backups), what needs more
 /// permissions than re-protection has (tags, enhanced monitoring, Performance Insights),
 /// and gp3 IOPS and throughput (AWS refuses them below 400 GiB; gp3 gets its baseline).
+/// The next page's marker of an RDS listing, None after the last page. A marker handed
+/// back again would page forever: a transient error instead.
+fn next_marker(
+    operation: &str,
+    marker: Option<String>,
+    seen: &mut std::collections::HashSet<String>,
+) -> AwsResult<Option<String>> {
+    match marker.filter(|m| !m.is_empty()) {
+        Some(next) if !seen.insert(next.clone()) => Err(AwsError {
+            kind: AwsErrorKind::Transient,
+            message: format!("{operation} returned the same page marker twice"),
+        }),
+        next => Ok(next),
+    }
+}
+
+/// The answers for `ids`, in their order, from what was found by lower-case identifier
+/// (RDS identifiers are case-insensitive and answered in lower case).
+fn in_order<T: Clone>(ids: &[String], found: &HashMap<String, T>) -> Vec<Option<T>> {
+    ids.iter()
+        .map(|id| found.get(&id.to_lowercase()).cloned())
+        .collect()
+}
+
 fn aurora_observation(g: aws_sdk_rds::types::GlobalCluster) -> AuroraObservation {
     let members = g.global_cluster_members.unwrap_or_default();
     AuroraObservation {
@@ -611,25 +635,13 @@ impl Aws for SdkAws {
                     };
                     found.insert(id.to_lowercase(), rds_observation(d));
                 }
-                match out.marker.filter(|m| !m.is_empty()) {
-                    // A marker handed back again would page forever.
-                    Some(next) if !markers.insert(next.clone()) => {
-                        return Err(AwsError {
-                            kind: AwsErrorKind::Transient,
-                            message: "DescribeDBInstances returned the same page marker twice"
-                                .into(),
-                        });
-                    }
-                    Some(next) => marker = Some(next),
-                    None => break,
+                marker = next_marker("DescribeDBInstances", out.marker, &mut markers)?;
+                if marker.is_none() {
+                    break;
                 }
             }
         }
-        // Identifiers are case-insensitive; RDS answers in lower case.
-        Ok(ids
-            .iter()
-            .map(|id| found.get(&id.to_lowercase()).cloned())
-            .collect())
+        Ok(in_order(ids, &found))
     }
 
     async fn promote_read_replica(&self, region: &str, id: &str) -> AwsResult<()> {
@@ -873,22 +885,12 @@ impl Aws for SdkAws {
                     found.insert(id.to_lowercase(), aurora_observation(g));
                 }
             }
-            match out.marker.filter(|m| !m.is_empty()) {
-                Some(next) if !markers.insert(next.clone()) => {
-                    return Err(AwsError {
-                        kind: AwsErrorKind::Transient,
-                        message: "DescribeGlobalClusters returned the same page marker twice"
-                            .into(),
-                    });
-                }
-                Some(next) => marker = Some(next),
-                None => break,
+            marker = next_marker("DescribeGlobalClusters", out.marker, &mut markers)?;
+            if marker.is_none() {
+                break;
             }
         }
-        Ok(ids
-            .iter()
-            .map(|id| found.get(&id.to_lowercase()).cloned())
-            .collect())
+        Ok(in_order(ids, &found))
     }
 
     async fn move_global_writer(
