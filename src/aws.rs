@@ -75,6 +75,11 @@ pub enum WriterMove {
     FailoverAllowingDataLoss,
 }
 
+/// The answer for one item from a batch read of just that item.
+pub fn only<T>(answer: AwsResult<Vec<Option<T>>>) -> AwsResult<Option<T>> {
+    Ok(answer?.pop().flatten())
+}
+
 /// Single calls made at once, standing for a batch call: the first error fails the batch.
 async fn every<T>(
     calls: impl IntoIterator<Item = impl std::future::Future<Output = AwsResult<T>>>,
@@ -929,10 +934,10 @@ impl Aws for SdkAws {
     }
 
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
-        let mut readings = self
-            .replica_lags(region, std::slice::from_ref(source))
-            .await?;
-        Ok(readings.pop().flatten())
+        only(
+            self.replica_lags(region, std::slice::from_ref(source))
+                .await,
+        )
     }
 
     async fn replica_lags(

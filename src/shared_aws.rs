@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use crate::api::ReplicaSettings;
-use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove};
+use crate::aws::{Aws, AwsError, AwsErrorKind, AwsResult, LagSource, WriterMove, only};
 use crate::engine::automatic::{CheckerObservation, MetricDatapoint, MetricQuery};
 use crate::engine::dns::{
     MAX_BATCH_RECORDS, MAX_BATCH_VALUE_CHARS, RecordChange, cost, normalize_name,
@@ -216,7 +216,7 @@ fn split<T: Clone>(lengths: &[usize], answer: AwsResult<Vec<T>>) -> Vec<AwsResul
 /// Groups change batches into merged batches, sent in group order: each group's batches
 /// touch disjoint names and types, and together stay within Route 53's limits; two batches
 /// touching one name go out in their own order. Returns indexes into `batches`.
-pub fn merge_groups(batches: &[Vec<RecordChange>]) -> Vec<Vec<usize>> {
+fn merge_groups(batches: &[Vec<RecordChange>]) -> Vec<Vec<usize>> {
     struct Group {
         members: Vec<usize>,
         names: HashSet<(String, String)>,
@@ -433,8 +433,7 @@ fn concatenated<T: Clone>(requests: &[Vec<T>]) -> (Vec<usize>, Vec<T>) {
 #[async_trait]
 impl Aws for SharedAws {
     async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
-        let mut one = self.describe_instances(region, &[id.to_string()]).await?;
-        Ok(one.pop().flatten())
+        only(self.describe_instances(region, &[id.to_string()]).await)
     }
     async fn describe_instances(
         &self,
@@ -512,10 +511,10 @@ impl Aws for SharedAws {
         region: &str,
         id: &str,
     ) -> AwsResult<Option<AuroraObservation>> {
-        let mut one = self
-            .describe_global_clusters(region, &[id.to_string()])
-            .await?;
-        Ok(one.pop().flatten())
+        only(
+            self.describe_global_clusters(region, &[id.to_string()])
+                .await,
+        )
     }
     async fn describe_global_clusters(
         &self,
@@ -544,10 +543,10 @@ impl Aws for SharedAws {
             .await
     }
     async fn replica_lag(&self, region: &str, source: &LagSource) -> AwsResult<Option<LagReading>> {
-        let mut one = self
-            .replica_lags(region, std::slice::from_ref(source))
-            .await?;
-        Ok(one.pop().flatten())
+        only(
+            self.replica_lags(region, std::slice::from_ref(source))
+                .await,
+        )
     }
     async fn replica_lags(
         &self,
