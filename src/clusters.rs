@@ -108,7 +108,7 @@ pub fn classify(e: kube::Error, credentials: &str, action: &str) -> ClusterError
 }
 
 /// An RBAC resource name, e.g. "deployments.apps" or "pods".
-fn resource_name(r: &ApiResource) -> String {
+pub(crate) fn resource_name(r: &ApiResource) -> String {
     if r.group.is_empty() {
         r.plural.clone()
     } else {
@@ -307,7 +307,18 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
 #[derive(Default)]
 pub struct RegionClients {
     kept: std::sync::Mutex<HashMap<String, KeptClient>>,
+    /// The plan checks' watched views of the clusters behind these clients.
+    views: crate::views::ClusterViews,
+    /// The last server version each client's cluster answered, shared by the plan checks.
+    versions: std::sync::Mutex<HashMap<String, VersionProbe>>,
 }
+
+/// One cluster's version probe: checks running at once wait for one request.
+type VersionProbe = Arc<Mutex<Option<(Instant, String)>>>;
+
+/// A cluster that answered its version this recently counts as reachable for a plan check
+/// without asking again: hundreds of plans share a few clusters.
+const VERSION_FRESH: Duration = Duration::from_secs(10);
 
 struct KeptClient {
     /// When it was last confirmed by a plan check (built or rebuilt unchanged).
@@ -379,6 +390,44 @@ impl RegionClients {
     fn forget(&self, key: &str) {
         if let Ok(mut kept) = self.kept.lock() {
             kept.remove(key);
+        }
+    }
+
+    /// When the client kept under `key` was built (a view through an older one restarts).
+    fn built_at(&self, key: &str) -> Option<Instant> {
+        let kept = self.kept.lock().ok()?;
+        kept.get(key).map(|k| k.created)
+    }
+
+    /// The cluster's version, asked at most once per `VERSION_FRESH` for all plan checks
+    /// through this access. A failure is not kept (each check says it), and stops the
+    /// access's views: the cluster's objects are listed again when it answers.
+    async fn version(&self, key: &str, client: &Client) -> Result<String, kube::Error> {
+        let probe = match self.versions.lock() {
+            Ok(mut versions) => {
+                if versions.len() >= MAX_KEPT_CLIENTS && !versions.contains_key(key) {
+                    versions.clear();
+                }
+                versions.entry(key.to_string()).or_default().clone()
+            }
+            Err(_) => Arc::default(),
+        };
+        let mut last = probe.lock().await;
+        if let Some((at, version)) = last.as_ref()
+            && at.elapsed() < VERSION_FRESH
+        {
+            return Ok(version.clone());
+        }
+        match client.apiserver_version().await {
+            Ok(v) => {
+                *last = Some((Instant::now(), v.git_version.clone()));
+                Ok(v.git_version)
+            }
+            Err(e) => {
+                *last = None;
+                self.views.forget(key);
+                Err(e)
+            }
         }
     }
 
@@ -492,43 +541,105 @@ impl KubeClusters {
     }
 
     /// Checks a region for the plan: the cluster answers and every workload exists there.
-    /// Returns the server version, or every problem found.
+    /// Returns the server version, or every problem found. Existence comes from the shared
+    /// watched views (`views`), one per namespace and kind; a kind the credentials may not
+    /// watch is read by GET, a bounded number at a time.
     pub async fn check_region(&self, region: &str) -> Result<String, String> {
-        let (_, client) = self.client(region).await.map_err(|e| e.to_string())?;
-        let version = client.apiserver_version().await.map_err(|e| {
-            classify(e, &self.credentials(region), "read the server version").to_string()
-        })?;
-        // Concurrently (a bounded number at a time), as a failover reads them: the
-        // connections it opens stay open for the failover's first pass.
+        let (key, client) = self.client(region).await.map_err(|e| e.to_string())?;
+        let credentials = self.credentials(region);
+        let version = tokio::time::timeout(self.timeout, self.shared.version(&key, &client))
+            .await
+            .map_err(|_| self.no_answer().to_string())?
+            .map_err(|e| classify(e, &credentials, "read the server version").to_string())?;
+        let workloads = &self.spec.workloads;
+        let mut groups: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
+        for (i, w) in workloads.iter().enumerate() {
+            let kind = format!(
+                "{}/{}",
+                w.effective_api_version().unwrap_or_default(),
+                w.kind
+            );
+            groups
+                .entry((w.namespace.as_str(), kind))
+                .or_default()
+                .push(i);
+        }
+        // Per workload index: None when it is not found, else what went wrong.
+        let mut problems: Vec<(usize, Option<String>)> = Vec::new();
+        let mut by_get = Vec::new();
+        let client_built = self.shared.built_at(&key).unwrap_or_else(Instant::now);
+        for ((namespace, _), members) in groups {
+            let first = &workloads[members[0]];
+            let resource = match self.resource(region, first).await {
+                Ok((_, _, resource)) => resource,
+                Err(e) => {
+                    problems.extend(members.iter().map(|&i| (i, Some(e.to_string()))));
+                    continue;
+                }
+            };
+            let names: Vec<&str> = members
+                .iter()
+                .map(|&i| workloads[i].name.as_str())
+                .collect();
+            let source = crate::views::Source {
+                access: &key,
+                client: &client,
+                client_built,
+                credentials: &credentials,
+            };
+            match self
+                .shared
+                .views
+                .exist(source, &resource, namespace, &names, self.timeout)
+                .await
+            {
+                crate::views::Seen::Exists(found) => problems.extend(
+                    members
+                        .iter()
+                        .zip(found)
+                        .filter(|(_, found)| !found)
+                        .map(|(&i, _)| (i, None)),
+                ),
+                crate::views::Seen::Failed(why) => {
+                    problems.extend(members.iter().map(|&i| (i, Some(why.clone()))))
+                }
+                crate::views::Seen::NotWatchable => by_get.extend(members),
+            }
+        }
+        // Concurrently (a bounded number at a time), as a failover reads them.
         // Owned indexes and region: the futures must be Send for any lifetime.
         use futures::StreamExt;
         let owned_region = region.to_string();
-        let found: Vec<_> = futures::stream::iter(0..self.spec.workloads.len())
+        let read: Vec<_> = futures::stream::iter(by_get)
             .map(|i| {
                 let region = owned_region.clone();
-                async move { (i, self.read(&region, &self.spec.workloads[i]).await) }
+                async move { (i, self.read(&region, &workloads[i]).await) }
             })
             .buffered(CHECK_READS)
             .collect()
             .await;
-        let mut problems = Vec::new();
-        for (w, found) in found
-            .into_iter()
-            .map(|(i, found)| (&self.spec.workloads[i], found))
-        {
+        for (i, found) in read {
             match found {
                 Ok(Some(_)) => {}
-                Ok(None) => {
-                    problems.push(format!("{} {}/{} not found", w.kind, w.namespace, w.name))
-                }
-                Err(e) => problems.push(format!("{} {}/{}: {e}", w.kind, w.namespace, w.name)),
+                Ok(None) => problems.push((i, None)),
+                Err(e) => problems.push((i, Some(e.to_string()))),
             }
         }
         if problems.is_empty() {
-            Ok(version.git_version)
-        } else {
-            Err(problems.join("; "))
+            return Ok(version);
         }
+        problems.sort_by_key(|(i, _)| *i);
+        let problems: Vec<String> = problems
+            .into_iter()
+            .map(|(i, problem)| {
+                let w = &workloads[i];
+                match problem {
+                    None => format!("{} {}/{} not found", w.kind, w.namespace, w.name),
+                    Some(problem) => format!("{} {}/{}: {problem}", w.kind, w.namespace, w.name),
+                }
+            })
+            .collect();
+        Err(problems.join("; "))
     }
 
     async fn api(
@@ -536,6 +647,18 @@ impl KubeClusters {
         region: &str,
         w: &WorkloadSpec,
     ) -> Result<(Api<DynamicObject>, String), ClusterError> {
+        let (_, client, resource) = self.resource(region, w).await?;
+        let name = resource_name(&resource);
+        Ok((Api::namespaced_with(client, &w.namespace, &resource), name))
+    }
+
+    /// The workload's kind in the region's cluster (discovered once per client), with the
+    /// client and its key.
+    async fn resource(
+        &self,
+        region: &str,
+        w: &WorkloadSpec,
+    ) -> Result<(String, Client, ApiResource), ClusterError> {
         let (key, client) = self.client(region).await?;
         let api_version = w
             .effective_api_version()
@@ -581,8 +704,7 @@ impl KubeClusters {
                 resource
             }
         };
-        let name = resource_name(&resource);
-        Ok((Api::namespaced_with(client, &w.namespace, &resource), name))
+        Ok((key, client, resource))
     }
 }
 
@@ -1631,5 +1753,101 @@ mod tests {
             problem.starts_with("cannot reach the cluster: ") && problem.contains("refused"),
             "{problem}"
         );
+    }
+
+    /// Requests the watched member below has answered, by kind of request.
+    static LISTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static GETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static VERSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A member API server that serves lists and holds watches open, as kube-apiserver
+    /// does, and counts what it was asked.
+    async fn watched_member() -> u16 {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let port = listener.local_addr().expect("bound").port();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
+            let json = |body: serde_json::Value| {
+                (
+                    axum::http::StatusCode::OK,
+                    [("content-type", "application/json")],
+                    body.to_string(),
+                )
+            };
+            let query = uri.query().unwrap_or_default();
+            match uri.path() {
+                "/version" => {
+                    VERSIONS.fetch_add(1, SeqCst);
+                    json(serde_json::json!({"major": "1", "minor": "20",
+                        "gitVersion": "v1.20.2", "gitCommit": "", "gitTreeState": "",
+                        "buildDate": "", "goVersion": "", "compiler": "", "platform": ""}))
+                }
+                "/apis/apps/v1" | "/apis/batch/v1" => json(serde_json::json!({
+                    "kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": uri.path().trim_start_matches("/apis/"), "resources": [
+                        {"name": "deployments", "singularName": "deployment", "namespaced": true,
+                         "kind": "Deployment", "verbs": ["get", "list", "watch", "patch"]},
+                        {"name": "cronjobs", "singularName": "cronjob", "namespaced": true,
+                         "kind": "CronJob", "verbs": ["get", "list", "watch", "patch"]}]})),
+                _ if query.contains("watch=true") => {
+                    // Held open with no events, until the client goes away.
+                    futures::future::pending::<()>().await;
+                    unreachable!("a pending future never finishes")
+                }
+                path if path.ends_with("/deployments") => {
+                    LISTS.fetch_add(1, SeqCst);
+                    let item = |name: &str| {
+                        serde_json::json!({"metadata": {"name": name, "namespace": "shop"}})
+                    };
+                    json(serde_json::json!({
+                        "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                        "metadata": {"resourceVersion": "7"},
+                        "items": [item("web"), item("orders-writer")]}))
+                }
+                path if path.ends_with("/cronjobs") => {
+                    LISTS.fetch_add(1, SeqCst);
+                    json(serde_json::json!({
+                        "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                        "metadata": {"resourceVersion": "7"}, "items": []}))
+                }
+                _ => {
+                    GETS.fetch_add(1, SeqCst);
+                    (
+                        axum::http::StatusCode::NOT_FOUND,
+                        [("content-type", "application/json")],
+                        status(404, "NotFound", "not found"),
+                    )
+                }
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    /// Plan checks read existence from one watched view per namespace and kind: the first
+    /// check lists each kind once; later checks, of this plan or any other with the same
+    /// access, ask nothing but (at most every 10 s) the version. Missing ones are named.
+    #[tokio::test]
+    async fn plan_checks_share_one_watched_list_per_namespace_and_kind() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let port = watched_member().await;
+        let shared = Arc::new(RegionClients::default());
+        let check = || {
+            let mut clusters = clusters(port);
+            clusters.shared = shared.clone();
+            async move { clusters.check_region("usw2").await }
+        };
+        let expected = Err("Deployment shop/cron not found; CronJob shop/nightly-report not found"
+            .to_string());
+        assert_eq!(check().await, expected);
+        assert_eq!(LISTS.load(SeqCst), 2, "deployments and cronjobs of shop, once each");
+        for _ in 0..5 {
+            assert_eq!(check().await, expected);
+        }
+        assert_eq!(LISTS.load(SeqCst), 2, "no more lists");
+        assert_eq!(GETS.load(SeqCst), 0, "no workload read one by one");
+        assert_eq!(VERSIONS.load(SeqCst), 1, "the version once for six checks");
     }
 }

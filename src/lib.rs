@@ -30,3 +30,4 @@ mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
+pub mod views;
