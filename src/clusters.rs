@@ -1839,10 +1839,15 @@ mod tests {
             clusters.shared = shared.clone();
             async move { clusters.check_region("usw2").await }
         };
-        let expected = Err("Deployment shop/cron not found; CronJob shop/nightly-report not found"
-            .to_string());
+        let expected = Err(
+            "Deployment shop/cron not found; CronJob shop/nightly-report not found".to_string(),
+        );
         assert_eq!(check().await, expected);
-        assert_eq!(LISTS.load(SeqCst), 2, "deployments and cronjobs of shop, once each");
+        assert_eq!(
+            LISTS.load(SeqCst),
+            2,
+            "deployments and cronjobs of shop, once each"
+        );
         for _ in 0..5 {
             assert_eq!(check().await, expected);
         }

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::http::Readiness;
 use crate::leadership::LeaderClusters;
 use crate::metrics::{ControllerLabels, ErrorLabels, PlanLabels};
+use crate::ratelimit::CallPriority;
 use crate::runner::Runner;
 use crate::store::{FIELD_MANAGER, apply_status};
 use crate::validate::{self, SecretsSeen};
@@ -174,8 +175,18 @@ async fn measure_replication(
     measured
 }
 
-/// Validates a plan, checks its regions, and writes status.
+/// Validates a plan, checks its regions, and writes status; its AWS calls queue behind
+/// failovers' under rate limits, ordered by plan priority among plan checks.
 pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Result<Action> {
+    let priority = CallPriority {
+        failover: false,
+        plan: plan.spec.call_priority(),
+        mutating: false,
+    };
+    priority.scope(check_plan(plan, ctx)).await
+}
+
+async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Result<Action> {
     let ns = plan.namespace().ok_or(Error::MissingNamespace)?;
     let name = plan.name_any();
     let api: Api<DisasterRecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
@@ -533,8 +544,14 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     });
     let version = fo.metadata.resource_version.clone();
     let results = ctx.take_results(&uid, &version);
+    // Under rate limits a failover's AWS calls go before plan checks', by plan priority.
+    let priority = CallPriority {
+        failover: true,
+        plan: plan.spec.call_priority(),
+        mutating: false,
+    };
     let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
-    let pass = runner.pass(siblings, results).await?;
+    let pass = priority.scope(runner.pass(siblings, results)).await?;
     ctx.keep_results(&uid, pass.resource_version, pass.results);
     Ok(match pass.requeue {
         None => {

@@ -5,9 +5,13 @@
 //! credentials), whatever plan or step sends it; a throttling answer halves that service's
 //! rate for a while (additive increase, multiplicative decrease).
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+// Tokio's clock: the same as the system's, and paused with tokio's in tests.
+use tokio::time::Instant;
 
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
@@ -99,15 +103,70 @@ impl BucketKey {
     }
 }
 
-/// One token bucket. Tokens may go below zero: a request reserves its token at once and
-/// waits until the bucket would have held it, so waiters are served in arrival order.
-#[derive(Debug)]
+/// Whose call goes first when a bucket has a queue: a failover's before a plan check's,
+/// then a higher plan priority, then a change before a read; among equals, the earlier.
+/// Set for a task by `scope`; a call made outside any scope has the lowest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CallPriority {
+    pub failover: bool,
+    pub plan: i32,
+    pub mutating: bool,
+}
+
+tokio::task_local! {
+    static PRIORITY: CallPriority;
+}
+
+impl CallPriority {
+    /// The priority of the task running now.
+    pub fn current() -> Self {
+        PRIORITY.try_with(|p| *p).unwrap_or_default()
+    }
+
+    /// Runs `work` with this priority for every AWS call it makes in its own task.
+    pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
+        PRIORITY.scope(self, work).await
+    }
+}
+
+/// A request waiting in a bucket's queue for a token.
+struct Waiter {
+    priority: CallPriority,
+    seq: u64,
+    ready: oneshot::Sender<()>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    /// The greatest goes first: highest priority, then earliest arrival.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+/// One token bucket, and the requests queued for its tokens.
 struct Bucket {
     limit: RateLimit,
     /// The rate now: the limit's, or less after throttling answers.
     rate: f64,
     tokens: f64,
     at: Instant,
+    queue: BinaryHeap<Waiter>,
+    next_seq: u64,
+    /// A task hands out tokens to the queue while it is not empty.
+    dispatching: bool,
 }
 
 impl Bucket {
@@ -117,25 +176,35 @@ impl Bucket {
             rate: limit.per_second,
             tokens: limit.burst,
             at: now,
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            dispatching: false,
         }
     }
 
-    /// Reserves one token at `now`; how long the request waits for it.
-    fn take(&mut self, now: Instant) -> Duration {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.limit.burst);
         self.at = self.at.max(now);
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
-        }
     }
 
-    /// A reserved token not used after all (the request gave up, or was refused).
-    fn refund(&mut self) {
-        self.tokens = (self.tokens + 1.0).min(self.limit.burst);
+    /// Hands the tokens there are to the queue, best first (a request that gave up takes
+    /// none); how long until the next token, while requests still wait.
+    fn hand_out(&mut self, now: Instant) -> Option<Duration> {
+        self.refill(now);
+        while self.tokens >= 1.0 {
+            let Some(waiter) = self.queue.pop() else {
+                break;
+            };
+            if waiter.ready.send(()).is_ok() {
+                self.tokens -= 1.0;
+            }
+        }
+        self.queue.retain(|w| !w.ready.is_closed());
+        if self.queue.is_empty() {
+            return None;
+        }
+        Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
     }
 
     /// A throttling answer: half the rate, down to a sixteenth of the limit.
@@ -188,59 +257,106 @@ impl Limiter {
         }
     }
 
-    /// How long a request for `key` waits at `now`, its token reserved; Err (nothing
-    /// reserved) when that would be longer than `MAX_WAIT`.
-    fn reserve(&self, key: &BucketKey, now: Instant) -> Result<Duration, Duration> {
+    /// A token now, or a place in the queue (`Ok(Some)`); Err when the requests ahead of
+    /// this one (of its priority or higher) would keep it waiting longer than `MAX_WAIT`.
+    fn enqueue(
+        self: &Arc<Self>,
+        key: &BucketKey,
+        priority: CallPriority,
+    ) -> Result<Option<oneshot::Receiver<()>>, Backlogged> {
+        let now = Instant::now();
         let limit = self.limit(&key.service);
         let mut buckets = self.buckets();
         if !buckets.contains_key(key) {
-            buckets.retain(|_, b| now.saturating_duration_since(b.at) < IDLE_BUCKET);
+            buckets.retain(|_, b| {
+                !b.queue.is_empty() || now.saturating_duration_since(b.at) < IDLE_BUCKET
+            });
         }
         let bucket = buckets
             .entry(key.clone())
             .or_insert_with(|| Bucket::new(limit, now));
-        let wait = bucket.take(now);
+        bucket.refill(now);
+        bucket.queue.retain(|w| !w.ready.is_closed());
+        if bucket.queue.is_empty() && bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(None);
+        }
+        let ahead = bucket
+            .queue
+            .iter()
+            .filter(|w| w.priority >= priority)
+            .count() as f64;
+        let wait = Duration::from_secs_f64(((ahead + 1.0 - bucket.tokens) / bucket.rate).max(0.0));
         if wait > MAX_WAIT {
-            bucket.refund();
-            return Err(wait);
-        }
-        Ok(wait)
-    }
-
-    fn refund(&self, key: &BucketKey) {
-        if let Some(bucket) = self.buckets().get_mut(key) {
-            bucket.refund();
-        }
-    }
-
-    /// Waits for a token of `key`'s bucket, counting the wait in the metrics; Err when the
-    /// bucket is backed up beyond `MAX_WAIT`. A request dropped while it waits (its attempt
-    /// timed out) hands its token back.
-    pub async fn acquire(&self, key: &BucketKey) -> Result<(), Backlogged> {
-        let wait = self
-            .reserve(key, Instant::now())
-            .map_err(|wait| Backlogged {
+            return Err(Backlogged {
                 service: key.service.clone(),
                 region: key.region.clone(),
                 wait,
-            })?;
+            });
+        }
+        let (ready, waiting) = oneshot::channel();
+        bucket.queue.push(Waiter {
+            priority,
+            seq: bucket.next_seq,
+            ready,
+        });
+        bucket.next_seq += 1;
+        if !bucket.dispatching {
+            bucket.dispatching = true;
+            tokio::spawn(self.clone().dispatch(key.clone()));
+        }
+        Ok(Some(waiting))
+    }
+
+    /// Hands out `key`'s tokens at its rate while requests queue for them.
+    async fn dispatch(self: Arc<Self>, key: BucketKey) {
+        loop {
+            let pause = {
+                let mut buckets = self.buckets();
+                let Some(bucket) = buckets.get_mut(&key) else {
+                    return;
+                };
+                match bucket.hand_out(Instant::now()) {
+                    Some(pause) => pause,
+                    None => {
+                        bucket.dispatching = false;
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Waits for a token of `key`'s bucket, queued by `priority`, counting the wait in the
+    /// metrics. Err when the queue ahead is longer than `MAX_WAIT`, or when calls of a
+    /// higher priority kept it waiting that long. A request dropped while it waits takes
+    /// no token.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        key: &BucketKey,
+        priority: CallPriority,
+    ) -> Result<(), Backlogged> {
+        let started = Instant::now();
+        let waited = match self.enqueue(key, priority)? {
+            None => Ok(()),
+            Some(waiting) => match tokio::time::timeout(MAX_WAIT, waiting).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(Backlogged {
+                    service: key.service.clone(),
+                    region: key.region.clone(),
+                    wait: started.elapsed(),
+                }),
+            },
+        };
         let labels = AwsWaitLabels {
             service: metric_service(&key.service),
         };
         self.metrics
             .aws_rate_limit_wait
             .get_or_create(&labels)
-            .inc_by(wait.as_secs_f64());
-        if !wait.is_zero() {
-            let mut unused = Refund {
-                limiter: self,
-                key,
-                armed: true,
-            };
-            tokio::time::sleep(wait).await;
-            unused.armed = false;
-        }
-        Ok(())
+            .inc_by(started.elapsed().as_secs_f64());
+        waited
     }
 
     /// An answer from `service` (any region and key): throttled or not.
@@ -259,21 +375,6 @@ impl Limiter {
     /// The rate a bucket allows now (for tests and the benchmark).
     pub fn rate(&self, key: &BucketKey) -> Option<f64> {
         self.buckets().get(key).map(|b| b.rate)
-    }
-}
-
-/// Hands a reserved token back unless disarmed: the waiting request was dropped.
-struct Refund<'a> {
-    limiter: &'a Limiter,
-    key: &'a BucketKey,
-    armed: bool,
-}
-
-impl Drop for Refund<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.limiter.refund(self.key);
-        }
     }
 }
 
@@ -350,17 +451,53 @@ impl HttpConnector for LimitedConnector {
             .headers()
             .get("authorization")
             .and_then(BucketKey::from_authorization);
+        let priority = CallPriority {
+            mutating: mutating(&request),
+            ..CallPriority::current()
+        };
         let (inner, limiter) = (self.inner.clone(), self.limiter.clone());
         HttpConnectorFuture::new(async move {
             // An unsigned request (none of Drover's) is not limited.
             if let Some(key) = key {
                 // Transient: the SDK error says so, and it is not a lost region.
-                limiter.acquire(&key).await.map_err(|backlogged| {
-                    ConnectorError::other(Box::new(backlogged), Some(ErrorKind::TransientError))
-                })?;
+                limiter
+                    .acquire(&key, priority)
+                    .await
+                    .map_err(|backlogged| {
+                        ConnectorError::other(Box::new(backlogged), Some(ErrorKind::TransientError))
+                    })?;
             }
             inner.call(request).await
         })
+    }
+}
+
+/// Whether a request changes something: not a GET, and not an operation that reads
+/// (Describe, List, Get), named by the JSON protocols' target header or the query
+/// protocol's `Action`. Route 53's changes are POSTs without either.
+fn mutating(request: &HttpRequest) -> bool {
+    let reads = |operation: &str| {
+        ["Describe", "List", "Get", "BatchGet"]
+            .iter()
+            .any(|verb| operation.starts_with(verb))
+    };
+    if matches!(request.method(), "GET" | "HEAD") {
+        return false;
+    }
+    if let Some(target) = request.headers().get("x-amz-target") {
+        return !reads(target.rsplit('.').next().unwrap_or(target));
+    }
+    let action = request
+        .body()
+        .bytes()
+        .and_then(|body| std::str::from_utf8(body).ok())
+        .and_then(|form| {
+            form.split('&')
+                .find_map(|pair| pair.strip_prefix("Action="))
+        });
+    match action {
+        Some(action) => !reads(action),
+        None => true,
     }
 }
 
@@ -392,45 +529,137 @@ mod tests {
         assert_eq!(BucketKey::from_authorization("Credential=a/b"), None);
     }
 
-    #[test]
-    fn a_burst_goes_at_once_and_the_rest_at_the_rate_in_arrival_order() {
-        let limiter = Limiter::new(HashMap::new(), Arc::default());
-        let now = Instant::now();
-        // Route 53: 5 at once, then one every 250 ms (4 per second).
-        let waits: Vec<Duration> = (0..8)
+    /// Starts `n` requests of `priority` for `key` now, each reporting the milliseconds
+    /// (of tokio's paused clock) after `start` at which it got its token, or an error.
+    fn start_requests(
+        limiter: &Arc<Limiter>,
+        key: &BucketKey,
+        n: usize,
+        priority: CallPriority,
+        start: Instant,
+    ) -> Vec<tokio::task::JoinHandle<Result<u128, String>>> {
+        (0..n)
             .map(|_| {
-                limiter
-                    .reserve(&key("route53"), now)
-                    .expect("within MAX_WAIT")
+                let (limiter, key) = (limiter.clone(), key.clone());
+                tokio::spawn(async move {
+                    limiter
+                        .acquire(&key, priority)
+                        .await
+                        .map(|()| start.elapsed().as_millis())
+                        .map_err(|e| e.to_string())
+                })
             })
-            .collect();
-        assert!(waits[..5].iter().all(|w| w.is_zero()), "{waits:?}");
-        let ms: Vec<u128> = waits[5..].iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, vec![250, 500, 750]);
+            .collect()
+    }
+
+    async fn times(handles: Vec<tokio::task::JoinHandle<Result<u128, String>>>) -> Vec<u128> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.expect("joined").expect("a token"));
+        }
+        out
+    }
+
+    const READ: CallPriority = CallPriority {
+        failover: false,
+        plan: 0,
+        mutating: false,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_goes_at_once_and_the_rest_at_the_rate_in_arrival_order() {
+        let limiter = Arc::new(Limiter::new(HashMap::new(), Arc::default()));
+        let start = Instant::now();
+        // Route 53: 5 at once, then one every 250 ms (4 per second), first come first.
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            handles.extend(start_requests(&limiter, &key("route53"), 1, READ, start));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(times(handles).await, vec![0, 0, 0, 0, 0, 250, 500, 750]);
         // Another service, region or account has its own bucket.
-        assert_eq!(limiter.reserve(&key("rds"), now), Ok(Duration::ZERO));
+        let start = Instant::now();
         let other = BucketKey {
             region: "us-west-2".into(),
             ..key("route53")
         };
-        assert_eq!(limiter.reserve(&other, now), Ok(Duration::ZERO));
-        // Over 8 s of calls, never more than burst + 4/s went out.
-        let later = now + Duration::from_secs(8);
-        let mut sent_by_then = 0;
-        for _ in 0..100 {
-            if limiter.reserve(&key("route53"), later) == Ok(Duration::ZERO) {
-                sent_by_then += 1;
-            }
-        }
-        assert!(
-            sent_by_then <= 5,
-            "{sent_by_then} at once after the backlog"
-        );
+        let mut now = start_requests(&limiter, &key("rds"), 1, READ, start);
+        now.extend(start_requests(&limiter, &other, 1, READ, start));
+        assert_eq!(times(now).await, vec![0, 0]);
     }
 
-    #[test]
-    fn throttling_halves_the_rate_down_to_a_floor_and_answers_bring_it_back() {
-        let limiter = Limiter::new(
+    /// Under a queue, a failover's calls go before plan checks', a higher plan priority
+    /// before a lower, a change before a read; the queue ahead that refuses a read does
+    /// not refuse a failover's change.
+    #[tokio::test(start_paused = true)]
+    async fn higher_priorities_go_first_and_are_refused_later() {
+        let limiter = Arc::new(Limiter::new(HashMap::new(), Arc::default()));
+        let start = Instant::now();
+        let route53 = key("route53");
+        let burst = start_requests(&limiter, &route53, 5, READ, start);
+        // Every one after the burst queues; then come, in this order:
+        let check = start_requests(&limiter, &route53, 1, READ, start);
+        tokio::task::yield_now().await;
+        let low = CallPriority {
+            failover: true,
+            ..READ
+        };
+        let low_plan = start_requests(&limiter, &route53, 1, low, start);
+        tokio::task::yield_now().await;
+        let high = CallPriority { plan: 500, ..low };
+        let high_read = start_requests(&limiter, &route53, 1, high, start);
+        tokio::task::yield_now().await;
+        let high_change = CallPriority {
+            mutating: true,
+            ..high
+        };
+        let change = start_requests(&limiter, &route53, 1, high_change, start);
+        assert_eq!(times(burst).await, vec![0; 5]);
+        assert_eq!(times(change).await, vec![250]);
+        assert_eq!(times(high_read).await, vec![500]);
+        assert_eq!(times(low_plan).await, vec![750]);
+        assert_eq!(times(check).await, vec![1000]);
+
+        // 8 s of reads queued (32 at 4/s after the burst): the next read is refused, with
+        // no token booked; a failover's change is not, and goes first. Pushed back by
+        // it, the last queued read waits past 8 s and gives up (to be made again later).
+        tokio::time::advance(Duration::from_secs(2)).await; // the burst refilled
+        let start = Instant::now();
+        let burst = start_requests(&limiter, &route53, 5, READ, start);
+        let mut queued = Vec::new();
+        for _ in 0..32 {
+            queued.extend(start_requests(&limiter, &route53, 1, READ, start));
+            tokio::task::yield_now().await;
+        }
+        let refused = start_requests(&limiter, &route53, 1, READ, start);
+        let first = start_requests(&limiter, &route53, 1, high_change, start);
+        let refused = refused
+            .into_iter()
+            .next()
+            .expect("one")
+            .await
+            .expect("joined");
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e
+                    .starts_with("Drover's own rate limit for route53 in us-east-1 is backed up")),
+            "{refused:?}"
+        );
+        times(burst).await;
+        assert_eq!(times(first).await, vec![250]);
+        let mut reads = Vec::new();
+        for h in queued {
+            reads.push(h.await.expect("joined"));
+        }
+        let expected: Vec<Result<u128, String>> = (0..30).map(|i| Ok(500 + 250 * i)).collect();
+        assert_eq!(reads[..30], expected[..]);
+        assert!(reads[31].is_err(), "{:?}", reads[31]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_halves_the_rate_down_to_a_floor_and_answers_bring_it_back() {
+        let limiter = Arc::new(Limiter::new(
             HashMap::from([(
                 "rds".to_string(),
                 RateLimit {
@@ -439,9 +668,9 @@ mod tests {
                 },
             )]),
             Arc::default(),
-        );
-        let now = Instant::now();
-        let _ = limiter.reserve(&key("rds"), now);
+        ));
+        let start = Instant::now();
+        times(start_requests(&limiter, &key("rds"), 1, READ, start)).await;
         limiter.answered("rds", true);
         assert_eq!(limiter.rate(&key("rds")), Some(8.0));
         for _ in 0..10 {
@@ -459,28 +688,11 @@ mod tests {
             Some(16.0),
             "never above the limit"
         );
-        // At the lowered rate the next token is further away.
+        // At the lowered rate the next token is further away: 1 owed at 8 per second.
         limiter.answered("rds", true);
-        let wait = limiter.reserve(&key("rds"), now).expect("short");
-        assert_eq!(wait.as_millis(), 125, "1 token owed at 8 per second");
-    }
-
-    #[test]
-    fn a_backlog_beyond_the_longest_wait_is_refused_without_booking_a_slot() {
-        let limiter = Limiter::new(HashMap::new(), Arc::default());
-        let now = Instant::now();
-        // Route 53 at 4/s, burst 5: the 37th call at once would wait 8 s, the 38th longer.
-        let booked = (0..37)
-            .filter(|_| limiter.reserve(&key("route53"), now).is_ok())
-            .count();
-        assert_eq!(booked, 37);
-        let refused = limiter.reserve(&key("route53"), now);
-        assert!(refused.is_err_and(|wait| wait > MAX_WAIT));
-        // Refused calls leave the queue as it was: the next is refused the same way, and
-        // a call given up hands its slot back.
-        assert!(limiter.reserve(&key("route53"), now).is_err());
-        limiter.refund(&key("route53"));
-        assert!(limiter.reserve(&key("route53"), now).is_ok());
+        let start = Instant::now();
+        let got = times(start_requests(&limiter, &key("rds"), 1, READ, start)).await;
+        assert_eq!(got, vec![125]);
         let said = Backlogged {
             service: "route53".into(),
             region: "us-east-1".into(),
@@ -494,24 +706,62 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_request_dropped_while_it_waits_hands_its_token_back() {
-        let limiter = Limiter::new(HashMap::new(), Arc::default());
-        let now = Instant::now();
-        for _ in 0..5 {
-            let _ = limiter.reserve(&key("route53"), now);
+    /// A request dropped while it waits (its attempt timed out) takes no token: the next
+    /// one in the queue gets the token it would have had.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_it_waits_takes_no_token() {
+        let limiter = Arc::new(Limiter::new(HashMap::new(), Arc::default()));
+        let start = Instant::now();
+        let route53 = key("route53");
+        times(start_requests(&limiter, &route53, 5, READ, start)).await;
+        let dropped = start_requests(&limiter, &route53, 1, READ, start);
+        tokio::task::yield_now().await;
+        let next = start_requests(&limiter, &route53, 1, READ, start);
+        tokio::task::yield_now().await;
+        for h in dropped {
+            h.abort();
         }
-        let tokens = |l: &Limiter| l.buckets().get(&key("route53")).map(|b| b.tokens);
-        let before = tokens(&limiter).expect("a bucket");
-        {
-            // Waits 250 ms for its token; dropped (its attempt timed out) after 10 ms.
-            let route53 = key("route53");
-            let waiting = limiter.acquire(&route53);
-            let cut = tokio::time::timeout(Duration::from_millis(10), waiting).await;
-            assert!(cut.is_err(), "still waiting");
-        }
-        let after = tokens(&limiter).expect("a bucket");
-        assert!(after >= before, "{after} tokens after, {before} before");
+        assert_eq!(times(next).await, vec![250]);
+    }
+
+    /// Reads and changes as each protocol names them.
+    #[test]
+    fn changes_are_told_from_reads() {
+        let request = |method: &str, target: Option<&str>, body: &str| {
+            let mut r = HttpRequest::new(aws_smithy_types::body::SdkBody::from(body));
+            r.set_method(method).expect("a method");
+            if let Some(t) = target {
+                r.headers_mut().insert("x-amz-target", t.to_string());
+            }
+            r
+        };
+        assert!(!mutating(&request("GET", None, "")));
+        assert!(mutating(&request(
+            "POST",
+            None,
+            "<ChangeResourceRecordSetsRequest/>"
+        )));
+        assert!(!mutating(&request(
+            "POST",
+            None,
+            "Action=DescribeDBInstances&Version=1"
+        )));
+        assert!(mutating(&request(
+            "POST",
+            None,
+            "Version=1&Action=PromoteReadReplica"
+        )));
+        assert!(!mutating(&request("POST", None, "Action=GetMetricData")));
+        assert!(!mutating(&request(
+            "POST",
+            Some("AmazonEC2ContainerRegistry_V20150921.DescribeImages"),
+            "{}"
+        )));
+        assert!(mutating(&request(
+            "POST",
+            Some("secretsmanager.PutSecretValue"),
+            "{}"
+        )));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::engine::dns::{
     MAX_BATCH_RECORDS, MAX_BATCH_VALUE_CHARS, RecordChange, cost, normalize_name,
 };
 use crate::engine::{AuroraObservation, ClusterSnapshot, LagReading, RdsObservation, RecordSet};
+use crate::ratelimit::CallPriority;
 
 /// How long an image found in ECR counts as there without asking again. Every plan check
 /// and preflight asks about every workload's image; with hundreds of plans that alone
@@ -47,7 +48,9 @@ const MAX_IMAGES_REMEMBERED: usize = 16_384;
 /// Change IDs remembered as INSYNC (INSYNC never reverts); the set is emptied when full.
 const MAX_INSYNC_REMEMBERED: usize = 4096;
 
-type Waiting<Req, Resp> = Vec<(Req, oneshot::Sender<AwsResult<Resp>>)>;
+/// Queued requests, each with its caller's priority (the call carrying several has the
+/// highest of theirs under Drover's rate limits).
+type Waiting<Req, Resp> = Vec<(Req, oneshot::Sender<AwsResult<Resp>>, CallPriority)>;
 
 /// One key's queue, and the turn to send it (held by the call in flight).
 struct Lane<Req, Resp> {
@@ -79,14 +82,14 @@ impl<Req, Resp> Lane<Req, Resp> {
     /// The queued requests whose callers still wait; the others are dropped unsent.
     fn take_waiting(&self) -> Waiting<Req, Resp> {
         let mut queue = locked(&self.queue);
-        queue.retain(|(_, tx)| !tx.is_closed());
+        queue.retain(|(_, tx, _)| !tx.is_closed());
         std::mem::take(&mut *queue)
     }
 
     fn idle(self: &Arc<Self>) -> bool {
         // Only the map holds it; nothing waits and nothing is in flight.
         Arc::strong_count(self) == 1
-            && locked(&self.queue).iter().all(|(_, tx)| tx.is_closed())
+            && locked(&self.queue).iter().all(|(_, tx, _)| tx.is_closed())
             && self.turn.try_lock().is_ok()
     }
 }
@@ -142,7 +145,7 @@ where
                 .clone()
         };
         let (tx, mut rx) = oneshot::channel();
-        locked(&lane.queue).push((request, tx));
+        locked(&lane.queue).push((request, tx, CallPriority::current()));
         let answer = tokio::select! {
             biased;
             answer = &mut rx => answer.unwrap_or_else(|_| Err(dropped())),
@@ -151,9 +154,11 @@ where
                 if batch.is_empty() {
                     drop(turn);
                 } else {
-                    let (requests, senders): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
+                    let priority = batch.iter().map(|(_, _, p)| *p).max().unwrap_or_default();
+                    let (requests, senders): (Vec<Req>, Vec<_>) =
+                        batch.into_iter().map(|(r, tx, _)| (r, tx)).unzip();
                     let call = send(requests);
-                    tokio::spawn(async move {
+                    tokio::spawn(priority.scope(async move {
                         let (answers, hold) = call.await;
                         // Free before answering when nothing holds it: an answered caller
                         // then finds the key idle.
@@ -165,7 +170,7 @@ where
                             hold.await;
                         }
                         drop(turn);
-                    });
+                    }));
                 }
                 // Ours went out in this call, or in one that already answered it.
                 rx.await.unwrap_or_else(|_| Err(dropped()))
@@ -904,6 +909,41 @@ mod tests {
 
     fn ids(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Under Drover's rate limits, a call carrying several plans' requests waits with the
+    /// highest priority among them, not the priority of whoever happened to send it.
+    #[tokio::test]
+    async fn a_call_carrying_several_requests_has_the_highest_priority_of_theirs() {
+        let lanes: Arc<Lanes<&str, u8, CallPriority>> = Arc::new(Lanes::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let ask = |priority: CallPriority| {
+            let (lanes, gate) = (lanes.clone(), gate.clone());
+            tokio::spawn(priority.scope(async move {
+                lanes
+                    .submit("zone", 0, move |requests| async move {
+                        gate.acquire().await.expect("gate open").forget();
+                        // What the rate limiter would see for this call.
+                        vec![Ok(CallPriority::current()); requests.len()]
+                    })
+                    .await
+            }))
+        };
+        let check = CallPriority::default();
+        let urgent = CallPriority {
+            failover: true,
+            plan: 900,
+            mutating: false,
+        };
+        let first = ask(check);
+        settle(|| lanes.lanes.lock().is_ok_and(|l| l.contains_key("zone"))).await;
+        let queued_check = ask(check);
+        let queued_urgent = ask(urgent);
+        settle(|| queued(&lanes, &"zone") == 2).await;
+        gate.add_permits(2);
+        assert_eq!(first.await.expect("task").expect("answer"), check);
+        assert_eq!(queued_check.await.expect("task").expect("answer"), urgent);
+        assert_eq!(queued_urgent.await.expect("task").expect("answer"), urgent);
     }
 
     #[tokio::test]

@@ -98,6 +98,17 @@ pub fn validate_plan(
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
     let regions = check_regions(spec, &mut problems);
+    if let Some(priority) = spec.priority
+        && !(0..=crate::api::MAX_PLAN_PRIORITY).contains(&priority)
+    {
+        problems.push(Problem::new(
+            "spec.priority",
+            format!(
+                "must be from 0 to {}, got {priority}",
+                crate::api::MAX_PLAN_PRIORITY
+            ),
+        ));
+    }
 
     for (i, db) in spec.databases.iter().enumerate() {
         let path = format!("spec.databases[{i}]");
@@ -1049,6 +1060,32 @@ mod tests {
             problems[1].reason.contains("longer than 0s"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn plan_priority_is_bounded() {
+        let mut spec = sample();
+        for (priority, problems) in [
+            (Some(0), 0),
+            (Some(1000), 0),
+            (None, 0),
+            (Some(-1), 1),
+            (Some(1001), 1),
+        ] {
+            spec.priority = priority;
+            let found = validate_plan(&spec, "drover-system", None);
+            assert_eq!(found.len(), problems, "{priority:?}: {found:?}");
+            if problems == 1 {
+                assert_eq!(field_names(&found), vec!["spec.priority"]);
+                assert!(
+                    found[0].reason.starts_with("must be from 0 to 1000"),
+                    "{found:?}"
+                );
+            }
+        }
+        // Out of bounds, the calls it makes are clamped all the same.
+        spec.priority = Some(5000);
+        assert_eq!(spec.call_priority(), 1000);
     }
 
     #[test]

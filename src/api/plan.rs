@@ -71,6 +71,20 @@ pub struct DisasterRecoveryPlanSpec {
     /// Drills that run by themselves on a schedule, and how many results are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drills: Option<crate::api::DrillsSpec>,
+    /// 0 (default) to 1000. When many plans fail over at once and AWS calls wait for
+    /// Drover's rate limits, the calls of plans with a higher priority go first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+/// The highest plan priority.
+pub const MAX_PLAN_PRIORITY: i32 = 1000;
+
+impl DisasterRecoveryPlanSpec {
+    /// The plan's priority for AWS calls, within bounds (validation reports others).
+    pub fn call_priority(&self) -> i32 {
+        self.priority.unwrap_or(0).clamp(0, MAX_PLAN_PRIORITY)
+    }
 }
 
 /// Re-protection of RDS standbys after a failover: each standby becomes a cross-region read
