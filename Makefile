@@ -6,7 +6,7 @@ CACHE ?= $(or $(DROVER_CACHE),$(HOME)/.cache/drover)
 PYTHON := $(CACHE)/venv/bin/python
 export DROVER_CACHE := $(CACHE)
 
-.PHONY: deps build demo test bench bench-scale unit e2e sandbox-up sandbox-down crds argocd fmt lint
+.PHONY: deps build demo test bench bench-scale bench-steady unit e2e sandbox-up sandbox-down crds argocd fmt lint
 
 deps:
 	bash e2e/install-deps.sh
@@ -34,6 +34,15 @@ bench-scale: deps build
 	$(PYTHON) e2e/sandbox.py down >/dev/null
 	$(PYTHON) e2e/sandbox.py up
 	source target/sandbox/env.sh && DROVER_MASS_PLANS=$(or $(PLANS),50) cargo test --test e2e -- --nocapture --ignored --exact scale::many_plans_fail_over_at_once_within_the_route53_limit; status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
+
+# Steady state (issue 11): PLANS plans (default 200) x 50 workloads x 3 clusters, Ready and
+# re-checked every 60 s, one release-build operator; prints its RSS, CPU, API requests and
+# AWS calls per minute for BENCHMARKS.md.
+bench-steady: deps build
+	cargo build --release
+	$(PYTHON) e2e/sandbox.py down >/dev/null
+	$(PYTHON) e2e/sandbox.py up
+	$(PYTHON) e2e/bench_steady.py --plans $(or $(PLANS),200) --binary $(or $(BINARY),target/release/drover); status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
 
 unit:
 	cargo test --lib --bins
