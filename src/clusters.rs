@@ -326,6 +326,8 @@ struct KeptClient {
     /// When this client was built.
     created: Instant,
     client: Client,
+    /// The same access without a read timeout, for the plan checks' watches.
+    watch_client: Client,
     /// What it was built from (`member::client_for_region`).
     fingerprint: u64,
     kinds: HashMap<String, ApiResource>,
@@ -357,7 +359,7 @@ impl RegionClients {
     /// Shares a freshly built client, and returns the one to use: the kept one when it was
     /// built from the same access (its connections are open, its kinds discovered), else
     /// this one.
-    fn keep(&self, key: &str, client: &Client, fingerprint: u64) -> Client {
+    fn keep(&self, key: &str, client: &Client, watch_client: &Client, fingerprint: u64) -> Client {
         let Ok(mut kept) = self.kept.lock() else {
             return client.clone();
         };
@@ -378,6 +380,7 @@ impl RegionClients {
                 built: Instant::now(),
                 created: Instant::now(),
                 client: client.clone(),
+                watch_client: watch_client.clone(),
                 fingerprint,
                 kinds: HashMap::new(),
             },
@@ -393,16 +396,23 @@ impl RegionClients {
         }
     }
 
-    /// When the client kept under `key` was built (a view through an older one restarts).
-    fn built_at(&self, key: &str) -> Option<Instant> {
+    /// The watch client kept under `key`, and when it was built (a view through an older
+    /// one restarts).
+    fn watch_client(&self, key: &str) -> Option<(Client, Instant)> {
         let kept = self.kept.lock().ok()?;
-        kept.get(key).map(|k| k.created)
+        kept.get(key).map(|k| (k.watch_client.clone(), k.created))
     }
 
     /// The cluster's version, asked at most once per `VERSION_FRESH` for all plan checks
-    /// through this access. A failure is not kept (each check says it), and stops the
-    /// access's views: the cluster's objects are listed again when it answers.
-    async fn version(&self, key: &str, client: &Client) -> Result<String, kube::Error> {
+    /// through this access, each ask bounded by `timeout` (`Err(None)` when it ran out). A
+    /// failure is not kept (each check says it), and stops the access's views: the
+    /// cluster's objects are listed again when it answers.
+    async fn version(
+        &self,
+        key: &str,
+        client: &Client,
+        timeout: Duration,
+    ) -> Result<String, Option<kube::Error>> {
         let probe = match self.versions.lock() {
             Ok(mut versions) => {
                 if versions.len() >= MAX_KEPT_CLIENTS && !versions.contains_key(key) {
@@ -418,15 +428,15 @@ impl RegionClients {
         {
             return Ok(version.clone());
         }
-        match client.apiserver_version().await {
-            Ok(v) => {
+        match tokio::time::timeout(timeout, client.apiserver_version()).await {
+            Ok(Ok(v)) => {
                 *last = Some((Instant::now(), v.git_version.clone()));
                 Ok(v.git_version)
             }
-            Err(e) => {
+            failed => {
                 *last = None;
                 self.views.forget(key);
-                Err(e)
+                Err(failed.ok().and_then(Result::err))
             }
         }
     }
@@ -522,7 +532,9 @@ impl KubeClusters {
                 match member::client_for_region(&self.mgmt, spec, &self.namespace, self.timeout)
                     .await
                 {
-                    Ok((client, fingerprint)) => self.shared.keep(&key, &client, fingerprint),
+                    Ok((client, watch_client, fingerprint)) => {
+                        self.shared.keep(&key, &client, &watch_client, fingerprint)
+                    }
                     // The access is broken: nothing may keep using the old client.
                     Err(e @ ClusterError::Permanent(_)) => {
                         self.shared.forget(&key);
@@ -547,10 +559,14 @@ impl KubeClusters {
     pub async fn check_region(&self, region: &str) -> Result<String, String> {
         let (key, client) = self.client(region).await.map_err(|e| e.to_string())?;
         let credentials = self.credentials(region);
-        let version = tokio::time::timeout(self.timeout, self.shared.version(&key, &client))
+        let version = self
+            .shared
+            .version(&key, &client, self.timeout)
             .await
-            .map_err(|_| self.no_answer().to_string())?
-            .map_err(|e| classify(e, &credentials, "read the server version").to_string())?;
+            .map_err(|e| match e {
+                Some(e) => classify(e, &credentials, "read the server version").to_string(),
+                None => self.no_answer().to_string(),
+            })?;
         let workloads = &self.spec.workloads;
         let mut groups: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
         for (i, w) in workloads.iter().enumerate() {
@@ -564,35 +580,44 @@ impl KubeClusters {
                 .or_default()
                 .push(i);
         }
+        let (watch_client, client_built) = self
+            .shared
+            .watch_client(&key)
+            .unwrap_or_else(|| (client.clone(), Instant::now()));
+        // Every (namespace, kind) at once: each waits at most the timeout for its list.
+        let seen =
+            futures::future::join_all(groups.into_iter().map(|((namespace, _), members)| {
+                let (key, watch_client, credentials) = (&key, &watch_client, &credentials);
+                async move {
+                    let first = &workloads[members[0]];
+                    let seen = match self.resource(region, first).await {
+                        Ok((_, _, resource)) => {
+                            let names: Vec<&str> = members
+                                .iter()
+                                .map(|&i| workloads[i].name.as_str())
+                                .collect();
+                            let source = crate::views::Source {
+                                access: key,
+                                client: watch_client,
+                                client_built,
+                                credentials,
+                            };
+                            self.shared
+                                .views
+                                .exist(source, &resource, namespace, &names, self.timeout)
+                                .await
+                        }
+                        Err(e) => crate::views::Seen::Failed(e.to_string()),
+                    };
+                    (members, seen)
+                }
+            }))
+            .await;
         // Per workload index: None when it is not found, else what went wrong.
         let mut problems: Vec<(usize, Option<String>)> = Vec::new();
         let mut by_get = Vec::new();
-        let client_built = self.shared.built_at(&key).unwrap_or_else(Instant::now);
-        for ((namespace, _), members) in groups {
-            let first = &workloads[members[0]];
-            let resource = match self.resource(region, first).await {
-                Ok((_, _, resource)) => resource,
-                Err(e) => {
-                    problems.extend(members.iter().map(|&i| (i, Some(e.to_string()))));
-                    continue;
-                }
-            };
-            let names: Vec<&str> = members
-                .iter()
-                .map(|&i| workloads[i].name.as_str())
-                .collect();
-            let source = crate::views::Source {
-                access: &key,
-                client: &client,
-                client_built,
-                credentials: &credentials,
-            };
-            match self
-                .shared
-                .views
-                .exist(source, &resource, namespace, &names, self.timeout)
-                .await
-            {
+        for (members, seen) in seen {
+            match seen {
                 crate::views::Seen::Exists(found) => problems.extend(
                     members
                         .iter()
@@ -1329,7 +1354,7 @@ mod tests {
         let shared = RegionClients::default();
         let key = RegionClients::key("team-a", &region("use1", "use1-kubeconfig"));
         assert!(shared.client(&key).is_none());
-        shared.keep(&key, &client(), 1);
+        shared.keep(&key, &client(), &client(), 1);
         assert!(shared.client(&key).is_some());
         // Another namespace resolves a namespace-less Secret reference elsewhere, and
         // another Secret is another cluster: neither may reuse this client.
@@ -1349,24 +1374,24 @@ mod tests {
         );
         // Rebuilt from the same access, the kept client (its open connections, its kinds)
         // goes on; from other access (a rotated kubeconfig), a new one starts over.
-        shared.keep(&key, &client(), 1);
+        shared.keep(&key, &client(), &client(), 1);
         assert!(shared.kind(&key, "apps/v1/Deployment").is_some());
-        shared.keep(&key, &client(), 2);
+        shared.keep(&key, &client(), &client(), 2);
         assert!(shared.kind(&key, "apps/v1/Deployment").is_none());
         // Credentials about to expire (an exec plugin's) are not kept: the plugin runs again.
         let now = k8s_openapi::jiff::Timestamp::now();
         let expiring =
             client().with_valid_until(Some(now + k8s_openapi::jiff::SignedDuration::from_secs(30)));
-        shared.keep(&key, &expiring, 3);
+        shared.keep(&key, &expiring, &expiring, 3);
         shared.keep_kind(&key, "apps/v1/Deployment", &deployment);
-        shared.keep(&key, &client(), 3);
+        shared.keep(&key, &client(), &client(), 3);
         assert!(shared.kind(&key, "apps/v1/Deployment").is_none());
         let lasting = client().with_valid_until(Some(
             now + k8s_openapi::jiff::SignedDuration::from_secs(3600),
         ));
-        shared.keep(&key, &lasting, 4);
+        shared.keep(&key, &lasting, &lasting, 4);
         shared.keep_kind(&key, "apps/v1/Deployment", &deployment);
-        shared.keep(&key, &client(), 4);
+        shared.keep(&key, &client(), &client(), 4);
         assert!(shared.kind(&key, "apps/v1/Deployment").is_some());
         // Access that stopped working is not served from the cache any more.
         shared.forget(&key);
@@ -1837,6 +1862,8 @@ mod tests {
         let check = || {
             let mut clusters = clusters(port);
             clusters.shared = shared.clone();
+            // Requests time out after 1 s; a quiet watch must outlive that.
+            clusters.timeout = Duration::from_secs(1);
             async move { clusters.check_region("usw2").await }
         };
         let expected = Err(
@@ -1852,7 +1879,19 @@ mod tests {
             assert_eq!(check().await, expected);
         }
         assert_eq!(LISTS.load(SeqCst), 2, "no more lists");
+        // Longer than the request timeout with no watch event: the views still stand.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(check().await, expected);
+        assert_eq!(
+            LISTS.load(SeqCst),
+            2,
+            "the quiet watches outlived the read timeout"
+        );
         assert_eq!(GETS.load(SeqCst), 0, "no workload read one by one");
-        assert_eq!(VERSIONS.load(SeqCst), 1, "the version once for six checks");
+        assert_eq!(
+            VERSIONS.load(SeqCst),
+            1,
+            "the version once for seven checks"
+        );
     }
 }

@@ -175,6 +175,15 @@ async fn measure_replication(
     measured
 }
 
+/// Under rate limits a failover's AWS calls go before plan checks', by plan priority.
+fn failover_priority(plan: &DisasterRecoveryPlan) -> CallPriority {
+    CallPriority {
+        failover: true,
+        plan: plan.spec.call_priority(),
+        mutating: false,
+    }
+}
+
 /// Validates a plan, checks its regions, and writes status; its AWS calls queue behind
 /// failovers' under rate limits, ordered by plan priority among plan checks.
 pub async fn reconcile_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Result<Action> {
@@ -238,7 +247,8 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
 
     // Pending fences are carried out whether or not the plan is valid: a returning region
     // must be fenced all the same.
-    let fencing = crate::fencing::carry_out(&ctx, &plan, &ns);
+    // Fencing a returning region is a failover's work: its calls queue with failovers'.
+    let fencing = failover_priority(&plan).scope(crate::fencing::carry_out(&ctx, &plan, &ns));
     let (ready, ready_reason, ready_message, fences) = if valid {
         if previous.active_region.is_none() {
             let initial = crate::engine::active_region(&plan);
@@ -440,7 +450,10 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
         ctx.config.plan_resync.min(crate::fencing::PENDING_RECHECK)
     };
     // Evaluated after the status above is written; requeued by its interval.
-    let automatic = crate::automatic::reconcile(&ctx, &plan, &ns, valid).await?;
+    // Health signals decide whether to fail over: read with failovers' priority.
+    let automatic = failover_priority(&plan)
+        .scope(crate::automatic::reconcile(&ctx, &plan, &ns, valid))
+        .await?;
     let ready_now = if ready {
         Ok(())
     } else {
@@ -544,12 +557,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     });
     let version = fo.metadata.resource_version.clone();
     let results = ctx.take_results(&uid, &version);
-    // Under rate limits a failover's AWS calls go before plan checks', by plan priority.
-    let priority = CallPriority {
-        failover: true,
-        plan: plan.spec.call_priority(),
-        mutating: false,
-    };
+    let priority = failover_priority(&plan);
     let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
     let pass = priority.scope(runner.pass(siblings, results)).await?;
     ctx.keep_results(&uid, pass.resource_version, pass.results);

@@ -57,18 +57,19 @@ pub async fn read_secret_key(
 }
 
 /// Builds a client for a region's cluster, with a fingerprint of what it was built from
-/// (the kubeconfig and the timeout): the same fingerprint means the same access. The
+/// (the kubeconfig and the timeout): the same fingerprint means the same access. Also a
+/// client for long watches, built from the same access without a read timeout. The
 /// fingerprint is a hash, kept in memory only.
 pub async fn client_for_region(
     mgmt: &Client,
     region: &RegionSpec,
     plan_namespace: &str,
     timeout: Duration,
-) -> Result<(Client, u64), ClusterError> {
+) -> Result<(Client, Client, u64), ClusterError> {
     use std::hash::{Hash, Hasher};
     let Some(secret) = &region.cluster.kubeconfig_secret_ref else {
         // inCluster: the operator's own cluster.
-        return Ok((mgmt.clone(), 0));
+        return Ok((mgmt.clone(), mgmt.clone(), 0));
     };
     let namespace = secret.namespace.as_deref().unwrap_or(plan_namespace);
     let text = read_secret_key(mgmt, namespace, &secret.name, secret.key_or_default()).await?;
@@ -92,16 +93,23 @@ pub async fn client_for_region(
             ))
         })?;
     config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
-    let client = Client::try_from(config).map_err(|e| {
-        ClusterError::Permanent(format!(
-            "cannot build a client from the kubeconfig in Secret {namespace}/{}: {}",
-            secret.name,
-            crate::error::kube_message(&e)
-        ))
-    })?;
-    Ok((client, fingerprint))
+    // Watches stay quiet for minutes: the watch client has no read timeout (the server
+    // ends each watch within 5 minutes, and the plan checks' version probe notices a
+    // cluster that stopped answering).
+    let mut watch_config = config.clone();
+    watch_config.read_timeout = None;
+    config.read_timeout = Some(timeout);
+    let build = |config: Config| {
+        Client::try_from(config).map_err(|e| {
+            ClusterError::Permanent(format!(
+                "cannot build a client from the kubeconfig in Secret {namespace}/{}: {}",
+                secret.name,
+                crate::error::kube_message(&e)
+            ))
+        })
+    };
+    Ok((build(config)?, build(watch_config)?, fingerprint))
 }
 
 /// YAML parse errors can quote the offending input; keep only the first line, which

@@ -56,6 +56,8 @@ type Waiting<Req, Resp> = Vec<(Req, oneshot::Sender<AwsResult<Resp>>, CallPriori
 struct Lane<Req, Resp> {
     queue: Mutex<Waiting<Req, Resp>>,
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// The priority of the call in flight, until it is answered.
+    in_flight: Mutex<Option<CallPriority>>,
 }
 
 /// Queues by key: one call in flight per key, the queue sent together as the next call.
@@ -110,11 +112,22 @@ where
     /// by sending the queue with `send`, which answers each request in order. The call
     /// runs as its own task holding the key's turn, so a caller cancelled meanwhile takes
     /// no one else's answer with it, and a request cancelled while queued is never sent.
+    ///
+    /// A request of higher priority than the call in flight goes out alone at once: that
+    /// call may be waiting behind other calls for a token of Drover's rate limit, and a
+    /// failover's read must not wait behind a plan check's.
     async fn submit<F, Fut>(&self, key: K, request: Req, send: F) -> AwsResult<Resp>
     where
         F: FnOnce(Vec<Req>) -> Fut,
         Fut: Future<Output = Vec<AwsResult<Resp>>> + Send + 'static,
     {
+        let in_flight = locked(&self.lanes)
+            .get(&key)
+            .and_then(|lane| *locked(&lane.in_flight));
+        if in_flight.is_some_and(|p| p < CallPriority::current()) {
+            let answers = send(vec![request]).await;
+            return answers.into_iter().next().unwrap_or_else(|| Err(dropped()));
+        }
         self.submit_holding(key, request, |requests| {
             let call = send(requests);
             async move { (call.await, None) }
@@ -140,6 +153,7 @@ where
                     Arc::new(Lane {
                         queue: Mutex::new(Vec::new()),
                         turn: Arc::new(tokio::sync::Mutex::new(())),
+                        in_flight: Mutex::new(None),
                     })
                 })
                 .clone()
@@ -158,8 +172,12 @@ where
                     let (requests, senders): (Vec<Req>, Vec<_>) =
                         batch.into_iter().map(|(r, tx, _)| (r, tx)).unzip();
                     let call = send(requests);
+                    *locked(&lane.in_flight) = Some(priority);
+                    let flying = lane.clone();
                     tokio::spawn(priority.scope(async move {
                         let (answers, hold) = call.await;
+                        *locked(&flying.in_flight) = None;
+                        drop(flying);
                         // Free before answering when nothing holds it: an answered caller
                         // then finds the key idle.
                         let turn = if hold.is_some() { Some(turn) } else { drop(turn); None };
@@ -930,20 +948,65 @@ mod tests {
             }))
         };
         let check = CallPriority::default();
+        let mid = CallPriority { plan: 500, ..check };
         let urgent = CallPriority {
             failover: true,
             plan: 900,
             mutating: false,
         };
-        let first = ask(check);
+        // The call in flight has the highest priority, so the others queue behind it.
+        let first = ask(urgent);
         settle(|| lanes.lanes.lock().is_ok_and(|l| l.contains_key("zone"))).await;
         let queued_check = ask(check);
-        let queued_urgent = ask(urgent);
+        let queued_mid = ask(mid);
         settle(|| queued(&lanes, &"zone") == 2).await;
         gate.add_permits(2);
-        assert_eq!(first.await.expect("task").expect("answer"), check);
-        assert_eq!(queued_check.await.expect("task").expect("answer"), urgent);
-        assert_eq!(queued_urgent.await.expect("task").expect("answer"), urgent);
+        assert_eq!(first.await.expect("task").expect("answer"), urgent);
+        assert_eq!(queued_check.await.expect("task").expect("answer"), mid);
+        assert_eq!(queued_mid.await.expect("task").expect("answer"), mid);
+    }
+
+    /// A failover's read does not wait behind a plan check's call in flight (which may be
+    /// waiting for a token): it goes out alone at once.
+    #[tokio::test]
+    async fn a_higher_priority_read_does_not_wait_behind_a_call_in_flight() {
+        let lanes: Arc<Lanes<&str, u8, u8>> = Arc::new(Lanes::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let ask = |priority: CallPriority, request: u8| {
+            let (lanes, gate) = (lanes.clone(), gate.clone());
+            tokio::spawn(priority.scope(async move {
+                lanes
+                    .submit("region", request, move |requests| async move {
+                        // The plan check's call is held; any other answers at once.
+                        if requests.contains(&0) {
+                            gate.acquire().await.expect("gate open").forget();
+                        }
+                        requests.into_iter().map(Ok).collect()
+                    })
+                    .await
+            }))
+        };
+        let check = ask(CallPriority::default(), 0);
+        settle(|| {
+            locked(&lanes.lanes)
+                .get("region")
+                .is_some_and(|l| locked(&l.in_flight).is_some())
+        })
+        .await;
+        let failover = CallPriority {
+            failover: true,
+            plan: 0,
+            mutating: false,
+        };
+        let urgent = ask(failover, 1);
+        assert_eq!(urgent.await.expect("task").expect("answer"), 1);
+        assert!(!check.is_finished(), "the plan check's call is still held");
+        // Another plan check's read waits for the next call, as before.
+        let later = ask(CallPriority::default(), 2);
+        settle(|| queued(&lanes, &"region") == 1).await;
+        gate.add_permits(1);
+        assert_eq!(check.await.expect("task").expect("answer"), 0);
+        assert_eq!(later.await.expect("task").expect("answer"), 2);
     }
 
     #[tokio::test]

@@ -28,6 +28,8 @@ const UNUSED_FOR: Duration = Duration::from_secs(600);
 const RETRY_FORBIDDEN_AFTER: Duration = Duration::from_secs(300);
 /// Views kept at most; past this the least recently used go.
 const MAX_VIEWS: usize = 1024;
+/// A view still on its first list after this long is started again (a list that hangs).
+const LISTING_GIVES_UP: Duration = Duration::from_secs(60);
 /// Names one view holds at most: a namespace with more is read by GET instead.
 const MAX_NAMES: usize = 100_000;
 
@@ -90,6 +92,7 @@ impl View {
         match self.current() {
             ViewState::Failed(_) => true,
             ViewState::NotWatchable => self.started.elapsed() >= RETRY_FORBIDDEN_AFTER,
+            ViewState::Listing if self.started.elapsed() >= LISTING_GIVES_UP => true,
             ViewState::Listing | ViewState::Live => self.client_built != client_built,
         }
     }
