@@ -568,55 +568,69 @@ impl KubeClusters {
                 None => self.no_answer().to_string(),
             })?;
         let workloads = &self.spec.workloads;
-        let mut groups: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
+        let mut kinds: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, w) in workloads.iter().enumerate() {
             let kind = format!(
                 "{}/{}",
                 w.effective_api_version().unwrap_or_default(),
                 w.kind
             );
-            groups
-                .entry((w.namespace.as_str(), kind))
-                .or_default()
-                .push(i);
+            kinds.entry(kind).or_default().push(i);
         }
         let (watch_client, client_built) = self
             .shared
             .watch_client(&key)
             .unwrap_or_else(|| (client.clone(), Instant::now()));
-        // Every (namespace, kind) at once: each waits at most the timeout for its list.
-        let seen =
-            futures::future::join_all(groups.into_iter().map(|((namespace, _), members)| {
-                let (key, watch_client, credentials) = (&key, &watch_client, &credentials);
+        let source = || crate::views::Source {
+            access: &key,
+            client: &watch_client,
+            client_built,
+            credentials: &credentials,
+        };
+        // Every kind at once, each from one view across namespaces; where the credentials
+        // may only list per namespace, from a view per namespace. Each waits at most the
+        // timeout for its list.
+        let seen = futures::future::join_all(kinds.into_values().map(|members| async move {
+            let resource = match self.resource(region, &workloads[members[0]]).await {
+                Ok((_, _, resource)) => resource,
+                Err(e) => return vec![(members, crate::views::Seen::Failed(e.to_string()))],
+            };
+            let objects = |members: &[usize]| -> Vec<(&str, &str)> {
+                members
+                    .iter()
+                    .map(|&i| (workloads[i].namespace.as_str(), workloads[i].name.as_str()))
+                    .collect()
+            };
+            let views = &self.shared.views;
+            let all = views
+                .exist(source(), &resource, None, &objects(&members), self.timeout)
+                .await;
+            if all != crate::views::Seen::NotWatchable {
+                return vec![(members, all)];
+            }
+            let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            for &i in &members {
+                by_namespace
+                    .entry(&workloads[i].namespace)
+                    .or_default()
+                    .push(i);
+            }
+            futures::future::join_all(by_namespace.into_iter().map(|(ns, members)| {
+                let (resource, objects) = (&resource, objects(&members));
                 async move {
-                    let first = &workloads[members[0]];
-                    let seen = match self.resource(region, first).await {
-                        Ok((_, _, resource)) => {
-                            let names: Vec<&str> = members
-                                .iter()
-                                .map(|&i| workloads[i].name.as_str())
-                                .collect();
-                            let source = crate::views::Source {
-                                access: key,
-                                client: watch_client,
-                                client_built,
-                                credentials,
-                            };
-                            self.shared
-                                .views
-                                .exist(source, &resource, namespace, &names, self.timeout)
-                                .await
-                        }
-                        Err(e) => crate::views::Seen::Failed(e.to_string()),
-                    };
+                    let seen = views
+                        .exist(source(), resource, Some(ns), &objects, self.timeout)
+                        .await;
                     (members, seen)
                 }
             }))
-            .await;
+            .await
+        }))
+        .await;
         // Per workload index: None when it is not found, else what went wrong.
         let mut problems: Vec<(usize, Option<String>)> = Vec::new();
         let mut by_get = Vec::new();
-        for (members, seen) in seen {
+        for (members, seen) in seen.into_iter().flatten() {
             match seen {
                 crate::views::Seen::Exists(found) => problems.extend(
                     members
@@ -1781,19 +1795,26 @@ mod tests {
     }
 
     /// Requests the watched member below has answered, by kind of request.
-    static LISTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    static GETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    static VERSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    #[derive(Default)]
+    struct Asked {
+        lists: std::sync::atomic::AtomicUsize,
+        gets: std::sync::atomic::AtomicUsize,
+        versions: std::sync::atomic::AtomicUsize,
+    }
 
     /// A member API server that serves lists and holds watches open, as kube-apiserver
     /// does, and counts what it was asked.
-    async fn watched_member() -> u16 {
+    async fn watched_member(cluster_wide: bool) -> (u16, Arc<Asked>) {
+        let asked = Arc::new(Asked::default());
+        let counts = asked.clone();
         use std::sync::atomic::Ordering::SeqCst;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
         let port = listener.local_addr().expect("bound").port();
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let asked = counts.clone();
+            async move {
             let json = |body: serde_json::Value| {
                 (
                     axum::http::StatusCode::OK,
@@ -1804,7 +1825,7 @@ mod tests {
             let query = uri.query().unwrap_or_default();
             match uri.path() {
                 "/version" => {
-                    VERSIONS.fetch_add(1, SeqCst);
+                    asked.versions.fetch_add(1, SeqCst);
                     json(serde_json::json!({"major": "1", "minor": "20",
                         "gitVersion": "v1.20.2", "gitCommit": "", "gitTreeState": "",
                         "buildDate": "", "goVersion": "", "compiler": "", "platform": ""}))
@@ -1821,8 +1842,14 @@ mod tests {
                     futures::future::pending::<()>().await;
                     unreachable!("a pending future never finishes")
                 }
+                // The credentials may list only within namespaces, unless `cluster_wide`.
+                path if !cluster_wide && !path.contains("/namespaces/") => (
+                    axum::http::StatusCode::FORBIDDEN,
+                    [("content-type", "application/json")],
+                    status(403, "Forbidden", "cannot list at the cluster scope"),
+                ),
                 path if path.ends_with("/deployments") => {
-                    LISTS.fetch_add(1, SeqCst);
+                    asked.lists.fetch_add(1, SeqCst);
                     let item = |name: &str| {
                         serde_json::json!({"metadata": {"name": name, "namespace": "shop"}})
                     };
@@ -1832,13 +1859,13 @@ mod tests {
                         "items": [item("web"), item("orders-writer")]}))
                 }
                 path if path.ends_with("/cronjobs") => {
-                    LISTS.fetch_add(1, SeqCst);
+                    asked.lists.fetch_add(1, SeqCst);
                     json(serde_json::json!({
                         "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
                         "metadata": {"resourceVersion": "7"}, "items": []}))
                 }
                 _ => {
-                    GETS.fetch_add(1, SeqCst);
+                    asked.gets.fetch_add(1, SeqCst);
                     (
                         axum::http::StatusCode::NOT_FOUND,
                         [("content-type", "application/json")],
@@ -1846,52 +1873,49 @@ mod tests {
                     )
                 }
             }
+            }
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
-        port
+        (port, asked)
     }
 
-    /// Plan checks read existence from one watched view per namespace and kind: the first
-    /// check lists each kind once; later checks, of this plan or any other with the same
-    /// access, ask nothing but (at most every 10 s) the version. Missing ones are named.
+    /// Plan checks read existence from one watched view per kind (across namespaces, or
+    /// per namespace where the credentials may only list there): the first check lists
+    /// each kind once; later checks, of this plan or any other with the same access, ask
+    /// nothing but (at most every 10 s) the version. Missing ones are named.
     #[tokio::test]
-    async fn plan_checks_share_one_watched_list_per_namespace_and_kind() {
+    async fn plan_checks_share_one_watched_list_per_kind() {
         use std::sync::atomic::Ordering::SeqCst;
-        let port = watched_member().await;
-        let shared = Arc::new(RegionClients::default());
-        let check = || {
-            let mut clusters = clusters(port);
-            clusters.shared = shared.clone();
-            // Requests time out after 1 s; a quiet watch must outlive that.
-            clusters.timeout = Duration::from_secs(1);
-            async move { clusters.check_region("usw2").await }
-        };
-        let expected = Err(
-            "Deployment shop/cron not found; CronJob shop/nightly-report not found".to_string(),
-        );
-        assert_eq!(check().await, expected);
-        assert_eq!(
-            LISTS.load(SeqCst),
-            2,
-            "deployments and cronjobs of shop, once each"
-        );
-        for _ in 0..5 {
+        for cluster_wide in [true, false] {
+            let (port, asked) = watched_member(cluster_wide).await;
+            let shared = Arc::new(RegionClients::default());
+            let check = || {
+                let mut clusters = clusters(port);
+                clusters.shared = shared.clone();
+                // Requests time out after 1 s; a quiet watch must outlive that.
+                clusters.timeout = Duration::from_secs(1);
+                async move { clusters.check_region("usw2").await }
+            };
+            let expected = Err(
+                "Deployment shop/cron not found; CronJob shop/nightly-report not found".to_string(),
+            );
             assert_eq!(check().await, expected);
+            let lists = || asked.lists.load(SeqCst);
+            assert_eq!(lists(), 2, "deployments and cronjobs, once each");
+            for _ in 0..5 {
+                assert_eq!(check().await, expected);
+            }
+            assert_eq!(lists(), 2, "no more lists");
+            // Longer than the request timeout with no watch event: the views still stand.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(check().await, expected);
+            assert_eq!(lists(), 2, "the quiet watches outlived the read timeout");
+            assert_eq!(asked.gets.load(SeqCst), 0, "no workload read one by one");
+            assert_eq!(
+                asked.versions.load(SeqCst),
+                1,
+                "the version once for 7 checks"
+            );
         }
-        assert_eq!(LISTS.load(SeqCst), 2, "no more lists");
-        // Longer than the request timeout with no watch event: the views still stand.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(check().await, expected);
-        assert_eq!(
-            LISTS.load(SeqCst),
-            2,
-            "the quiet watches outlived the read timeout"
-        );
-        assert_eq!(GETS.load(SeqCst), 0, "no workload read one by one");
-        assert_eq!(
-            VERSIONS.load(SeqCst),
-            1,
-            "the version once for seven checks"
-        );
     }
 }

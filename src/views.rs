@@ -2,8 +2,9 @@
 //!
 //! A plan check asks whether each workload exists in each region. With hundreds of plans
 //! sharing a few member clusters, a GET per workload per plan per check is tens of
-//! thousands of requests a minute. One metadata-only watch per cluster access, namespace
-//! and kind answers all of them from memory. Only the plan checks read here: a failover
+//! thousands of requests a minute. One metadata-only watch per cluster access and kind
+//! (across namespaces, or per namespace where the credentials may only list there)
+//! answers all of them from memory. Only the plan checks read here: a failover
 //! acts on what a GET answers at that moment.
 //!
 //! A view lives while plans use it. On any watch failure it is dropped and the next check
@@ -30,7 +31,7 @@ const RETRY_FORBIDDEN_AFTER: Duration = Duration::from_secs(300);
 const MAX_VIEWS: usize = 1024;
 /// A view still on its first list after this long is started again (a list that hangs).
 const LISTING_GIVES_UP: Duration = Duration::from_secs(60);
-/// Names one view holds at most: a namespace with more is read by GET instead.
+/// Names one view holds at most: a scope with more is read by GET instead.
 const MAX_NAMES: usize = 100_000;
 
 /// What a view knows.
@@ -57,11 +58,12 @@ pub enum Seen {
     NotWatchable,
 }
 
-/// Which view: the cluster access (as `RegionClients` keys it), the namespace and the kind.
+/// Which view: the cluster access (as `RegionClients` keys it), the namespace (None: all)
+/// and the kind.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ViewKey {
     access: String,
-    namespace: String,
+    namespace: Option<String>,
     resource: String,
 }
 
@@ -98,7 +100,7 @@ impl View {
     }
 }
 
-/// The shared views, one per cluster access, namespace and kind.
+/// The shared views, one per cluster access, scope and kind.
 #[derive(Default)]
 pub struct ClusterViews {
     views: Mutex<HashMap<ViewKey, Arc<View>>>,
@@ -114,14 +116,15 @@ pub struct Source<'a> {
 }
 
 impl ClusterViews {
-    /// Whether each of `names` exists in `namespace`, from the shared view of that kind,
-    /// waiting at most `wait` for its first list.
+    /// Whether each of `objects` (namespace, name) exists, from the shared view of that
+    /// kind in `namespace` (None: every namespace), waiting at most `wait` for its first
+    /// list.
     pub async fn exist(
         &self,
         source: Source<'_>,
         resource: &ApiResource,
-        namespace: &str,
-        names: &[&str],
+        namespace: Option<&str>,
+        objects: &[(&str, &str)],
         wait: Duration,
     ) -> Seen {
         let view = self.view(&source, resource, namespace);
@@ -133,15 +136,21 @@ impl ClusterViews {
                 let Ok(known) = view.names.read() else {
                     return Seen::Failed("the view of this kind was poisoned".into());
                 };
-                Seen::Exists(names.iter().map(|n| known.contains(*n)).collect())
+                Seen::Exists(
+                    objects
+                        .iter()
+                        .map(|(ns, name)| known.contains(&format!("{ns}/{name}")))
+                        .collect(),
+                )
             }
             ViewState::Failed(why) => Seen::Failed(why),
             ViewState::NotWatchable => Seen::NotWatchable,
             ViewState::Listing => {
                 debug_assert!(settled.is_err());
                 Seen::Failed(format!(
-                    "listing {} in namespace {namespace} took longer than {}",
+                    "listing {}{} took longer than {}",
                     crate::clusters::resource_name(resource),
+                    scope(namespace),
                     humantime::format_duration(wait)
                 ))
             }
@@ -156,10 +165,15 @@ impl ClusterViews {
         }
     }
 
-    fn view(&self, source: &Source<'_>, resource: &ApiResource, namespace: &str) -> Arc<View> {
+    fn view(
+        &self,
+        source: &Source<'_>,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+    ) -> Arc<View> {
         let key = ViewKey {
             access: source.access.to_string(),
-            namespace: namespace.to_string(),
+            namespace: namespace.map(str::to_string),
             resource: format!(
                 "{}/{}",
                 resource.api_version,
@@ -191,23 +205,37 @@ impl ClusterViews {
     }
 }
 
-/// Starts watching the names of one kind in one namespace.
-fn start(source: &Source<'_>, resource: &ApiResource, namespace: &str) -> View {
-    let api: Api<PartialObjectMeta<DynamicObject>> =
-        Api::namespaced_with(source.client.clone(), namespace, resource);
+/// " in namespace NS", or " in all namespaces", for sentences.
+fn scope(namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!(" in namespace {ns}"),
+        None => " in all namespaces".into(),
+    }
+}
+
+/// Starts watching the names ("namespace/name") of one kind in one namespace or all.
+fn start(source: &Source<'_>, resource: &ApiResource, namespace: Option<&str>) -> View {
+    let api: Api<PartialObjectMeta<DynamicObject>> = match namespace {
+        Some(ns) => Api::namespaced_with(source.client.clone(), ns, resource),
+        None => Api::all_with(source.client.clone(), resource),
+    };
     let (state_tx, state_rx) = watch::channel(ViewState::Listing);
     let names = Arc::new(RwLock::new(HashSet::new()));
     let credentials = source.credentials.to_string();
     let action = format!(
-        "list and watch {} in namespace {namespace}",
-        crate::clusters::resource_name(resource)
+        "list and watch {}{}",
+        crate::clusters::resource_name(resource),
+        scope(namespace)
     );
-    let stream = watcher(api, watcher::Config::default()).map(|event| {
+    let id = |o: PartialObjectMeta<DynamicObject>| {
+        format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
+    };
+    let stream = watcher(api, watcher::Config::default()).map(move |event| {
         event.map(|e| match e {
-            watcher::Event::Apply(o) => watcher::Event::Apply(o.name_any()),
-            watcher::Event::Delete(o) => watcher::Event::Delete(o.name_any()),
+            watcher::Event::Apply(o) => watcher::Event::Apply(id(o)),
+            watcher::Event::Delete(o) => watcher::Event::Delete(id(o)),
             watcher::Event::Init => watcher::Event::Init,
-            watcher::Event::InitApply(o) => watcher::Event::InitApply(o.name_any()),
+            watcher::Event::InitApply(o) => watcher::Event::InitApply(id(o)),
             watcher::Event::InitDone => watcher::Event::InitDone,
         })
     });

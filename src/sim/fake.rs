@@ -166,6 +166,9 @@ pub struct World {
     /// How long RDS describe keeps showing an instance as before its promotion call.
     pub describe_lag: Duration,
     pub db_count: usize,
+    /// Drover's own AWS rate limit, tight, in some schedules: every AWS call first waits
+    /// for a token, and a backed-up bucket refuses it as transient.
+    pub limiter: Option<Arc<crate::ratelimit::Limiter>>,
     /// FailoverApprovals created so far, with when.
     pub approvals: Vec<(Instant, FailoverApproval)>,
     pub reprotect: ReprotectWorld,
@@ -472,7 +475,20 @@ macro_rules! effect {
 
 /// `effect!` for the AWS fake: its errors as AWS SDK errors.
 macro_rules! aws_effect {
-    ($world:expr, $region:expr, |$w:ident| $body:expr) => {
+    ($world:expr, $region:expr, |$w:ident| $body:expr) => {{
+        let limiter = lock($world).limiter.clone();
+        if let Some(limiter) = limiter {
+            let region: Option<&str> = $region;
+            let key = crate::ratelimit::BucketKey {
+                service: "sim".into(),
+                region: region.unwrap_or("global").into(),
+                access_key: "sim".into(),
+            };
+            let priority = crate::ratelimit::CallPriority::current();
+            if let Err(backlogged) = limiter.acquire(&key, priority).await {
+                return Err(aws_err(AwsErrorKind::Transient)(backlogged.to_string()));
+            }
+        }
         effect!(
             $world,
             $region,
@@ -480,7 +496,7 @@ macro_rules! aws_effect {
             aws_err(AwsErrorKind::Transient),
             |$w| $body
         )
-    };
+    }};
 }
 
 fn aws_err(kind: AwsErrorKind) -> impl Fn(String) -> AwsError {

@@ -279,6 +279,23 @@ fn draw_step_durations(rng: &mut fastrand::Rng) -> Vec<crate::api::StepDurations
     durations
 }
 
+/// A tight AWS rate limit for a third of the schedules (drawn apart from the schedule's
+/// own random numbers, which it leaves as they were).
+fn rate_limit(seed: u64) -> Option<Arc<crate::ratelimit::Limiter>> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x05EE_D0F1_1317);
+    if rng.u8(0..3) != 0 {
+        return None;
+    }
+    let limit = crate::ratelimit::RateLimit {
+        per_second: rng.u32(1..20) as f64,
+        burst: rng.u32(1..10) as f64,
+    };
+    Some(Arc::new(crate::ratelimit::Limiter::new(
+        std::collections::HashMap::from([("sim".to_string(), limit)]),
+        Arc::default(),
+    )))
+}
+
 fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
     let mut rng = fastrand::Rng::with_seed(seed);
     let t0 = Instant::now();
@@ -383,6 +400,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         gate_max: sc.gate_max(),
         describe_lag,
         db_count: sc.aurora.len(),
+        limiter: rate_limit(seed),
         approvals: Vec::new(),
         reprotect: Default::default(),
     }
