@@ -205,7 +205,9 @@ impl Bucket {
         if self.queue.is_empty() {
             return None;
         }
-        Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        // At least a millisecond: a wait rounded down to nothing would spin without
+        // letting the clock move.
+        Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate).max(Duration::from_millis(1)))
     }
 
     /// A throttling answer: half the rate, down to a sixteenth of the limit.
