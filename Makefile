@@ -26,7 +26,7 @@ bench: deps build
 	cargo build --release
 	$(PYTHON) e2e/sandbox.py down >/dev/null
 	$(PYTHON) e2e/sandbox.py up
-	$(PYTHON) e2e/bench.py --runs $(or $(RUNS),3) --binary target/release/drover; status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
+	$(PYTHON) e2e/bench.py --runs $(or $(RUNS),3) $(if $(LEARN),--learn) --binary $(or $(BINARY),target/release/drover); status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
 
 # Mass failover (issue 11): one plan alone, then PLANS plans at once (default 50), on a
 # fresh sandbox; prints wall times and AWS calls per service for BENCHMARKS.md.

@@ -13,7 +13,11 @@ fixed emulated delays, RUNS times, and reports per run:
 Then it performs the same steps as a plain sequential runbook (the same calls one after
 another, polling every 250 ms) and reports the ratio Drover / runbook.
 
-    bench.py [--runs N] [--binary PATH]      (expects `e2e/sandbox.py up`; starts its own operator)
+    bench.py [--runs N] [--learn] [--binary PATH]
+        (expects `e2e/sandbox.py up`; starts its own operator). With --learn, runs after the
+        first start from the step durations the previous run's plan learned (status
+        .stepDurations), as one plan failing over again would: describes per wait then
+        show the learned polling.
 """
 
 import argparse
@@ -150,10 +154,18 @@ class FenceWatch:
         return self.gone_at - self.scaled_at
 
 
-def drover_run(name):
+PLANS = "/apis/drover.io/v1alpha1/namespaces/drover-system/disasterrecoveryplans"
+
+
+def drover_run(name, learned=None):
+    """One failover of a fresh plan; `learned` (a plan's status.stepDurations from an
+    earlier run) is set on it first, as if it were the same plan failing over again."""
     plan = seed_plan(name)
     kubectl("apply", "-f", "-", stdin=json.dumps(plan))
     wait(f"plan {name} Ready", lambda: plan_ready(name))
+    if learned:
+        nodesim.Cluster(str(STATE / "mgmt" / "admin.kubeconfig")).call(
+            "PATCH", f"{PLANS}/{name}/status", {"status": {"stepDurations": learned}})
     # Let the readiness emulator settle the seeded workloads first.
     time.sleep(2 * READY)
     fence = FenceWatch(name, [w["name"] for w in plan["spec"]["workloads"]
@@ -314,6 +326,8 @@ class Runbook:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--learn", action="store_true",
+                        help="give each run's plan the step durations the previous run's plan learned")
     parser.add_argument("--binary", default=str(ROOT / "target" / "debug" / "drover"),
                         help="the drover binary to run (make bench uses the release build)")
     args = parser.parse_args()
@@ -336,8 +350,13 @@ def main():
         critical_fixed = GRACE + max(READY, PROMOTION, SWITCHOVER) + DNS_SYNC
         rows, runbook_times = [], []
         stamp = int(time.time()) % 100000
+        learned = None
         for i in range(args.runs):
-            status, total_calls, mutating, waits, fence = drover_run(f"bench{stamp}-{i}")
+            status, total_calls, mutating, waits, fence = drover_run(f"bench{stamp}-{i}", learned)
+            if args.learn:
+                mgmt = nodesim.Cluster(str(STATE / "mgmt" / "admin.kubeconfig"))
+                learned = wait("the plan to learn its step durations", lambda: (
+                    mgmt.call("GET", f"{PLANS}/bench{stamp}-{i}").get("status", {}).get("stepDurations")))
             fence_wait = fence.wait()
             rto = status["timings"]["totalSeconds"]
             slacks = [w["slack"] for w in waits if w["slack"] is not None]
@@ -368,7 +387,9 @@ def main():
             time.sleep(2 * READY)
             runbook_times.append(Runbook(rb_name, plan).run())
             print(f"run {i + 1}: drover RTO {rto:.2f}s, overhead {rto - critical:.2f}s, "
-                  f"slack max {max(slacks):.2f}s, AWS calls {total_calls} ({mutating} mutating); "
+                  f"slack max {max(slacks):.2f}s, describes per wait {describes}, "
+                  f"waits {[round(w['wait'] or 0, 2) for w in waits]}s, "
+                  f"AWS calls {total_calls} ({mutating} mutating); "
                   f"runbook {runbook_times[-1]:.2f}s", flush=True)
         med = lambda xs: statistics.median(xs)  # noqa: E731
         rto = med([r["rto"] for r in rows])
