@@ -602,10 +602,13 @@ impl KubeClusters {
                     .collect()
             };
             let views = &self.shared.views;
+            // Half the timeout each, so a list across a large cluster that is still running
+            // (or failed) falls back to the namespaces' own within the check's time.
+            let wait = self.timeout / 2;
             let all = views
-                .exist(source(), &resource, None, &objects(&members), self.timeout)
+                .exist(source(), &resource, None, &objects(&members), wait)
                 .await;
-            if all != crate::views::Seen::NotWatchable {
+            if matches!(all, crate::views::Seen::Exists(_)) {
                 return vec![(members, all)];
             }
             let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -619,7 +622,7 @@ impl KubeClusters {
                 let (resource, objects) = (&resource, objects(&members));
                 async move {
                     let seen = views
-                        .exist(source(), resource, Some(ns), &objects, self.timeout)
+                        .exist(source(), resource, Some(ns), &objects, wait)
                         .await;
                     (members, seen)
                 }

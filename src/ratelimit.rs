@@ -375,6 +375,28 @@ impl Limiter {
         }
     }
 
+    /// Seconds calls have waited for tokens, in all (as the metric counts them).
+    pub fn waited(&self) -> f64 {
+        let mut total = 0.0;
+        for service in [
+            "route53",
+            "rds",
+            "cloudwatch",
+            "secretsmanager",
+            "ecr",
+            "other",
+        ] {
+            // One label at a time: the family's guard must be gone before the next lookup.
+            let waited = self
+                .metrics
+                .aws_rate_limit_wait
+                .get_or_create(&AwsWaitLabels { service })
+                .get();
+            total += waited;
+        }
+        total
+    }
+
     /// The rate a bucket allows now (for tests and the benchmark).
     pub fn rate(&self, key: &BucketKey) -> Option<f64> {
         self.buckets().get(key).map(|b| b.rate)

@@ -104,7 +104,12 @@ impl View {
 #[derive(Default)]
 pub struct ClusterViews {
     views: Mutex<HashMap<ViewKey, Arc<View>>>,
+    /// When unused views were last stopped.
+    swept: Mutex<Option<Instant>>,
 }
+
+/// How often unused views are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Where a view reads: the client, when it was built, and the cluster access it stands for.
 pub struct Source<'a> {
@@ -184,6 +189,16 @@ impl ClusterViews {
             Ok(v) => v,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let sweep = self.swept.lock().is_ok_and(|mut swept| {
+            let due = swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+            if due {
+                *swept = Some(Instant::now());
+            }
+            due
+        });
+        if sweep {
+            views.retain(|_, v| v.last_used.lock().is_ok_and(|u| u.elapsed() < UNUSED_FOR));
+        }
         if let Some(v) = views.get(&key).filter(|v| !v.stale(source.client_built)) {
             if let Ok(mut used) = v.last_used.lock() {
                 *used = Instant::now();

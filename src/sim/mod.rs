@@ -287,8 +287,9 @@ fn rate_limit(seed: u64) -> Option<Arc<crate::ratelimit::Limiter>> {
         return None;
     }
     let limit = crate::ratelimit::RateLimit {
-        per_second: rng.u32(1..20) as f64,
-        burst: rng.u32(1..10) as f64,
+        // 0.2 to 3 calls a second: tight enough that calls queue and some are refused.
+        per_second: rng.u32(1..16) as f64 / 5.0,
+        burst: rng.u32(1..6) as f64,
     };
     Some(Arc::new(crate::ratelimit::Limiter::new(
         std::collections::HashMap::from([("sim".to_string(), limit)]),
@@ -477,6 +478,8 @@ struct Report {
     violations: Vec<String>,
     runs: usize,
     effects: u64,
+    /// Seconds AWS calls waited for the schedule's rate limit, if it had one.
+    rate_limited: Option<f64>,
 }
 
 fn terminal(status: &FailoverStatus) -> bool {
@@ -587,7 +590,13 @@ impl Process {
                 RETRY_AFTER,
             );
             lock(&self.shared).passes += 1;
-            runner.pass(Vec::new(), results).await
+            // As the controller runs it: a failover's calls, at the plan's priority.
+            let priority = crate::ratelimit::CallPriority {
+                failover: true,
+                plan: 0,
+                mutating: false,
+            };
+            priority.scope(runner.pass(Vec::new(), results)).await
         }
     }
 }
@@ -689,6 +698,7 @@ async fn simulate(seed: u64, trace: bool) -> Report {
         runs,
         effects: w.effects,
         passes: w.passes,
+        rate_limited: w.limiter.as_ref().map(|l| l.waited()),
     }
 }
 
@@ -952,6 +962,20 @@ fn simulation() {
         .take(10)
         .collect();
     println!("unfinished (first 10): {unfinished:?}");
+    // The rate-limited schedules are not vacuous: calls did wait for tokens.
+    let limited: Vec<f64> = reports.iter().filter_map(|(_, r)| r.rate_limited).collect();
+    let waited = limited.iter().filter(|w| **w > 0.0).count();
+    println!(
+        "rate-limited schedules: {}, of which calls waited in {waited}",
+        limited.len()
+    );
+    if reports.len() >= 100 {
+        assert!(
+            waited * 4 >= limited.len(),
+            "{waited} of {} rate-limited schedules waited",
+            limited.len()
+        );
+    }
     done.assert_passed("DROVER_SIM_SEED=<seed> cargo test --lib sim -- --nocapture");
 }
 
