@@ -249,7 +249,7 @@ mod tests {
             config.aws_rate_limits.get("route53"),
             Some(&RateLimit {
                 per_second: 4.0,
-                burst: 5.0
+                burst: 4.0
             })
         );
         for (yaml, said) in [
