@@ -205,7 +205,6 @@ impl ClusterViews {
             }
             return v.clone();
         }
-        views.retain(|_, v| v.last_used.lock().is_ok_and(|u| u.elapsed() < UNUSED_FOR));
         if views.len() >= MAX_VIEWS
             && let Some(oldest) = views
                 .iter()
