@@ -37,6 +37,8 @@ pub struct Context {
     /// resourceVersion that pass left. The next pass uses them only if nothing else wrote
     /// since; after a restart they are gone, and that pass observes before it acts.
     pass_results: std::sync::Mutex<HashMap<String, KeptResults>>,
+    /// Per Failover: its awaited promotions as last described (`PromotionLook`).
+    promotion_looks: std::sync::Mutex<HashMap<String, crate::runner::PromotionLook>>,
     /// Region-cluster clients, shared by plan checks, fencing and Failovers.
     region_clients: Arc<RegionClients>,
 }
@@ -68,6 +70,7 @@ impl Context {
             metrics,
             recorder,
             pass_results: Default::default(),
+            promotion_looks: Default::default(),
             region_clients: Default::default(),
         }
     }
@@ -118,9 +121,33 @@ impl Context {
         }
     }
 
+    /// The last description of a Failover's awaited promotions, if one is kept.
+    pub fn take_promotion_look(&self, failover_uid: &str) -> Option<crate::runner::PromotionLook> {
+        self.promotion_looks.lock().ok()?.remove(failover_uid)
+    }
+
+    /// Keeps a pass's description of its awaited promotions for the next pass.
+    pub fn keep_promotion_look(
+        &self,
+        failover_uid: &str,
+        look: Option<crate::runner::PromotionLook>,
+    ) {
+        let Some(look) = look else { return };
+        if let Ok(mut kept) = self.promotion_looks.lock() {
+            // Bounded: Failovers deleted mid-flight never reach a terminal pass.
+            if kept.len() >= MAX_KEPT_FAILOVERS {
+                kept.clear();
+            }
+            kept.insert(failover_uid.to_string(), look);
+        }
+    }
+
     /// Drops what was kept for a Failover that ended.
     pub fn forget_failover(&self, failover_uid: &str) {
         if let Ok(mut kept) = self.pass_results.lock() {
+            kept.remove(failover_uid);
+        }
+        if let Ok(mut kept) = self.promotion_looks.lock() {
             kept.remove(failover_uid);
         }
     }

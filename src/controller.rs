@@ -559,8 +559,10 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     let results = ctx.take_results(&uid, &version);
     let priority = failover_priority(&plan);
     let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
-    let pass = priority.scope(runner.pass(siblings, results)).await?;
+    let look = ctx.take_promotion_look(&uid);
+    let pass = priority.scope(runner.pass(siblings, results, look)).await?;
     ctx.keep_results(&uid, pass.resource_version, pass.results);
+    ctx.keep_promotion_look(&uid, pass.promotion_look);
     Ok(match pass.requeue {
         None => {
             ctx.forget_failover(&uid);

@@ -13,8 +13,8 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use crate::api::{
-    ConfigSpec, DatabaseSpec, DisasterRecoveryPlan, Failover, FailoverMode, FailoverPhase,
-    FailoverStatus, LastFailover, UnplannedMove,
+    ConfigSpec, DatabaseSpec, DatabaseState, DisasterRecoveryPlan, Failover, FailoverMode,
+    FailoverPhase, FailoverStatus, LastFailover, UnplannedMove,
 };
 use crate::aws::{Aws, AwsError, AwsErrorKind, WriterMove, parse_ecr_image};
 use crate::clusters::{ClusterError, Clusters};
@@ -71,6 +71,40 @@ pub struct Pass {
     pub results: Vec<EffectResult>,
     /// The Failover's resourceVersion after this pass; the results belong to it.
     pub resource_version: Option<String>,
+    /// For the next pass: the databases awaited after their promotion request, as last
+    /// described, and when they are next due.
+    pub promotion_look: Option<PromotionLook>,
+}
+
+/// The last description of databases whose promotion request was answered, and when they
+/// are next worth describing (`Decision::promotions_next_look`). Passes that come sooner,
+/// for a warm-up running alongside, decide on it instead of describing them again: for a
+/// requested promotion, an older description only ever means waiting a little longer.
+#[derive(Clone, Debug)]
+pub struct PromotionLook {
+    due: SystemTime,
+    seen: HashMap<String, Seen<DbSeen>>,
+}
+
+/// A pass this close to a look's due time describes the databases anyway: the timer that
+/// woke it may fire a little early.
+const LOOK_EARLY: Duration = Duration::from_millis(5);
+
+/// The databases `wants` names whose promotion request AWS answered.
+fn requested_databases(fo: &Failover, wants: &machine::Wants) -> Vec<String> {
+    let status = fo.status.as_ref();
+    wants
+        .databases
+        .iter()
+        .filter(|name| {
+            status.is_some_and(|s| {
+                s.databases
+                    .iter()
+                    .any(|d| &d.name == *name && d.state == DatabaseState::Requested)
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 impl From<&AwsError> for Problem {
@@ -201,6 +235,7 @@ impl Runner {
         &self,
         siblings: Vec<Failover>,
         results: Vec<EffectResult>,
+        mut look: Option<PromotionLook>,
     ) -> Result<Pass, kube::Error> {
         let before = self.fo.status.clone().unwrap_or_default();
         let version = self.fo.metadata.resource_version.clone();
@@ -209,6 +244,7 @@ impl Runner {
                 requeue: None,
                 results: Vec::new(),
                 resource_version: version,
+                promotion_look: None,
             });
         }
         let mut fo = self.fo.clone();
@@ -224,6 +260,7 @@ impl Runner {
                 1,
                 &mut fo,
                 &mut observed,
+                &mut look,
                 Some(siblings),
                 results,
                 &scaled_before,
@@ -243,6 +280,7 @@ impl Runner {
                 requeue: first.requeue,
                 results: first.results,
                 resource_version: fo.metadata.resource_version.clone(),
+                promotion_look: look,
             });
         }
         observed.accept_scales(&first.asked_count);
@@ -252,6 +290,7 @@ impl Runner {
                 2,
                 &mut fo,
                 &mut observed,
+                &mut look,
                 None,
                 first.results.clone(),
                 &scaled_before,
@@ -264,6 +303,7 @@ impl Runner {
                 requeue: second.requeue,
                 results: second.results,
                 resource_version: fo.metadata.resource_version.clone(),
+                promotion_look: look,
             }),
             // The first round's calls were made: their answers go to the next pass.
             Err(e) => {
@@ -280,6 +320,7 @@ impl Runner {
                     requeue: Some(Duration::ZERO),
                     results: first.results,
                     resource_version: fo.metadata.resource_version.clone(),
+                    promotion_look: look,
                 })
             }
         }
@@ -294,6 +335,7 @@ impl Runner {
         round: u32,
         fo: &mut Failover,
         observed: &mut Observed,
+        look: &mut Option<PromotionLook>,
         mut siblings: Option<Vec<Failover>>,
         results: Vec<EffectResult>,
         scaled_last_pass: &[engine::ScaleTarget],
@@ -308,10 +350,24 @@ impl Runner {
         let mut observe_ms = 0;
         let mut results = Some(results);
         let mut marking: Option<PlanMark> = None;
+        // Requested databases described in this round, and whether any database was.
+        let mut described_requested: Vec<String> = Vec::new();
+        let mut described_any = false;
         let decision = loop {
             let pass_started = self.clock.now();
             let observing = std::time::Instant::now();
             let wants = machine::wants(&self.plan.spec, fo);
+            let requested = requested_databases(fo, &wants);
+            if let Some(kept) = look.as_ref().filter(|l| pass_started + LOOK_EARLY < l.due) {
+                for name in &requested {
+                    if let Some(seen) = kept.seen.get(name) {
+                        observed
+                            .databases
+                            .entry(name.clone())
+                            .or_insert_with(|| seen.clone());
+                    }
+                }
+            }
             // The region being left, as admission recorded it (chained decisions included).
             let source = fo
                 .status
@@ -319,6 +375,14 @@ impl Runner {
                 .and_then(|s| s.source_region.clone())
                 .unwrap_or_default();
             let unseen = observed.missing(&wants);
+            described_any |= !unseen.databases.is_empty();
+            described_requested.extend(
+                unseen
+                    .databases
+                    .iter()
+                    .filter(|name| requested.contains(name))
+                    .cloned(),
+            );
             let ahead = observed.ahead(&wants);
             // The plan mark of the decision before (read-only observing may overlap it;
             // nothing is written or called before it is done).
@@ -375,6 +439,29 @@ impl Runner {
             fo.status = Some(decision.status.clone());
             decisions.push(decision);
         };
+        let decided_at = self.clock.now();
+        match decision.promotions_next_look {
+            None => *look = None,
+            Some(after) if described_any => {
+                let seen = described_requested
+                    .iter()
+                    .filter_map(|name| Some((name.clone(), observed.databases.get(name)?.clone())))
+                    .filter(|(_, seen)| seen.is_ok())
+                    .collect();
+                *look = Some(PromotionLook {
+                    due: decided_at + after,
+                    seen,
+                });
+            }
+            Some(_) => {}
+        }
+        // A pass that decided on a kept description comes back when it is due at the latest.
+        let requeue = match (decision.requeue, look.as_ref()) {
+            (Some(r), Some(l)) if !described_any => {
+                Some(r.min(l.due.duration_since(decided_at).unwrap_or_default()))
+            }
+            (r, _) => r,
+        };
         if let Some(mark) = marking.take() {
             self.mark_plan(&mark).await?;
         }
@@ -407,11 +494,11 @@ impl Runner {
             record_ms = (recorded - recorded_from).as_millis() as u64,
             act_ms = (started.elapsed() - recorded).as_millis() as u64,
             effects = decision.effects.len(),
-            requeue_ms = ?decision.requeue.map(|r| r.as_millis() as u64),
+            described = described_any, requeue_ms = ?requeue.map(|r| r.as_millis() as u64),
             "pass"
         );
         Ok(Round {
-            requeue: decision.requeue,
+            requeue,
             results,
             asked_count,
             acted: started.elapsed() - recorded,

@@ -309,6 +309,9 @@ pub struct DatabaseProgress {
     /// Replication lag (seconds) measured before promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<f64>,
+    /// When the promotion was first about to be requested (recorded with the intent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<MicroTime>,
 }
 
 /// One Route 53 change batch.

@@ -418,6 +418,10 @@ pub struct Decision {
     /// Steps finished in this pass, with their durations.
     pub finished_steps: Vec<(Step, f64)>,
     pub finished: Option<Finished>,
+    /// While promotions requested are awaited: when their databases are next worth
+    /// describing. Passes before then (for a warm-up running alongside) may decide on the
+    /// last description instead, which for a requested promotion only ever waits longer.
+    pub promotions_next_look: Option<Duration>,
 }
 
 /// Everything a decision depends on.
@@ -491,6 +495,15 @@ fn state_of(status: &FailoverStatus, step: Step) -> Option<StepState> {
         return Some(StepState::Skipped);
     }
     step_of(status, step).map(|s| s.state)
+}
+
+/// When the failover first asked AWS to promote a database, if it has.
+fn first_promotion_request(status: &FailoverStatus) -> Option<MicroTime> {
+    status
+        .databases
+        .iter()
+        .filter_map(|d| d.requested_at.clone())
+        .min_by_key(|t| t.0)
 }
 
 fn any_promoted(status: &FailoverStatus) -> bool {
@@ -754,6 +767,7 @@ struct Machine<'a> {
     /// Databases and zones whose last call has an unknown outcome: nothing is sent to
     /// them in this pass, so a throttled or timed-out call is not resent at once.
     unconfirmed: Vec<String>,
+    promotions_next_look: Option<Duration>,
 }
 
 /// The pure entry point: decides what this failover does next.
@@ -772,6 +786,7 @@ pub fn decide(input: &Input) -> Decision {
         refused: HashMap::new(),
         backoff: false,
         unconfirmed: Vec::new(),
+        promotions_next_look: None,
     };
     match m.status.phase {
         Some(p) if p.is_terminal() => {}
@@ -800,6 +815,7 @@ pub fn decide(input: &Input) -> Decision {
         events: m.events,
         finished_steps: m.finished_steps,
         finished: m.finished,
+        promotions_next_look: m.promotions_next_look,
     }
 }
 
@@ -915,6 +931,18 @@ impl Machine<'_> {
         poll_delay(self.waited(step))
     }
 
+    /// How long the wait of `step` on AWS has lasted: promotions from the first promotion
+    /// request (the lag gate before it varies with the metric cadence), other steps from
+    /// their start.
+    fn aws_waited(&self, step: Step) -> Duration {
+        match step {
+            Step::PromoteDatabases => first_promotion_request(&self.status)
+                .map(|t| since(self.now(), &t))
+                .unwrap_or_else(|| self.waited(step)),
+            _ => self.waited(step),
+        }
+    }
+
     /// `poll`, sparse until the quickest recent run of `step` on this plan would have
     /// ended: for waits on AWS, where each poll is a call under the account's limits.
     fn poll_expecting(&self, step: Step) -> Duration {
@@ -926,10 +954,11 @@ impl Machine<'_> {
             .map(|s| s.step_durations.as_slice())
             .unwrap_or_default();
         let expected = engine::expected_duration(learned, step, self.mode());
-        let waited = self.waited(step);
+        let waited = self.aws_waited(step);
         // Never sleeping past the deadline: a wait done early is not failed as overdue.
-        let to_deadline = step_timeout(self.spec, step, self.mode()).saturating_sub(waited);
-        engine::poll_delay_expecting(waited, expected).min(to_deadline.max(poll_delay(waited)))
+        let in_step = self.waited(step);
+        let to_deadline = step_timeout(self.spec, step, self.mode()).saturating_sub(in_step);
+        engine::poll_delay_expecting(waited, expected).min(to_deadline.max(poll_delay(in_step)))
     }
 
     // ---- Admission --------------------------------------------------------------------
@@ -1763,6 +1792,7 @@ impl Machine<'_> {
                     name: db.name.clone(),
                     state: DatabaseState::Pending,
                     lag_seconds: None,
+                    requested_at: None,
                 });
             }
         }
@@ -1832,6 +1862,10 @@ impl Machine<'_> {
                 DbStep::Act => {
                     // Recorded before the call: a restart in between re-checks AWS first.
                     self.set_db(&db.name, DatabaseState::Requesting);
+                    let now = stamp(self.now());
+                    if let Some(d) = self.status.databases.iter_mut().find(|d| d.name == db.name) {
+                        d.requested_at.get_or_insert(now);
+                    }
                     self.attempt(Step::PromoteDatabases);
                     self.effects.push(Effect::Promote {
                         database: db.name.clone(),
@@ -1881,7 +1915,9 @@ impl Machine<'_> {
                 waiting.join(", ")
             ));
         }
-        StepOutcome::Wait(self.promotion_poll())
+        let poll = self.promotion_poll();
+        self.promotions_next_look = Some(poll);
+        StepOutcome::Wait(poll)
     }
 
     /// Promotions requested together finish close together: once one is seen done, the
@@ -2336,13 +2372,24 @@ impl Machine<'_> {
             // are handed back now, for live traffic to scale, not only at Verify (which
             // also waits for Activate).
             let released = released_targets(self.spec, self.target());
+            let sent_before = self.effects.len();
             let c = self.converge(Step::SwitchDns, &released, false);
+            let sent = self.effects[sent_before..]
+                .iter()
+                .filter(|e| matches!(e, Effect::Scale { .. }))
+                .count();
+            // Handed back in this pass, every one: the step does not wait a pass to see
+            // them, since Verify, next, converges the same targets and sends again any
+            // hand-back that did not take.
+            if c.failed.is_empty() && c.unreachable.is_empty() && c.waiting.len() == sent {
+                if sent > 0 {
+                    notes.push(format!("{sent} autoscaled workloads handed back"));
+                }
+                return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
+            }
             let mut left = c.waiting;
             left.extend(c.failed);
             left.extend(c.unreachable.into_iter().map(|(_, w)| w));
-            if left.is_empty() {
-                return StepOutcome::Done(StepState::Succeeded, notes.join("; "));
-            }
             if self.overdue(Step::SwitchDns) {
                 notes.push(format!(
                     "autoscalers not handed back yet ({}); Verify hands them back",
@@ -2619,7 +2666,23 @@ impl Machine<'_> {
                     .into_iter()
                     .filter_map(|step| {
                         let st = step_of(&self.status, step)?;
-                        (st.state == StepState::Succeeded).then_some((step, st.duration_seconds?))
+                        if st.state != StepState::Succeeded {
+                            return None;
+                        }
+                        // Promotions are learned from the first request (as they are polled);
+                        // a step that requested none waited on no promotion.
+                        let seconds = match step {
+                            Step::PromoteDatabases => {
+                                let from = first_promotion_request(&self.status)?;
+                                let to = st.finished_at.as_ref()?;
+                                SystemTime::from(to.0)
+                                    .duration_since(SystemTime::from(from.0))
+                                    .ok()?
+                                    .as_secs_f64()
+                            }
+                            _ => st.duration_seconds?,
+                        };
+                        Some((step, seconds))
                     })
                     .collect()
             } else {

@@ -499,24 +499,27 @@ pub fn poll_delay(waited: Duration) -> Duration {
 /// (a promotion AWS refuses after accepting it) is still seen within 15 s.
 const SPARSE_POLL_MAX: Duration = Duration::from_secs(15);
 
-/// Poll interval for a wait expected to take at least `expected` (the quickest recent run
-/// of its kind, see `expected_duration`): before that, halving the time left (never below
-/// a tenth of the expected time, never past its end, at most 15 s); from there on as
-/// `poll_delay`. A wait that runs as long as before costs a few polls and is noticed within
-/// 2 s of being ready; without an expectation this is `poll_delay`.
+/// Poll interval for a wait expected to take about `expected` (the quickest recent run of
+/// its kind, see `expected_duration`). Dense polling (`poll_delay`) starts a little before
+/// that, since a learned duration includes how late its end was noticed; before, polls are
+/// at least a quarter of the expected time apart (halving the time left, at most 15 s), so
+/// a wait that runs as long as before costs a few polls plus the dense ones around its end,
+/// and is noticed within `poll_delay` (≤ 2 s) of being ready. Without an expectation this
+/// is `poll_delay`.
 pub fn poll_delay_expecting(waited: Duration, expected: Option<Duration>) -> Duration {
     let dense = poll_delay(waited);
-    let Some(left) = expected.and_then(|e| e.checked_sub(waited)) else {
+    let Some(expected) = expected else {
         return dense;
     };
+    let dense_from = expected.saturating_sub(2 * poll_delay(expected));
+    let left = dense_from.saturating_sub(waited);
     if left <= dense {
         return dense;
     }
-    let tenth = expected.unwrap_or_default() / 10;
     (left / 2)
-        .max(tenth)
-        .min(left)
+        .max(expected / 4)
         .min(SPARSE_POLL_MAX)
+        .min(left)
         .max(dense)
 }
 

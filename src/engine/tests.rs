@@ -507,9 +507,14 @@ fn a_wait_as_long_as_before_costs_a_few_polls_and_is_noticed_within_two_seconds(
     assert!(calls <= 185 / 10, "{calls} polls (unlearned: {unlearned})");
     assert!(unlearned > 3 * calls, "{unlearned} vs {calls}");
     assert!(slack <= Duration::from_secs(2), "{slack:?}");
-    // The bed's 3 s promotion, learned: a handful of polls instead of dozens.
+    // The bed's 3 s promotion, learned: a handful of polls instead of dozens, and one
+    // learned a little late (it includes how late its end was noticed) is still seen soon.
     let (calls, slack) = polls_until(Duration::from_secs(3), Some(Duration::from_secs(3)));
-    assert!(calls <= 8, "{calls}");
+    assert!(calls <= 6, "{calls}");
+    assert!(slack <= Duration::from_millis(100), "{slack:?}");
+    let late = Duration::from_millis(3150);
+    let (calls, slack) = polls_until(Duration::from_secs(3), Some(late));
+    assert!(calls <= 6, "{calls}");
     assert!(slack <= Duration::from_millis(100), "{slack:?}");
     // Without an expectation, or past it, polling is as before.
     for waited in [

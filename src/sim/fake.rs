@@ -130,6 +130,8 @@ pub struct World {
     pub effects: u64,
     /// Passes of the runner, over all processes.
     pub passes: u64,
+    /// Databases described (RDS instances and Aurora global clusters), one per database.
+    pub describes: u64,
     /// Crash at this effect number, before (false) or after (true) its effect.
     pub crash_at: Option<(u64, bool)>,
     pub crash: Arc<Notify>,
@@ -823,6 +825,7 @@ pub fn cluster_arn(region: &str, id: &str) -> String {
 impl Aws for FakeAws {
     async fn describe_instance(&self, region: &str, id: &str) -> AwsResult<Option<RdsObservation>> {
         aws_effect!(&self.0, Some(region), |w| {
+            w.describes += 1;
             let lag = w.describe_lag;
             Ok(w.rds.get(&(region.to_string(), id.to_string())).map(|r| {
                 match &r.before_promotion {
@@ -955,6 +958,7 @@ impl Aws for FakeAws {
         id: &str,
     ) -> AwsResult<Option<AuroraObservation>> {
         aws_effect!(&self.0, Some(region), |w| {
+            w.describes += 1;
             Ok(w.aurora.get(id).map(|a| AuroraObservation {
                 status: if a.moving.is_some() {
                     "switching-over".into()
