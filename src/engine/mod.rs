@@ -500,9 +500,10 @@ pub fn poll_delay(waited: Duration) -> Duration {
 const SPARSE_POLL_MAX: Duration = Duration::from_secs(15);
 
 /// Poll interval for a wait expected to take about `expected` (the quickest recent run of
-/// its kind, see `expected_duration`). Dense polling (`poll_delay`) starts a little before
-/// that, since a learned duration includes how late its end was noticed; before, polls are
-/// at least a quarter of the expected time apart (halving the time left, at most 15 s), so
+/// its kind, see `expected_duration`). Dense polling (`poll_delay`) starts one dense poll
+/// before that, since a learned duration includes how late its end was noticed; before,
+/// polls are at least a third of the expected time apart (halving the time left, at most
+/// 15 s), so
 /// a wait that runs as long as before costs a few polls plus the dense ones around its end,
 /// and is noticed within `poll_delay` (≤ 2 s) of being ready. Without an expectation this
 /// is `poll_delay`.
@@ -511,13 +512,13 @@ pub fn poll_delay_expecting(waited: Duration, expected: Option<Duration>) -> Dur
     let Some(expected) = expected else {
         return dense;
     };
-    let dense_from = expected.saturating_sub(2 * poll_delay(expected));
+    let dense_from = expected.saturating_sub(poll_delay(expected));
     let left = dense_from.saturating_sub(waited);
     if left <= dense {
         return dense;
     }
     (left / 2)
-        .max(expected / 4)
+        .max(expected / 3)
         .min(SPARSE_POLL_MAX)
         .min(left)
         .max(dense)

@@ -510,8 +510,13 @@ fn a_wait_as_long_as_before_costs_a_few_polls_and_is_noticed_within_two_seconds(
     // The bed's 3 s promotion, learned: a handful of polls instead of dozens, and one
     // learned a little late (it includes how late its end was noticed) is still seen soon.
     let (calls, slack) = polls_until(Duration::from_secs(3), Some(Duration::from_secs(3)));
-    assert!(calls <= 6, "{calls}");
+    assert!(calls <= 5, "{calls}");
     assert!(slack <= Duration::from_millis(100), "{slack:?}");
+    // A 40 s wait learned: one describe per 8 s.
+    let forty = Duration::from_secs(40);
+    let (calls, slack) = polls_until(forty + Duration::from_millis(500), Some(forty));
+    assert!(calls <= 5, "{calls}");
+    assert!(slack <= Duration::from_secs(2), "{slack:?}");
     let late = Duration::from_millis(3150);
     let (calls, slack) = polls_until(Duration::from_secs(3), Some(late));
     assert!(calls <= 6, "{calls}");
