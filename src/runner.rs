@@ -90,18 +90,15 @@ pub struct PromotionLook {
 /// woke it may fire a little early.
 const LOOK_EARLY: Duration = Duration::from_millis(5);
 
-/// The databases `wants` names whose promotion request AWS answered.
-fn requested_databases(fo: &Failover, wants: &machine::Wants) -> Vec<String> {
-    let status = fo.status.as_ref();
-    wants
-        .databases
+/// The databases among `names` whose promotion request AWS answered, by `status`.
+fn requested_databases_of(status: &FailoverStatus, names: &[String]) -> Vec<String> {
+    names
         .iter()
         .filter(|name| {
-            status.is_some_and(|s| {
-                s.databases
-                    .iter()
-                    .any(|d| &d.name == *name && d.state == DatabaseState::Requested)
-            })
+            status
+                .databases
+                .iter()
+                .any(|d| &d.name == *name && d.state == DatabaseState::Requested)
         })
         .cloned()
         .collect()
@@ -350,14 +347,17 @@ impl Runner {
         let mut observe_ms = 0;
         let mut results = Some(results);
         let mut marking: Option<PlanMark> = None;
-        // Requested databases described in this round, and whether any database was.
-        let mut described_requested: Vec<String> = Vec::new();
-        let mut described_any = false;
+        // Databases described in this round: after every call before it was answered.
+        let mut described: Vec<String> = Vec::new();
         let decision = loop {
             let pass_started = self.clock.now();
             let observing = std::time::Instant::now();
             let wants = machine::wants(&self.plan.spec, fo);
-            let requested = requested_databases(fo, &wants);
+            let requested = fo
+                .status
+                .as_ref()
+                .map(|s| requested_databases_of(s, &wants.databases))
+                .unwrap_or_default();
             if let Some(kept) = look.as_ref().filter(|l| pass_started + LOOK_EARLY < l.due) {
                 for name in &requested {
                     if let Some(seen) = kept.seen.get(name) {
@@ -375,14 +375,7 @@ impl Runner {
                 .and_then(|s| s.source_region.clone())
                 .unwrap_or_default();
             let unseen = observed.missing(&wants);
-            described_any |= !unseen.databases.is_empty();
-            described_requested.extend(
-                unseen
-                    .databases
-                    .iter()
-                    .filter(|name| requested.contains(name))
-                    .cloned(),
-            );
+            described.extend(unseen.databases.iter().cloned());
             let ahead = observed.ahead(&wants);
             // The plan mark of the decision before (read-only observing may overlap it;
             // nothing is written or called before it is done).
@@ -440,12 +433,19 @@ impl Runner {
             decisions.push(decision);
         };
         let decided_at = self.clock.now();
+        let described_any = !described.is_empty();
         match decision.promotions_next_look {
             None => *look = None,
             Some(after) if described_any => {
-                let seen = described_requested
-                    .iter()
-                    .filter_map(|name| Some((name.clone(), observed.databases.get(name)?.clone())))
+                // Kept: those whose promotion request is answered (a description made in
+                // this round came after that answer).
+                let now_requested = requested_databases_of(&decision.status, &described);
+                let seen = now_requested
+                    .into_iter()
+                    .filter_map(|name| {
+                        let seen = observed.databases.get(&name)?.clone();
+                        Some((name, seen))
+                    })
                     .filter(|(_, seen)| seen.is_ok())
                     .collect();
                 *look = Some(PromotionLook {
