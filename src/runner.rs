@@ -82,8 +82,21 @@ pub struct Pass {
 /// requested promotion, an older description only ever means waiting a little longer.
 #[derive(Clone, Debug)]
 pub struct PromotionLook {
-    due: SystemTime,
+    /// When the description was made, and how long it stands.
+    made: SystemTime,
+    stands_for: Duration,
     seen: HashMap<String, Seen<DbSeen>>,
+}
+
+impl PromotionLook {
+    /// How long the description still stands at `now`; None once due, or when the clock
+    /// went back past when it was made (a stepped clock never stretches it).
+    fn stands(&self, now: SystemTime) -> Option<Duration> {
+        let age = now.duration_since(self.made).ok()?;
+        self.stands_for
+            .checked_sub(age)
+            .filter(|left| *left > LOOK_EARLY)
+    }
 }
 
 /// A pass this close to a look's due time describes the databases anyway: the timer that
@@ -358,7 +371,7 @@ impl Runner {
                 .as_ref()
                 .map(|s| requested_databases_of(s, &wants.databases))
                 .unwrap_or_default();
-            if let Some(kept) = look.as_ref().filter(|l| pass_started + LOOK_EARLY < l.due) {
+            if let Some(kept) = look.as_ref().filter(|l| l.stands(pass_started).is_some()) {
                 for name in &requested {
                     if let Some(seen) = kept.seen.get(name) {
                         observed
@@ -449,7 +462,8 @@ impl Runner {
                     .filter(|(_, seen)| seen.is_ok())
                     .collect();
                 *look = Some(PromotionLook {
-                    due: decided_at + after,
+                    made: decided_at,
+                    stands_for: after,
                     seen,
                 });
             }
@@ -458,7 +472,7 @@ impl Runner {
         // A pass that decided on a kept description comes back when it is due at the latest.
         let requeue = match (decision.requeue, look.as_ref()) {
             (Some(r), Some(l)) if !described_any => {
-                Some(r.min(l.due.duration_since(decided_at).unwrap_or_default()))
+                Some(r.min(l.stands(decided_at).unwrap_or_default()))
             }
             (r, _) => r,
         };
@@ -2086,6 +2100,26 @@ mod tests {
             pods: None,
             autoscaling: Default::default(),
         })
+    }
+
+    /// A kept description of awaited promotions stands until it is due, and not at all
+    /// once the clock went back past when it was made.
+    #[test]
+    fn a_kept_promotion_description_stands_only_until_due_and_never_on_a_clock_gone_back() {
+        let made = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let look = PromotionLook {
+            made,
+            stands_for: Duration::from_secs(2),
+            seen: HashMap::new(),
+        };
+        let at = |ms: u64| made + Duration::from_millis(ms);
+        assert_eq!(look.stands(at(0)), Some(Duration::from_secs(2)));
+        assert_eq!(look.stands(at(1_500)), Some(Duration::from_millis(500)));
+        // Due (or within the early margin of it), and past it.
+        assert_eq!(look.stands(at(1_996)), None);
+        assert_eq!(look.stands(at(5_000)), None);
+        // A clock stepped back describes again rather than stretching the description.
+        assert_eq!(look.stands(made - Duration::from_secs(60)), None);
     }
 
     /// A decision chained in the same pass reads only what the ones before it did not,

@@ -1151,6 +1151,7 @@ impl Machine<'_> {
         for d in &mut self.status.databases {
             if d.state == DatabaseState::Requesting {
                 d.state = DatabaseState::Cleared;
+                d.requested_at = None;
             }
         }
         if policy == OnFailure::RollBackOrRetry && self.mode() == FailoverMode::Planned {
@@ -1916,7 +1917,11 @@ impl Machine<'_> {
             ));
         }
         let poll = self.promotion_poll();
-        self.promotions_next_look = Some(poll);
+        // Described afresh by the deadline at the latest: a pass past it decides on what
+        // AWS says then, never on an older description.
+        let to_deadline = step_timeout(self.spec, Step::PromoteDatabases, self.mode())
+            .saturating_sub(self.waited(Step::PromoteDatabases));
+        self.promotions_next_look = Some(poll.min(to_deadline));
         StepOutcome::Wait(poll)
     }
 
