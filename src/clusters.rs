@@ -468,6 +468,9 @@ pub struct KubeClusters {
     shared: Arc<RegionClients>,
     /// Build new clients (and share them) instead of reusing shared ones.
     refresh: bool,
+    /// Kubeconfig Secrets the caller just read, by namespace and name: a refresh builds
+    /// from these instead of reading them again.
+    read_secrets: HashMap<(String, String), k8s_openapi::api::core::v1::Secret>,
     clients: Mutex<HashMap<String, (String, Client)>>,
 }
 
@@ -486,13 +489,19 @@ impl KubeClusters {
             timeout,
             shared,
             refresh: false,
+            read_secrets: HashMap::new(),
             clients: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Builds its clients anew (reading the kubeconfig Secrets again) and shares them.
-    pub fn refreshing(mut self) -> Self {
+    /// Builds its clients anew and shares them: from the kubeconfig Secrets in `read`
+    /// (by namespace and name), just read by the caller, or read again.
+    pub fn refreshing(
+        mut self,
+        read: HashMap<(String, String), k8s_openapi::api::core::v1::Secret>,
+    ) -> Self {
         self.refresh = true;
+        self.read_secrets = read;
         self
     }
 
@@ -529,9 +538,21 @@ impl KubeClusters {
         let client = match self.shared.client(&key).filter(|_| !self.refresh) {
             Some(client) => client,
             None => {
-                match member::client_for_region(&self.mgmt, spec, &self.namespace, self.timeout)
-                    .await
-                {
+                let read = spec.cluster.kubeconfig_secret_ref.as_ref().and_then(|s| {
+                    let ns = s
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| self.namespace.clone());
+                    self.read_secrets.get(&(ns, s.name.clone()))
+                });
+                let built = member::client_for_region(
+                    &self.mgmt,
+                    spec,
+                    &self.namespace,
+                    self.timeout,
+                    read,
+                );
+                match built.await {
                     Ok((client, watch_client, fingerprint)) => {
                         self.shared.keep(&key, &client, &watch_client, fingerprint)
                     }

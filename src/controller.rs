@@ -1,7 +1,7 @@
 //! Controller glue: watches plans and failovers, validates, and writes status.
 //! Decisions live in `validate` and `conditions`; this module only does I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -37,14 +37,20 @@ fn now() -> Timestamp {
     Timestamp::now()
 }
 
+/// Kubeconfig Secrets as just read, by namespace and name, for the check's clients.
+type ReadSecrets = HashMap<(String, String), k8s_openapi::api::core::v1::Secret>;
+
 /// Looks up every Secret the plan references. Missing or forbidden Secrets become
-/// validation problems; other API errors fail the reconcile so it is retried.
+/// validation problems; other API errors fail the reconcile so it is retried. The Secrets
+/// found are returned too, so the region check builds its clients without reading them
+/// again.
 async fn lookup_secrets(
     ctx: &Context,
     plan: &DisasterRecoveryPlan,
     ns: &str,
-) -> Result<SecretsSeen> {
+) -> Result<(SecretsSeen, ReadSecrets)> {
     let mut seen = SecretsSeen::new();
+    let mut read = ReadSecrets::new();
     for (_, secret_ns, secret) in validate::secret_refs(&plan.spec, ns) {
         let key = (secret_ns.clone(), secret.name.clone());
         if seen.contains_key(&key) {
@@ -53,11 +59,15 @@ async fn lookup_secrets(
         let api =
             Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &secret_ns);
         let found = match api.get_opt(&secret.name).await {
-            Ok(Some(s)) => Ok(s
-                .data
-                .unwrap_or_default()
-                .into_keys()
-                .collect::<BTreeSet<String>>()),
+            Ok(Some(s)) => {
+                let keys = s
+                    .data
+                    .as_ref()
+                    .map(|d| d.keys().cloned().collect::<BTreeSet<String>>())
+                    .unwrap_or_default();
+                read.insert(key.clone(), s);
+                Ok(keys)
+            }
             Ok(None) => Err("not found".to_string()),
             Err(kube::Error::Api(status)) if status.code == 403 => {
                 Err(format!("forbidden: {}", status.message))
@@ -66,14 +76,20 @@ async fn lookup_secrets(
         };
         seen.insert(key, found);
     }
-    Ok(seen)
+    Ok((seen, read))
 }
 
-async fn check_regions(ctx: &Context, plan: &DisasterRecoveryPlan, ns: &str) -> Vec<RegionStatus> {
+async fn check_regions(
+    ctx: &Context,
+    plan: &DisasterRecoveryPlan,
+    ns: &str,
+    read: ReadSecrets,
+) -> Vec<RegionStatus> {
     let timeout = ctx.config.member_timeout;
-    // The Secrets are read again each check (a rotated or broken one shows here at once);
-    // the clients are shared so that a failover's first pass finds them ready.
-    let clusters = ctx.member_clusters(&plan.spec, ns).refreshing();
+    // The clients are built anew each check from the Secrets this check read (a rotated
+    // or broken one shows here at once), and shared so that a failover's first pass finds
+    // them ready.
+    let clusters = ctx.member_clusters(&plan.spec, ns).refreshing(read);
     let clusters = &clusters;
     let checks = plan.spec.regions.iter().map(|region| async move {
         let outcome = clusters.check_region(&region.name);
@@ -206,7 +222,7 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
         plan: name.clone(),
     };
 
-    let secrets = lookup_secrets(&ctx, &plan, &ns).await?;
+    let (secrets, read_secrets) = lookup_secrets(&ctx, &plan, &ns).await?;
     let problems = validate::validate_plan(&plan.spec, &ns, Some(&secrets));
     let valid = problems.is_empty();
     // activeRegion, previousActiveRegion and lastFailover belong to the failover driver's field manager; this
@@ -258,7 +274,7 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
             .await?;
         }
         let (regions, replication, fences) = tokio::join!(
-            check_regions(&ctx, &plan, &ns),
+            check_regions(&ctx, &plan, &ns, read_secrets),
             measure_replication(&ctx, &plan, &ns),
             fencing
         );

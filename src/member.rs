@@ -42,6 +42,17 @@ pub async fn read_secret_key(
             }
         })?
         .ok_or_else(|| ClusterError::Permanent(format!("Secret {namespace}/{name} not found")))?;
+    secret_key_text(&secret, namespace, name, key)
+}
+
+/// The text of `key` in a Secret already read; the error says which part is missing,
+/// never the value.
+pub fn secret_key_text(
+    secret: &Secret,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<String, ClusterError> {
     let bytes = secret
         .data
         .as_ref()
@@ -59,12 +70,14 @@ pub async fn read_secret_key(
 /// Builds a client for a region's cluster, with a fingerprint of what it was built from
 /// (the kubeconfig and the timeout): the same fingerprint means the same access. Also a
 /// client for long watches, built from the same access without a read timeout. The
-/// fingerprint is a hash, kept in memory only.
+/// fingerprint is a hash, kept in memory only. `read` is the kubeconfig Secret when the
+/// caller has just read it (the plan check reads it for validation); it is read otherwise.
 pub async fn client_for_region(
     mgmt: &Client,
     region: &RegionSpec,
     plan_namespace: &str,
     timeout: Duration,
+    read: Option<&Secret>,
 ) -> Result<(Client, Client, u64), ClusterError> {
     use std::hash::{Hash, Hasher};
     let Some(secret) = &region.cluster.kubeconfig_secret_ref else {
@@ -72,7 +85,11 @@ pub async fn client_for_region(
         return Ok((mgmt.clone(), mgmt.clone(), 0));
     };
     let namespace = secret.namespace.as_deref().unwrap_or(plan_namespace);
-    let text = read_secret_key(mgmt, namespace, &secret.name, secret.key_or_default()).await?;
+    let key = secret.key_or_default();
+    let text = match read {
+        Some(read) => secret_key_text(read, namespace, &secret.name, key)?,
+        None => read_secret_key(mgmt, namespace, &secret.name, key).await?,
+    };
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (&text, timeout).hash(&mut hasher);
     let fingerprint = hasher.finish();
@@ -191,5 +208,35 @@ mod answer_tests {
             .await
             .expect_err("no key");
         assert!(matches!(err, ClusterError::Permanent(ref m) if m.contains("has no key")));
+    }
+
+    /// A kubeconfig Secret the caller just read is built from as it is: the management API
+    /// server (here one that fails every request) is not asked for it again.
+    #[tokio::test]
+    async fn a_secret_already_read_is_not_read_again() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let region: RegionSpec = serde_json::from_value(serde_json::json!({
+            "name": "use1", "awsRegion": "us-east-1", "initialRole": "Active",
+            "cluster": {"kubeconfigSecretRef": {"name": "use1-kubeconfig"}}
+        }))
+        .expect("a region");
+        let kubeconfig = "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+            clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+            users: [{name: u, user: {token: t}}]\n\
+            contexts: [{name: c, context: {cluster: c, user: u}}]\n";
+        let secret = Secret {
+            data: Some(std::collections::BTreeMap::from([(
+                "kubeconfig".to_string(),
+                k8s_openapi::ByteString(kubeconfig.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let mgmt = answering(500, status(500, "etcd"));
+        let timeout = Duration::from_secs(1);
+        let built = client_for_region(&mgmt, &region, "ns", timeout, Some(&secret)).await;
+        assert!(built.is_ok(), "{:?}", built.err());
+        // Not read before: the failing management API server is asked, and says so.
+        let unread = client_for_region(&mgmt, &region, "ns", timeout, None).await;
+        assert!(matches!(unread, Err(ClusterError::Transient(m)) if m.contains("etcd")));
     }
 }
