@@ -750,6 +750,11 @@ pub struct StepDurations {
     pub mode: String,
     /// Seconds each of the last few successful runs of the step took, newest last.
     pub recent_seconds: Vec<f64>,
+    /// Where each duration starts: PromotionRequest (the first promotion call, for
+    /// PromoteDatabases), or, when absent, the step's start. Durations measured otherwise
+    /// than the step now measures them are not used, and are replaced by the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_from: Option<String>,
 }
 
 /// A part of a former active region still to be fenced.

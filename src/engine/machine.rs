@@ -445,14 +445,14 @@ pub struct Input<'a> {
 /// each; anything else in that status (it is outside data) is left behind.
 fn learned_durations(plan: &DisasterRecoveryPlan) -> Vec<crate::api::StepDurations> {
     let mut kept = Vec::new();
-    let recorded = plan.status.iter().flat_map(|s| &s.step_durations);
+    let recorded = plan
+        .status
+        .as_ref()
+        .map(|s| s.step_durations.as_slice())
+        .unwrap_or_default();
     for step in engine::LEARNED_STEPS {
         for mode in [FailoverMode::Planned, FailoverMode::Unplanned] {
-            let mode_name = format!("{mode:?}");
-            let Some(d) = recorded
-                .clone()
-                .find(|d| d.step == step.name() && d.mode == mode_name)
-            else {
+            let Some(d) = engine::learned_for(recorded, step, mode) else {
                 continue;
             };
             let newest = d

@@ -533,16 +533,31 @@ pub const STEP_DURATIONS_KEPT: usize = 5;
 /// Durations beyond this are not learned from (a wait that long is not typical).
 const STEP_DURATION_MAX: f64 = 86_400.0;
 
+/// Where the learned durations of `step` start (`StepDurations::measured_from`):
+/// promotions from their first request, other steps from their start.
+pub fn measured_from(step: Step) -> Option<&'static str> {
+    (step == Step::PromoteDatabases).then_some("PromotionRequest")
+}
+
+/// The learned durations of `step` in `mode`, if measured as the step now measures them.
+pub fn learned_for(
+    durations: &[crate::api::StepDurations],
+    step: Step,
+    mode: FailoverMode,
+) -> Option<&crate::api::StepDurations> {
+    let mode = format!("{mode:?}");
+    durations.iter().find(|d| {
+        d.step == step.name() && d.mode == mode && d.measured_from.as_deref() == measured_from(step)
+    })
+}
+
 /// The quickest of the recent durations of `step` in `mode` on the plan, if any.
 pub fn expected_duration(
     durations: &[crate::api::StepDurations],
     step: Step,
     mode: FailoverMode,
 ) -> Option<Duration> {
-    let mode = format!("{mode:?}");
-    durations
-        .iter()
-        .find(|d| d.step == step.name() && d.mode == mode)?
+    learned_for(durations, step, mode)?
         .recent_seconds
         .iter()
         .copied()
@@ -563,6 +578,7 @@ pub fn learn_duration(
         return;
     }
     let mode = format!("{mode:?}");
+    let from = measured_from(step).map(String::from);
     let entry = match durations
         .iter_mut()
         .position(|d| d.step == step.name() && d.mode == mode)
@@ -573,11 +589,17 @@ pub fn learn_duration(
                 step: step.name().into(),
                 mode,
                 recent_seconds: Vec::new(),
+                measured_from: from.clone(),
             });
             let last = durations.len() - 1;
             &mut durations[last]
         }
     };
+    // Measured otherwise (an older version's): replaced, never mixed in.
+    if entry.measured_from != from {
+        entry.recent_seconds.clear();
+        entry.measured_from = from;
+    }
     entry.recent_seconds.push(seconds);
     let extra = entry
         .recent_seconds

@@ -540,6 +540,42 @@ fn a_wait_as_long_as_before_costs_a_few_polls_and_is_noticed_within_two_seconds(
     );
 }
 
+/// Promotions an older version learned from the step's start (lag gate included) are not
+/// expected of a wait timed from the request; the next learned one replaces them.
+#[test]
+fn promotion_durations_learned_from_the_step_start_are_not_used_and_are_replaced() {
+    let mut learned = vec![crate::api::StepDurations {
+        step: Step::PromoteDatabases.name().into(),
+        mode: "Planned".into(),
+        recent_seconds: vec![40.0, 45.0],
+        measured_from: None,
+    }];
+    let expected = |l: &[crate::api::StepDurations]| {
+        expected_duration(l, Step::PromoteDatabases, FailoverMode::Planned)
+    };
+    assert_eq!(expected(&learned), None);
+    learn_duration(
+        &mut learned,
+        Step::PromoteDatabases,
+        FailoverMode::Planned,
+        30.0,
+    );
+    assert_eq!(learned.len(), 1);
+    assert_eq!(learned[0].recent_seconds, [30.0]);
+    assert_eq!(
+        learned[0].measured_from.as_deref(),
+        Some("PromotionRequest")
+    );
+    assert_eq!(expected(&learned), Some(Duration::from_secs(30)));
+    // SwitchDns is measured from its start, as before: its old durations stand.
+    learn_duration(&mut learned, Step::SwitchDns, FailoverMode::Planned, 2.0);
+    assert_eq!(learned[1].measured_from, None);
+    assert_eq!(
+        expected_duration(&learned, Step::SwitchDns, FailoverMode::Planned),
+        Some(Duration::from_secs(2))
+    );
+}
+
 #[test]
 fn learned_durations_keep_the_last_five_per_step_and_mode_and_expect_the_quickest() {
     let mut learned = Vec::new();
