@@ -6,7 +6,7 @@ CACHE ?= $(or $(DROVER_CACHE),$(HOME)/.cache/drover)
 PYTHON := $(CACHE)/venv/bin/python
 export DROVER_CACHE := $(CACHE)
 
-.PHONY: deps build demo test bench bench-scale bench-steady unit e2e sandbox-up sandbox-down crds argocd fmt lint
+.PHONY: deps build demo test bench bench-scale bench-steady unit e2e sandbox-up sandbox-down crds rules argocd fmt lint
 
 deps:
 	bash e2e/install-deps.sh
@@ -43,6 +43,10 @@ bench-steady: deps build
 	$(PYTHON) e2e/sandbox.py down >/dev/null
 	$(PYTHON) e2e/sandbox.py up
 	$(PYTHON) e2e/bench_steady.py --plans $(or $(PLANS),200) --binary $(or $(BINARY),target/release/drover); status=$$?; $(PYTHON) e2e/sandbox.py down; exit $$status
+
+# Writes the chart's and kustomize's copies of config/prometheus/drover-rules.yaml.
+rules:
+	$(PYTHON) e2e/rules.py
 
 unit:
 	cargo test --lib --bins

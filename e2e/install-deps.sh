@@ -8,7 +8,7 @@ CACHE="${DROVER_CACHE:-$HOME/.cache/drover}"
 mkdir -p "$CACHE"
 log() { printf '[install] %s\n' "$*" >&2; }
 
-need_pkgs=(golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev openssl python3-venv curl lua5.4 tmux)
+need_pkgs=(golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev openssl python3-venv curl lua5.4 tmux prometheus)
 # Some images ship kubectl from another package, which conflicts with kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || need_pkgs+=(kubernetes-client)
 missing=()

@@ -524,19 +524,20 @@ impl SdkAws {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        self.answered(service, &result);
+        let throttled = self.answered(service, &result);
         let out = result.map_err(classify);
-        self.count(service, operation, &out);
+        self.count(service, operation, &out, throttled);
         out
     }
 
     /// Tells the rate limiter how `service` answered: a throttling answer slows its
-    /// buckets down, any other lets them speed back up.
+    /// buckets down, any other lets them speed back up. Returns whether it throttled.
     fn answered<T, E>(
         &self,
         service: &'static str,
         result: &Result<T, SdkError<E, aws_sdk_rds::config::http::HttpResponse>>,
-    ) where
+    ) -> bool
+    where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         // Only the service's answers count: a timeout or a connection failure says nothing
@@ -546,7 +547,7 @@ impl SdkAws {
             Err(e @ SdkError::ServiceError(_)) => {
                 error_code(e).is_some_and(|c| THROTTLING_CODES.contains(&c.as_str()))
             }
-            Err(_) => return,
+            Err(_) => return false,
         };
         // Metric label → signing name.
         let signing = if service == "cloudwatch" {
@@ -555,6 +556,7 @@ impl SdkAws {
             service
         };
         self.limiter.answered(signing, throttled);
+        throttled
     }
 
     /// Like `record`, with the given "not found" error codes mapped to Ok(None).
@@ -568,19 +570,27 @@ impl SdkAws {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        self.answered(service, &result);
+        let throttled = self.answered(service, &result);
         let out = match result {
             Ok(v) => Ok(Some(v)),
             Err(e) if error_code(&e).is_some_and(|c| not_found.contains(&c.as_str())) => Ok(None),
             Err(e) => Err(classify(e)),
         };
-        self.count(service, operation, &out);
+        self.count(service, operation, &out, throttled);
         out
     }
 
-    fn count<T>(&self, service: &'static str, operation: &'static str, r: &AwsResult<T>) {
+    fn count<T>(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        r: &AwsResult<T>,
+        throttled: bool,
+    ) {
         let result = match r {
             Ok(_) => "success",
+            // A throttling answer is a transient error, counted apart for the alert.
+            Err(_) if throttled => "throttled",
             Err(e) => match e.kind {
                 AwsErrorKind::Transient => "transient_error",
                 AwsErrorKind::Unreachable => "unreachable",

@@ -124,14 +124,17 @@ async fn measure_replication(
     let Some(active) = crate::engine::active_region(plan) else {
         return Vec::new();
     };
-    let name = plan.name_any();
+    let plan_labels = PlanLabels {
+        namespace: ns.to_string(),
+        plan: plan.name_any(),
+    };
     let standby = || plan.spec.regions.iter().filter(|r| r.name != active);
     let pairs = plan.spec.databases.iter().flat_map(|db| {
         standby().filter_map(move |r| Some((db, r, crate::engine::lag_source(db, &r.name)?)))
     });
     let max_age = plan.spec.objectives.max_lag_age();
     let measurements = pairs.map(|(db, region, source)| {
-        let name = name.clone();
+        let plan_labels = &plan_labels;
         async move {
             let limit = ctx.config.member_timeout;
             let lag =
@@ -141,7 +144,7 @@ async fn measure_replication(
                 Ok(Ok(reading)) => match crate::engine::lag::judge(reading.as_ref(), fresh_after) {
                     Lag::Known(l) => {
                         ctx.metrics
-                            .set_replication_lag(&name, &db.name, &region.name, l);
+                            .set_replication_lag(plan_labels, &db.name, &region.name, l);
                         (Some(l), None)
                     }
                     Lag::Unknown(why) => (None, Some(format!("lag unknown: {why}"))),
@@ -379,6 +382,19 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
         .plan_ready
         .get_or_create(&labels)
         .set(ready.into());
+    let unprotected = status
+        .replication
+        .iter()
+        .filter(|r| r.protected == Some(false))
+        .count();
+    for (family, value) in [
+        (&ctx.metrics.plan_pending_fences, fences.len()),
+        (&ctx.metrics.plan_unprotected_standbys, unprotected),
+    ] {
+        family
+            .get_or_create(&labels)
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
     for (family, objective) in [
         (&ctx.metrics.plan_rto, &plan.spec.objectives.rto),
         (&ctx.metrics.plan_rpo, &plan.spec.objectives.rpo),
@@ -426,6 +442,10 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
             plan.metadata.creation_timestamp.as_ref().map(|t| t.0),
             now(),
         );
+        ctx.metrics
+            .plan_drill_overdue
+            .get_or_create(&labels)
+            .set(overdue.is_some().into());
         status.conditions = conditions::upsert(
             &status.conditions,
             DesiredCondition {

@@ -38,6 +38,8 @@ pub struct AwsWaitLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
+    pub namespace: String,
+    pub plan: String,
     pub mode: String,
     pub result: String,
 }
@@ -56,6 +58,7 @@ pub struct PlanStepLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LagLabels {
+    pub namespace: String,
     pub plan: String,
     pub database: String,
     /// The plan region the replica lags in.
@@ -111,6 +114,10 @@ pub struct Metrics {
     pub drill_last_succeeded: Family<PlanLabels, Gauge>,
     pub drill_rto: Family<PlanLabels, FloatGauge>,
     pub drill_rto_back: Family<PlanLabels, FloatGauge>,
+    pub plan_pending_fences: Family<PlanLabels, Gauge>,
+    pub plan_drill_overdue: Family<PlanLabels, Gauge>,
+    pub plan_unprotected_standbys: Family<PlanLabels, Gauge>,
+    pub failover_running: Family<PlanLabels, FloatGauge>,
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -269,6 +276,30 @@ impl Default for Metrics {
             "Measured RTO of the way back of the plan's last round-trip drill",
             drill_rto_back.clone(),
         );
+        let plan_pending_fences = Family::<PlanLabels, Gauge>::default();
+        registry.register(
+            "plan_pending_fences",
+            "Parts of a former active region the plan still has to fence when it returns",
+            plan_pending_fences.clone(),
+        );
+        let plan_drill_overdue = Family::<PlanLabels, Gauge>::default();
+        registry.register(
+            "plan_drill_overdue",
+            "1 when no drill of the plan succeeded within spec.drills.requiredInterval",
+            plan_drill_overdue.clone(),
+        );
+        let plan_unprotected_standbys = Family::<PlanLabels, Gauge>::default();
+        registry.register(
+            "plan_unprotected_standbys",
+            "Standby databases of the plan not replicating from the active region's primary",
+            plan_unprotected_standbys.clone(),
+        );
+        let failover_running = Family::<PlanLabels, FloatGauge>::default();
+        registry.register(
+            "failover_running_seconds",
+            "How long the plan's running failover has been running; 0 when none runs",
+            failover_running.clone(),
+        );
         // Zero series for every error category, so rate() works before the first error.
         for controller in ["plan", "failover"] {
             for error in crate::error::Error::METRIC_LABELS {
@@ -277,6 +308,10 @@ impl Default for Metrics {
         }
         Self {
             registry,
+            plan_pending_fences,
+            plan_drill_overdue,
+            plan_unprotected_standbys,
+            failover_running,
             drill_last_success,
             drill_last_succeeded,
             drill_rto,
@@ -325,10 +360,17 @@ impl Metrics {
     }
 
     /// `drover_replication_lag_seconds{plan,database,region}`.
-    pub fn set_replication_lag(&self, plan: &str, database: &str, region: &str, seconds: f64) {
+    pub fn set_replication_lag(
+        &self,
+        plan: &PlanLabels,
+        database: &str,
+        region: &str,
+        seconds: f64,
+    ) {
         self.replication_lag
             .get_or_create(&LagLabels {
-                plan: plan.to_string(),
+                namespace: plan.namespace.clone(),
+                plan: plan.plan.clone(),
                 database: database.to_string(),
                 region: region.to_string(),
             })
@@ -368,5 +410,59 @@ mod tests {
             text.contains("drover_reconcile_errors_total{controller=\"plan\",error=\"kube\"} 1")
         );
         assert!(text.contains("drover_leader 0"));
+    }
+
+    /// Every drover_ metric the shipped alert rules query is one the operator exports.
+    #[test]
+    fn the_alert_rules_query_only_exported_metrics() {
+        // A family shows in the exposition once it has a series.
+        let m = Metrics::default();
+        let plan = PlanLabels {
+            namespace: "ns".into(),
+            plan: "p".into(),
+        };
+        for family in [
+            &m.plan_ready,
+            &m.plan_pending_fences,
+            &m.plan_unprotected_standbys,
+            &m.plan_drill_overdue,
+        ] {
+            family.get_or_create(&plan).set(0);
+        }
+        for family in [&m.plan_rpo, &m.plan_rto, &m.failover_running] {
+            family.get_or_create(&plan).set(0.0);
+        }
+        m.set_replication_lag(&plan, "db", "usw2", 1.0);
+        m.failovers
+            .get_or_create(&FailoverLabels {
+                namespace: "ns".into(),
+                plan: "p".into(),
+                mode: "Planned".into(),
+                result: "Failed".into(),
+            })
+            .inc();
+        m.aws_calls
+            .get_or_create(&AwsCallLabels {
+                service: "route53",
+                operation: "GetChange",
+                result: "throttled",
+            })
+            .inc();
+        let text = m.encode().expect("encodes");
+        let rules = include_str!("../config/prometheus/drover-rules.yaml");
+        let mut names: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("drover_"))
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{name} is not exported"
+            );
+        }
     }
 }

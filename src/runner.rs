@@ -562,6 +562,33 @@ impl Runner {
         for note in &d.events {
             info!(failover = %self.fo.name_any(), reason = %note.reason, message = %note.message);
         }
+        // How long the plan's failover has run, while it runs (0 once it ended).
+        let running = match (&d.finished, d.status.phase) {
+            (Some(_), _) => Some(0.0),
+            (None, Some(phase)) if phase.is_admitted() => d
+                .status
+                .timings
+                .as_ref()
+                .and_then(|t| t.started_at.as_ref())
+                .map(|t| {
+                    let started = SystemTime::from(t.0);
+                    self.clock
+                        .now()
+                        .duration_since(started)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                }),
+            _ => None,
+        };
+        if let Some(seconds) = running {
+            self.metrics
+                .failover_running
+                .get_or_create(&PlanLabels {
+                    namespace: self.fo.namespace().unwrap_or_default(),
+                    plan: self.plan.name_any(),
+                })
+                .set(seconds);
+        }
         for (step, seconds) in &d.finished_steps {
             self.metrics
                 .step_duration
@@ -572,6 +599,8 @@ impl Runner {
             self.metrics
                 .failovers
                 .get_or_create(&FailoverLabels {
+                    namespace: self.fo.namespace().unwrap_or_default(),
+                    plan: self.plan.name_any(),
                     mode: format!("{:?}", self.mode()),
                     result: format!("{:?}", f.phase),
                 })
@@ -1139,7 +1168,10 @@ impl Runner {
                     && r.seconds >= 0.0
                 {
                     self.metrics.set_replication_lag(
-                        &self.plan.name_any(),
+                        &PlanLabels {
+                            namespace: self.fo.namespace().unwrap_or_default(),
+                            plan: self.plan.name_any(),
+                        },
                         name,
                         self.target(),
                         r.seconds,
