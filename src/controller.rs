@@ -142,16 +142,14 @@ async fn measure_replication(
             let fresh_after = crate::engine::lag::fresh_after(SystemTime::now(), max_age, None);
             let (lag_seconds, lag_message) = match lag {
                 Ok(Ok(reading)) => match crate::engine::lag::judge(reading.as_ref(), fresh_after) {
-                    Lag::Known(l) => {
-                        ctx.metrics
-                            .set_replication_lag(plan_labels, &db.name, &region.name, l);
-                        (Some(l), None)
-                    }
+                    Lag::Known(l) => (Some(l), None),
                     Lag::Unknown(why) => (None, Some(format!("lag unknown: {why}"))),
                 },
                 Ok(Err(e)) => (None, Some(e.message)),
                 Err(_) => (None, Some("timed out reading the lag".into())),
             };
+            ctx.metrics
+                .set_standby_lag(plan_labels, &db.name, &region.name, lag_seconds);
             ReplicationStatus {
                 database: db.name.clone(),
                 region: region.name.clone(),
@@ -165,6 +163,11 @@ async fn measure_replication(
         }
     });
     let mut measured = join_all(measurements).await;
+    // The active region is no standby: a lag it showed before a failover is not shown.
+    for db in &plan.spec.databases {
+        ctx.metrics
+            .forget_standby_lag(&plan_labels, &db.name, &active);
+    }
     let lag_known = measured
         .iter()
         .map(|m| {

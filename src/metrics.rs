@@ -79,6 +79,15 @@ pub struct RegionLabels {
     pub region: String,
 }
 
+fn lag_labels(plan: &PlanLabels, database: &str, region: &str) -> LagLabels {
+    LagLabels {
+        namespace: plan.namespace.clone(),
+        plan: plan.plan.clone(),
+        database: database.to_string(),
+        region: region.to_string(),
+    }
+}
+
 fn failover_histogram() -> Histogram {
     Histogram::new([5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
 }
@@ -118,6 +127,7 @@ pub struct Metrics {
     pub plan_drill_overdue: Family<PlanLabels, Gauge>,
     pub plan_unprotected_standbys: Family<PlanLabels, Gauge>,
     pub failover_running: Family<PlanLabels, FloatGauge>,
+    pub replication_lag_known: Family<LagLabels, Gauge>,
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -300,6 +310,12 @@ impl Default for Metrics {
             "How long the plan's running failover has been running; 0 when none runs",
             failover_running.clone(),
         );
+        let replication_lag_known = Family::<LagLabels, Gauge>::default();
+        registry.register(
+            "replication_lag_known",
+            "1 when the standby's lag is known (>= 0 and fresh), 0 when it is not",
+            replication_lag_known.clone(),
+        );
         // Zero series for every error category, so rate() works before the first error.
         for controller in ["plan", "failover"] {
             for error in crate::error::Error::METRIC_LABELS {
@@ -312,6 +328,7 @@ impl Default for Metrics {
             plan_drill_overdue,
             plan_unprotected_standbys,
             failover_running,
+            replication_lag_known,
             drill_last_success,
             drill_last_succeeded,
             drill_rto,
@@ -368,13 +385,37 @@ impl Metrics {
         seconds: f64,
     ) {
         self.replication_lag
-            .get_or_create(&LagLabels {
-                namespace: plan.namespace.clone(),
-                plan: plan.plan.clone(),
-                database: database.to_string(),
-                region: region.to_string(),
-            })
+            .get_or_create(&lag_labels(plan, database, region))
             .set(seconds);
+    }
+
+    /// A plan check's verdict on a standby's lag: known (with its value), or unknown, when
+    /// no number is shown at all rather than the last one.
+    pub fn set_standby_lag(
+        &self,
+        plan: &PlanLabels,
+        database: &str,
+        region: &str,
+        lag: Option<f64>,
+    ) {
+        let labels = lag_labels(plan, database, region);
+        match lag {
+            Some(seconds) => self.set_replication_lag(plan, database, region, seconds),
+            None => {
+                self.replication_lag.remove(&labels);
+            }
+        }
+        self.replication_lag_known
+            .get_or_create(&labels)
+            .set(lag.is_some().into());
+    }
+
+    /// Drops the lag series of a region that is no longer a standby of the plan (it became
+    /// the active one): its last lag is not a standby's lag.
+    pub fn forget_standby_lag(&self, plan: &PlanLabels, database: &str, region: &str) {
+        let labels = lag_labels(plan, database, region);
+        self.replication_lag.remove(&labels);
+        self.replication_lag_known.remove(&labels);
     }
 
     /// The text exposition format.
@@ -412,6 +453,41 @@ mod tests {
         assert!(text.contains("drover_leader 0"));
     }
 
+    /// A standby's lag shows as a number only while it is known; a region that became
+    /// active shows none.
+    #[test]
+    fn unknown_or_former_standby_lag_shows_no_stale_number() {
+        let m = Metrics::default();
+        let plan = PlanLabels {
+            namespace: "ns".into(),
+            plan: "p".into(),
+        };
+        let series = |name: &str| {
+            let text = m.encode().expect("encodes");
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        m.set_standby_lag(&plan, "orders", "usw2", Some(12.0));
+        assert_eq!(
+            series("drover_replication_lag_seconds"),
+            [
+                r#"drover_replication_lag_seconds{namespace="ns",plan="p",database="orders",region="usw2"} 12.0"#
+            ]
+        );
+        m.set_standby_lag(&plan, "orders", "usw2", None);
+        assert!(series("drover_replication_lag_seconds").is_empty());
+        assert_eq!(
+            series("drover_replication_lag_known"),
+            [
+                r#"drover_replication_lag_known{namespace="ns",plan="p",database="orders",region="usw2"} 0"#
+            ]
+        );
+        m.forget_standby_lag(&plan, "orders", "usw2");
+        assert!(series("drover_replication_lag_known").is_empty());
+    }
+
     /// Every drover_ metric the shipped alert rules query is one the operator exports.
     #[test]
     fn the_alert_rules_query_only_exported_metrics() {
@@ -432,7 +508,7 @@ mod tests {
         for family in [&m.plan_rpo, &m.plan_rto, &m.failover_running] {
             family.get_or_create(&plan).set(0.0);
         }
-        m.set_replication_lag(&plan, "db", "usw2", 1.0);
+        m.set_standby_lag(&plan, "db", "usw2", Some(1.0));
         m.failovers
             .get_or_create(&FailoverLabels {
                 namespace: "ns".into(),
