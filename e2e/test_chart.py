@@ -119,6 +119,7 @@ def test_full_values_render_every_option():
     monitor = one(objects, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"][0]["interval"] == "15s"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     policy = one(objects, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]
     assert {p["port"] for p in policy["spec"]["egress"][1]["ports"]} == {443, 6443}

@@ -37,7 +37,8 @@ fn now() -> Timestamp {
     Timestamp::now()
 }
 
-/// Kubeconfig Secrets as just read, by namespace and name, for the check's clients.
+/// Kubeconfig Secrets as just read, by namespace and name, with only the keys the plan
+/// uses, for the check's clients.
 type ReadSecrets = HashMap<(String, String), k8s_openapi::api::core::v1::Secret>;
 
 /// Looks up every Secret the plan references. Missing or forbidden Secrets become
@@ -51,6 +52,13 @@ async fn lookup_secrets(
 ) -> Result<(SecretsSeen, ReadSecrets)> {
     let mut seen = SecretsSeen::new();
     let mut read = ReadSecrets::new();
+    // The keys the plan uses of each Secret: only those are kept for the clients.
+    let mut used: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    for (_, secret_ns, secret) in validate::secret_refs(&plan.spec, ns) {
+        used.entry((secret_ns, secret.name.clone()))
+            .or_default()
+            .insert(secret.key_or_default().to_string());
+    }
     for (_, secret_ns, secret) in validate::secret_refs(&plan.spec, ns) {
         let key = (secret_ns.clone(), secret.name.clone());
         if seen.contains_key(&key) {
@@ -60,12 +68,17 @@ async fn lookup_secrets(
             Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &secret_ns);
         let found = match api.get_opt(&secret.name).await {
             Ok(Some(s)) => {
-                let keys = s
-                    .data
-                    .as_ref()
-                    .map(|d| d.keys().cloned().collect::<BTreeSet<String>>())
-                    .unwrap_or_default();
-                read.insert(key.clone(), s);
+                let mut data = s.data.unwrap_or_default();
+                let keys = data.keys().cloned().collect::<BTreeSet<String>>();
+                let wanted = used.get(&key);
+                data.retain(|k, _| wanted.is_some_and(|w| w.contains(k)));
+                read.insert(
+                    key.clone(),
+                    k8s_openapi::api::core::v1::Secret {
+                        data: Some(data),
+                        ..Default::default()
+                    },
+                );
                 Ok(keys)
             }
             Ok(None) => Err("not found".to_string()),
@@ -133,33 +146,28 @@ async fn measure_replication(
         standby().filter_map(move |r| Some((db, r, crate::engine::lag_source(db, &r.name)?)))
     });
     let max_age = plan.spec.objectives.max_lag_age();
-    let measurements = pairs.map(|(db, region, source)| {
-        let plan_labels = &plan_labels;
-        async move {
-            let limit = ctx.config.member_timeout;
-            let lag =
-                tokio::time::timeout(limit, ctx.aws.replica_lag(&region.aws_region, &source)).await;
-            let fresh_after = crate::engine::lag::fresh_after(SystemTime::now(), max_age, None);
-            let (lag_seconds, lag_message) = match lag {
-                Ok(Ok(reading)) => match crate::engine::lag::judge(reading.as_ref(), fresh_after) {
-                    Lag::Known(l) => (Some(l), None),
-                    Lag::Unknown(why) => (None, Some(format!("lag unknown: {why}"))),
-                },
-                Ok(Err(e)) => (None, Some(e.message)),
-                Err(_) => (None, Some("timed out reading the lag".into())),
-            };
-            ctx.metrics
-                .set_standby_lag(plan_labels, &db.name, &region.name, lag_seconds);
-            ReplicationStatus {
-                database: db.name.clone(),
-                region: region.name.clone(),
-                lag_seconds,
-                protected: None,
-                protection: None,
-                message: lag_message,
-                measured_at: Some(Time(now())),
-                old_volume_snapshot: None,
-            }
+    let measurements = pairs.map(|(db, region, source)| async move {
+        let limit = ctx.config.member_timeout;
+        let lag =
+            tokio::time::timeout(limit, ctx.aws.replica_lag(&region.aws_region, &source)).await;
+        let fresh_after = crate::engine::lag::fresh_after(SystemTime::now(), max_age, None);
+        let (lag_seconds, lag_message) = match lag {
+            Ok(Ok(reading)) => match crate::engine::lag::judge(reading.as_ref(), fresh_after) {
+                Lag::Known(l) => (Some(l), None),
+                Lag::Unknown(why) => (None, Some(format!("lag unknown: {why}"))),
+            },
+            Ok(Err(e)) => (None, Some(e.message)),
+            Err(_) => (None, Some("timed out reading the lag".into())),
+        };
+        ReplicationStatus {
+            database: db.name.clone(),
+            region: region.name.clone(),
+            lag_seconds,
+            protected: None,
+            protection: None,
+            message: lag_message,
+            measured_at: Some(Time(now())),
+            old_volume_snapshot: None,
         }
     });
     let mut measured = join_all(measurements).await;
@@ -191,6 +199,18 @@ async fn measure_replication(
         };
         m.protected = Some(protection == "Protected");
         m.protection = Some(protection.to_string());
+        // A standby being re-protected (or left to be) has no lag to know: the
+        // re-protection alert covers it, not the unknown-lag one.
+        let reprotecting = protections
+            .get(&(m.database.clone(), m.region.clone()))
+            .is_some_and(|(p, _)| *p != "Protected");
+        ctx.metrics.set_standby_lag(
+            &plan_labels,
+            &m.database,
+            &m.region,
+            m.lag_seconds,
+            !reprotecting,
+        );
         let message: Vec<String> = [why, m.message.take()].into_iter().flatten().collect();
         m.message = (!message.is_empty()).then(|| message.join("; "));
     }

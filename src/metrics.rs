@@ -390,13 +390,15 @@ impl Metrics {
     }
 
     /// A plan check's verdict on a standby's lag: known (with its value), or unknown, when
-    /// no number is shown at all rather than the last one.
+    /// no number is shown at all rather than the last one. Whether it is known is exported
+    /// only for a standby `expected` to replicate (not one being re-protected).
     pub fn set_standby_lag(
         &self,
         plan: &PlanLabels,
         database: &str,
         region: &str,
         lag: Option<f64>,
+        expected: bool,
     ) {
         let labels = lag_labels(plan, database, region);
         match lag {
@@ -405,9 +407,13 @@ impl Metrics {
                 self.replication_lag.remove(&labels);
             }
         }
-        self.replication_lag_known
-            .get_or_create(&labels)
-            .set(lag.is_some().into());
+        if expected {
+            self.replication_lag_known
+                .get_or_create(&labels)
+                .set(lag.is_some().into());
+        } else {
+            self.replication_lag_known.remove(&labels);
+        }
     }
 
     /// Drops the lag series of a region that is no longer a standby of the plan (it became
@@ -469,14 +475,14 @@ mod tests {
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         };
-        m.set_standby_lag(&plan, "orders", "usw2", Some(12.0));
+        m.set_standby_lag(&plan, "orders", "usw2", Some(12.0), true);
         assert_eq!(
             series("drover_replication_lag_seconds"),
             [
                 r#"drover_replication_lag_seconds{namespace="ns",plan="p",database="orders",region="usw2"} 12.0"#
             ]
         );
-        m.set_standby_lag(&plan, "orders", "usw2", None);
+        m.set_standby_lag(&plan, "orders", "usw2", None, true);
         assert!(series("drover_replication_lag_seconds").is_empty());
         assert_eq!(
             series("drover_replication_lag_known"),
@@ -484,8 +490,13 @@ mod tests {
                 r#"drover_replication_lag_known{namespace="ns",plan="p",database="orders",region="usw2"} 0"#
             ]
         );
+        // Being re-protected, it is not expected to replicate: no verdict either.
+        m.set_standby_lag(&plan, "orders", "usw2", None, false);
+        assert!(series("drover_replication_lag_known").is_empty());
+        m.set_standby_lag(&plan, "orders", "usw2", Some(3.0), true);
         m.forget_standby_lag(&plan, "orders", "usw2");
         assert!(series("drover_replication_lag_known").is_empty());
+        assert!(series("drover_replication_lag_seconds").is_empty());
     }
 
     /// Every drover_ metric the shipped alert rules query is one the operator exports.
@@ -508,7 +519,7 @@ mod tests {
         for family in [&m.plan_rpo, &m.plan_rto, &m.failover_running] {
             family.get_or_create(&plan).set(0.0);
         }
-        m.set_standby_lag(&plan, "db", "usw2", Some(1.0));
+        m.set_standby_lag(&plan, "db", "usw2", Some(1.0), true);
         m.failovers
             .get_or_create(&FailoverLabels {
                 namespace: "ns".into(),

@@ -564,6 +564,9 @@ impl Runner {
         }
         // How long the plan's failover has run, while it runs (0 once it ended).
         let running = match (&d.finished, d.status.phase) {
+            // A Failover rejected at admission never ran: the plan's running one (the
+            // reason it may have been rejected) keeps its gauge.
+            (Some(f), _) if f.phase == FailoverPhase::Rejected => None,
             (Some(_), _) => Some(0.0),
             (None, Some(phase)) if phase.is_admitted() => d
                 .status
