@@ -38,8 +38,8 @@ pub struct AwsWaitLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
-    pub namespace: String,
-    pub plan: String,
+    #[prometheus(flatten)]
+    pub plan: PlanLabels,
     pub mode: String,
     pub result: String,
 }
@@ -522,8 +522,7 @@ mod tests {
         m.set_standby_lag(&plan, "db", "usw2", Some(1.0), true);
         m.failovers
             .get_or_create(&FailoverLabels {
-                namespace: "ns".into(),
-                plan: "p".into(),
+                plan: plan.clone(),
                 mode: "Planned".into(),
                 result: "Failed".into(),
             })
@@ -536,6 +535,12 @@ mod tests {
             })
             .inc();
         let text = m.encode().expect("encodes");
+        assert!(
+            text.contains(
+                r#"drover_failovers_total{namespace="ns",plan="p",mode="Planned",result="Failed"} 1"#
+            ),
+            "{text}"
+        );
         let rules = include_str!("../config/prometheus/drover-rules.yaml");
         let mut names: Vec<&str> = rules
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -557,6 +557,14 @@ impl Runner {
         });
     }
 
+    /// The plan's metric labels: the Failover's namespace (the plan's) and the plan.
+    fn plan_labels(&self) -> PlanLabels {
+        PlanLabels {
+            namespace: self.fo.namespace().unwrap_or_default(),
+            plan: self.plan.name_any(),
+        }
+    }
+
     /// Logs and metrics for what the decision did (its Events are published by the pass).
     fn report(&self, d: &Decision) {
         for note in &d.events {
@@ -586,10 +594,7 @@ impl Runner {
         if let Some(seconds) = running {
             self.metrics
                 .failover_running
-                .get_or_create(&PlanLabels {
-                    namespace: self.fo.namespace().unwrap_or_default(),
-                    plan: self.plan.name_any(),
-                })
+                .get_or_create(&self.plan_labels())
                 .set(seconds);
         }
         for (step, seconds) in &d.finished_steps {
@@ -602,8 +607,7 @@ impl Runner {
             self.metrics
                 .failovers
                 .get_or_create(&FailoverLabels {
-                    namespace: self.fo.namespace().unwrap_or_default(),
-                    plan: self.plan.name_any(),
+                    plan: self.plan_labels(),
                     mode: format!("{:?}", self.mode()),
                     result: format!("{:?}", f.phase),
                 })
@@ -1171,10 +1175,7 @@ impl Runner {
                     && r.seconds >= 0.0
                 {
                     self.metrics.set_replication_lag(
-                        &PlanLabels {
-                            namespace: self.fo.namespace().unwrap_or_default(),
-                            plan: self.plan.name_any(),
-                        },
+                        &self.plan_labels(),
                         name,
                         self.target(),
                         r.seconds,
