@@ -1375,12 +1375,14 @@ async fn completes_under_throttling() {
     let status = fo.status.clone().expect("status");
     assert_phase(&fo, FailoverPhase::Succeeded);
     let throttled = op
-        .metric_with("drover_aws_calls_total", "result=\"transient_error\"")
+        .metric_with("drover_aws_calls_total", "result=\"throttled\"")
         .unwrap_or(0.0);
     let retried_calls: f64 = {
         let (_, body) = op.get("/metrics").expect("metrics");
         body.lines()
-            .filter(|l| l.starts_with("drover_aws_calls_total") && l.contains("transient_error"))
+            .filter(|l| {
+                l.starts_with("drover_aws_calls_total") && l.contains("result=\"throttled\"")
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
