@@ -247,6 +247,7 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
         namespace: ns.clone(),
         plan: name.clone(),
     };
+    ctx.metrics.init_plan(&labels);
 
     let (secrets, read_secrets) = lookup_secrets(&ctx, &plan, &ns).await?;
     let problems = validate::validate_plan(&plan.spec, &ns, Some(&secrets));
@@ -497,7 +498,7 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
         .or_else(|| crate::engine::active_region(&plan))
     {
         let regions = plan.spec.regions.iter().map(|r| r.name.as_str());
-        ctx.metrics.set_active_region(&name, regions, &active);
+        ctx.metrics.set_active_region(&labels, regions, &active);
     }
     let reprotecting = status
         .replication

@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::api::{FailoverMode, FailoverPhase};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
     pub controller: &'static str,
@@ -75,6 +77,7 @@ pub struct SignalLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegionLabels {
+    pub namespace: String,
     pub plan: String,
     pub region: String,
 }
@@ -85,6 +88,14 @@ fn lag_labels(plan: &PlanLabels, database: &str, region: &str) -> LagLabels {
         plan: plan.plan.clone(),
         database: database.to_string(),
         region: region.to_string(),
+    }
+}
+
+fn failover_labels(plan: &PlanLabels, mode: FailoverMode, result: FailoverPhase) -> FailoverLabels {
+    FailoverLabels {
+        plan: plan.clone(),
+        mode: format!("{mode:?}"),
+        result: format!("{result:?}"),
     }
 }
 
@@ -359,17 +370,46 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// `drover_active_region{plan,region}`: 1 for the active region, 0 for the others.
+    /// Creates the plan's failover series before its first failover, at 0: Prometheus
+    /// sees no increase in a counter that first appears at 1, so a first failure would not
+    /// page and the dashboard would count no failover. Only the modes and results that page
+    /// or measure the RTO: a DryRun or a Rejected failover appears when it first happens.
+    pub fn init_plan(&self, plan: &PlanLabels) {
+        for mode in [FailoverMode::Planned, FailoverMode::Unplanned] {
+            for result in [
+                FailoverPhase::Succeeded,
+                FailoverPhase::Failed,
+                FailoverPhase::RolledBack,
+            ] {
+                drop(
+                    self.failovers
+                        .get_or_create(&failover_labels(plan, mode, result)),
+                );
+            }
+        }
+        drop(self.failover_running.get_or_create(plan));
+    }
+
+    /// Counts a finished failover in `drover_failovers_total`.
+    pub fn count_failover(&self, plan: &PlanLabels, mode: FailoverMode, result: FailoverPhase) {
+        self.failovers
+            .get_or_create(&failover_labels(plan, mode, result))
+            .inc();
+    }
+
+    /// `drover_active_region{namespace,plan,region}`: 1 for the active region, 0 for the
+    /// others.
     pub fn set_active_region<'a>(
         &self,
-        plan: &str,
+        plan: &PlanLabels,
         regions: impl IntoIterator<Item = &'a str>,
         active: &str,
     ) {
         for region in regions {
             self.active_region
                 .get_or_create(&RegionLabels {
-                    plan: plan.to_string(),
+                    namespace: plan.namespace.clone(),
+                    plan: plan.plan.clone(),
                     region: region.to_string(),
                 })
                 .set((region == active).into());
@@ -457,6 +497,36 @@ mod tests {
             text.contains("drover_reconcile_errors_total{controller=\"plan\",error=\"kube\"} 1")
         );
         assert!(text.contains("drover_leader 0"));
+    }
+
+    /// A plan's failover series exist at 0 before its first failover, so Prometheus sees
+    /// the first one as an increase; a failover then counts from there.
+    #[test]
+    fn a_plans_failover_series_start_at_zero() {
+        let m = Metrics::default();
+        let plan = PlanLabels {
+            namespace: "prod".into(),
+            plan: "shop".into(),
+        };
+        m.init_plan(&plan);
+        let text = m.encode().expect("encodes");
+        for mode in ["Planned", "Unplanned"] {
+            for result in ["Succeeded", "Failed", "RolledBack"] {
+                let line = format!(
+                    "drover_failovers_total{{namespace=\"prod\",plan=\"shop\",mode=\"{mode}\",result=\"{result}\"}} 0"
+                );
+                assert!(text.contains(&line), "{line} not in {text}");
+            }
+        }
+        assert!(
+            text.contains("drover_failover_running_seconds{namespace=\"prod\",plan=\"shop\"} 0")
+        );
+        m.count_failover(&plan, FailoverMode::Unplanned, FailoverPhase::Failed);
+        m.init_plan(&plan);
+        let text = m.encode().expect("encodes");
+        assert!(text.contains(
+            "drover_failovers_total{namespace=\"prod\",plan=\"shop\",mode=\"Unplanned\",result=\"Failed\"} 1"
+        ));
     }
 
     /// A standby's lag shows as a number only while it is known; a region that became

@@ -26,9 +26,7 @@ use crate::engine::machine::{
 };
 use crate::engine::{self, ScaleTarget};
 use crate::leadership::LeaseCheck;
-use crate::metrics::{
-    ErrorLabels, FailoverLabels, Metrics, PlanLabels, PlanStepLabels, StepLabels,
-};
+use crate::metrics::{ErrorLabels, Metrics, PlanLabels, PlanStepLabels, StepLabels};
 use crate::store::{KubeStatusStore, StatusStore};
 use crate::validate::parse_duration;
 
@@ -605,13 +603,7 @@ impl Runner {
         }
         if let Some(f) = &d.finished {
             self.metrics
-                .failovers
-                .get_or_create(&FailoverLabels {
-                    plan: self.plan_labels(),
-                    mode: format!("{:?}", self.mode()),
-                    result: format!("{:?}", f.phase),
-                })
-                .inc();
+                .count_failover(&self.plan_labels(), self.mode(), f.phase);
             if f.phase != FailoverPhase::Rejected && self.mode() != FailoverMode::DryRun {
                 self.record_last_failover(f);
             }
@@ -725,7 +717,7 @@ impl Runner {
         };
         if let Some(region) = fields.active_region.as_deref() {
             self.metrics.set_active_region(
-                &self.plan.name_any(),
+                &self.plan_labels(),
                 self.plan.spec.regions.iter().map(|r| r.name.as_str()),
                 region,
             );

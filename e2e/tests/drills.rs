@@ -160,10 +160,10 @@ async fn a_drill_fires_on_its_schedule_and_its_history_is_kept() {
 
 /// A `drover` command run against the management cluster, killed by PID when dropped (a
 /// failed assertion must not leave it waiting).
-struct Drover(Child);
+pub struct Drover(Child);
 
 impl Drover {
-    fn spawn(args: &[&str]) -> Self {
+    pub fn spawn(args: &[&str]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(args)
             .env("KUBECONFIG", kubeconfig_path("mgmt"))
@@ -175,7 +175,7 @@ impl Drover {
     }
 
     /// Waits for it to exit; its exit status, stdout and stderr.
-    async fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
+    pub async fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
         let status = wait_for("drover to exit", timeout, || {
             let exited = self.0.try_wait().ok().flatten();
             async move { exited }
@@ -211,7 +211,7 @@ fn ready_since(plan: &DisasterRecoveryPlan) -> Option<Timestamp> {
 }
 
 /// Waits until the plan is Ready with nothing left to re-protect: a failback is possible.
-async fn wait_ready(plans: &Api<DisasterRecoveryPlan>, sc: &str) {
+pub async fn wait_ready(plans: &Api<DisasterRecoveryPlan>, sc: &str) {
     wait_for("plan Ready", Duration::from_secs(90), || async {
         let p = plans.get(sc).await.ok()?;
         let done = p.status.as_ref()?.reprotections.is_empty();

@@ -111,7 +111,7 @@ pub async fn wait_terminal(
 }
 
 /// Creates a Failover and waits until it ends.
-async fn run_failover(
+pub async fn run_failover(
     client: &kube::Client,
     ns: &str,
     fo: Failover,
@@ -1646,7 +1646,7 @@ async fn unknown_lag_blocks_every_promotion() {
 
 /// Waits until the bed has published a lag above `seconds` for a replica: after a rollback
 /// the writers run again, and lag builds back up on RDS's publishing cadence.
-fn wait_published_lag_above(identifier: &str, seconds: f64) -> impl Future<Output = ()> {
+pub fn wait_published_lag_above(identifier: &str, seconds: f64) -> impl Future<Output = ()> {
     let identifier = identifier.to_string();
     async move {
         wait_for(

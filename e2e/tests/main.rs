@@ -7,6 +7,7 @@ mod drills;
 mod failover;
 mod observe;
 mod operate;
+mod prometheus;
 mod scale;
 mod support;
 
