@@ -8,7 +8,7 @@ CACHE="${DROVER_CACHE:-$HOME/.cache/drover}"
 mkdir -p "$CACHE"
 log() { printf '[install] %s\n' "$*" >&2; }
 
-need_pkgs=(golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev openssl python3-venv curl lua5.4 tmux prometheus)
+need_pkgs=(golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev openssl python3-venv curl lua5.4 tmux prometheus postgresql-15)
 # Some images ship kubectl from another package, which conflicts with kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || need_pkgs+=(kubernetes-client)
 missing=()
@@ -61,10 +61,10 @@ fi
 
 # Python venv for the AWS emulator, cached outside the clone.
 VENV="$CACHE/venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, flask, pytest, helm_python' 2>/dev/null; then
-  log "creating Python venv with moto[server], pytest and the Helm SDK"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, flask, pytest, helm_python, pg8000' 2>/dev/null; then
+  log "creating Python venv with moto[server], pytest, the Helm SDK and pg8000"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5' 'pytest==9.2.0' 'helm-python-sdk==0.2.2' >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5' 'pytest==9.2.0' 'helm-python-sdk==0.2.2' 'pg8000==1.31.6' >&2
 fi
 # CRD-only API server v1.36 for e2e/test_cel.py (CEL rules). A machine where it cannot be
 # built still runs the rest: test_cel.py then skips and says why.

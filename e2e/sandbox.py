@@ -175,7 +175,10 @@ def up():
             "--enable-priority-and-fairness=false",
         ], env=env)
 
-    aws_env = dict(os.environ, PYTHONPATH=str(ROOT / "e2e"))
+    # Real PostgreSQL behind RDS instances, when a test turns it on (awsbed/postgres.py).
+    subprocess.run(["rm", "-rf", str(STATE / "pg")], check=False)
+    aws_env = dict(os.environ, PYTHONPATH=str(ROOT / "e2e"), DROVER_PG_DIR=str(STATE / "pg"),
+                   DROVER_SANDBOX_PIDS=str(STATE / "pids"))
     procs["aws"] = start("aws", [str(PYTHON), "-m", "awsbed", "--port", str(AWS_PORT)], env=aws_env)
 
     for name, (_e, _p, api_port) in CLUSTERS.items():
@@ -243,10 +246,27 @@ def alive(pid):
         return False
 
 
+def is_postgres(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"postgres" in f.read().split(b"\0")[0]
+    except OSError:
+        return False
+
+
 def stop_group(entries, timeout=10.0):
-    for pid, _name in entries:
+    # PostgreSQL servers of the AWS emulator (awsbed/postgres.py), recorded as pg-*: the
+    # emulator stops them itself; any left (it died first) get a fast shutdown, resumed first
+    # if an outage had stopped them, and only if the PID is still a postgres.
+    entries = [(pid, name) for pid, name in entries
+               if not name.startswith("pg-") or is_postgres(int(pid))]
+    for pid, name in entries:
         try:
-            os.kill(int(pid), signal.SIGTERM)
+            if name.startswith("pg-"):
+                os.kill(int(pid), signal.SIGCONT)
+                os.kill(int(pid), signal.SIGINT)
+            else:
+                os.kill(int(pid), signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout
@@ -275,6 +295,7 @@ def down():
     pids_file.unlink()
     for name in CLUSTERS:
         subprocess.run(["rm", "-rf", str(STATE / name / "etcd")], check=False)
+    subprocess.run(["rm", "-rf", str(STATE / "pg")], check=False)
     log("sandbox stopped")
 
 

@@ -25,11 +25,13 @@ The control API lives under /_bed/ on the same port; see CONTROL below.
 
 import functools
 import io
+import os
 import itertools
 import json
 import random
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -42,7 +44,7 @@ from moto.rds import models as rds_models
 from moto.rds import responses as rds_responses
 from moto.rds.exceptions import RDSClientError
 
-from . import health, replication, route53
+from . import health, postgres, replication, route53
 
 
 def _describe_global_clusters(self):
@@ -95,6 +97,20 @@ def _create_db_instance_read_replica(self, db_kwargs):
 
 
 rds_models.RDSBackend.create_db_instance_read_replica = _create_db_instance_read_replica
+
+# The fleet of real PostgreSQL servers (postgres.py): a backed instance's endpoint is its server.
+FLEETS = []
+_address = rds_models.DBInstance.address
+
+
+def _backed_address(self):
+    for fleet in FLEETS:
+        if fleet.get(self.region, self.db_instance_identifier) is not None:
+            return "127.0.0.1"
+    return _address.fget(self)
+
+
+rds_models.DBInstance.address = property(_backed_address)
 
 ACCOUNT = "123456789012"
 # RDS throttles each account in each region: 12 requests/s sustained, bursts of 300.
@@ -170,6 +186,8 @@ class BedState:
         self.rds_limit = (RDS_RATE, RDS_BURST)
         self.rds_buckets = {}  # region -> route53.TokenBucket
         self.rds_throttled = Counter()  # (region, operation) -> throttled calls
+        # Back RDS instances created from now on with real PostgreSQL (postgres.py).
+        self.postgres = False
 
 
 def xml_escape(s):
@@ -188,6 +206,9 @@ class Bed:
         # (access key, signing service, operation) -> calls, for the whole emulator life:
         # resets leave it alone, so the IAM policy test sees every call of the e2e suite.
         self.operations_by_key = Counter()
+        self.postgres = postgres.Fleet(os.environ.get("DROVER_PG_DIR") or tempfile.mkdtemp(prefix="drover-pg-"),
+                                       os.environ.get("DROVER_SANDBOX_PIDS"))
+        FLEETS.append(self.postgres)
         self.replication = replication.Replication(self, ACCOUNT)  # lag model + publisher thread
 
     # ---- request classification -------------------------------------------------
@@ -446,6 +467,12 @@ class Bed:
                         source.replicas.remove(ref)
             except Exception:
                 pass  # the source may be gone (region lost); the link breaks all the same
+        try:
+            self.postgres.promote(region, db_id)  # real: writable before it shows available
+        except Exception as e:
+            print(f"promoting PostgreSQL of {db_id} failed: {e}", flush=True)
+            db.status = "failed"
+            return
         db.source_db_instance_identifier = None
         db.is_replica = False
         db.status = "available"
@@ -555,13 +582,50 @@ class Bed:
                           b"<DBInstanceStatus>creating</DBInstanceStatus>", body)
             with self.state.lock:
                 delay = self.state.replica_create_delay
-            threading.Timer(delay, self.finish_creating, args=(db,)).start()
+                backed = self.state.postgres
+            source, source_region = self.replica_source(params)
+            server = source and self.postgres.get(source_region, source.db_instance_identifier)
+            if backed and server is not None:
+                threading.Thread(target=self.create_standby, daemon=True,
+                                 args=(db, region, db_id, server, time.monotonic() + delay)).start()
+            else:
+                threading.Timer(delay, self.finish_creating, args=(db,)).start()
         return self.pass_through(start_response, status, headers, body)
 
     @staticmethod
     def finish_creating(db):
         if db.status == "creating":
             db.status = "available"
+
+    def create_standby(self, db, region, db_id, source, ready_at):
+        """A real streaming standby of `source`; the instance is available once it streams."""
+        try:
+            server = self.postgres.create_replica(region, db_id, source, self.postgres.delay_for(region, db_id))
+        except Exception as e:
+            print(f"creating the PostgreSQL standby {db_id} failed: {e}", flush=True)
+            db.status = "failed"
+            return
+        db.port = server.port
+        time.sleep(max(0.0, ready_at - time.monotonic()))
+        self.finish_creating(db)
+
+    def on_rds_CreateDBInstance(self, environ, start_response, region, params):
+        status, headers, body = self.call_moto(environ)
+        with self.state.lock:
+            backed = self.state.postgres
+        db_id = params.get("DBInstanceIdentifier", "")
+        db = self.rds_backend(region).databases.get(db_id)
+        if backed and status.startswith("200") and db is not None and db.engine.startswith("postgres"):
+            try:
+                server = self.postgres.create_primary(region, db_id)
+            except Exception as e:
+                self.rds_backend(region).delete_db_instance(db_id, skip_final_snapshot=True)
+                return self.error(start_response, "rds", "500 Internal Server Error", "InternalFailure",
+                                  f"the bed could not start PostgreSQL for {db_id}: {e}")
+            db.port = server.port
+            body = re.sub(rb"<Address>[^<]*</Address>", b"<Address>127.0.0.1</Address>", body)
+            body = re.sub(rb"<Port>\d+</Port>", f"<Port>{server.port}</Port>".encode(), body)
+        return self.pass_through(start_response, status, headers, body)
 
     def on_rds_DeleteDBInstance(self, environ, start_response, region, params):
         db_id = params.get("DBInstanceIdentifier", "")
@@ -602,6 +666,7 @@ class Bed:
                                        skip_final_snapshot=skip)
         except Exception:
             pass  # deleted meanwhile: nothing left to do
+        self.postgres.delete(region, db_id)
 
     def on_rds_ModifyDBInstance(self, environ, start_response, region, params):
         db_id = params.get("DBInstanceIdentifier", "")
@@ -616,7 +681,10 @@ class Bed:
             if db.status != "available":
                 return self.error(start_response, "rds", "400 Bad Request", "InvalidDBInstanceState",
                                   f"Instance {db_id} is in state {db.status}; it cannot be renamed.")
-        return self.pass_through(start_response, *self.call_moto(environ))
+        status, headers, body = self.call_moto(environ)
+        if to and status.startswith("200"):
+            self.postgres.rename(region, db_id, to)
+        return self.pass_through(start_response, status, headers, body)
 
     # ---- Aurora global ----------------------------------------------------------------
     def find_global_cluster(self, identifier):
@@ -781,6 +849,7 @@ class Bed:
         with self.state.lock:
             self.state.reset()
         self.replication.reset()  # outside state.lock: replication takes its own lock first
+        self.postgres.reset()
         return {"reset": True}
 
     def ctl_calls(self, _):
@@ -846,6 +915,7 @@ class Bed:
         with self.state.lock:
             self.state.faults.clear()
             self.state.outages.clear()
+        self.postgres.set_outages(set())
         return {"cleared": True}
 
     def ctl_outage(self, p):
@@ -855,7 +925,9 @@ class Bed:
                 self.state.outages.add(region)
             else:
                 self.state.outages.discard(region)
-            return {"outages": sorted(self.state.outages)}
+            outages = set(self.state.outages)
+        self.postgres.set_outages(outages)  # its servers stop, its links are cut
+        return {"outages": sorted(outages)}
 
     def ctl_config(self, p):
         # time_factor, metric_period, lag_drain_rate, lag_growth_rate, steady_lag (replication.py)
@@ -875,7 +947,11 @@ class Bed:
             for key in keys:
                 if key in p:
                     setattr(self.state, key, float(p[key]))
-            return {**{k: getattr(self.state, k) for k in keys}, **r53, **lag}
+            if "postgres" in p:
+                if not isinstance(p["postgres"], bool):
+                    raise ValueError("postgres must be true or false")
+                self.state.postgres = p["postgres"]
+            return {**{k: getattr(self.state, k) for k in keys}, **r53, **lag, "postgres": self.state.postgres}
 
     def ctl_health_check(self, p):
         with self.state.lock:

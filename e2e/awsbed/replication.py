@@ -306,6 +306,16 @@ class Replication:
                 continue
             scale = KINDS[rep.kind][3]
             value = round(rep.lag * scale, 3) if self.running(rep, outages) else -1.0
+            server = self.bed.postgres.get(rep.region, rep.id) if rep.kind == "rds" else None
+            if server is not None:
+                # Backed by a real standby (postgres.py): its own replay position says.
+                try:
+                    real = server.lag()
+                except Exception:
+                    real = -1.0  # the standby does not answer: no reading to trust
+                if real is None:
+                    continue
+                value = round(real * scale, 3) if real >= 0 else -1.0
             rep.published = (value, ts)
             out.append(self.store(rep.region, rep.kind, rep.id, value, ts))
         return out
@@ -314,6 +324,11 @@ class Replication:
     def set_lag(self, p):
         """POST /_bed/lag: the replica's steady lag under load and its lag now, published at once."""
         seconds = float(p["seconds"])
+        # A replica backed by PostgreSQL lags by its link's delay (postgres.py), now or when
+        # it is created; its lag is then read from the standby, never set.
+        self.bed.postgres.set_delay(p["region"], p["identifier"], seconds)
+        if self.bed.postgres.get(p["region"], p["identifier"]) is not None:
+            return {"identifier": p["identifier"], "link_delay": seconds, "postgres": True}
         kind = p.get("kind", "rds")
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r} (rds or aurora)")
