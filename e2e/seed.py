@@ -4,7 +4,7 @@
     seed.py NAME [--regions use1,usw2[,euw1]] [--plan-namespace NS] [--missing-image WORKLOAD]
             [--missing-secret WORKLOAD] [--unreplicated-secrets] [--capped-autoscalers]
             [--cron-jobs] [--config] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
-            [--records N]
+            [--records N] [--postgres]
 
 The first of --regions (default use1,usw2) is the active one; the others are standbys.
 Creates, all named after NAME:
@@ -566,6 +566,9 @@ def main():
     parser.add_argument("--config", action="store_true",
                         help="also spec.config: app-config ACTIVE_REGION, Secret db ORDERS_HOST")
     parser.add_argument("--lag", type=float, default=0.0)
+    parser.add_argument("--postgres", action="store_true",
+                        help="back the plan's RDS instances with real PostgreSQL (awsbed/postgres.py); "
+                             "--lag is then the delay of each replica's link")
     parser.add_argument("--fence-timeout", default="20s")
     parser.add_argument("--rebuild-replica", action="store_true")
     parser.add_argument("--source", choices=list(REGIONS),
@@ -587,6 +590,8 @@ def main():
         seed_cron_jobs(args.name, regions)
     if args.config:
         seed_config(args.name, regions)
+    # Every seed says whether the instances it (and re-protection later) creates are real.
+    bed("/config", {"postgres": args.postgres})
     zone, domain = seed_aws(args.name, regions, args.missing_image, args.lag, args.shared_zone)
     seed_secrets(args.name, regions, args.unreplicated_secrets)
     recs = records(domain, regions, args.records)

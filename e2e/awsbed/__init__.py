@@ -985,4 +985,8 @@ CONTROL = {
     ("GET", "/replication"): lambda bed, p: bed.replication.list(p),
     ("POST", "/replication"): lambda bed, p: bed.replication.set_broken(p),
     ("POST", "/metrics/publish"): lambda bed, p: bed.replication.publish_now(p),
+    # Real writers of backed instances (postgres.py): what each acknowledged, and what a
+    # backed instance lacks of it ({"writer": [region, id], "in": [region, id]}).
+    ("GET", "/writers"): lambda bed, p: {"writers": bed.postgres.writer_summaries()},
+    ("POST", "/writers/lost"): lambda bed, p: bed.postgres.lost(*p["writer"], *p["in"]),
 }

@@ -123,10 +123,24 @@ class Link:
         self.drop(src, dst)
 
     def read_delayed(self, source, standby, queue):
+        # The delay models lag, not latency: the connection's handshake passes at once, and
+        # the delay starts with the stream (the server's CopyBothResponse, message 'W').
+        handshake, pending = True, b""
         try:
             while data := source.recv(65536):
+                sent = time.monotonic()
+                if handshake:
+                    pending += data
+                    while len(pending) >= 5:
+                        length = int.from_bytes(pending[1:5], "big")
+                        if len(pending) < 1 + length:
+                            break
+                        if pending[0] == ord("W"):
+                            handshake = False
+                        pending = pending[1 + length:]
+                    sent = float("-inf")
                 with self.lock:
-                    queue.append((time.monotonic(), data))
+                    queue.append((sent, data))
                     self.lock.notify_all()
         except OSError:
             pass
@@ -293,6 +307,74 @@ class Server:
                 self.proc.wait()
 
 
+class Writer:
+    """A writer workload's real writes: while it runs, it commits a sequence-numbered row into
+    its server every 1/rate seconds and records each commit the server acknowledged. A refused
+    or unanswered write is not acknowledged, and is retried as the next number."""
+
+    def __init__(self, server, name, rate):
+        self.server, self.name, self.rate = server, name, float(rate)
+        self.acked = []  # (seq, wall time of the acknowledgement)
+        self.failed = 0
+        self.running = True
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        seq, conn, due = 0, None, time.monotonic()
+        while self.running:
+            due += 1.0 / self.rate
+            try:
+                if conn is None:
+                    conn = connect(self.server.port, timeout=2)
+                    conn.run("create table if not exists bed_writes (writer text, seq bigint, "
+                             "at timestamptz, primary key (writer, seq))")
+                seq += 1
+                conn.run("insert into bed_writes values (:w, :s, now())", w=self.name, s=seq)
+                with self.lock:
+                    self.acked.append((seq, time.time()))
+            except Exception:
+                with self.lock:
+                    self.failed += 1
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                conn = None
+            time.sleep(max(0.0, due - time.monotonic()))
+            due = max(due, time.monotonic() - 1.0)  # after a stall, no burst to catch up
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def stop(self):
+        self.running = False
+
+    def summary(self):
+        with self.lock:
+            acked = list(self.acked)
+            failed = self.failed
+        return {"writer": self.name, "region": self.server.region, "identifier": self.server.ident,
+                "rate": self.rate, "running": self.running, "acked": len(acked), "failed": failed,
+                "first_ack": acked[0][1] if acked else None, "last_ack": acked[-1][1] if acked else None}
+
+    def lost_in(self, other):
+        """The acknowledged rows of this writer that `other` (a Server) does not have: how many,
+        and the acknowledgement times of the first and last of them."""
+        with self.lock:
+            acked = list(self.acked)
+        present = {r[0] for r in other.query("select seq from bed_writes where writer = :w", w=self.name)}
+        lost = [(seq, at) for seq, at in acked if seq not in present]
+        return {"writer": self.name, "acked": len(acked), "lost": len(lost),
+                "first_lost_ack": lost[0][1] if lost else None,
+                "last_lost_ack": lost[-1][1] if lost else None,
+                "lost_seconds": round(len(lost) / self.rate, 3)}
+
+
 class Fleet:
     """The PostgreSQL servers of the bed, by (region, instance identifier)."""
 
@@ -302,6 +384,8 @@ class Fleet:
         self.lock = threading.Lock()
         self.servers = {}
         self.delays = {}  # (region, identifier) -> link delay, seconds (POST /_bed/lag)
+        self.writers = {}  # (region, identifier) -> Writer (the last one, kept after it stops)
+        self.write_rate = 20.0  # rows per second per writer
         self.template = None
         self.closed = False
 
@@ -367,8 +451,9 @@ class Fleet:
         link = Link(source.port, delay)
         self.write_conf(path, port)
         with open(os.path.join(path, "postgresql.auto.conf"), "w") as f:
+            # No SSL or GSS negotiation: the link reads the protocol's framed messages.
             f.write(f"primary_conninfo = 'host=127.0.0.1 port={link.port} user={PG_USER} "
-                    f"application_name={ident}'\n")
+                    f"sslmode=disable gssencmode=disable application_name={ident}'\n")
         open(os.path.join(path, "standby.signal"), "w").close()
         shutil.chown(os.path.join(path, "postgresql.auto.conf"), PG_USER, PG_USER)
         shutil.chown(os.path.join(path, "standby.signal"), PG_USER, PG_USER)
@@ -377,6 +462,8 @@ class Fleet:
         server.start()
         with self.lock:
             self.servers[(region, ident)] = server
+            # A delay set while this replica was being created (set_delay found no server).
+            link.set_delay(self.delays.get((region, ident), delay))
         return server
 
     def get(self, region, ident):
@@ -429,12 +516,44 @@ class Fleet:
         with self.lock:
             return self.delays.get((region, ident), 0.0)
 
+    def set_writing(self, region, ident, writing):
+        """Starts or stops the real writer of a backed instance (nodesim reports writer
+        workloads with ready pods through POST /_bed/writes). False if it is not backed."""
+        server = self.get(region, ident)
+        if server is None:
+            return False
+        with self.lock:
+            current = self.writers.get((region, ident))
+            if writing and (current is None or not current.running):
+                self.writers[(region, ident)] = Writer(server, f"{region}/{ident}", self.write_rate)
+            elif not writing and current is not None:
+                current.stop()
+        return True
+
+    def writer_summaries(self):
+        with self.lock:
+            writers = list(self.writers.values())
+        return [w.summary() for w in writers]
+
+    def lost(self, writer_region, writer_ident, region, ident):
+        """What the writer of (writer_region, writer_ident) had acknowledged that the server
+        of (region, ident) lacks."""
+        with self.lock:
+            writer = self.writers.get((writer_region, writer_ident))
+        server = self.get(region, ident)
+        if writer is None or server is None:
+            raise ValueError("no such writer or backed instance")
+        return writer.lost_in(server)
+
     def reset(self):
         """Stops every server (the bed's reset forgets their instances)."""
         with self.lock:
             servers = list(self.servers.values())
             self.servers.clear()
             self.delays.clear()
+            for writer in self.writers.values():
+                writer.stop()
+            self.writers.clear()
         for server in servers:
             server.stop()
             shutil.rmtree(server.dir, ignore_errors=True)
@@ -442,6 +561,8 @@ class Fleet:
     def close(self):
         self.closed = True
         with self.lock:
+            for writer in self.writers.values():
+                writer.stop()
             servers = list(self.servers.values())
             self.servers.clear()
         for server in servers:

@@ -358,7 +358,10 @@ class Replication:
             self.writes[(region, ident.lower())] = writing
             followers = [r.id for r in self.replicas.values()
                          if r.seen and r.source and (r.source[0], r.source[1].lower()) == (region, ident.lower())]
-        return {"region": region, "identifier": ident, "writing": writing, "replicas": sorted(followers)}
+        # A backed instance (postgres.py) is written for real while its writers run.
+        real = self.bed.postgres.set_writing(region, ident, writing)
+        return {"region": region, "identifier": ident, "writing": writing, "replicas": sorted(followers),
+                "real_writer": real}
 
     def set_broken(self, p):
         """POST /_bed/replication: breaks or repairs one replica's replication."""
