@@ -308,6 +308,7 @@ fn rds_observation(d: aws_sdk_rds::types::DbInstance) -> RdsObservation {
         source: d
             .read_replica_source_db_instance_identifier
             .filter(|s| !s.is_empty()),
+        engine: d.engine.unwrap_or_default(),
     }
 }
 
@@ -1035,18 +1036,17 @@ impl Aws for SdkAws {
                 }
                 let values = result.values.unwrap_or_default();
                 let stamps = result.timestamps.unwrap_or_default();
-                newest[i] = Some(
-                    values
-                        .into_iter()
-                        .zip(stamps)
-                        .max_by(|a, b| a.1.cmp(&b.1))
-                        .and_then(|(v, at)| {
-                            Some(LagReading {
-                                seconds: v * lag_metric(&chunk[i]).3,
-                                at: SystemTime::try_from(at).ok()?,
-                            })
-                        }),
-                );
+                let scale = lag_metric(&chunk[i]).3;
+                // -1 stays -1 whatever the unit: it means "not running", not a lag.
+                let points: Vec<(f64, SystemTime)> = values
+                    .into_iter()
+                    .zip(stamps)
+                    .filter_map(|(v, at)| {
+                        let seconds = if v < 0.0 { v } else { v * scale };
+                        Some((seconds, SystemTime::try_from(at).ok()?))
+                    })
+                    .collect();
+                newest[i] = Some(crate::engine::lag::newest_reading(&points));
             }
             for (i, reading) in newest.into_iter().enumerate() {
                 let Some(reading) = reading else {

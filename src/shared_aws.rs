@@ -752,6 +752,7 @@ mod tests {
                     Some(RdsObservation {
                         status: format!("status of {id}"),
                         source: None,
+                        ..Default::default()
                     })
                 })
                 .collect())

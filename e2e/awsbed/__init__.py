@@ -197,6 +197,7 @@ def xml_escape(s):
 class Bed:
     def __init__(self):
         self.state = BedState()
+        self.moto_lock = threading.RLock()  # moto's state, between requests and timers
         self.moto = DomainDispatcherApplication(create_backend_app)
         # moto finds a request's backend from its host on every call: ~180 stat calls and
         # a regex per service, ~2 ms of the emulator's time per call, served one at a time.
@@ -298,12 +299,15 @@ class Bed:
             captured["headers"] = headers
             return lambda _data: None
 
-        chunks = self.moto(environ, capture)
-        try:
-            body = b"".join(chunks)
-        finally:
-            if hasattr(chunks, "close"):
-                chunks.close()
+        # moto's backends are plain dicts: a describe iterating them while a timer thread
+        # deletes an instance fails ("OrderedDict mutated during iteration"). One at a time.
+        with self.moto_lock:
+            chunks = self.moto(environ, capture)
+            try:
+                body = b"".join(chunks)
+            finally:
+                if hasattr(chunks, "close"):
+                    chunks.close()
         return captured["status"], captured["headers"], body
 
     def pass_through(self, start_response, status, headers, body):
@@ -619,7 +623,8 @@ class Bed:
             try:
                 server = self.postgres.create_primary(region, db_id)
             except Exception as e:
-                self.rds_backend(region).delete_db_instance(db_id, skip_final_snapshot=True)
+                with self.moto_lock:
+                    self.rds_backend(region).delete_db_instance(db_id, skip_final_snapshot=True)
                 return self.error(start_response, "rds", "500 Internal Server Error", "InternalFailure",
                                   f"the bed could not start PostgreSQL for {db_id}: {e}")
             db.port = server.port
@@ -662,8 +667,9 @@ class Bed:
     def finish_deleting(self, region, db_id, snapshot, skip):
         backend = self.rds_backend(region)
         try:
-            backend.delete_db_instance(db_id, final_db_snapshot_identifier=snapshot,
-                                       skip_final_snapshot=skip)
+            with self.moto_lock:
+                backend.delete_db_instance(db_id, final_db_snapshot_identifier=snapshot,
+                                           skip_final_snapshot=skip)
         except Exception:
             pass  # deleted meanwhile: nothing left to do
         self.postgres.delete(region, db_id)
@@ -763,8 +769,9 @@ class Bed:
                 stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d-%H-%M")
                 name = f"rds:unplanned-global-failover-{old.db_cluster_identifier}-{stamp}"
                 try:
-                    self.rds_backend(entry["region"]).create_auto_cluster_snapshot(
-                        old.db_cluster_identifier, name)
+                    with self.moto_lock:
+                        self.rds_backend(entry["region"]).create_auto_cluster_snapshot(
+                            old.db_cluster_identifier, name)
                 except Exception:
                     pass  # the cluster was deleted, or reset: AWS only attempts the snapshot
                 entry["snapshot_at"] = now
@@ -772,7 +779,8 @@ class Bed:
                 cluster_left = self.rds_backend(entry["region"]).clusters.get(old.db_cluster_identifier)
                 if cluster_left is old and old not in gc.members:
                     old.is_writer = False
-                    gc.members.append(old)
+                    with self.moto_lock:
+                        gc.members.append(old)
                 with self.state.lock:
                     self.state.detached.pop(key, None)
         with self.state.lock:

@@ -385,6 +385,7 @@ class Fleet:
         self.servers = {}
         self.delays = {}  # (region, identifier) -> link delay, seconds (POST /_bed/lag)
         self.writers = {}  # (region, identifier) -> Writer (the last one, kept after it stops)
+        self.wanted = {}  # (region, identifier) -> whether its workloads write (POST /_bed/writes)
         self.write_rate = 20.0  # rows per second per writer
         self.template = None
         self.closed = False
@@ -437,8 +438,7 @@ class Fleet:
         server.start()
         server.query("create table if not exists bed_heartbeat (id int primary key, at timestamptz)")
         server.start_heartbeat()
-        with self.lock:
-            self.servers[(region, ident)] = server
+        self.register(server)
         return server
 
     def create_replica(self, region, ident, source, delay=0.0):
@@ -461,9 +461,9 @@ class Fleet:
         server.source, server.link = source, link
         server.start()
         with self.lock:
-            self.servers[(region, ident)] = server
             # A delay set while this replica was being created (set_delay found no server).
             link.set_delay(self.delays.get((region, ident), delay))
+        self.register(server)
         return server
 
     def get(self, region, ident):
@@ -491,6 +491,9 @@ class Fleet:
     def delete(self, region, ident):
         with self.lock:
             server = self.servers.pop((region, ident), None)
+            writer = self.writers.get((region, ident))
+            if writer is not None:
+                writer.stop()
         if server:
             server.stop()
             shutil.rmtree(server.dir, ignore_errors=True)
@@ -517,18 +520,29 @@ class Fleet:
             return self.delays.get((region, ident), 0.0)
 
     def set_writing(self, region, ident, writing):
-        """Starts or stops the real writer of a backed instance (nodesim reports writer
-        workloads with ready pods through POST /_bed/writes). False if it is not backed."""
-        server = self.get(region, ident)
-        if server is None:
-            return False
+        """Starts or stops the real writer of an instance (nodesim reports writer workloads
+        with ready pods through POST /_bed/writes). Remembered for an instance not backed
+        yet (the workloads may be ready before their database exists). False if not backed."""
         with self.lock:
+            self.wanted[(region, ident)] = writing
+            server = self.servers.get((region, ident))
+            if server is None:
+                return False
             current = self.writers.get((region, ident))
             if writing and (current is None or not current.running):
                 self.writers[(region, ident)] = Writer(server, f"{region}/{ident}", self.write_rate)
             elif not writing and current is not None:
                 current.stop()
         return True
+
+    def register(self, server):
+        """Adds a started server, and starts its writer if its workloads already write."""
+        key = (server.region, server.ident)
+        with self.lock:
+            self.servers[key] = server
+            writing = self.wanted.get(key, False)
+        if writing:
+            self.set_writing(*key, True)
 
     def writer_summaries(self):
         with self.lock:
@@ -554,6 +568,7 @@ class Fleet:
             for writer in self.writers.values():
                 writer.stop()
             self.writers.clear()
+            self.wanted.clear()
         for server in servers:
             server.stop()
             shutil.rmtree(server.dir, ignore_errors=True)

@@ -1163,7 +1163,11 @@ impl Drop for BedReset {
 /// Loses use1 (its API server frozen, us-east-1 unreachable at the emulator) and runs an
 /// Unplanned failover with allowDataLoss to usw2. use1's API server resumes when the
 /// returned guard is dropped.
-async fn lose_use1_and_fail_over(client: &kube::Client, ns: &str, sc: &str) -> (Frozen, Failover) {
+pub async fn lose_use1_and_fail_over(
+    client: &kube::Client,
+    ns: &str,
+    sc: &str,
+) -> (Frozen, Failover) {
     let frozen = Frozen::process("apiserver-use1");
     bed(
         "POST",

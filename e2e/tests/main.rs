@@ -5,6 +5,7 @@ mod apps;
 mod automatic;
 mod drills;
 mod failover;
+mod gameday;
 mod observe;
 mod operate;
 mod prometheus;

@@ -54,7 +54,8 @@ impl FailoverSpec {
 /// How a failover runs.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum FailoverMode {
-    /// Both regions are healthy: fence writes, wait for zero lag, switch over without data loss.
+    /// Both regions are healthy: fence writes, wait until every standby has them, switch over
+    /// without data loss.
     Planned,
     /// The old region is impaired: proceed without it, within the allowed data loss.
     Unplanned,
@@ -312,6 +313,12 @@ pub struct DatabaseProgress {
     /// When the promotion was first about to be requested (recorded with the intent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<MicroTime>,
+    /// Lag unknown before promotion because replication had stopped (the metric read -1):
+    /// the most the target can be missing of what the old primary committed until then,
+    /// in seconds: the last lag read before the stop plus the time from that reading to
+    /// the first that read -1. Writes the old primary accepted after that are lost too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_at_most_seconds: Option<f64>,
 }
 
 /// One Route 53 change batch.
@@ -362,6 +369,12 @@ pub struct DataLossEstimate {
     /// unknown, and `maxLagSeconds` covers only the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_lag_databases: Vec<String>,
+    /// When every database promoted on unknown lag had a lag read before its replication
+    /// stopped: the most any database can be missing (the larger of `maxLagSeconds` and
+    /// their `lostAtMostSeconds`), if the old primaries stopped taking writes when
+    /// replication stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_most_seconds: Option<f64>,
 }
 
 /// Replication lag of one database at promotion.

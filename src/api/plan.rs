@@ -227,7 +227,7 @@ pub struct StepTimeouts {
     /// Preflight checks (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<String>,
-    /// Fencing the old region, including the wait for zero replication lag in a Planned
+    /// Fencing the old region, including the wait for the standbys to catch up in a Planned
     /// failover (default 5m: RDS publishes lag once a minute, and a zero reading counts only if
     /// taken after the fence). Unplanned failovers use at most 10s here.
     #[serde(default, skip_serializing_if = "Option::is_none")]

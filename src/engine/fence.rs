@@ -425,6 +425,7 @@ mod tests {
         Observed::Rds(Some(RdsObservation {
             status: status.into(),
             source: None,
+            ..Default::default()
         }))
     }
 
@@ -458,6 +459,7 @@ mod tests {
         let replica = Observed::Rds(Some(RdsObservation {
             status: "available".into(),
             source: Some("arn:aws:rds:us-west-2:123456789012:db:orders-usw2".into()),
+            ..Default::default()
         }));
         assert!(matches!(next_step(Pending, &replica), FenceStep::Done(_)));
     }

@@ -21,6 +21,66 @@ pub struct LagReading {
     pub seconds: f64,
     /// When the datapoint was taken.
     pub at: SystemTime,
+    /// When this one reads -1 (replication not running): the last datapoint before that
+    /// still read a lag, if the window holds one.
+    pub before_break: Option<BeforeBreak>,
+}
+
+impl LagReading {
+    pub fn new(seconds: f64, at: SystemTime) -> Self {
+        Self {
+            seconds,
+            at,
+            before_break: None,
+        }
+    }
+}
+
+/// The last lag known before replication stopped running, and when it was first seen
+/// stopped: the data lost by promoting now is at most `seconds` plus the time between the
+/// two datapoints (the replica received nothing after the first).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BeforeBreak {
+    pub seconds: f64,
+    pub at: SystemTime,
+    /// The first datapoint after it that read -1.
+    pub broken_at: SystemTime,
+}
+
+impl BeforeBreak {
+    /// The most the replica can be missing: its lag then, plus everything since then up
+    /// to when it was seen not running.
+    pub fn at_most_seconds(&self) -> f64 {
+        self.seconds
+            + self
+                .broken_at
+                .duration_since(self.at)
+                .unwrap_or_default()
+                .as_secs_f64()
+    }
+}
+
+/// The newest datapoint of a window of (value in seconds, time) pairs, with what preceded
+/// a break when the newest reads -1.
+pub fn newest_reading(points: &[(f64, SystemTime)]) -> Option<LagReading> {
+    let mut sorted: Vec<(f64, SystemTime)> = points.to_vec();
+    sorted.sort_by_key(|p| p.1);
+    let &(seconds, at) = sorted.last()?;
+    let mut reading = LagReading::new(seconds, at);
+    if seconds.is_finite() && seconds >= 0.0 {
+        return Some(reading);
+    }
+    let known = sorted.iter().rposition(|(v, _)| v.is_finite() && *v >= 0.0);
+    if let Some(k) = known
+        && let Some(&(_, broken_at)) = sorted.get(k + 1)
+    {
+        reading.before_break = Some(BeforeBreak {
+            seconds: sorted[k].0,
+            at: sorted[k].1,
+            broken_at,
+        });
+    }
+    Some(reading)
 }
 
 /// Lag as far as Drover knows it.
@@ -73,6 +133,31 @@ pub fn judge(reading: Option<&LagReading>, fresh_after: SystemTime) -> Lag {
         ));
     }
     Lag::Known(r.seconds)
+}
+
+/// How much later than `since` a replayed commit must be to prove the replica is past
+/// `since`: room for the clocks of Drover's node, the source's database, the replica and
+/// CloudWatch to disagree (all synced to Amazon Time Sync on AWS, far closer than this).
+pub const CLOCK_MARGIN: Duration = Duration::from_secs(5);
+
+/// Whether a reading proves the replica has replayed everything committed before `since`.
+/// RDS for PostgreSQL reports ReplicaLag as `now() - pg_last_xact_replay_timestamp()` on the
+/// replica: never exactly 0, and growing while the source commits nothing. A reading of L
+/// seconds taken at T says the newest transaction replayed committed at T - L. A replica
+/// replays in commit order, so if that is after `since` (by CLOCK_MARGIN), every earlier
+/// commit is replayed. RDS commits a heartbeat of its own on the source, so a fenced source
+/// goes on producing such transactions.
+pub fn replayed_since(reading: &LagReading, since: SystemTime) -> bool {
+    if !reading.seconds.is_finite() || reading.seconds < 0.0 {
+        return false;
+    }
+    let Ok(lag) = Duration::try_from_secs_f64(reading.seconds) else {
+        return false;
+    };
+    match (reading.at.checked_sub(lag), since.checked_add(CLOCK_MARGIN)) {
+        (Some(replayed), Some(bound)) => replayed >= bound,
+        _ => false,
+    }
 }
 
 /// The earliest time a datapoint may be from to count, for a reading taken `now`:
@@ -136,10 +221,7 @@ mod tests {
     }
 
     fn reading(seconds: f64, secs: u64) -> LagReading {
-        LagReading {
-            seconds,
-            at: at(secs),
-        }
+        LagReading::new(seconds, at(secs))
     }
 
     #[test]
@@ -175,6 +257,52 @@ mod tests {
             fresh_after(now, Duration::from_secs(120), Some(at(10))),
             at(880)
         );
+    }
+
+    /// A reading proves replay past a moment only when the commit it implies (taken at
+    /// minus lag) is after that moment by the clock margin; -1, NaN and huge readings never do.
+    #[test]
+    fn replayed_since_needs_a_commit_after_the_moment() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let fence = at(1_000);
+        let reading = |seconds: f64, taken: u64| LagReading::new(seconds, at(taken));
+        assert!(replayed_since(&reading(0.4, 1_006), fence));
+        assert!(replayed_since(&reading(0.0, 1_005), fence));
+        assert!(
+            !replayed_since(&reading(0.4, 1_005), fence),
+            "within the margin"
+        );
+        assert!(!replayed_since(&reading(0.0, 1_000), fence), "at the fence");
+        assert!(
+            !replayed_since(&reading(9.0, 1_008), fence),
+            "commit before the fence"
+        );
+        assert!(!replayed_since(&reading(-1.0, 2_000), fence), "not running");
+        assert!(!replayed_since(&reading(f64::NAN, 2_000), fence));
+        assert!(!replayed_since(&reading(f64::INFINITY, 2_000), fence));
+        assert!(!replayed_since(&reading(1e300, 2_000), fence));
+    }
+
+    /// The newest datapoint wins; when it reads -1, the last one that read a lag before it
+    /// and the first -1 after that are kept, and bound the loss by the lag plus the gap.
+    #[test]
+    fn newest_reading_keeps_what_preceded_a_break() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(newest_reading(&[]), None);
+        let running = newest_reading(&[(2.0, at(10)), (0.5, at(12)), (1.0, at(11))]);
+        assert_eq!(running, Some(LagReading::new(0.5, at(12))));
+        let broken =
+            newest_reading(&[(-1.0, at(16)), (3.0, at(10)), (-1.0, at(14)), (2.5, at(12))])
+                .expect("a reading");
+        assert_eq!((broken.seconds, broken.at), (-1.0, at(16)));
+        let before = broken.before_break.expect("what preceded the break");
+        assert_eq!(
+            (before.seconds, before.at, before.broken_at),
+            (2.5, at(12), at(14))
+        );
+        assert_eq!(before.at_most_seconds(), 4.5);
+        let never_known = newest_reading(&[(-1.0, at(10)), (-1.0, at(12))]).expect("a reading");
+        assert_eq!(never_known.before_break, None);
     }
 
     #[test]

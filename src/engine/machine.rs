@@ -575,6 +575,13 @@ pub fn wants(spec: &DisasterRecoveryPlanSpec, fo: &Failover) -> Wants {
                 w.workloads.extend(engine::fence_targets(spec, &source));
                 if fo.spec.mode == FailoverMode::Planned && status.fenced_at.is_some() {
                     w.lags.extend(spec.databases.iter().map(|d| d.name.clone()));
+                    // Their engines: what an RDS lag that never reads 0 means.
+                    w.databases.extend(
+                        spec.databases
+                            .iter()
+                            .filter(|d| d.aurora_global.is_none())
+                            .map(|d| d.name.clone()),
+                    );
                 }
             }
             Step::WarmUp => w.workloads.extend(engine::warmup_targets(spec, target)),
@@ -1641,7 +1648,8 @@ impl Machine<'_> {
     // ---- Fence --------------------------------------------------------------------------
 
     /// Planned: the writers and singletons of the old region are scaled to 0 and their pods
-    /// gone, then every database shows zero lag on a datapoint taken after that.
+    /// gone, then every database shows zero lag on a datapoint taken after that (or, RDS for
+    /// PostgreSQL, a datapoint implying a commit replayed after it: `caught_up_past_fence`).
     fn fence_planned(&mut self) -> StepOutcome {
         let source = self.source();
         let targets = engine::fence_targets(self.spec, &source);
@@ -1672,7 +1680,7 @@ impl Machine<'_> {
         let mut pending = Vec::new();
         for db in &self.spec.databases {
             match self.judge_lag(&db.name, Some(not_before)) {
-                Ok(lag) if lag.is_zero() => {}
+                Ok(lag) if lag.is_zero() || self.caught_up_past_fence(&db.name) => {}
                 Ok(lag) => pending.push(format!("{}: {}", db.name, lag.describe())),
                 Err(p) if p.passes() => pending.push(format!("{}: {}", db.name, p.message)),
                 Err(p) => {
@@ -1686,7 +1694,7 @@ impl Machine<'_> {
         if pending.is_empty() {
             let mut note = format!("fenced {source}: {}", self.scaled_note(&targets));
             if !self.spec.databases.is_empty() {
-                note.push_str(", replication lag reached 0");
+                note.push_str(", every standby has what was written before the fence");
             }
             return StepOutcome::Done(StepState::Succeeded, note);
         }
@@ -1751,6 +1759,33 @@ impl Machine<'_> {
         ))
     }
 
+    /// Planned, after the fence: whether `db`'s replica has everything the fenced writers
+    /// wrote, though its lag does not read 0. RDS for PostgreSQL reports ReplicaLag as the
+    /// time since the replica's last replayed commit (never 0); a fresh reading that implies
+    /// a replayed commit made after the fence proves it (`lag::replayed_since`). Only for
+    /// an RDS instance described as PostgreSQL: other engines' lag means something else.
+    fn caught_up_past_fence(&self, db: &str) -> bool {
+        let Some(fence) = self
+            .status
+            .fenced_at
+            .as_ref()
+            .map(|t| SystemTime::from(t.0))
+        else {
+            return false;
+        };
+        let postgres = matches!(
+            self.input.world.databases.get(db),
+            Some(Ok(DbSeen::Rds(Some(o)))) if o.engine == "postgres"
+        );
+        let Some(Ok(Some(reading))) = self.input.world.lags.get(db) else {
+            return false;
+        };
+        self.mode() == FailoverMode::Planned
+            && postgres
+            && matches!(self.judge_lag(db, Some(fence)), Ok(Lag::Known(_)))
+            && lag::replayed_since(reading, fence)
+    }
+
     // ---- WarmUp -------------------------------------------------------------------------
 
     fn warm_up(&mut self) -> StepOutcome {
@@ -1792,8 +1827,7 @@ impl Machine<'_> {
                 self.status.databases.push(DatabaseProgress {
                     name: db.name.clone(),
                     state: DatabaseState::Pending,
-                    lag_seconds: None,
-                    requested_at: None,
+                    ..Default::default()
                 });
             }
         }
@@ -1997,7 +2031,11 @@ impl Machine<'_> {
             }
             match self.judge_lag(name, not_before) {
                 Ok(lag) => {
-                    let verdict = lag::promotion_gate(self.mode(), fo.allow_data_loss, max, &lag);
+                    let verdict = if self.caught_up_past_fence(name) {
+                        Ok(())
+                    } else {
+                        lag::promotion_gate(self.mode(), fo.allow_data_loss, max, &lag)
+                    };
                     verdicts.push((name.clone(), lag.seconds(), verdict));
                 }
                 Err(p) if p.passes() && !self.overdue(Step::PromoteDatabases) => {
@@ -2024,9 +2062,16 @@ impl Machine<'_> {
             DatabaseState::Gated
         };
         for (name, seconds, _) in verdicts {
+            // Unknown because replication stopped: what was read before the stop bounds
+            // the loss (for the estimate; the gate above decided on the unknown lag).
+            let bound = match (seconds, self.input.world.lags.get(&name)) {
+                (None, Some(Ok(Some(r)))) => r.before_break.as_ref().map(|b| b.at_most_seconds()),
+                _ => None,
+            };
             if let Some(d) = self.status.databases.iter_mut().find(|d| d.name == name) {
                 d.state = state;
                 d.lag_seconds = seconds;
+                d.lost_at_most_seconds = bound;
             }
         }
         if refused.is_empty() {
@@ -2738,15 +2783,30 @@ impl Machine<'_> {
         let mut data_loss = None;
         if !lags.is_empty() || !unknown.is_empty() {
             let max_lag_seconds = lags.iter().map(|l| l.lag_seconds).fold(0.0, f64::max);
+            // Every unknown one bounded by what was read before its replication stopped.
+            let bounds: Option<Vec<f64>> = unknown
+                .iter()
+                .map(|name| {
+                    self.status
+                        .databases
+                        .iter()
+                        .find(|d| &d.name == name)
+                        .and_then(|d| d.lost_at_most_seconds)
+                })
+                .collect();
+            let at_most_seconds = bounds
+                .filter(|b| !b.is_empty())
+                .map(|b| b.into_iter().fold(max_lag_seconds, f64::max));
             data_loss = Some(if unknown.is_empty() {
                 max_lag_seconds
             } else {
-                f64::NAN
+                at_most_seconds.unwrap_or(f64::NAN)
             });
             self.status.data_loss = Some(DataLossEstimate {
                 max_lag_seconds,
                 databases: lags,
                 unknown_lag_databases: unknown,
+                at_most_seconds,
             });
         }
         let reason = match phase {

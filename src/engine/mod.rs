@@ -368,11 +368,13 @@ impl From<DatabaseState> for Requested {
 }
 
 /// An RDS instance as described.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RdsObservation {
     pub status: String,
     /// The source instance (identifier or ARN) while it is a read replica.
     pub source: Option<String>,
+    /// Its engine (`postgres`, `mysql`, ...): what its ReplicaLag metric means.
+    pub engine: String,
 }
 
 impl RdsObservation {
@@ -666,7 +668,7 @@ pub fn planned_actions(
             .map(|t| format!("Fence: {}", workload(t))),
     );
     if mode == FailoverMode::Planned && !spec.databases.is_empty() {
-        out.push("Fence: wait for zero replication lag".into());
+        out.push("Fence: wait until every standby has what was written before the fence".into());
     }
     out.extend(warmup_targets(spec, target).iter().map(|t| {
         let w = &spec.workloads[t.workload];

@@ -349,6 +349,7 @@ fn rds(status: &str, has_source: bool) -> RdsObservation {
     RdsObservation {
         source: has_source.then(|| "arn:aws:rds:us-east-1:123456789012:db:orders".into()),
         status: status.into(),
+        ..Default::default()
     }
 }
 
@@ -657,14 +658,14 @@ fn planned_actions_describe_every_effect() {
     let spec = plan().spec;
     let planned = planned_actions(&spec, "use1", "usw2", FailoverMode::Planned).join("\n");
     assert!(planned.contains("Fence: scale Deployment shop/cron in use1 to 0"));
-    assert!(planned.contains("wait for zero replication lag"));
+    assert!(planned.contains("wait until every standby has what was written before the fence"));
     assert!(planned.contains("PromoteReadReplica orders-usw2"));
     assert!(planned.contains("SwitchoverGlobalCluster catalog-global to catalog-usw2"));
     assert!(planned.contains("SwitchDns: point 3 record sets in Z0SHOPEXAMPLE at usw2"));
     assert!(planned.contains("Verify: scale Deployment shop/web in use1 to 1"));
     let unplanned = planned_actions(&spec, "use1", "usw2", FailoverMode::Unplanned).join("\n");
     assert!(unplanned.contains("FailoverGlobalCluster (AllowDataLoss)"));
-    assert!(!unplanned.contains("zero replication lag"));
+    assert!(!unplanned.contains("every standby has what was written"));
 }
 
 #[test]

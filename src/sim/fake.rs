@@ -160,11 +160,14 @@ pub struct World {
     pub rv: u64,
     pub plan_fields: FailoverFields,
     pub log: Vec<Call>,
-    /// Per lag source, the last reading served: (known and fresh, seconds).
-    pub last_lag: BTreeMap<String, (bool, f64)>,
+    /// Per lag source, the last reading served: (known and fresh, seconds, taken at).
+    pub last_lag: BTreeMap<String, (bool, f64, SystemTime)>,
     pub violations: Vec<String>,
     /// Which lag counts as within the gate: None = anything (data loss allowed, no bound).
     pub gate_max: Option<f64>,
+    /// A Planned failover: a reading that shows the replica replayed a commit made after
+    /// the recorded fence passes the gate too (nothing acknowledged is outstanding).
+    pub planned: bool,
     /// How long RDS describe keeps showing an instance as before its promotion call.
     pub describe_lag: Duration,
     pub db_count: usize,
@@ -376,9 +379,20 @@ impl World {
                 self.now()
             ));
         }
+        let fenced_at = self
+            .status
+            .fenced_at
+            .as_ref()
+            .map(|t| SystemTime::from(t.0));
+        let past_fence = |seconds: f64, at: SystemTime| {
+            self.planned
+                && fenced_at.is_some_and(|f| {
+                    crate::engine::lag::replayed_since(&LagReading::new(seconds, at), f)
+                })
+        };
         if let Some(max) = self.gate_max {
             match self.last_lag.get(lag_source) {
-                Some((true, l)) if *l <= max => {}
+                Some((true, l, at)) if *l <= max || past_fence(*l, *at) => {}
                 other => self.violations.push(format!(
                     "3 (promotion without known lag within {max}s): {what} at {:?}, last reading {other:?}",
                     self.now()
@@ -611,6 +625,7 @@ impl World {
             let before = RdsObservation {
                 status: r.status.clone(),
                 source: r.source.clone(),
+                engine: "postgres".into(),
             };
             r.before_promotion = Some((before, Instant::now()));
         }
@@ -833,6 +848,7 @@ impl Aws for FakeAws {
                     _ => RdsObservation {
                         status: r.status.clone(),
                         source: r.source.clone(),
+                        engine: "postgres".into(),
                     },
                 }
             }))
@@ -848,6 +864,7 @@ impl Aws for FakeAws {
                     let before = RdsObservation {
                         status: r.status.clone(),
                         source: r.source.clone(),
+                        engine: "postgres".into(),
                     };
                     r.before_promotion = Some((before, Instant::now()));
                     r.status = "modifying".into();
@@ -1011,28 +1028,13 @@ impl Aws for FakeAws {
             // Stamped on the simulation's wall clock, which the runner judges against.
             let now = w.wall();
             let (reading, served) = match w.lag.get(id).copied().unwrap_or(LagMode::Missing) {
-                LagMode::Fresh(s) => (
-                    Some(LagReading {
-                        seconds: s,
-                        at: now,
-                    }),
-                    (true, s),
-                ),
-                LagMode::Negative => (
-                    Some(LagReading {
-                        seconds: -1.0,
-                        at: now,
-                    }),
-                    (false, -1.0),
-                ),
+                LagMode::Fresh(s) => (Some(LagReading::new(s, now)), (true, s, now)),
+                LagMode::Negative => (Some(LagReading::new(-1.0, now)), (false, -1.0, now)),
                 LagMode::Stale(s) => (
-                    Some(LagReading {
-                        seconds: s,
-                        at: now - Duration::from_secs(3600),
-                    }),
-                    (false, s),
+                    Some(LagReading::new(s, now - Duration::from_secs(3600))),
+                    (false, s, now - Duration::from_secs(3600)),
                 ),
-                LagMode::Missing => (None, (false, f64::NAN)),
+                LagMode::Missing => (None, (false, f64::NAN, now)),
             };
             w.last_lag.insert(id.clone(), served);
             Ok(reading)

@@ -400,6 +400,7 @@ fn world(sc: &Scenario, plan: &DisasterRecoveryPlan, seed: u64) -> World {
         last_lag: BTreeMap::new(),
         violations: Vec::new(),
         gate_max: sc.gate_max(),
+        planned: sc.mode == FailoverMode::Planned,
         describe_lag,
         db_count: sc.aurora.len(),
         limiter: rate_limit(seed),

@@ -137,6 +137,7 @@ impl Case {
             Ok(DbSeen::Rds(Some(RdsObservation {
                 status: status.into(),
                 source: source.map(str::to_string),
+                engine: "postgres".into(),
             }))),
         );
     }
@@ -145,7 +146,7 @@ impl Case {
         for db in ["orders", "catalog"] {
             self.world
                 .lags
-                .insert(db.into(), Ok(Some(LagReading { seconds, at })));
+                .insert(db.into(), Ok(Some(LagReading::new(seconds, at))));
         }
     }
 
@@ -266,6 +267,83 @@ fn a_planned_fence_scales_first_and_waits_for_terminating_pods() {
     assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
 }
 
+/// RDS for PostgreSQL reports lag as the time since the replica's last replayed commit,
+/// never exactly 0. After the fence, a reading whose implied commit (taken at minus lag) is
+/// more than the clock margin after the fence proves the fenced writers' writes replayed:
+/// the database passes the fence and the gate, its real lag recorded. Not for an Aurora
+/// database or another RDS engine (their lag means something else), nor for a reading
+/// implying a commit from before the fence.
+#[test]
+fn a_planned_fence_completes_when_a_postgres_replica_replayed_a_commit_made_after_it() {
+    let mut c = Case::admitted(FailoverMode::Planned);
+    c.workloads_at("use1", active);
+    c.decide();
+    c.workloads_at("use1", standby);
+    c.now = t(3);
+    c.decide();
+    assert_eq!(c.status().fenced_at, Some(stamp(t(3))));
+    c.orders_seen("available", Some("orders-use1"));
+    let reading = |seconds: f64, at: u64| Ok(Some(LagReading::new(seconds, t(at))));
+    c.world.lags.insert("catalog".into(), reading(0.0, 9));
+    // Taken at 9 s, 7.5 s behind: its last commit is from 1.5 s, before the fence.
+    c.world.lags.insert("orders".into(), reading(7.5, 9));
+    c.now = t(9);
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Running));
+    // A MySQL replica 0.4 s behind proves nothing.
+    if let Some(Ok(DbSeen::Rds(Some(o)))) = c.world.databases.get_mut("orders") {
+        o.engine = "mysql".into();
+    }
+    c.world.lags.insert("orders".into(), reading(0.4, 9));
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Running));
+    // PostgreSQL 0.4 s behind (a heartbeat at 8.6 s): past the fence and its margin.
+    c.orders_seen("available", Some("orders-use1"));
+    c.decide();
+    assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
+    // Aurora 0.4 s behind does not pass the gate.
+    c.world.lags.insert("catalog".into(), reading(0.4, 9));
+    c.workloads_at("usw2", warm);
+    c.now = t(10);
+    let d = c.decide();
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { .. })),
+        "{:?}",
+        d.effects
+    );
+    let refused = d.status.rolling_back.clone().unwrap_or_default();
+    assert!(
+        refused.contains("refused catalog") && !refused.contains("orders"),
+        "rolls back on catalog alone: {refused}"
+    );
+    // With Aurora at 0: both cleared, orders with the lag the metric read.
+    let mut c2 = Case::admitted(FailoverMode::Planned);
+    c2.workloads_at("use1", active);
+    c2.decide();
+    c2.workloads_at("use1", standby);
+    c2.now = t(3);
+    c2.decide();
+    c2.orders_seen("available", Some("orders-use1"));
+    c2.world.lags.insert("catalog".into(), reading(0.0, 9));
+    c2.world.lags.insert("orders".into(), reading(0.4, 9));
+    c2.now = t(9);
+    c2.decide();
+    c2.workloads_at("usw2", warm);
+    c2.now = t(10);
+    c2.decide();
+    let dbs = &c2.status().databases;
+    assert_eq!(dbs.len(), 2, "{dbs:?}");
+    assert!(
+        dbs.iter()
+            .all(|d| d.state != DatabaseState::Gated && d.state != DatabaseState::Pending),
+        "{dbs:?}"
+    );
+    let orders = dbs.iter().find(|d| d.name == "orders").expect("orders");
+    assert_eq!(orders.lag_seconds, Some(0.4), "{orders:?}");
+}
+
 /// A scale just accepted (the runner's next round sees it so) reaches a target that needs
 /// only its count, never one whose pods must be gone: the fence waits for status.
 #[test]
@@ -297,20 +375,12 @@ fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
     c.decide();
     assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));
     c.workloads_at("usw2", warm);
-    c.world.lags.insert(
-        "orders".into(),
-        Ok(Some(LagReading {
-            seconds: 0.0,
-            at: t(0),
-        })),
-    );
-    c.world.lags.insert(
-        "catalog".into(),
-        Ok(Some(LagReading {
-            seconds: -1.0,
-            at: t(0),
-        })),
-    );
+    c.world
+        .lags
+        .insert("orders".into(), Ok(Some(LagReading::new(0.0, t(0)))));
+    c.world
+        .lags
+        .insert("catalog".into(), Ok(Some(LagReading::new(-1.0, t(0)))));
     c.orders_seen("available", Some("orders-use1"));
     let d = c.decide();
     assert!(
@@ -327,6 +397,38 @@ fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
             .iter()
             .all(|db| db.state == DatabaseState::Gated)
     );
+}
+
+/// Replication stopped (the metric reads -1) after a lag was read: allowDataLoss promotes
+/// on the unknown lag, and the database records the most it can be missing: that lag plus
+/// the time until the stop was seen.
+#[test]
+fn a_database_promoted_after_its_replication_stopped_records_a_bound_on_its_loss() {
+    let mut c = Case::admitted(FailoverMode::Unplanned);
+    c.plan.spec.databases.retain(|d| d.name == "orders");
+    c.workloads_at("use1", standby);
+    c.decide();
+    c.workloads_at("usw2", warm);
+    let mut reading = LagReading::new(-1.0, t(4));
+    reading.before_break = Some(crate::engine::lag::BeforeBreak {
+        seconds: 2.5,
+        at: t(1),
+        broken_at: t(3),
+    });
+    c.world.lags.insert("orders".into(), Ok(Some(reading)));
+    c.orders_seen("available", Some("orders-use1"));
+    c.now = t(4);
+    let d = c.decide();
+    assert!(
+        d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Promote { .. })),
+        "allowDataLoss promotes on unknown lag: {:?}",
+        d.effects
+    );
+    let orders = &d.status.databases[0];
+    assert_eq!(orders.lag_seconds, None, "{orders:?}");
+    assert_eq!(orders.lost_at_most_seconds, Some(4.5), "{orders:?}");
 }
 
 #[test]
@@ -744,13 +846,9 @@ fn the_pass_that_sees_one_promotion_finish_looks_at_the_others_again_soon() {
     c.workloads_at("use1", standby);
     c.decide();
     c.workloads_at("usw2", warm);
-    c.world.lags.insert(
-        "payments".into(),
-        Ok(Some(LagReading {
-            seconds: 1.0,
-            at: t(0),
-        })),
-    );
+    c.world
+        .lags
+        .insert("payments".into(), Ok(Some(LagReading::new(1.0, t(0)))));
     c.lag(1.0, t(0));
     c.orders_seen("available", Some("orders-use1"));
     c.world
@@ -954,13 +1052,9 @@ fn a_refused_resend_after_a_lost_answer_never_rolls_back_a_promotion() {
     c.workloads_at("use1", standby);
     c.now = t(1);
     c.decide();
-    c.world.lags.insert(
-        "orders".into(),
-        Ok(Some(LagReading {
-            seconds: 0.0,
-            at: t(2),
-        })),
-    );
+    c.world
+        .lags
+        .insert("orders".into(), Ok(Some(LagReading::new(0.0, t(2)))));
     c.now = t(2);
     c.decide();
     assert_eq!(c.step(Step::Fence), Some(StepState::Succeeded));

@@ -21,6 +21,7 @@ fn instance(status: &str, source: Option<&str>) -> Seen {
         instance: Some(RdsObservation {
             status: status.into(),
             source: source.map(str::to_string),
+            ..Default::default()
         }),
         lag_known: true,
     }
@@ -117,6 +118,7 @@ fn recreate_by_rename_records_each_call_before_it_and_ends_protected() {
         instance: Some(RdsObservation {
             status: "available".into(),
             source: Some(PRIMARY_ARN.into()),
+            ..Default::default()
         }),
         lag_known: false,
     };
@@ -322,6 +324,7 @@ fn a_replica_with_unknown_lag_is_not_protected_and_aside_names_fit_rds() {
         instance: Some(RdsObservation {
             status: "available".into(),
             source: Some(PRIMARY_ARN.into()),
+            ..Default::default()
         }),
         lag_known: false,
     };

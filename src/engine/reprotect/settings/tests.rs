@@ -25,6 +25,7 @@ fn old_primary() -> Seen {
         instance: Some(RdsObservation {
             status: "available".into(),
             source: None,
+            ..Default::default()
         }),
         lag_known: false,
     }
@@ -354,6 +355,7 @@ fn the_create_and_the_protected_message_say_that_the_parameter_group_must_be_set
         instance: Some(RdsObservation {
             status: "available".into(),
             source: Some("arn:aws:rds:us-west-2:1:db:orders-usw2".into()),
+            ..Default::default()
         }),
         lag_known: true,
     };
