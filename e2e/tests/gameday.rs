@@ -12,6 +12,8 @@ use crate::failover::*;
 use crate::support::*;
 
 const RDS_DATABASES: [&str; 2] = ["orders", "payments"];
+/// How often the bed publishes ReplicaLag (a CloudWatch minute at its time factor, 0.02).
+const METRIC_CADENCE_SECONDS: f64 = 1.2;
 
 /// What a writer of `database` in use1 acknowledged that its usw2 copy lacks.
 fn lost_in_usw2(sc: &str, database: &str) -> Value {
@@ -132,10 +134,22 @@ async fn unplanned_failover_with_the_primary_region_cut_mid_stream() {
         .collect();
     report("Unplanned, use1 cut", &fo, &lost);
     assert_phase(&fo, FailoverPhase::Succeeded);
-    for l in &lost {
+    let status = fo.status.clone().expect("status");
+    for (db, l) in RDS_DATABASES.iter().zip(&lost) {
         assert!(
             l["lost"].as_u64().is_some_and(|n| n > 0),
             "rows in flight: {l}"
+        );
+        let measured = l["lost_seconds"].as_f64().expect("seconds");
+        let bound = status
+            .databases
+            .iter()
+            .find(|d| d.name == *db)
+            .and_then(|d| d.lost_at_most_seconds)
+            .expect("a bound from the lag read before replication stopped");
+        assert!(
+            bound >= measured - METRIC_CADENCE_SECONDS,
+            "{db}: estimate {bound} s understates the {measured} s lost"
         );
     }
 }
