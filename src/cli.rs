@@ -516,15 +516,17 @@ pub fn summary(fo: &Failover) -> Vec<String> {
         lines.push(format!("  {label}: {}", seconds(total)));
     }
     match &status.data_loss {
-        Some(d) if !d.unknown_lag_databases.is_empty() && d.at_most_seconds.is_some() => {
-            lines.push(format!(
-                "  data-loss estimate: at most {} (replication of {} had stopped; the lag read before \
-                 it stopped, plus the time until it was seen stopped), if the old primaries \
-                 took no writes after that",
-                seconds(d.at_most_seconds.unwrap_or_default()),
-                d.unknown_lag_databases.join(", ")
-            ))
-        }
+        Some(crate::api::DataLossEstimate {
+            unknown_lag_databases: unknown,
+            estimated_seconds: Some(estimate),
+            ..
+        }) if !unknown.is_empty() => lines.push(format!(
+            "  data-loss estimate: about {} (replication of {} had stopped: the lag read before \
+             it stopped, plus the time until it was seen stopped; more if the old primaries \
+             took writes after that)",
+            seconds(*estimate),
+            unknown.join(", ")
+        )),
         Some(d) if !d.unknown_lag_databases.is_empty() => lines.push(format!(
             "  data-loss estimate: unknown for {} (promoted without a known lag); {} for the others",
             d.unknown_lag_databases.join(", "),
@@ -1452,7 +1454,7 @@ mod tests {
             max_lag_seconds: 0.0,
             databases: vec![],
             unknown_lag_databases: vec![],
-            at_most_seconds: None,
+            estimated_seconds: None,
         });
         assert_eq!(
             summary(&fo(FailoverMode::Planned, Some(ok))),

@@ -610,6 +610,16 @@ class Bed:
             db.status = "failed"
             return
         db.port = server.port
+        # Available once it streams, as AWS shows a replica only when it replicates.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                lag = server.lag()  # None until it replays a commit, -1 while not streaming
+            except Exception:
+                lag = None
+            if lag is not None and lag >= 0:
+                break
+            time.sleep(0.1)
         time.sleep(max(0.0, ready_at - time.monotonic()))
         self.finish_creating(db)
 

@@ -482,11 +482,15 @@ class Fleet:
         server.start_heartbeat()
 
     def rename(self, region, old, new):
+        """The instance keeps its server and writer; the old name's settings go with it."""
         with self.lock:
             server = self.servers.pop((region, old), None)
             if server:
                 server.ident = new
                 self.servers[(region, new)] = server
+                for table in (self.writers, self.wanted, self.delays):
+                    if (region, old) in table:
+                        table[(region, new)] = table.pop((region, old))
 
     def delete(self, region, ident):
         with self.lock:
@@ -525,14 +529,19 @@ class Fleet:
         yet (the workloads may be ready before their database exists). False if not backed."""
         with self.lock:
             self.wanted[(region, ident)] = writing
-            server = self.servers.get((region, ident))
-            if server is None:
-                return False
-            current = self.writers.get((region, ident))
-            if writing and (current is None or not current.running):
-                self.writers[(region, ident)] = Writer(server, f"{region}/{ident}", self.write_rate)
-            elif not writing and current is not None:
-                current.stop()
+            return self.apply_writing((region, ident))
+
+    def apply_writing(self, key):
+        """Makes the writer of `key` match what its workloads want. Called with the lock."""
+        server = self.servers.get(key)
+        if server is None:
+            return False
+        writing = self.wanted.get(key, False)
+        current = self.writers.get(key)
+        if writing and (current is None or not current.running):
+            self.writers[key] = Writer(server, f"{key[0]}/{key[1]}", self.write_rate)
+        elif not writing and current is not None:
+            current.stop()
         return True
 
     def register(self, server):
@@ -540,9 +549,7 @@ class Fleet:
         key = (server.region, server.ident)
         with self.lock:
             self.servers[key] = server
-            writing = self.wanted.get(key, False)
-        if writing:
-            self.set_writing(*key, True)
+            self.apply_writing(key)
 
     def writer_summaries(self):
         with self.lock:

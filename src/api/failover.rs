@@ -313,12 +313,13 @@ pub struct DatabaseProgress {
     /// When the promotion was first about to be requested (recorded with the intent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<MicroTime>,
-    /// Lag unknown before promotion because replication had stopped (the metric read -1):
-    /// the most the target can be missing of what the old primary committed until then,
-    /// in seconds: the last lag read before the stop plus the time from that reading to
-    /// the first that read -1. Writes the old primary accepted after that are lost too.
+    /// Drover's estimate of the data this database lost, when it is not its lag: 0 for a
+    /// Planned failover's replica proven to have replayed past the fence; for one promoted
+    /// after its replication stopped (lag unknown; RDS for PostgreSQL and Aurora), the lag
+    /// read before the stop plus the time until the stop was seen. That may understate by
+    /// up to one metric period, and leaves out writes the old primary took after the stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lost_at_most_seconds: Option<f64>,
+    pub loss_estimate_seconds: Option<f64>,
 }
 
 /// One Route 53 change batch.
@@ -369,12 +370,11 @@ pub struct DataLossEstimate {
     /// unknown, and `maxLagSeconds` covers only the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_lag_databases: Vec<String>,
-    /// When every database promoted on unknown lag had a lag read before its replication
-    /// stopped: the most any database can be missing (the larger of `maxLagSeconds` and
-    /// their `lostAtMostSeconds`), if the old primaries stopped taking writes when
-    /// replication stopped.
+    /// The largest per-database estimate (`databases[].lossEstimateSeconds`, else its lag at
+    /// promotion), when every promoted database has one. With unknown lags it assumes the
+    /// old primaries took no writes after their replication stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_most_seconds: Option<f64>,
+    pub estimated_seconds: Option<f64>,
 }
 
 /// Replication lag of one database at promotion.

@@ -37,8 +37,7 @@ impl LagReading {
 }
 
 /// The last lag known before replication stopped running, and when it was first seen
-/// stopped: the data lost by promoting now is at most `seconds` plus the time between the
-/// two datapoints (the replica received nothing after the first).
+/// stopped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BeforeBreak {
     pub seconds: f64,
@@ -48,9 +47,11 @@ pub struct BeforeBreak {
 }
 
 impl BeforeBreak {
-    /// The most the replica can be missing: its lag then, plus everything since then up
-    /// to when it was seen not running.
-    pub fn at_most_seconds(&self) -> f64 {
+    /// What the replica is missing of what its source committed until replication was
+    /// seen stopped: its lag then, plus the time from then to the first -1. An estimate:
+    /// CloudWatch stamps a datapoint with its period's start, so the stop may come up to
+    /// one period later; and writes the source took after the stop are not in it.
+    pub fn estimated_loss_seconds(&self) -> f64 {
         self.seconds
             + self
                 .broken_at
@@ -284,7 +285,7 @@ mod tests {
     }
 
     /// The newest datapoint wins; when it reads -1, the last one that read a lag before it
-    /// and the first -1 after that are kept, and bound the loss by the lag plus the gap.
+    /// and the first -1 after that are kept: the loss is estimated as the lag plus the gap.
     #[test]
     fn newest_reading_keeps_what_preceded_a_break() {
         let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
@@ -300,7 +301,7 @@ mod tests {
             (before.seconds, before.at, before.broken_at),
             (2.5, at(12), at(14))
         );
-        assert_eq!(before.at_most_seconds(), 4.5);
+        assert_eq!(before.estimated_loss_seconds(), 4.5);
         let never_known = newest_reading(&[(-1.0, at(10)), (-1.0, at(12))]).expect("a reading");
         assert_eq!(never_known.before_break, None);
     }

@@ -1759,6 +1759,28 @@ impl Machine<'_> {
         ))
     }
 
+    /// The data `db` loses if promoted now, when it differs from its lag (`seconds`): 0 for
+    /// a Planned failover's replica proven past the fence; for one whose replication had
+    /// stopped (its lag unknown), the lag read before the stop plus the time until the stop
+    /// was seen. Only where the lag means time behind: RDS for PostgreSQL and Aurora (other
+    /// RDS engines report apply lag, which says nothing once the stream stops).
+    fn loss_estimate(&self, db: &str, seconds: Option<f64>) -> Option<f64> {
+        if seconds.is_some() {
+            return self.caught_up_past_fence(db).then_some(0.0);
+        }
+        let time_behind = match self.input.world.databases.get(db) {
+            Some(Ok(DbSeen::Rds(Some(o)))) => o.engine == "postgres",
+            Some(Ok(DbSeen::Aurora { .. })) => true,
+            _ => false,
+        };
+        match self.input.world.lags.get(db) {
+            Some(Ok(Some(r))) if time_behind => {
+                r.before_break.as_ref().map(|b| b.estimated_loss_seconds())
+            }
+            _ => None,
+        }
+    }
+
     /// Planned, after the fence: whether `db`'s replica has everything the fenced writers
     /// wrote, though its lag does not read 0. RDS for PostgreSQL reports ReplicaLag as the
     /// time since the replica's last replayed commit (never 0); a fresh reading that implies
@@ -2062,16 +2084,11 @@ impl Machine<'_> {
             DatabaseState::Gated
         };
         for (name, seconds, _) in verdicts {
-            // Unknown because replication stopped: what was read before the stop bounds
-            // the loss (for the estimate; the gate above decided on the unknown lag).
-            let bound = match (seconds, self.input.world.lags.get(&name)) {
-                (None, Some(Ok(Some(r)))) => r.before_break.as_ref().map(|b| b.at_most_seconds()),
-                _ => None,
-            };
+            let estimate = self.loss_estimate(&name, seconds);
             if let Some(d) = self.status.databases.iter_mut().find(|d| d.name == name) {
                 d.state = state;
                 d.lag_seconds = seconds;
-                d.lost_at_most_seconds = bound;
+                d.loss_estimate_seconds = estimate;
             }
         }
         if refused.is_empty() {
@@ -2783,30 +2800,29 @@ impl Machine<'_> {
         let mut data_loss = None;
         if !lags.is_empty() || !unknown.is_empty() {
             let max_lag_seconds = lags.iter().map(|l| l.lag_seconds).fold(0.0, f64::max);
-            // Every unknown one bounded by what was read before its replication stopped.
-            let bounds: Option<Vec<f64>> = unknown
+            // Per promoted database: its own estimate, else its lag; none if one has neither.
+            let estimates: Option<Vec<f64>> = self
+                .status
+                .databases
                 .iter()
-                .map(|name| {
-                    self.status
-                        .databases
-                        .iter()
-                        .find(|d| &d.name == name)
-                        .and_then(|d| d.lost_at_most_seconds)
-                })
+                .filter(|d| Requested::from(d.state) != Requested::No)
+                .map(|d| d.loss_estimate_seconds.or(d.lag_seconds))
                 .collect();
-            let at_most_seconds = bounds
-                .filter(|b| !b.is_empty())
-                .map(|b| b.into_iter().fold(max_lag_seconds, f64::max));
+            let estimated_seconds = estimates
+                .filter(|e| !e.is_empty())
+                .map(|e| e.into_iter().fold(0.0, f64::max));
+            // The metric shows a number only when no lag was unknown: an estimate made on an
+            // unknown lag rests on an assumption the status states and a gauge cannot.
             data_loss = Some(if unknown.is_empty() {
-                max_lag_seconds
+                estimated_seconds.unwrap_or(max_lag_seconds)
             } else {
-                at_most_seconds.unwrap_or(f64::NAN)
+                f64::NAN
             });
             self.status.data_loss = Some(DataLossEstimate {
                 max_lag_seconds,
                 databases: lags,
                 unknown_lag_databases: unknown,
-                at_most_seconds,
+                estimated_seconds,
             });
         }
         let reason = match phase {

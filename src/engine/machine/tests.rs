@@ -400,8 +400,8 @@ fn one_database_with_unknown_lag_keeps_every_database_from_promotion() {
 }
 
 /// Replication stopped (the metric reads -1) after a lag was read: allowDataLoss promotes
-/// on the unknown lag, and the database records the most it can be missing: that lag plus
-/// the time until the stop was seen.
+/// on the unknown lag, and the database records its estimated loss: that lag plus the time
+/// until the stop was seen.
 #[test]
 fn a_database_promoted_after_its_replication_stopped_records_a_bound_on_its_loss() {
     let mut c = Case::admitted(FailoverMode::Unplanned);
@@ -428,7 +428,7 @@ fn a_database_promoted_after_its_replication_stopped_records_a_bound_on_its_loss
     );
     let orders = &d.status.databases[0];
     assert_eq!(orders.lag_seconds, None, "{orders:?}");
-    assert_eq!(orders.lost_at_most_seconds, Some(4.5), "{orders:?}");
+    assert_eq!(orders.loss_estimate_seconds, Some(4.5), "{orders:?}");
 }
 
 #[test]
