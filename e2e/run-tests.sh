@@ -37,4 +37,5 @@ cargo test --test e2e -- --nocapture --ignored --exact scale::many_plans_fail_ov
 step "AWS emulator extension tests"
 "$CACHE/venv/bin/python" -m pytest -q e2e/test_awsbed.py e2e/test_awsbed_route53.py e2e/test_awsbed_health.py \
   e2e/test_awsbed_replication.py e2e/test_nodesim.py e2e/test_chart.py e2e/test_iam.py \
-  e2e/test_cel.py e2e/test_rules.py e2e/test_awsbed_postgres.py e2e/test_awsbed_rds_postgres.py
+  e2e/test_cel.py e2e/test_rules.py e2e/test_awsbed_postgres.py e2e/test_awsbed_rds_postgres.py \
+  e2e/test_awsbed_app.py

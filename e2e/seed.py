@@ -4,7 +4,7 @@
     seed.py NAME [--regions use1,usw2[,euw1]] [--plan-namespace NS] [--missing-image WORKLOAD]
             [--missing-secret WORKLOAD] [--unreplicated-secrets] [--capped-autoscalers]
             [--cron-jobs] [--config] [--lag SECONDS] [--fence-timeout DURATION] [--failing-health-check REGION]
-            [--records N] [--postgres]
+            [--records N] [--postgres] [--probes]
 
 The first of --regions (default use1,usw2) is the active one; the others are standbys.
 Creates, all named after NAME:
@@ -34,7 +34,11 @@ Creates, all named after NAME:
     web) and Secret db key ORDERS_HOST (the orders database's endpoint; restarts
     orders-writer; its key PASSWORD must never be printed), bound for Drover to write;
   * --records N: N more Simple A records r{i}.NAME.example. pointing at the active region,
-    for large-zone tests, sent in batches of at most 500 changes.
+    for large-zone tests, sent in batches of at most 500 changes;
+  * --probes: each region's probes (user-visible recovery): the bed's app endpoint
+    (awsbed/app.py), answering while that region's orders writer has ready pods and its
+    database takes writes and the api record sends users there, and the region's Route 53
+    health check on the api record.
 
     seed.py --rebuild-replica NAME REGION [--source REGION]
         recreate NAME's RDS instances in REGION as replicas of --source (the region active
@@ -47,6 +51,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -469,15 +474,28 @@ def point_records(zone, recs, active_region, wait=False):
     return change_records(zone, changes, wait=wait)
 
 
+def probes(name, recs, region):
+    """A region's probes: the bed's app endpoint for it, and its health check on the api record."""
+    api = recs[0]
+    target = next(t for t in api["targets"] if t["region"] == region)
+    query = urllib.parse.urlencode({"region": REGIONS[region], "writes-to": f"{name}-orders-{region}",
+                                    "name": api["name"], "answer": target["values"][0]})
+    out = [{"url": f"{ENDPOINT}/_bed/app?{query}"}]
+    if "healthCheckId" in target:
+        out.append({"route53HealthCheckId": target["healthCheckId"]})
+    return out
+
+
 def plan(name, namespace, zone, recs, fence_timeout, regions=DEFAULT_REGIONS, secrets=(), cron_jobs=False,
-         config=False):
+         config=False, with_probes=False):
     return {
         "apiVersion": "drover.io/v1alpha1", "kind": "DisasterRecoveryPlan",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "regions": [
                 {"name": r, "awsRegion": REGIONS[r], "initialRole": "Active" if r == regions[0] else "Standby",
-                 "cluster": {"kubeconfigSecretRef": {"name": f"{r}-kubeconfig", "namespace": "drover-system"}}}
+                 "cluster": {"kubeconfigSecretRef": {"name": f"{r}-kubeconfig", "namespace": "drover-system"}},
+                 **({"probes": probes(name, recs, r)} if with_probes else {})}
                 for r in regions],
             "databases": [
                 {"name": db, "rds": {"instances": [
@@ -566,6 +584,8 @@ def main():
     parser.add_argument("--config", action="store_true",
                         help="also spec.config: app-config ACTIVE_REGION, Secret db ORDERS_HOST")
     parser.add_argument("--lag", type=float, default=0.0)
+    parser.add_argument("--probes", action="store_true",
+                        help="give each region probes on the bed's app endpoint and health check")
     parser.add_argument("--postgres", action="store_true",
                         help="back the plan's RDS instances with real PostgreSQL (awsbed/postgres.py); "
                              "--lag is then the delay of each replica's link")
@@ -598,7 +618,8 @@ def main():
     add_health_checks(args.name, recs, args.failing_health_check)
     point_records(zone, recs, regions[0], wait=args.records > 0)  # as it stands before any failover
     json.dump(plan(args.name, args.plan_namespace, zone, recs, args.fence_timeout, regions,
-                   secret_names(args.name, args.unreplicated_secrets), args.cron_jobs, args.config),
+                   secret_names(args.name, args.unreplicated_secrets), args.cron_jobs, args.config,
+                   args.probes),
               sys.stdout, indent=2)
     print()
 

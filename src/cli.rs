@@ -293,7 +293,8 @@ pub(crate) async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliEr
         }
         let _ = out.flush();
         let phase = fo.status.as_ref().and_then(|s| s.phase);
-        if phase.is_some_and(FailoverPhase::is_terminal) {
+        // A success is watched on while its probes wait for the target to answer.
+        if phase.is_some_and(FailoverPhase::is_terminal) && !crate::probes::settling(fo) {
             for line in summary(fo) {
                 let _ = writeln!(out, "{line}");
             }
@@ -410,9 +411,44 @@ pub fn live_view(fo: &Failover, frame: usize, now: Timestamp, width: usize) -> V
         (None, Some(started)) => format!(" for {}", seconds(since(started, now))),
         (None, None) => String::new(),
     };
+    lines.extend(users_line(status, now));
     lines.push(format!("  phase {}{elapsed}", phase_name(status)));
     lines.extend(approval_hint(fo).into_iter().map(|l| format!("  {l}")));
     fit_all(&lines, width)
+}
+
+/// What the plan's probes showed users, while it is being measured.
+fn users_line(status: &crate::api::FailoverStatus, now: Timestamp) -> Option<String> {
+    let record = status.user_visible.as_ref()?;
+    if record.settled {
+        return None;
+    }
+    Some(match &record.old_region_stopped_at {
+        None => "  users: the old region still answers".to_string(),
+        Some(stopped) => format!(
+            "  users: without service for {} (waiting for the target region to answer)",
+            seconds(since(stopped, now))
+        ),
+    })
+}
+
+/// The user-visible RTO line of the summary, once measured or given up on.
+fn user_visible_summary(status: &crate::api::FailoverStatus) -> Option<String> {
+    let record = status.user_visible.as_ref()?;
+    Some(match (record.recovery_seconds, &record.message) {
+        (Some(took), _) => format!(
+            "  user-visible RTO: {} (the old region's stop to the target's answer, by the plan's \
+             probes{})",
+            seconds(took),
+            if record.stopped_before_start {
+                "; the old region was down at the first poll, so users lost it earlier"
+            } else {
+                ""
+            }
+        ),
+        (None, Some(why)) if record.settled => format!("  user-visible RTO: not measured: {why}"),
+        (None, _) => "  user-visible RTO: waiting for the target region to answer".to_string(),
+    })
 }
 
 fn fit_all(lines: &[String], width: usize) -> Vec<String> {
@@ -515,6 +551,7 @@ pub fn summary(fo: &Failover) -> Vec<String> {
         };
         lines.push(format!("  {label}: {}", seconds(total)));
     }
+    lines.extend(user_visible_summary(status));
     match &status.data_loss {
         Some(crate::api::DataLossEstimate {
             unknown_lag_databases: unknown,
@@ -816,6 +853,17 @@ pub fn drill_lines(p: &PlanSummary, now: Timestamp) -> Vec<String> {
                     line.push_str(&format!(", took {}", seconds(took)))
                 }
                 (_, Some(there), None) => line.push_str(&format!(", RTO {} there", seconds(there))),
+                _ => {}
+            }
+            match (h.user_visible_seconds, h.user_visible_back_seconds) {
+                (Some(there), Some(back)) => line.push_str(&format!(
+                    ", users without service {} there, {} back",
+                    seconds(there),
+                    seconds(back)
+                )),
+                (Some(there), None) => {
+                    line.push_str(&format!(", users without service {} there", seconds(there)))
+                }
                 _ => {}
             }
             if h.outcome != DrillOutcome::Succeeded {
@@ -1457,12 +1505,31 @@ mod tests {
             estimated_seconds: None,
         });
         assert_eq!(
-            summary(&fo(FailoverMode::Planned, Some(ok))),
+            summary(&fo(FailoverMode::Planned, Some(ok.clone()))),
             vec![
                 "Failover shop-to-usw2-abcde Succeeded",
                 "  measured RTO: 5.7s",
                 "  data-loss estimate: 0.0s (replication lag at promotion)",
             ]
+        );
+        ok.user_visible = Some(crate::api::UserVisibleRecovery {
+            recovery_seconds: Some(7.04),
+            settled: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            summary(&fo(FailoverMode::Planned, Some(ok.clone())))[2],
+            "  user-visible RTO: 7.0s (the old region's stop to the target's answer, by the \
+             plan's probes)"
+        );
+        ok.user_visible = Some(crate::api::UserVisibleRecovery {
+            settled: true,
+            message: Some("The failover ended Failed.".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            summary(&fo(FailoverMode::Planned, Some(ok)))[2],
+            "  user-visible RTO: not measured: The failover ended Failed."
         );
         let mut failed = running();
         failed.phase = Some(FailoverPhase::Failed);

@@ -1376,6 +1376,7 @@ mod tests {
                 in_cluster: None,
             },
             initial_role: crate::api::RegionRole::Standby,
+            probes: Vec::new(),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Context {
     promotion_looks: std::sync::Mutex<HashMap<String, crate::runner::PromotionLook>>,
     /// Region-cluster clients, shared by plan checks, fencing and Failovers.
     region_clients: Arc<RegionClients>,
+    /// The probe samplers of running failovers (user-visible recovery).
+    pub probes: Arc<crate::probes::Samplers>,
 }
 
 impl Context {
@@ -62,9 +64,13 @@ impl Context {
             inner: aws,
             leadership: leadership.clone(),
         })));
+        let probes = Arc::new(crate::probes::Samplers::new(Arc::new(
+            crate::probes::LiveProbes::new(aws.clone()),
+        )));
         Self {
             client,
             aws,
+            probes,
             leadership,
             config,
             metrics,
@@ -150,6 +156,7 @@ impl Context {
         if let Ok(mut kept) = self.promotion_looks.lock() {
             kept.remove(failover_uid);
         }
+        self.probes.stop(failover_uid);
     }
 
     /// Publishes an Event. The recorder folds repeats of (reason, action) into one series,

@@ -531,7 +531,10 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     let ns = fo.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<Failover> = Api::namespaced(ctx.client.clone(), &ns);
     let cached_phase = fo.status.as_ref().and_then(|s| s.phase);
-    if cached_phase.is_some_and(FailoverPhase::is_terminal) && fo.metadata.generation <= Some(1) {
+    if cached_phase.is_some_and(FailoverPhase::is_terminal)
+        && fo.metadata.generation <= Some(1)
+        && !crate::probes::settling(&fo)
+    {
         return Ok(Action::await_change());
     }
     // The cache may lag behind this operator's own last write: decide and drive from a
@@ -564,6 +567,11 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         }
     }
     if status.phase.is_some_and(FailoverPhase::is_terminal) {
+        if crate::probes::settling(&fo)
+            && let Some(snapshot) = status.plan_snapshot.clone()
+        {
+            return settle_probes(&ctx, fo, snapshot.spec, &ns).await;
+        }
         return Ok(Action::await_change());
     }
 
@@ -629,6 +637,27 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
             Action::await_change()
         }
         Some(after) => Action::requeue(after),
+    })
+}
+
+/// A successful Failover still waiting for its target's probes to answer: one more poll's
+/// record written, and looked at again soon until it is final.
+async fn settle_probes(
+    ctx: &Arc<Context>,
+    fo: Failover,
+    spec: crate::api::DisasterRecoveryPlanSpec,
+    ns: &str,
+) -> Result<Action> {
+    let mut plan = DisasterRecoveryPlan::new(&fo.spec.plan_ref, spec);
+    plan.metadata.namespace = Some(ns.to_string());
+    let clusters = Arc::new(LeaderClusters {
+        inner: ctx.member_clusters(&plan.spec, ns),
+        leadership: ctx.leadership.clone(),
+    });
+    let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
+    Ok(match runner.settle().await? {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
     })
 }
 

@@ -39,6 +39,11 @@ fn seen(fo: &Failover) -> FailoverSeen {
         name: fo.name_any(),
         phase: status.phase,
         rto_seconds: status.timings.as_ref().and_then(|t| t.total_seconds),
+        user_visible_seconds: status
+            .user_visible
+            .as_ref()
+            .and_then(|u| u.recovery_seconds),
+        probes_pending: crate::probes::settling(fo),
         data_loss_seconds: status.data_loss.as_ref().map(|d| d.max_lag_seconds),
         failed_step: status
             .steps
@@ -395,7 +400,7 @@ pub enum Progress {
     /// The way back, by name.
     Returning(String),
     /// Over without a way back.
-    Ended(crate::api::DrillResult),
+    Ended(Box<crate::api::DrillResult>),
 }
 
 /// The progress of the round trip that went with `go`, at `now`.
@@ -415,7 +420,7 @@ pub fn progress(status: &DrillsStatus, go: &str, now: Timestamp) -> Progress {
     match status.history.iter().find(|h| ours(&h.failovers)) {
         // The way back ran (and ended) before this looked.
         Some(h) if h.failovers.len() > 1 => Progress::Returning(h.failovers[1].clone()),
-        Some(h) => Progress::Ended(h.clone()),
+        Some(h) => Progress::Ended(Box::new(h.clone())),
         None => Progress::Going,
     }
 }
@@ -432,6 +437,16 @@ pub fn describe_result(r: &crate::api::DrillResult) -> String {
         )),
         (Some(there), None) => parts.push(format!("measured RTO there {}", secs(there))),
         _ => {}
+    }
+    match (r.user_visible_seconds, r.user_visible_back_seconds) {
+        (Some(there), Some(back)) => parts.push(format!(
+            "users without service there {}, back {}",
+            secs(there),
+            secs(back)
+        )),
+        (Some(there), None) => parts.push(format!("users without service there {}", secs(there))),
+        (None, Some(back)) => parts.push(format!("users without service back {}", secs(back))),
+        (None, None) => {}
     }
     if let Some(d) = r.data_loss_seconds {
         parts.push(format!("data-loss estimate {}", secs(d)));
@@ -576,6 +591,7 @@ mod tests {
                 failovers: vec![GO.into()],
                 hold_until: Some(Time(at("2026-11-30T10:00:30Z"))),
                 rto_seconds: Some(4.0),
+                user_visible_seconds: None,
                 data_loss_seconds: Some(0.0),
             }),
             ..Default::default()
@@ -591,6 +607,8 @@ mod tests {
             finished_at: Time(at("2026-11-30T10:31:00Z")),
             outcome,
             rto_seconds: Some(4.0),
+            user_visible_seconds: None,
+            user_visible_back_seconds: None,
             rto_back_seconds: None,
             data_loss_seconds: Some(0.3),
             failing_step: None,

@@ -21,6 +21,7 @@ pub mod leadership;
 pub mod member;
 pub mod metrics;
 pub mod old_volume;
+pub mod probes;
 pub mod ratelimit;
 pub mod reprotect;
 pub mod runner;

@@ -126,6 +126,8 @@ pub struct Metrics {
     pub plan_rpo: Family<PlanLabels, FloatGauge>,
     pub last_failover_rto: Family<PlanLabels, FloatGauge>,
     pub last_failover_data_loss: Family<PlanLabels, FloatGauge>,
+    /// The user-visible recovery time of the plan's last failover whose probes saw one.
+    pub last_failover_user_visible_rto: Family<PlanLabels, FloatGauge>,
     pub last_failover_step: Family<PlanStepLabels, FloatGauge>,
     pub automatic_consecutive_bad: Family<SignalLabels, Gauge>,
     pub automatic_paused: Family<PlanLabels, Gauge>,
@@ -229,6 +231,7 @@ impl Default for Metrics {
         let plan_rpo = Family::<PlanLabels, FloatGauge>::default();
         let last_failover_rto = Family::<PlanLabels, FloatGauge>::default();
         let last_failover_data_loss = Family::<PlanLabels, FloatGauge>::default();
+        let last_failover_user_visible_rto = Family::<PlanLabels, FloatGauge>::default();
         let last_failover_step = Family::<PlanStepLabels, FloatGauge>::default();
         registry.register(
             "plan_rto_seconds",
@@ -249,6 +252,12 @@ impl Default for Metrics {
             "last_failover_data_loss_seconds",
             "Estimated data loss (replication lag at promotion) of the plan's last failover",
             last_failover_data_loss.clone(),
+        );
+        registry.register(
+            "last_failover_user_visible_rto_seconds",
+            "Recovery time users saw in the plan's last failover, by its probes: from the old \
+             region's stop to the target's answer",
+            last_failover_user_visible_rto.clone(),
         );
         registry.register(
             "last_failover_step_seconds",
@@ -351,6 +360,7 @@ impl Default for Metrics {
             plan_rpo,
             last_failover_rto,
             last_failover_data_loss,
+            last_failover_user_visible_rto,
             last_failover_step,
             aws_calls,
             aws_rate_limit_wait,

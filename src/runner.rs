@@ -157,6 +157,8 @@ pub struct Runner {
     /// resourceVersion, so a writer holding an older copy loses with 409.
     fo: Failover,
     retry_after: Duration,
+    /// The probe samplers, when the runner measures user-visible recovery.
+    probes: Option<Arc<crate::probes::Samplers>>,
 }
 
 impl Runner {
@@ -172,7 +174,7 @@ impl Runner {
             &fo.namespace().unwrap_or_default(),
             &plan.namespace().unwrap_or_default(),
         ));
-        Self::with_effects(
+        let mut runner = Self::with_effects(
             ctx.metrics.clone(),
             store,
             ctx.leadership.clone(),
@@ -182,7 +184,9 @@ impl Runner {
             plan,
             fo,
             ctx.config.retry_after_promotion,
-        )
+        );
+        runner.probes = Some(ctx.probes.clone());
+        runner
     }
 
     /// A runner on any status store, leader check and clock (`new` uses the API server's).
@@ -208,6 +212,7 @@ impl Runner {
             plan,
             fo,
             retry_after,
+            probes: None,
         }
     }
 
@@ -443,6 +448,8 @@ impl Runner {
             fo.status = Some(decision.status.clone());
             decisions.push(decision);
         };
+        let mut decision = decision;
+        self.sample_probes(&mut decision.status);
         let decided_at = self.clock.now();
         let described_any = !described.is_empty();
         match decision.promotions_next_look {
@@ -474,6 +481,15 @@ impl Runner {
             }
             (r, _) => r,
         };
+        // An ended failover whose probe record is not final is looked at again (`settle`).
+        let requeue = requeue.or_else(|| {
+            decision
+                .status
+                .user_visible
+                .as_ref()
+                .filter(|r| !engine::probes::complete(r))
+                .map(|_| crate::probes::POLL_EVERY)
+        });
         if let Some(mark) = marking.take() {
             self.mark_plan(&mark).await?;
         }
@@ -515,6 +531,77 @@ impl Runner {
             asked_count,
             acted: started.elapsed() - recorded,
         })
+    }
+
+    /// Copies the probe sampler's record into `status` (user-visible recovery): sampled
+    /// while the failover runs, made final when it ends (a success keeps being sampled by
+    /// `settle` until the target answers).
+    fn sample_probes(&self, status: &mut FailoverStatus) {
+        let Some(samplers) = &self.probes else {
+            return;
+        };
+        let source = status.source_region.clone().unwrap_or_default();
+        let Some(sampling) = crate::probes::sampling(&self.plan.spec, &source, self.target())
+        else {
+            return;
+        };
+        let uid = self.fo.uid().unwrap_or_default();
+        let recorded = status.user_visible.clone().unwrap_or_default();
+        let record = match status.phase {
+            Some(FailoverPhase::Running) if self.mode() != FailoverMode::DryRun => {
+                samplers.record(&uid, &sampling, &recorded)
+            }
+            Some(phase) if phase.is_terminal() && status.user_visible.is_some() => {
+                let record = samplers.record(&uid, &sampling, &recorded);
+                let finished = status
+                    .timings
+                    .as_ref()
+                    .and_then(|t| t.finished_at.as_ref())
+                    .map(|t| SystemTime::from(t.0))
+                    .unwrap_or_else(|| self.clock.now());
+                match engine::probes::at_end(&record, phase, finished, self.clock.now()) {
+                    Some(ended) => {
+                        samplers.stop(&uid);
+                        ended
+                    }
+                    None => record,
+                }
+            }
+            _ => return,
+        };
+        if let Some(seconds) = record.recovery_seconds
+            && status
+                .user_visible
+                .as_ref()
+                .and_then(|r| r.recovery_seconds)
+                != Some(seconds)
+        {
+            self.metrics
+                .last_failover_user_visible_rto
+                .get_or_create(&self.plan_labels())
+                .set(seconds);
+        }
+        if status.user_visible.as_ref() != Some(&record) {
+            status.user_visible = Some(record);
+        }
+    }
+
+    /// A successful failover whose target has not answered yet: polls on (up to
+    /// `engine::probes::SETTLE` after its end) and records the answer. Returns when to
+    /// look again.
+    pub async fn settle(&self) -> Result<Option<Duration>, kube::Error> {
+        let before = self.fo.status.clone().unwrap_or_default();
+        let mut status = before.clone();
+        self.sample_probes(&mut status);
+        if status != before {
+            self.write(&status, self.fo.metadata.resource_version.as_deref())
+                .await?;
+        }
+        let settled = status
+            .user_visible
+            .as_ref()
+            .is_none_or(engine::probes::complete);
+        Ok((!settled).then_some(crate::probes::POLL_EVERY))
     }
 
     /// The one status write of a pass, conditional on the resourceVersion read.

@@ -345,6 +345,100 @@ pub fn validate_plan(
     problems
 }
 
+/// The most probes a region may declare: each is polled every second during a failover.
+pub const MAX_PROBES_PER_REGION: usize = 8;
+const MAX_PROBE_URL_LEN: usize = 2048;
+const PROBE_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(10);
+
+/// A probe's timeout, 2 s when unset. Out of range (refused by validation): clamped.
+pub fn probe_timeout(probe: &crate::api::ProbeSpec) -> Duration {
+    probe
+        .timeout
+        .as_deref()
+        .and_then(|t| parse_timeout(t).ok())
+        .unwrap_or(Duration::from_secs(2))
+        .clamp(*PROBE_TIMEOUT_RANGE.start(), *PROBE_TIMEOUT_RANGE.end())
+}
+
+fn check_probes(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) {
+    let any = spec.regions.iter().any(|r| !r.probes.is_empty());
+    for (i, r) in spec.regions.iter().enumerate() {
+        let path = format!("spec.regions[{i}].probes");
+        if any && r.probes.is_empty() {
+            problems.push(Problem::new(
+                &path,
+                "another region has probes, so this one needs them too: the recovery time \
+                 users see is measured from the old region to the new one",
+            ));
+        }
+        if r.probes.len() > MAX_PROBES_PER_REGION {
+            problems.push(Problem::new(
+                &path,
+                format!(
+                    "at most {MAX_PROBES_PER_REGION} probes per region, found {}",
+                    r.probes.len()
+                ),
+            ));
+        }
+        for (j, probe) in r.probes.iter().enumerate() {
+            let path = format!("{path}[{j}]");
+            match (&probe.url, &probe.route53_health_check_id) {
+                (Some(url), None) => {
+                    if let Err(e) = check_probe_url(url) {
+                        problems.push(Problem::new(format!("{path}.url"), e));
+                    }
+                }
+                (None, Some(id)) => {
+                    let ok = !id.is_empty()
+                        && id.len() <= 64
+                        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                    if !ok {
+                        problems.push(Problem::new(
+                            format!("{path}.route53HealthCheckId"),
+                            "must be a Route 53 health check ID: 1 to 64 letters, digits \
+                             and hyphens",
+                        ));
+                    }
+                }
+                _ => problems.push(Problem::new(
+                    &path,
+                    "set exactly one of url or route53HealthCheckId",
+                )),
+            }
+            if let Some(t) = &probe.timeout {
+                match parse_timeout(t) {
+                    Err(e) => problems.push(Problem::new(format!("{path}.timeout"), e)),
+                    Ok(d) if !PROBE_TIMEOUT_RANGE.contains(&d) => problems.push(Problem::new(
+                        format!("{path}.timeout"),
+                        format!("must be from 1s to 10s, got {t:?}"),
+                    )),
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+fn check_probe_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_PROBE_URL_LEN {
+        return Err(format!(
+            "at most {MAX_PROBE_URL_LEN} characters, found {}",
+            url.len()
+        ));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{url:?} must start with http:// or https://"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
 /// Checks the regions list and returns the set of region names.
 fn check_regions(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) -> BTreeSet<String> {
     if spec.regions.len() < 2 {
@@ -381,6 +475,7 @@ fn check_regions(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) -
             )),
         }
     }
+    check_probes(spec, problems);
     check_unique(
         problems,
         spec.regions
@@ -774,6 +869,63 @@ mod tests {
         spec.regions.truncate(1);
         let f = fields(&spec);
         assert!(f.contains(&"spec.regions".to_string()), "{f:?}");
+    }
+
+    #[test]
+    fn probes_are_checked_by_field() {
+        use crate::api::ProbeSpec;
+        let url = |u: &str| ProbeSpec {
+            url: Some(u.into()),
+            ..Default::default()
+        };
+        let mut spec = sample();
+        spec.regions[0].probes = vec![url("https://use1.example.com/healthz")];
+        assert_eq!(fields(&spec), vec!["spec.regions[1].probes".to_string()]);
+        spec.regions[1].probes = vec![
+            url("ftp://x/"),
+            url("not a url"),
+            ProbeSpec::default(),
+            ProbeSpec {
+                route53_health_check_id: Some("abc_1".into()),
+                ..Default::default()
+            },
+            ProbeSpec {
+                route53_health_check_id: Some("0a1b-2c".into()),
+                timeout: Some("30s".into()),
+                ..Default::default()
+            },
+            ProbeSpec {
+                url: Some(format!("http://h/{}", "a".repeat(2100))),
+                timeout: Some("soon".into()),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.regions[1].probes[0].url",
+                "spec.regions[1].probes[1].url",
+                "spec.regions[1].probes[2]",
+                "spec.regions[1].probes[3].route53HealthCheckId",
+                "spec.regions[1].probes[4].timeout",
+                "spec.regions[1].probes[5].url",
+                "spec.regions[1].probes[5].timeout",
+            ]
+        );
+        spec.regions[1].probes = vec![url("http://127.0.0.1:8080/h"); 9];
+        assert_eq!(fields(&spec), vec!["spec.regions[1].probes".to_string()]);
+        spec.regions[1].probes.truncate(1);
+        assert!(fields(&spec).is_empty());
+    }
+
+    #[test]
+    fn a_probe_timeout_defaults_to_2s_and_stays_in_range() {
+        let mut p = crate::api::ProbeSpec::default();
+        assert_eq!(probe_timeout(&p), Duration::from_secs(2));
+        p.timeout = Some("5s".into());
+        assert_eq!(probe_timeout(&p), Duration::from_secs(5));
+        p.timeout = Some("1h".into());
+        assert_eq!(probe_timeout(&p), Duration::from_secs(10));
     }
 
     #[test]

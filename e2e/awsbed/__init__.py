@@ -44,7 +44,7 @@ from moto.rds import models as rds_models
 from moto.rds import responses as rds_responses
 from moto.rds.exceptions import RDSClientError
 
-from . import health, postgres, replication, route53
+from . import app, health, postgres, replication, route53
 
 
 def _describe_global_clusters(self):
@@ -351,6 +351,8 @@ class Bed:
     # ---- WSGI entry -----------------------------------------------------------------
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if path == "/_bed/app":
+            return app.serve(self, environ, start_response)
         if path.startswith("/_bed/"):
             return self.control(environ, start_response)
         body = self.read_body(environ)

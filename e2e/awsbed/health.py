@@ -70,6 +70,49 @@ def control(state, payload):
             "endpoint_regions": dict(sorted(health.endpoint_region.items()))}
 
 
+def reports(bed, hc):
+    """Each checker region's report on health check `hc` now: [(region, "Success: ..." or
+    "Failure: ...")]."""
+    checkers = list(hc.regions or CHECKER_REGIONS)
+    state = bed.state
+    with state.lock:
+        failing = state.health.failing.get(hc.id, set())
+        endpoint = state.health.endpoint_region.get(hc.id)
+        if endpoint is None and hc.fqdn:
+            m = REGION_IN_NAME.search(hc.fqdn)
+            endpoint = m.group(1) if m else None
+        endpoint_lost = endpoint is not None and endpoint in state.outages
+    out = []
+    for region in checkers:
+        if endpoint_lost:
+            report = "Failure: Connection timed out. The endpoint or the internet connection is down."
+        elif failing == "all" or region in failing:
+            report = "Failure: HTTP Status Code 503, Service Unavailable (injected)"
+        else:
+            report = "Success: HTTP Status Code 200, OK"
+        out.append((region, report))
+    return out
+
+
+def healthy(bed, hc_id):
+    """Whether Route 53 considers `hc_id` healthy: more than 18% of its checkers report
+    Success. An unknown id is healthy, as a record's missing check is."""
+    hc = find_any(hc_id)
+    if hc is None:
+        return True
+    found = reports(bed, hc)
+    return sum(r.startswith("Success") for _, r in found) * 100 > len(found) * 18
+
+
+def find_any(health_check_id):
+    from moto.route53.models import route53_backends
+    for account in list(route53_backends.keys()):
+        hc = find(account, health_check_id)
+        if hc is not None:
+            return hc
+    return None
+
+
 def status(bed, environ, start_response, account):
     """GetHealthCheckStatus, answered from the bed's state."""
     hc_id = environ.get("PATH_INFO", "").rstrip("/").split("/")[-2]
@@ -77,24 +120,9 @@ def status(bed, environ, start_response, account):
     if hc is None:
         return bed.error(start_response, "route53", "404 Not Found", "NoSuchHealthCheck",
                          f"A health check with id {hc_id} does not exist.")
-    checkers = list(hc.regions or CHECKER_REGIONS)
-    state = bed.state
-    with state.lock:
-        failing = state.health.failing.get(hc_id, set())
-        endpoint = state.health.endpoint_region.get(hc_id)
-        if endpoint is None and hc.fqdn:
-            m = REGION_IN_NAME.search(hc.fqdn)
-            endpoint = m.group(1) if m else None
-        endpoint_lost = endpoint is not None and endpoint in state.outages
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     observations = []
-    for i, region in enumerate(checkers):
-        if endpoint_lost:
-            report = "Failure: Connection timed out. The endpoint or the internet connection is down."
-        elif failing == "all" or region in failing:
-            report = "Failure: HTTP Status Code 503, Service Unavailable (injected)"
-        else:
-            report = "Success: HTTP Status Code 200, OK"
+    for i, (region, report) in enumerate(reports(bed, hc)):
         observations.append(
             f"<HealthCheckObservation><Region>{region}</Region><IPAddress>127.0.0.{i + 1}</IPAddress>"
             f"<StatusReport><Status>{report}</Status><CheckedTime>{stamp}</CheckedTime></StatusReport>"

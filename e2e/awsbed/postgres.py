@@ -470,6 +470,18 @@ class Fleet:
         with self.lock:
             return self.servers.get((region, ident))
 
+    def last_ack(self, region, ident):
+        """When the running writer of (region, ident) last had a commit acknowledged: None if
+        none yet or no writer runs; False if the instance is not a real server."""
+        with self.lock:
+            if (region, ident) not in self.servers:
+                return False
+            writer = self.writers.get((region, ident))
+        if writer is None or not writer.running:
+            return None
+        with writer.lock:
+            return writer.acked[-1][1] if writer.acked else None
+
     def promote(self, region, ident):
         """pg_promote(), waiting until the server accepts writes; the link is cut for good."""
         server = self.get(region, ident)

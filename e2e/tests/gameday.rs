@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use drover::api::{Failover, FailoverMode, FailoverPhase};
+use kube::Api;
 use serde_json::{Value, json};
 
 use crate::failover::*;
@@ -47,6 +48,51 @@ async fn writers_acknowledged(sc: &str, rows: u64) {
     .await
 }
 
+/// The Failover once its user-visible recovery record is final: its probes may still wait
+/// for the target's answer after the failover ended.
+async fn probes_settled(client: &kube::Client, ns: &str, fo: &Failover) -> Failover {
+    let api: Api<Failover> = Api::namespaced(client.clone(), ns);
+    let name = fo.metadata.name.clone().expect("named");
+    wait_for(
+        &format!("failover {name}'s probes settled"),
+        Duration::from_secs(60),
+        || async {
+            let fo = api.get(&name).await.ok()?;
+            fo.status
+                .as_ref()?
+                .user_visible
+                .as_ref()?
+                .settled
+                .then_some(fo)
+        },
+    )
+    .await
+}
+
+/// The user-visible recovery time, checked: measured, from a stop after the orchestration
+/// began or (`stopped_before_start`) at its first poll, and no longer than the
+/// orchestration plus the poll interval and a probe timeout.
+fn user_visible(fo: &Failover, stopped_before_start: bool) -> f64 {
+    let status = fo.status.clone().unwrap_or_default();
+    let record = status.user_visible.clone().expect("a user-visible record");
+    let seconds = record
+        .recovery_seconds
+        .unwrap_or_else(|| panic!("no user-visible time: {record:?}"));
+    assert_eq!(
+        record.stopped_before_start, stopped_before_start,
+        "{record:?}"
+    );
+    let started = status.timings.as_ref().and_then(|t| t.started_at.clone());
+    let stopped = record.old_region_stopped_at.clone().expect("stopped");
+    assert!(started.is_some_and(|s| s.0 <= stopped.0), "{record:?}");
+    let total = status.timings.and_then(|t| t.total_seconds).expect("RTO");
+    assert!(
+        seconds > 0.0 && seconds <= total + 3.0,
+        "user-visible {seconds} s against orchestration {total} s: {record:?}"
+    );
+    seconds
+}
+
 /// One row of the game-day table, printed for BENCHMARKS.md.
 fn report(mode: &str, fo: &Failover, lost: &[Value]) {
     let status = fo.status.clone().unwrap_or_default();
@@ -81,9 +127,32 @@ fn report(mode: &str, fo: &Failover, lost: &[Value]) {
             )
         })
         .collect();
+    let users = status.user_visible.as_ref().map(|u| {
+        format!(
+            "{} (stopped {}, answered {}{})",
+            u.recovery_seconds
+                .map(|s| format!("{s:.2} s"))
+                .unwrap_or("-".into()),
+            u.old_region_stopped_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or("-".into()),
+            u.target_answered_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or("-".into()),
+            if u.stopped_before_start {
+                ", already down at the first poll"
+            } else {
+                ""
+            }
+        )
+    });
     println!(
-        "game day | {mode} | orchestration RTO {} | estimated data loss {} | measured data loss {}",
+        "game day | {mode} | orchestration RTO {} | user-visible RTO {} | estimated data loss {} | \
+         measured data loss {}",
         rto.map(|s| format!("{s:.2} s")).unwrap_or("-".into()),
+        users.unwrap_or("-".into()),
         estimate.unwrap_or("-".into()),
         measured.join("; ")
     );
@@ -93,7 +162,7 @@ fn report(mode: &str, fo: &Failover, lost: &[Value]) {
 /// not one acknowledged row is missing from the promoted databases.
 #[tokio::test]
 async fn planned_failover_loses_no_acknowledged_row_on_real_postgres() {
-    let (scenario, _op) = Scenario::start("gdp", &["--postgres"], &[], 15).await;
+    let (scenario, _op) = Scenario::start("gdp", &["--postgres", "--probes"], &[], 15).await;
     let (client, ns, sc) = scenario.parts();
     writers_acknowledged(&sc, 40).await;
     let fo = run_failover(
@@ -103,12 +172,15 @@ async fn planned_failover_loses_no_acknowledged_row_on_real_postgres() {
         120,
     )
     .await;
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    let fo = probes_settled(&client, &ns, &fo).await;
     let lost: Vec<Value> = RDS_DATABASES
         .iter()
         .map(|db| lost_in_usw2(&sc, db))
         .collect();
     report("Planned", &fo, &lost);
-    assert_phase(&fo, FailoverPhase::Succeeded);
+    // Users lost use1 when the fence stopped its writer, after the failover began.
+    user_visible(&fo, false);
     // Every standby replayed past the fence: Drover estimates no loss.
     let estimate = fo.status.as_ref().and_then(|s| s.data_loss.clone());
     assert_eq!(
@@ -130,7 +202,7 @@ async fn planned_failover_loses_no_acknowledged_row_on_real_postgres() {
 async fn unplanned_failover_with_the_primary_region_cut_mid_stream() {
     let (scenario, _op) = Scenario::start(
         "gdu",
-        &["--postgres", "--lag", "3"],
+        &["--postgres", "--lag", "3", "--probes"],
         &["--member-timeout-seconds", "2"],
         15,
     )
@@ -139,12 +211,15 @@ async fn unplanned_failover_with_the_primary_region_cut_mid_stream() {
     let _reset = BedReset;
     writers_acknowledged(&sc, 100).await;
     let (_frozen, fo) = lose_use1_and_fail_over(&client, &ns, &sc).await;
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    let fo = probes_settled(&client, &ns, &fo).await;
     let lost: Vec<Value> = RDS_DATABASES
         .iter()
         .map(|db| lost_in_usw2(&sc, db))
         .collect();
     report("Unplanned, use1 cut", &fo, &lost);
-    assert_phase(&fo, FailoverPhase::Succeeded);
+    // use1 was cut before the failover was created: down at the first poll.
+    user_visible(&fo, true);
     let status = fo.status.clone().expect("status");
     for (db, l) in RDS_DATABASES.iter().zip(&lost) {
         assert!(

@@ -103,6 +103,9 @@ pub struct RunningDrill {
     /// Measured RTO of the way there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_seconds: Option<f64>,
+    /// Recovery time users saw on the way there, by the plan's probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_visible_seconds: Option<f64>,
     /// Estimated data loss of the way there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss_seconds: Option<f64>,
@@ -134,6 +137,12 @@ pub struct DrillResult {
     /// RoundTrip: measured RTO of the way back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_back_seconds: Option<f64>,
+    /// Recovery time users saw on the way there, by the plan's probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_visible_seconds: Option<f64>,
+    /// RoundTrip: recovery time users saw on the way back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_visible_back_seconds: Option<f64>,
     /// The largest data-loss estimate of its failovers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss_seconds: Option<f64>,

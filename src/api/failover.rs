@@ -208,6 +208,39 @@ pub struct FailoverStatus {
     /// Workloads restarted after a config change, each recorded before it is requested.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<RestartRecord>,
+    /// The recovery time users saw, from the plan's probes (none: the plan has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_visible: Option<UserVisibleRecovery>,
+}
+
+/// What the plan's probes showed during the failover. Each time is that of the first poll
+/// (one a second) that saw the change, so each is late by up to a poll interval plus the
+/// probe's timeout.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserVisibleRecovery {
+    /// When the probes were first polled for this failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_polled_at: Option<MicroTime>,
+    /// When the old region was first seen not answering, from the failover's start on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_region_stopped_at: Option<MicroTime>,
+    /// The old region was not answering at the first poll: users lost it before the
+    /// failover started, and the recovery time counts only from that poll.
+    #[serde(default)]
+    pub stopped_before_start: bool,
+    /// When the target region was first seen answering after the old one stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_answered_at: Option<MicroTime>,
+    /// targetAnsweredAt − oldRegionStoppedAt, in seconds: the user-visible RTO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_seconds: Option<f64>,
+    /// Polling ended: the record is final.
+    #[serde(default)]
+    pub settled: bool,
+    /// Why a time is missing, or the last probe error, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The keys of a ConfigMap or Secret written in one region.

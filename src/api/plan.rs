@@ -256,6 +256,29 @@ pub struct RegionSpec {
     pub cluster: ClusterAccess,
     /// The role the region has before any failover: Active or Standby.
     pub initial_role: RegionRole,
+    /// Signals that users are served from this region, chosen by the plan's owner. During
+    /// a failover Drover polls them to measure the recovery time users saw: the region
+    /// answers when every probe does. At most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeSpec>,
+}
+
+/// A signal that users are served from a region. Set exactly one of `url` or
+/// `route53HealthCheckId`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSpec {
+    /// An http:// or https:// URL: it answers when a GET returns 2xx or 3xx within
+    /// `timeout`. Redirects are not followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An existing Route 53 health check: it answers when more than 18% of Route 53's
+    /// checkers last reported it healthy, as Route 53 itself decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route53_health_check_id: Option<String>,
+    /// How long one poll may take, e.g. "2s": from 1s to 10s, 2s by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// How to reach a region's cluster. Set exactly one of `kubeconfigSecretRef` or `inCluster`.

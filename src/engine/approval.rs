@@ -241,6 +241,8 @@ mod tests {
                     finished_at: at,
                     outcome: DrillOutcome::Succeeded,
                     rto_seconds: Some(4.0),
+                    user_visible_seconds: None,
+                    user_visible_back_seconds: None,
                     rto_back_seconds: Some(5.0),
                     data_loss_seconds: Some(0.0),
                     failing_step: None,
@@ -308,6 +310,7 @@ mod tests {
                     failovers: vec!["go".into(), name.into()],
                     hold_until: None,
                     rto_seconds: None,
+                    user_visible_seconds: None,
                     data_loss_seconds: None,
                 });
             }

@@ -202,6 +202,10 @@ pub struct FailoverSeen {
     pub name: String,
     pub phase: Option<FailoverPhase>,
     pub rto_seconds: Option<f64>,
+    /// Its user-visible recovery time, by the plan's probes.
+    pub user_visible_seconds: Option<f64>,
+    /// A successful one still polls its probes for the target's answer.
+    pub probes_pending: bool,
     pub data_loss_seconds: Option<f64>,
     /// The failed step and its message, when one failed.
     pub failed_step: Option<(String, String)>,
@@ -383,6 +387,7 @@ fn start(input: &Input, out: &mut Output) {
             failovers: vec![f.name.clone()],
             hold_until: None,
             rto_seconds: None,
+            user_visible_seconds: None,
             data_loss_seconds: None,
         });
         wait(out, Duration::from_secs(5));
@@ -429,6 +434,8 @@ fn start(input: &Input, out: &mut Output) {
         outcome: DrillOutcome::Skipped,
         rto_seconds: None,
         rto_back_seconds: None,
+        user_visible_seconds: None,
+        user_visible_back_seconds: None,
         data_loss_seconds: None,
         failing_step: None,
         message: Some(why),
@@ -466,6 +473,7 @@ fn start(input: &Input, out: &mut Output) {
         failovers: vec![name.clone()],
         hold_until: None,
         rto_seconds: None,
+        user_visible_seconds: None,
         data_loss_seconds: None,
     });
     out.notes.push((
@@ -507,6 +515,14 @@ fn finish(
     } else {
         (last.and_then(|f| f.rto_seconds), None)
     };
+    let (users, users_back) = if back {
+        (
+            r.user_visible_seconds,
+            last.and_then(|f| f.user_visible_seconds),
+        )
+    } else {
+        (last.and_then(|f| f.user_visible_seconds), None)
+    };
     let data_loss = [r.data_loss_seconds, last.and_then(|f| f.data_loss_seconds)]
         .into_iter()
         .flatten()
@@ -522,6 +538,8 @@ fn finish(
             outcome,
             rto_seconds: rto,
             rto_back_seconds: rto_back,
+            user_visible_seconds: users,
+            user_visible_back_seconds: users_back,
             data_loss_seconds: data_loss,
             failing_step: last.and_then(|f| f.failed_step.as_ref().map(|(s, _)| s.clone())),
             message: message.clone(),
@@ -627,6 +645,12 @@ fn step(input: &Input, mut r: RunningDrill, out: &mut Output) {
             finish(out, &r, DrillOutcome::Failed, None, now, Some(message));
         }
         (_, Some(f)) => match f.phase {
+            // Its probes still wait for the target to answer (bounded by
+            // `probes::SETTLE`): the drill records the user-visible time too.
+            Some(FailoverPhase::Succeeded) if f.probes_pending => {
+                wait(out, Duration::from_secs(1));
+                out.status.running = Some(r);
+            }
             Some(FailoverPhase::Succeeded)
                 if r.stage == DrillStage::Going && r.kind == DrillKind::RoundTrip =>
             {
@@ -634,6 +658,7 @@ fn step(input: &Input, mut r: RunningDrill, out: &mut Output) {
                 r.stage = DrillStage::Holding;
                 r.hold_until = Some(time(now.checked_add(secs(hold)).unwrap_or(now)));
                 r.rto_seconds = f.rto_seconds;
+                r.user_visible_seconds = f.user_visible_seconds;
                 r.data_loss_seconds = f.data_loss_seconds;
                 wait(out, hold.max(Duration::from_secs(1)));
                 out.status.running = Some(r);

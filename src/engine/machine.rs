@@ -467,7 +467,7 @@ fn learned_durations(plan: &DisasterRecoveryPlan) -> Vec<crate::api::StepDuratio
     kept
 }
 
-fn stamp(t: SystemTime) -> MicroTime {
+pub(crate) fn stamp(t: SystemTime) -> MicroTime {
     MicroTime(Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 

@@ -19,6 +19,7 @@ pub mod lag;
 pub mod machine;
 pub mod old_volume;
 pub mod pod_refs;
+pub mod probes;
 pub mod reprotect;
 pub mod secrets;
 pub use dns::{RecordSet, ZoneRecords, dns_records, record_present};
