@@ -76,8 +76,10 @@ echo "plan broken: Valid=False: $msg"
 kubectl -n drover-system get events --field-selector reason=InvalidPlan \
   -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message
 
-stage "seeding a scenario plan 'demo' (e2e/seed.py): 2 RDS + 1 Aurora global, 4 DNS records, 6 workloads"
-"$PYTHON" e2e/seed.py demo > "$DEMO_DIR/demo-plan.json"
+stage "seeding a scenario plan 'demo' (e2e/seed.py --postgres --probes): 2 RDS on real PostgreSQL + 1 Aurora global, 4 DNS records, 6 workloads, probes per region"
+# Real writers commit rows into the PostgreSQL behind each RDS instance while their pods
+# are ready; each region's probes follow its writer, its database and the api record.
+"$PYTHON" e2e/seed.py demo --postgres --probes > "$DEMO_DIR/demo-plan.json"
 kubectl apply -f "$DEMO_DIR/demo-plan.json"
 for _ in $(seq 1 300); do
   ready=$(kubectl -n drover-system get drp demo -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')
@@ -131,6 +133,11 @@ stage "an approver approves it: drover approve $fo"
 ./target/debug/drover approve "$fo" -n drover-system
 wait "$watch_pid"
 cat "$DEMO_DIR/failback.log"
+
+stage "the game day: each failover's orchestration and user-visible RTO, the estimated data loss, and the rows the bed counted lost"
+mapfile -t demo_failovers < <(kubectl -n drover-system get failovers --sort-by=.metadata.creationTimestamp \
+  -o jsonpath='{range .items[?(@.spec.planRef=="demo")]}{.metadata.name}{"\n"}{end}')
+"$PYTHON" e2e/gameday_table.py --namespace drover-system demo "${demo_failovers[@]}"
 
 stage "done: drover status -n drover-system"
 kubectl -n drover-system get failovers

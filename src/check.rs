@@ -68,7 +68,11 @@ fn check_document(index: usize, value: serde_yaml::Value) -> DocumentReport {
         };
     }
     let problems = match serde_path_to_error::deserialize::<_, DisasterRecoveryPlan>(value) {
-        Ok(plan) => validate_plan(&plan.spec, &namespace, None),
+        Ok(plan) => {
+            let mut problems = validate_plan(&plan.spec, &namespace, None);
+            problems.extend(crate::validate::probe_problems(&plan.spec));
+            problems
+        }
         Err(e) => vec![problem(e.path().to_string(), e.inner().to_string())],
     };
     DocumentReport { object, problems }

@@ -294,7 +294,9 @@ pub(crate) async fn watch(api: &Api<Failover>, name: &str) -> Result<bool, CliEr
         let _ = out.flush();
         let phase = fo.status.as_ref().and_then(|s| s.phase);
         // A success is watched on while its probes wait for the target to answer.
-        if phase.is_some_and(FailoverPhase::is_terminal) && !crate::probes::settling(fo) {
+        if phase.is_some_and(FailoverPhase::is_terminal)
+            && !crate::probes::settling(fo, std::time::SystemTime::now())
+        {
             for line in summary(fo) {
                 let _ = writeln!(out, "{line}");
             }
@@ -440,7 +442,7 @@ fn user_visible_summary(status: &crate::api::FailoverStatus) -> Option<String> {
             "  user-visible RTO: {} (the old region's stop to the target's answer, by the plan's \
              probes{})",
             seconds(took),
-            if record.stopped_before_start {
+            if record.stopped_before_first_poll {
                 "; the old region was down at the first poll, so users lost it earlier"
             } else {
                 ""

@@ -287,6 +287,31 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
         generation,
         now(),
     );
+    // Probes only measure: their problems are their own condition, and refuse nothing.
+    let probe_problems = validate::probe_problems(&plan.spec);
+    let probes_message = if probe_problems.is_empty() {
+        "probes are valid".to_string()
+    } else {
+        validate::summarize(&probe_problems)
+    };
+    let has_probes = plan.spec.regions.iter().any(|r| !r.probes.is_empty());
+    if has_probes || conditions::find(&status.conditions, "ProbesValid").is_some() {
+        status.conditions = conditions::upsert(
+            &status.conditions,
+            DesiredCondition {
+                type_: "ProbesValid",
+                status: probe_problems.is_empty(),
+                reason: if probe_problems.is_empty() {
+                    "Valid"
+                } else {
+                    "Invalid"
+                },
+                message: probes_message.clone(),
+            },
+            generation,
+            now(),
+        );
+    }
 
     // Pending fences are carried out whether or not the plan is valid: a returning region
     // must be fenced all the same.
@@ -433,6 +458,19 @@ async fn check_plan(plan: Arc<DisasterRecoveryPlan>, ctx: Arc<Context>) -> Resul
             .map(|c| c.message != message || c.observed_generation != generation)
             .unwrap_or(true)
     };
+    if !probe_problems.is_empty() && changed("ProbesValid", &probes_message) {
+        warn!(plan = %name, namespace = %ns, problems = %probes_message, "plan's probes are invalid");
+        ctx.publish(
+            &*plan,
+            EventType::Warning,
+            "InvalidProbes",
+            "Reconcile",
+            format!(
+                "{probes_message}; failovers go ahead without measuring the recovery time users see"
+            ),
+        )
+        .await;
+    }
     if !valid && changed("Valid", &valid_message) {
         warn!(plan = %name, namespace = %ns, problems = %valid_message, "plan is invalid");
         ctx.publish(
@@ -533,7 +571,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     let cached_phase = fo.status.as_ref().and_then(|s| s.phase);
     if cached_phase.is_some_and(FailoverPhase::is_terminal)
         && fo.metadata.generation <= Some(1)
-        && !crate::probes::settling(&fo)
+        && !crate::probes::settling(&fo, std::time::SystemTime::now())
     {
         return Ok(Action::await_change());
     }
@@ -567,7 +605,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         }
     }
     if status.phase.is_some_and(FailoverPhase::is_terminal) {
-        if crate::probes::settling(&fo)
+        if crate::probes::settling(&fo, std::time::SystemTime::now())
             && let Some(snapshot) = status.plan_snapshot.clone()
         {
             return settle_probes(&ctx, fo, snapshot.spec, &ns).await;
@@ -654,10 +692,14 @@ async fn settle_probes(
         inner: ctx.member_clusters(&plan.spec, ns),
         leadership: ctx.leadership.clone(),
     });
+    let uid = fo.uid().unwrap_or_default();
     let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
     Ok(match runner.settle().await? {
         Some(after) => Action::requeue(after),
-        None => Action::await_change(),
+        None => {
+            ctx.forget_failover(&uid);
+            Action::await_change()
+        }
     })
 }
 

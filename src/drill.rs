@@ -43,7 +43,7 @@ fn seen(fo: &Failover) -> FailoverSeen {
             .user_visible
             .as_ref()
             .and_then(|u| u.recovery_seconds),
-        probes_pending: crate::probes::settling(fo),
+        probes_pending: crate::probes::settling(fo, std::time::SystemTime::now()),
         data_loss_seconds: status.data_loss.as_ref().map(|d| d.max_lag_seconds),
         failed_step: status
             .steps

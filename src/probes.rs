@@ -24,8 +24,9 @@ use crate::validate::probe_timeout;
 /// How often a sampler polls.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// A Route 53 health check is read at most this often: its checkers report every 10 or
-/// 30 s, and the account's Route 53 API allows 5 requests a second for everything.
-pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// 30 s, and the account's Route 53 API allows 5 requests a second for everything,
+/// failovers' record changes included.
+pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
 /// A sampler no pass has asked for in this long stops (its failover ended or was deleted).
 const IDLE: Duration = Duration::from_secs(60);
 /// Bounds the samplers kept: one per running failover.
@@ -77,8 +78,10 @@ impl Default for HttpProbes {
 
 impl HttpProbes {
     /// Whether `url` answers 2xx or 3xx within `timeout`.
-    pub async fn get(&self, url: &str, timeout: Duration) -> Answer {
-        let uri: http::Uri = match url.parse() {
+    pub async fn get(&self, full_url: &str, timeout: Duration) -> Answer {
+        let shown = crate::validate::shown_url(full_url);
+        let url = &shown;
+        let uri: http::Uri = match full_url.parse() {
             Ok(u) => u,
             Err(e) => return Answer::Unknown(format!("{url} is not a URL ({e})")),
         };
@@ -132,13 +135,19 @@ impl LiveProbes {
         }
     }
 
-    async fn health_check(&self, id: &str) -> Answer {
+    async fn health_check(&self, id: &str, timeout: Duration) -> Answer {
         if let Some((read, answer)) = locked(&self.health_checks).get(id)
             && read.elapsed() < HEALTH_CHECK_EVERY
         {
             return answer.clone();
         }
-        let answer = match self.aws.health_check_healthy(id).await {
+        let read = tokio::time::timeout(timeout, self.aws.health_check_healthy(id)).await;
+        let Ok(read) = read else {
+            return Answer::Unknown(format!(
+                "Route 53 did not answer for health check {id} within {timeout:?}"
+            ));
+        };
+        let answer = match read {
             Ok(true) => Answer::Yes,
             Ok(false) => Answer::No(format!("Route 53 health check {id} is unhealthy")),
             Err(e) if e.kind == AwsErrorKind::Permanent => {
@@ -172,7 +181,7 @@ impl ProbeClient for LiveProbes {
     async fn answer(&self, probe: &ProbeSpec) -> Answer {
         match (&probe.url, &probe.route53_health_check_id) {
             (Some(url), _) => self.http.get(url, probe_timeout(probe)).await,
-            (None, Some(id)) => self.health_check(id).await,
+            (None, Some(id)) => self.health_check(id, probe_timeout(probe)).await,
             (None, None) => Answer::Unknown("the probe names no url or health check".into()),
         }
     }
@@ -189,8 +198,12 @@ pub struct Sampling {
     pub target: Vec<ProbeSpec>,
 }
 
-/// What a failover from `source` to `target` polls; None when the plan has no probes.
+/// What a failover from `source` to `target` polls; None when the plan has no probes, or
+/// any is not valid (its `ProbesValid` condition says why).
 pub fn sampling(spec: &DisasterRecoveryPlanSpec, source: &str, target: &str) -> Option<Sampling> {
+    if !crate::validate::probe_problems(spec).is_empty() {
+        return None;
+    }
     let probes_of = |name: &str| {
         spec.regions
             .iter()
@@ -205,11 +218,22 @@ pub fn sampling(spec: &DisasterRecoveryPlanSpec, source: &str, target: &str) -> 
     (!sampling.source.is_empty() && !sampling.target.is_empty()).then_some(sampling)
 }
 
-/// Whether a failover that ended goes on polling: it succeeded and its record is not final.
-pub fn settling(fo: &Failover) -> bool {
+/// Whether a failover that ended goes on polling: it succeeded, its record is not final, and
+/// it ended less than `SETTLE` (and a minute to close the record) ago.
+pub fn settling(fo: &Failover, now: SystemTime) -> bool {
     fo.status.as_ref().is_some_and(|s| {
+        let recent = s
+            .timings
+            .as_ref()
+            .and_then(|t| t.finished_at.as_ref())
+            .is_none_or(|end| {
+                now.duration_since(SystemTime::from(end.0))
+                    .unwrap_or_default()
+                    < crate::engine::probes::SETTLE + Duration::from_secs(60)
+            });
         s.phase == Some(FailoverPhase::Succeeded)
             && s.user_visible.as_ref().is_some_and(|r| !complete(r))
+            && recent
     })
 }
 
@@ -249,7 +273,8 @@ impl Samplers {
         recorded: &UserVisibleRecovery,
     ) -> UserVisibleRecovery {
         let mut running = locked(&self.running);
-        running.retain(|_, s| !s.task.is_finished() || complete(&locked(&s.record)));
+        // A finished sampler is kept for its record until asked once more, then dropped.
+        running.retain(|_, s| !s.task.is_finished() || locked(&s.asked).elapsed() < IDLE);
         if complete(recorded) {
             running.remove(uid);
             return recorded.clone();
@@ -303,18 +328,36 @@ async fn sample(
 ) {
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut source_read = false;
     loop {
         tick.tick().await;
         if locked(&asked).elapsed() > IDLE {
             return;
         }
         let at = SystemTime::now();
-        let (source, target) = futures::join!(
-            region_answer(client.as_ref(), &sampling.source),
-            region_answer(client.as_ref(), &sampling.target)
-        );
+        // Once the old region stopped, only the target's answer counts.
+        let stopped = locked(&record).old_region_stopped_at.is_some();
+        let source = async {
+            if stopped {
+                Answer::Unknown("not polled: it stopped".into())
+            } else {
+                region_answer(client.as_ref(), &sampling.source).await
+            }
+        };
+        let (source, target) =
+            futures::join!(source, region_answer(client.as_ref(), &sampling.target));
+        let first_of_sampler = !source_read;
+        source_read |= !matches!(source, Answer::Unknown(_));
         let mut r = locked(&record);
-        *r = fold(&r, &Poll { at, source, target });
+        *r = fold(
+            &r,
+            &Poll {
+                at,
+                first_of_sampler,
+                source,
+                target,
+            },
+        );
         if complete(&r) {
             return;
         }
@@ -411,6 +454,37 @@ mod tests {
             panic!("a closed port answered");
         };
         assert!(refused.contains("onnect"), "{refused}");
+    }
+
+    #[test]
+    fn an_ended_failover_settles_only_while_recent_and_unsettled() {
+        use crate::api::{FailoverSpec, FailoverStatus, FailoverTimings};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut fo = Failover::new(
+            "f",
+            FailoverSpec::new("p", "usw2", crate::api::FailoverMode::Planned),
+        );
+        fo.status = Some(FailoverStatus {
+            phase: Some(FailoverPhase::Succeeded),
+            timings: Some(FailoverTimings {
+                finished_at: Some(MicroTime(end.try_into().expect("time"))),
+                ..Default::default()
+            }),
+            user_visible: Some(UserVisibleRecovery::default()),
+            ..Default::default()
+        });
+        assert!(settling(&fo, end + Duration::from_secs(30)));
+        assert!(!settling(&fo, end + Duration::from_secs(700)), "bounded");
+        let status = || fo.status.clone().expect("status");
+        let mut settled = status();
+        settled.user_visible.as_mut().expect("record").settled = true;
+        let mut none = status();
+        none.user_visible = None;
+        fo.status = Some(settled);
+        assert!(!settling(&fo, end));
+        fo.status = Some(none);
+        assert!(!settling(&fo, end), "no probes, nothing to settle");
     }
 
     #[tokio::test(start_paused = true)]

@@ -543,12 +543,19 @@ impl Runner {
         let source = status.source_region.clone().unwrap_or_default();
         let Some(sampling) = crate::probes::sampling(&self.plan.spec, &source, self.target())
         else {
+            // Nothing to poll: a record begun (by an older version) is closed, not awaited.
+            if let Some(r) = status.user_visible.as_ref().filter(|r| !r.settled) {
+                status.user_visible = Some(engine::probes::closed(r, "The plan has no probes."));
+            }
             return;
         };
         let uid = self.fo.uid().unwrap_or_default();
         let recorded = status.user_visible.clone().unwrap_or_default();
         let record = match status.phase {
-            Some(FailoverPhase::Running) if self.mode() != FailoverMode::DryRun => {
+            // Sampled through an approval wait too: a lost region is down meanwhile.
+            Some(FailoverPhase::Running | FailoverPhase::AwaitingApproval)
+                if self.mode() != FailoverMode::DryRun =>
+            {
                 samplers.record(&uid, &sampling, &recorded)
             }
             Some(phase) if phase.is_terminal() && status.user_visible.is_some() => {
@@ -581,7 +588,11 @@ impl Runner {
                 .get_or_create(&self.plan_labels())
                 .set(seconds);
         }
-        if status.user_visible.as_ref() != Some(&record) {
+        // Nothing polled yet: nothing to record (a restart then starts from scratch).
+        if status.user_visible.as_ref() != Some(&record)
+            && (status.user_visible.is_some()
+                || record != crate::api::UserVisibleRecovery::default())
+        {
             status.user_visible = Some(record);
         }
     }

@@ -361,6 +361,15 @@ pub fn probe_timeout(probe: &crate::api::ProbeSpec) -> Duration {
         .clamp(*PROBE_TIMEOUT_RANGE.start(), *PROBE_TIMEOUT_RANGE.end())
 }
 
+/// The problems of the regions' probes. Kept out of `validate_plan`: probes only measure,
+/// so a mistake in them must not refuse a failover. The plan reports them in its
+/// `ProbesValid` condition, and a failover polls only regions whose probes are all valid.
+pub fn probe_problems(spec: &DisasterRecoveryPlanSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    check_probes(spec, &mut problems);
+    problems
+}
+
 fn check_probes(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) {
     let any = spec.regions.iter().any(|r| !r.probes.is_empty());
     for (i, r) in spec.regions.iter().enumerate() {
@@ -420,6 +429,23 @@ fn check_probes(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) {
     }
 }
 
+/// A probe URL as it may be shown: scheme, host, port and path, without its query (which
+/// may carry a token).
+pub fn shown_url(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => {
+            let query = if uri.query().is_some() { "?…" } else { "" };
+            format!(
+                "{}://{}{}{query}",
+                uri.scheme_str().unwrap_or("?"),
+                uri.authority().map(|a| a.as_str()).unwrap_or(""),
+                uri.path()
+            )
+        }
+        Err(_) => "(not a URL)".to_string(),
+    }
+}
+
 fn check_probe_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_PROBE_URL_LEN {
         return Err(format!(
@@ -427,14 +453,23 @@ fn check_probe_url(url: &str) -> Result<(), String> {
             url.len()
         ));
     }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(format!("{url:?} must start with http:// or https://"));
+        return Err(format!(
+            "{} must start with http:// or https://",
+            shown_url(url)
+        ));
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
+        return Err(format!("{} has no host", shown_url(url)));
+    }
+    // Status, conditions and Events would show it.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(
+            "must not carry a user name or password: status and Events show probe \
+                    URLs"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -475,7 +510,6 @@ fn check_regions(spec: &DisasterRecoveryPlanSpec, problems: &mut Vec<Problem>) -
             )),
         }
     }
-    check_probes(spec, problems);
     check_unique(
         problems,
         spec.regions
@@ -872,8 +906,16 @@ mod tests {
     }
 
     #[test]
-    fn probes_are_checked_by_field() {
+    fn probes_are_checked_by_field_apart_from_the_plan() {
         use crate::api::ProbeSpec;
+        let plan_fields = fields;
+        let fields = |spec: &DisasterRecoveryPlanSpec| -> Vec<String> {
+            assert!(
+                plan_fields(spec).is_empty(),
+                "probes never invalidate the plan"
+            );
+            probe_problems(spec).into_iter().map(|p| p.field).collect()
+        };
         let url = |u: &str| ProbeSpec {
             url: Some(u.into()),
             ..Default::default()
@@ -911,6 +953,16 @@ mod tests {
                 "spec.regions[1].probes[5].url",
                 "spec.regions[1].probes[5].timeout",
             ]
+        );
+        spec.regions[1].probes = vec![url("https://user:pw@h/x?token=s3cr3t")];
+        let problems = probe_problems(&spec);
+        assert_eq!(problems[0].field, "spec.regions[1].probes[0].url");
+        assert!(
+            !format!("{problems:?}").contains("s3cr3t") && !format!("{problems:?}").contains("pw")
+        );
+        assert_eq!(
+            shown_url("https://h:8443/x?token=s3cr3t"),
+            "https://h:8443/x?…"
         );
         spec.regions[1].probes = vec![url("http://127.0.0.1:8080/h"); 9];
         assert_eq!(fields(&spec), vec!["spec.regions[1].probes".to_string()]);

@@ -386,6 +386,7 @@ class Fleet:
         self.delays = {}  # (region, identifier) -> link delay, seconds (POST /_bed/lag)
         self.writers = {}  # (region, identifier) -> Writer (the last one, kept after it stops)
         self.wanted = {}  # (region, identifier) -> whether its workloads write (POST /_bed/writes)
+        self.writer_starts = 0  # numbers each Writer's name
         self.write_rate = 20.0  # rows per second per writer
         self.template = None
         self.closed = False
@@ -551,7 +552,10 @@ class Fleet:
         writing = self.wanted.get(key, False)
         current = self.writers.get(key)
         if writing and (current is None or not current.running):
-            self.writers[key] = Writer(server, f"{key[0]}/{key[1]}", self.write_rate)
+            # A name of its own: a database promoted from a copy of an earlier writer's rows
+            # (a failback) has that writer's sequence numbers already.
+            self.writer_starts += 1
+            self.writers[key] = Writer(server, f"{key[0]}/{key[1]}#{self.writer_starts}", self.write_rate)
         elif not writing and current is not None:
             current.stop()
         return True

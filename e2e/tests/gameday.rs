@@ -70,16 +70,16 @@ async fn probes_settled(client: &kube::Client, ns: &str, fo: &Failover) -> Failo
 }
 
 /// The user-visible recovery time, checked: measured, from a stop after the orchestration
-/// began or (`stopped_before_start`) at its first poll, and no longer than the
+/// began or (`stopped_before_first_poll`) at its first poll, and no longer than the
 /// orchestration plus the poll interval and a probe timeout.
-fn user_visible(fo: &Failover, stopped_before_start: bool) -> f64 {
+fn user_visible(fo: &Failover, stopped_before_first_poll: bool) -> f64 {
     let status = fo.status.clone().unwrap_or_default();
     let record = status.user_visible.clone().expect("a user-visible record");
     let seconds = record
         .recovery_seconds
         .unwrap_or_else(|| panic!("no user-visible time: {record:?}"));
     assert_eq!(
-        record.stopped_before_start, stopped_before_start,
+        record.stopped_before_first_poll, stopped_before_first_poll,
         "{record:?}"
     );
     let started = status.timings.as_ref().and_then(|t| t.started_at.clone());
@@ -141,7 +141,7 @@ fn report(mode: &str, fo: &Failover, lost: &[Value]) {
                 .as_ref()
                 .map(|t| t.0.to_string())
                 .unwrap_or("-".into()),
-            if u.stopped_before_start {
+            if u.stopped_before_first_poll {
                 ", already down at the first poll"
             } else {
                 ""

@@ -229,7 +229,7 @@ async fn follow_alert(
 /// failed Unplanned failover pages; after a round-trip drill every dashboard query has data.
 #[tokio::test]
 async fn a_real_prometheus_evaluates_the_rules_and_every_panel_has_data() {
-    let (scenario, op) = Scenario::start("prom", &[], &[], 15).await;
+    let (scenario, op) = Scenario::start("prom", &["--probes"], &[], 15).await;
     let (client, ns, sc) = scenario.parts();
     let plans: Api<DisasterRecoveryPlan> = Api::namespaced(client.clone(), &ns);
     op.wait_ready().await;

@@ -225,10 +225,11 @@ pub struct UserVisibleRecovery {
     /// When the old region was first seen not answering, from the failover's start on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_region_stopped_at: Option<MicroTime>,
-    /// The old region was not answering at the first poll: users lost it before the
-    /// failover started, and the recovery time counts only from that poll.
+    /// The old region was not answering at the first poll (of the failover, or after an
+    /// operator restart): it stopped earlier (before the failover, for a lost region), and
+    /// `recoverySeconds` is a lower bound.
     #[serde(default)]
-    pub stopped_before_start: bool,
+    pub stopped_before_first_poll: bool,
     /// When the target region was first seen answering after the old one stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_answered_at: Option<MicroTime>,

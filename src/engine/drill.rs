@@ -648,7 +648,7 @@ fn step(input: &Input, mut r: RunningDrill, out: &mut Output) {
             // Its probes still wait for the target to answer (bounded by
             // `probes::SETTLE`): the drill records the user-visible time too.
             Some(FailoverPhase::Succeeded) if f.probes_pending => {
-                wait(out, Duration::from_secs(1));
+                wait(out, Duration::from_secs(5));
                 out.status.running = Some(r);
             }
             Some(FailoverPhase::Succeeded)

@@ -42,6 +42,9 @@ impl Answer {
 pub struct Poll {
     /// When the poll was sent: a change happened at or before it.
     pub at: SystemTime,
+    /// The first poll of its sampler that could tell whether the old region answers: after
+    /// an operator restart, the region may have stopped during the gap.
+    pub first_of_sampler: bool,
     /// The region being left.
     pub source: Answer,
     pub target: Answer,
@@ -71,7 +74,7 @@ pub fn fold(record: &UserVisibleRecovery, poll: &Poll) -> UserVisibleRecovery {
             }
             Answer::No(why) => {
                 next.old_region_stopped_at = Some(stamp(poll.at));
-                next.stopped_before_start = first_poll;
+                next.stopped_before_first_poll = first_poll || poll.first_of_sampler;
                 next.message = Some(format!("The old region stopped answering: {why}"));
             }
             Answer::Unknown(why) => {
@@ -137,6 +140,12 @@ pub fn at_end(
     if phase != FailoverPhase::Succeeded {
         return Some(closed(record, &format!("The failover ended {phase:?}.")));
     }
+    if record.first_polled_at.is_none() {
+        return Some(closed(
+            record,
+            "Not measured: the old region's probes could not be read.",
+        ));
+    }
     if record.old_region_stopped_at.is_none() {
         return Some(closed(
             record,
@@ -163,6 +172,7 @@ mod tests {
     fn poll(s: u64, source: Answer, target: Answer) -> Poll {
         Poll {
             at: at(s),
+            first_of_sampler: false,
             source,
             target,
         }
@@ -193,7 +203,7 @@ mod tests {
             poll(10, no(), no()),
         ]);
         assert_eq!(r.old_region_stopped_at, Some(stamp(at(2))));
-        assert!(!r.stopped_before_start);
+        assert!(!r.stopped_before_first_poll);
         assert_eq!(r.target_answered_at, Some(stamp(at(9))));
         assert_eq!(r.recovery_seconds, Some(7.0));
         assert_eq!(r.first_polled_at, Some(stamp(at(0))));
@@ -213,10 +223,18 @@ mod tests {
     #[test]
     fn an_old_region_down_at_the_first_poll_is_flagged_as_stopped_before_the_start() {
         let r = run(&[poll(0, unknown(), no()), poll(1, no(), no())]);
-        assert!(r.stopped_before_start);
+        assert!(r.stopped_before_first_poll);
         assert_eq!(r.first_polled_at, Some(stamp(at(1))));
         let r = run(&[poll(0, Answer::Yes, no()), poll(1, no(), no())]);
-        assert!(!r.stopped_before_start);
+        assert!(!r.stopped_before_first_poll);
+        // A restarted operator's first poll may come after the stop: a lower bound too.
+        let resumed = Poll {
+            first_of_sampler: true,
+            ..poll(9, no(), no())
+        };
+        let r = fold(&run(&[poll(0, Answer::Yes, no())]), &resumed);
+        assert!(r.stopped_before_first_poll);
+        assert_eq!(r.old_region_stopped_at, Some(stamp(at(9))));
     }
 
     #[test]
@@ -260,6 +278,9 @@ mod tests {
                     .unwrap()
                     .starts_with("The failover ended Failed.")
         );
+        let unread = run(&[poll(0, unknown(), unknown())]);
+        let unread = at_end(&unread, FailoverPhase::Succeeded, end, at(11)).unwrap();
+        assert!(unread.message.unwrap().starts_with("Not measured"));
         let never = run(&[poll(0, Answer::Yes, no())]);
         let never = at_end(&never, FailoverPhase::Succeeded, end, at(11)).unwrap();
         assert!(never.settled && never.old_region_stopped_at.is_none());
