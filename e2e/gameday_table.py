@@ -27,15 +27,23 @@ def parse_time(stamp):
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
 
 
-def writer_at(region, identifier, started):
-    """The bed's writer that wrote to `identifier` in `region` when a failover started: the
-    newest started before then. Re-protection may have renamed its instance aside since
-    (IDENTIFIER-old-...), and the bed's writers follow renames."""
+def writer_at(region, identifier, started, after=False):
+    """The bed's writer of `identifier` in `region` around a failover's start: the newest
+    started before it (the old region's), or with `after` the first started after it (the
+    one on the promoted database). Re-protection may have renamed its instance aside since
+    (IDENTIFIER-old-...): the bed's writers follow renames, so its identifier is the
+    instance's name now."""
     with urllib.request.urlopen(f"{ENDPOINT}/_bed/writers", timeout=5) as r:
         writers = json.load(r)["writers"]
     candidates = [w for w in writers if w["region"] == region and w["identifier"].startswith(identifier)
-                  and w["first_ack"] is not None and (started is None or w["first_ack"] < started)]
-    return max(candidates, key=lambda w: w["first_ack"], default=None)
+                  and w["first_ack"] is not None]
+    if started is None:
+        return None
+    if after:
+        return min((w for w in candidates if w["first_ack"] >= started), key=lambda w: w["first_ack"],
+                   default=None)
+    return max((w for w in candidates if w["first_ack"] < started), key=lambda w: w["first_ack"],
+               default=None)
 
 
 def seconds(value):
@@ -64,8 +72,10 @@ def row(plan, fo):
         if writer is None:  # seeded without --postgres
             measured.append(f"{db} not counted (no real writer)")
             continue
+        promoted = writer_at(REGIONS[target], f"{plan}-{db}-{target}", started, after=True)
+        promoted = promoted["identifier"] if promoted else f"{plan}-{db}-{target}"
         lost = bed("/writers/lost", {"writer": [writer["region"], writer["identifier"]],
-                                     "in": [REGIONS[target], f"{plan}-{db}-{target}"]})
+                                     "in": [REGIONS[target], promoted]})
         measured.append(f"{db} {lost['lost']} of {lost['acked']} rows ({lost['lost_seconds']} s)")
     return (f"| {spec['mode']} {source} → {target} | {seconds(rto)} | {user_visible} | {estimated} "
             f"| {'; '.join(measured)} |")
