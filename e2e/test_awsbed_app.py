@@ -4,19 +4,8 @@ while its region is up, its writer has ready pods, and DNS sends users there."""
 import http.client
 import urllib.parse
 
-import pytest
-
 from bedclient import PORT, aws, bed, uid
-
-
-@pytest.fixture(autouse=True)
-def clean_bed():
-    bed("DELETE", "/faults")  # also ends outages
-    before = bed("POST", "/config", {})
-    bed("POST", "/config", {"route53_rate": 0})
-    yield
-    bed("POST", "/config", {k: before[k] for k in ("route53_rate", "route53_burst")})
-    bed("DELETE", "/faults")
+from test_awsbed_health import clean_bed  # noqa: F401 (autouse: no faults, no Route 53 rate limit)
 
 
 def app(**query):

@@ -921,7 +921,9 @@ mod tests {
             ..Default::default()
         };
         let mut spec = sample();
+        assert!(fields(&spec).is_empty(), "the sample's probes are valid");
         spec.regions[0].probes = vec![url("https://use1.example.com/healthz")];
+        spec.regions[1].probes.clear();
         assert_eq!(fields(&spec), vec!["spec.regions[1].probes".to_string()]);
         spec.regions[1].probes = vec![
             url("ftp://x/"),

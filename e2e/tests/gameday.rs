@@ -93,6 +93,27 @@ fn user_visible(fo: &Failover, stopped_before_first_poll: bool) -> f64 {
     seconds
 }
 
+/// A failover that succeeded, once its probes settled, with the rows its writers lost
+/// (per RDS database); its game-day row is printed and its user-visible time checked.
+async fn succeeded_and_counted(
+    client: &kube::Client,
+    ns: &str,
+    sc: &str,
+    fo: Failover,
+    mode: &str,
+    stopped_before_first_poll: bool,
+) -> (Failover, Vec<Value>) {
+    assert_phase(&fo, FailoverPhase::Succeeded);
+    let fo = probes_settled(client, ns, &fo).await;
+    let lost: Vec<Value> = RDS_DATABASES
+        .iter()
+        .map(|db| lost_in_usw2(sc, db))
+        .collect();
+    report(mode, &fo, &lost);
+    user_visible(&fo, stopped_before_first_poll);
+    (fo, lost)
+}
+
 /// One row of the game-day table, printed for BENCHMARKS.md.
 fn report(mode: &str, fo: &Failover, lost: &[Value]) {
     let status = fo.status.clone().unwrap_or_default();
@@ -172,15 +193,8 @@ async fn planned_failover_loses_no_acknowledged_row_on_real_postgres() {
         120,
     )
     .await;
-    assert_phase(&fo, FailoverPhase::Succeeded);
-    let fo = probes_settled(&client, &ns, &fo).await;
-    let lost: Vec<Value> = RDS_DATABASES
-        .iter()
-        .map(|db| lost_in_usw2(&sc, db))
-        .collect();
-    report("Planned", &fo, &lost);
     // Users lost use1 when the fence stopped its writer, after the failover began.
-    user_visible(&fo, false);
+    let (fo, lost) = succeeded_and_counted(&client, &ns, &sc, fo, "Planned", false).await;
     // Every standby replayed past the fence: Drover estimates no loss.
     let estimate = fo.status.as_ref().and_then(|s| s.data_loss.clone());
     assert_eq!(
@@ -211,15 +225,9 @@ async fn unplanned_failover_with_the_primary_region_cut_mid_stream() {
     let _reset = BedReset;
     writers_acknowledged(&sc, 100).await;
     let (_frozen, fo) = lose_use1_and_fail_over(&client, &ns, &sc).await;
-    assert_phase(&fo, FailoverPhase::Succeeded);
-    let fo = probes_settled(&client, &ns, &fo).await;
-    let lost: Vec<Value> = RDS_DATABASES
-        .iter()
-        .map(|db| lost_in_usw2(&sc, db))
-        .collect();
-    report("Unplanned, use1 cut", &fo, &lost);
     // use1 was cut before the failover was created: down at the first poll.
-    user_visible(&fo, true);
+    let (fo, lost) =
+        succeeded_and_counted(&client, &ns, &sc, fo, "Unplanned, use1 cut", true).await;
     let status = fo.status.clone().expect("status");
     for (db, l) in RDS_DATABASES.iter().zip(&lost) {
         assert!(

@@ -365,6 +365,19 @@ async fn a_real_prometheus_evaluates_the_rules_and_every_panel_has_data() {
             .finish(Duration::from_secs(180))
             .await;
     assert!(exit.success(), "{out}\n{err}");
+    // Its history holds the recovery time users saw each way, by the plan's probes.
+    let drilled = plans.get(&sc).await.expect("plan");
+    let last = drilled
+        .status
+        .and_then(|s| s.drills)
+        .and_then(|d| d.history.first().cloned())
+        .expect("a drill result");
+    assert!(
+        last.user_visible_seconds.is_some_and(|s| s > 0.0)
+            && last.user_visible_back_seconds.is_some_and(|s| s > 0.0),
+        "{last:?}\n{out}"
+    );
+    assert!(out.contains("users without service there"), "{out}");
     let drilled = format!("drover_drill_last_succeeded{{plan=\"{sc}\"}} == 1");
     wait_for("the drill scraped", Duration::from_secs(30), || {
         let scraped = !prom.query(&drilled).is_empty();
