@@ -256,7 +256,8 @@ impl Default for Metrics {
         registry.register(
             "last_failover_user_visible_rto_seconds",
             "Recovery time users saw in the plan's last failover, by its probes: from the old \
-             region's stop to the target's answer",
+             region's stop to the target's answer (a lower bound when the Failover's status \
+             says stoppedBeforeFirstPoll)",
             last_failover_user_visible_rto.clone(),
         );
         registry.register(

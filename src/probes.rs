@@ -27,6 +27,8 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// 30 s, and the account's Route 53 API allows 5 requests a second for everything,
 /// failovers' record changes included.
 pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
+/// All samplers' Route 53 reads together are at least this far apart.
+const ROUTE53_SPACING: Duration = Duration::from_secs(1);
 /// A sampler no pass has asked for in this long stops (its failover ended or was deleted).
 const IDLE: Duration = Duration::from_secs(60);
 /// Bounds the samplers kept: one per running failover.
@@ -124,6 +126,32 @@ pub struct LiveProbes {
     aws: Arc<dyn Aws>,
     /// Per health check id: its last answer and when it was read.
     health_checks: Mutex<HashMap<String, (Instant, Answer)>>,
+    route53_turn: Spacing,
+}
+
+/// Lets one call through per `every`.
+struct Spacing {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Spacing {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether a call may go at `now`; if so, it counts.
+    fn take(&self, now: Instant) -> bool {
+        let mut last = locked(&self.last);
+        if last.is_some_and(|l| now.saturating_duration_since(l) < self.every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 impl LiveProbes {
@@ -132,14 +160,27 @@ impl LiveProbes {
             http: HttpProbes::default(),
             aws,
             health_checks: Mutex::new(HashMap::new()),
+            route53_turn: Spacing::new(ROUTE53_SPACING),
         }
     }
 
     async fn health_check(&self, id: &str, timeout: Duration) -> Answer {
-        if let Some((read, answer)) = locked(&self.health_checks).get(id)
+        let kept = locked(&self.health_checks).get(id).cloned();
+        if let Some((read, answer)) = &kept
             && read.elapsed() < HEALTH_CHECK_EVERY
         {
             return answer.clone();
+        }
+        // All samplers together read Route 53 at most once a second: many failovers at
+        // once (a lost region) must leave the account's 5 requests a second to their DNS
+        // changes. A check not read now keeps its last answer, or is not known yet.
+        if !self.route53_turn.take(Instant::now()) {
+            return match kept {
+                Some((_, answer)) => answer,
+                None => Answer::Unknown(format!(
+                    "health check {id} waits its turn: probes read Route 53 at most once a second"
+                )),
+            };
         }
         let read = tokio::time::timeout(timeout, self.aws.health_check_healthy(id)).await;
         let Ok(read) = read else {
@@ -454,6 +495,17 @@ mod tests {
             panic!("a closed port answered");
         };
         assert!(refused.contains("onnect"), "{refused}");
+    }
+
+    #[test]
+    fn route53_reads_are_spaced_across_samplers() {
+        let spacing = Spacing::new(Duration::from_secs(1));
+        let t = Instant::now();
+        assert!(spacing.take(t));
+        assert!(!spacing.take(t + Duration::from_millis(999)));
+        assert!(spacing.take(t + Duration::from_secs(1)));
+        assert!(!spacing.take(t + Duration::from_millis(1500)));
+        assert!(spacing.take(t + Duration::from_secs(3)));
     }
 
     #[test]

@@ -463,6 +463,19 @@ fn check_probe_url(url: &str) -> Result<(), String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("{} has no host", shown_url(url)));
     }
+    // The instance metadata service and its kind answer only the node: never a probe.
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let link_local = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Err(_) => false,
+    };
+    if link_local {
+        return Err(format!(
+            "{} is a link-local address (instance metadata): not a service users reach",
+            shown_url(url)
+        ));
+    }
     // Status, conditions and Events would show it.
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(
@@ -966,6 +979,17 @@ mod tests {
             shown_url("https://h:8443/x?token=s3cr3t"),
             "https://h:8443/x?…"
         );
+        for metadata in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fe80::1]/",
+        ] {
+            spec.regions[1].probes = vec![url(metadata)];
+            assert_eq!(
+                fields(&spec),
+                vec!["spec.regions[1].probes[0].url".to_string()],
+                "{metadata}"
+            );
+        }
         spec.regions[1].probes = vec![url("http://127.0.0.1:8080/h"); 9];
         assert_eq!(fields(&spec), vec!["spec.regions[1].probes".to_string()]);
         spec.regions[1].probes.truncate(1);
