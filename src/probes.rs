@@ -370,6 +370,7 @@ async fn sample(
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut source_read = false;
+    let mut resumed = true;
     loop {
         tick.tick().await;
         if locked(&asked).elapsed() > IDLE {
@@ -387,18 +388,20 @@ async fn sample(
         };
         let (source, target) =
             futures::join!(source, region_answer(client.as_ref(), &sampling.target));
-        let first_of_sampler = !source_read;
+        let source_unread = !source_read;
         source_read |= !matches!(source, Answer::Unknown(_));
         let mut r = locked(&record);
         *r = fold(
             &r,
             &Poll {
                 at,
-                first_of_sampler,
+                source_unread,
+                resumed,
                 source,
                 target,
             },
         );
+        resumed = false;
         if complete(&r) {
             return;
         }
@@ -444,6 +447,9 @@ mod tests {
         let r = samplers.record("uid", &sampling, &empty);
         assert!(r.first_polled_at.is_some() && r.old_region_stopped_at.is_none());
         locked(&told.0).insert("s".into(), Answer::No("refused".into()));
+        tokio::time::sleep(POLL_EVERY).await;
+        let r = samplers.record("uid", &sampling, &empty);
+        assert!(r.suspected_stop_at.is_some() && r.old_region_stopped_at.is_none());
         tokio::time::sleep(POLL_EVERY).await;
         let r = samplers.record("uid", &sampling, &empty);
         assert!(r.old_region_stopped_at.is_some() && r.target_answered_at.is_none());

@@ -545,20 +545,26 @@ impl Runner {
         else {
             // Nothing to poll: a record begun (by an older version) is closed, not awaited.
             if let Some(r) = status.user_visible.as_ref().filter(|r| !r.settled) {
-                status.user_visible = Some(engine::probes::closed(r, "The plan has no probes."));
+                status.user_visible = Some(engine::probes::closed(
+                    r,
+                    "The plan has no valid probes for these regions.",
+                ));
             }
+            samplers.stop(&self.fo.uid().unwrap_or_default());
             return;
         };
         let uid = self.fo.uid().unwrap_or_default();
         let recorded = status.user_visible.clone().unwrap_or_default();
         let record = match status.phase {
-            // Sampled through an approval wait too: a lost region is down meanwhile.
-            Some(FailoverPhase::Running | FailoverPhase::AwaitingApproval)
-                if self.mode() != FailoverMode::DryRun =>
-            {
+            Some(FailoverPhase::Running) if self.mode() != FailoverMode::DryRun => {
                 samplers.record(&uid, &sampling, &recorded)
             }
-            Some(phase) if phase.is_terminal() && status.user_visible.is_some() => {
+            // An Unplanned failover's lost region is down while it waits; a Planned one
+            // changes nothing before it is approved.
+            Some(FailoverPhase::AwaitingApproval) if self.mode() == FailoverMode::Unplanned => {
+                samplers.record(&uid, &sampling, &recorded)
+            }
+            Some(phase) if phase.is_terminal() && phase != FailoverPhase::Rejected => {
                 let record = samplers.record(&uid, &sampling, &recorded);
                 let finished = status
                     .timings

@@ -435,10 +435,12 @@ pub fn shown_url(url: &str) -> String {
     match url.parse::<http::Uri>() {
         Ok(uri) => {
             let query = if uri.query().is_some() { "?…" } else { "" };
+            // Host and port only: a user name or password stays out.
+            let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
             format!(
-                "{}://{}{}{query}",
+                "{}://{}{port}{}{query}",
                 uri.scheme_str().unwrap_or("?"),
-                uri.authority().map(|a| a.as_str()).unwrap_or(""),
+                uri.host().unwrap_or(""),
                 uri.path()
             )
         }
@@ -465,9 +467,15 @@ fn check_probe_url(url: &str) -> Result<(), String> {
     }
     // The instance metadata service and its kind answer only the node: never a probe.
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    // As written: a name that resolves to one is not caught here.
+    let metadata_v6 = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
     let link_local = match host.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
-        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Ok(std::net::IpAddr::V6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip == metadata_v6
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
         Err(_) => false,
     };
     if link_local {
@@ -975,6 +983,8 @@ mod tests {
         assert!(
             !format!("{problems:?}").contains("s3cr3t") && !format!("{problems:?}").contains("pw")
         );
+        spec.regions[1].probes = vec![url("ftp://u:pw@h/")];
+        assert!(!format!("{:?}", probe_problems(&spec)).contains("pw"));
         assert_eq!(
             shown_url("https://h:8443/x?token=s3cr3t"),
             "https://h:8443/x?…"
@@ -982,6 +992,8 @@ mod tests {
         for metadata in [
             "http://169.254.169.254/latest/meta-data/",
             "http://[fe80::1]/",
+            "http://[fd00:ec2::254]/",
+            "http://[::ffff:169.254.169.254]/",
         ] {
             spec.regions[1].probes = vec![url(metadata)];
             assert_eq!(

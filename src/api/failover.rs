@@ -230,9 +230,16 @@ pub struct UserVisibleRecovery {
     /// `recoverySeconds` is a lower bound.
     #[serde(default)]
     pub stopped_before_first_poll: bool,
+    /// The first poll that saw the old region not answering, awaiting a second in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspected_stop_at: Option<MicroTime>,
     /// When the target region was first seen answering after the old one stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_answered_at: Option<MicroTime>,
+    /// targetAnsweredAt came from the first poll after an operator restart: the target may
+    /// have answered during the gap, and `recoverySeconds` is an upper bound.
+    #[serde(default)]
+    pub answered_after_gap: bool,
     /// targetAnsweredAt − oldRegionStoppedAt, in seconds: the user-visible RTO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_seconds: Option<f64>,

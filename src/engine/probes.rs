@@ -10,6 +10,9 @@ use crate::api::{FailoverPhase, UserVisibleRecovery};
 /// to answer: DNS caches and clients may take longer than Drover's own steps.
 pub const SETTLE: Duration = Duration::from_secs(600);
 
+/// How long after a successful failover's end the old region is still polled for a stop.
+pub const END_GRACE: Duration = Duration::from_secs(5);
+
 /// What a region's probes said at one poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -42,9 +45,12 @@ impl Answer {
 pub struct Poll {
     /// When the poll was sent: a change happened at or before it.
     pub at: SystemTime,
-    /// The first poll of its sampler that could tell whether the old region answers: after
-    /// an operator restart, the region may have stopped during the gap.
-    pub first_of_sampler: bool,
+    /// Its sampler has not read the old region before: after an operator restart, the
+    /// region may have stopped during the gap.
+    pub source_unread: bool,
+    /// Its sampler's first poll: after an operator restart, the target may have answered
+    /// during the gap.
+    pub resumed: bool,
     /// The region being left.
     pub source: Answer,
     pub target: Answer,
@@ -55,8 +61,9 @@ pub fn complete(record: &UserVisibleRecovery) -> bool {
     record.settled
 }
 
-/// The record after one more poll. The old region's stop is the first poll that saw it not
-/// answering; the target's answer, the first poll from then on that saw it answering.
+/// The record after one more poll. The old region's stop is the first of two polls in a row
+/// that saw it not answering (one timeout of a healthy region is no outage); the target's
+/// answer, the first poll from the stop on that saw it answering.
 pub fn fold(record: &UserVisibleRecovery, poll: &Poll) -> UserVisibleRecovery {
     let mut next = record.clone();
     if complete(record) {
@@ -66,16 +73,27 @@ pub fn fold(record: &UserVisibleRecovery, poll: &Poll) -> UserVisibleRecovery {
     if first_poll && !matches!(poll.source, Answer::Unknown(_)) {
         next.first_polled_at = Some(stamp(poll.at));
     }
-    if record.old_region_stopped_at.is_none() {
+    let stopped_before = record.old_region_stopped_at.is_some();
+    if !stopped_before {
         match &poll.source {
             Answer::Yes => {
+                next.suspected_stop_at = None;
                 next.message = None;
                 return next;
             }
             Answer::No(why) => {
-                next.old_region_stopped_at = Some(stamp(poll.at));
-                next.stopped_before_first_poll = first_poll || poll.first_of_sampler;
                 next.message = Some(format!("The old region stopped answering: {why}"));
+                match record.suspected_stop_at.clone() {
+                    None => {
+                        next.suspected_stop_at = Some(stamp(poll.at));
+                        next.stopped_before_first_poll = first_poll || poll.source_unread;
+                        return next;
+                    }
+                    Some(first_no) => {
+                        next.old_region_stopped_at = Some(first_no);
+                        next.suspected_stop_at = None;
+                    }
+                }
             }
             Answer::Unknown(why) => {
                 next.message = Some(format!(
@@ -85,7 +103,6 @@ pub fn fold(record: &UserVisibleRecovery, poll: &Poll) -> UserVisibleRecovery {
             }
         }
     }
-    // The same poll may see the target answer: a recovery within one poll interval.
     let Some(stopped) = next
         .old_region_stopped_at
         .as_ref()
@@ -98,6 +115,8 @@ pub fn fold(record: &UserVisibleRecovery, poll: &Poll) -> UserVisibleRecovery {
             let took = poll.at.duration_since(stopped).unwrap_or_default();
             next.target_answered_at = Some(stamp(poll.at.max(stopped)));
             next.recovery_seconds = Some(took.as_secs_f64());
+            // A restarted sampler's first poll: the answer may have come in the gap.
+            next.answered_after_gap = poll.resumed && stopped_before;
             next.settled = true;
             next.message = None;
         }
@@ -140,6 +159,13 @@ pub fn at_end(
     if phase != FailoverPhase::Succeeded {
         return Some(closed(record, &format!("The failover ended {phase:?}.")));
     }
+    // The last steps (the old region scaled down) share the pass that ends the failover:
+    // a stop they cause shows in the polls after it.
+    if record.old_region_stopped_at.is_none()
+        && now.duration_since(finished).unwrap_or_default() < END_GRACE
+    {
+        return None;
+    }
     if record.first_polled_at.is_none() {
         return Some(closed(
             record,
@@ -172,7 +198,8 @@ mod tests {
     fn poll(s: u64, source: Answer, target: Answer) -> Poll {
         Poll {
             at: at(s),
-            first_of_sampler: false,
+            source_unread: false,
+            resumed: false,
             source,
             target,
         }
@@ -199,11 +226,11 @@ mod tests {
             poll(1, Answer::Yes, no()),
             poll(2, no(), no()),
             poll(3, no(), no()),
-            poll(9, no(), Answer::Yes),
+            poll(9, Answer::Unknown("not polled".into()), Answer::Yes),
             poll(10, no(), no()),
         ]);
         assert_eq!(r.old_region_stopped_at, Some(stamp(at(2))));
-        assert!(!r.stopped_before_first_poll);
+        assert!(!r.stopped_before_first_poll && !r.answered_after_gap);
         assert_eq!(r.target_answered_at, Some(stamp(at(9))));
         assert_eq!(r.recovery_seconds, Some(7.0));
         assert_eq!(r.first_polled_at, Some(stamp(at(0))));
@@ -211,30 +238,76 @@ mod tests {
     }
 
     #[test]
+    fn one_missed_answer_of_the_old_region_is_no_stop() {
+        let r = run(&[
+            poll(0, Answer::Yes, no()),
+            poll(1, no(), Answer::Yes),
+            poll(2, Answer::Yes, Answer::Yes),
+            poll(3, Answer::Unknown("throttled".into()), no()),
+        ]);
+        assert_eq!(r.old_region_stopped_at, None);
+        assert_eq!(r.suspected_stop_at, None);
+        assert!(!complete(&r));
+    }
+
+    #[test]
     fn a_target_answering_before_the_stop_counts_only_from_the_stop() {
         let r = run(&[
             poll(0, Answer::Yes, Answer::Yes),
             poll(4, no(), Answer::Yes),
+            poll(5, no(), Answer::Yes),
         ]);
-        assert_eq!(r.recovery_seconds, Some(0.0));
-        assert_eq!(r.target_answered_at, Some(stamp(at(4))));
+        assert_eq!(r.old_region_stopped_at, Some(stamp(at(4))));
+        assert_eq!(r.target_answered_at, Some(stamp(at(5))));
+        assert_eq!(r.recovery_seconds, Some(1.0));
     }
 
     #[test]
     fn an_old_region_down_at_the_first_poll_is_flagged_as_stopped_before_the_start() {
-        let r = run(&[poll(0, unknown(), no()), poll(1, no(), no())]);
+        let r = run(&[
+            poll(0, unknown(), no()),
+            poll(1, no(), no()),
+            poll(2, no(), no()),
+        ]);
         assert!(r.stopped_before_first_poll);
         assert_eq!(r.first_polled_at, Some(stamp(at(1))));
-        let r = run(&[poll(0, Answer::Yes, no()), poll(1, no(), no())]);
+        assert_eq!(r.old_region_stopped_at, Some(stamp(at(1))));
+        let r = run(&[
+            poll(0, Answer::Yes, no()),
+            poll(1, no(), no()),
+            poll(2, no(), no()),
+        ]);
         assert!(!r.stopped_before_first_poll);
         // A restarted operator's first poll may come after the stop: a lower bound too.
         let resumed = Poll {
-            first_of_sampler: true,
+            source_unread: true,
+            resumed: true,
             ..poll(9, no(), no())
         };
         let r = fold(&run(&[poll(0, Answer::Yes, no())]), &resumed);
+        let r = fold(&r, &poll(10, no(), no()));
         assert!(r.stopped_before_first_poll);
         assert_eq!(r.old_region_stopped_at, Some(stamp(at(9))));
+    }
+
+    #[test]
+    fn a_restarted_samplers_first_answer_after_a_recorded_stop_is_flagged() {
+        let stopped = run(&[poll(0, no(), no()), poll(1, no(), no())]);
+        let resumed = Poll {
+            source_unread: true,
+            resumed: true,
+            ..poll(30, unknown(), Answer::Yes)
+        };
+        let r = fold(&stopped, &resumed);
+        assert!(r.answered_after_gap);
+        assert_eq!(r.recovery_seconds, Some(30.0));
+        // The stop and the answer in the same (first) poll: no gap between them.
+        let both = Poll {
+            resumed: true,
+            ..poll(1, no(), Answer::Yes)
+        };
+        let r = fold(&run(&[poll(0, no(), no())]), &both);
+        assert!(!r.answered_after_gap);
     }
 
     #[test]
@@ -242,17 +315,22 @@ mod tests {
         let r = run(&[poll(0, Answer::Yes, no()), poll(1, unknown(), unknown())]);
         assert_eq!(r.old_region_stopped_at, None);
         assert!(r.message.as_deref().unwrap().contains("throttled"));
-        let r = run(&[poll(0, no(), no()), poll(1, no(), unknown())]);
+        let r = run(&[
+            poll(0, no(), no()),
+            poll(1, no(), no()),
+            poll(2, no(), unknown()),
+        ]);
         assert_eq!(r.target_answered_at, None);
         assert!(r.message.as_deref().unwrap().contains("target region"));
     }
 
     #[test]
     fn a_complete_record_never_changes_and_a_closed_one_keeps_its_last_poll() {
-        let done = run(&[poll(0, no(), Answer::Yes)]);
+        let done = run(&[poll(0, no(), no()), poll(1, no(), Answer::Yes)]);
+        assert!(complete(&done));
         assert_eq!(fold(&done, &poll(5, no(), no())), done);
         assert_eq!(closed(&done, "Ended."), done);
-        let open = run(&[poll(0, no(), no())]);
+        let open = run(&[poll(0, no(), no()), poll(1, no(), no())]);
         let c = closed(&open, "The failover ended.");
         assert_eq!(
             c.message.as_deref(),
@@ -262,7 +340,7 @@ mod tests {
 
     #[test]
     fn an_ended_failover_closes_its_record_except_a_success_awaiting_the_target() {
-        let stopped = run(&[poll(0, no(), no())]);
+        let stopped = run(&[poll(0, no(), no()), poll(1, no(), no())]);
         let end = at(10);
         assert_eq!(
             at_end(&stopped, FailoverPhase::Succeeded, end, at(20)),
@@ -279,10 +357,12 @@ mod tests {
                     .starts_with("The failover ended Failed.")
         );
         let unread = run(&[poll(0, unknown(), unknown())]);
-        let unread = at_end(&unread, FailoverPhase::Succeeded, end, at(11)).unwrap();
+        let unread = at_end(&unread, FailoverPhase::Succeeded, end, at(16)).unwrap();
         assert!(unread.message.unwrap().starts_with("Not measured"));
         let never = run(&[poll(0, Answer::Yes, no())]);
-        let never = at_end(&never, FailoverPhase::Succeeded, end, at(11)).unwrap();
+        // The end's own scale-down of the old region shows in the polls after it.
+        assert_eq!(at_end(&never, FailoverPhase::Succeeded, end, at(14)), None);
+        let never = at_end(&never, FailoverPhase::Succeeded, end, at(16)).unwrap();
         assert!(never.settled && never.old_region_stopped_at.is_none());
     }
 
