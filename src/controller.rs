@@ -622,11 +622,7 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         None => plans.get_opt(&fo.spec.plan_ref).await?,
     };
     let plan = match snapshot {
-        Some(snapshot) => {
-            let mut plan = DisasterRecoveryPlan::new(&fo.spec.plan_ref, snapshot.spec);
-            plan.metadata.namespace = Some(ns.clone());
-            Some(plan)
-        }
+        Some(snapshot) => Some(snapshot_plan(&fo, snapshot.spec, &ns)),
         None => live,
     };
     let Some(plan) = plan else {
@@ -657,14 +653,10 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
         api.list(&Default::default()).await?.items
     };
     let uid = fo.uid().unwrap_or_default();
-    let clusters = Arc::new(LeaderClusters {
-        inner: ctx.member_clusters(&plan.spec, &ns),
-        leadership: ctx.leadership.clone(),
-    });
     let version = fo.metadata.resource_version.clone();
     let results = ctx.take_results(&uid, &version);
     let priority = failover_priority(&plan);
-    let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
+    let runner = runner_for(&ctx, plan, fo, &ns);
     let look = ctx.take_promotion_look(&uid);
     let pass = priority.scope(runner.pass(siblings, results, look)).await?;
     ctx.keep_results(&uid, pass.resource_version, pass.results);
@@ -678,6 +670,26 @@ pub async fn reconcile_failover(fo: Arc<Failover>, ctx: Arc<Context>) -> Result<
     })
 }
 
+/// The plan a Failover runs, from its admitted snapshot.
+fn snapshot_plan(
+    fo: &Failover,
+    spec: crate::api::DisasterRecoveryPlanSpec,
+    ns: &str,
+) -> DisasterRecoveryPlan {
+    let mut plan = DisasterRecoveryPlan::new(&fo.spec.plan_ref, spec);
+    plan.metadata.namespace = Some(ns.to_string());
+    plan
+}
+
+/// A runner of `fo` on `plan`, its region clusters behind the leader check.
+fn runner_for(ctx: &Arc<Context>, plan: DisasterRecoveryPlan, fo: Failover, ns: &str) -> Runner {
+    let clusters = Arc::new(LeaderClusters {
+        inner: ctx.member_clusters(&plan.spec, ns),
+        leadership: ctx.leadership.clone(),
+    });
+    Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo)
+}
+
 /// A successful Failover still waiting for its target's probes to answer: one more poll's
 /// record written, and looked at again soon until it is final.
 async fn settle_probes(
@@ -686,15 +698,9 @@ async fn settle_probes(
     spec: crate::api::DisasterRecoveryPlanSpec,
     ns: &str,
 ) -> Result<Action> {
-    let mut plan = DisasterRecoveryPlan::new(&fo.spec.plan_ref, spec);
-    plan.metadata.namespace = Some(ns.to_string());
-    let clusters = Arc::new(LeaderClusters {
-        inner: ctx.member_clusters(&plan.spec, ns),
-        leadership: ctx.leadership.clone(),
-    });
+    let plan = snapshot_plan(&fo, spec, ns);
     let uid = fo.uid().unwrap_or_default();
-    let runner = Runner::new(ctx.clone(), ctx.aws.clone(), clusters, plan, fo);
-    Ok(match runner.settle().await? {
+    Ok(match runner_for(ctx, plan, fo, ns).settle().await? {
         Some(after) => Action::requeue(after),
         None => {
             ctx.forget_failover(&uid);

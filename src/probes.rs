@@ -4,7 +4,7 @@
 //! into its status; a sampler nobody asks for in a minute stops.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -19,6 +19,7 @@ use crate::api::{
 };
 use crate::aws::{Aws, AwsErrorKind};
 use crate::engine::probes::{Answer, Poll, complete, fold};
+use crate::shared_aws::locked;
 use crate::validate::probe_timeout;
 
 /// How often a sampler polls.
@@ -33,10 +34,6 @@ const ROUTE53_SPACING: Duration = Duration::from_secs(1);
 const IDLE: Duration = Duration::from_secs(60);
 /// Bounds the samplers kept: one per running failover.
 const MAX_SAMPLERS: usize = 1024;
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Asks one probe whether it answers.
 #[async_trait]

@@ -68,8 +68,8 @@ struct Lanes<K, Req, Resp> {
 /// Past this many keys, idle ones are dropped (change IDs are never asked for again).
 const MAX_IDLE_LANES: usize = 1024;
 
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere leaves plain data behind; the queue is still usable.
+pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere leaves plain data behind, still usable (queues, probe records).
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
